@@ -1,0 +1,23 @@
+"""Entry point of the `edgefn` command; every command group is mounted here."""
+
+from __future__ import annotations
+
+import click
+
+from edgefn import __version__
+from edgefn.cli.doctor import doctor
+from edgefn.cli.edge import edge
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgefn")
+def cli() -> None:
+    """edgefn: WebAssembly HTTP functions on edge nodes."""
+
+
+cli.add_command(edge)
+cli.add_command(doctor)
+
+
+def main() -> None:
+    cli()

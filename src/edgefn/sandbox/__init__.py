@@ -1,0 +1,30 @@
+"""The WebAssembly sandbox: one engine interface, its implementations, the guest ABIs."""
+
+from edgefn.sandbox.engine import Engine, GuestRequest, Instance, Limits, Module, WasiOptions
+from edgefn.sandbox.errors import (
+    GuestError,
+    GuestTimeout,
+    GuestTrap,
+    InvalidModule,
+    InvocationError,
+    ResponseTooLarge,
+    SandboxError,
+)
+from edgefn.sandbox.factory import create_engine
+
+__all__ = [
+    "Engine",
+    "GuestError",
+    "GuestRequest",
+    "GuestTimeout",
+    "GuestTrap",
+    "Instance",
+    "InvalidModule",
+    "InvocationError",
+    "Limits",
+    "Module",
+    "ResponseTooLarge",
+    "SandboxError",
+    "WasiOptions",
+    "create_engine",
+]

@@ -1,0 +1,127 @@
+"""The byte encodings of the guest ABIs (CONTRACT sections 1 and 2), engine-independent.
+
+`parse_response` reads what an `edge-v1` guest wrote (and what `http_fetch`
+returns); `parse_cgi` reads a WAGI program's stdout. Both raise `GuestError`
+on output a client must not see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgefn.sandbox.errors import GuestError
+
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"content-length"}
+)
+
+
+@dataclass(slots=True)
+class GuestResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def _split_head(raw: bytes) -> tuple[list[bytes], bytes]:
+    """Split header lines from the body at the first blank line; tolerate CRLF."""
+    lf = raw.find(b"\n\n")
+    crlf = raw.find(b"\r\n\r\n")
+    if crlf != -1 and (lf == -1 or crlf < lf):
+        head, body = raw[:crlf], raw[crlf + 4 :]
+    elif lf != -1:
+        head, body = raw[:lf], raw[lf + 2 :]
+    else:
+        head, body = raw, b""
+    return [line.rstrip(b"\r") for line in head.split(b"\n")], body
+
+
+def _header(line: bytes) -> tuple[bytes, bytes]:
+    name, sep, value = line.partition(b":")
+    name = name.strip()
+    if not sep or not name or any(c <= 32 or c >= 127 for c in name):
+        raise GuestError(f"malformed header line {line[:80]!r}")
+    value = value.strip()
+    if b"\r" in value or b"\n" in value or b"\x00" in value:
+        raise GuestError("header value contains a control character")
+    return name.lower(), value
+
+
+def parse_response(raw: bytes) -> GuestResponse:
+    """`STATUS\\n` + header lines + blank line + body."""
+    lines, body = _split_head(raw)
+    status_line = lines[0].strip()
+    if len(status_line) != 3 or not status_line.isdigit():
+        raise GuestError(f"response does not start with a 3-digit status: {status_line[:20]!r}")
+    status = int(status_line)
+    if not 100 <= status <= 599:
+        raise GuestError(f"status {status} out of range")
+    headers = [_header(line) for line in lines[1:] if line]
+    return GuestResponse(status, [h for h in headers if h[0] not in _HOP_BY_HOP], body)
+
+
+def parse_cgi(stdout: bytes) -> GuestResponse:
+    """CGI response: header lines (`Status: 200 OK` optional), a blank line, the body."""
+    if b"\n" not in stdout:
+        raise GuestError("WAGI program wrote no CGI header")
+    lines, body = _split_head(stdout)
+    status = 200
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines:
+        if not line:
+            continue
+        name, value = _header(line)
+        if name == b"status":
+            code = value.split(b" ", 1)[0]
+            if len(code) != 3 or not code.isdigit():
+                raise GuestError(f"bad CGI Status {value[:40]!r}")
+            status = int(code)
+        elif name == b"location" and status == 200:
+            status = 302
+            headers.append((name, value))
+        elif name not in _HOP_BY_HOP:
+            headers.append((name, value))
+    return GuestResponse(status, headers, body)
+
+
+def encode_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """`name: value\\n` lines, names lower-cased, repeated headers repeated."""
+    return b"".join(name.lower() + b": " + value + b"\n" for name, value in headers)
+
+
+def cgi_environ(
+    *,
+    method: str,
+    path: str,
+    query: str,
+    script_name: str,
+    server_name: str,
+    server_port: str,
+    headers: list[tuple[bytes, bytes]],
+    body_length: int,
+    remote_addr: str = "",
+) -> list[tuple[str, str]]:
+    """The CGI/1.1 variables of CONTRACT section 2 for one request."""
+    env = {
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_SOFTWARE": "edgefn",
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": script_name,
+        "PATH_INFO": path[len(script_name) :] if path.startswith(script_name) else path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "CONTENT_LENGTH": str(body_length),
+        "CONTENT_TYPE": "",
+        "REMOTE_ADDR": remote_addr,
+    }
+    for name, value in headers:
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        if key == "content-type":
+            env["CONTENT_TYPE"] = text
+            continue
+        var = "HTTP_" + key.upper().replace("-", "_")
+        env[var] = env[var] + "," + text if var in env else text
+    return list(env.items())

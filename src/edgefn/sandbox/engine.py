@@ -1,0 +1,145 @@
+"""The engine interface: compile a module once, instantiate it cheaply, call it fast.
+
+Everything engine-specific (wasmtime, WasmEdge) lives behind these Protocols; the
+edge runtime, the pool and the tests see only them. An engine links the `edge`
+host functions to a `Host` it is handed per invocation, so the policy behind each
+host function (allowlists, quotas) is written once, outside the engines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from edgefn.sandbox.wasminfo import ModuleInfo
+
+DEFAULT_MEMORY_PAGES = 16
+DEFAULT_MAX_EXECUTION_MS = 500
+DEFAULT_MAX_RESPONSE_BYTES = 65536
+DEFAULT_MAX_OUTPUT_BYTES = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Hard limits of one function, enforced by the engine on every instance."""
+
+    memory_pages: int = DEFAULT_MEMORY_PAGES
+    max_execution_ms: int = DEFAULT_MAX_EXECUTION_MS
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    # stdout/stderr bytes kept per invocation; the rest is dropped and counted.
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class WasiOptions:
+    """The WASI capabilities an instance gets: nothing beyond these."""
+
+    env: tuple[tuple[str, str], ...] = ()
+    # Host directory preopened read-only at /config, or None for no filesystem.
+    config_dir: str | None = None
+
+
+@dataclass(slots=True)
+class GuestRequest:
+    """One HTTP request, already in the guest's encoding (CONTRACT section 1)."""
+
+    method: bytes
+    path: bytes
+    headers: bytes
+    body: bytes
+    # WAGI only: the CGI/1.1 environment for this request.
+    cgi_env: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Host(Protocol):
+    """What a guest may ask of the host during one invocation (CONTRACT section 3).
+
+    Methods returning `bytes | int` give the value, or a negative code:
+    -1 not found, -2 denied, -3 quota exceeded, -4 failed.
+    """
+
+    def log(self, level: int, message: bytes) -> None: ...
+
+    def output(self, stream: int, data: bytes) -> None:
+        """Bytes the guest wrote to WASI stdout (1) or stderr (2) outside a WAGI response."""
+        ...
+
+    def metrics_increment(self, name: bytes, value: float, tags: bytes) -> None: ...
+
+    def kv_get(self, key: bytes) -> bytes | int: ...
+
+    def kv_put(self, key: bytes, value: bytes, ttl_seconds: int) -> int: ...
+
+    def http_fetch(self, request: bytes) -> bytes | int: ...
+
+    def env_get(self, key: bytes) -> bytes | int: ...
+
+    def request_id(self) -> bytes | int: ...
+
+    def request_header(self, name: bytes) -> bytes | int: ...
+
+    def remaining_seconds(self) -> float:
+        """Time left before the invocation's deadline; host calls stay within it."""
+        ...
+
+
+@runtime_checkable
+class Instance(Protocol):
+    """A live instance. It serves one invocation at a time and is closed exactly once."""
+
+    @property
+    def memory_bytes(self) -> int:
+        """Current size of the instance's linear memory."""
+        ...
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        """Run the request; return the raw response (edge-v1 encoding, or WAGI stdout).
+
+        Raises an `InvocationError`; when its `discard` is true the instance must
+        not be used again.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Module(Protocol):
+    """A compiled and linked module, shared by all instances of one function version."""
+
+    @property
+    def info(self) -> ModuleInfo: ...
+
+    @property
+    def abi(self) -> str: ...
+
+    @property
+    def reusable(self) -> bool:
+        """False where every request needs a fresh instance (WAGI runs `_start` once)."""
+        ...
+
+    @property
+    def code_bytes(self) -> int:
+        """Approximate host memory held by the compiled code."""
+        ...
+
+    def instantiate(self) -> Instance: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A WebAssembly engine. One per process; thread-safe for compile and instantiate."""
+
+    name: str
+
+    def compile(self, wasm: bytes, limits: Limits, wasi: WasiOptions) -> Module:
+        """Validate, compile and link `wasm`; raise `InvalidModule` when it cannot run here."""
+        ...
+
+    def describe(self) -> dict[str, str]:
+        """Facts for `edgefn doctor`: version, compiler (AOT or interpreter), library path."""
+        ...
+
+    def close(self) -> None: ...

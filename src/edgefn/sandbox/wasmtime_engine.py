@@ -1,0 +1,575 @@
+"""The wasmtime engine: wasmtime-py for setup, its raw C bindings on the hot path.
+
+The high-level call API costs tens of microseconds per call; the unchecked raw
+call with a reused argument array and `memmove` into linear memory costs a few.
+Timeouts are epoch interruption driven by one ticker thread per engine; memory is
+capped by the store limiter; `edge` host functions are linked once per engine and
+find their invocation through a thread-local, since a call runs on one thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import threading
+from collections.abc import Callable
+from ctypes import POINTER, byref, c_void_p
+
+import wasmtime
+from wasmtime import _bindings as _raw
+from wasmtime import _ffi as ffi
+
+from edgefn.sandbox.engine import GuestRequest, Host, Limits, WasiOptions
+from edgefn.sandbox.errors import (
+    EngineUnavailable,
+    GuestError,
+    GuestTimeout,
+    GuestTrap,
+    InvalidModule,
+    InvocationError,
+    ResponseTooLarge,
+)
+from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
+
+_RawArgs = ffi.wasmtime_val_raw_t
+
+
+def _fast(name: str, restype: type | None) -> ctypes._CFuncPtr:
+    """A private handle on a C function with no argument conversion: the hot path
+    passes only ctypes objects, so ctypes need not check or convert each one."""
+    fn = _raw.dll[name]
+    fn.restype = restype
+    fn.argtypes = None
+    return fn
+
+
+_call_unchecked = _fast("wasmtime_func_call_unchecked", c_void_p)
+_memory_data = _fast("wasmtime_memory_data", c_void_p)
+_memory_data_size = _fast("wasmtime_memory_data_size", ctypes.c_size_t)
+_set_epoch_deadline = _fast("wasmtime_context_set_epoch_deadline", None)
+_SIZES = [ctypes.c_size_t(n) for n in range(11)]
+_INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
+
+_current = threading.local()
+
+# Instances, tables and table elements one store may create; generous for any
+# real module, small enough that a hostile one cannot use them to eat memory.
+_MAX_TABLE_ELEMENTS = 100_000
+
+
+class _HostCallTimeout(Exception):
+    """Raised inside a host callback when the deadline has passed."""
+
+
+def _trap_result(message: str) -> int:
+    data = message.encode()
+    trap = ffi.wasmtime_trap_new(ctypes.create_string_buffer(data), len(data))
+    return ctypes.cast(trap, c_void_p).value or 0
+
+
+def _read(inst: _EdgeInstance, ptr: int, length: int) -> bytes:
+    if ptr < 0 or length < 0:
+        raise IndexError("negative pointer or length")
+    base, size = inst.memory_view()
+    if ptr + length > size:
+        raise IndexError("guest buffer out of bounds")
+    return ctypes.string_at(base + ptr, length)
+
+
+def _write_value(inst: _EdgeInstance, value: bytes | int, out_ptr: int, out_cap: int) -> int:
+    """The contract's rule: return the full length, write at most out_cap bytes."""
+    if isinstance(value, int):
+        return value
+    n = min(len(value), out_cap)
+    if n > 0:
+        base, size = inst.memory_view()
+        if out_ptr < 0 or out_ptr + n > size:
+            raise IndexError("guest output buffer out of bounds")
+        ctypes.memmove(base + out_ptr, value, n)
+    return len(value)
+
+
+# Each `edge` import: its wasm signature and how its raw arguments become a Host call.
+# The adapters take (instance, host, args) and return the i32 result, or None.
+_I32, _F64 = wasmtime.ValType.i32(), wasmtime.ValType.f64()
+
+
+def _log(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> None:  # type: ignore[type-arg]
+    host.log(a[0].i32, _read(inst, a[1].i32, a[2].i32))
+
+
+def _metrics(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> None:  # type: ignore[type-arg]
+    host.metrics_increment(
+        _read(inst, a[0].i32, a[1].i32), a[2].f64, _read(inst, a[3].i32, a[4].i32)
+    )
+
+
+def _lookup(method: str) -> Callable[..., int]:
+    def adapter(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:  # type: ignore[type-arg]
+        value = getattr(host, method)(_read(inst, a[0].i32, a[1].i32))
+        return _write_value(inst, value, a[2].i32, a[3].i32)
+
+    return adapter
+
+
+def _kv_put(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:  # type: ignore[type-arg]
+    key, value = _read(inst, a[0].i32, a[1].i32), _read(inst, a[2].i32, a[3].i32)
+    return host.kv_put(key, value, a[4].i32)
+
+
+def _request_id(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:  # type: ignore[type-arg]
+    return _write_value(inst, host.request_id(), a[0].i32, a[1].i32)
+
+
+_HOST_FUNCTIONS: dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType], Callable]] = {
+    "log": ([_I32] * 3, [], _log),
+    "metrics_increment": ([_I32, _I32, _F64, _I32, _I32], [], _metrics),
+    "kv_get": ([_I32] * 4, [_I32], _lookup("kv_get")),
+    "kv_put": ([_I32] * 5, [_I32], _kv_put),
+    "http_fetch": ([_I32] * 4, [_I32], _lookup("http_fetch")),
+    "env_get": ([_I32] * 4, [_I32], _lookup("env_get")),
+    "request_id": ([_I32] * 2, [_I32], _request_id),
+    "request_header": ([_I32] * 4, [_I32], _lookup("request_header")),
+}
+
+
+def _make_callback(name: str, adapter: Callable, has_result: bool) -> Callable:
+    def callback(env: int, caller: int, args: ctypes.Array, nargs: int) -> int:  # type: ignore[type-arg]
+        inst: _EdgeInstance | None = getattr(_current, "instance", None)
+        if inst is None or inst.host is None:
+            return _trap_result(f"edge.{name} called outside an invocation")
+        try:
+            if inst.host.remaining_seconds() <= 0:
+                raise _HostCallTimeout
+            result = adapter(inst, inst.host, args)
+            if inst.host.remaining_seconds() <= 0:
+                raise _HostCallTimeout
+        except _HostCallTimeout:
+            inst.timed_out = True
+            return _trap_result("deadline exceeded in a host call")
+        except IndexError as exc:
+            return _trap_result(f"edge.{name}: {exc}")
+        except BaseException as exc:  # carried through the trap, re-raised as itself
+            inst.host_exception = exc
+            return _trap_result(f"edge.{name} raised {type(exc).__name__}")
+        if has_result:
+            args[0].i32 = result
+        return 0
+
+    return callback
+
+
+def _make_output_callback(stream: int) -> Callable[[int, ctypes.c_void_p, int], int]:
+    def callback(data: int, buf: ctypes.c_void_p, length: int) -> int:
+        inst: _BaseInstance | None = getattr(_current, "instance", None)
+        if inst is not None:
+            inst.capture(stream, ctypes.string_at(buf, length))
+        return length
+
+    return callback
+
+
+_OUTPUT_CB_TYPE = ctypes.CFUNCTYPE(ctypes.c_ssize_t, c_void_p, POINTER(ctypes.c_ubyte), ctypes.c_size_t)
+_FINALIZER_TYPE = ctypes.CFUNCTYPE(None, c_void_p)
+_NO_FINALIZER = ctypes.cast(0, _FINALIZER_TYPE)
+_STDOUT_CB = _OUTPUT_CB_TYPE(_make_output_callback(1))
+_STDERR_CB = _OUTPUT_CB_TYPE(_make_output_callback(2))
+
+
+class _EpochTicker:
+    """Advances the engine's epoch every `tick_ms`; deadlines are counted in ticks."""
+
+    def __init__(self, engine: wasmtime.Engine, tick_ms: float) -> None:
+        self.tick_ms = tick_ms
+        self._engine = engine
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgefn-epoch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        interval = self.tick_ms / 1000
+        increment = ffi.wasmtime_engine_increment_epoch
+        ptr = self._engine.ptr()
+        while not self._stop.wait(interval):
+            increment(ptr)
+
+    def ticks_for(self, ms: int) -> int:
+        # One extra tick: the deadline is never early, at most one tick late.
+        return math.ceil(ms / self.tick_ms) + 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+
+class WasmtimeEngine:
+    """`Engine` on wasmtime. Thread-safe; one per process."""
+
+    name = "wasmtime"
+
+    def __init__(self, *, epoch_tick_ms: float = 1.0, opt_level: str = "speed") -> None:
+        try:
+            config = wasmtime.Config()
+            config.epoch_interruption = True
+            config.cranelift_opt_level = opt_level
+            self._engine = wasmtime.Engine(config)
+        except (wasmtime.WasmtimeError, OSError) as exc:
+            raise EngineUnavailable(f"wasmtime could not start: {exc}") from exc
+        self._ticker = _EpochTicker(self._engine, epoch_tick_ms)
+        self._linker = wasmtime.Linker(self._engine)
+        self._linker.define_wasi()
+        self._callbacks: list[object] = []
+        for fname, (params, results, adapter) in _HOST_FUNCTIONS.items():
+            self._define_host_function(fname, params, results, adapter)
+
+    def _define_host_function(
+        self,
+        fname: str,
+        params: list[wasmtime.ValType],
+        results: list[wasmtime.ValType],
+        adapter: Callable,
+    ) -> None:
+        functype = wasmtime.FuncType(params, results)
+        cb = ffi.wasmtime_func_unchecked_callback_t(_make_callback(fname, adapter, bool(results)))
+        self._callbacks.append(cb)  # the C side keeps only a pointer
+        module, name = b"edge", fname.encode()
+        err = ffi.wasmtime_linker_define_func_unchecked(
+            self._linker.ptr(),
+            ctypes.create_string_buffer(module),
+            len(module),
+            ctypes.create_string_buffer(name),
+            len(name),
+            functype.ptr(),
+            cb,
+            None,
+            _NO_FINALIZER,
+        )
+        if err:
+            raise EngineUnavailable(str(wasmtime.WasmtimeError._from_ptr(err)))
+
+    def compile(self, wasm: bytes, limits: Limits, wasi: WasiOptions) -> WasmtimeModule:
+        info = validate_module(wasm, memory_pages=limits.memory_pages)
+        try:
+            module = wasmtime.Module(self._engine, wasm)
+            pre = self._linker.instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidModule(f"module does not compile: {exc}") from exc
+        return WasmtimeModule(self, module, pre, info, limits, wasi, len(wasm))
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "engine": "wasmtime",
+            "version": getattr(wasmtime, "__version__", "unknown"),
+            "compiler": "cranelift (AOT at load)",
+            "epoch_tick_ms": str(self._ticker.tick_ms),
+        }
+
+    def close(self) -> None:
+        self._ticker.stop()
+
+
+class WasmtimeModule:
+    """A compiled, pre-linked module of one function version."""
+
+    def __init__(
+        self,
+        engine: WasmtimeEngine,
+        module: wasmtime.Module,
+        pre: wasmtime.InstancePre,
+        info: ModuleInfo,
+        limits: Limits,
+        wasi: WasiOptions,
+        wasm_size: int,
+    ) -> None:
+        self._engine = engine
+        self._module = module
+        self._pre = pre
+        self._info = info
+        self.limits = limits
+        self.wasi = wasi
+        # Compiled machine code is a few times the size of the bytecode.
+        self._code_bytes = wasm_size * 4
+
+    @property
+    def info(self) -> ModuleInfo:
+        return self._info
+
+    @property
+    def abi(self) -> str:
+        return self._info.abi
+
+    @property
+    def reusable(self) -> bool:
+        return self.abi == ABI_EDGE_V1
+
+    @property
+    def code_bytes(self) -> int:
+        return self._code_bytes
+
+    def instantiate(self) -> _BaseInstance:
+        if self.abi == ABI_EDGE_V1:
+            return _EdgeInstance(self)
+        return _WagiInstance(self)
+
+    def new_store(self, stdin: bytes | None, extra_env: list[tuple[str, str]]) -> wasmtime.Store:
+        store = wasmtime.Store(self._engine._engine)
+        # A new store's epoch deadline is "now": arm it before any guest code runs.
+        ticks = self._engine._ticker.ticks_for(self.limits.max_execution_ms)
+        _set_epoch_deadline(store._context(), ctypes.c_uint64(ticks))
+        memory_bytes = self.limits.memory_pages * PAGE_SIZE
+        ffi.wasmtime_store_limiter(store.ptr(), memory_bytes, _MAX_TABLE_ELEMENTS, 1, 1, 1)
+        config = wasmtime.WasiConfig()
+        env = list(self.wasi.env) + extra_env
+        config.env = env
+        if stdin is not None:
+            config.stdin_bytes = stdin  # type: ignore[assignment]
+        ffi.wasi_config_set_stdout_custom(config.ptr(), _STDOUT_CB, None, _NO_FINALIZER)
+        ffi.wasi_config_set_stderr_custom(config.ptr(), _STDERR_CB, None, _NO_FINALIZER)
+        if self.wasi.config_dir:
+            config.preopen_dir(self.wasi.config_dir, "/config", fs_mutable=False)
+        store.set_wasi(config)
+        return store
+
+    def instantiate_in(self, store: wasmtime.Store) -> wasmtime.Instance:
+        return self._pre.instantiate(store)
+
+    def close(self) -> None:
+        self._pre = None  # type: ignore[assignment]
+        self._module = None  # type: ignore[assignment]
+
+
+class _BaseInstance:
+    """What both ABIs share: the store, raw calls, trap translation, output capture."""
+
+    def __init__(self, module: WasmtimeModule) -> None:
+        self._module = module
+        self.limits = module.limits
+        self.host: Host | None = None
+        self.timed_out = False
+        self.host_exception: BaseException | None = None
+        self._output = bytearray()
+        self._output_dropped = 0
+        self._store: wasmtime.Store | None = None
+        self._ctx: ctypes._Pointer | None = None  # type: ignore[type-arg]
+        self._memory: ffi.wasmtime_memory_t | None = None
+        self._trap = POINTER(ffi.wasm_trap_t)()
+        self._trap_ref = byref(self._trap)
+        self._ticks = ctypes.c_uint64(module._engine._ticker.ticks_for(self.limits.max_execution_ms))
+        self.closed = False
+
+    def _bind(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+        self._store = store
+        self._ctx = store._context()
+        self._instance = instance
+        self._exports = instance.exports(store)
+        mem = self._exports.get("memory")
+        if isinstance(mem, wasmtime.Memory):
+            self._memory = mem._memory
+            self._memory_ref = byref(self._memory)
+
+    def _func(self, name: str) -> ctypes._Pointer | None:  # type: ignore[type-arg]
+        f = self._exports.get(name)
+        if isinstance(f, wasmtime.Func):
+            return ctypes.pointer(f._func)
+        return None
+
+    def memory_view(self) -> tuple[int, int]:
+        """Base address and size of linear memory; re-read after anything that may grow it."""
+        if self._memory is None:
+            raise IndexError("module exports no memory")
+        ctx, mem = self._ctx, self._memory_ref
+        return _memory_data(ctx, mem) or 0, _memory_data_size(ctx, mem)
+
+    @property
+    def memory_bytes(self) -> int:
+        if self._memory is None or self.closed:
+            return 0
+        return int(_memory_data_size(self._ctx, self._memory_ref))
+
+    def capture(self, stream: int, data: bytes) -> None:
+        room = self.limits.max_output_bytes - len(self._output)
+        if room <= 0:
+            self._output_dropped += len(data)
+            return
+        self._output += data[:room]
+        self._output_dropped += max(0, len(data) - room)
+
+    def _call(self, func: ctypes._Pointer, args: ctypes.Array, n: int) -> None:  # type: ignore[type-arg]
+        """One raw call; every failure becomes an `InvocationError`."""
+        err = _call_unchecked(self._ctx, func, args, _SIZES[n], self._trap_ref)
+        if err:
+            error = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, POINTER(ffi.wasmtime_error_t)))
+            if isinstance(error, wasmtime.ExitTrap):
+                raise _Exit(error.code)
+            self._raise_host_exception()
+            raise GuestTrap(f"guest failed: {error}")
+        if self._trap:
+            trap = wasmtime.Trap._from_ptr(self._trap)
+            self._trap = POINTER(ffi.wasm_trap_t)()
+            self._trap_ref = byref(self._trap)
+            self._raise_host_exception()
+            if self.timed_out or trap.trap_code == wasmtime.TrapCode.INTERRUPT:
+                self.timed_out = True
+                raise GuestTimeout(
+                    f"invocation exceeded max_execution_ms={self.limits.max_execution_ms}"
+                )
+            raise GuestTrap(f"guest trapped: {trap.message.splitlines()[0]}")
+
+    def _raise_host_exception(self) -> None:
+        exc, self.host_exception = self.host_exception, None
+        if exc is not None:
+            raise exc
+
+    def _arm_deadline(self) -> None:
+        _set_epoch_deadline(self._ctx, self._ticks)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._exports = None  # type: ignore[assignment]
+        self._memory = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self._ctx = None
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+class _EdgeInstance(_BaseInstance):
+    """An `edge-v1` instance: reused across requests until it traps or times out."""
+
+    def __init__(self, module: WasmtimeModule) -> None:
+        super().__init__(module)
+        store = module.new_store(None, [])
+        _current.instance = self
+        try:
+            instance = module.instantiate_in(store)
+            self._bind(store, instance)
+            self._alloc = self._func("alloc")
+            self._handle = self._func("handle")
+            self._dealloc = self._func("dealloc")
+            self._args = (_RawArgs * 10)()
+            init = self._func("_initialize")
+            if init is not None:
+                self._arm_deadline()
+                self._call(init, self._args, 0)
+        except wasmtime.WasmtimeError as exc:
+            self.close()
+            raise GuestTrap(f"instantiation failed: {exc}") from exc
+        except InvocationError:
+            self.close()
+            raise
+        finally:
+            _current.instance = None
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        if self.closed:
+            raise GuestTrap("instance is closed")
+        cap = self.limits.max_response_bytes
+        parts = (request.method, request.path, request.headers, request.body)
+        total = len(parts[0]) + len(parts[1]) + len(parts[2]) + len(parts[3]) + cap
+        args = self._args
+        self.host = host
+        self._output.clear()
+        self._output_dropped = 0
+        _current.instance = self
+        try:
+            self._arm_deadline()
+            args[0].i32 = total
+            self._call(self._alloc, args, 1)  # type: ignore[arg-type]
+            ptr = args[0].i32
+            base, size = self.memory_view()
+            if ptr <= 0 or ptr + total > size:
+                raise GuestError(f"alloc({total}) returned an unusable pointer {ptr}")
+            offset = ptr
+            for i, part in enumerate(parts):
+                n = len(part)
+                if n:
+                    ctypes.memmove(base + offset, part, n)
+                args[2 * i].i32 = offset
+                args[2 * i + 1].i32 = n
+                offset += n
+            args[8].i32 = offset
+            args[9].i32 = cap
+            self._call(self._handle, args, 10)  # type: ignore[arg-type]
+            written = args[0].i32
+            if written < 0:
+                raise GuestError(f"handle returned error code {written}")
+            if written > cap:
+                raise ResponseTooLarge(f"response of {written} bytes exceeds the cap of {cap}")
+            base, size = self.memory_view()
+            if offset + written > size:
+                raise GuestError("response extends past linear memory")
+            response = ctypes.string_at(base + offset, written)
+            if self._dealloc is not None:
+                args[0].i32 = ptr
+                args[1].i32 = total
+                self._call(self._dealloc, args, 2)
+            return response
+        except _Exit as exc:
+            raise GuestTrap(f"guest called proc_exit({exc.code})") from None
+        finally:
+            _current.instance = None
+            self.host = None
+            if self._output or self._output_dropped:
+                host.output(1, bytes(self._output))
+
+
+class _WagiInstance(_BaseInstance):
+    """A WAGI program: a fresh store per request, `_start` once, stdout is the response."""
+
+    def __init__(self, module: WasmtimeModule) -> None:
+        super().__init__(module)
+        self._used = False
+
+    @property
+    def memory_bytes(self) -> int:
+        return 0
+
+    def capture(self, stream: int, data: bytes) -> None:
+        if stream == 1:
+            room = self.limits.max_response_bytes + 1 - len(self._output)
+            self._output += data[: max(0, room)]
+        elif self.host is not None:
+            self.host.output(2, data)
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        if self._used:
+            raise GuestTrap("a WAGI instance runs one request")
+        self._used = True
+        self.host = host
+        _current.instance = self
+        code = 0
+        try:
+            store = self._module.new_store(request.body, request.cgi_env)
+            try:
+                instance = self._module.instantiate_in(store)
+            except wasmtime.WasmtimeError as exc:
+                raise GuestTrap(f"instantiation failed: {exc}") from exc
+            self._bind(store, instance)
+            start = self._func("_start")
+            if start is None:
+                raise GuestTrap("module exports no _start")
+            try:
+                self._call(start, (_RawArgs * 1)(), 0)
+            except _Exit as exc:
+                code = exc.code
+        finally:
+            _current.instance = None
+            self.host = None
+            self.close()
+        if code != 0:
+            raise GuestError(f"WAGI program exited with status {code}")
+        if len(self._output) > self.limits.max_response_bytes:
+            raise ResponseTooLarge(
+                f"WAGI response exceeds the cap of {self.limits.max_response_bytes} bytes"
+            )
+        return bytes(self._output)
+
+
+__all__ = ["WasmtimeEngine", "WasmtimeModule"]
