@@ -7,7 +7,11 @@ static int32_t serve(const edge_request *req, edge_response *res) {
     int32_t n = edge_env("GREETING", greeting, sizeof greeting);
     if (n > (int32_t)sizeof greeting) n = sizeof greeting;
 
-    edge_log(EDGE_LOG_INFO, req->path.ptr, (int32_t)req->path.len);
+    char line[160] = "hello-c served ";
+    size_t used = strlen(line), take = sizeof line - used;
+    if (req->path.len < take) take = req->path.len;
+    memcpy(line + used, req->path.ptr, take);
+    edge_log(EDGE_LOG_INFO, line, (int32_t)(used + take));
 
     edge_status(res, 200);
     edge_header(res, "content-type", "text/plain; charset=utf-8");
