@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgefn.edge.logs import JsonLog
 from edgefn.edge.spec import FunctionSpec
 
-LEVELS = ("debug", "info", "warn", "error", "error")
+LEVELS = ("debug", "info", "notice", "warn", "error")
 
 
 class LogCapability:
