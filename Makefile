@@ -16,12 +16,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 dev: $(STAMP)
-	$(BIN)/edgefn dev
+	$(BIN)/edgefn edge serve --functions examples
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/python scripts/check_proto.py
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

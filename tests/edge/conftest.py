@@ -49,7 +49,7 @@ class EdgeHarness:
         host: str = "edge.test",
     ) -> HttpResponse:
         path, _, query = target.partition("?")
-        hdrs = [(b"host", host.encode())] + list(headers or [])
+        hdrs = [(b"host", host.encode()), *(headers or [])]
         stream = BytesIO(body)
         return self.runtime.handle(
             HttpRequest(method=method, host=host, path=path, query=query, headers=hdrs,

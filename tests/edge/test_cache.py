@@ -21,7 +21,7 @@ BLOB = b"\x00asm\x01\x00\x00\x00" + os.urandom(4096)
 class _Artifacts(BaseHTTPRequestHandler):
     blobs: dict[str, bytes] = {}
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/killed":
             # Promise the whole artifact, send half, then drop the connection.
             self.send_response(200)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from tests.edge.conftest import EdgeHarness, fn
 def test_fifty_parallel_checkouts_never_share_an_instance(engine: Engine) -> None:
     spec = fn("c", "counter", max_hot_instances=64, min_hot_instances=0)
     manager = PoolManager(memory_budget_bytes=1 << 30)
-    module = engine.compile(open(spec.artifact, "rb").read(), spec.limits, spec.wasi)
+    module = engine.compile(Path(spec.artifact).read_bytes(), spec.limits, spec.wasi)
     pool = InstancePool(spec, module, manager)
     barrier = threading.Barrier(50)
     held: list[int] = []
@@ -63,7 +64,7 @@ def test_per_request_isolation_gives_a_fresh_instance_each_time(edge: EdgeHarnes
 def test_instance_is_discarded_after_a_trap(engine: Engine) -> None:
     spec = fn("c", "counter", min_hot_instances=1)
     manager = PoolManager(memory_budget_bytes=1 << 30)
-    module = engine.compile(open(spec.artifact, "rb").read(), spec.limits, spec.wasi)
+    module = engine.compile(Path(spec.artifact).read_bytes(), spec.limits, spec.wasi)
     pool = InstancePool(spec, module, manager)
     pool.warm()
     with pool.checkout() as first:

@@ -64,8 +64,9 @@ def start_node(tmp_path: Path, functions: Path, *extra: str, scheme: str = "http
            "--port", str(port), "--metrics-port", str(mport), "--data-dir",
            str(tmp_path / "data"), "--workers", "2", "--threads", "8",
            "--log-file", str(log_file), "--node-id", "node-http", *extra]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr", "wb"))
+    with open(tmp_path / "stderr", "wb") as stderr:
+        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
+                                stdout=subprocess.DEVNULL, stderr=stderr)
     node = Node(f"{scheme}://127.0.0.1:{port}", f"http://127.0.0.1:{mport}", log_file, proc)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -185,11 +186,11 @@ def test_tls_with_a_self_signed_certificate(tmp_path: Path, functions: Path) -> 
     n = start_node(tmp_path, functions, "--tls-cert", str(cert_file), "--tls-key",
                    str(key_file), scheme="https")
     try:
+        trusted = ssl.create_default_context(cafile=str(ca_file))
         deadline = time.monotonic() + 10
         while True:
             try:
-                r = httpx.post(n.url + "/echo/tls", content=b"secure", verify=ssl.create_default_context(cafile=str(ca_file)),
-                               timeout=5)
+                r = httpx.post(n.url + "/echo/tls", content=b"secure", verify=trusted, timeout=5)
                 break
             except httpx.ConnectError:
                 if time.monotonic() > deadline:

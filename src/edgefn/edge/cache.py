@@ -9,6 +9,7 @@ survives restarts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -78,10 +79,8 @@ class ArtifactCache:
             self.stats.misses += 1
             return None
         self.stats.hits += 1
-        try:
-            os.utime(path)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recency for LRU; a read-only cache still serves
         return data
 
     def put(

@@ -7,6 +7,7 @@ the metrics endpoint in the main process merges them and adds the node gauges.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -62,10 +63,8 @@ class NodeCollector(Collector):
 
     def _tree(self) -> list[psutil.Process]:
         procs = [self._proc]
-        try:
+        with contextlib.suppress(psutil.Error):
             procs += self._proc.children(recursive=True)
-        except psutil.Error:
-            pass
         out = []
         for p in procs:
             cached = self._cpu_cache.setdefault(p.pid, p)
@@ -115,7 +114,7 @@ class MetricsServer:
         started = time.time()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] == "/metrics":
                     body, ctype = render(registry), CONTENT_TYPE_LATEST
                 elif self.path == "/healthz":

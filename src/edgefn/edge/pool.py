@@ -79,9 +79,12 @@ class InstancePool:
         keep = False
         with self._lock:
             self.busy -= 1
-            if not spent and self.reuse and not self.retired:
-                if len(self._idle) < self.spec.max_hot_instances:
-                    keep = True
+            keep = (
+                not spent
+                and self.reuse
+                and not self.retired
+                and len(self._idle) < self.spec.max_hot_instances
+            )
         if keep:
             size = _footprint(inst)
             with self._lock:

@@ -8,6 +8,7 @@ what the HTTP layer calls for every request.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -79,17 +80,8 @@ class _Tables:
 
 
 def _error(status: int, code: str, message: str, request_id: str) -> HttpResponse:
-    body = (
-        '{"error":{"code":"%s","message":%s,"request_id":"%s"}}'
-        % (code, _json_str(message), request_id)
-    ).encode()
-    return HttpResponse(status, list(_JSON), body)
-
-
-def _json_str(s: str) -> str:
-    import json
-
-    return json.dumps(s)
+    body = json.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
+    return HttpResponse(status, list(_JSON), body.encode())
 
 
 # Scheduling noise allowed past the deadline before the host-side guard fires.
@@ -159,16 +151,16 @@ class Runtime:
         if spec.artifact and not spec.artifact_url:
             # A local functions directory: the file is the source of truth.
             try:
-                data = Path(spec.artifact).read_bytes()
+                local = Path(spec.artifact).read_bytes()
             except OSError as exc:
                 raise ArtifactError(f"cannot read {spec.artifact}: {exc}") from exc
-            if spec.sha256 and sha256_hex(data) != spec.sha256:
+            if spec.sha256 and sha256_hex(local) != spec.sha256:
                 raise ArtifactError(f"sha256 mismatch for {spec.artifact}")
-            return data
-        data = self.cache.get(spec.id, spec.version, spec.sha256)
-        if data is not None:
+            return local
+        cached = self.cache.get(spec.id, spec.version, spec.sha256)
+        if cached is not None:
             metrics.CACHE_HITS.inc()
-            return data
+            return cached
         metrics.CACHE_MISSES.inc()
         pinned = [(f.id, f.version) for f in self._tables.functions.values()]
         return self.cache.ensure(spec.id, spec.version, spec.sha256, spec.artifact_url,
