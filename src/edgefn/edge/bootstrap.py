@@ -19,7 +19,11 @@ def build_cache(settings: EdgeSettings) -> ArtifactCache:
 
 
 def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) -> Runtime:
-    engine = create_engine(settings.engine, epoch_tick_ms=settings.epoch_tick_ms)
+    engine = create_engine(
+        settings.engine,
+        epoch_tick_ms=settings.epoch_tick_ms,
+        compile_cache_dir=settings.data_dir / "compiled",
+    )
     sink = log_sink or JsonLog(settings.log_file)
     pools = PoolManager(memory_budget_bytes=settings.memory_budget_bytes)
     pools.on_tick.append(sink.flush)

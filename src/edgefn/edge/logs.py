@@ -14,6 +14,41 @@ import threading
 from pathlib import Path
 from typing import Any
 
+_str = json.encoder.encode_basestring  # the C encoder: quotes and escapes a str
+
+
+def invocation_line(
+    *,
+    request_id: str,
+    function_id: str,
+    version: str,
+    node_id: str,
+    start: float,
+    elapsed: float,
+    status: int,
+    method: str,
+    path: str,
+    trace_id: str,
+    span_id: str,
+    parent_span_id: str,
+    error_message: str | None,
+) -> bytes:
+    """The per-invocation record, formatted directly: it is written for every request."""
+    parts = [
+        '{"type":"invocation","request_id":', _str(request_id),
+        ',"function_id":', _str(function_id), ',"version":', _str(version),
+        ',"node_id":', _str(node_id),
+        f',"start":{start:.6f},"end":{start + elapsed:.6f},"duration_ms":{elapsed * 1000:.3f}',
+        f',"status":{status},"method":', _str(method), ',"path":', _str(path),
+        ',"trace_id":"', trace_id, '","span_id":"', span_id, '"',
+    ]
+    if parent_span_id:
+        parts += [',"parent_span_id":"', parent_span_id, '"']
+    if error_message is not None:
+        parts += [',"error_message":', _str(error_message)]
+    parts.append("}\n")
+    return "".join(parts).encode()
+
 
 class JsonLog:
     def __init__(self, path: Path | None = None, *, buffer_bytes: int = 64 * 1024) -> None:
@@ -29,6 +64,10 @@ class JsonLog:
 
     def write(self, record: dict[str, Any]) -> None:
         line = self._dumps(record).encode() + b"\n"
+        with self._lock:
+            self._out.write(line)
+
+    def write_line(self, line: bytes) -> None:
         with self._lock:
             self._out.write(line)
 

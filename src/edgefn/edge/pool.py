@@ -76,7 +76,9 @@ class InstancePool:
         return inst
 
     def release(self, inst: Instance, *, spent: bool) -> None:
-        keep = False
+        # Measure outside the lock (an engine call); decide and append inside it, so
+        # concurrent releases cannot all see room for one more.
+        size = 0 if spent or not self.reuse else _footprint(inst)
         with self._lock:
             self.busy -= 1
             keep = (
@@ -85,10 +87,9 @@ class InstancePool:
                 and not self.retired
                 and len(self._idle) < self.spec.max_hot_instances
             )
-        if keep:
-            size = _footprint(inst)
-            with self._lock:
+            if keep:
                 self._idle.append(_Idle(inst, size))
+        if keep:
             self._manager.adjust(size)
             self._manager.enforce_budget()
         else:

@@ -7,6 +7,7 @@ on output a client must not see.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from edgefn.sandbox.errors import GuestError
@@ -36,15 +37,15 @@ def _split_head(raw: bytes) -> tuple[list[bytes], bytes]:
     return [line.rstrip(b"\r") for line in head.split(b"\n")], body
 
 
+# RFC 9110 token characters for the name; no CR, LF or NUL in the value.
+_HEADER_LINE = re.compile(rb"[ \t]*([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:[ \t]*([^\r\n\x00]*?)[ \t]*")
+
+
 def _header(line: bytes) -> tuple[bytes, bytes]:
-    name, sep, value = line.partition(b":")
-    name = name.strip()
-    if not sep or not name or any(c <= 32 or c >= 127 for c in name):
+    m = _HEADER_LINE.fullmatch(line)
+    if m is None:
         raise GuestError(f"malformed header line {line[:80]!r}")
-    value = value.strip()
-    if b"\r" in value or b"\n" in value or b"\x00" in value:
-        raise GuestError("header value contains a control character")
-    return name.lower(), value
+    return m.group(1).lower(), m.group(2)
 
 
 def parse_response(raw: bytes) -> GuestResponse:

@@ -10,11 +10,16 @@ find their invocation through a thread-local, since a call runs on one thread.
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import importlib.metadata
 import itertools
 import math
+import os
+import tempfile
 import threading
 from collections.abc import Callable
 from ctypes import POINTER, byref, c_void_p
+from pathlib import Path
 from typing import Any
 
 import wasmtime
@@ -34,6 +39,7 @@ from edgefn.sandbox.errors import (
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
 
 _RawArgs = ffi.wasmtime_val_raw_t
+_WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 
 def _fast(name: str, restype: type | None) -> Any:
@@ -217,7 +223,17 @@ class WasmtimeEngine:
 
     name = "wasmtime"
 
-    def __init__(self, *, epoch_tick_ms: float = 1.0, opt_level: str = "speed") -> None:
+    def __init__(
+        self,
+        *,
+        epoch_tick_ms: float = 1.0,
+        opt_level: str = "speed",
+        compile_cache_dir: Path | None = None,
+    ) -> None:
+        # Compiled machine code is cached on disk by the module's sha256, so a
+        # version is compiled once per node, not once per worker or restart.
+        self._compile_cache = compile_cache_dir
+        self._opt_level = opt_level
         try:
             config = wasmtime.Config()
             config.epoch_interruption = True
@@ -260,17 +276,42 @@ class WasmtimeEngine:
     def compile(self, wasm: bytes, limits: Limits, wasi: WasiOptions) -> WasmtimeModule:
         info = validate_module(wasm, memory_pages=limits.memory_pages)
         try:
-            module = wasmtime.Module(self._engine, wasm)
+            module = self._load_or_compile(wasm)
             pre = self._linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             raise InvalidModule(f"module does not compile: {exc}") from exc
         return WasmtimeModule(self, module, pre, info, limits, wasi, len(wasm))
 
+    def _load_or_compile(self, wasm: bytes) -> wasmtime.Module:
+        if self._compile_cache is None:
+            return wasmtime.Module(self._engine, wasm)
+        key = hashlib.sha256(
+            wasm + f"|wasmtime-{_WASMTIME_VERSION}|{self._opt_level}".encode()
+        ).hexdigest()
+        path = self._compile_cache / f"{key}.cwasm"
+        if path.exists():
+            try:
+                return wasmtime.Module.deserialize_file(self._engine, str(path))
+            except wasmtime.WasmtimeError:
+                path.unlink(missing_ok=True)  # stale or damaged: compile again
+        module = wasmtime.Module(self._engine, wasm)
+        self._compile_cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=self._compile_cache)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(module.serialize())
+            os.replace(tmp, path)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+        return module
+
     def describe(self) -> dict[str, str]:
         return {
             "engine": "wasmtime",
-            "version": getattr(wasmtime, "__version__", "unknown"),
-            "compiler": "cranelift (AOT at load)",
+            "version": _WASMTIME_VERSION,
+            "compiler": "cranelift (compiled at load, cached on disk by sha256)"
+            if self._compile_cache
+            else "cranelift (compiled at load)",
             "epoch_tick_ms": str(self._ticker.tick_ms),
         }
 

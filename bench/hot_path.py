@@ -1,0 +1,247 @@
+"""Hot-path benchmark: wrk against an edge-v1 echo function, its ceiling and its peer.
+
+Runs, in one go and on the same machine:
+  1. `edgefn edge serve` with tests/fixtures/wasm/echo.wasm (the hot path);
+  2. raw hello-world apps on the same server (Granian WSGI and ASGI): the ceiling;
+  3. Cloudflare workerd serving a worker that calls the same echo.wasm: the peer;
+then prints req/s, p50 and p99 for each, followed by in-process figures for the
+cold start of a never-instantiated module and the memory of an idle instance.
+
+    python bench/hot_path.py [--duration 10] [--connections 50] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ECHO = ROOT / "tests" / "fixtures" / "wasm" / "echo.wasm"
+WORKERD_DIR = ROOT / "bench" / "workerd"
+LUA = 'wrk.method = "POST"\nwrk.body = "hello edge"\n'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    def ms(text: str) -> float:
+        value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "req_s": rps, "p50_ms": p50, "p99_ms": p99,
+        "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "socket_errors": 1.0 if errors else 0.0,
+    }
+
+
+def run_wrk(url: str, duration: int, connections: int, tmp: Path) -> dict[str, float]:
+    script = tmp / "post.lua"
+    script.write_text(LUA)
+    # Warm up (instances, connections), then measure.
+    subprocess.run(["wrk", "-t2", f"-c{connections}", "-d2s", "-s", str(script), url],
+                   capture_output=True, check=True)
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return parse_wrk(out)
+
+
+def bench_edgefn(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    functions = tmp / "functions" / "echo"
+    functions.mkdir(parents=True)
+    shutil.copy(ECHO, functions / "echo.wasm")
+    (functions / "function.json").write_text(json.dumps({
+        "id": "echo", "version": "1.0.0", "artifact": "echo.wasm",
+        "min_hot_instances": args.threads, "max_hot_instances": args.threads,
+        "routes": [{"host": "*", "path": "/*"}],
+    }))
+    port, mport = free_port(), free_port()
+    cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--functions", str(tmp / "functions"),
+           "--port", str(port), "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
+           "--workers", str(args.workers), "--threads", str(args.threads),
+           "--log-file", str(tmp / "edge.log")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+        time.sleep(1)
+        return run_wrk(f"http://127.0.0.1:{port}/echo", args.duration, args.connections, tmp)
+    finally:
+        stop(proc)
+
+
+HELLO = textwrap.dedent('''
+    def wsgi(environ, start_response):
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [b"hello"]
+
+    async def asgi(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"hello"})
+''')
+
+
+def bench_raw(interface: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    (tmp / "hello_app.py").write_text(HELLO)
+    port = free_port()
+    cmd = [sys.executable, "-m", "granian", "--interface", interface, "--port", str(port),
+           "--workers", str(args.workers), "--no-log"]
+    if interface == "wsgi":
+        cmd += ["--blocking-threads", str(args.threads)]
+    cmd.append(f"hello_app:{interface}")
+    proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+        return run_wrk(f"http://127.0.0.1:{port}/", args.duration, args.connections, tmp)
+    finally:
+        stop(proc)
+
+
+def bench_workerd(args: argparse.Namespace, tmp: Path) -> dict[str, float] | str:
+    binary = WORKERD_DIR / "node_modules" / ".bin" / "workerd"
+    if not binary.exists():
+        if shutil.which("npm") is None:
+            return "npm not found"
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=WORKERD_DIR,
+                       capture_output=True, check=False)
+        if not binary.exists():
+            return "workerd could not be installed (npm install failed)"
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(binary), "serve", "config.capnp", "--socket-addr", f"http=127.0.0.1:{port}"],
+        cwd=WORKERD_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc)
+        return run_wrk(f"http://127.0.0.1:{port}/echo", args.duration, args.connections, tmp)
+    finally:
+        stop(proc)
+
+
+def cold_and_memory(tmp: Path) -> dict[str, float]:
+    """First request of never-instantiated modules, and the RSS of idle instances."""
+    import psutil
+
+    sys.path.insert(0, str(ROOT))
+    from edgefn.edge.cache import ArtifactCache
+    from edgefn.edge.logs import JsonLog
+    from edgefn.edge.pool import PoolManager
+    from edgefn.edge.runtime import HttpRequest, Runtime
+    from edgefn.edge.spec import FunctionSpec, NodeState
+    from edgefn.sandbox import Limits, WasiOptions, create_engine
+
+    engine = create_engine(compile_cache_dir=tmp / "compiled")
+    wasm = ECHO.read_bytes()
+    # What a node does when an artifact arrives: compile it ahead of the first request.
+    engine.compile(wasm, Limits(), WasiOptions())
+    runtime = Runtime(engine=engine, cache=ArtifactCache(tmp / "cache"),
+                      pools=PoolManager(memory_budget_bytes=1 << 30),
+                      log_sink=JsonLog(tmp / "cold.log"), node_id="bench",
+                      max_request_body_bytes=1 << 20)
+    samples = []
+    for i in range(200):
+        spec = FunctionSpec(id=f"cold{i}", artifact=str(ECHO), min_hot_instances=0,
+                            routes=({"host": "*", "path": f"/cold{i}"},))  # type: ignore[arg-type]
+        runtime.apply_state(NodeState(generation=i, functions=(spec,)))
+        t0 = time.perf_counter()
+        resp = runtime.handle(HttpRequest("POST", "b", f"/cold{i}", "", [], lambda n: b"hi", 2))
+        samples.append(time.perf_counter() - t0)
+        assert resp.status == 200, resp
+    samples.sort()
+    module = engine.compile((ROOT / "tests/fixtures/wasm/echo16.wasm").read_bytes(), Limits(),
+                            WasiOptions())
+    proc = psutil.Process()
+    keep = [module.instantiate() for _ in range(20)]
+    before = proc.memory_info().rss
+    keep += [module.instantiate() for _ in range(500)]
+    per_instance = (proc.memory_info().rss - before) / 500
+    for inst in keep:
+        inst.close()
+    return {
+        "cold_p50_ms": samples[len(samples) // 2] * 1000,
+        "cold_p99_ms": samples[int(len(samples) * 0.99) - 1] * 1000,
+        "idle_instance_kib": per_instance / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--skip-workerd", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        rows: list[tuple[str, dict[str, float] | str]] = [
+            ("edgefn echo (edge-v1, wasmtime)", bench_edgefn(args, tmp)),
+            ("ceiling: Granian WSGI hello", bench_raw("wsgi", args, tmp)),
+            ("ceiling: Granian ASGI hello", bench_raw("asgi", args, tmp)),
+        ]
+        if not args.skip_workerd:
+            rows.append(("peer: workerd echo.wasm", bench_workerd(args, tmp)))
+        cold = cold_and_memory(tmp)
+    print(f"wrk -t2 -c{args.connections} -d{args.duration}s, POST 10-byte body; "
+          f"edgefn/Granian workers={args.workers}, threads={args.threads}; "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'target':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, r in rows:
+        if isinstance(r, str):
+            print(f"{name:40} skipped: {r}")
+        else:
+            print(f"{name:40} {r['req_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                  f"{r['non_2xx']:>8.0f}")
+    print(f"cold start, first request of a never-instantiated echo: p50 {cold['cold_p50_ms']:.2f} ms,"
+          f" p99 {cold['cold_p99_ms']:.2f} ms (200 functions)")
+    print(f"idle hot instance of a 16-page function: {cold['idle_instance_kib']:.0f} KiB RSS")
+
+
+if __name__ == "__main__":
+    main()
