@@ -15,7 +15,7 @@ class CPSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGEFN_", extra="ignore")
 
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
     data_dir: Path = Path(".edgefn")
     # None means a SQLite file in data_dir.
     database_url: str | None = None
@@ -36,16 +36,16 @@ class CPSettings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     s3_create_bucket: bool = False
 
-    max_artifact_bytes: int = Field(10 * 1024 * 1024, gt=0)
-    upload_url_ttl_s: int = Field(900, gt=0)
-    download_url_ttl_s: int = Field(300, gt=0)
-    jwt_ttl_s: int = Field(3600, gt=0)
-    heartbeat_interval_s: float = Field(30.0, gt=0)
+    max_artifact_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    upload_url_ttl_s: int = Field(default=900, gt=0)
+    download_url_ttl_s: int = Field(default=300, gt=0)
+    jwt_ttl_s: int = Field(default=3600, gt=0)
+    heartbeat_interval_s: float = Field(default=30.0, gt=0)
 
     # OWASP's second argon2id profile; tests lower these to save CPU.
-    argon2_time_cost: int = Field(2, ge=1)
-    argon2_memory_kib: int = Field(19 * 1024, ge=8)
-    argon2_parallelism: int = Field(1, ge=1)
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19 * 1024, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _check_store(self) -> CPSettings:
