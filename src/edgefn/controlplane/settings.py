@@ -48,7 +48,9 @@ class CPSettings(BaseSettings):
     argon2_parallelism: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
-    def _check_store(self) -> CPSettings:
+    def _check(self) -> CPSettings:
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("secret_key must be at least 32 characters (it signs HS256 JWTs)")
         if self.artifact_store == "s3" and not self.s3_bucket:
             raise ValueError("artifact_store=s3 needs s3_bucket (EDGEFN_S3_BUCKET)")
         return self
