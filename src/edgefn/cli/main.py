@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from edgefn import __version__
+from edgefn.cli.audit import audit
+from edgefn.cli.cp import cp
 from edgefn.cli.doctor import doctor
 from edgefn.cli.edge import edge
 
@@ -17,7 +19,13 @@ def cli() -> None:
 
 cli.add_command(edge)
 cli.add_command(doctor)
+cli.add_command(cp)
+cli.add_command(audit)
 
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

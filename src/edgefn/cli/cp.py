@@ -1,0 +1,83 @@
+"""`edgefn cp ...`: run the control plane and manage its database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from edgefn.controlplane.settings import CPSettings
+
+
+def settings_from(**flags: Any) -> CPSettings:
+    """Flags given on the command line win over EDGEFN_* variables."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return CPSettings(**given)
+    except ValidationError as exc:
+        raise click.UsageError(f"invalid settings: {exc}") from exc
+
+
+_db_options = [
+    click.option("--data-dir", type=click.Path(path_type=Path), help="default .edgefn"),
+    click.option(
+        "--database-url",
+        help="SQLAlchemy URL (default: SQLite in the data dir); env EDGEFN_DATABASE_URL",
+    ),
+]
+
+
+def db_options(f: Any) -> Any:
+    for option in reversed(_db_options):
+        f = option(f)
+    return f
+
+
+@click.group()
+def cp() -> None:
+    """Run the control plane."""
+
+
+@cp.command()
+@click.option("--host", help="bind address (default 127.0.0.1)")
+@click.option("--port", type=int, help="default 8080")
+@db_options
+@click.option("--public-url", help="URL nodes and clients reach this CP at")
+@click.option("--artifact-store", type=click.Choice(["local", "s3"]), help="default local")
+@click.option("--artifact-dir", type=click.Path(path_type=Path), help="local store directory")
+@click.option("--s3-bucket")
+@click.option("--s3-endpoint-url", help="e.g. http://127.0.0.1:9000 for MinIO")
+@click.option("--s3-region")
+@click.option("--s3-access-key-id")
+@click.option("--s3-secret-access-key", help="prefer EDGEFN_S3_SECRET_ACCESS_KEY")
+@click.option("--s3-create-bucket/--no-s3-create-bucket", default=None)
+@click.option("--max-artifact-bytes", type=int)
+def serve(**flags: Any) -> None:
+    """Serve the control-plane API (migrations are applied first)."""
+    import uvicorn
+
+    from edgefn.controlplane import db
+    from edgefn.controlplane.app import create_app
+
+    settings = settings_from(**flags)
+    app = create_app(settings)
+    db.migrate(app.state.cp.engine)
+    if settings.bootstrap_token is None:
+        click.echo("warning: EDGEFN_BOOTSTRAP_TOKEN is not set; no admin can log in", err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+@cp.command()
+@db_options
+@click.option("--revision", default="head", show_default=True)
+def migrate(revision: str, **flags: Any) -> None:
+    """Apply the database migrations (up to --revision)."""
+    from edgefn.controlplane import db
+
+    settings = settings_from(**flags)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = db.make_engine(settings.resolved_database_url())
+    db.migrate(engine, revision)
+    click.echo(f"database at revision {db.current_revision(engine)}")

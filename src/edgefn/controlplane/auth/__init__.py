@@ -1,0 +1,1 @@
+"""Who is calling: projects, users and memberships, API keys, tokens, RBAC."""

@@ -1,0 +1,90 @@
+"""HTTP surface of auth: login, projects, users, memberships, API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from edgefn.controlplane.auth import service
+from edgefn.controlplane.auth.schemas import (
+    ApiKeyIn,
+    ApiKeyOut,
+    LoginIn,
+    MemberIn,
+    MemberOut,
+    ProjectIn,
+    ProjectOut,
+    TokenOut,
+    UserIn,
+    UserOut,
+)
+from edgefn.controlplane.deps import DB, Caller, Ctx, request_id_of
+from edgefn.controlplane.pagination import Page, describe_page, page_params
+
+router = APIRouter(tags=["auth"])
+
+
+@router.post("/auth/login", response_model=TokenOut)
+def login(body: LoginIn, request: Request, session: DB, ctx: Ctx) -> TokenOut:
+    token, exp = service.login(
+        session,
+        ctx.creds,
+        email=body.email,
+        password=body.password,
+        request_id=request_id_of(request),
+    )
+    return TokenOut(token=token, expires_at=exp)
+
+
+@router.post("/projects", status_code=201, response_model=ProjectOut)
+def create_project(body: ProjectIn, session: DB, who: Caller) -> ProjectOut:
+    return ProjectOut.model_validate(service.create_project(session, who, name=body.name))
+
+
+@router.get("/projects", response_model=list[ProjectOut])
+def list_projects(
+    request: Request,
+    response: Response,
+    session: DB,
+    who: Caller,
+    page: Annotated[Page, Depends(page_params)],
+) -> list[ProjectOut]:
+    projects = service.list_projects(session, who)
+    describe_page(request, response, page, len(projects))
+    window = projects[page.offset : page.offset + page.limit]
+    return [ProjectOut.model_validate(p) for p in window]
+
+
+@router.get("/projects/{project_id}", response_model=ProjectOut)
+def get_project(project_id: str, session: DB, who: Caller) -> ProjectOut:
+    return ProjectOut.model_validate(service.get_project(session, who, project_id))
+
+
+@router.post("/users", status_code=201, response_model=UserOut)
+def create_user(body: UserIn, session: DB, ctx: Ctx, who: Caller) -> UserOut:
+    user = service.create_user(session, who, ctx.creds, email=body.email, password=body.password)
+    return UserOut.model_validate(user)
+
+
+@router.post("/projects/{project_id}/members", status_code=201, response_model=MemberOut)
+def add_member(project_id: str, body: MemberIn, session: DB, who: Caller) -> MemberOut:
+    member = service.add_member(
+        session, who, project_id=project_id, user_id=body.user_id, role=body.role
+    )
+    return MemberOut.model_validate(member)
+
+
+@router.post("/projects/{project_id}/api-keys", status_code=201, response_model=ApiKeyOut)
+def create_api_key(project_id: str, body: ApiKeyIn, session: DB, who: Caller) -> ApiKeyOut:
+    key, secret = service.create_api_key(
+        session, who, project_id=project_id, name=body.name, role=body.role
+    )
+    return ApiKeyOut(
+        id=key.id,
+        project_id=key.project_id,
+        name=key.name,
+        role=key.role,
+        created_at=key.created_at,
+        key=secret,
+    )

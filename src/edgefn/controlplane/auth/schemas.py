@@ -1,0 +1,75 @@
+"""Request and response bodies of the auth endpoints."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgefn.controlplane.auth.principal import Role
+
+
+class StrictModel(BaseModel):
+    """Request bodies refuse fields they do not know (400, not silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(StrictModel):
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenOut(BaseModel):
+    token: str
+    token_type: str = "bearer"
+    expires_at: dt.datetime
+
+
+class ProjectIn(StrictModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ProjectOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str
+    created_at: dt.datetime
+
+
+class UserIn(StrictModel):
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    password: str = Field(min_length=8, max_length=1024)
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    email: str
+    created_at: dt.datetime
+
+
+class MemberIn(StrictModel):
+    user_id: str
+    role: Role
+
+
+class MemberOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    user_id: str
+    project_id: str
+    role: str
+
+
+class ApiKeyIn(StrictModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role = "developer"
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    project_id: str
+    name: str
+    role: str
+    created_at: dt.datetime
+    key: str = Field(description="The secret; shown only in this response.")

@@ -1,0 +1,1 @@
+"""Deployments, their per-node state, and the outbox of per-node instructions."""

@@ -1,0 +1,37 @@
+"""HTTP surface of deployments: deploy, rollback, and reading a deployment."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from edgefn.controlplane.deployments import service
+from edgefn.controlplane.deployments.schemas import DeployIn, DeploymentOut, RollbackIn
+from edgefn.controlplane.deps import DB, Caller
+
+router = APIRouter(tags=["deployments"])
+
+
+@router.post("/functions/{function_id}/deploy", status_code=202, response_model=DeploymentOut)
+def deploy(function_id: str, body: DeployIn, session: DB, who: Caller) -> DeploymentOut:
+    dep = service.deploy(
+        session,
+        who,
+        function_id,
+        version=body.version,
+        target_pop=body.target_pop,
+        strategy=body.strategy,
+    )
+    return service.describe(session, dep)
+
+
+@router.post("/functions/{function_id}/rollback", status_code=202, response_model=DeploymentOut)
+def rollback(
+    function_id: str, session: DB, who: Caller, body: RollbackIn | None = None
+) -> DeploymentOut:
+    dep = service.rollback(session, who, function_id, version=body.version if body else None)
+    return service.describe(session, dep)
+
+
+@router.get("/deployments/{deployment_id}", response_model=DeploymentOut)
+def get_deployment(deployment_id: str, session: DB, who: Caller) -> DeploymentOut:
+    return service.describe(session, service.get_deployment(session, who, deployment_id))

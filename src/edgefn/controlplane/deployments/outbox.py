@@ -1,0 +1,182 @@
+"""The outbox: per-node instructions, built from the registry and route table and
+handed out (with freshly minted artifact URLs) until the node acks them.
+
+Instruction format (docs/api.md): {"id", "type": deploy|undeploy|config,
+"function_id", "version", "artifact_url", "sha256", "abi", "memory_pages",
+"max_execution_ms", "max_response_bytes", "env", "routes", "deployment_id"}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from edgefn.controlplane.artifacts import ArtifactStore
+from edgefn.controlplane.deployments.models import OutboxInstruction
+from edgefn.controlplane.functions.models import Function, FunctionVersion
+from edgefn.controlplane.nodes.models import Node
+from edgefn.controlplane.routes.models import Route
+from edgefn.controlplane.selector import matches
+
+PENDING = "pending"
+ACKED = "acked"
+SUPERSEDED = "superseded"
+
+
+def node_labels(node: Node) -> dict[str, Any]:
+    """What selectors see: the node's labels plus its pop and id."""
+    return {**(node.labels or {}), "pop_id": node.pop_id, "pop": node.pop_id, "node_id": node.id}
+
+
+def route_entry(route: Route) -> dict[str, Any]:
+    return {
+        "id": route.id,
+        "host": route.host,
+        "path": route.path,
+        "methods": list(route.methods),
+        "priority": route.priority,
+        "function_id": route.function_id,
+    }
+
+
+def routes_for(
+    session: Session, node: Node, function_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Routes a node serves: those whose pop_selector matches it (all, or one function's)."""
+    query = select(Route).order_by(Route.host, Route.path, Route.priority, Route.id)
+    if function_id is not None:
+        query = query.where(Route.function_id == function_id)
+    labels = node_labels(node)
+    return [route_entry(r) for r in session.scalars(query) if matches(r.pop_selector, labels)]
+
+
+def _blank(kind: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "function_id": None,
+        "version": None,
+        "artifact_url": None,
+        "sha256": None,
+        "abi": None,
+        "memory_pages": None,
+        "max_execution_ms": None,
+        "max_response_bytes": None,
+        "env": {},
+        "routes": [],
+        "deployment_id": None,
+    }
+
+
+def enqueue_deploy(
+    session: Session,
+    node: Node,
+    fn: Function,
+    version: FunctionVersion,
+    deployment_id: str | None,
+) -> OutboxInstruction:
+    payload = _blank("deploy") | {
+        "function_id": fn.id,
+        "version": version.version,
+        "sha256": version.sha256,
+        "abi": version.abi,
+        "memory_pages": fn.memory_pages,
+        "max_execution_ms": fn.max_execution_ms,
+        "max_response_bytes": fn.max_response_bytes,
+        "env": dict(fn.env or {}),
+        "routes": routes_for(session, node, fn.id),
+        "deployment_id": deployment_id,
+        # Not sent: the URL is minted from the key when the instruction is handed out.
+        "artifact_key": version.artifact_key,
+    }
+    row = OutboxInstruction(
+        node_id=node.id, type="deploy", deployment_id=deployment_id, payload=payload
+    )
+    session.add(row)
+    return row
+
+
+def enqueue_undeploy_everywhere(session: Session, function_id: str) -> None:
+    """Undeploy on every node told to deploy it; older pending deploys are dropped."""
+    node_ids: set[str] = set()
+    for row in session.scalars(select(OutboxInstruction).where(OutboxInstruction.type == "deploy")):
+        if row.payload.get("function_id") == function_id:
+            node_ids.add(row.node_id)
+            if row.state == PENDING:
+                row.state = SUPERSEDED
+    for node_id in sorted(node_ids):
+        payload = _blank("undeploy") | {"function_id": function_id}
+        session.add(OutboxInstruction(node_id=node_id, type="undeploy", payload=payload))
+
+
+def supersede_deploys(session: Session, node_id: str, function_id: str) -> None:
+    """A newer deploy of the function replaces any not yet acked on this node."""
+    rows = session.scalars(
+        select(OutboxInstruction).where(
+            OutboxInstruction.node_id == node_id,
+            OutboxInstruction.type == "deploy",
+            OutboxInstruction.state == PENDING,
+        )
+    )
+    for row in rows:
+        if row.payload.get("function_id") == function_id:
+            row.state = SUPERSEDED
+
+
+def enqueue_config(session: Session, node: Node) -> None:
+    """The node's full route table; replaces any config it has not picked up yet."""
+    session.flush()
+    for row in session.scalars(
+        select(OutboxInstruction).where(
+            OutboxInstruction.node_id == node.id,
+            OutboxInstruction.type == "config",
+            OutboxInstruction.state == PENDING,
+        )
+    ):
+        row.state = SUPERSEDED
+    payload = _blank("config") | {"routes": routes_for(session, node)}
+    session.add(OutboxInstruction(node_id=node.id, type="config", payload=payload))
+
+
+def broadcast_config(session: Session) -> None:
+    for node in session.scalars(select(Node).order_by(Node.id)):
+        enqueue_config(session, node)
+
+
+def enqueue_initial(session: Session, node: Node) -> None:
+    """A new node gets the route table and every active function that selects it."""
+    enqueue_config(session, node)
+    labels = node_labels(node)
+    active = session.scalars(
+        select(Function).where(Function.active_version.is_not(None)).order_by(Function.id)
+    )
+    for fn in active:
+        if not matches(fn.pop_selector, labels):
+            continue
+        version = session.scalar(
+            select(FunctionVersion).where(
+                FunctionVersion.function_id == fn.id,
+                FunctionVersion.version == fn.active_version,
+            )
+        )
+        if version is not None:
+            enqueue_deploy(session, node, fn, version, None)
+
+
+def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> dict[str, Any]:
+    payload = dict(row.payload)
+    key = payload.pop("artifact_key", None)
+    if key:
+        payload["artifact_url"] = store.presign_get(key, ttl)
+    return {"id": row.id, **payload}
+
+
+def pending_rows(session: Session, node_id: str) -> list[OutboxInstruction]:
+    return list(
+        session.scalars(
+            select(OutboxInstruction)
+            .where(OutboxInstruction.node_id == node_id, OutboxInstruction.state == PENDING)
+            .order_by(OutboxInstruction.id)
+        )
+    )

@@ -1,0 +1,281 @@
+"""Deploys and rollbacks, their rollout across nodes, and the two calls any
+transport (HTTP heartbeat now, gRPC later) uses: `pending_instructions` and
+`ack_instruction`.
+
+Strategies, all recorded on the deployment:
+- pull: every target node gets its instruction at once.
+- canary: one node first (targets sorted by pop, then id); the rest once it acks
+  `cached`. An `error` ack fails the deployment and skips the rest.
+- gradual: a canary node, then waves of a quarter of the targets (at least one),
+  each sent when every node of the previous wave acked `cached`.
+A deployment is `in_progress` until every node acked (`succeeded`) or one acked an
+error (`failed`); a newer deployment of the same function makes it `superseded`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from edgefn.controlplane.artifacts import ArtifactStore
+from edgefn.controlplane.audit import service as audit
+from edgefn.controlplane.auth.principal import Principal
+from edgefn.controlplane.db import utcnow
+from edgefn.controlplane.deployments import outbox
+from edgefn.controlplane.deployments.models import Deployment, DeploymentNode, OutboxInstruction
+from edgefn.controlplane.deployments.schemas import Ack, DeploymentNodeOut, DeploymentOut
+from edgefn.controlplane.errors import Conflict, NotFound
+from edgefn.controlplane.functions.models import Function, FunctionVersion
+from edgefn.controlplane.functions.service import get_function
+from edgefn.controlplane.nodes.models import Node
+from edgefn.controlplane.selector import parse_selector
+
+IN_PROGRESS, SUCCEEDED, FAILED, SUPERSEDED = "in_progress", "succeeded", "failed", "superseded"
+
+
+def plan_waves(strategy: str, nodes: list[Node]) -> list[list[Node]]:
+    if not nodes or strategy == "pull":
+        return [nodes] if nodes else []
+    waves = [nodes[:1]]
+    rest = nodes[1:]
+    if strategy == "canary":
+        return waves + ([rest] if rest else [])
+    size = max(1, math.ceil(len(nodes) / 4))
+    return waves + [rest[i : i + size] for i in range(0, len(rest), size)]
+
+
+def select_targets(session: Session, fn: Function, target_pop: list[str] | None) -> list[Node]:
+    nodes = list(session.scalars(select(Node).order_by(Node.pop_id, Node.id)))
+    if target_pop is not None:
+        wanted = set(target_pop)
+        return [n for n in nodes if n.pop_id in wanted]
+    if fn.pop_selector is None:
+        return nodes
+    selector = parse_selector(fn.pop_selector)
+    return [n for n in nodes if selector.matches(outbox.node_labels(n))]
+
+
+def _version(session: Session, fn: Function, version: str) -> FunctionVersion:
+    row = session.scalar(
+        select(FunctionVersion).where(
+            FunctionVersion.function_id == fn.id, FunctionVersion.version == version
+        )
+    )
+    if row is None:
+        raise NotFound(f"function {fn.id} has no version {version}")
+    return row
+
+
+def _supersede_running(session: Session, fn: Function) -> None:
+    running = session.scalars(
+        select(Deployment).where(Deployment.function_id == fn.id, Deployment.state == IN_PROGRESS)
+    )
+    for dep in running:
+        dep.state = SUPERSEDED
+        dep.updated_at = utcnow()
+        for dn in session.scalars(
+            select(DeploymentNode).where(
+                DeploymentNode.deployment_id == dep.id, DeploymentNode.state == "waiting"
+            )
+        ):
+            dn.state = "skipped"
+
+
+def _start(
+    session: Session,
+    who: Principal,
+    fn: Function,
+    version: FunctionVersion,
+    nodes: list[Node],
+    *,
+    strategy: str,
+    kind: str,
+) -> Deployment:
+    _supersede_running(session, fn)
+    dep = Deployment(
+        function_id=fn.id,
+        version=version.version,
+        previous_version=fn.active_version,
+        kind=kind,
+        strategy=strategy,
+        state=IN_PROGRESS if nodes else SUCCEEDED,
+        created_by=who.actor,
+    )
+    session.add(dep)
+    session.flush()
+    for wave, members in enumerate(plan_waves(strategy, nodes)):
+        for node in members:
+            session.add(
+                DeploymentNode(
+                    deployment_id=dep.id,
+                    node_id=node.id,
+                    wave=wave,
+                    state="pending" if wave == 0 else "waiting",
+                )
+            )
+            if wave == 0:
+                outbox.supersede_deploys(session, node.id, fn.id)
+                outbox.enqueue_deploy(session, node, fn, version, dep.id)
+    fn.active_version = version.version
+    fn.updated_at = utcnow()
+    audit.record(
+        session,
+        who,
+        f"function.{kind}",
+        target_type="function",
+        target_id=fn.id,
+        project_id=fn.project_id,
+        details={
+            "deployment_id": dep.id,
+            "version": version.version,
+            "previous_version": dep.previous_version,
+            "strategy": strategy,
+            "nodes": [n.id for n in nodes],
+        },
+    )
+    session.commit()
+    return dep
+
+
+def deploy(
+    session: Session,
+    who: Principal,
+    function_id: str,
+    *,
+    version: str,
+    target_pop: list[str] | None,
+    strategy: str,
+) -> Deployment:
+    fn = get_function(session, who, function_id, minimum="developer")
+    row = _version(session, fn, version)
+    nodes = select_targets(session, fn, target_pop)
+    return _start(session, who, fn, row, nodes, strategy=strategy, kind="deploy")
+
+
+def rollback(
+    session: Session, who: Principal, function_id: str, *, version: str | None
+) -> Deployment:
+    """Deploy an earlier version (default: the one active before the current) to the
+    nodes of the current deployment, all at once."""
+    fn = get_function(session, who, function_id, minimum="developer")
+    current = session.scalar(
+        select(Deployment)
+        .where(Deployment.function_id == fn.id)
+        .order_by(Deployment.created_at.desc(), Deployment.id.desc())
+        .limit(1)
+    )
+    target = version or (current.previous_version if current else None)
+    if target is None:
+        raise Conflict(f"function {fn.id} has no earlier version to roll back to")
+    row = _version(session, fn, target)
+    if current is not None:
+        node_ids = select(DeploymentNode.node_id).where(DeploymentNode.deployment_id == current.id)
+        nodes = list(
+            session.scalars(
+                select(Node).where(Node.id.in_(node_ids)).order_by(Node.pop_id, Node.id)
+            )
+        )
+    else:
+        nodes = select_targets(session, fn, None)
+    return _start(session, who, fn, row, nodes, strategy="pull", kind="rollback")
+
+
+def describe(session: Session, dep: Deployment) -> DeploymentOut:
+    nodes = session.scalars(
+        select(DeploymentNode)
+        .where(DeploymentNode.deployment_id == dep.id)
+        .order_by(DeploymentNode.wave, DeploymentNode.node_id)
+    )
+    return DeploymentOut(
+        id=dep.id,
+        deployment_id=dep.id,
+        function_id=dep.function_id,
+        version=dep.version,
+        previous_version=dep.previous_version,
+        kind=dep.kind,
+        strategy=dep.strategy,
+        state=dep.state,
+        created_at=dep.created_at,
+        nodes=[
+            DeploymentNodeOut(node_id=n.node_id, state=n.state, message=n.message) for n in nodes
+        ],
+    )
+
+
+def get_deployment(session: Session, who: Principal, deployment_id: str) -> Deployment:
+    dep = session.get(Deployment, deployment_id)
+    if dep is None:
+        raise NotFound(f"no deployment {deployment_id}")
+    try:
+        get_function(session, who, dep.function_id)
+    except NotFound as exc:
+        raise NotFound(f"no deployment {deployment_id}") from exc
+    return dep
+
+
+# ---- transport-neutral node calls ------------------------------------------------
+
+
+def pending_instructions(
+    session: Session, node_id: str, *, store: ArtifactStore, url_ttl_s: int
+) -> list[dict[str, Any]]:
+    """Every instruction the node has not acked, oldest first; handed out again until
+    acked (at-least-once: the node deduplicates by id)."""
+    return [outbox.render(row, store, url_ttl_s) for row in outbox.pending_rows(session, node_id)]
+
+
+def _advance(session: Session, dep: Deployment) -> None:
+    members = list(
+        session.scalars(select(DeploymentNode).where(DeploymentNode.deployment_id == dep.id))
+    )
+    if any(m.state == "error" for m in members):
+        dep.state = FAILED
+        for m in members:
+            if m.state == "waiting":
+                m.state = "skipped"
+        return
+    if all(m.state == "cached" for m in members):
+        dep.state = SUCCEEDED
+        return
+    waiting = sorted({m.wave for m in members if m.state == "waiting"})
+    if not waiting or any(m.state == "pending" for m in members):
+        return
+    fn = session.get(Function, dep.function_id)
+    if fn is None:
+        return
+    version = _version(session, fn, dep.version)
+    for m in members:
+        if m.wave == waiting[0]:
+            node = session.get(Node, m.node_id)
+            if node is not None:
+                m.state = "pending"
+                outbox.supersede_deploys(session, node.id, fn.id)
+                outbox.enqueue_deploy(session, node, fn, version, dep.id)
+
+
+def ack_instruction(session: Session, node_id: str, ack: Ack) -> None:
+    """Record a node's answer to one instruction; unknown or repeated acks are ignored
+    so a node may resend them. The caller commits."""
+    row = session.get(OutboxInstruction, ack.id)
+    if row is None or row.node_id != node_id or row.state == outbox.ACKED:
+        return
+    row.state = outbox.ACKED
+    row.ack_state = ack.state
+    row.ack_message = ack.message
+    row.acked_at = utcnow()
+    if row.deployment_id is None or row.type != "deploy":
+        return
+    member = session.get(DeploymentNode, (row.deployment_id, node_id))
+    dep = session.get(Deployment, row.deployment_id)
+    if member is None or dep is None or member.state not in ("pending", "waiting"):
+        return
+    member.state = ack.state
+    member.message = ack.message
+    member.updated_at = utcnow()
+    dep.updated_at = utcnow()
+    if dep.state == IN_PROGRESS:
+        session.flush()
+        _advance(session, dep)

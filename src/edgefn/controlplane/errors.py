@@ -1,0 +1,84 @@
+"""Errors of the control plane; each knows its HTTP status and error code.
+
+    CPError                     500 internal
+    ├── BadRequest              400 bad_request
+    │   ├── ValidationFailed    400 validation_error   (schema, unknown field, semver)
+    │   ├── InvalidModule       400 invalid_module     (upload refused by wasminfo)
+    │   └── InvalidSelector     400 invalid_selector   (pop_selector does not parse)
+    ├── Unauthorized            401 unauthorized       (no token, bad or expired token)
+    ├── Forbidden               403 forbidden          (authenticated, not allowed)
+    ├── NotFound                404 not_found
+    ├── Conflict                409 conflict           (duplicate name or version)
+    ├── PayloadTooLarge         413 payload_too_large  (artifact over the size limit)
+    ├── ArtifactStoreError      502 artifact_store_error (backend failed; vendor error chained)
+    └── AuditChainBroken        500 audit_chain_broken (raised by verification only)
+
+Vendor exceptions (botocore, SQLAlchemy, jwt, argon2) are translated into these at
+the module that talks to the vendor and never travel further.
+"""
+
+from __future__ import annotations
+
+
+class CPError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(CPError):
+    status = 400
+    code = "bad_request"
+
+
+class ValidationFailed(BadRequest):
+    code = "validation_error"
+
+
+class InvalidModule(BadRequest):
+    code = "invalid_module"
+
+
+class InvalidSelector(BadRequest):
+    code = "invalid_selector"
+
+
+class Unauthorized(CPError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(CPError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(CPError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(CPError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(CPError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ArtifactStoreError(CPError):
+    status = 502
+    code = "artifact_store_error"
+
+
+class AuditChainBroken(CPError):
+    code = "audit_chain_broken"
+
+    def __init__(self, message: str, *, row_id: int) -> None:
+        super().__init__(message)
+        self.row_id = row_id

@@ -1,0 +1,49 @@
+"""Tables of the registry: functions and their immutable versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from edgefn.controlplane.db import Base, UTCDateTime, new_id, utcnow
+
+
+class Function(Base):
+    __tablename__ = "functions"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_functions_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(100))
+    entrypoint: Mapped[str] = mapped_column(String(100))
+    runtime: Mapped[str] = mapped_column(String(16))
+    max_execution_ms: Mapped[int] = mapped_column(Integer)
+    memory_pages: Mapped[int] = mapped_column(Integer)
+    max_response_bytes: Mapped[int] = mapped_column(Integer)
+    pop_selector: Mapped[str | None] = mapped_column(String(500))
+    env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    active_version: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class FunctionVersion(Base):
+    """Never updated: a version is its bytes, and the bytes do not change."""
+
+    __tablename__ = "function_versions"
+    __table_args__ = (
+        UniqueConstraint("function_id", "version", name="uq_function_versions_version"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    function_id: Mapped[str] = mapped_column(ForeignKey("functions.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    artifact_key: Mapped[str] = mapped_column(String(300))
+    artifact_url: Mapped[str] = mapped_column(String(1000))
+    abi: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,92 @@
+"""Request and response bodies of functions and versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgefn.controlplane.auth.schemas import StrictModel
+from edgefn.controlplane.selector import parse_selector
+
+# semver.org's own expression, anchored.
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+
+DEFAULT_MEMORY_PAGES = 16
+DEFAULT_MAX_EXECUTION_MS = 500
+DEFAULT_MAX_RESPONSE_BYTES = 65536
+
+Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+def check_selector(value: str | None) -> str | None:
+    if value is not None:
+        parse_selector(value)  # raises InvalidSelector, a 400
+    return value
+
+
+class _FunctionFields(StrictModel):
+    entrypoint: str = Field("handle", min_length=1, max_length=100)
+    runtime: Literal["wasm", "wasm-aot"] = "wasm"
+    max_execution_ms: int = Field(DEFAULT_MAX_EXECUTION_MS, ge=1, le=60_000)
+    memory_pages: int = Field(DEFAULT_MEMORY_PAGES, ge=1, le=65_536)
+    max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1, le=16 * 1024 * 1024)
+    pop_selector: str | None = Field(None, max_length=500)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    _selector = field_validator("pop_selector")(check_selector)
+
+
+class FunctionIn(_FunctionFields):
+    name: str = Name
+    owner_project_id: str | None = None
+
+
+class FunctionPatch(StrictModel):
+    entrypoint: str | None = Field(None, min_length=1, max_length=100)
+    runtime: Literal["wasm", "wasm-aot"] | None = None
+    max_execution_ms: int | None = Field(None, ge=1, le=60_000)
+    memory_pages: int | None = Field(None, ge=1, le=65_536)
+    max_response_bytes: int | None = Field(None, ge=1, le=16 * 1024 * 1024)
+    pop_selector: str | None = Field(None, max_length=500)
+    env: dict[str, str] | None = None
+
+    _selector = field_validator("pop_selector")(check_selector)
+
+
+class FunctionOut(BaseModel):
+    id: str
+    name: str
+    owner_project_id: str
+    entrypoint: str
+    runtime: str
+    max_execution_ms: int
+    memory_pages: int
+    max_response_bytes: int
+    pop_selector: str | None
+    env: dict[str, str]
+    active_version: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    upload_url: str | None = Field(
+        None,
+        description="Short-lived URL to PUT a module to; then POST /versions with only "
+        "`version`. Null for callers who may not upload.",
+    )
+
+
+class VersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    function_id: str
+    version: str
+    sha256: str
+    size: int
+    artifact_url: str
+    abi: str
+    created_at: dt.datetime

@@ -1,0 +1,236 @@
+"""Registry rules: who may see and change a function, and how a module becomes an
+immutable version (validated, hashed, stored, recorded)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from edgefn.controlplane.artifacts import ArtifactStore, artifact_key, staging_key
+from edgefn.controlplane.audit import service as audit
+from edgefn.controlplane.auth.models import Project
+from edgefn.controlplane.auth.principal import Principal
+from edgefn.controlplane.auth.service import require_project_role
+from edgefn.controlplane.db import utcnow
+from edgefn.controlplane.deployments import outbox
+from edgefn.controlplane.errors import (
+    BadRequest,
+    Conflict,
+    InvalidModule,
+    NotFound,
+    PayloadTooLarge,
+    ValidationFailed,
+)
+from edgefn.controlplane.functions.models import Function, FunctionVersion
+from edgefn.controlplane.functions.schemas import SEMVER, FunctionIn, FunctionPatch
+from edgefn.sandbox import errors as sandbox_errors
+from edgefn.sandbox.wasminfo import validate_module
+
+
+def get_function(
+    session: Session, who: Principal, function_id: str, *, minimum: str = "viewer"
+) -> Function:
+    """The function if the caller may act on it: 404 when they cannot even see it
+    (its existence must not leak to other projects), 403 when their role is too low."""
+    fn = session.get(Function, function_id)
+    if fn is None or who.role_in(fn.project_id) is None:
+        raise NotFound(f"no function {function_id}")
+    require_project_role(who, fn.project_id, minimum)
+    return fn
+
+
+def visible_functions(who: Principal) -> Select[Function]:
+    query = select(Function).order_by(Function.created_at, Function.id)
+    projects = who.visible_projects()
+    if projects is not None:
+        query = query.where(Function.project_id.in_(projects))
+    return query
+
+
+def _owner_project(session: Session, who: Principal, requested: str | None) -> str:
+    if requested is not None:
+        # Admins learn a project is missing; others only that they cannot use it.
+        if who.is_admin and session.get(Project, requested) is None:
+            raise NotFound(f"no project {requested}")
+        require_project_role(who, requested, "developer")
+        return requested
+    writable = [p for p in who.roles if who.has_role(p, "developer")]
+    if len(writable) == 1:
+        return writable[0]
+    raise ValidationFailed(
+        "owner_project_id is required (the caller is not in exactly one project)"
+    )
+
+
+def create_function(session: Session, who: Principal, body: FunctionIn) -> Function:
+    project_id = _owner_project(session, who, body.owner_project_id)
+    exists = session.scalar(
+        select(Function.id).where(Function.project_id == project_id, Function.name == body.name)
+    )
+    if exists:
+        raise Conflict(f"function {body.name!r} exists in project {project_id}")
+    fn = Function(
+        project_id=project_id,
+        **body.model_dump(exclude={"owner_project_id"}),
+    )
+    session.add(fn)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Conflict(f"function {body.name!r} exists in project {project_id}") from exc
+    audit.record(
+        session,
+        who,
+        "function.create",
+        target_type="function",
+        target_id=fn.id,
+        project_id=project_id,
+        details=body.model_dump(exclude={"env"}),
+    )
+    session.commit()
+    return fn
+
+
+def update_function(
+    session: Session, who: Principal, function_id: str, patch: FunctionPatch
+) -> Function:
+    fn = get_function(session, who, function_id, minimum="developer")
+    changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
+    for field, value in changes.items():
+        setattr(fn, field, value)
+    fn.updated_at = utcnow()
+    audit.record(
+        session,
+        who,
+        "function.update",
+        target_type="function",
+        target_id=fn.id,
+        project_id=fn.project_id,
+        details={k: v for k, v in changes.items() if k != "env"}
+        | {"env_changed": "env" in changes},
+    )
+    session.commit()
+    return fn
+
+
+def delete_function(
+    session: Session, who: Principal, store: ArtifactStore, function_id: str
+) -> None:
+    """Undeploy everywhere, forget the function, then drop its artifacts."""
+    fn = get_function(session, who, function_id, minimum="owner")
+    keys = list(
+        session.scalars(
+            select(FunctionVersion.artifact_key).where(FunctionVersion.function_id == fn.id)
+        )
+    )
+    outbox.enqueue_undeploy_everywhere(session, fn.id)
+    audit.record(
+        session,
+        who,
+        "function.delete",
+        target_type="function",
+        target_id=fn.id,
+        project_id=fn.project_id,
+        details={"name": fn.name},
+    )
+    session.delete(fn)
+    session.flush()
+    outbox.broadcast_config(session)
+    session.commit()
+    # After the commit: a failed delete leaves an orphan file, never a version
+    # whose bytes are gone.
+    for key in [*keys, staging_key(function_id)]:
+        store.delete(key)
+
+
+def list_versions(session: Session, who: Principal, function_id: str) -> Select[FunctionVersion]:
+    fn = get_function(session, who, function_id)
+    return (
+        select(FunctionVersion)
+        .where(FunctionVersion.function_id == fn.id)
+        .order_by(FunctionVersion.created_at, FunctionVersion.id)
+    )
+
+
+def upload_url(store: ArtifactStore, who: Principal, fn: Function, ttl: int) -> str | None:
+    if not who.has_role(fn.project_id, "developer"):
+        return None
+    return store.presign_put(staging_key(fn.id), ttl)
+
+
+def create_version(
+    session: Session,
+    who: Principal,
+    store: ArtifactStore,
+    *,
+    function_id: str,
+    version: str,
+    data: bytes | None,
+    sha256: str | None,
+    max_bytes: int,
+) -> FunctionVersion:
+    """Make `data` (or, when None, what was PUT to the upload URL) version `version`."""
+    fn = get_function(session, who, function_id, minimum="developer")
+    if not SEMVER.match(version):
+        raise ValidationFailed(f"version {version!r} is not a semantic version (e.g. 1.2.0)")
+    from_staging = data is None
+    if data is None:
+        size = store.size(staging_key(fn.id))
+        if size is None:
+            raise BadRequest("no artifact: send `artifact`, or PUT it to upload_url first")
+        if size > max_bytes:
+            raise PayloadTooLarge(f"artifact is {size} bytes; the limit is {max_bytes}")
+        data = store.get(staging_key(fn.id))
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"artifact is {len(data)} bytes; the limit is {max_bytes}")
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and sha256.lower() != digest:
+        raise BadRequest(f"sha256 mismatch: sent {sha256}, the artifact hashes to {digest}")
+    try:
+        info = validate_module(data, memory_pages=fn.memory_pages)
+    except sandbox_errors.InvalidModule as exc:
+        raise InvalidModule(f"invalid module: {exc}") from exc
+    if session.scalar(
+        select(FunctionVersion.id).where(
+            FunctionVersion.function_id == fn.id, FunctionVersion.version == version
+        )
+    ):
+        raise Conflict(f"version {version} of function {fn.id} exists; versions are immutable")
+    key = artifact_key(fn.id, version)
+    row = FunctionVersion(
+        function_id=fn.id,
+        version=version,
+        sha256=digest,
+        size=len(data),
+        artifact_key=key,
+        artifact_url="",
+        abi=info.abi,
+    )
+    session.add(row)
+    try:
+        # The row goes in before the bytes: a concurrent upload of the same version
+        # blocks on (PostgreSQL) or is serialized behind (SQLite) this insert and
+        # fails with 409 instead of overwriting the stored module.
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Conflict(f"version {version} of function {fn.id} exists") from exc
+    row.artifact_url = store.put(key, data)
+    audit.record(
+        session,
+        who,
+        "version.create",
+        target_type="function_version",
+        target_id=f"{fn.id}@{version}",
+        project_id=fn.project_id,
+        details={"sha256": digest, "size": len(data), "abi": info.abi},
+    )
+    session.commit()
+    if from_staging:
+        store.delete(staging_key(fn.id))
+    return row

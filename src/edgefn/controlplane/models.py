@@ -1,0 +1,25 @@
+"""Imports every domain's tables so `Base.metadata` is complete (Alembic, tests)."""
+
+from edgefn.controlplane.audit.models import AuditLog
+from edgefn.controlplane.auth.models import ApiKey, Membership, Project, User
+from edgefn.controlplane.db import Base
+from edgefn.controlplane.deployments.models import Deployment, DeploymentNode, OutboxInstruction
+from edgefn.controlplane.functions.models import Function, FunctionVersion
+from edgefn.controlplane.nodes.models import Node
+from edgefn.controlplane.routes.models import Route
+
+__all__ = [
+    "ApiKey",
+    "AuditLog",
+    "Base",
+    "Deployment",
+    "DeploymentNode",
+    "Function",
+    "FunctionVersion",
+    "Membership",
+    "Node",
+    "OutboxInstruction",
+    "Project",
+    "Route",
+    "User",
+]

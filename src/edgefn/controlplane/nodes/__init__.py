@@ -1,0 +1,1 @@
+"""Edge nodes: registration, node tokens, heartbeats, liveness."""

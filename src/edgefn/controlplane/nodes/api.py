@@ -1,0 +1,59 @@
+"""HTTP surface of nodes: register (admin), list, delete, heartbeat (node token)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from edgefn.controlplane.deps import DB, Caller, Ctx, NodeCaller
+from edgefn.controlplane.nodes import service
+from edgefn.controlplane.nodes.schemas import (
+    HeartbeatIn,
+    HeartbeatOut,
+    NodeCreated,
+    NodeIn,
+    NodeOut,
+)
+from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
+
+router = APIRouter(tags=["nodes"])
+
+
+@router.post("/nodes", status_code=201, response_model=NodeCreated)
+def register_node(body: NodeIn, session: DB, who: Caller) -> NodeCreated:
+    node, token = service.register_node(session, who, body)
+    return NodeCreated.model_validate({**NodeOut.model_validate(node).model_dump(), "token": token})
+
+
+@router.get("/nodes", response_model=list[NodeOut])
+def list_nodes(
+    request: Request,
+    response: Response,
+    session: DB,
+    ctx: Ctx,
+    who: Caller,
+    page: Annotated[Page, Depends(page_params)],
+) -> list[NodeOut]:
+    service.mark_stale(session, interval_s=ctx.settings.heartbeat_interval_s)
+    items, total = paginate(session, service.all_nodes(), page)
+    describe_page(request, response, page, total)
+    return [NodeOut.model_validate(n) for n in items]
+
+
+@router.delete("/nodes/{node_id}", status_code=204)
+def delete_node(node_id: str, session: DB, who: Caller) -> Response:
+    service.delete_node(session, who, node_id)
+    return Response(status_code=204)
+
+
+@router.post("/nodes/{node_id}/heartbeat", response_model=HeartbeatOut)
+def heartbeat(
+    node_id: str, body: HeartbeatIn, session: DB, ctx: Ctx, who: NodeCaller
+) -> HeartbeatOut:
+    instructions = service.heartbeat(
+        session, who, node_id, body, store=ctx.store, url_ttl_s=ctx.settings.download_url_ttl_s
+    )
+    return HeartbeatOut(
+        instructions=instructions, heartbeat_interval_s=ctx.settings.heartbeat_interval_s
+    )

@@ -1,0 +1,1 @@
+"""Routes: which host and path reach which function."""

@@ -1,0 +1,82 @@
+"""Settings of `edgefn cp serve`: one object, read from flags and `EDGEFN_*` variables,
+validated before anything starts."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CPSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGEFN_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: Path = Path(".edgefn")
+    # None means a SQLite file in data_dir.
+    database_url: str | None = None
+    # The URL clients and nodes reach this CP at; signed artifact URLs are built on it.
+    public_url: str | None = None
+    bootstrap_token: SecretStr | None = None
+    # Signs JWTs and local artifact URLs. Several CP replicas must share it, so it
+    # is only generated (and kept in data_dir) when none is given.
+    secret_key: SecretStr | None = None
+    auto_migrate: bool = True
+
+    artifact_store: Literal["local", "s3"] = "local"
+    artifact_dir: Path | None = None
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_create_bucket: bool = False
+
+    max_artifact_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    upload_url_ttl_s: int = Field(default=900, gt=0)
+    download_url_ttl_s: int = Field(default=300, gt=0)
+    jwt_ttl_s: int = Field(default=3600, gt=0)
+    heartbeat_interval_s: float = Field(default=30.0, gt=0)
+
+    # OWASP's second argon2id profile; tests lower these to save CPU.
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19 * 1024, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> CPSettings:
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("secret_key must be at least 32 characters (it signs HS256 JWTs)")
+        if self.artifact_store == "s3" and not self.s3_bucket:
+            raise ValueError("artifact_store=s3 needs s3_bucket (EDGEFN_S3_BUCKET)")
+        return self
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'controlplane.db').resolve()}"
+
+    def resolved_artifact_dir(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
+
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def resolved_secret_key(self) -> str:
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret.key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.touch(mode=0o600)
+        path.write_text(key)
+        return key

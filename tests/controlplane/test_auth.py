@@ -1,0 +1,153 @@
+"""Tokens, logins, API keys and the RBAC matrix, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+
+import jwt
+import pytest
+
+from tests.controlplane.conftest import ADMIN, CP, PASSWORD, bearer
+
+
+def test_no_or_bad_token_is_401(cp: CP) -> None:
+    for headers in (None, bearer("nope"), {"Authorization": "Basic abc"}):
+        r = cp.call("GET", "/functions", headers)
+        assert r.status_code == 401, headers
+        assert r.json()["error"]["code"] == "unauthorized"
+
+
+def test_login_issues_jwt(cp: CP, team: SimpleNamespace) -> None:
+    body = cp.ok("POST", "/auth/login", json={"email": "DEV@a.test", "password": PASSWORD})
+    claims = jwt.decode(body["token"], options={"verify_signature": False})
+    assert claims["projects"] == [team.a] and claims["exp"] > dt.datetime.now(dt.UTC).timestamp()
+    assert cp.call("GET", "/functions", bearer(body["token"])).status_code == 200
+
+
+def test_failed_login_is_401_and_audited(cp: CP, team: SimpleNamespace) -> None:
+    for email in ("dev@a.test", "nobody@a.test"):
+        r = cp.call("POST", "/auth/login", json={"email": email, "password": "wrong password"})
+        assert r.status_code == 401
+    failed = [row for row in cp.ok("GET", "/audit", ADMIN) if row["action"] == "auth.login_failed"]
+    assert [row["target_id"] for row in failed] == ["nobody@a.test", "dev@a.test"]
+
+
+def _user_id(cp: CP, headers: dict[str, str]) -> str:
+    token = headers["Authorization"].split()[1]
+    return str(jwt.decode(token, options={"verify_signature": False})["sub"])
+
+
+def test_forged_and_expired_jwt(cp: CP, team: SimpleNamespace) -> None:
+    sub = _user_id(cp, team.a_dev)
+    exp = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    forged = jwt.encode({"sub": sub, "projects": [team.b], "exp": exp}, "x" * 32, "HS256")
+    r = cp.call("GET", "/functions", bearer(forged))
+    assert r.status_code == 401 and r.json()["error"]["message"] == "invalid token"
+    unsigned = jwt.encode({"sub": sub, "exp": exp}, None, "none")
+    assert cp.call("GET", "/functions", bearer(unsigned)).status_code == 401
+    secret = cp.settings.resolved_secret_key()
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    expired = jwt.encode({"sub": sub, "projects": [team.a], "exp": past}, secret, "HS256")
+    r = cp.call("GET", "/functions", bearer(expired))
+    assert r.status_code == 401 and r.json()["error"]["message"] == "token expired"
+
+
+def test_admin_only_endpoints(cp: CP, team: SimpleNamespace) -> None:
+    assert cp.call("POST", "/projects", team.a_owner, json={"name": "z"}).status_code == 403
+    r = cp.call("POST", "/users", team.a_owner, json={"email": "x@y.z", "password": PASSWORD})
+    assert r.status_code == 403
+    assert cp.call("POST", "/nodes", team.a_owner, json={"pop_id": "p"}).status_code == 403
+    assert cp.call("POST", "/projects", ADMIN, json={"name": "alpha"}).status_code == 409
+    r = cp.call("POST", "/users", ADMIN, json={"email": "dev@a.test", "password": PASSWORD})
+    assert r.status_code == 409
+
+
+def test_owner_manages_members_and_keys(cp: CP, team: SimpleNamespace) -> None:
+    uid = cp.user("new@a.test")
+    body = {"user_id": uid, "role": "viewer"}
+    assert cp.call("POST", f"/projects/{team.a}/members", team.a_dev, json=body).status_code == 403
+    cp.ok("POST", f"/projects/{team.a}/members", team.a_owner, 201, json=body)
+    r = cp.call("POST", f"/projects/{team.b}/members", team.a_owner, json=body)
+    assert r.status_code == 404  # B's existence does not leak to A's owner
+    key = cp.ok(
+        "POST",
+        f"/projects/{team.a}/api-keys",
+        team.a_owner,
+        201,
+        json={"name": "ci", "role": "developer"},
+    )
+    assert key["key"].startswith("efk_")
+    api = bearer(key["key"])
+    fn = cp.function(api, "from-ci")
+    assert fn["owner_project_id"] == team.a
+    assert cp.call("GET", "/functions", api).json()[0]["id"] == fn["id"]
+    assert cp.call("GET", "/functions", bearer(key["key"] + "x")).status_code == 401
+    projects = cp.ok("GET", "/projects", team.a_dev)
+    assert [p["id"] for p in projects] == [team.a]
+
+
+@pytest.fixture
+def b_function(cp: CP, team: SimpleNamespace, wasm: SimpleNamespace) -> str:
+    fn = cp.function(team.b_dev, "secret")
+    assert cp.upload(team.b_dev, fn["id"], "1.0.0", wasm.edge_v1).status_code == 201
+    return str(fn["id"])
+
+
+def test_rbac_other_project_is_invisible(
+    cp: CP, team: SimpleNamespace, wasm: SimpleNamespace, b_function: str
+) -> None:
+    a = team.a_dev
+    assert cp.ok("GET", "/functions", a) == []
+    for method, path in (
+        ("GET", f"/functions/{b_function}"),
+        ("GET", f"/functions/{b_function}/versions"),
+        ("PATCH", f"/functions/{b_function}"),
+        ("DELETE", f"/functions/{b_function}"),
+    ):
+        kw = {"json": {"max_execution_ms": 9}} if method == "PATCH" else {}
+        r = cp.call(method, path, team.a_owner, **kw)
+        assert r.status_code == 404, (method, path, r.text)
+    assert cp.upload(a, b_function, "9.9.9", wasm.edge_v1).status_code == 404
+    r = cp.call("POST", f"/functions/{b_function}/deploy", a, json={"version": "1.0.0"})
+    assert r.status_code == 404
+    assert cp.call("POST", f"/functions/{b_function}/rollback", a, json={}).status_code == 404
+    r = cp.call("POST", "/routes", a, json={"host": "*", "path": "/", "function_id": b_function})
+    assert r.status_code == 404
+    r = cp.call("POST", "/functions", a, json={"name": "intruder", "owner_project_id": team.b})
+    assert r.status_code == 403
+    # And B's data is untouched.
+    assert cp.ok("GET", f"/functions/{b_function}/versions", team.b_dev)[0]["version"] == "1.0.0"
+    # Audit rows of B are not shown to A.
+    assert all(row["project_id"] == team.a for row in cp.ok("GET", "/audit", a))
+
+
+def test_rbac_roles_within_project(cp: CP, team: SimpleNamespace, wasm: SimpleNamespace) -> None:
+    fn = cp.function(team.a_dev)
+    viewer = team.a_viewer
+    assert cp.ok("GET", f"/functions/{fn['id']}", viewer)["id"] == fn["id"]
+    assert cp.upload(viewer, fn["id"], "1.0.0", wasm.edge_v1).status_code == 403
+    r = cp.call("POST", f"/functions/{fn['id']}/deploy", viewer, json={"version": "1.0.0"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    assert cp.call("POST", "/functions", viewer, json={"name": "v"}).status_code == 400
+    r = cp.call("POST", "/functions", viewer, json={"name": "v", "owner_project_id": team.a})
+    assert r.status_code == 403
+
+
+def test_node_token_only_for_heartbeats(cp: CP) -> None:
+    node = cp.node("tokyo-1", region="tokyo")
+    assert node["token"].startswith("efn_")
+    r = cp.call("GET", "/functions", bearer(node["token"]))
+    assert r.status_code == 403
+    other = cp.node("osaka-1")
+    r = cp.call(
+        "POST",
+        f"/nodes/{other['id']}/heartbeat",
+        bearer(node["token"]),
+        json={"node_id": other["id"]},
+    )
+    assert r.status_code == 403
+    r = cp.call("POST", f"/nodes/{node['id']}/heartbeat", json={"node_id": node["id"]})
+    assert r.status_code == 401
+    r = cp.call("POST", f"/nodes/{node['id']}/heartbeat", ADMIN, json={"node_id": node["id"]})
+    assert r.status_code == 403
