@@ -10,6 +10,7 @@ find their invocation through a thread-local, since a call runs on one thread.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import math
 import threading
 from collections.abc import Callable
@@ -159,9 +160,15 @@ def _make_callback(name: str, adapter: Callable, has_result: bool) -> Callable:
     return callback
 
 
-def _make_output_callback(stream: int) -> Callable[[int, ctypes.c_void_p, int], int]:
-    def callback(data: int, buf: ctypes.c_void_p, length: int) -> int:
-        inst: _BaseInstance | None = getattr(_current, "instance", None)
+# wasmtime calls WASI output callbacks on a thread of its own, so they find their
+# instance through the callback's data pointer: a key into this table.
+_OUTPUT_OWNERS: dict[int, _BaseInstance] = {}
+_owner_ids = itertools.count(1)
+
+
+def _make_output_callback(stream: int) -> Callable[[int | None, ctypes.c_void_p, int], int]:
+    def callback(data: int | None, buf: ctypes.c_void_p, length: int) -> int:
+        inst = _OUTPUT_OWNERS.get(data or 0)
         if inst is not None:
             inst.capture(stream, ctypes.string_at(buf, length))
         return length
@@ -311,7 +318,9 @@ class WasmtimeModule:
             return _EdgeInstance(self)
         return _WagiInstance(self)
 
-    def new_store(self, stdin: bytes | None, extra_env: list[tuple[str, str]]) -> wasmtime.Store:
+    def new_store(
+        self, owner: int, stdin: bytes | None, extra_env: list[tuple[str, str]]
+    ) -> wasmtime.Store:
         store = wasmtime.Store(self._engine._engine)
         # A new store's epoch deadline is "now": arm it before any guest code runs.
         ticks = self._engine._ticker.ticks_for(self.limits.max_execution_ms)
@@ -322,9 +331,13 @@ class WasmtimeModule:
         env = list(self.wasi.env) + extra_env
         config.env = env
         if stdin is not None:
-            config.stdin_bytes = stdin  # type: ignore[assignment]
-        ffi.wasi_config_set_stdout_custom(config.ptr(), _STDOUT_CB, None, _NO_FINALIZER)
-        ffi.wasi_config_set_stderr_custom(config.ptr(), _STDERR_CB, None, _NO_FINALIZER)
+            # The config takes ownership of the vector (and its copy of the bytes).
+            vec = ffi.wasm_byte_vec_t()
+            buf = (ctypes.c_uint8 * len(stdin)).from_buffer_copy(stdin) if stdin else None
+            ffi.wasm_byte_vec_new(byref(vec), len(stdin), buf)
+            ffi.wasi_config_set_stdin_bytes(config.ptr(), byref(vec))
+        ffi.wasi_config_set_stdout_custom(config.ptr(), _STDOUT_CB, owner, _NO_FINALIZER)
+        ffi.wasi_config_set_stderr_custom(config.ptr(), _STDERR_CB, owner, _NO_FINALIZER)
         if self.wasi.config_dir:
             config.preopen_dir(self.wasi.config_dir, "/config", fs_mutable=False)
         store.set_wasi(config)
@@ -354,6 +367,8 @@ class _BaseInstance:
         self._memory: ffi.wasmtime_memory_t | None = None
         self._trap = POINTER(ffi.wasm_trap_t)()
         self._trap_ref = byref(self._trap)
+        self._owner = next(_owner_ids)
+        _OUTPUT_OWNERS[self._owner] = self
         self._ticks = ctypes.c_uint64(module._engine._ticker.ticks_for(self.limits.max_execution_ms))
         self.closed = False
 
@@ -413,7 +428,7 @@ class _BaseInstance:
                 raise GuestTimeout(
                     f"invocation exceeded max_execution_ms={self.limits.max_execution_ms}"
                 )
-            raise GuestTrap(f"guest trapped: {trap.message.splitlines()[0]}")
+            raise GuestTrap(f"guest trapped: {_trap_cause(trap.message)}")
 
     def _raise_host_exception(self) -> None:
         exc, self.host_exception = self.host_exception, None
@@ -427,12 +442,28 @@ class _BaseInstance:
         if self.closed:
             return
         self.closed = True
+        _OUTPUT_OWNERS.pop(self._owner, None)
         self._exports = None  # type: ignore[assignment]
         self._memory = None
         if self._store is not None:
             self._store.close()
             self._store = None
         self._ctx = None
+
+
+def _trap_cause(message: str) -> str:
+    """The line that says why (`wasm trap: ...`), not wasmtime's backtrace header."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if "wasm trap:" in line or line.startswith("Caused by"):
+            return line
+    return lines[-1] if lines else "trap"
+
+
+def _instantiation_error(exc: Exception) -> InvocationError:
+    if isinstance(exc, wasmtime.Trap) and exc.trap_code == wasmtime.TrapCode.INTERRUPT:
+        return GuestTimeout("instantiation exceeded max_execution_ms")
+    return GuestTrap(f"instantiation failed: {_trap_cause(str(exc))}")
 
 
 class _Exit(Exception):
@@ -445,7 +476,7 @@ class _EdgeInstance(_BaseInstance):
 
     def __init__(self, module: WasmtimeModule) -> None:
         super().__init__(module)
-        store = module.new_store(None, [])
+        store = module.new_store(self._owner, None, [])
         _current.instance = self
         try:
             instance = module.instantiate_in(store)
@@ -458,9 +489,9 @@ class _EdgeInstance(_BaseInstance):
             if init is not None:
                 self._arm_deadline()
                 self._call(init, self._args, 0)
-        except wasmtime.WasmtimeError as exc:
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             self.close()
-            raise GuestTrap(f"instantiation failed: {exc}") from exc
+            raise _instantiation_error(exc) from exc
         except InvocationError:
             self.close()
             raise
@@ -546,11 +577,11 @@ class _WagiInstance(_BaseInstance):
         _current.instance = self
         code = 0
         try:
-            store = self._module.new_store(request.body, request.cgi_env)
+            store = self._module.new_store(self._owner, request.body, request.cgi_env)
             try:
                 instance = self._module.instantiate_in(store)
-            except wasmtime.WasmtimeError as exc:
-                raise GuestTrap(f"instantiation failed: {exc}") from exc
+            except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+                raise _instantiation_error(exc) from exc
             self._bind(store, instance)
             start = self._func("_start")
             if start is None:

@@ -1,0 +1,1 @@
+"""The edge node: HTTP in, route, pooled WebAssembly instance, HTTP out."""

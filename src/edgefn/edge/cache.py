@@ -1,0 +1,207 @@
+"""The node's disk cache of artifacts: `{root}/{function_id}/{version}.wasm`.
+
+Every file is verified against its sha256 when written and again when loaded;
+writes are atomic (temp file, fsync, rename) so a crash or a download killed
+halfway never leaves a file behind; least recently used files go first when the
+count or total size is over its limit. Recency is the file's mtime, so it
+survives restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from edgefn.edge.errors import ArtifactError
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_CHUNK = 256 * 1024
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    rejected: int = 0
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ArtifactCache:
+    """Thread-safe; several processes may share one root (each write is a rename)."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_files: int = 1000,
+        max_bytes: int = 10 * 1024**3,
+        max_artifact_bytes: int = 64 * 1024 * 1024,
+        download_timeout_s: float = 30.0,
+    ) -> None:
+        self.root = root
+        self.max_files = max_files
+        self.max_bytes = max_bytes
+        self.max_artifact_bytes = max_artifact_bytes
+        self.download_timeout_s = download_timeout_s
+        self.stats = CacheStats()
+        self._lock = threading.Lock()
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, function_id: str, version: str) -> Path:
+        if not _SAFE.match(function_id) or not _SAFE.match(version):
+            raise ArtifactError(f"unsafe artifact name {function_id!r}/{version!r}")
+        return self.root / function_id / f"{version}.wasm"
+
+    def get(self, function_id: str, version: str, sha256: str) -> bytes | None:
+        """The verified artifact, or None on a miss. A corrupt file is removed."""
+        path = self.path_for(function_id, version)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self.stats.misses += 1
+            return None
+        if sha256 and sha256_hex(data) != sha256:
+            path.unlink(missing_ok=True)
+            self.stats.rejected += 1
+            self.stats.misses += 1
+            return None
+        self.stats.hits += 1
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+        return data
+
+    def put(
+        self, function_id: str, version: str, sha256: str, data: bytes,
+        *, pinned: Iterable[tuple[str, str]] = (),
+    ) -> Path:
+        """Verify and store; the expected sha256 is required for anything from outside."""
+        actual = sha256_hex(data)
+        if sha256 and actual != sha256:
+            self.stats.rejected += 1
+            raise ArtifactError(
+                f"sha256 mismatch for {function_id}@{version}: expected {sha256}, got {actual}"
+            )
+        path = self.path_for(function_id, version)
+        self._atomic_write(path, [data])
+        self.evict(pinned=[*pinned, (function_id, version)])
+        return path
+
+    def fetch(
+        self, function_id: str, version: str, sha256: str, url: str,
+        *, pinned: Iterable[tuple[str, str]] = (),
+    ) -> bytes:
+        """Download `url` into the cache, hashing as it streams; nothing is kept on failure."""
+        if not sha256:
+            raise ArtifactError("refusing to download an artifact without its sha256")
+        path = self.path_for(function_id, version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with httpx.stream("GET", url, timeout=self.download_timeout_s,
+                              follow_redirects=True) as resp:
+                if resp.status_code != 200:
+                    raise ArtifactError(f"artifact download answered HTTP {resp.status_code}")
+                for chunk in resp.iter_bytes(_CHUNK):
+                    size += len(chunk)
+                    if size > self.max_artifact_bytes:
+                        raise ArtifactError(
+                            f"artifact larger than {self.max_artifact_bytes} bytes"
+                        )
+                    digest.update(chunk)
+                    chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise ArtifactError(f"artifact download failed: {exc}") from exc
+        if digest.hexdigest() != sha256:
+            self.stats.rejected += 1
+            raise ArtifactError(
+                f"sha256 mismatch for {function_id}@{version}: expected {sha256}, "
+                f"got {digest.hexdigest()}"
+            )
+        self._atomic_write(path, chunks)
+        self.evict(pinned=[*pinned, (function_id, version)])
+        return b"".join(chunks)
+
+    def ensure(
+        self, function_id: str, version: str, sha256: str, url: str = "",
+        *, pinned: Iterable[tuple[str, str]] = (),
+    ) -> bytes:
+        data = self.get(function_id, version, sha256)
+        if data is not None:
+            return data
+        if not url:
+            raise ArtifactError(f"{function_id}@{version} is not cached and has no artifact URL")
+        return self.fetch(function_id, version, sha256, url, pinned=pinned)
+
+    def _atomic_write(self, path: Path, chunks: list[bytes]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def entries(self) -> list[tuple[float, int, Path]]:
+        """(mtime, size, path) of every cached artifact, oldest first."""
+        out = []
+        for path in self.root.glob("*/*.wasm"):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            out.append((st.st_mtime, st.st_size, path))
+        out.sort()
+        return out
+
+    def evict(self, *, pinned: Iterable[tuple[str, str]] = ()) -> list[Path]:
+        """Remove least recently used artifacts until both limits hold; pinned ones stay."""
+        keep = {self.path_for(f, v) for f, v in pinned}
+        removed: list[Path] = []
+        with self._lock:
+            entries = self.entries()
+            count, total = len(entries), sum(e[1] for e in entries)
+            for _, size, path in entries:
+                if count <= self.max_files and total <= self.max_bytes:
+                    break
+                if path in keep:
+                    continue
+                path.unlink(missing_ok=True)
+                count -= 1
+                total -= size
+                removed.append(path)
+                self.stats.evictions += 1
+        return removed
+
+    def clean_partials(self) -> int:
+        """Remove temp files a crash left behind; called at start."""
+        n = 0
+        for path in self.root.glob("*/.part-*"):
+            path.unlink(missing_ok=True)
+            n += 1
+        return n

@@ -1,0 +1,41 @@
+"""Errors of the edge node; each knows the HTTP status a client gets for it.
+
+    EdgeError
+    ├── ArtifactError          an artifact is missing, corrupt or cannot be fetched
+    ├── FunctionUnavailable    known but not runnable on this node (503)
+    ├── RequestTooLarge        request body over the limit (413)
+    ├── Overloaded             no capacity for another concurrent invocation (503)
+    └── BadRequest             a request the edge cannot encode for a guest (400)
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    status = 500
+    code = "internal"
+
+
+class ArtifactError(EdgeError):
+    status = 503
+    code = "artifact_unavailable"
+
+
+class FunctionUnavailable(EdgeError):
+    status = 503
+    code = "function_unavailable"
+
+
+class RequestTooLarge(EdgeError):
+    status = 413
+    code = "request_too_large"
+
+
+class Overloaded(EdgeError):
+    status = 503
+    code = "overloaded"
+
+
+class BadRequest(EdgeError):
+    status = 400
+    code = "bad_request"

@@ -1,0 +1,355 @@
+"""The hot path of one worker process: route, pooled instance, call, response.
+
+`Runtime.apply_state` turns a `NodeState` into loaded functions (artifact from
+the disk cache, compiled once, pool warmed) and swaps the routing table in one
+assignment, so requests see either the old state or the new one. `handle` is
+what the HTTP layer calls for every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefn.edge import metrics
+from edgefn.edge.cache import ArtifactCache, sha256_hex
+from edgefn.edge.errors import ArtifactError, EdgeError, FunctionUnavailable, RequestTooLarge
+from edgefn.edge.host import FetchBinding, FunctionHost, InvocationHost, KvBinding
+from edgefn.edge.logs import JsonLog
+from edgefn.edge.pool import InstancePool, PoolManager
+from edgefn.edge.routing import MethodNotAllowed, Router
+from edgefn.edge.spec import FunctionSpec, NodeState
+from edgefn.sandbox.abi import GuestResponse, cgi_environ, encode_headers, parse_cgi, parse_response
+from edgefn.sandbox.engine import Engine, GuestRequest
+from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
+from edgefn.sandbox.wasminfo import ABI_EDGE_V1
+
+log = logging.getLogger("edgefn.edge")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_JSON = [("content-type", "application/json")]
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    """A request as the HTTP layer hands it over; the body is read only once routed."""
+
+    method: str
+    host: str
+    path: str
+    query: str
+    headers: list[tuple[bytes, bytes]]
+    read_body: Callable[[int], bytes]
+    content_length: int | None = None
+    scheme: str = "http"
+    server_port: str = "80"
+    remote_addr: str = ""
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(slots=True)
+class LoadedFunction:
+    spec: FunctionSpec
+    pool: InstancePool
+    host: FunctionHost
+
+
+@dataclass
+class _Tables:
+    """Everything `handle` reads, swapped as one object."""
+
+    router: Router = field(default_factory=lambda: Router([]))
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    generation: int = -1
+
+
+def _error(status: int, code: str, message: str, request_id: str) -> HttpResponse:
+    body = (
+        '{"error":{"code":"%s","message":%s,"request_id":"%s"}}'
+        % (code, _json_str(message), request_id)
+    ).encode()
+    return HttpResponse(status, list(_JSON), body)
+
+
+def _json_str(s: str) -> str:
+    import json
+
+    return json.dumps(s)
+
+
+# Scheduling noise allowed past the deadline before the host-side guard fires.
+_GUARD_S = 0.05
+_ERROR_CODES = {500: "guest_error", 502: "response_too_large", 504: "timeout"}
+
+
+class Runtime:
+    """One per worker process; thread-safe: many requests run at once on server threads."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        cache: ArtifactCache,
+        pools: PoolManager,
+        log_sink: JsonLog,
+        node_id: str,
+        max_request_body_bytes: int,
+        kv_factory: Callable[[FunctionSpec], KvBinding | None] | None = None,
+        fetch_factory: Callable[[FunctionSpec], FetchBinding | None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.pools = pools
+        self.log_sink = log_sink
+        self.node_id = node_id
+        self.max_request_body_bytes = max_request_body_bytes
+        self._kv_factory = kv_factory
+        self._fetch_factory = fetch_factory
+        self._tables = _Tables()
+        self._loaded: dict[tuple[str, str, str], LoadedFunction] = {}
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._state_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    # -- state ----------------------------------------------------------------
+    def apply_state(self, state: NodeState) -> None:
+        """Load what the state names, then switch to it; old versions retire."""
+        with self._state_lock:
+            functions = {fn.id: fn for fn in state.functions}
+            unavailable = dict(state.unavailable)
+            for fn in state.functions:
+                if fn.min_hot_instances <= 0:
+                    continue
+                try:
+                    self._ensure_loaded(fn)
+                except EdgeError as exc:
+                    unavailable[fn.id] = str(exc)
+                    log.warning("function %s@%s not runnable: %s", fn.id, fn.version, exc)
+            self._tables = _Tables(
+                router=Router(state.routes()),
+                functions=functions,
+                unavailable=unavailable,
+                generation=state.generation,
+            )
+            keep = {fn.key for fn in state.functions}
+            for key in [k for k in self._loaded if k not in keep]:
+                loaded = self._loaded.pop(key)
+                loaded.pool.retire()
+
+    @property
+    def generation(self) -> int:
+        return self._tables.generation
+
+    def _artifact(self, spec: FunctionSpec) -> bytes:
+        if spec.artifact and not spec.artifact_url:
+            # A local functions directory: the file is the source of truth.
+            try:
+                data = Path(spec.artifact).read_bytes()
+            except OSError as exc:
+                raise ArtifactError(f"cannot read {spec.artifact}: {exc}") from exc
+            if spec.sha256 and sha256_hex(data) != spec.sha256:
+                raise ArtifactError(f"sha256 mismatch for {spec.artifact}")
+            return data
+        data = self.cache.get(spec.id, spec.version, spec.sha256)
+        if data is not None:
+            metrics.CACHE_HITS.inc()
+            return data
+        metrics.CACHE_MISSES.inc()
+        pinned = [(f.id, f.version) for f in self._tables.functions.values()]
+        return self.cache.ensure(spec.id, spec.version, spec.sha256, spec.artifact_url,
+                                 pinned=pinned)
+
+    def _ensure_loaded(self, spec: FunctionSpec) -> LoadedFunction:
+        loaded = self._loaded.get(spec.key)
+        if loaded is not None and self.pools.get(spec.key) is loaded.pool:
+            return loaded
+        lock = self._load_locks.setdefault(spec.id, threading.Lock())
+        with lock:
+            loaded = self._loaded.get(spec.key)
+            if loaded is not None and self.pools.get(spec.key) is loaded.pool:
+                return loaded
+            wasm = self._artifact(spec)
+            try:
+                module = self.engine.compile(wasm, spec.limits, spec.wasi)
+            except InvalidModule as exc:
+                raise FunctionUnavailable(f"module refused: {exc}") from exc
+            host = FunctionHost.configure(
+                spec,
+                log=self.log_sink,
+                node_id=self.node_id,
+                kv=self._kv_factory(spec) if self._kv_factory else None,
+                fetch=self._fetch_factory(spec) if self._fetch_factory else None,
+            )
+            pool = InstancePool(spec, module, self.pools)
+            self.pools.add(pool)
+            try:
+                pool.warm()
+            except InvocationError as exc:
+                self.pools.remove(spec.key)
+                raise FunctionUnavailable(f"instantiation failed: {exc}") from exc
+            metrics.INSTANCES_CREATED.labels(spec.id).inc(pool.created)
+            loaded = LoadedFunction(spec, pool, host)
+            self._loaded[spec.key] = loaded
+            return loaded
+
+    # -- requests -------------------------------------------------------------
+    def handle(self, req: HttpRequest) -> HttpResponse:
+        rid = _request_id(req.headers)
+        tables = self._tables
+        match = tables.router.match(req.host, req.path, req.method)
+        if match is None:
+            return self._finish(_error(404, "no_route", "no route matches this host and path",
+                                       rid), rid)
+        if isinstance(match, MethodNotAllowed):
+            resp = _error(405, "method_not_allowed", f"method {req.method} not allowed", rid)
+            resp.headers.append(("allow", ", ".join(match.allowed)))
+            return self._finish(resp, rid)
+        fid = match.function_id
+        spec = tables.functions.get(fid)
+        if spec is None or fid in tables.unavailable:
+            reason = tables.unavailable.get(fid, "function is not deployed on this node")
+            return self._finish(_error(503, "function_unavailable", reason, rid), rid, fid)
+        limit = spec.max_request_bytes
+        limit = self.max_request_body_bytes if limit is None else limit
+        try:
+            if req.content_length is not None and req.content_length > limit:
+                raise RequestTooLarge(f"request body over the limit of {limit} bytes")
+            body = req.read_body(limit + 1)
+            if len(body) > limit:
+                raise RequestTooLarge(f"request body over the limit of {limit} bytes")
+            loaded = self._ensure_loaded(spec)
+        except EdgeError as exc:
+            return self._finish(_error(exc.status, exc.code, str(exc), rid), rid, fid)
+        return self._invoke(loaded, req, body, rid, match.route.path)
+
+    def _invoke(
+        self, loaded: LoadedFunction, req: HttpRequest, body: bytes, rid: str, route_path: str
+    ) -> HttpResponse:
+        spec = loaded.spec
+        headers = [(k, v) for k, v in req.headers if k != b"x-request-id"]
+        headers.append((b"x-request-id", rid.encode()))
+        if not any(k == b"host" for k, _ in headers):
+            headers.insert(0, (b"host", req.host.encode()))
+        target = req.path + ("?" + req.query if req.query else "")
+        trace = _trace(req.headers)
+        span_id = os.urandom(8).hex()
+        traceparent = f"00-{trace[0]}-{span_id}-{trace[2]}"
+        module = loaded.pool.module
+        if module.abi == ABI_EDGE_V1:
+            guest = GuestRequest(req.method.encode(), target.encode(), encode_headers(headers),
+                                 body)
+        else:
+            script = route_path[:-2] if route_path.endswith("/*") else route_path
+            guest = GuestRequest(b"", b"", b"", body, cgi_environ(
+                method=req.method, path=req.path, query=req.query, script_name=script,
+                server_name=req.host.split(":")[0], server_port=req.server_port,
+                headers=headers, body_length=len(body), remote_addr=req.remote_addr,
+            ))
+        start = time.time()
+        t0 = time.monotonic()
+        host = InvocationHost(loaded.host, rid, headers,
+                              t0 + spec.max_execution_ms / 1000, traceparent)
+        error: str | None = None
+        try:
+            created = loaded.pool.created
+            with loaded.pool.checkout() as inst:
+                raw = inst.invoke(guest, host)
+                if time.monotonic() > host.deadline + _GUARD_S:
+                    # The engine should have interrupted the guest; the host's own clock
+                    # is the last word (spec section 18), and the instance is spent.
+                    raise GuestTimeout(
+                        f"invocation exceeded max_execution_ms={spec.max_execution_ms} "
+                        "(host wall-clock guard)"
+                    )
+            if loaded.pool.created != created:
+                metrics.INSTANCES_CREATED.labels(spec.id).inc(loaded.pool.created - created)
+            parsed: GuestResponse = (
+                parse_response(raw) if module.abi == ABI_EDGE_V1 else parse_cgi(raw)
+            )
+            resp = HttpResponse(
+                parsed.status,
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in parsed.headers],
+                parsed.body,
+            )
+        except InvocationError as exc:
+            error = str(exc)
+            code = _ERROR_CODES.get(exc.status, "guest_error")
+            resp = _error(exc.status, code, error, rid)
+            metrics.INVOKE_ERRORS.labels(spec.id, code).inc()
+        except EdgeError as exc:
+            error = str(exc)
+            resp = _error(exc.status, exc.code, error, rid)
+            metrics.INVOKE_ERRORS.labels(spec.id, exc.code).inc()
+        elapsed = time.monotonic() - t0
+        metrics.INVOKE_COUNT.labels(spec.id).inc()
+        metrics.INVOKE_LATENCY.labels(spec.id).observe(elapsed)
+        record: dict[str, Any] = {
+            "type": "invocation",
+            "request_id": rid,
+            "function_id": spec.id,
+            "version": spec.version,
+            "node_id": self.node_id,
+            "start": start,
+            "end": start + elapsed,
+            "duration_ms": round(elapsed * 1000, 3),
+            "status": resp.status,
+            "method": req.method,
+            "path": req.path,
+            "trace_id": trace[0],
+            "span_id": span_id,
+        }
+        if trace[1]:
+            record["parent_span_id"] = trace[1]
+        if error is not None:
+            record["error_message"] = error
+        self.log_sink.write(record)
+        return self._finish(resp, rid)
+
+    def _finish(self, resp: HttpResponse, rid: str, fid: str | None = None) -> HttpResponse:
+        resp.headers.append(("x-request-id", rid))
+        if fid is not None and resp.status >= 400:
+            metrics.INVOKE_ERRORS.labels(fid, _code_of(resp)).inc()
+        return resp
+
+    def close(self) -> None:
+        self.pools.close()
+
+
+def _code_of(resp: HttpResponse) -> str:
+    return {413: "request_too_large", 503: "function_unavailable"}.get(resp.status, "error")
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for k, v in headers:
+        if k == b"x-request-id":
+            text = v.decode("latin-1")
+            if _REQUEST_ID.match(text):
+                return text
+            break
+    return os.urandom(16).hex()
+
+
+def _trace(headers: list[tuple[bytes, bytes]]) -> tuple[str, str, str]:
+    """(trace_id, parent span id or '', flags) from a W3C traceparent, or a new trace."""
+    for k, v in headers:
+        if k == b"traceparent":
+            m = _TRACEPARENT.match(v.decode("latin-1").strip().lower())
+            if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
+                return m.group(1), m.group(2), m.group(3)
+            break
+    return os.urandom(16).hex(), "", "01"

@@ -1,0 +1,67 @@
+"""Settings of an edge node, from flags and `EDGEFN_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The main process hands its settings to the server workers through this variable.
+WORKER_CONFIG_ENV = "EDGEFN_WORKER_CONFIG"
+
+
+class EdgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGEFN_", extra="ignore")
+
+    node_id: str = Field(default_factory=socket.gethostname)
+    pop_id: str = "local"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    host: str = "127.0.0.1"
+    edge_port: int = Field(8000, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9090, ge=0, le=65535)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+    threads: int = Field(16, ge=1, le=512)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    data_dir: Path = Path(".edgefn/edge")
+    functions_dir: Path | None = None
+    engine: str = "wasmtime"
+    epoch_tick_ms: float = Field(1.0, gt=0, le=100)
+
+    # Per worker process: idle instances and compiled modules beyond this are evicted.
+    memory_budget_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
+    max_request_body_bytes: int = Field(8 * 1024 * 1024, ge=0)
+    cache_max_files: int = Field(1000, ge=1)
+    cache_max_bytes: int = Field(10 * 1024**3, ge=1024)
+    kv_url: str = ""
+    log_file: Path | None = None
+    state_poll_s: float = Field(0.05, gt=0, le=10)
+
+    cp_url: str = ""
+    grpc_url: str = ""
+    node_token: SecretStr | None = None
+    heartbeat_interval_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> EdgeSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        return self
+
+    @property
+    def state_path(self) -> Path:
+        return self.data_dir / "state.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def resolved_kv_url(self) -> str:
+        return self.kv_url or f"sqlite:///{(self.data_dir / 'kv.sqlite3').resolve()}"

@@ -1,0 +1,198 @@
+"""What an edge node runs: function specs (spec section 19 + routes and policies) and node state.
+
+A `function.json` in a functions directory and a deploy instruction from the
+control plane both become a `FunctionSpec`; the node's whole desired state is a
+`NodeState`, persisted as JSON so the node restarts from disk alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgefn.sandbox.engine import (
+    DEFAULT_MAX_EXECUTION_MS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MEMORY_PAGES,
+    Limits,
+    WasiOptions,
+)
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)$")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RouteSpec(_Strict):
+    """CONTRACT section 5: host exact, `*` or `*.domain`; path exact or `prefix/*`."""
+
+    id: str = ""
+    host: str = "*"
+    path: str
+    methods: tuple[str, ...] = ()
+    priority: int = 0
+    function_id: str = ""
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        v = v.lower()
+        if not _HOST.match(v):
+            raise ValueError(f"invalid route host {v!r}")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or "*" in v[:-1] or (v.endswith("*") and not v.endswith("/*")):
+            raise ValueError(f"invalid route path {v!r}: exact, or a prefix ending in /*")
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        upper = tuple(m.upper() for m in v)
+        bad = [m for m in upper if m not in HTTP_METHODS]
+        if bad:
+            raise ValueError(f"unknown HTTP methods {bad}")
+        return upper
+
+
+class KvPolicy(_Strict):
+    enabled: bool = False
+    max_key_bytes: int = Field(512, ge=1)
+    max_value_bytes: int = Field(64 * 1024, ge=1)
+    max_keys: int = Field(10_000, ge=1)
+    max_ttl_seconds: int = Field(30 * 86400, ge=1)
+
+
+class HttpFetchPolicy(_Strict):
+    # Hosts the function may reach; `*.example.com` matches subdomains. Empty: none.
+    allow_hosts: tuple[str, ...] = ()
+    # Loopback, private and link-local addresses are refused unless this is set.
+    allow_private: bool = False
+    max_response_bytes: int = Field(1024 * 1024, ge=1)
+    max_redirects: int = Field(3, ge=0, le=10)
+
+
+class FunctionSpec(_Strict):
+    """One deployable function version and everything the node needs to run it."""
+
+    id: str
+    name: str = ""
+    version: str = "0.0.0"
+    entrypoint: str = "handle"
+    abi: Literal["edge-v1", "wagi", ""] = ""
+    artifact: str = ""
+    artifact_url: str = ""
+    sha256: str = ""
+    memory_pages: int = Field(DEFAULT_MEMORY_PAGES, ge=1, le=65536)
+    max_execution_ms: int = Field(DEFAULT_MAX_EXECUTION_MS, ge=1, le=600_000)
+    max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1, le=64 * 1024 * 1024)
+    max_request_bytes: int | None = Field(None, ge=0)
+    pop_selector: str = ""
+    env: dict[str, str] = Field(default_factory=dict)
+    config_dir: str | None = None
+    kv: KvPolicy = KvPolicy()
+    http_fetch: HttpFetchPolicy = HttpFetchPolicy()
+    isolation: Literal["reuse", "per-request"] = "reuse"
+    min_hot_instances: int = Field(1, ge=0)
+    max_hot_instances: int = Field(10, ge=0)
+    idle_timeout_s: float = Field(300.0, gt=0)
+    routes: tuple[RouteSpec, ...] = ()
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(f"invalid function id {v!r}")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str) -> str:
+        v = v.lower()
+        if v and not _SHA256.match(v):
+            raise ValueError("sha256 must be 64 hex digits")
+        return v
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            memory_pages=self.memory_pages,
+            max_execution_ms=self.max_execution_ms,
+            max_response_bytes=self.max_response_bytes,
+        )
+
+    @property
+    def wasi(self) -> WasiOptions:
+        return WasiOptions(env=tuple(sorted(self.env.items())), config_dir=self.config_dir)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What identifies a compiled module: a new version or artifact is a new key."""
+        return (self.id, self.version, self.sha256)
+
+
+class NodeState(_Strict):
+    """The node's desired state: functions with their local artifacts, and routes."""
+
+    generation: int = 0
+    functions: tuple[FunctionSpec, ...] = ()
+    # Functions known to the node but not runnable (yet): routes to them answer 503.
+    unavailable: dict[str, str] = Field(default_factory=dict)
+
+    def routes(self) -> list[RouteSpec]:
+        out = []
+        for fn in self.functions:
+            for r in fn.routes:
+                out.append(r if r.function_id else r.model_copy(update={"function_id": fn.id}))
+        return out
+
+
+def load_function_dir(path: Path) -> FunctionSpec:
+    """Read `function.json` from a function's folder; the artifact path becomes absolute."""
+    manifest = path / "function.json"
+    try:
+        raw = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{manifest}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{manifest}: expected a JSON object")
+    artifact = raw.get("artifact") or next((p.name for p in sorted(path.glob("*.wasm"))), "")
+    if not artifact:
+        raise ValueError(f"{path}: no artifact named and no .wasm file found")
+    raw["artifact"] = str((path / artifact).resolve())
+    raw.setdefault("id", path.name)
+    raw.setdefault("name", raw["id"])
+    return FunctionSpec.model_validate(raw)
+
+
+def write_state(path: Path, state: NodeState) -> None:
+    """Atomic replace: readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(state.model_dump_json(indent=1))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_state(path: Path) -> NodeState:
+    return NodeState.model_validate_json(path.read_bytes())
