@@ -34,6 +34,8 @@ from edgefn.sandbox.errors import (
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
 
+AOT_ENV = "EDGEFN_WASMEDGE_AOT"
+
 # Codes of the user-level WasmEdge_Result a host function fails with; the details
 # are kept on the instance and turned into the right error after the call.
 _HOST_TRAP = 1
@@ -41,6 +43,22 @@ _HOST_TIMEOUT = 2
 _HOST_EXCEPTION = 3
 
 _MAX_ARGS = 10
+
+# WasmEdge's interpreter keeps wasm frames on the heap and sets no depth limit, so
+# unbounded recursion grows the process by hundreds of MiB a second instead of
+# trapping. A call is watched in slices; one during which the process grew by more
+# than this is stopped and reported as the stack-exhaustion trap wasmtime gives.
+_RUNAWAY_BYTES = 128 << 20
+_WATCH_SLICE_MS = 20
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 class _HostCallTimeout(Exception):
@@ -225,8 +243,10 @@ class _HostModules:
 class WasmEdgeEngine:
     """`Engine` on WasmEdge. Thread-safe; one per process.
 
-    `aot`: compile modules ahead of time when the library has its LLVM compiler
-    (otherwise, and with `aot=False`, the interpreter runs them).
+    `aot`: compile modules ahead of time with the library's LLVM compiler, when it
+    has one. Off unless asked for (here or with EDGEFN_WASMEDGE_AOT=1): WasmEdge
+    0.14 runs a call on its own thread, which has no alternate signal stack, so a
+    guest that overflows the native stack in AOT code kills the whole process.
     `cost_limit_per_ms`: an instruction-cost budget per millisecond of
     `max_execution_ms`, enforced by WasmEdge's statistics as a second guard behind
     cancellation; off by default, as counting costs every instruction some time.
@@ -234,9 +254,11 @@ class WasmEdgeEngine:
 
     name = "wasmedge"
 
-    def __init__(self, *, aot: bool = True, cost_limit_per_ms: int | None = None) -> None:
+    def __init__(self, *, aot: bool | None = None, cost_limit_per_ms: int | None = None) -> None:
         self._lib = lib = ffi.load()
         _ensure_stdio_fds()
+        if aot is None:
+            aot = os.environ.get(AOT_ENV, "") == "1"
         self._cost_limit_per_ms = cost_limit_per_ms
         self._conf = lib.ConfigureCreate()
         if cost_limit_per_ms is not None:
@@ -245,18 +267,21 @@ class WasmEdgeEngine:
         self._validator = lib.ValidatorCreate(self._conf)
         self._compiler: int | None = None
         self._aot_dir: tempfile.TemporaryDirectory[str] | None = None
-        if aot:
-            compiler_conf = lib.ConfigureCreate()
-            lib.ConfigureCompilerSetOutputFormat(compiler_conf, ffi.COMPILER_OUTPUT_WASM)
-            lib.ConfigureCompilerSetOptimizationLevel(compiler_conf, ffi.COMPILER_OPT_O2)
-            # Without interruption points, AOT code would not notice a cancel.
-            lib.ConfigureCompilerSetInterruptible(compiler_conf, True)
-            if cost_limit_per_ms is not None:
-                lib.ConfigureStatisticsSetCostMeasuring(compiler_conf, True)
-            self._compiler = lib.CompilerCreate(compiler_conf) or None  # NULL without LLVM
-            lib.ConfigureDelete(compiler_conf)
-            if self._compiler:
-                self._aot_dir = tempfile.TemporaryDirectory(prefix="edgefn-wasmedge-aot-")
+        compiler_conf = lib.ConfigureCreate()
+        lib.ConfigureCompilerSetOutputFormat(compiler_conf, ffi.COMPILER_OUTPUT_WASM)
+        lib.ConfigureCompilerSetOptimizationLevel(compiler_conf, ffi.COMPILER_OPT_O2)
+        # Without interruption points, AOT code would not notice a cancel.
+        lib.ConfigureCompilerSetInterruptible(compiler_conf, True)
+        if cost_limit_per_ms is not None:
+            lib.ConfigureStatisticsSetCostMeasuring(compiler_conf, True)
+        compiler = lib.CompilerCreate(compiler_conf) or None  # NULL without LLVM
+        lib.ConfigureDelete(compiler_conf)
+        self._aot_available = compiler is not None
+        if compiler and aot:
+            self._compiler = compiler
+            self._aot_dir = tempfile.TemporaryDirectory(prefix="edgefn-wasmedge-aot-")
+        elif compiler:
+            lib.CompilerDelete(compiler)
         self._lock = threading.Lock()
         self.instances: dict[int, _BaseInstance] = {}
         self.host_modules = _HostModules(lib, self.instances)
@@ -303,11 +328,12 @@ class WasmEdgeEngine:
 
     def describe(self) -> dict[str, str]:
         lib = self._lib
-        compiler = (
-            "LLVM AOT (universal wasm, interruptible)"
-            if self._compiler
-            else "interpreter (library built without LLVM)"
-        )
+        if self._compiler:
+            compiler = "LLVM AOT (universal wasm, interruptible)"
+        elif self._aot_available:
+            compiler = f"interpreter (LLVM AOT available, off; {AOT_ENV}=1 turns it on)"
+        else:
+            compiler = "interpreter (library built without LLVM)"
         return {
             "engine": "wasmedge",
             "version": lib.version_string,
@@ -578,18 +604,32 @@ class _BaseInstance:
         handle = lib.ExecutorAsyncInvoke(self._ctx.executor, func, self._params, nparams)
         if not handle:
             raise GuestTrap("WasmEdge refused the call")
+        runaway = False
         try:
-            wait_ms = max(0, math.ceil((self._deadline - time.monotonic()) * 1000))
-            if not lib.AsyncWaitFor(handle, wait_ms):
+            baseline = _resident_bytes()
+            while True:
+                wait_ms = max(0, math.ceil((self._deadline - time.monotonic()) * 1000))
+                if lib.AsyncWaitFor(handle, min(wait_ms, _WATCH_SLICE_MS)):
+                    break
+                if _resident_bytes() - baseline > _RUNAWAY_BYTES:
+                    runaway = True
+                elif wait_ms > _WATCH_SLICE_MS:
+                    continue
                 lib.AsyncCancel(handle)
                 lib.AsyncWait(handle)
                 # Cancelling leaves the executor's stop flag set even when the call
                 # had just finished: the instance is spent either way.
-                self.timed_out = True
+                self.timed_out = not runaway
+                break
             result = lib.AsyncGet(handle, self._returns, nresults)
         finally:
             lib.AsyncDelete(handle)
         self._raise_host_exception()
+        if runaway:
+            raise GuestTrap(
+                "guest trapped: call stack exhausted (the interpreter's stack grew past "
+                f"{_RUNAWAY_BYTES >> 20} MiB)"
+            )
         if self.timed_out:
             raise self._timeout()
         category, code = ffi.result_category(result), ffi.result_code(result)
