@@ -15,6 +15,7 @@ import math
 import threading
 from collections.abc import Callable
 from ctypes import POINTER, byref, c_void_p
+from typing import Any
 
 import wasmtime
 from wasmtime import _bindings as _raw
@@ -35,12 +36,12 @@ from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate
 _RawArgs = ffi.wasmtime_val_raw_t
 
 
-def _fast(name: str, restype: type | None) -> ctypes._CFuncPtr:
+def _fast(name: str, restype: type | None) -> Any:
     """A private handle on a C function with no argument conversion: the hot path
     passes only ctypes objects, so ctypes need not check or convert each one."""
     fn = _raw.dll[name]
     fn.restype = restype
-    fn.argtypes = None
+    fn.argtypes = None  # type: ignore[assignment]
     return fn
 
 
@@ -95,30 +96,30 @@ def _write_value(inst: _EdgeInstance, value: bytes | int, out_ptr: int, out_cap:
 _I32, _F64 = wasmtime.ValType.i32(), wasmtime.ValType.f64()
 
 
-def _log(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> None:  # type: ignore[type-arg]
+def _log(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> None:
     host.log(a[0].i32, _read(inst, a[1].i32, a[2].i32))
 
 
-def _metrics(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> None:  # type: ignore[type-arg]
+def _metrics(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> None:
     host.metrics_increment(
         _read(inst, a[0].i32, a[1].i32), a[2].f64, _read(inst, a[3].i32, a[4].i32)
     )
 
 
 def _lookup(method: str) -> Callable[..., int]:
-    def adapter(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:  # type: ignore[type-arg]
+    def adapter(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:
         value = getattr(host, method)(_read(inst, a[0].i32, a[1].i32))
         return _write_value(inst, value, a[2].i32, a[3].i32)
 
     return adapter
 
 
-def _kv_put(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:  # type: ignore[type-arg]
+def _kv_put(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:
     key, value = _read(inst, a[0].i32, a[1].i32), _read(inst, a[2].i32, a[3].i32)
     return host.kv_put(key, value, a[4].i32)
 
 
-def _request_id(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:  # type: ignore[type-arg]
+def _request_id(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:
     return _write_value(inst, host.request_id(), a[0].i32, a[1].i32)
 
 
@@ -135,7 +136,7 @@ _HOST_FUNCTIONS: dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType],
 
 
 def _make_callback(name: str, adapter: Callable, has_result: bool) -> Callable:
-    def callback(env: int, caller: int, args: ctypes.Array, nargs: int) -> int:  # type: ignore[type-arg]
+    def callback(env: int, caller: int, args: ctypes.Array, nargs: int) -> int:
         inst: _EdgeInstance | None = getattr(_current, "instance", None)
         if inst is None or inst.host is None:
             return _trap_result(f"edge.{name} called outside an invocation")
@@ -176,7 +177,9 @@ def _make_output_callback(stream: int) -> Callable[[int | None, ctypes.c_void_p,
     return callback
 
 
-_OUTPUT_CB_TYPE = ctypes.CFUNCTYPE(ctypes.c_ssize_t, c_void_p, POINTER(ctypes.c_ubyte), ctypes.c_size_t)
+_OUTPUT_CB_TYPE = ctypes.CFUNCTYPE(
+    ctypes.c_ssize_t, c_void_p, POINTER(ctypes.c_ubyte), ctypes.c_size_t
+)
 _FINALIZER_TYPE = ctypes.CFUNCTYPE(None, c_void_p)
 _NO_FINALIZER = ctypes.cast(0, _FINALIZER_TYPE)
 _STDOUT_CB = _OUTPUT_CB_TYPE(_make_output_callback(1))
@@ -363,13 +366,14 @@ class _BaseInstance:
         self._output = bytearray()
         self._output_dropped = 0
         self._store: wasmtime.Store | None = None
-        self._ctx: ctypes._Pointer | None = None  # type: ignore[type-arg]
+        self._ctx: ctypes._Pointer | None = None
         self._memory: ffi.wasmtime_memory_t | None = None
         self._trap = POINTER(ffi.wasm_trap_t)()
         self._trap_ref = byref(self._trap)
         self._owner = next(_owner_ids)
         _OUTPUT_OWNERS[self._owner] = self
-        self._ticks = ctypes.c_uint64(module._engine._ticker.ticks_for(self.limits.max_execution_ms))
+        ticks = module._engine._ticker.ticks_for(self.limits.max_execution_ms)
+        self._ticks = ctypes.c_uint64(ticks)
         self.closed = False
 
     def _bind(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
@@ -382,7 +386,7 @@ class _BaseInstance:
             self._memory = mem._memory
             self._memory_ref = byref(self._memory)
 
-    def _func(self, name: str) -> ctypes._Pointer | None:  # type: ignore[type-arg]
+    def _func(self, name: str) -> ctypes._Pointer | None:
         f = self._exports.get(name)
         if isinstance(f, wasmtime.Func):
             return ctypes.pointer(f._func)
@@ -394,6 +398,9 @@ class _BaseInstance:
             raise IndexError("module exports no memory")
         ctx, mem = self._ctx, self._memory_ref
         return _memory_data(ctx, mem) or 0, _memory_data_size(ctx, mem)
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        raise NotImplementedError
 
     @property
     def memory_bytes(self) -> int:
@@ -409,11 +416,12 @@ class _BaseInstance:
         self._output += data[:room]
         self._output_dropped += max(0, len(data) - room)
 
-    def _call(self, func: ctypes._Pointer, args: ctypes.Array, n: int) -> None:  # type: ignore[type-arg]
+    def _call(self, func: ctypes._Pointer, args: ctypes.Array, n: int) -> None:
         """One raw call; every failure becomes an `InvocationError`."""
         err = _call_unchecked(self._ctx, func, args, _SIZES[n], self._trap_ref)
         if err:
-            error = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, POINTER(ffi.wasmtime_error_t)))
+            raw_error = ctypes.cast(err, POINTER(ffi.wasmtime_error_t))
+            error = wasmtime.WasmtimeError._from_ptr(raw_error)
             if isinstance(error, wasmtime.ExitTrap):
                 raise _Exit(error.code)
             self._raise_host_exception()
