@@ -440,6 +440,9 @@ class _BaseInstance:
         ctx, mem = self._ctx, self._memory_ref
         return _memory_data(ctx, mem) or 0, _memory_data_size(ctx, mem)
 
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        raise NotImplementedError
+
     @property
     def memory_bytes(self) -> int:
         if self._memory is None or self.closed:
@@ -463,6 +466,8 @@ class _BaseInstance:
             if isinstance(error, wasmtime.ExitTrap):
                 raise _Exit(error.code)
             self._raise_host_exception()
+            if self.timed_out:  # a host call's trap reaches here as an error, not a trap
+                raise self._timeout()
             raise GuestTrap(f"guest failed: {error}")
         if self._trap:
             trap = wasmtime.Trap._from_ptr(self._trap)
@@ -471,13 +476,15 @@ class _BaseInstance:
             self._raise_host_exception()
             if self.timed_out or trap.trap_code == wasmtime.TrapCode.INTERRUPT:
                 self.timed_out = True
-                raise GuestTimeout(
-                    f"invocation exceeded max_execution_ms={self.limits.max_execution_ms}"
-                )
+                raise self._timeout()
             raise GuestTrap(f"guest trapped: {_trap_cause(trap.message)}")
 
     def invoke(self, request: GuestRequest, host: Host) -> bytes:
         raise NotImplementedError
+
+    def _timeout(self) -> GuestTimeout:
+        self.timed_out = True
+        return GuestTimeout(f"invocation exceeded max_execution_ms={self.limits.max_execution_ms}")
 
     def _raise_host_exception(self) -> None:
         exc, self.host_exception = self.host_exception, None

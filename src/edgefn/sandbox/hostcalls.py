@@ -1,0 +1,95 @@
+"""The `edge` host functions (CONTRACT section 3), written once for every engine.
+
+An engine decodes a call's arguments to Python numbers and hands them, with the
+caller's linear memory, to the function's adapter; the adapter reads the guest's
+buffers, asks the `Host`, and writes the answer back by the contract's rule.
+Out-of-bounds pointers raise `IndexError`, which the engines turn into a trap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from edgefn.sandbox.engine import Host
+
+I32 = "i32"
+F64 = "f64"
+
+
+class GuestMemory(Protocol):
+    """One instance's linear memory as seen by a host call; every access bounds-checked."""
+
+    def read(self, ptr: int, length: int) -> bytes:
+        """`length` bytes at `ptr`; IndexError when any of them is outside memory."""
+        ...
+
+    def write(self, ptr: int, data: bytes) -> None:
+        """Store `data` at `ptr`; IndexError when it does not fit."""
+        ...
+
+
+Args = Sequence[int | float]
+Adapter = Callable[[GuestMemory, Host, Args], "int | None"]
+
+
+def _i(value: int | float) -> int:
+    return int(value)
+
+
+def read(mem: GuestMemory, ptr: int | float, length: int | float) -> bytes:
+    p, n = _i(ptr), _i(length)
+    if p < 0 or n < 0:
+        raise IndexError("negative pointer or length")
+    return mem.read(p, n)
+
+
+def write_value(
+    mem: GuestMemory, value: bytes | int, out_ptr: int | float, out_cap: int | float
+) -> int:
+    """The contract's rule: return the full length, write at most out_cap bytes."""
+    if isinstance(value, int):
+        return value
+    n = min(len(value), _i(out_cap))
+    if n > 0:
+        if _i(out_ptr) < 0:
+            raise IndexError("guest output buffer out of bounds")
+        mem.write(_i(out_ptr), value[:n])
+    return len(value)
+
+
+def _log(mem: GuestMemory, host: Host, a: Args) -> None:
+    host.log(_i(a[0]), read(mem, a[1], a[2]))
+
+
+def _metrics(mem: GuestMemory, host: Host, a: Args) -> None:
+    host.metrics_increment(read(mem, a[0], a[1]), float(a[2]), read(mem, a[3], a[4]))
+
+
+def _lookup(method: str) -> Adapter:
+    def adapter(mem: GuestMemory, host: Host, a: Args) -> int:
+        value = getattr(host, method)(read(mem, a[0], a[1]))
+        return write_value(mem, value, a[2], a[3])
+
+    return adapter
+
+
+def _kv_put(mem: GuestMemory, host: Host, a: Args) -> int:
+    return host.kv_put(read(mem, a[0], a[1]), read(mem, a[2], a[3]), _i(a[4]))
+
+
+def _request_id(mem: GuestMemory, host: Host, a: Args) -> int:
+    return write_value(mem, host.request_id(), a[0], a[1])
+
+
+# name -> (parameter types, result types, adapter)
+EDGE_FUNCTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Adapter]] = {
+    "log": ((I32,) * 3, (), _log),
+    "metrics_increment": ((I32, I32, F64, I32, I32), (), _metrics),
+    "kv_get": ((I32,) * 4, (I32,), _lookup("kv_get")),
+    "kv_put": ((I32,) * 5, (I32,), _kv_put),
+    "http_fetch": ((I32,) * 4, (I32,), _lookup("http_fetch")),
+    "env_get": ((I32,) * 4, (I32,), _lookup("env_get")),
+    "request_id": ((I32,) * 2, (I32,), _request_id),
+    "request_header": ((I32,) * 4, (I32,), _lookup("request_header")),
+}

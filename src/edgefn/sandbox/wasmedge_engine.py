@@ -1,0 +1,803 @@
+"""The WasmEdge engine: WasmEdge's C API through ctypes, behind the wasmtime engine's interface.
+
+Every instance owns an executor, a store and a WASI module, so cancelling one call
+stops that instance only. Calls run with `WasmEdge_ExecutorAsyncInvoke`, waited for
+up to the invocation's deadline and cancelled past it (504). The `edge` and stdio
+host modules are built once per engine and registered into every store; a host call
+finds its instance through the calling frame's module instance. See docs/engines.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from ctypes import byref, c_char_p, c_uint64, c_void_p
+from pathlib import Path
+
+from edgefn.sandbox import _wasmedge_ffi as ffi
+from edgefn.sandbox import _wasmedge_wasi as wasi_stdio
+from edgefn.sandbox.engine import GuestRequest, Host, Limits, WasiOptions
+from edgefn.sandbox.errors import (
+    EngineUnavailable,
+    GuestError,
+    GuestTimeout,
+    GuestTrap,
+    InvalidModule,
+    ResponseTooLarge,
+)
+from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
+from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
+
+AOT_ENV = "EDGEFN_WASMEDGE_AOT"
+
+# Codes of the user-level WasmEdge_Result a host function fails with; the details
+# are kept on the instance and turned into the right error after the call.
+_HOST_TRAP = 1
+_HOST_TIMEOUT = 2
+_HOST_EXCEPTION = 3
+
+_MAX_ARGS = 10
+
+# WasmEdge's interpreter keeps wasm frames on the heap and sets no depth limit, so
+# unbounded recursion grows the process by hundreds of MiB a second instead of
+# trapping. A call is watched in slices; one during which the process grew by more
+# than this is stopped and reported as the stack-exhaustion trap wasmtime gives.
+_RUNAWAY_BYTES = 128 << 20
+_WATCH_SLICE_MS = 20
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class _HostCallTimeout(Exception):
+    """Raised inside a host callback when the deadline has passed."""
+
+
+def _ensure_stdio_fds() -> None:
+    """Keep fds 0-2 open, so no file a guest opens can take the number of a stdio stream.
+
+    The stdio host functions recognise the process's stdin, stdout and stderr by their
+    native fd (see `_wasmedge_wasi`); a closed one would be reused by the next open().
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+class _Memory:
+    """`GuestMemory` over a WasmEdge memory instance; WasmEdge checks every bound."""
+
+    __slots__ = ("_lib", "_mem")
+
+    def __init__(self, lib: ffi.Lib, mem: int | None) -> None:
+        self._lib = lib
+        self._mem = mem
+
+    def _address(self, ptr: int, length: int) -> int:
+        if not self._mem:
+            raise IndexError("module exports no memory")
+        if ptr < 0 or length < 0 or ptr + length > 0xFFFFFFFF:
+            raise IndexError("guest buffer out of bounds")
+        address = self._lib.MemoryInstanceGetPointer(self._mem, ptr, length)
+        if not address:
+            raise IndexError("guest buffer out of bounds")
+        return int(address)
+
+    def contains(self, ptr: int, length: int) -> bool:
+        try:
+            self._address(ptr, length)
+        except IndexError:
+            return False
+        return True
+
+    def read(self, ptr: int, length: int) -> bytes:
+        if length == 0:
+            self._address(ptr, 0)
+            return b""
+        return ctypes.string_at(self._address(ptr, length), length)
+
+    def write(self, ptr: int, data: bytes) -> None:
+        if data:
+            ctypes.memmove(self._address(ptr, len(data)), data, len(data))
+
+    @property
+    def size(self) -> int:
+        if not self._mem:
+            return 0
+        return int(self._lib.MemoryInstanceGetPageSize(self._mem)) * PAGE_SIZE
+
+
+def _check(lib: ffi.Lib, result: int, what: str) -> None:
+    if not ffi.result_ok(result):
+        raise InvalidModule(f"{what}: {lib.ResultGetMessage(result).decode()}")
+
+
+class _HostModules:
+    """The `edge` and `edgefn_wasi` modules: built once, registered into every store."""
+
+    def __init__(self, lib: ffi.Lib, instances: dict[int, _BaseInstance]) -> None:
+        self._lib = lib
+        self._instances = instances
+        self._callbacks: list[object] = []  # the C side keeps only pointers
+        self.modules: list[int] = []
+        edge = self._module(b"edge")
+        for name, (params, results, adapter) in EDGE_FUNCTIONS.items():
+            cb = self._edge_callback(name, params, adapter, bool(results))
+            self._add(edge, name, params, results, cb)
+        stdio = self._module(wasi_stdio.STDIO_MODULE.encode())
+        for name, (nparams, _) in wasi_stdio.HOST_FUNCTIONS.items():
+            self._add(stdio, name, (I32,) * nparams, (I32,), self._stdio_callback(name, nparams))
+
+    def _module(self, name: bytes) -> int:
+        module = self._lib.ModuleInstanceCreate(ffi.wrap_string(name))
+        if not module:
+            raise EngineUnavailable("WasmEdge could not create a host module")
+        self.modules.append(module)
+        return int(module)
+
+    def _add(
+        self,
+        module: int,
+        name: str,
+        params: tuple[str, ...],
+        results: tuple[str, ...],
+        callback: Callable[..., int],
+    ) -> None:
+        lib = self._lib
+        kinds = {I32: lib.i32, F64: lib.f64}
+        ptypes = (c_uint64 * max(1, len(params)))(*(kinds[t] for t in params))
+        rtypes = (c_uint64 * max(1, len(results)))(*(kinds[t] for t in results))
+        functype = lib.FunctionTypeCreate(ptypes, len(params), rtypes, len(results))
+        host_func = ffi.HostFunc(callback)
+        self._callbacks.append(host_func)
+        try:
+            func = lib.FunctionInstanceCreate(functype, host_func, None, 0)
+        finally:
+            lib.FunctionTypeDelete(functype)  # the function instance keeps a copy
+        if not func:
+            raise EngineUnavailable(f"WasmEdge could not create host function {name}")
+        raw = name.encode()
+        lib.ModuleInstanceAddFunction(module, ffi.wrap_string(raw), func)  # module owns it
+
+    def _instance(self, frame: int) -> _BaseInstance | None:
+        return self._instances.get(self._lib.CallingFrameGetModuleInstance(frame) or 0)
+
+    def _edge_callback(
+        self, name: str, params: tuple[str, ...], adapter: Adapter, has_result: bool
+    ) -> Callable[..., int]:
+        lib = self._lib
+        decoders = [ffi.get_i32 if t == I32 else ffi.get_f64 for t in params]
+
+        def callback(data: int, frame: int, args: ctypes.Array, rets: ctypes.Array) -> int:
+            inst = self._instance(frame)
+            if inst is None or inst.host is None:
+                if inst is not None:
+                    inst.trap_message = f"edge.{name} called outside an invocation"
+                return ffi.user_error(_HOST_TRAP)
+            host = inst.host
+            try:
+                if host.remaining_seconds() <= 0:
+                    raise _HostCallTimeout
+                values = [decode(args[i]) for i, decode in enumerate(decoders)]
+                mem = _Memory(lib, lib.CallingFrameGetMemoryInstance(frame, 0))
+                result = adapter(mem, host, values)
+                if host.remaining_seconds() <= 0:
+                    raise _HostCallTimeout
+            except _HostCallTimeout:
+                inst.timed_out = True
+                return ffi.user_error(_HOST_TIMEOUT)
+            except IndexError as exc:
+                inst.trap_message = f"edge.{name}: {exc}"
+                return ffi.user_error(_HOST_TRAP)
+            except BaseException as exc:  # carried through the trap, re-raised as itself
+                inst.host_exception = exc
+                return ffi.user_error(_HOST_EXCEPTION)
+            if has_result:
+                ffi.set_i32(rets[0], int(result or 0), lib.i32)
+            return 0
+
+        return callback
+
+    def _stdio_callback(self, name: str, nparams: int) -> Callable[..., int]:
+        lib = self._lib
+
+        def callback(data: int, frame: int, args: ctypes.Array, rets: ctypes.Array) -> int:
+            inst = self._instance(frame)
+            if inst is None:
+                return ffi.user_error(_HOST_TRAP)
+            try:
+                values = [ffi.get_i32(args[i]) for i in range(nparams)]
+                mem = _Memory(lib, lib.CallingFrameGetMemoryInstance(frame, 0))
+                errno = wasi_stdio.call(name, mem, inst, values)
+            except BaseException as exc:
+                inst.host_exception = exc
+                return ffi.user_error(_HOST_EXCEPTION)
+            ffi.set_i32(rets[0], errno, lib.i32)
+            return 0
+
+        return callback
+
+    def close(self) -> None:
+        for module in self.modules:
+            self._lib.ModuleInstanceDelete(module)
+        self.modules.clear()
+
+
+class WasmEdgeEngine:
+    """`Engine` on WasmEdge. Thread-safe; one per process.
+
+    `aot`: compile modules ahead of time with the library's LLVM compiler, when it
+    has one. Off unless asked for (here or with EDGEFN_WASMEDGE_AOT=1): WasmEdge
+    0.14 runs a call on its own thread, which has no alternate signal stack, so a
+    guest that overflows the native stack in AOT code kills the whole process.
+    `cost_limit_per_ms`: an instruction-cost budget per millisecond of
+    `max_execution_ms`, enforced by WasmEdge's statistics as a second guard behind
+    cancellation; off by default, as counting costs every instruction some time.
+    """
+
+    name = "wasmedge"
+
+    def __init__(self, *, aot: bool | None = None, cost_limit_per_ms: int | None = None) -> None:
+        self._lib = lib = ffi.load()
+        _ensure_stdio_fds()
+        if aot is None:
+            aot = os.environ.get(AOT_ENV, "") == "1"
+        self._cost_limit_per_ms = cost_limit_per_ms
+        self._conf = lib.ConfigureCreate()
+        if cost_limit_per_ms is not None:
+            lib.ConfigureStatisticsSetCostMeasuring(self._conf, True)
+        self._loader = lib.LoaderCreate(self._conf)
+        self._validator = lib.ValidatorCreate(self._conf)
+        self._compiler: int | None = None
+        self._aot_dir: tempfile.TemporaryDirectory[str] | None = None
+        compiler_conf = lib.ConfigureCreate()
+        lib.ConfigureCompilerSetOutputFormat(compiler_conf, ffi.COMPILER_OUTPUT_WASM)
+        lib.ConfigureCompilerSetOptimizationLevel(compiler_conf, ffi.COMPILER_OPT_O2)
+        # Without interruption points, AOT code would not notice a cancel.
+        lib.ConfigureCompilerSetInterruptible(compiler_conf, True)
+        if cost_limit_per_ms is not None:
+            lib.ConfigureStatisticsSetCostMeasuring(compiler_conf, True)
+        compiler = lib.CompilerCreate(compiler_conf) or None  # NULL without LLVM
+        lib.ConfigureDelete(compiler_conf)
+        self._aot_available = compiler is not None
+        if compiler and aot:
+            self._compiler = compiler
+            self._aot_dir = tempfile.TemporaryDirectory(prefix="edgefn-wasmedge-aot-")
+        elif compiler:
+            lib.CompilerDelete(compiler)
+        self._lock = threading.Lock()
+        self.instances: dict[int, _BaseInstance] = {}
+        self.host_modules = _HostModules(lib, self.instances)
+        self._closed = False
+
+    @property
+    def lib(self) -> ffi.Lib:
+        return self._lib
+
+    @property
+    def cost_limit_per_ms(self) -> int | None:
+        return self._cost_limit_per_ms
+
+    def compile(self, wasm: bytes, limits: Limits, wasi: WasiOptions) -> WasmEdgeModule:
+        info = validate_module(wasm, memory_pages=limits.memory_pages)
+        config_dir = wasi.config_dir
+        if config_dir is not None and (":" in config_dir or not os.path.isdir(config_dir)):
+            raise InvalidModule(f"config directory {config_dir!r} is not a usable directory")
+        prepared = wasi_stdio.prepare(wasm)
+        lib = self._lib
+        with self._lock:
+            code = self._precompile(prepared) if self._compiler else prepared
+            ast = c_void_p()
+            result = lib.LoaderParseFromBuffer(self._loader, byref(ast), code, len(code))
+            _check(lib, result, "module does not load")
+            result = lib.ValidatorValidate(self._validator, ast)
+            if not ffi.result_ok(result):
+                lib.ASTModuleDelete(ast)
+                _check(lib, result, "module does not validate")
+        module = WasmEdgeModule(self, int(ast.value or 0), info, limits, wasi, len(wasm))
+        module.check_links()
+        return module
+
+    def _precompile(self, wasm: bytes) -> bytes:
+        """AOT-compile into a universal wasm (native code in a custom section)."""
+        assert self._aot_dir is not None
+        out = Path(self._aot_dir.name) / (hashlib.sha256(wasm).hexdigest() + ".wasm")
+        if not out.exists():
+            result = self._lib.CompilerCompileFromBuffer(
+                self._compiler, wasm, len(wasm), str(out).encode()
+            )
+            _check(self._lib, result, "module does not compile")
+        return out.read_bytes()
+
+    def describe(self) -> dict[str, str]:
+        lib = self._lib
+        if self._compiler:
+            compiler = "LLVM AOT (universal wasm, interruptible)"
+        elif self._aot_available:
+            compiler = f"interpreter (LLVM AOT available, off; {AOT_ENV}=1 turns it on)"
+        else:
+            compiler = "interpreter (library built without LLVM)"
+        return {
+            "engine": "wasmedge",
+            "version": lib.version_string,
+            "library": lib.path,
+            "compiler": compiler,
+            "timeout": "async invoke with deadline and cancel",
+            "cost_limit_per_ms": str(self._cost_limit_per_ms or "off"),
+        }
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for inst in list(self.instances.values()):
+            inst.close()
+        lib = self._lib
+        self.host_modules.close()
+        if self._compiler:
+            lib.CompilerDelete(self._compiler)
+            self._compiler = None
+        lib.ValidatorDelete(self._validator)
+        lib.LoaderDelete(self._loader)
+        lib.ConfigureDelete(self._conf)
+        if self._aot_dir is not None:
+            self._aot_dir.cleanup()
+
+
+class WasmEdgeModule:
+    """A loaded, validated module of one function version; its instances share its AST."""
+
+    def __init__(
+        self,
+        engine: WasmEdgeEngine,
+        ast: int,
+        info: ModuleInfo,
+        limits: Limits,
+        wasi_options: WasiOptions,
+        wasm_size: int,
+    ) -> None:
+        lib = engine.lib
+        self.engine = engine
+        self.lib = lib
+        self.ast = ast
+        self._info = info
+        self.limits = limits
+        self.wasi = wasi_options
+        self.conf = lib.ConfigureCreate()
+        lib.ConfigureSetMaxMemoryPage(self.conf, limits.memory_pages)
+        self.cost_limit: int | None = None
+        if engine.cost_limit_per_ms is not None:
+            lib.ConfigureStatisticsSetCostMeasuring(self.conf, True)
+            self.cost_limit = engine.cost_limit_per_ms * limits.max_execution_ms
+        self._code_bytes = wasm_size * 4
+        # Instances run the AST's code: it is freed only when the last one is closed.
+        self._live = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def info(self) -> ModuleInfo:
+        return self._info
+
+    @property
+    def abi(self) -> str:
+        return self._info.abi
+
+    @property
+    def reusable(self) -> bool:
+        return self.abi == ABI_EDGE_V1
+
+    @property
+    def code_bytes(self) -> int:
+        return self._code_bytes
+
+    def instantiate(self) -> _BaseInstance:
+        if self.abi == ABI_EDGE_V1:
+            return _EdgeInstance(self)
+        return _WagiInstance(self)
+
+    def check_links(self) -> None:
+        """Link once in a scratch store, so a bad import fails at compile, as with wasmtime.
+
+        Nothing of the guest runs: the start function is called by the engine, later.
+        """
+        scratch = _Contexts(self, [])
+        try:
+            scratch.instantiate()
+        except GuestTrap as exc:
+            self.close()
+            raise InvalidModule(str(exc)) from None
+        finally:
+            scratch.close()
+
+    def wasi_module(self, extra_env: list[tuple[str, str]]) -> int:
+        envs = [f"{k}={v}".encode() for k, v in (*self.wasi.env, *extra_env)]
+        config_dir = self.wasi.config_dir
+        preopens = [f"/config:{config_dir}:readonly".encode()] if config_dir else []
+        env_arr = (c_char_p * max(1, len(envs)))(*envs)
+        pre_arr = (c_char_p * max(1, len(preopens)))(*preopens)
+        module = self.lib.ModuleInstanceCreateWASI(
+            None, 0, env_arr, len(envs), pre_arr, len(preopens)
+        )
+        if not module:
+            raise GuestTrap("WasmEdge could not create the WASI module")
+        return int(module)
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise GuestTrap("module is closed")
+            self._live += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._live -= 1
+            free = self._closed and self._live == 0
+        if free:
+            self._free()
+
+    def _free(self) -> None:
+        if self.ast:
+            self.lib.ASTModuleDelete(self.ast)
+            self.ast = 0
+        if self.conf:
+            self.lib.ConfigureDelete(self.conf)
+            self.conf = 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            free = self._live == 0
+        if free:
+            self._free()
+
+
+class _Contexts:
+    """The WasmEdge contexts of one instance, each deleted exactly once by `close`."""
+
+    def __init__(self, module: WasmEdgeModule, extra_env: list[tuple[str, str]]) -> None:
+        module.acquire()
+        self.module = module
+        self.lib = lib = module.lib
+        self.stats: int | None = None
+        if module.cost_limit is not None:
+            self.stats = lib.StatisticsCreate()
+            lib.StatisticsSetCostLimit(self.stats, module.cost_limit)
+        self.executor: int = lib.ExecutorCreate(module.conf, self.stats)
+        self.store: int = lib.StoreCreate()
+        self.wasi: int = module.wasi_module(extra_env)
+        self.guest: int = 0
+
+    def instantiate(self) -> None:
+        lib = self.lib
+        for imported in (self.wasi, *self.module.engine.host_modules.modules):
+            result = lib.ExecutorRegisterImport(self.executor, self.store, imported)
+            if not ffi.result_ok(result):
+                raise GuestTrap(f"linking failed: {lib.ResultGetMessage(result).decode()}")
+        guest = c_void_p()
+        result = lib.ExecutorInstantiate(self.executor, byref(guest), self.store, self.module.ast)
+        if not ffi.result_ok(result):
+            raise GuestTrap(f"instantiation failed: {lib.ResultGetMessage(result).decode()}")
+        self.guest = int(guest.value or 0)
+
+    def function(self, name: str) -> int | None:
+        raw = name.encode()
+        return self.lib.ModuleInstanceFindFunction(self.guest, ffi.wrap_string(raw)) or None
+
+    def memory(self) -> int | None:
+        raw = b"memory"
+        return self.lib.ModuleInstanceFindMemory(self.guest, ffi.wrap_string(raw)) or None
+
+    def close(self) -> None:
+        lib = self.lib
+        if self.guest:
+            lib.ModuleInstanceDelete(self.guest)
+            self.guest = 0
+        if self.wasi:
+            lib.ModuleInstanceDelete(self.wasi)
+            self.wasi = 0
+        if self.store:
+            lib.StoreDelete(self.store)
+            self.store = 0
+        if self.executor:
+            lib.ExecutorDelete(self.executor)
+            self.executor = 0
+        if self.stats:
+            lib.StatisticsDelete(self.stats)
+            self.stats = None
+        if self.module is not None:
+            self.module.release()
+            self.module = None  # type: ignore[assignment]
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+class _BaseInstance:
+    """What both ABIs share: the contexts, async calls with a deadline, stdio capture."""
+
+    def __init__(self, module: WasmEdgeModule) -> None:
+        self._module = module
+        self._lib = module.lib
+        self._engine = module.engine
+        self.limits = module.limits
+        self.host: Host | None = None
+        self.timed_out = False
+        self.host_exception: BaseException | None = None
+        self.trap_message: str | None = None
+        self._output = bytearray()
+        self._output_dropped = 0
+        self._stdin = b""
+        self._stdin_pos = 0
+        self._ctx: _Contexts | None = None
+        self._mem = _Memory(self._lib, None)
+        self._params = (ffi.Value * _MAX_ARGS)()
+        self._returns = (ffi.Value * 1)()
+        self._deadline = 0.0
+        self.closed = False
+
+    def _bind(self, extra_env: list[tuple[str, str]]) -> None:
+        """Create this instance's contexts, instantiate, and run the start function."""
+        self._ctx = ctx = _Contexts(self._module, extra_env)
+        ctx.instantiate()
+        self._engine.instances[ctx.guest] = self
+        self._mem = _Memory(self._lib, ctx.memory())
+        start = ctx.function(wasi_stdio.START_EXPORT)
+        if start is not None:
+            self._call(start, 0, 0)
+
+    # --- stdio (the `Stdio` protocol of _wasmedge_wasi) ---
+
+    def capture(self, stream: int, data: bytes) -> None:
+        room = self.limits.max_output_bytes - len(self._output)
+        if room <= 0:
+            self._output_dropped += len(data)
+            return
+        self._output += data[:room]
+        self._output_dropped += max(0, len(data) - room)
+
+    def read_stdin(self, size: int) -> bytes:
+        data = self._stdin[self._stdin_pos : self._stdin_pos + size]
+        self._stdin_pos += len(data)
+        return data
+
+    def native_fd(self, fd: int) -> int | None:
+        if self._ctx is None or not self._ctx.wasi:
+            return None
+        handle = c_uint64()
+        if self._lib.ModuleInstanceWASIGetNativeHandler(self._ctx.wasi, fd, byref(handle)):
+            return None
+        return int(handle.value)
+
+    # --- calls ---
+
+    def _arm_deadline(self) -> None:
+        self._deadline = time.monotonic() + self.limits.max_execution_ms / 1000
+        if self._ctx is not None and self._ctx.stats:
+            self._lib.StatisticsClear(self._ctx.stats)
+
+    def _call(self, func: int, nparams: int, nresults: int) -> int:
+        """One call under the deadline; returns the i32 result (0 when there is none)."""
+        lib = self._lib
+        assert self._ctx is not None
+        handle = lib.ExecutorAsyncInvoke(self._ctx.executor, func, self._params, nparams)
+        if not handle:
+            raise GuestTrap("WasmEdge refused the call")
+        runaway = False
+        try:
+            baseline = _resident_bytes()
+            while True:
+                wait_ms = max(0, math.ceil((self._deadline - time.monotonic()) * 1000))
+                if lib.AsyncWaitFor(handle, min(wait_ms, _WATCH_SLICE_MS)):
+                    break
+                if _resident_bytes() - baseline > _RUNAWAY_BYTES:
+                    runaway = True
+                elif wait_ms > _WATCH_SLICE_MS:
+                    continue
+                lib.AsyncCancel(handle)
+                lib.AsyncWait(handle)
+                # Cancelling leaves the executor's stop flag set even when the call
+                # had just finished: the instance is spent either way.
+                self.timed_out = not runaway
+                break
+            result = lib.AsyncGet(handle, self._returns, nresults)
+        finally:
+            lib.AsyncDelete(handle)
+        self._raise_host_exception()
+        if runaway:
+            raise GuestTrap(
+                "guest trapped: call stack exhausted (the interpreter's stack grew past "
+                f"{_RUNAWAY_BYTES >> 20} MiB)"
+            )
+        if self.timed_out:
+            raise self._timeout()
+        category, code = ffi.result_category(result), ffi.result_code(result)
+        if category == ffi.CATEGORY_USER:
+            if code == _HOST_TIMEOUT:
+                self.timed_out = True
+                raise self._timeout()
+            message, self.trap_message = self.trap_message, None
+            raise GuestTrap(f"guest trapped: {message or 'host function failed'}")
+        if code in (ffi.ERR_INTERRUPTED, ffi.ERR_COST_LIMIT_EXCEEDED):
+            self.timed_out = True
+            raise self._timeout()
+        if code == ffi.ERR_TERMINATED:
+            raise _Exit(int(lib.ModuleInstanceWASIGetExitCode(self._ctx.wasi)))
+        if not ffi.result_ok(result):
+            raise GuestTrap(f"guest trapped: {lib.ResultGetMessage(result).decode()}")
+        return ffi.get_i32(self._returns[0]) if nresults else 0
+
+    def _timeout(self) -> GuestTimeout:
+        return GuestTimeout(f"invocation exceeded max_execution_ms={self.limits.max_execution_ms}")
+
+    def _raise_host_exception(self) -> None:
+        exc, self.host_exception = self.host_exception, None
+        if exc is not None:
+            raise exc
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def memory_bytes(self) -> int:
+        if self.closed:
+            return 0
+        return self._mem.size
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        ctx, self._ctx = self._ctx, None
+        self._mem = _Memory(self._lib, None)
+        if ctx is not None:
+            self._engine.instances.pop(ctx.guest, None)
+            ctx.close()
+
+
+class _EdgeInstance(_BaseInstance):
+    """An `edge-v1` instance: reused across requests until it traps or times out."""
+
+    def __init__(self, module: WasmEdgeModule) -> None:
+        super().__init__(module)
+        try:
+            self._arm_deadline()
+            self._bind([])
+            ctx = self._ctx
+            assert ctx is not None
+            self._alloc = ctx.function("alloc")
+            self._handle = ctx.function("handle")
+            self._dealloc = ctx.function("dealloc")
+            init = ctx.function("_initialize")
+            if init is not None:
+                self._arm_deadline()
+                self._call(init, 0, 0)
+        except _Exit as exc:
+            self.close()
+            raise GuestTrap(f"guest called proc_exit({exc.code}) while starting") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _set(self, i: int, value: int) -> None:
+        ffi.set_i32(self._params[i], value, self._lib.i32)
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        if self.closed:
+            raise GuestTrap("instance is closed")
+        cap = self.limits.max_response_bytes
+        parts = (request.method, request.path, request.headers, request.body)
+        total = len(parts[0]) + len(parts[1]) + len(parts[2]) + len(parts[3]) + cap
+        self.host = host
+        self._output.clear()
+        self._output_dropped = 0
+        try:
+            self._arm_deadline()
+            self._set(0, total)
+            ptr = self._call(self._alloc, 1, 1)  # type: ignore[arg-type]
+            if ptr <= 0:
+                raise GuestError(f"alloc({total}) returned an unusable pointer {ptr}")
+            if not self._mem.contains(ptr, total):
+                raise GuestError(f"alloc({total}) returned an unusable pointer {ptr}")
+            offset = ptr
+            for i, part in enumerate(parts):
+                n = len(part)
+                if n:
+                    self._mem.write(offset, part)
+                self._set(2 * i, offset)
+                self._set(2 * i + 1, n)
+                offset += n
+            self._set(8, offset)
+            self._set(9, cap)
+            written = self._call(self._handle, 10, 1)  # type: ignore[arg-type]
+            if written < 0:
+                raise GuestError(f"handle returned error code {written}")
+            if written > cap:
+                raise ResponseTooLarge(f"response of {written} bytes exceeds the cap of {cap}")
+            try:
+                response = self._mem.read(offset, written)
+            except IndexError:
+                raise GuestError("response extends past linear memory") from None
+            if self._dealloc is not None:
+                self._set(0, ptr)
+                self._set(1, total)
+                self._call(self._dealloc, 2, 0)
+            return response
+        except _Exit as exc:
+            raise GuestTrap(f"guest called proc_exit({exc.code})") from None
+        finally:
+            self.host = None
+            if self._output or self._output_dropped:
+                host.output(1, bytes(self._output))
+
+
+class _WagiInstance(_BaseInstance):
+    """A WAGI program: fresh contexts per request, `_start` once, stdout is the response."""
+
+    def __init__(self, module: WasmEdgeModule) -> None:
+        super().__init__(module)
+        self._used = False
+
+    @property
+    def memory_bytes(self) -> int:
+        return 0
+
+    def capture(self, stream: int, data: bytes) -> None:
+        if stream == 1:
+            room = self.limits.max_response_bytes + 1 - len(self._output)
+            self._output += data[: max(0, room)]
+        elif self.host is not None:
+            self.host.output(2, data)
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        if self._used:
+            raise GuestTrap("a WAGI instance runs one request")
+        self._used = True
+        self.host = host
+        self._stdin = request.body
+        code = 0
+        try:
+            self._arm_deadline()
+            try:
+                self._bind(request.cgi_env)
+                assert self._ctx is not None
+                start = self._ctx.function("_start")
+                if start is None:
+                    raise GuestTrap("module exports no _start")
+                self._call(start, 0, 0)
+            except _Exit as exc:
+                code = exc.code
+        finally:
+            self.host = None
+            self.close()
+        if code != 0:
+            raise GuestError(f"WAGI program exited with status {code}")
+        if len(self._output) > self.limits.max_response_bytes:
+            raise ResponseTooLarge(
+                f"WAGI response exceeds the cap of {self.limits.max_response_bytes} bytes"
+            )
+        return bytes(self._output)
+
+
+__all__ = ["WasmEdgeEngine", "WasmEdgeModule"]
