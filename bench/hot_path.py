@@ -238,8 +238,8 @@ def main() -> None:
         else:
             print(f"{name:40} {r['req_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                   f"{r['non_2xx']:>8.0f}")
-    print(f"cold start, first request of a never-instantiated echo: p50 {cold['cold_p50_ms']:.2f} ms,"
-          f" p99 {cold['cold_p99_ms']:.2f} ms (200 functions)")
+    print("cold start, first request of a never-instantiated echo: "
+          f"p50 {cold['cold_p50_ms']:.2f} ms, p99 {cold['cold_p99_ms']:.2f} ms (200 functions)")
     print(f"idle hot instance of a 16-page function: {cold['idle_instance_kib']:.0f} KiB RSS")
 
 

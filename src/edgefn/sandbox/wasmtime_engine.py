@@ -479,12 +479,10 @@ class _BaseInstance:
                 raise self._timeout()
             raise GuestTrap(f"guest trapped: {_trap_cause(trap.message)}")
 
-    def invoke(self, request: GuestRequest, host: Host) -> bytes:
-        raise NotImplementedError
-
     def _timeout(self) -> GuestTimeout:
         self.timed_out = True
-        return GuestTimeout(f"invocation exceeded max_execution_ms={self.limits.max_execution_ms}")
+        ms = self.limits.max_execution_ms
+        return GuestTimeout(f"invocation exceeded max_execution_ms={ms}")
 
     def _raise_host_exception(self) -> None:
         exc, self.host_exception = self.host_exception, None
