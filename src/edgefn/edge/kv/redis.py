@@ -91,7 +91,8 @@ class RedisKvStore:
         check_namespace(namespace)
         with self._translate():
             value = self._client.get(value_key(namespace, key))
-        return None if value is None else bytes(value)
+        # decode_responses is off: redis-py hands back bytes, whatever its stubs say.
+        return value if value is None or isinstance(value, bytes) else value.encode()
 
     def put(
         self,
@@ -107,7 +108,7 @@ class RedisKvStore:
         with self._translate():
             written = self._put(
                 keys=[value_key(namespace, key), index_key(namespace)],
-                args=[bytes(key), bytes(value), ttl_seconds or 0, -1 if max_keys is None else max_keys],
+                args=[key, value, ttl_seconds or 0, -1 if max_keys is None else max_keys],
             )
         if not written:
             raise KvQuotaExceeded(f"namespace {namespace!r} holds {max_keys} keys")
