@@ -12,7 +12,9 @@ counts what crossed the network and no decompression can be made to blow up.
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 import time
 
 import httpcore
@@ -49,13 +51,19 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_HEADERS = {"accept-encoding": "identity", "user-agent": "edgefn-http-fetch"}
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes tens of ms; one context serves every function's client.
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class _GuardedTransport(httpx.HTTPTransport):
     def __init__(self, backend: GuardedBackend, limits: httpx.Limits) -> None:
-        super().__init__(trust_env=False, limits=limits)
+        super().__init__(verify=_ssl_context(), trust_env=False, limits=limits)
         # HTTPTransport takes no network backend; its pool is rebuilt with ours. The
         # private-address tests fail loudly should httpx ever stop using `_pool`.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
