@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import textwrap
@@ -219,6 +220,24 @@ def test_sqlite_file_shared_by_two_processes(tmp_path: Path) -> None:
     values = {parent.get("shared", f"{n}-0".encode()) for n in ("p1", "p2")}
     assert values == {b"p1", b"p2"}
     parent.close()
+
+
+def _forked_worker(store: SqliteKvStore) -> None:
+    assert store.get("fn", b"from parent") == b"1"
+    store.put("fn", b"from child", b"2", None)
+    store.close()
+
+
+def test_sqlite_store_made_before_a_fork(tmp_path: Path) -> None:
+    store = SqliteKvStore(tmp_path / "kv.sqlite3")
+    store.put("fn", b"from parent", b"1", None)
+    child = multiprocessing.get_context("fork").Process(target=_forked_worker, args=(store,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert store.get("fn", b"from child") == b"2"
+    store.put("fn", b"parent again", b"3", None)  # the parent's connection is unharmed
+    store.close()
 
 
 def test_factory(tmp_path: Path, redis_url: str) -> None:

@@ -148,7 +148,7 @@ class HttpFetchCapability:
             try:
                 location = response.headers.get("location")
                 if response.status_code not in _REDIRECTS or not location:
-                    return self._encode(response)
+                    return self._encode(response, method)
                 if hop == self.policy.max_redirects:
                     raise CallFailed(f"more than {self.policy.max_redirects} redirects")
                 target = self._check(_join(url, location))
@@ -180,10 +180,11 @@ class HttpFetchCapability:
             raise Denied(f"host {url.raw_host.decode('ascii')!r} is not on the allowlist")
         return url
 
-    def _encode(self, response: httpx.Response) -> bytes:
+    def _encode(self, response: httpx.Response, method: str) -> bytes:
         cap = self.policy.max_response_bytes
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
+        # A HEAD response declares the size of a body it does not send.
+        if method != "HEAD" and declared.isdigit() and int(declared) > cap:
             raise QuotaExceeded(f"response of {declared} bytes is over {cap}")
         body = bytearray()
         for chunk in response.iter_raw():

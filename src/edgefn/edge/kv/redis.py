@@ -69,9 +69,14 @@ def index_key(namespace: str) -> bytes:
 
 
 class RedisKvStore:
-    """Thread-safe (redis-py pools connections). Every call is bounded by `timeout_s`."""
+    """Thread-safe and fork-safe (redis-py pools connections per process).
 
-    def __init__(self, url: str, *, timeout_s: float = 1.0) -> None:
+    Each socket operation is bounded by `timeout_s` (and retried once at most);
+    the default matches the default `max_execution_ms`, as the engine cannot
+    interrupt a guest while it waits in a host call.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 0.5) -> None:
         self.url = url
         try:
             # One immediate retry covers a pooled connection the server closed while

@@ -8,6 +8,7 @@ instead of failing them. Each thread has its own connection.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -48,7 +49,7 @@ class SqliteKvStore:
         self,
         path: str | Path,
         *,
-        busy_timeout_s: float = 5.0,
+        busy_timeout_s: float = 2.0,
         sweep_interval_s: float = 60.0,
     ) -> None:
         self.path = str(path)
@@ -60,6 +61,7 @@ class SqliteKvStore:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with self._translate():
             self._conn().executescript(_SCHEMA)
@@ -141,6 +143,8 @@ class SqliteKvStore:
 
     # -- internals -------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._after_fork()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
@@ -160,6 +164,15 @@ class SqliteKvStore:
         conn.execute("PRAGMA synchronous = NORMAL")
         self._local.conn = conn
         return conn
+
+    def _after_fork(self) -> None:
+        # A connection must not cross a fork: the child abandons (never closes) the
+        # parent's and opens its own, so a store made before workers fork still works.
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._conns = []
+        self._conns_lock = threading.Lock()
+        self._sweep_lock = threading.Lock()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
