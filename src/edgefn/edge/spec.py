@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edgefn.edge.capabilities.hosts import HostAllowlist
 from edgefn.sandbox.engine import (
     DEFAULT_MAX_EXECUTION_MS,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -71,10 +72,10 @@ class RouteSpec(_Strict):
 
 class KvPolicy(_Strict):
     enabled: bool = False
-    max_key_bytes: int = Field(512, ge=1)
-    max_value_bytes: int = Field(64 * 1024, ge=1)
-    max_keys: int = Field(10_000, ge=1)
-    max_ttl_seconds: int = Field(30 * 86400, ge=1)
+    max_key_bytes: int = Field(default=512, ge=1)
+    max_value_bytes: int = Field(default=64 * 1024, ge=1)
+    max_keys: int = Field(default=10_000, ge=1)
+    max_ttl_seconds: int = Field(default=30 * 86400, ge=1)
 
 
 class HttpFetchPolicy(_Strict):
@@ -82,8 +83,16 @@ class HttpFetchPolicy(_Strict):
     allow_hosts: tuple[str, ...] = ()
     # Loopback, private and link-local addresses are refused unless this is set.
     allow_private: bool = False
-    max_response_bytes: int = Field(1024 * 1024, ge=1)
-    max_redirects: int = Field(3, ge=0, le=10)
+    max_response_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_redirects: int = Field(default=3, ge=0, le=10)
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _allow_hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        """`*`, `*.domain`, a name or an IP address; what `HostAllowlist` reads, checked by it."""
+        normalized = tuple(entry.strip().lower() for entry in v)
+        HostAllowlist(normalized)  # raises ValueError naming the bad entry
+        return normalized
 
 
 class FunctionSpec(_Strict):

@@ -1,8 +1,9 @@
-"""The byte encodings of the guest ABIs (CONTRACT sections 1 and 2), engine-independent.
+"""The byte encodings of the guest ABIs (CONTRACT sections 1 to 3), engine-independent.
 
 `parse_response` reads what an `edge-v1` guest wrote (and what `http_fetch`
-returns); `parse_cgi` reads a WAGI program's stdout. Both raise `GuestError`
-on output a client must not see.
+returns, which `encode_response` writes); `parse_cgi` reads a WAGI program's
+stdout; `parse_fetch_request` reads an `http_fetch` request. All raise
+`GuestError` on bytes a client or a server must not see.
 """
 
 from __future__ import annotations
@@ -126,3 +127,30 @@ def cgi_environ(
         var = "HTTP_" + key.upper().replace("-", "_")
         env[var] = env[var] + "," + text if var in env else text
     return list(env.items())
+
+
+def encode_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """The section-1 response encoding, as `parse_response` reads it."""
+    return b"%03d\n" % status + encode_headers(headers) + b"\n" + body
+
+
+@dataclass(slots=True)
+class FetchRequest:
+    method: str
+    url: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+_METHOD = re.compile(rb"[A-Z]{1,16}")
+_URL = re.compile(rb"[\x21-\x7e]{1,8192}")  # printable ASCII, no spaces
+
+
+def parse_fetch_request(raw: bytes) -> FetchRequest:
+    """`METHOD URL\\n` + header lines + blank line + body (CONTRACT section 3)."""
+    lines, body = _split_head(raw)
+    method, sep, url = lines[0].partition(b" ")
+    if not sep or not _METHOD.fullmatch(method) or not _URL.fullmatch(url):
+        raise GuestError(f"malformed http_fetch request line {lines[0][:80]!r}")
+    headers = [_header(line) for line in lines[1:] if line]
+    return FetchRequest(method.decode(), url.decode(), headers, body)

@@ -1,0 +1,241 @@
+"""`http_fetch`: outbound HTTP for a function, limited to its allowlist and public addresses.
+
+Every hop (the first request and each redirect, followed here, never by the
+client) is checked against the allowlist; every connection against the address
+rules (`egress.GuardedBackend`). The whole exchange ends within `timeout_s`,
+the invocation's remaining budget. A response body over `max_response_bytes`
+is refused with -3, not truncated: a cut JSON document or image parses as
+garbage, and the guest can tell a -3 apart. Bodies come back as sent on the
+wire (`accept-encoding: identity` unless the guest asks otherwise), so the cap
+counts what crossed the network and no decompression can be made to blow up.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import ssl
+import time
+
+import httpcore
+import httpx
+
+from edgefn.edge.capabilities.egress import GuardedBackend
+from edgefn.edge.capabilities.errors import CallFailed, CapabilityError, Denied, QuotaExceeded
+from edgefn.edge.capabilities.hosts import HostAllowlist, parse_host
+from edgefn.edge.spec import HTTP_METHODS, FunctionSpec, HttpFetchPolicy
+from edgefn.sandbox.abi import FetchRequest, encode_response, parse_fetch_request
+from edgefn.sandbox.errors import GuestError
+from edgefn.sandbox.hostcodes import FAILED
+
+log = logging.getLogger(__name__)
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Set by the client from the URL and the body; a guest's copy could only contradict them.
+_FRAMING = frozenset({b"host", b"content-length"})
+# Credentials that must not follow a redirect to another origin.
+_CREDENTIALS = frozenset({b"authorization", b"cookie", b"proxy-authorization"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_HEADERS = {"accept-encoding": "identity", "user-agent": "edgefn-http-fetch"}
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes tens of ms; one context serves every function's client.
+    return httpx.create_ssl_context(trust_env=False)
+
+
+class _GuardedTransport(httpx.HTTPTransport):
+    def __init__(self, backend: GuardedBackend, limits: httpx.Limits) -> None:
+        super().__init__(verify=_ssl_context(), trust_env=False, limits=limits)
+        # HTTPTransport takes no network backend; its pool is rebuilt with ours. The
+        # private-address tests fail loudly should httpx ever stop using `_pool`.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=backend,
+        )
+
+
+class HttpFetchCapability:
+    """Per function version; thread-safe, one pooled client shared by all its invocations."""
+
+    def __init__(
+        self,
+        policy: HttpFetchPolicy,
+        *,
+        max_connections: int = 32,
+        max_keepalive_connections: int = 8,
+    ) -> None:
+        self.policy = policy
+        self._allowlist = HostAllowlist(policy.allow_hosts)
+        self._backend = GuardedBackend(allow_private=policy.allow_private)
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+            keepalive_expiry=30.0,
+        )
+        # trust_env=False: an HTTP(S)_PROXY from the environment would open the
+        # connection itself, past the address checks.
+        self._client = httpx.Client(
+            transport=_GuardedTransport(self._backend, limits),
+            follow_redirects=False,
+            trust_env=False,
+            headers=_DEFAULT_HEADERS,
+        )
+
+    @classmethod
+    def configure(cls, spec: FunctionSpec) -> HttpFetchCapability | None:
+        """None (the host answers -2) unless the function allows at least one host."""
+        if not spec.http_fetch.allow_hosts:
+            return None
+        return cls(spec.http_fetch)
+
+    def fetch(
+        self, request: bytes, *, timeout_s: float, traceparent: str | None = None
+    ) -> bytes | int:
+        """The response in the section-1 encoding, or -2 / -3 / -4; never raises."""
+        if timeout_s <= 0:
+            return FAILED
+        deadline = time.monotonic() + timeout_s
+        try:
+            parsed = parse_fetch_request(request)
+            with self._backend.deadline(deadline):
+                return self._exchange(parsed, deadline, traceparent)
+        except CapabilityError as exc:
+            log.debug("http_fetch refused: %s", exc)
+            return exc.code
+        except (GuestError, httpx.HTTPError, httpcore.TimeoutException) as exc:
+            log.debug("http_fetch failed: %s", exc)
+            return FAILED
+        except Exception:
+            # Anything raised here would trap the guest; a host bug is still only -4 to it.
+            log.exception("http_fetch failed")
+            return FAILED
+
+    def close(self) -> None:
+        self._client.close()
+        self._backend.close()
+
+    def _exchange(self, req: FetchRequest, deadline: float, traceparent: str | None) -> bytes:
+        if req.method not in HTTP_METHODS:
+            raise CallFailed(f"method {req.method} is not one http_fetch sends")
+        method, body = req.method, req.body
+        headers = _outbound_headers(req.headers, traceparent)
+        url = self._check(_url(req.url))
+        for hop in range(self.policy.max_redirects + 1):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CallFailed("the fetch deadline has passed")
+            outgoing = self._client.build_request(
+                method, url, headers=headers, content=body, timeout=left
+            )
+            response = self._client.send(outgoing, stream=True)
+            try:
+                location = response.headers.get("location")
+                if response.status_code not in _REDIRECTS or not location:
+                    return self._encode(response, method)
+                if hop == self.policy.max_redirects:
+                    raise CallFailed(f"more than {self.policy.max_redirects} redirects")
+                target = self._check(_join(url, location))
+            finally:
+                response.close()
+            if response.status_code == 303 or (
+                response.status_code in (301, 302) and method == "POST"
+            ):
+                # What browsers (and httpx) do: the next hop is a GET without the body.
+                method = "GET" if method != "HEAD" else method
+                body = b""
+                headers = [(k, v) for k, v in headers if k != b"content-type"]
+            if _origin(target) != _origin(url):
+                headers = [(k, v) for k, v in headers if k not in _CREDENTIALS]
+            url = target
+        raise AssertionError("unreachable: the last hop returns or raises")
+
+    def _check(self, url: httpx.URL) -> httpx.URL:
+        """Scheme, credentials and allowlist; addresses are checked when connecting."""
+        if url.scheme not in ("http", "https"):
+            raise Denied(f"scheme {url.scheme!r} is not allowed")
+        if not url.raw_host:
+            raise CallFailed("the URL has no host")
+        if url.userinfo:
+            # `http://allowed@elsewhere/` reads as one host and goes to the other.
+            raise Denied("credentials in the URL are not allowed")
+        host = parse_host(url.raw_host.decode("ascii"))
+        if not self._allowlist.allows(host):
+            raise Denied(f"host {url.raw_host.decode('ascii')!r} is not on the allowlist")
+        return url
+
+    def _encode(self, response: httpx.Response, method: str) -> bytes:
+        cap = self.policy.max_response_bytes
+        declared = response.headers.get("content-length", "")
+        # A HEAD response declares the size of a body it does not send.
+        if method != "HEAD" and declared.isdigit() and int(declared) > cap:
+            raise QuotaExceeded(f"response of {declared} bytes is over {cap}")
+        body = bytearray()
+        for chunk in response.iter_raw():
+            body += chunk
+            if len(body) > cap:
+                raise QuotaExceeded(f"response is over {cap} bytes")
+        dropped = _HOP_BY_HOP | _FRAMING | _connection_listed(response.headers.raw)
+        headers = [
+            (name.lower(), value)
+            for name, value in response.headers.raw
+            if name.lower() not in dropped
+        ]
+        return encode_response(response.status_code, headers, bytes(body))
+
+
+def _url(text: str) -> httpx.URL:
+    try:
+        return httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise CallFailed(f"malformed URL: {exc}") from exc
+
+
+def _join(base: httpx.URL, location: str) -> httpx.URL:
+    try:
+        return base.join(location)
+    except httpx.InvalidURL as exc:
+        raise CallFailed(f"malformed redirect location: {exc}") from exc
+
+
+def _origin(url: httpx.URL) -> tuple[str, bytes, int | None]:
+    return url.scheme, url.raw_host, url.port
+
+
+def _connection_listed(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Headers a `Connection` header names are hop-by-hop too (RFC 9110 section 7.6.1)."""
+    return frozenset(
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+    )
+
+
+def _outbound_headers(
+    headers: list[tuple[bytes, bytes]], traceparent: str | None
+) -> list[tuple[bytes, bytes]]:
+    dropped = _HOP_BY_HOP | _FRAMING | _connection_listed(headers)
+    if traceparent:
+        # The invocation's trace context replaces any the guest set, so the call joins its trace.
+        dropped |= {b"traceparent"}
+    out = [(name, value) for name, value in headers if name not in dropped]
+    if traceparent:
+        out.append((b"traceparent", traceparent.encode("ascii")))
+    return out
