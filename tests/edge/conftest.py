@@ -29,9 +29,9 @@ from edgefn.sandbox import Engine
 from tests.conftest import wasm_path
 
 
-def fn(fid: str, module: str, path: str = "", **extra: Any) -> FunctionSpec:
-    """A function serving fixture `module` at `path` (default `/{fid}/*`)."""
-    route = {"host": "*", "path": path or f"/{fid}/*"}
+def fn(fid: str, module: str, path: str = "", host: str = "*", **extra: Any) -> FunctionSpec:
+    """A function serving fixture `module` at `path` (default `/{fid}/*`) on `host`."""
+    route = {"host": host, "path": path or f"/{fid}/*"}
     data: dict[str, Any] = {"id": fid, "version": "1.0.0", "artifact": str(wasm_path(module)),
                             "routes": [route]}
     data.update(extra)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
 from edgefn.edge.cache import ArtifactCache
+from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
+from edgefn.edge.capabilities.kv import KvCapability
+from edgefn.edge.kv import KvStore, create_kv_store
 from edgefn.edge.logs import JsonLog
 from edgefn.edge.pool import PoolManager
 from edgefn.edge.runtime import Runtime
 from edgefn.edge.settings import EdgeSettings
+from edgefn.edge.spec import FunctionSpec
 from edgefn.sandbox import create_engine
 
 
@@ -19,6 +25,7 @@ def build_cache(settings: EdgeSettings) -> ArtifactCache:
 
 
 def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) -> Runtime:
+    """Everything a worker process needs; the KV store is opened on first use."""
     engine = create_engine(
         settings.engine,
         epoch_tick_ms=settings.epoch_tick_ms,
@@ -27,6 +34,22 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
     sink = log_sink or JsonLog(settings.log_file)
     pools = PoolManager(memory_budget_bytes=settings.memory_budget_bytes)
     pools.on_tick.append(sink.flush)
+    kv_store: list[KvStore] = []
+    kv_lock = threading.Lock()
+
+    def kv_factory(spec: FunctionSpec) -> KvCapability | None:
+        if not spec.kv.enabled:
+            return None
+        with kv_lock:
+            if not kv_store:
+                kv_store.append(create_kv_store(settings.resolved_kv_url))
+        return KvCapability.configure(spec, kv_store[0])
+
+    def close() -> None:
+        for store in kv_store:
+            store.close()
+        sink.flush()
+
     return Runtime(
         engine=engine,
         cache=build_cache(settings),
@@ -34,4 +57,7 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
         log_sink=sink,
         node_id=settings.node_id,
         max_request_body_bytes=settings.max_request_body_bytes,
+        kv_factory=kv_factory,
+        fetch_factory=HttpFetchCapability.configure,
+        on_close=close,
     )

@@ -29,6 +29,8 @@ class FetchBinding(Protocol):
         self, request: bytes, *, timeout_s: float, traceparent: str | None = None
     ) -> bytes | int: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(slots=True)
 class FunctionHost:
@@ -59,6 +61,12 @@ class FunctionHost:
             kv=kv,
             fetch=fetch,
         )
+
+
+    def close(self) -> None:
+        """Release what the function version holds (outbound connection pools)."""
+        if self.fetch is not None:
+            self.fetch.close()
 
 
 class InvocationHost:

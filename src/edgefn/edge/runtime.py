@@ -111,6 +111,7 @@ class Runtime:
         max_request_body_bytes: int,
         kv_factory: Callable[[FunctionSpec], KvBinding | None] | None = None,
         fetch_factory: Callable[[FunctionSpec], FetchBinding | None] | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.cache = cache
@@ -120,6 +121,7 @@ class Runtime:
         self.max_request_body_bytes = max_request_body_bytes
         self._kv_factory = kv_factory
         self._fetch_factory = fetch_factory
+        self._on_close = on_close
         self._tables = _Tables()
         self._loaded: dict[tuple[str, str, str], LoadedFunction] = {}
         self._load_locks: dict[str, threading.Lock] = {}
@@ -150,6 +152,7 @@ class Runtime:
             for key in [k for k in self._loaded if k not in keep]:
                 loaded = self._loaded.pop(key)
                 loaded.pool.retire()
+                loaded.host.close()
 
     @property
     def generation(self) -> int:
@@ -313,6 +316,11 @@ class Runtime:
 
     def close(self) -> None:
         self.pools.close()
+        for loaded in self._loaded.values():
+            loaded.host.close()
+        self._loaded.clear()
+        if self._on_close is not None:
+            self._on_close()
 
 
 def _code_of(resp: HttpResponse) -> str:
