@@ -19,8 +19,9 @@ dev: $(STAMP)
 	$(BIN)/edgefn edge serve --functions examples
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/python scripts/check_proto.py
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -35,3 +36,6 @@ examples:
 
 clean:
 	rm -rf $(VENV) .edgefn
+
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py
