@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_proto import PROTO_DIR, generate  # noqa: E402
+from gen_proto import PROTO_DIR, generate
 
 
 def main() -> int:
