@@ -8,12 +8,18 @@ sharing the port, each with its own runtime, all reading one state file.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from edgefn.edge.bootstrap import build_cache
 from edgefn.edge.settings import WORKER_CONFIG_ENV, EdgeSettings
 from edgefn.edge.spec import NodeState, load_function_dir, read_state, write_state
+
+if TYPE_CHECKING:
+    from edgefn.edge.agent import Agent
 
 log = logging.getLogger("edgefn.edge")
 
@@ -52,8 +58,8 @@ def prepare_state(settings: EdgeSettings) -> NodeState:
     return state
 
 
-# Nothing here may import prometheus_client before this runs: its value storage is
-# chosen when it is first imported, and forked workers inherit that choice.
+# Workers choose prometheus_client's multiprocess storage when they first import
+# it, so the directory must be in the environment before they start.
 def _prepare_metrics_dir(settings: EdgeSettings) -> Path:
     path = (settings.data_dir / "prometheus").resolve()
     shutil.rmtree(path, ignore_errors=True)
@@ -62,12 +68,43 @@ def _prepare_metrics_dir(settings: EdgeSettings) -> Path:
     return path
 
 
+def start_agent(settings: EdgeSettings) -> Agent | None:
+    """Connect to the control plane when one is configured; None for a standalone node."""
+    if not (settings.cp_url or settings.grpc_url):
+        return None
+    if settings.node_token is None:
+        raise ValueError("a node needs its token (--node-token) to talk to the control plane")
+    from edgefn.edge.agent import Agent
+    from edgefn.edge.bootstrap import build_cache
+    from edgefn.edge.controller import NodeController
+    from edgefn.sandbox import create_engine
+
+    engine = create_engine(settings.engine, compile_cache_dir=settings.data_dir / "compiled")
+    controller = NodeController(settings.state_path, build_cache(settings), engine)
+    agent = Agent(
+        controller,
+        node_id=settings.node_id,
+        token=settings.node_token.get_secret_value(),
+        cp_url=settings.cp_url,
+        grpc_url=settings.grpc_url,
+        pop_id=settings.pop_id,
+        labels=settings.labels,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+    )
+    agent.start()
+    return agent
+
+
 def serve(settings: EdgeSettings) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Workers start from a clean interpreter: the main process runs threads (the
+    # agent's gRPC channel, the metrics server) that must not be forked.
+    multiprocessing.set_start_method("spawn", force=True)
     state = prepare_state(settings)
+    build_cache(settings).clean_partials()
     log.info("node %s: %d functions, %d routes", settings.node_id, len(state.functions),
              len(state.routes()))
     _prepare_metrics_dir(settings)
@@ -76,6 +113,7 @@ def serve(settings: EdgeSettings) -> None:
     metrics_server = MetricsServer(settings.metrics_host, settings.metrics_port, build_registry())
     metrics_server.start()
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics_server.port)
+    agent = start_agent(settings)
 
     worker_settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     os.environ[WORKER_CONFIG_ENV] = worker_settings.model_dump_json()
@@ -98,4 +136,6 @@ def serve(settings: EdgeSettings) -> None:
     try:
         server.serve()
     finally:
+        if agent is not None:
+            agent.stop()
         metrics_server.stop()

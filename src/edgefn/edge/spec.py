@@ -159,11 +159,14 @@ class NodeState(_Strict):
 
     generation: int = 0
     functions: tuple[FunctionSpec, ...] = ()
+    # The node's route table from the control plane (each route names its function);
+    # functions from a local directory carry their own routes instead.
+    route_table: tuple[RouteSpec, ...] = ()
     # Functions known to the node but not runnable (yet): routes to them answer 503.
     unavailable: dict[str, str] = Field(default_factory=dict)
 
     def routes(self) -> list[RouteSpec]:
-        out = []
+        out = list(self.route_table)
         for fn in self.functions:
             for r in fn.routes:
                 out.append(r if r.function_id else r.model_copy(update={"function_id": fn.id}))

@@ -1,0 +1,139 @@
+"""Applying control-plane instructions: verified artifacts, atomic state, idempotence."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from edgefn.edge.cache import ArtifactCache
+from edgefn.edge.controller import Instruction, NodeController
+from edgefn.edge.spec import read_state
+from edgefn.sandbox import Engine
+from tests.conftest import wasm_path
+
+ECHO = wasm_path("echo").read_bytes()
+COUNTER = wasm_path("counter").read_bytes()
+
+
+class _Store(BaseHTTPRequestHandler):
+    blobs: dict[str, bytes] = {}
+
+    def do_GET(self) -> None:
+        data = self.blobs.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def store() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Store)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    _Store.blobs = {"/echo.wasm": ECHO, "/counter.wasm": COUNTER,
+                    "/tampered.wasm": COUNTER[:100] + bytes([COUNTER[100] ^ 0xFF]) + COUNTER[101:]}
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def controller(tmp_path: Path, engine: Engine) -> NodeController:
+    return NodeController(tmp_path / "state.json", ArtifactCache(tmp_path / "cache"), engine)
+
+
+def deploy(
+    i: int, store: str, name: str, version: str, sha_of: bytes, **extra: object
+) -> Instruction:
+    return Instruction.from_json({
+        "id": i, "type": "deploy", "function_id": "fn", "version": version,
+        "artifact_url": f"{store}/{name}.wasm", "sha256": hashlib.sha256(sha_of).hexdigest(),
+        "abi": "edge-v1", "memory_pages": 16, "max_execution_ms": 200,
+        "routes": [{"id": "r1", "host": "*", "path": "/fn/*", "methods": [], "priority": 0}],
+        **extra,
+    })
+
+
+def test_deploy_downloads_verifies_and_writes_state(controller: NodeController, store: str) -> None:
+    ack = controller.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    assert (ack.id, ack.state) == (1, "cached")
+    state = read_state(controller.state_path)
+    assert [(f.id, f.version, f.max_execution_ms) for f in state.functions] == [
+        ("fn", "1.0.0", 200)]
+    assert [(r.path, r.function_id) for r in state.routes()] == [("/fn/*", "fn")]
+    assert controller.cache.get("fn", "1.0.0", hashlib.sha256(ECHO).hexdigest()) == ECHO
+    assert controller.statuses() == [{"id": "fn", "version": "1.0.0", "state": "cached"}]
+
+
+def test_applying_the_same_instruction_twice_changes_nothing(
+    controller: NodeController, store: str
+) -> None:
+    controller.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    generation = read_state(controller.state_path).generation
+    assert controller.apply(deploy(1, store, "echo", "1.0.0", ECHO)).state == "cached"
+    assert read_state(controller.state_path).generation == generation
+
+
+def test_tampered_artifact_is_refused_and_the_old_version_keeps_serving(
+    controller: NodeController, store: str
+) -> None:
+    controller.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    ack = controller.apply(deploy(2, store, "tampered", "2.0.0", COUNTER))
+    assert ack.state == "error" and "sha256 mismatch" in ack.message
+    state = read_state(controller.state_path)
+    assert [(f.id, f.version) for f in state.functions] == [("fn", "1.0.0")]
+    assert controller.statuses() == [{"id": "fn", "version": "2.0.0", "state": "error"}]
+    assert not (controller.cache.root / "fn" / "2.0.0.wasm").exists()
+
+
+def test_a_module_that_does_not_compile_is_refused(
+    controller: NodeController, store: str
+) -> None:
+    _Store.blobs["/junk.wasm"] = b"\x00asm\x01\x00\x00\x00\xff\xff"
+    ack = controller.apply(deploy(1, store, "junk", "1.0.0", _Store.blobs["/junk.wasm"]))
+    assert ack.state == "error"
+    assert not controller.state_path.exists()
+
+
+def test_new_version_replaces_the_old(controller: NodeController, store: str) -> None:
+    controller.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    controller.apply(deploy(2, store, "counter", "2.0.0", COUNTER))
+    state = read_state(controller.state_path)
+    assert [(f.id, f.version) for f in state.functions] == [("fn", "2.0.0")]
+
+
+def test_config_replaces_the_route_table_and_undeploy_removes(
+    controller: NodeController, store: str
+) -> None:
+    controller.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    controller.apply(Instruction.from_json({"id": 2, "type": "config", "routes": [
+        {"id": "a", "host": "api.test", "path": "/x", "methods": ["GET"], "priority": 1,
+         "function_id": "fn"}]}))
+    state = read_state(controller.state_path)
+    assert [(r.host, r.path) for r in state.routes()] == [("api.test", "/x")]
+    controller.apply(Instruction.from_json({"id": 3, "type": "undeploy", "function_id": "fn"}))
+    state = read_state(controller.state_path)
+    assert state.functions == () and state.routes() == []
+
+
+def test_state_survives_a_restart(tmp_path: Path, engine: Engine, store: str) -> None:
+    first = NodeController(tmp_path / "state.json", ArtifactCache(tmp_path / "cache"), engine)
+    first.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    again = NodeController(tmp_path / "state.json", ArtifactCache(tmp_path / "cache"), engine)
+    assert [(f.id, f.version) for f in again.state.functions] == [("fn", "1.0.0")]
+
+
+def test_unknown_instruction_type_is_an_error_ack(controller: NodeController) -> None:
+    ack = controller.apply(Instruction.from_json({"id": 9, "type": "reboot"}))
+    assert ack.state == "error" and "unknown" in ack.message
