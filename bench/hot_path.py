@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--skip-workerd", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -27,7 +27,7 @@ def edge() -> None:
 @click.option("--engine", type=click.Choice(["wasmtime", "wasmedge"]),
               help="WebAssembly engine [wasmtime].")
 @click.option("--workers", type=int, help="Worker processes [number of CPUs].")
-@click.option("--threads", type=int, help="Request threads per worker [16].")
+@click.option("--threads", type=int, help="Request threads per worker [8].")
 @click.option("--node-id", help="This node's id [hostname].")
 @click.option("--pop-id", help="This node's POP [local].")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",

@@ -25,7 +25,9 @@ class EdgeSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9090, ge=0, le=65535)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
-    threads: int = Field(16, ge=1, le=512)
+    # Request threads per worker: fewer give a shorter latency tail for functions that
+    # only compute; more keep a worker responsive while functions wait in http_fetch.
+    threads: int = Field(8, ge=1, le=512)
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
