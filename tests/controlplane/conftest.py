@@ -164,6 +164,8 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> CPSett
         "data_dir": tmp_path / "data",
         "database_url": database_url,
         "bootstrap_token": ADMIN_TOKEN,
+        # Tests that need the EdgeControl server ask for one (port 0).
+        "grpc_port": None,
         "secret_key": "test-secret-key-" * 3,
         "public_url": "http://testserver",
         "auto_migrate": False,

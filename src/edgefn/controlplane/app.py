@@ -23,6 +23,7 @@ from edgefn.controlplane.artifacts.api import router as artifacts_router
 from edgefn.controlplane.audit.api import router as audit_router
 from edgefn.controlplane.auth.api import router as auth_router
 from edgefn.controlplane.auth.service import Credentials
+from edgefn.controlplane.deployments import outbox
 from edgefn.controlplane.deployments.api import router as deployments_router
 from edgefn.controlplane.deps import CPContext
 from edgefn.controlplane.errors import CPError
@@ -31,6 +32,8 @@ from edgefn.controlplane.nodes import service as nodes_service
 from edgefn.controlplane.nodes.api import router as nodes_router
 from edgefn.controlplane.routes.api import router as routes_router
 from edgefn.controlplane.settings import CPSettings
+from edgefn.controlplane.stream.notifier import Notifier
+from edgefn.controlplane.stream.server import ControlServer
 
 log = logging.getLogger("edgefn.controlplane")
 API_PREFIX = "/api/v1"
@@ -61,13 +64,17 @@ def build_context(settings: CPSettings) -> CPContext:
             parallelism=settings.argon2_parallelism,
         ),
     )
+    sessions = db.make_sessionmaker(engine)
+    notifier = Notifier()
+    outbox.watch(sessions, notifier.notify)
     return CPContext(
         settings=settings,
         engine=engine,
-        sessions=db.make_sessionmaker(engine),
+        sessions=sessions,
         store=open_store(settings, signer),
         signer=signer,
         creds=creds,
+        notifier=notifier,
     )
 
 
@@ -125,9 +132,16 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
     ctx = build_context(settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(running: FastAPI) -> AsyncIterator[None]:
         if settings.auto_migrate:
             await asyncio.to_thread(db.migrate, ctx.engine)
+        ctx.notifier.bind(asyncio.get_running_loop())
+        grpc_server: ControlServer | None = None
+        if settings.grpc_port is not None:
+            grpc_server = await ControlServer.start(
+                ctx, host=settings.host, port=settings.grpc_port
+            )
+        running.state.grpc = grpc_server
         sweeper = asyncio.create_task(_sweep_stale_nodes(ctx))
         try:
             yield
@@ -135,6 +149,8 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            if grpc_server is not None:
+                await grpc_server.stop()
             ctx.engine.dispose()
 
     app = FastAPI(
@@ -145,6 +161,8 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         docs_url="/docs",
     )
     app.state.cp = ctx
+    # The running ControlServer (its `.port` is the bound one) once started.
+    app.state.grpc = None
     _install_error_handlers(app)
 
     @app.middleware("http")

@@ -20,6 +20,7 @@ from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.auth.service import Credentials, authenticate
 from edgefn.controlplane.errors import Forbidden
 from edgefn.controlplane.settings import CPSettings
+from edgefn.controlplane.stream.notifier import Notifier
 
 
 @dataclass
@@ -30,6 +31,7 @@ class CPContext:
     store: ArtifactStore
     signer: UrlSigner
     creds: Credentials
+    notifier: Notifier
 
 
 def get_ctx(request: Request) -> CPContext:

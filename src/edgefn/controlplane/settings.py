@@ -42,6 +42,13 @@ class CPSettings(BaseSettings):
     jwt_ttl_s: int = Field(default=3600, gt=0)
     heartbeat_interval_s: float = Field(default=30.0, gt=0)
 
+    # The EdgeControl gRPC server, on `host`; 0 picks a free port, None runs none
+    # (an API-only replica, or tests of the REST API alone).
+    grpc_port: int | None = Field(default=50051, ge=0, le=65535)
+    # How often each node stream looks at the outbox without being woken: the
+    # fallback for instructions committed by another CP replica.
+    stream_recheck_s: float = Field(default=1.0, gt=0)
+
     # OWASP's second argon2id profile; tests lower these to save CPU.
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19 * 1024, ge=8)

@@ -4,14 +4,18 @@ handed out (with freshly minted artifact URLs) until the node acks them.
 Instruction format (docs/api.md): {"id", "type": deploy|undeploy|config,
 "function_id", "version", "artifact_url", "sha256", "abi", "memory_pages",
 "max_execution_ms", "max_response_bytes", "env", "routes", "deployment_id"}.
+
+`watch` reports, after each commit, which nodes got new instructions, so a
+transport that pushes (the gRPC stream) can send them at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.deployments.models import OutboxInstruction
@@ -23,6 +27,7 @@ from edgefn.controlplane.selector import matches
 PENDING = "pending"
 ACKED = "acked"
 SUPERSEDED = "superseded"
+_NEW_FOR = "edgefn.outbox.new_for_nodes"
 
 
 def node_labels(node: Node) -> dict[str, Any]:
@@ -180,3 +185,31 @@ def pending_rows(session: Session, node_id: str) -> list[OutboxInstruction]:
             .order_by(OutboxInstruction.id)
         )
     )
+
+
+def watch(factory: sessionmaker[Session], notify: Callable[[Iterable[str]], None]) -> None:
+    """Call `notify(node_ids)` after every commit, by a session of `factory`, that
+    added instructions for those nodes.
+
+    Hooking the commit itself, rather than each endpoint, covers every path that
+    writes the outbox (deploys, rollbacks, deletes, routes, new nodes, and rollout
+    waves advanced by an ack) and never signals an instruction before it is
+    visible to other sessions.
+    """
+
+    @event.listens_for(factory, "after_flush")
+    def _collect(session: Session, _flush_context: Any) -> None:
+        # After a flush `session.new` still lists what the flush inserted.
+        ids = {obj.node_id for obj in session.new if isinstance(obj, OutboxInstruction)}
+        if ids:
+            session.info.setdefault(_NEW_FOR, set()).update(ids)
+
+    @event.listens_for(factory, "after_commit")
+    def _committed(session: Session) -> None:
+        ids = session.info.pop(_NEW_FOR, None)
+        if ids:
+            notify(ids)
+
+    @event.listens_for(factory, "after_rollback")
+    def _rolled_back(session: Session) -> None:
+        session.info.pop(_NEW_FOR, None)

@@ -23,7 +23,7 @@ from edgefn.controlplane.deployments import outbox
 from edgefn.controlplane.deployments import service as deployments
 from edgefn.controlplane.errors import BadRequest, Conflict, Forbidden, NotFound
 from edgefn.controlplane.nodes.models import Node
-from edgefn.controlplane.nodes.schemas import HeartbeatIn, NodeIn
+from edgefn.controlplane.nodes.schemas import FunctionState, HeartbeatIn, NodeIn
 
 MISSED_BEATS_OFFLINE = 3
 
@@ -94,13 +94,16 @@ def heartbeat(
     store: ArtifactStore,
     url_ttl_s: int,
 ) -> list[dict[str, Any]]:
-    if who.kind != "node" or who.id != node_id:
-        raise Forbidden("a node token may only send its own node's heartbeats")
+    """Record the heartbeat, then answer with every instruction still pending."""
+    record_heartbeat(session, who, node_id, body)
+    return deployments.pending_instructions(session, node_id, store=store, url_ttl_s=url_ttl_s)
+
+
+def record_heartbeat(session: Session, who: Principal, node_id: str, body: HeartbeatIn) -> None:
+    """Liveness, load, function states and acks of one node, committed."""
     if body.node_id != node_id:
         raise BadRequest(f"body node_id {body.node_id!r} differs from the path's {node_id!r}")
-    node = session.get(Node, node_id)
-    if node is None:  # deleted after the token was checked
-        raise NotFound(f"no node {node_id}")
+    node = _own_node(session, who, node_id)
     node.last_heartbeat = utcnow()
     node.status = body.status
     node.cpu = body.cpu
@@ -109,4 +112,31 @@ def heartbeat(
     for ack in body.acks:
         deployments.ack_instruction(session, node_id, ack)
     session.commit()
-    return deployments.pending_instructions(session, node_id, store=store, url_ttl_s=url_ttl_s)
+
+
+def record_metrics(
+    session: Session,
+    who: Principal,
+    node_id: str,
+    *,
+    cpu: float | None,
+    mem_bytes: int | None,
+    functions: list[FunctionState],
+) -> None:
+    """Load and function states between heartbeats; proof of life, but the status
+    stays what the last heartbeat said."""
+    node = _own_node(session, who, node_id)
+    node.last_heartbeat = utcnow()
+    node.cpu = cpu
+    node.mem_bytes = mem_bytes
+    node.functions = [f.model_dump() for f in functions]
+    session.commit()
+
+
+def _own_node(session: Session, who: Principal, node_id: str) -> Node:
+    if who.kind != "node" or who.id != node_id:
+        raise Forbidden("a node token may only send its own node's heartbeats")
+    node = session.get(Node, node_id)
+    if node is None:  # deleted after the token was checked
+        raise NotFound(f"no node {node_id}")
+    return node

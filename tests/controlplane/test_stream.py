@@ -1,0 +1,304 @@
+"""The EdgeControl gRPC server of a real CP (SQLite and PostgreSQL) against a real
+grpc.aio client on loopback: auth, pushes on commit, acks, redelivery,
+heartbeats on the stream and the unary fallback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import pytest
+
+from edgefn.proto import edge_control_pb2 as pb
+from edgefn.proto import edge_control_pb2_grpc as pb_grpc
+from tests.controlplane.conftest import ADMIN, CP
+from tests.controlplane.nodelink import NodeLink, metadata
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(scenario())
+
+
+def target(cp: CP) -> str:
+    return f"127.0.0.1:{cp.client.app.state.grpc.port}"  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def gcp(cp_factory: Any) -> CP:
+    """A CP with its gRPC server. The re-check is slow so that a push arriving
+    proves the commit woke the stream, not the periodic look."""
+    built: CP = cp_factory(grpc_port=0, stream_recheck_s=60)
+    return built
+
+
+@pytest.fixture
+def fn(gcp: CP, wasm: SimpleNamespace) -> dict[str, Any]:
+    project = gcp.project("alpha")
+    body: dict[str, Any] = gcp.function(ADMIN, "hello", owner_project_id=project, env={"K": "v"})
+    for version, data in (("1.0.0", wasm.edge_v1), ("1.1.0", wasm.edge_v1_b)):
+        assert gcp.upload(ADMIN, body["id"], version, data).status_code == 201
+    return body
+
+
+def deploy(cp: CP, fn: dict[str, Any], version: str = "1.0.0", **body: Any) -> Any:
+    return cp.ok(
+        "POST", f"/functions/{fn['id']}/deploy", ADMIN, 202, json={"version": version, **body}
+    )
+
+
+async def connected(cp: CP, node: dict[str, Any]) -> NodeLink:
+    """A node's stream, past the route table every new node is sent first (acked)."""
+    link = await NodeLink(target(cp), node).open()
+    await link.ack(await link.recv_kind("config"))
+    return link
+
+
+def node_row(cp: CP, node_id: str) -> dict[str, Any]:
+    rows = [n for n in cp.ok("GET", "/nodes", ADMIN) if n["id"] == node_id]
+    assert rows
+    return rows[0]
+
+
+def test_auth(gcp: CP) -> None:
+    tokyo, osaka = gcp.node("tokyo", "tokyo-1"), gcp.node("osaka", "osaka-1")
+    refused = {
+        "no token": (metadata(None, "tokyo-1"), grpc.StatusCode.UNAUTHENTICATED),
+        "unknown token": (metadata("efn_nope", "tokyo-1"), grpc.StatusCode.UNAUTHENTICATED),
+        "bad scheme": (
+            [("authorization", tokyo["token"]), ("x-edgefn-node-id", "tokyo-1")],
+            grpc.StatusCode.UNAUTHENTICATED,
+        ),
+        "another node's": (metadata(osaka["token"], "tokyo-1"), grpc.StatusCode.PERMISSION_DENIED),
+        "admin token": (metadata("test-admin-token", "tokyo-1"), grpc.StatusCode.PERMISSION_DENIED),
+        "no node id": (metadata(tokyo["token"], None), grpc.StatusCode.INVALID_ARGUMENT),
+    }
+
+    async def scenario() -> None:
+        async with grpc.aio.insecure_channel(target(gcp)) as channel:
+            stub = pb_grpc.EdgeControlStub(channel)
+            for case, (md, code) in refused.items():
+                with pytest.raises(grpc.aio.AioRpcError) as unary:
+                    await stub.Heartbeat(pb.HeartbeatRequest(node_id="tokyo-1"), metadata=md)
+                assert unary.value.code() == code, case
+                # The CP refuses a stream before reading it, so no Hello is needed
+                # (and writing one could race the refusal).
+                call = stub.StreamControl(metadata=md)
+                assert await call.code() == code, case
+            # A stream must start with Hello.
+            call = stub.StreamControl(metadata=metadata(tokyo["token"], "tokyo-1"))
+            await call.write(pb.EdgeMessage(heartbeat=pb.HeartbeatRequest()))
+            with pytest.raises(grpc.aio.AioRpcError) as no_hello:
+                await call.read()
+            assert no_hello.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "Hello" in (no_hello.value.details() or "")
+
+    run(scenario)
+    assert node_row(gcp, "tokyo-1")["status"] == "registered"
+
+
+def test_deploy_is_pushed_and_acked(gcp: CP, fn: dict[str, Any]) -> None:
+    node = gcp.node("tokyo", "tokyo-1", region="tokyo")
+
+    async def scenario() -> None:
+        link = await connected(gcp, node)
+        assert node_row(gcp, "tokyo-1")["status"] == "online"  # the Hello marked it
+        dep = deploy(gcp, fn)
+        pushed = await link.recv_kind("deploy")
+        assert pushed.ack_id > 0
+        d = pushed.deploy
+        assert (d.function_id, d.version, d.deployment_id) == (fn["id"], "1.0.0", dep["id"])
+        assert d.abi == "edge-v1" and len(d.sha256) == 64 and d.artifact_url.startswith("http")
+        assert (d.memory_pages, d.max_execution_ms, d.max_response_bytes) == (16, 500, 65536)
+        assert dict(d.env) == {"K": "v"}
+        assert gcp.ok("GET", f"/deployments/{dep['id']}", ADMIN)["nodes"] == [
+            {"node_id": "tokyo-1", "state": "pending", "message": None}
+        ]
+        await link.ack(pushed, "cached")
+        await link.heartbeat()  # the ack is processed before the heartbeat's answer
+        out = gcp.ok("GET", f"/deployments/{dep['id']}", ADMIN)
+        assert out["state"] == "succeeded" and out["nodes"][0]["state"] == "cached"
+        # A failing node's message reaches the deployment.
+        failed = deploy(gcp, fn, "1.1.0")
+        await link.ack(await link.recv_kind("deploy"), "error", "sha256 mismatch")
+        await link.heartbeat()
+        out = gcp.ok("GET", f"/deployments/{failed['id']}", ADMIN)
+        assert out["state"] == "failed"
+        assert out["nodes"][0] == {
+            "node_id": "tokyo-1",
+            "state": "error",
+            "message": "sha256 mismatch",
+        }
+        await link.close()
+
+    run(scenario)
+
+
+def test_unacked_is_redelivered_on_reconnect(gcp: CP, fn: dict[str, Any]) -> None:
+    node = gcp.node("tokyo", "tokyo-1")
+
+    async def scenario() -> None:
+        link = await NodeLink(target(gcp), node).open()
+        config = await link.recv_kind("config")  # not acked
+        deploy(gcp, fn)
+        first = await link.recv_kind("deploy")
+        await link.ack(first)
+        await link.heartbeat()
+        await link.close()
+
+        again = await NodeLink(target(gcp), node).open()
+        assert (await again.recv_kind("config")).ack_id == config.ack_id
+        # Had the acked deploy come back it would precede the heartbeat's answer.
+        await again.heartbeat()
+        await again.ack(config)
+        await again.close()
+        third = await NodeLink(target(gcp), node).open()
+        await third.heartbeat()  # nothing pending: the answer is the first message
+        await third.close()
+
+    run(scenario)
+
+
+def test_stream_heartbeat_updates_the_node(gcp: CP) -> None:
+    node = gcp.node("tokyo", "tokyo-1")
+
+    async def scenario() -> None:
+        link = await NodeLink(target(gcp), node).open()
+        config = await link.recv_kind("config")
+        answer = await link.heartbeat(
+            status="degraded",
+            cpu_percent=42.5,
+            mem_bytes=1 << 24,
+            functions=[
+                pb.FunctionStatus(
+                    function_id="f1", version="1.0.0", state="cached", invocation_count=7
+                )
+            ],
+            acks=[pb.DeploymentStatus(ack_id=config.ack_id, state="cached")],
+        )
+        assert answer.ack_id == 0
+        assert answer.heartbeat_ack.heartbeat_interval_s == gcp.settings.heartbeat_interval_s
+        row = node_row(gcp, "tokyo-1")
+        assert (row["status"], row["cpu"], row["mem_bytes"]) == ("degraded", 42.5, 1 << 24)
+        assert row["functions"][0]["id"] == "f1" and row["functions"][0]["invocation_count"] == 7
+        assert row["last_heartbeat"]
+        await link.send(metrics=pb.MetricsReport(cpu_percent=3.0, mem_bytes=5))
+        await link.heartbeat(status="degraded")  # metrics are applied before this answer
+        # The ack in the heartbeat counted: nothing is pending any more.
+        assert gcp.heartbeat(node) == []
+        await link.close()
+
+    run(scenario)
+
+
+def test_unary_heartbeat_answers_pending(gcp: CP, fn: dict[str, Any]) -> None:
+    node = gcp.node("tokyo", "tokyo-1")
+    dep = deploy(gcp, fn)
+
+    async def scenario() -> None:
+        async with grpc.aio.insecure_channel(target(gcp)) as channel:
+            stub = pb_grpc.EdgeControlStub(channel)
+            md = metadata(node["token"], "tokyo-1")
+            beat = pb.HeartbeatRequest(node_id="tokyo-1", status="online", cpu_percent=1.0)
+            first = await stub.Heartbeat(beat, metadata=md)
+            kinds = [i.WhichOneof("payload") for i in first.instructions]
+            assert kinds == ["config", "deploy"]
+            assert first.instructions[1].deploy.deployment_id == dep["id"]
+            assert first.heartbeat_interval_s == gcp.settings.heartbeat_interval_s
+            # Still pending until acked; acks ride on the next heartbeat.
+            again = await stub.Heartbeat(beat, metadata=md)
+            assert [i.ack_id for i in again.instructions] == [i.ack_id for i in first.instructions]
+            acks = [
+                pb.DeploymentStatus(ack_id=i.ack_id, state="cached") for i in first.instructions
+            ]
+            beat.acks.extend(acks)
+            assert list((await stub.Heartbeat(beat, metadata=md)).instructions) == []
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await stub.Heartbeat(pb.HeartbeatRequest(node_id="osaka-9"), metadata=md)
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    run(scenario)
+    assert gcp.ok("GET", f"/deployments/{dep['id']}", ADMIN)["state"] == "succeeded"
+    assert node_row(gcp, "tokyo-1")["status"] == "online"
+
+
+def test_route_changes_and_deletion_push(gcp: CP, fn: dict[str, Any]) -> None:
+    node = gcp.node("tokyo", "tokyo-1")
+
+    async def scenario() -> None:
+        link = await connected(gcp, node)
+        route = gcp.ok(
+            "POST",
+            "/routes",
+            ADMIN,
+            201,
+            json={"host": "*", "path": "/hello", "function_id": fn["id"], "priority": 3},
+        )
+        config = (await link.recv_kind("config")).config
+        assert [(r.id, r.host, r.path, r.priority, r.function_id) for r in config.routes] == [
+            (route["id"], "*", "/hello", 3, fn["id"])
+        ]
+        assert "GET" in config.routes[0].methods
+        gcp.ok("DELETE", f"/routes/{route['id']}", ADMIN, 204)
+        assert list((await link.recv_kind("config")).config.routes) == []
+
+        deploy(gcp, fn)
+        await link.ack(await link.recv_kind("deploy"))
+        gcp.ok("DELETE", f"/functions/{fn['id']}", ADMIN, 204)
+        undeploy = await link.recv_kind("undeploy")
+        assert undeploy.ack_id > 0 and undeploy.undeploy.function_id == fn["id"]
+        await link.recv_kind("config")
+        await link.close()
+
+    run(scenario)
+
+
+def test_canary_ack_pushes_the_next_wave(gcp: CP, fn: dict[str, Any]) -> None:
+    """An ack on one stream commits the next wave; the other node's stream gets it."""
+    first, second = gcp.node("a-pop", "node-a"), gcp.node("b-pop", "node-b")
+
+    async def scenario() -> None:
+        a, b = await connected(gcp, first), await connected(gcp, second)
+        dep = deploy(gcp, fn, strategy="canary")
+        await a.ack(await a.recv_kind("deploy"))
+        await b.ack(await b.recv_kind("deploy"))
+        await b.heartbeat()
+        assert gcp.ok("GET", f"/deployments/{dep['id']}", ADMIN)["state"] == "succeeded"
+        await a.close()
+        await b.close()
+
+    run(scenario)
+
+
+def test_another_replica_commit_reaches_the_stream(cp_factory: Any, wasm: SimpleNamespace) -> None:
+    """A deploy through a second CP on the same database is found by the re-check."""
+    streaming = cp_factory(grpc_port=0, stream_recheck_s=0.1)
+    api_only = cp_factory()
+    node = api_only.node("tokyo", "tokyo-1")
+    project = api_only.project("alpha")
+    fn = api_only.function(ADMIN, "hello", owner_project_id=project)
+    assert api_only.upload(ADMIN, fn["id"], "1.0.0", wasm.edge_v1).status_code == 201
+
+    async def scenario() -> None:
+        link = await connected(streaming, node)
+        deploy(api_only, fn)
+        assert (await link.recv_kind("deploy")).deploy.function_id == fn["id"]
+        await link.close()
+
+    run(scenario)
+
+
+def test_shutdown_ends_streams(cp_factory: Any) -> None:
+    cp = cp_factory(grpc_port=0)
+    node = cp.node("tokyo", "tokyo-1")
+
+    async def scenario() -> None:
+        link = await connected(cp, node)
+        await asyncio.to_thread(cp.client.__exit__, None, None, None)
+        assert await asyncio.wait_for(link.call.read(), 10) is grpc.aio.EOF
+        assert await link.call.code() == grpc.StatusCode.OK
+        await link.close()
+
+    run(scenario)
