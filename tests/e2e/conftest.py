@@ -1,179 +1,20 @@
-"""A real cluster on loopback: a control plane and edge nodes as separate processes."""
+"""End-to-end fixtures: a real cluster on loopback (`edgefn.cluster`), per test."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-TOKEN = "e2e-admin-token"
+from edgefn.cluster import Cluster
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (httpx.HTTPError, OSError) as exc:
-            last = exc
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
-def _stop(proc: subprocess.Popen[bytes] | None, *, kill: bool = False) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    if kill:
-        proc.kill()
-    else:
-        proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-@dataclass
-class Edge:
-    node_id: str
-    pop_id: str
-    labels: dict[str, str]
-    token: str
-    data_dir: Path
-    port: int = field(default_factory=free_port)
-    metrics_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=5, **kw)
-
-
-class Cluster:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.api_port = free_port()
-        self.grpc_port = free_port()
-        self.cp_proc: subprocess.Popen[bytes] | None = None
-        self.edges: dict[str, Edge] = {}
-        self.project_id = ""
-        self.env = {**os.environ, "EDGEFN_BOOTSTRAP_TOKEN": TOKEN,
-                    "EDGEFN_HEARTBEAT_INTERVAL_S": "1", "PYTHONUNBUFFERED": "1"}
-
-    # -- processes ------------------------------------------------------------
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}/api/v1"
-
-    def start_cp(self) -> None:
-        log = open(self.root / "cp.log", "ab")  # noqa: SIM115 (kept open for the process)
-        self.cp_proc = subprocess.Popen(
-            [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(self.api_port),
-             "--grpc-port", str(self.grpc_port), "--data-dir", str(self.root / "cp")],
-            env=self.env, stdout=log, stderr=log,
-        )
-        wait_until("the control plane", lambda: httpx.get(
-            f"{self.api}/nodes", headers=self.headers, timeout=2).status_code == 200)
-
-    def stop_cp(self) -> None:
-        _stop(self.cp_proc)
-
-    def add_edge(self, node_id: str, pop_id: str, **labels: str) -> Edge:
-        resp = self.call("POST", "/nodes", json={"id": node_id, "pop_id": pop_id,
-                                                 "labels": labels})
-        edge = Edge(node_id, pop_id, labels, resp["token"], self.root / node_id)
-        self.edges[node_id] = edge
-        self.start_edge(edge)
-        return edge
-
-    def start_edge(self, edge: Edge) -> None:
-        log = open(self.root / f"{edge.node_id}.log", "ab")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--port", str(edge.port),
-               "--metrics-port", str(edge.metrics_port), "--data-dir", str(edge.data_dir),
-               "--cp-url", f"http://127.0.0.1:{self.api_port}",
-               "--grpc-url", f"127.0.0.1:{self.grpc_port}", "--node-id", edge.node_id,
-               "--node-token", edge.token, "--pop-id", edge.pop_id, "--workers", "1",
-               "--threads", "4"]
-        for k, v in edge.labels.items():
-            cmd += ["--label", f"{k}={v}"]
-        edge.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
-
-        def listening() -> bool:
-            if edge.proc is not None and edge.proc.poll() is not None:
-                raise AssertionError((self.root / f"{edge.node_id}.log").read_text()[-3000:])
-            with socket.create_connection(("127.0.0.1", edge.port), timeout=0.2):
-                return True
-
-        wait_until(f"edge {edge.node_id}", listening)
-
-    def stop_edge(self, edge: Edge) -> None:
-        _stop(edge.proc)
-
-    def close(self) -> None:
-        for edge in self.edges.values():
-            _stop(edge.proc)
-        _stop(self.cp_proc)
-
-    # -- the API --------------------------------------------------------------
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {TOKEN}"}
-
-    def call(self, method: str, path: str, **kw: Any) -> Any:
-        resp = httpx.request(method, self.api + path, headers=self.headers, timeout=10, **kw)
-        assert resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text}"
-        return resp.json() if resp.content else None
-
-    def function(self, name: str, **fields: Any) -> str:
-        if not self.project_id:
-            self.project_id = self.call("POST", "/projects", json={"name": "e2e"})["id"]
-        body = {"name": name, "owner_project_id": self.project_id, **fields}
-        return str(self.call("POST", "/functions", json=body)["id"])
-
-    def upload(self, fid: str, version: str, wasm: bytes) -> dict[str, Any]:
-        return dict(self.call("POST", f"/functions/{fid}/versions", data={"version": version},
-                              files={"artifact": ("f.wasm", wasm, "application/wasm")}))
-
-    def route(self, fid: str, path: str, host: str = "*") -> None:
-        self.call("POST", "/routes", json={"host": host, "path": path, "function_id": fid})
-
-    def deploy(self, fid: str, version: str, **extra: Any) -> str:
-        return str(self.call("POST", f"/functions/{fid}/deploy",
-                             json={"version": version, **extra})["deployment_id"])
-
-    def deployment(self, dep_id: str) -> dict[str, Any]:
-        return dict(self.call("GET", f"/deployments/{dep_id}"))
-
-    def node_states(self, dep_id: str) -> dict[str, str]:
-        return {n["node_id"]: n["state"] for n in self.deployment(dep_id)["nodes"]}
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
+    c = Cluster(tmp_path, token="e2e-admin-token", project="e2e")
     c.start_cp()
     yield c
     c.close()

@@ -7,7 +7,8 @@ import hashlib
 import httpx
 import pytest
 
-from tests.e2e.conftest import Cluster, Edge, module, wait_until
+from edgefn.cluster import Cluster, Edge, wait_until
+from tests.e2e.conftest import module
 
 pytestmark = pytest.mark.e2e
 

@@ -43,7 +43,7 @@ class EdgeSettings(BaseSettings):
     cache_max_bytes: int = Field(10 * 1024**3, ge=1024)
     kv_url: str = ""
     log_file: Path | None = None
-    state_poll_s: float = Field(0.05, gt=0, le=10)
+    state_poll_s: float = Field(0.01, gt=0, le=10)
 
     cp_url: str = ""
     grpc_url: str = ""

@@ -1,0 +1,192 @@
+"""A local cluster of real processes: a control plane and edge nodes on loopback.
+
+`edgefn dev` runs one with a single node; the end-to-end tests and the
+deployment benchmark run several. Each part is the same `edgefn` command an
+operator runs, started as a child process with its own data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class ClusterError(Exception):
+    """A process of the cluster failed to start, or the API refused a call."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (httpx.HTTPError, OSError) as exc:
+            last = exc
+        time.sleep(0.05)
+    raise ClusterError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, *, kill: bool = False) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    if kill:
+        proc.kill()
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class Edge:
+    node_id: str
+    pop_id: str
+    labels: dict[str, str]
+    token: str
+    data_dir: Path
+    workers: int = 1
+    port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=5, **kw)
+
+
+class Cluster:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        token: str,
+        api_port: int | None = None,
+        grpc_port: int | None = None,
+        heartbeat_interval_s: float = 1.0,
+        project: str = "default",
+    ) -> None:
+        self.root = root
+        self.token = token
+        self.project = project
+        self.api_port = api_port or free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.cp_proc: subprocess.Popen[bytes] | None = None
+        self.edges: dict[str, Edge] = {}
+        self.project_id = ""
+        self.env = {**os.environ, "EDGEFN_BOOTSTRAP_TOKEN": token,
+                    "EDGEFN_HEARTBEAT_INTERVAL_S": str(heartbeat_interval_s),
+                    "PYTHONUNBUFFERED": "1"}
+
+    # -- processes ------------------------------------------------------------
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/api/v1"
+
+    def start_cp(self) -> None:
+        log = open(self.root / "cp.log", "ab")  # noqa: SIM115 (kept open for the process)
+        self.cp_proc = subprocess.Popen(
+            [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(self.api_port),
+             "--data-dir", str(self.root / "cp")],
+            env={**self.env, "EDGEFN_GRPC_PORT": str(self.grpc_port)}, stdout=log, stderr=log,
+        )
+        wait_until("the control plane", lambda: httpx.get(
+            f"{self.api}/nodes", headers=self.headers, timeout=2).status_code == 200)
+
+    def stop_cp(self) -> None:
+        _stop(self.cp_proc)
+
+    def add_edge(self, node_id: str, pop_id: str, *, workers: int = 1,
+                 **labels: str) -> Edge:
+        resp = self.call("POST", "/nodes", json={"id": node_id, "pop_id": pop_id,
+                                                 "labels": labels})
+        edge = Edge(node_id, pop_id, labels, resp["token"], self.root / node_id,
+                    workers=workers)
+        self.edges[node_id] = edge
+        self.start_edge(edge)
+        return edge
+
+    def start_edge(self, edge: Edge) -> None:
+        log = open(self.root / f"{edge.node_id}.log", "ab")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--port", str(edge.port),
+               "--metrics-port", str(edge.metrics_port), "--data-dir", str(edge.data_dir),
+               "--cp-url", f"http://127.0.0.1:{self.api_port}",
+               "--grpc-url", f"127.0.0.1:{self.grpc_port}", "--node-id", edge.node_id,
+               "--node-token", edge.token, "--pop-id", edge.pop_id, "--workers", str(edge.workers),
+               "--threads", "4"]
+        for k, v in edge.labels.items():
+            cmd += ["--label", f"{k}={v}"]
+        edge.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
+
+        def listening() -> bool:
+            if edge.proc is not None and edge.proc.poll() is not None:
+                raise ClusterError((self.root / f"{edge.node_id}.log").read_text()[-3000:])
+            with socket.create_connection(("127.0.0.1", edge.port), timeout=0.2):
+                return True
+
+        wait_until(f"edge {edge.node_id}", listening)
+
+    def stop_edge(self, edge: Edge) -> None:
+        _stop(edge.proc)
+
+    def close(self) -> None:
+        for edge in self.edges.values():
+            _stop(edge.proc)
+        _stop(self.cp_proc)
+
+    # -- the API --------------------------------------------------------------
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"}
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        resp = httpx.request(method, self.api + path, headers=self.headers, timeout=10, **kw)
+        if resp.status_code >= 300:
+            raise ClusterError(f"{method} {path}: {resp.status_code} {resp.text}")
+        return resp.json() if resp.content else None
+
+    def function(self, name: str, **fields: Any) -> str:
+        if not self.project_id:
+            self.project_id = self.call("POST", "/projects", json={"name": self.project})["id"]
+        body = {"name": name, "owner_project_id": self.project_id, **fields}
+        return str(self.call("POST", "/functions", json=body)["id"])
+
+    def upload(self, fid: str, version: str, wasm: bytes) -> dict[str, Any]:
+        return dict(self.call("POST", f"/functions/{fid}/versions", data={"version": version},
+                              files={"artifact": ("f.wasm", wasm, "application/wasm")}))
+
+    def route(self, fid: str, path: str, host: str = "*") -> None:
+        self.call("POST", "/routes", json={"host": host, "path": path, "function_id": fid})
+
+    def deploy(self, fid: str, version: str, **extra: Any) -> str:
+        return str(self.call("POST", f"/functions/{fid}/deploy",
+                             json={"version": version, **extra})["deployment_id"])
+
+    def deployment(self, dep_id: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/deployments/{dep_id}"))
+
+    def node_states(self, dep_id: str) -> dict[str, str]:
+        return {n["node_id"]: n["state"] for n in self.deployment(dep_id)["nodes"]}
