@@ -126,9 +126,9 @@ def _upload(api: CPClient, function_id: str, spec: FunctionSpec, data: bytes) ->
         existing = _version_of(api, function_id, spec.version) or {}
     if existing.get("sha256") != digest:
         raise click.ClickException(
-            f"version {spec.version} already exists with a different module "
-            f"(sha256 {existing.get('sha256')}); versions are immutable, bump `version` "
-            "in function.json"
+            f"version {spec.version} already exists with a different module (the CP has "
+            f"sha256 {existing.get('sha256')}, this one is {digest}); versions are "
+            "immutable, bump `version` in function.json"
         )
     click.echo(f"{label}: already uploaded, skipped")
 
