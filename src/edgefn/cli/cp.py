@@ -45,6 +45,11 @@ def cp() -> None:
 @click.option("--port", type=int, help="default 8080")
 @db_options
 @click.option("--public-url", help="URL nodes and clients reach this CP at")
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    help="EdgeControl gRPC port (default 50051; 0 picks one)",
+)
 @click.option("--artifact-store", type=click.Choice(["local", "s3"]), help="default local")
 @click.option("--artifact-dir", type=click.Path(path_type=Path), help="local store directory")
 @click.option("--s3-bucket")
@@ -55,7 +60,10 @@ def cp() -> None:
 @click.option("--s3-create-bucket/--no-s3-create-bucket", default=None)
 @click.option("--max-artifact-bytes", type=int)
 def serve(**flags: Any) -> None:
-    """Serve the control-plane API (migrations are applied first)."""
+    """Serve the control-plane API and the EdgeControl gRPC service for edge nodes
+    (migrations are applied first)."""
+    import logging
+
     import uvicorn
 
     from edgefn.controlplane import db
@@ -66,6 +74,8 @@ def serve(**flags: Any) -> None:
     db.migrate(app.state.cp.engine)
     if settings.bootstrap_token is None:
         click.echo("warning: EDGEFN_BOOTSTRAP_TOKEN is not set; no admin can log in", err=True)
+    # Our loggers (the bound gRPC port among them) beside uvicorn's own.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s %(message)s")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 
 

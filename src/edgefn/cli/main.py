@@ -7,8 +7,10 @@ import click
 from edgefn import __version__
 from edgefn.cli.audit import audit
 from edgefn.cli.cp import cp
+from edgefn.cli.deploy import deploy
 from edgefn.cli.doctor import doctor
 from edgefn.cli.edge import edge
+from edgefn.cli.login import login
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +23,8 @@ cli.add_command(edge)
 cli.add_command(doctor)
 cli.add_command(cp)
 cli.add_command(audit)
+cli.add_command(deploy)
+cli.add_command(login)
 
 
 def main() -> None:

@@ -1,0 +1,73 @@
+"""The control-plane HTTP API as the command line uses it: one httpx client, the
+CP's JSON errors turned into click errors that render themselves (exit 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import httpx
+
+API_PREFIX = "/api/v1"
+_PAGE = 200  # the CP's largest page
+
+
+class CPRequestError(click.ClickException):
+    """The CP answered with an error; the message is the CP's own."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.status = response.status_code
+        try:
+            error = response.json()["error"]
+            self.code, detail = str(error["code"]), str(error["message"])
+        except (ValueError, KeyError, TypeError):
+            self.code, detail = "error", response.text[:200] or response.reason_phrase
+        request = response.request
+        super().__init__(
+            f"{request.method} {request.url.path} -> {self.status} {self.code}: {detail}"
+        )
+
+
+class CPUnreachable(click.ClickException):
+    def __init__(self, url: str, exc: httpx.HTTPError) -> None:
+        super().__init__(f"cannot reach the control plane at {url}: {exc}")
+
+
+class CPClient:
+    """Calls under /api/v1 with a bearer token; non-2xx answers raise CPRequestError."""
+
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url + API_PREFIX,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+        )
+
+    def __enter__(self) -> CPClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._http.close()
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The raw answer, errors included (for callers that handle some of them)."""
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CPUnreachable(self.base_url, exc) from exc
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.send(method, path, **kwargs)
+        if response.is_error:
+            raise CPRequestError(response)
+        return response.json() if response.content else None
+
+    def list_all(self, path: str, **params: Any) -> list[Any]:
+        """Every item of a paged list."""
+        items: list[Any] = []
+        while True:
+            page = self.call("GET", path, params={**params, "limit": _PAGE, "offset": len(items)})
+            items.extend(page)
+            if len(page) < _PAGE:
+                return items

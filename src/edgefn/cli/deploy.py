@@ -1,0 +1,258 @@
+"""`edgefn deploy PATH`: make the control plane run a function folder's version.
+
+Each step is idempotent, so running it again after a failure (or with nothing
+changed) is safe: create or update the function, upload the version unless that
+exact module is already there, add missing routes, deploy, and follow the nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgefn.cli._api import CPClient, CPRequestError
+from edgefn.cli.credentials import cp_options, resolve
+from edgefn.edge.spec import FunctionSpec, RouteSpec, load_function_dir
+
+# function.json fields that are function settings on the CP; only those the file
+# names are sent, so settings made through the API stay unless the file says otherwise.
+_SETTINGS = (
+    "entrypoint",
+    "memory_pages",
+    "max_execution_ms",
+    "max_response_bytes",
+    "pop_selector",
+    "env",
+)
+DEFAULT_PROJECT = "default"
+POLL_S = 0.5
+
+
+class DeploymentFailed(click.ClickException):
+    """The deployment failed on a node, was superseded, or did not finish in time."""
+
+
+def _settings(spec: FunctionSpec) -> dict[str, Any]:
+    values = {k: getattr(spec, k) for k in _SETTINGS if k in spec.model_fields_set}
+    if values.get("pop_selector") == "":
+        values["pop_selector"] = None
+    return values
+
+
+def _project(api: CPClient, wanted: str | None) -> str:
+    """The project a new function goes to: --project (id or name); else one named
+    `default`; else the caller's only project; else a new `default` project, which
+    only the admin token may create."""
+    projects = api.list_all("/projects")
+    if wanted is not None:
+        for p in projects:
+            if wanted in (p["id"], p["name"]):
+                return str(p["id"])
+        raise click.BadParameter(
+            f"no project {wanted!r} visible to this token", param_hint="--project"
+        )
+    named = [p for p in projects if p["name"] == DEFAULT_PROJECT]
+    if named:
+        return str(named[0]["id"])
+    if len(projects) == 1:
+        return str(projects[0]["id"])
+    response = api.send("POST", "/projects", json={"name": DEFAULT_PROJECT})
+    if response.status_code == 403:
+        names = ", ".join(sorted(p["name"] for p in projects)) or "none"
+        raise click.UsageError(
+            f"pass --project: this token may use several projects or none ({names})"
+        )
+    if response.is_error:
+        raise CPRequestError(response)
+    click.echo(f"project {DEFAULT_PROJECT}: created")
+    return str(response.json()["id"])
+
+
+def _function(api: CPClient, spec: FunctionSpec, project: str | None) -> dict[str, Any]:
+    """Find the function by name (in --project, when given), create or update it."""
+    project_id = _project(api, project) if project is not None else None
+    found = [
+        f
+        for f in api.list_all("/functions")
+        if f["name"] == spec.name and project_id in (None, f["owner_project_id"])
+    ]
+    if len(found) > 1:
+        raise click.UsageError(f"several functions are named {spec.name!r}; pass --project")
+    wanted = _settings(spec)
+    if not found:
+        owner = project_id or _project(api, None)
+        fn: dict[str, Any] = api.call(
+            "POST", "/functions", json={"name": spec.name, "owner_project_id": owner, **wanted}
+        )
+        click.echo(f"function {spec.name}: created ({fn['id']}, project {owner})")
+        return fn
+    fn = found[0]
+    changed = {k: v for k, v in wanted.items() if fn.get(k) != v}
+    if changed:
+        fn = api.call("PATCH", f"/functions/{fn['id']}", json=changed)
+        click.echo(f"function {spec.name}: updated {', '.join(sorted(changed))} ({fn['id']})")
+    else:
+        click.echo(f"function {spec.name}: up to date ({fn['id']})")
+    return fn
+
+
+def _version_of(api: CPClient, function_id: str, version: str) -> dict[str, Any] | None:
+    for row in api.list_all(f"/functions/{function_id}/versions"):
+        if row["version"] == version:
+            return dict(row)
+    return None
+
+
+def _upload(api: CPClient, function_id: str, spec: FunctionSpec, data: bytes) -> None:
+    digest = hashlib.sha256(data).hexdigest()
+    label = f"upload {spec.version}: {len(data)} bytes, sha256 {digest}"
+    existing = _version_of(api, function_id, spec.version)
+    if existing is None:
+        response = api.send(
+            "POST",
+            f"/functions/{function_id}/versions",
+            data={"version": spec.version, "sha256": digest},
+            files={"artifact": (Path(spec.artifact).name, data, "application/wasm")},
+        )
+        if response.status_code != 409:  # 409: uploaded meanwhile; compare below
+            if response.is_error:
+                raise CPRequestError(response)
+            click.echo(f"{label}: uploaded")
+            return
+        existing = _version_of(api, function_id, spec.version) or {}
+    if existing.get("sha256") != digest:
+        raise click.ClickException(
+            f"version {spec.version} already exists with a different module (the CP has "
+            f"sha256 {existing.get('sha256')}, this one is {digest}); versions are "
+            "immutable, bump `version` in function.json"
+        )
+    click.echo(f"{label}: already uploaded, skipped")
+
+
+def _route_label(route: RouteSpec) -> str:
+    methods = ",".join(route.methods) if route.methods else "all methods"
+    return f"route {route.host}{route.path} [{methods}] priority {route.priority}"
+
+
+def _routes(api: CPClient, function_id: str, spec: FunctionSpec) -> None:
+    """Create the file's routes the function does not have; never delete any."""
+    have = {
+        (r["host"], r["path"], r["priority"]): r
+        for r in api.list_all("/routes")
+        if r["function_id"] == function_id
+    }
+    for route in spec.routes:
+        current = have.get((route.host, route.path, route.priority))
+        if current is None:
+            body: dict[str, Any] = {
+                "host": route.host,
+                "path": route.path,
+                "priority": route.priority,
+                "function_id": function_id,
+            }
+            if route.methods:
+                body["methods"] = list(route.methods)
+            api.call("POST", "/routes", json=body)
+            click.echo(f"{_route_label(route)}: created")
+        elif route.methods and sorted(route.methods) != sorted(current["methods"]):
+            click.echo(
+                f"{_route_label(route)}: exists with methods {','.join(current['methods'])}; "
+                "left as is (delete it to change it)"
+            )
+        else:
+            click.echo(f"{_route_label(route)}: exists")
+
+
+def _follow(api: CPClient, deployment_id: str, timeout_s: float) -> None:
+    """Print each node's state as it changes until the deployment ends or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    shown: dict[str, str] = {}
+    while True:
+        dep = api.call("GET", f"/deployments/{deployment_id}")
+        for node in dep["nodes"]:
+            if shown.get(node["node_id"]) != node["state"]:
+                shown[node["node_id"]] = node["state"]
+                note = f" ({node['message']})" if node.get("message") else ""
+                click.echo(f"  node {node['node_id']}: {node['state']}{note}")
+        errors = [n["node_id"] for n in dep["nodes"] if n["state"] == "error"]
+        if errors or dep["state"] == "failed":
+            raise DeploymentFailed(f"deployment {deployment_id} failed on {', '.join(errors)}")
+        if dep["state"] == "superseded":
+            raise DeploymentFailed(f"deployment {deployment_id} was superseded by a newer one")
+        if dep["state"] == "succeeded":
+            return
+        if time.monotonic() >= deadline:
+            waiting = sorted(n for n, state in shown.items() if state != "cached")
+            raise DeploymentFailed(
+                f"deployment {deployment_id} not finished after {timeout_s:g}s; "
+                f"waiting for {', '.join(waiting)}"
+            )
+        time.sleep(POLL_S)
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@cp_options
+@click.option("--project", help="project id or name for a new function")
+@click.option(
+    "--strategy",
+    type=click.Choice(["pull", "canary", "gradual"]),
+    default="pull",
+    show_default=True,
+)
+@click.option("--target-pop", multiple=True, help="deploy only to nodes of this POP; repeatable")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="follow the nodes")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="seconds to wait for the nodes",
+)
+def deploy(
+    path: Path,
+    cp_url: str | None,
+    token: str | None,
+    project: str | None,
+    strategy: str,
+    target_pop: tuple[str, ...],
+    wait: bool,
+    timeout_s: float,
+) -> None:
+    """Deploy the function in PATH (its function.json and module) to the edge.
+
+    Exits 0 when every target node cached the version (or without --wait, once the
+    deployment is recorded), 1 when it failed, timed out or the CP refused a step.
+    """
+    try:
+        spec = load_function_dir(path)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise click.BadParameter(str(exc), param_hint="PATH") from exc
+    try:
+        data = Path(spec.artifact).read_bytes()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read the module: {exc}", param_hint="PATH") from exc
+    url, token = resolve(cp_url, token)
+    with CPClient(url, token) as api:
+        fn = _function(api, spec, project)
+        _upload(api, fn["id"], spec, data)
+        _routes(api, fn["id"], spec)
+        body: dict[str, Any] = {"version": spec.version, "strategy": strategy}
+        if target_pop:
+            body["target_pop"] = list(target_pop)
+        dep = api.call("POST", f"/functions/{fn['id']}/deploy", json=body)
+        click.echo(
+            f"deployment {dep['id']}: {spec.version} ({strategy}) to {len(dep['nodes'])} node(s)"
+        )
+        if not wait:
+            return
+        if not dep["nodes"]:
+            click.echo("no node matched; nodes registered later get this version")
+            return
+        _follow(api, dep["id"], timeout_s)
+        click.echo(f"deployed {spec.name} {spec.version}")

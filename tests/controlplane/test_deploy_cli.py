@@ -1,0 +1,179 @@
+"""`edgefn deploy` and `edgefn login` against a real CP served by uvicorn on
+loopback, with a real node on the gRPC stream acking what it is sent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from click.testing import CliRunner, Result
+
+from edgefn.cli.main import cli
+from edgefn.controlplane.app import create_app
+from tests.controlplane.conftest import ADMIN, ADMIN_TOKEN, make_settings
+from tests.controlplane.nodelink import AckingNode
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-c"
+
+
+@dataclass
+class LiveCP:
+    url: str
+    grpc_target: str
+    http: httpx.Client
+
+    def ok(self, method: str, path: str, status: int = 200, **kw: Any) -> Any:
+        r = self.http.request(method, "/api/v1" + path, headers=ADMIN, **kw)
+        assert r.status_code == status, r.text
+        return r.json() if r.content else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def live_cp(tmp_path: Path, database_url: str) -> Iterator[LiveCP]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(make_settings(tmp_path, database_url, grpc_port=0, port=port, public_url=url))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started or not thread.is_alive():
+            break
+        threading.Event().wait(0.025)
+    assert server.started, "uvicorn did not start"
+    with httpx.Client(base_url=url) as http:
+        yield LiveCP(url, f"127.0.0.1:{app.state.grpc.port}", http)
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> CliRunner:
+    """A clean environment: no token or CP in variables, config in tmp_path."""
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "EDGEFN_TOKEN": None, "EDGEFN_CP_URL": None}
+    return CliRunner(env=env)
+
+
+def deploy(runner: CliRunner, cp: LiveCP, path: Path, *args: str) -> Result:
+    return runner.invoke(cli, ["deploy", str(path), "--cp", cp.url, *args])
+
+
+def test_deploy_then_again(runner: CliRunner, live_cp: LiveCP) -> None:
+    node = live_cp.ok("POST", "/nodes", 201, json={"id": "tokyo-1", "pop_id": "tokyo"})
+    with AckingNode(live_cp.grpc_target, node).running() as edge:
+        first = deploy(runner, live_cp, EXAMPLE, "--token", ADMIN_TOKEN)
+        assert first.exit_code == 0, first.output
+        out = first.output
+        assert "project default: created" in out
+        assert "function hello-c: created" in out
+        size = (EXAMPLE / "hello.wasm").stat().st_size
+        assert f"upload 1.0.0: {size} bytes, sha256 " in out and ": uploaded" in out
+        assert "route */hello [GET,POST] priority 0: created" in out
+        assert "to 1 node(s)" in out and "node tokyo-1: cached" in out
+        assert out.rstrip().endswith("deployed hello-c 1.0.0")
+
+        (fn,) = live_cp.ok("GET", "/functions")
+        assert (fn["name"], fn["active_version"], fn["env"]) == (
+            "hello-c",
+            "1.0.0",
+            {"GREETING": "Hello"},
+        )
+        (project,) = live_cp.ok("GET", "/projects")
+        assert project["name"] == "default" and fn["owner_project_id"] == project["id"]
+        (route,) = live_cp.ok("GET", "/routes")
+        assert (route["host"], route["path"], route["methods"]) == ("*", "/hello", ["GET", "POST"])
+
+        again = deploy(runner, live_cp, EXAMPLE, "--token", ADMIN_TOKEN)
+        assert again.exit_code == 0, again.output
+        assert "function hello-c: up to date" in again.output
+        assert "already uploaded, skipped" in again.output
+        assert "route */hello [GET,POST] priority 0: exists" in again.output
+        assert "node tokyo-1: cached" in again.output
+        deploys = [m for m in edge.received if m.WhichOneof("payload") == "deploy"]
+        assert (
+            len(deploys) == 2 and deploys[0].deploy.deployment_id != deploys[1].deploy.deployment_id
+        )
+    assert len(live_cp.ok("GET", "/functions")) == 1 and len(live_cp.ok("GET", "/routes")) == 1
+
+
+def test_changed_settings_and_a_version_conflict(
+    runner: CliRunner, live_cp: LiveCP, tmp_path: Path, wasm: SimpleNamespace
+) -> None:
+    folder = tmp_path / "hello-c"
+    shutil.copytree(EXAMPLE, folder)
+    first = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN)
+    assert first.exit_code == 0, first.output
+    assert "no node matched" in first.output
+
+    manifest = json.loads((folder / "function.json").read_text())
+    manifest["env"] = {"GREETING": "Hi"}
+    manifest["max_execution_ms"] = 250
+    (folder / "function.json").write_text(json.dumps(manifest))
+    changed = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN, "--no-wait")
+    assert changed.exit_code == 0, changed.output
+    assert "function hello-c: updated env, max_execution_ms" in changed.output
+    (fn,) = live_cp.ok("GET", "/functions")
+    assert fn["env"] == {"GREETING": "Hi"} and fn["max_execution_ms"] == 250
+
+    (folder / "hello.wasm").write_bytes(wasm.edge_v1)
+    conflict = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN)
+    assert conflict.exit_code == 1
+    assert "version 1.0.0 already exists with a different module" in conflict.output
+    assert "bump `version`" in conflict.output
+
+
+def test_deploy_times_out_without_a_node_answering(runner: CliRunner, live_cp: LiveCP) -> None:
+    live_cp.ok("POST", "/nodes", 201, json={"id": "silent-1", "pop_id": "tokyo"})
+    result = deploy(runner, live_cp, EXAMPLE, "--token", ADMIN_TOKEN, "--timeout", "0.5")
+    assert result.exit_code == 1
+    assert "node silent-1: pending" in result.output
+    assert "not finished after 0.5s; waiting for silent-1" in result.output
+
+
+def test_bad_token_and_usage_errors(runner: CliRunner, live_cp: LiveCP, tmp_path: Path) -> None:
+    bad = deploy(runner, live_cp, EXAMPLE, "--token", "not-a-token")
+    assert bad.exit_code == 1
+    assert "401 unauthorized: invalid token" in bad.output
+    no_token = deploy(runner, live_cp, EXAMPLE)
+    assert no_token.exit_code == 2 and "no token for" in no_token.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_manifest = deploy(runner, live_cp, empty, "--token", ADMIN_TOKEN)
+    assert no_manifest.exit_code == 2 and "function.json" in no_manifest.output
+    down = runner.invoke(
+        cli, ["deploy", str(EXAMPLE), "--cp", "http://127.0.0.1:9", "--token", "x"]
+    )
+    assert down.exit_code == 1 and "cannot reach the control plane" in down.output
+
+
+def test_login_is_used_by_deploy(runner: CliRunner, live_cp: LiveCP, tmp_path: Path) -> None:
+    refused = runner.invoke(cli, ["login", "--cp", live_cp.url, "--token", "wrong"])
+    assert refused.exit_code == 1 and "unauthorized" in refused.output
+    saved = tmp_path / "config" / "edgefn" / "credentials.json"
+    assert not saved.exists()
+
+    ok = runner.invoke(cli, ["login", "--cp", live_cp.url + "/", "--token", ADMIN_TOKEN])
+    assert ok.exit_code == 0, ok.output
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert json.loads(saved.read_text())["tokens"] == {live_cp.url: ADMIN_TOKEN}
+    # Neither --cp nor --token: both come from the login.
+    result = runner.invoke(cli, ["deploy", str(EXAMPLE), "--no-wait"])
+    assert result.exit_code == 0, result.output
+    assert "function hello-c: created" in result.output
