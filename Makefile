@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 dev: $(STAMP)
-	$(BIN)/edgefn edge serve --functions examples
+	$(BIN)/edgefn dev
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

@@ -25,6 +25,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from edgefn.cluster import spawn, stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = ROOT / "tests" / "fixtures" / "wasm" / "echo.wasm"
 WORKERD_DIR = ROOT / "bench" / "workerd"
@@ -51,11 +53,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
 
 
 def parse_wrk(out: str) -> dict[str, float]:
@@ -102,7 +100,7 @@ def bench_edgefn(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
            "--port", str(port), "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
            "--workers", str(args.workers), "--threads", str(args.threads),
            "--log-file", str(tmp / "edge.log")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, proc)
         time.sleep(1)
@@ -133,7 +131,7 @@ def bench_raw(interface: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
     if interface == "wsgi":
         cmd += ["--blocking-threads", str(args.threads)]
     cmd.append(f"hello_app:{interface}")
-    proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = spawn(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, proc)
         return run_wrk(f"http://127.0.0.1:{port}/", args.duration, args.connections, tmp)
@@ -151,7 +149,7 @@ def bench_workerd(args: argparse.Namespace, tmp: Path) -> dict[str, float] | str
         if not binary.exists():
             return "workerd could not be installed (npm install failed)"
     port = free_port()
-    proc = subprocess.Popen(
+    proc = spawn(
         [str(binary), "serve", "config.capnp", "--socket-addr", f"http=127.0.0.1:{port}"],
         cwd=WORKERD_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

@@ -7,7 +7,9 @@ operator runs, started as a child process with its own data directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -44,18 +46,22 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> An
     raise ClusterError(f"timed out waiting for {what}; last: {last!r}")
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, *, kill: bool = False) -> None:
-    if proc is None or proc.poll() is not None:
+def spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    """Start a process in a session of its own, so that stopping it reaches its workers."""
+    return subprocess.Popen(cmd, start_new_session=True, **kw)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left of it."""
+    if proc is None:
         return
-    if kill:
-        proc.kill()
-    else:
-        proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @dataclass
@@ -108,23 +114,33 @@ class Cluster:
 
     def start_cp(self) -> None:
         log = open(self.root / "cp.log", "ab")  # noqa: SIM115 (kept open for the process)
-        self.cp_proc = subprocess.Popen(
+        self.cp_proc = spawn(
             [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(self.api_port),
-             "--data-dir", str(self.root / "cp")],
-            env={**self.env, "EDGEFN_GRPC_PORT": str(self.grpc_port)}, stdout=log, stderr=log,
+             "--grpc-port", str(self.grpc_port), "--data-dir", str(self.root / "cp")],
+            env=self.env, stdout=log, stderr=log,
         )
-        wait_until("the control plane", lambda: httpx.get(
-            f"{self.api}/nodes", headers=self.headers, timeout=2).status_code == 200)
+
+        def up() -> bool:
+            if self.cp_proc is not None and self.cp_proc.poll() is not None:
+                raise ClusterError((self.root / "cp.log").read_text()[-3000:])
+            return httpx.get(f"{self.api}/nodes", headers=self.headers,
+                             timeout=2).status_code == 200
+
+        wait_until("the control plane", up)
 
     def stop_cp(self) -> None:
-        _stop(self.cp_proc)
+        stop_process(self.cp_proc)
+
+    def register_node(self, node_id: str, pop_id: str, labels: dict[str, str]) -> str:
+        """Register a node with the control plane; its token is shown only now."""
+        resp = self.call("POST", "/nodes", json={"id": node_id, "pop_id": pop_id,
+                                                 "labels": labels})
+        return str(resp["token"])
 
     def add_edge(self, node_id: str, pop_id: str, *, workers: int = 1,
                  **labels: str) -> Edge:
-        resp = self.call("POST", "/nodes", json={"id": node_id, "pop_id": pop_id,
-                                                 "labels": labels})
-        edge = Edge(node_id, pop_id, labels, resp["token"], self.root / node_id,
-                    workers=workers)
+        token = self.register_node(node_id, pop_id, labels)
+        edge = Edge(node_id, pop_id, labels, token, self.root / node_id, workers=workers)
         self.edges[node_id] = edge
         self.start_edge(edge)
         return edge
@@ -139,7 +155,7 @@ class Cluster:
                "--threads", "4"]
         for k, v in edge.labels.items():
             cmd += ["--label", f"{k}={v}"]
-        edge.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
+        edge.proc = spawn(cmd, env=self.env, stdout=log, stderr=log)
 
         def listening() -> bool:
             if edge.proc is not None and edge.proc.poll() is not None:
@@ -150,12 +166,12 @@ class Cluster:
         wait_until(f"edge {edge.node_id}", listening)
 
     def stop_edge(self, edge: Edge) -> None:
-        _stop(edge.proc)
+        stop_process(edge.proc)
 
     def close(self) -> None:
         for edge in self.edges.values():
-            _stop(edge.proc)
-        _stop(self.cp_proc)
+            stop_process(edge.proc)
+        stop_process(self.cp_proc)
 
     # -- the API --------------------------------------------------------------
     @property

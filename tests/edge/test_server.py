@@ -19,6 +19,7 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgefn.cluster import spawn, stop_process
 from tests.conftest import wasm_path
 
 CONTRACT_METRICS = (
@@ -65,8 +66,8 @@ def start_node(tmp_path: Path, functions: Path, *extra: str, scheme: str = "http
            str(tmp_path / "data"), "--workers", "2", "--threads", "8",
            "--log-file", str(log_file), "--node-id", "node-http", *extra]
     with open(tmp_path / "stderr", "wb") as stderr:
-        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
-                                stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = spawn(cmd, env={**os.environ, **(env or {})},
+                     stdout=subprocess.DEVNULL, stderr=stderr)
     node = Node(f"{scheme}://127.0.0.1:{port}", f"http://127.0.0.1:{mport}", log_file, proc)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -82,11 +83,7 @@ def start_node(tmp_path: Path, functions: Path, *extra: str, scheme: str = "http
 
 
 def stop(node: Node) -> None:
-    node.proc.terminate()
-    try:
-        node.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        node.proc.kill()
+    stop_process(node.proc)
 
 
 @pytest.fixture

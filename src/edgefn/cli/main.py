@@ -8,6 +8,7 @@ from edgefn import __version__
 from edgefn.cli.audit import audit
 from edgefn.cli.cp import cp
 from edgefn.cli.deploy import deploy
+from edgefn.cli.dev import dev
 from edgefn.cli.doctor import doctor
 from edgefn.cli.edge import edge
 from edgefn.cli.login import login
@@ -19,6 +20,7 @@ def cli() -> None:
     """edgefn: WebAssembly HTTP functions on edge nodes."""
 
 
+cli.add_command(dev)
 cli.add_command(edge)
 cli.add_command(doctor)
 cli.add_command(cp)
