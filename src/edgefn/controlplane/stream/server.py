@@ -149,7 +149,7 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
                             await asyncio.wait_for(wake.wait(), self._ctx.settings.stream_recheck_s)
                 finally:
                     reader.cancel()
-                    with contextlib.suppress(BaseException):
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
                         await reader
             log.info("node %s control stream ended", who.id)
         except Exception as exc:
