@@ -86,20 +86,23 @@ def run_wrk(url: str, duration: int, connections: int, tmp: Path) -> dict[str, f
     return parse_wrk(out)
 
 
-def bench_edgefn(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+def bench_edgefn(args: argparse.Namespace, tmp: Path, engine: str = "wasmtime",
+                 threads: int | None = None) -> dict[str, float]:
+    threads = threads or args.threads
+    tmp = tmp / f"edgefn-{engine}-{threads}"
     functions = tmp / "functions" / "echo"
     functions.mkdir(parents=True)
     shutil.copy(ECHO, functions / "echo.wasm")
     (functions / "function.json").write_text(json.dumps({
         "id": "echo", "version": "1.0.0", "artifact": "echo.wasm",
-        "min_hot_instances": args.threads, "max_hot_instances": args.threads,
+        "min_hot_instances": threads, "max_hot_instances": threads,
         "routes": [{"host": "*", "path": "/*"}],
     }))
     port, mport = free_port(), free_port()
     cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--functions", str(tmp / "functions"),
            "--port", str(port), "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
-           "--workers", str(args.workers), "--threads", str(args.threads),
-           "--log-file", str(tmp / "edge.log")]
+           "--workers", str(args.workers), "--threads", str(threads),
+           "--log-file", str(tmp / "edge.log"), "--engine", engine]
     proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, proc)
@@ -212,6 +215,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--also-threads", type=int, nargs="*", default=[2],
+                        help="extra edgefn runs with these thread counts")
+    parser.add_argument("--wasmedge", action="store_true",
+                        help="also run the edge on WasmEdge (needs libwasmedge)")
     parser.add_argument("--skip-workerd", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -219,7 +226,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows: list[tuple[str, dict[str, float] | str]] = [
-            ("edgefn echo (edge-v1, wasmtime)", bench_edgefn(args, tmp)),
+            (f"edgefn echo (wasmtime, {args.threads} thr)", bench_edgefn(args, tmp)),
+        ]
+        for threads in args.also_threads:
+            rows.append((f"edgefn echo (wasmtime, {threads} thr)",
+                         bench_edgefn(args, tmp, threads=threads)))
+        if args.wasmedge:
+            rows.append((f"edgefn echo (wasmedge, {args.threads} thr)",
+                         bench_edgefn(args, tmp, engine="wasmedge")))
+        rows += [
             ("ceiling: Granian WSGI hello", bench_raw("wsgi", args, tmp)),
             ("ceiling: Granian ASGI hello", bench_raw("asgi", args, tmp)),
         ]

@@ -72,6 +72,8 @@ class Edge:
     token: str
     data_dir: Path
     workers: int = 1
+    # Where the node looks for the gRPC stream; None: the cluster's control plane.
+    grpc_url: str | None = None
     port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -150,7 +152,8 @@ class Cluster:
         cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--port", str(edge.port),
                "--metrics-port", str(edge.metrics_port), "--data-dir", str(edge.data_dir),
                "--cp-url", f"http://127.0.0.1:{self.api_port}",
-               "--grpc-url", f"127.0.0.1:{self.grpc_port}", "--node-id", edge.node_id,
+               "--grpc-url", edge.grpc_url or f"127.0.0.1:{self.grpc_port}",
+               "--node-id", edge.node_id,
                "--node-token", edge.token, "--pop-id", edge.pop_id, "--workers", str(edge.workers),
                "--threads", "4"]
         for k, v in edge.labels.items():

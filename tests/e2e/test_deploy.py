@@ -121,3 +121,19 @@ def test_an_edge_restarts_from_disk_while_the_control_plane_is_down(cluster: Clu
     wait_until("served from the disk cache", lambda: serves(tokyo, "/hello", HELLO))
     with pytest.raises(httpx.ConnectError):
         httpx.get(cluster.api + "/nodes", timeout=2)
+
+
+def test_a_node_without_the_grpc_stream_converges_by_http_heartbeats(cluster: Cluster) -> None:
+    token = cluster.register_node("proxied-1", "jp-p1", {"region": "tokyo"})
+    # Nothing listens where this node looks for gRPC, as behind a proxy that blocks it.
+    edge = Edge("proxied-1", "jp-p1", {"region": "tokyo"}, token, cluster.root / "proxied-1",
+                grpc_url="127.0.0.1:1")
+    cluster.edges[edge.node_id] = edge
+    cluster.start_edge(edge)
+    fid = cluster.function("via-http")
+    cluster.upload(fid, "1.0.0", module("hello-c"))
+    cluster.route(fid, "/hello")
+    dep = cluster.deploy(fid, "1.0.0")
+    wait_until("served after an HTTP heartbeat", lambda: serves(edge, "/hello", HELLO))
+    wait_until("acked by the next heartbeat",
+               lambda: cluster.node_states(dep) == {"proxied-1": "cached"})
