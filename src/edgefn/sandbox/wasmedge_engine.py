@@ -32,6 +32,7 @@ from edgefn.sandbox.errors import (
     ResponseTooLarge,
 )
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
+from edgefn.sandbox.stdio import GuestOutput, wagi_output, wagi_response
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
 
 AOT_ENV = "EDGEFN_WASMEDGE_AOT"
@@ -546,8 +547,7 @@ class _BaseInstance:
         self.timed_out = False
         self.host_exception: BaseException | None = None
         self.trap_message: str | None = None
-        self._output = bytearray()
-        self._output_dropped = 0
+        self.output = GuestOutput(self.limits.max_output_bytes)
         self._stdin = b""
         self._stdin_pos = 0
         self._ctx: _Contexts | None = None
@@ -570,12 +570,7 @@ class _BaseInstance:
     # --- stdio (the `Stdio` protocol of _wasmedge_wasi) ---
 
     def capture(self, stream: int, data: bytes) -> None:
-        room = self.limits.max_output_bytes - len(self._output)
-        if room <= 0:
-            self._output_dropped += len(data)
-            return
-        self._output += data[:room]
-        self._output_dropped += max(0, len(data) - room)
+        self.output.add(data)
 
     def read_stdin(self, size: int) -> bytes:
         data = self._stdin[self._stdin_pos : self._stdin_pos + size]
@@ -710,8 +705,7 @@ class _EdgeInstance(_BaseInstance):
         parts = (request.method, request.path, request.headers, request.body)
         total = len(parts[0]) + len(parts[1]) + len(parts[2]) + len(parts[3]) + cap
         self.host = host
-        self._output.clear()
-        self._output_dropped = 0
+        self.output.reset()
         try:
             self._arm_deadline()
             self._set(0, total)
@@ -748,8 +742,7 @@ class _EdgeInstance(_BaseInstance):
             raise GuestTrap(f"guest called proc_exit({exc.code})") from None
         finally:
             self.host = None
-            if self._output or self._output_dropped:
-                host.output(1, bytes(self._output))
+            self.output.hand_to(host)
 
 
 class _WagiInstance(_BaseInstance):
@@ -758,6 +751,7 @@ class _WagiInstance(_BaseInstance):
     def __init__(self, module: WasmEdgeModule) -> None:
         super().__init__(module)
         self._used = False
+        self.stdout = wagi_output(self.limits)
 
     @property
     def memory_bytes(self) -> int:
@@ -765,8 +759,7 @@ class _WagiInstance(_BaseInstance):
 
     def capture(self, stream: int, data: bytes) -> None:
         if stream == 1:
-            room = self.limits.max_response_bytes + 1 - len(self._output)
-            self._output += data[: max(0, room)]
+            self.stdout.add(data)
         elif self.host is not None:
             self.host.output(2, data)
 
@@ -791,13 +784,7 @@ class _WagiInstance(_BaseInstance):
         finally:
             self.host = None
             self.close()
-        if code != 0:
-            raise GuestError(f"WAGI program exited with status {code}")
-        if len(self._output) > self.limits.max_response_bytes:
-            raise ResponseTooLarge(
-                f"WAGI response exceeds the cap of {self.limits.max_response_bytes} bytes"
-            )
-        return bytes(self._output)
+        return wagi_response(code, self.stdout, self.limits)
 
 
 __all__ = ["WasmEdgeEngine", "WasmEdgeModule"]

@@ -36,6 +36,8 @@ from edgefn.sandbox.errors import (
     InvocationError,
     ResponseTooLarge,
 )
+from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
+from edgefn.sandbox.stdio import GuestOutput, wagi_output, wagi_response
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
 
 _RawArgs = ffi.wasmtime_val_raw_t
@@ -75,73 +77,14 @@ def _trap_result(message: str) -> int:
     return ctypes.cast(trap, c_void_p).value or 0
 
 
-def _read(inst: _EdgeInstance, ptr: int, length: int) -> bytes:
-    if ptr < 0 or length < 0:
-        raise IndexError("negative pointer or length")
-    base, size = inst.memory_view()
-    if ptr + length > size:
-        raise IndexError("guest buffer out of bounds")
-    return ctypes.string_at(base + ptr, length)
+_VALTYPES = {I32: wasmtime.ValType.i32(), F64: wasmtime.ValType.f64()}
 
 
-def _write_value(inst: _EdgeInstance, value: bytes | int, out_ptr: int, out_cap: int) -> int:
-    """The contract's rule: return the full length, write at most out_cap bytes."""
-    if isinstance(value, int):
-        return value
-    n = min(len(value), out_cap)
-    if n > 0:
-        base, size = inst.memory_view()
-        if out_ptr < 0 or out_ptr + n > size:
-            raise IndexError("guest output buffer out of bounds")
-        ctypes.memmove(base + out_ptr, value, n)
-    return len(value)
+def _make_callback(
+    name: str, params: tuple[str, ...], adapter: Adapter, has_result: bool
+) -> Callable:
+    fields = [("f64" if t == F64 else "i32") for t in params]
 
-
-# Each `edge` import: its wasm signature and how its raw arguments become a Host call.
-# The adapters take (instance, host, args) and return the i32 result, or None.
-_I32, _F64 = wasmtime.ValType.i32(), wasmtime.ValType.f64()
-
-
-def _log(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> None:
-    host.log(a[0].i32, _read(inst, a[1].i32, a[2].i32))
-
-
-def _metrics(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> None:
-    host.metrics_increment(
-        _read(inst, a[0].i32, a[1].i32), a[2].f64, _read(inst, a[3].i32, a[4].i32)
-    )
-
-
-def _lookup(method: str) -> Callable[..., int]:
-    def adapter(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:
-        value = getattr(host, method)(_read(inst, a[0].i32, a[1].i32))
-        return _write_value(inst, value, a[2].i32, a[3].i32)
-
-    return adapter
-
-
-def _kv_put(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:
-    key, value = _read(inst, a[0].i32, a[1].i32), _read(inst, a[2].i32, a[3].i32)
-    return host.kv_put(key, value, a[4].i32)
-
-
-def _request_id(inst: _EdgeInstance, host: Host, a: ctypes.Array) -> int:
-    return _write_value(inst, host.request_id(), a[0].i32, a[1].i32)
-
-
-_HOST_FUNCTIONS: dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType], Callable]] = {
-    "log": ([_I32] * 3, [], _log),
-    "metrics_increment": ([_I32, _I32, _F64, _I32, _I32], [], _metrics),
-    "kv_get": ([_I32] * 4, [_I32], _lookup("kv_get")),
-    "kv_put": ([_I32] * 5, [_I32], _kv_put),
-    "http_fetch": ([_I32] * 4, [_I32], _lookup("http_fetch")),
-    "env_get": ([_I32] * 4, [_I32], _lookup("env_get")),
-    "request_id": ([_I32] * 2, [_I32], _request_id),
-    "request_header": ([_I32] * 4, [_I32], _lookup("request_header")),
-}
-
-
-def _make_callback(name: str, adapter: Callable, has_result: bool) -> Callable:
     def callback(env: int, caller: int, args: ctypes.Array, nargs: int) -> int:
         inst: _EdgeInstance | None = getattr(_current, "instance", None)
         if inst is None or inst.host is None:
@@ -149,7 +92,8 @@ def _make_callback(name: str, adapter: Callable, has_result: bool) -> Callable:
         try:
             if inst.host.remaining_seconds() <= 0:
                 raise _HostCallTimeout
-            result = adapter(inst, inst.host, args)
+            values = [getattr(args[i], f) for i, f in enumerate(fields)]
+            result = adapter(inst, inst.host, values)
             if inst.host.remaining_seconds() <= 0:
                 raise _HostCallTimeout
         except _HostCallTimeout:
@@ -245,18 +189,17 @@ class WasmtimeEngine:
         self._linker = wasmtime.Linker(self._engine)
         self._linker.define_wasi()
         self._callbacks: list[object] = []
-        for fname, (params, results, adapter) in _HOST_FUNCTIONS.items():
+        for fname, (params, results, adapter) in EDGE_FUNCTIONS.items():
             self._define_host_function(fname, params, results, adapter)
 
     def _define_host_function(
-        self,
-        fname: str,
-        params: list[wasmtime.ValType],
-        results: list[wasmtime.ValType],
-        adapter: Callable,
+        self, fname: str, params: tuple[str, ...], results: tuple[str, ...], adapter: Adapter
     ) -> None:
-        functype = wasmtime.FuncType(params, results)
-        cb = ffi.wasmtime_func_unchecked_callback_t(_make_callback(fname, adapter, bool(results)))
+        functype = wasmtime.FuncType([_VALTYPES[t] for t in params],
+                                     [_VALTYPES[t] for t in results])
+        cb = ffi.wasmtime_func_unchecked_callback_t(
+            _make_callback(fname, params, adapter, bool(results))
+        )
         self._callbacks.append(cb)  # the C side keeps only a pointer
         module, name = b"edge", fname.encode()
         err = ffi.wasmtime_linker_define_func_unchecked(
@@ -404,8 +347,7 @@ class _BaseInstance:
         self.host: Host | None = None
         self.timed_out = False
         self.host_exception: BaseException | None = None
-        self._output = bytearray()
-        self._output_dropped = 0
+        self.output = GuestOutput(self.limits.max_output_bytes)
         self._store: wasmtime.Store | None = None
         self._ctx: ctypes._Pointer | None = None
         self._memory: ffi.wasmtime_memory_t | None = None
@@ -450,12 +392,20 @@ class _BaseInstance:
         return int(_memory_data_size(self._ctx, self._memory_ref))
 
     def capture(self, stream: int, data: bytes) -> None:
-        room = self.limits.max_output_bytes - len(self._output)
-        if room <= 0:
-            self._output_dropped += len(data)
-            return
-        self._output += data[:room]
-        self._output_dropped += max(0, len(data) - room)
+        self.output.add(data)
+
+    # -- GuestMemory, for the host functions ----------------------------------
+    def read(self, ptr: int, length: int) -> bytes:
+        base, size = self.memory_view()
+        if ptr + length > size:
+            raise IndexError("guest buffer out of bounds")
+        return ctypes.string_at(base + ptr, length)
+
+    def write(self, ptr: int, data: bytes) -> None:
+        base, size = self.memory_view()
+        if ptr + len(data) > size:
+            raise IndexError("guest output buffer out of bounds")
+        ctypes.memmove(base + ptr, data, len(data))
 
     def _call(self, func: ctypes._Pointer, args: ctypes.Array, n: int) -> None:
         """One raw call; every failure becomes an `InvocationError`."""
@@ -560,8 +510,7 @@ class _EdgeInstance(_BaseInstance):
         total = len(parts[0]) + len(parts[1]) + len(parts[2]) + len(parts[3]) + cap
         args = self._args
         self.host = host
-        self._output.clear()
-        self._output_dropped = 0
+        self.output.reset()
         _current.instance = self
         try:
             self._arm_deadline()
@@ -601,8 +550,7 @@ class _EdgeInstance(_BaseInstance):
         finally:
             _current.instance = None
             self.host = None
-            if self._output or self._output_dropped:
-                host.output(1, bytes(self._output))
+            self.output.hand_to(host)
 
 
 class _WagiInstance(_BaseInstance):
@@ -611,6 +559,7 @@ class _WagiInstance(_BaseInstance):
     def __init__(self, module: WasmtimeModule) -> None:
         super().__init__(module)
         self._used = False
+        self.stdout = wagi_output(self.limits)
 
     @property
     def memory_bytes(self) -> int:
@@ -618,8 +567,7 @@ class _WagiInstance(_BaseInstance):
 
     def capture(self, stream: int, data: bytes) -> None:
         if stream == 1:
-            room = self.limits.max_response_bytes + 1 - len(self._output)
-            self._output += data[: max(0, room)]
+            self.stdout.add(data)
         elif self.host is not None:
             self.host.output(2, data)
 
@@ -648,13 +596,7 @@ class _WagiInstance(_BaseInstance):
             _current.instance = None
             self.host = None
             self.close()
-        if code != 0:
-            raise GuestError(f"WAGI program exited with status {code}")
-        if len(self._output) > self.limits.max_response_bytes:
-            raise ResponseTooLarge(
-                f"WAGI response exceeds the cap of {self.limits.max_response_bytes} bytes"
-            )
-        return bytes(self._output)
+        return wagi_response(code, self.stdout, self.limits)
 
 
 __all__ = ["WasmtimeEngine", "WasmtimeModule"]
