@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -183,3 +186,49 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass
+class Truncated:
+    """An artifact whose download promises `data` and stops halfway."""
+
+    data: bytes
+
+
+@dataclass
+class ArtifactServer:
+    """A real HTTP server on loopback serving `blobs` by path."""
+
+    url: str
+    blobs: dict[str, bytes | Truncated]
+
+
+@pytest.fixture
+def artifact_server() -> Iterator[ArtifactServer]:
+    blobs: dict[str, bytes | Truncated] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            item = blobs.get(self.path)
+            if item is None:
+                self.send_error(404)
+                return
+            data = item.data if isinstance(item, Truncated) else item
+            self.send_response(200)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            if isinstance(item, Truncated):
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield ArtifactServer(f"http://127.0.0.1:{httpd.server_address[1]}", blobs)
+    httpd.shutdown()
+    httpd.server_close()

@@ -3,56 +3,23 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from edgefn.edge.cache import ArtifactCache, sha256_hex
 from edgefn.edge.errors import ArtifactError
+from tests.edge.conftest import ArtifactServer, Truncated
 
 BLOB = b"\x00asm\x01\x00\x00\x00" + os.urandom(4096)
 
 
-class _Artifacts(BaseHTTPRequestHandler):
-    blobs: dict[str, bytes] = {}
-
-    def do_GET(self) -> None:
-        if self.path == "/killed":
-            # Promise the whole artifact, send half, then drop the connection.
-            self.send_response(200)
-            self.send_header("content-length", str(len(BLOB)))
-            self.end_headers()
-            self.wfile.write(BLOB[: len(BLOB) // 2])
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        data = self.blobs.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Artifacts)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    _Artifacts.blobs = {"/a.wasm": BLOB, "/big.wasm": BLOB * 100}
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def server(artifact_server: ArtifactServer) -> str:
+    artifact_server.blobs.update({"/a.wasm": BLOB, "/big.wasm": BLOB * 100,
+                                  "/killed": Truncated(BLOB)})
+    return artifact_server.url
 
 
 def files(cache: ArtifactCache) -> list[str]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,37 +12,21 @@ from edgefn.edge.controller import Instruction, NodeController
 from edgefn.edge.spec import read_state
 from edgefn.sandbox import Engine
 from tests.conftest import wasm_path
+from tests.edge.conftest import ArtifactServer
 
 ECHO = wasm_path("echo").read_bytes()
 COUNTER = wasm_path("counter").read_bytes()
-
-
-class _Store(BaseHTTPRequestHandler):
-    blobs: dict[str, bytes] = {}
-
-    def do_GET(self) -> None:
-        data = self.blobs.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+JUNK = b"\x00asm\x01\x00\x00\x00\xff\xff"
 
 
 @pytest.fixture
-def store() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Store)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    _Store.blobs = {"/echo.wasm": ECHO, "/counter.wasm": COUNTER,
-                    "/tampered.wasm": COUNTER[:100] + bytes([COUNTER[100] ^ 0xFF]) + COUNTER[101:]}
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def store(artifact_server: ArtifactServer) -> str:
+    artifact_server.blobs.update({
+        "/echo.wasm": ECHO, "/counter.wasm": COUNTER,
+        "/tampered.wasm": COUNTER[:100] + bytes([COUNTER[100] ^ 0xFF]) + COUNTER[101:],
+        "/junk.wasm": JUNK,
+    })
+    return artifact_server.url
 
 
 @pytest.fixture
@@ -100,8 +81,7 @@ def test_tampered_artifact_is_refused_and_the_old_version_keeps_serving(
 def test_a_module_that_does_not_compile_is_refused(
     controller: NodeController, store: str
 ) -> None:
-    _Store.blobs["/junk.wasm"] = b"\x00asm\x01\x00\x00\x00\xff\xff"
-    ack = controller.apply(deploy(1, store, "junk", "1.0.0", _Store.blobs["/junk.wasm"]))
+    ack = controller.apply(deploy(1, store, "junk", "1.0.0", JUNK))
     assert ack.state == "error"
     assert not controller.state_path.exists()
 
