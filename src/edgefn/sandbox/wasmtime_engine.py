@@ -368,6 +368,7 @@ class _BaseInstance:
         if isinstance(mem, wasmtime.Memory):
             self._memory = mem._memory
             self._memory_ref = byref(self._memory)
+            self._view_base, self._view_size = 0, -1
 
     def _func(self, name: str) -> ctypes._Pointer | None:
         f = self._exports.get(name)
@@ -376,11 +377,19 @@ class _BaseInstance:
         return None
 
     def memory_view(self) -> tuple[int, int]:
-        """Base address and size of linear memory; re-read after anything that may grow it."""
+        """Base address and size of linear memory, valid until the guest runs again.
+
+        Memory only moves when it grows, so the base is re-read only when the size
+        changed: one C call instead of two on the hot path.
+        """
         if self._memory is None:
             raise IndexError("module exports no memory")
         ctx, mem = self._ctx, self._memory_ref
-        return _memory_data(ctx, mem) or 0, _memory_data_size(ctx, mem)
+        size = _memory_data_size(ctx, mem)
+        if size != self._view_size:
+            self._view_base = _memory_data(ctx, mem) or 0
+            self._view_size = size
+        return self._view_base, size
 
     def invoke(self, request: GuestRequest, host: Host) -> bytes:
         raise NotImplementedError
