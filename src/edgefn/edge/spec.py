@@ -7,6 +7,7 @@ control plane both become a `FunctionSpec`; the node's whole desired state is a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -24,6 +25,9 @@ from edgefn.sandbox.engine import (
     Limits,
     WasiOptions,
 )
+
+# What identifies a loaded function: (id, version, sha256, digest of its settings).
+SpecKey = tuple[str, str, str, str]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -171,9 +175,14 @@ class FunctionSpec(FunctionPolicy):
         return WasiOptions(env=tuple(sorted(self.env.items())), config_dir=self.config_dir)
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """What identifies a compiled module: a new version or artifact is a new key."""
-        return (self.id, self.version, self.sha256)
+    def key(self) -> SpecKey:
+        """What identifies a loaded function: its module (id, version, sha256) and a
+        digest of every setting it runs with, so the same version deployed again
+        with a new policy, env or limit is loaded afresh. Routes are left out: they
+        do not change how it runs. A few microseconds (a serialization): callers
+        compute it once per state, never per request."""
+        settings = self.model_dump_json(exclude={"routes"}).encode()
+        return (self.id, self.version, self.sha256, hashlib.sha256(settings).hexdigest())
 
 
 class NodeState(_Strict):
