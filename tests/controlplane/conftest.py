@@ -30,6 +30,28 @@ PG_URL = os.environ.get(
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PASSWORD = "correct horse battery"
+# A function's policy fields at the edge's defaults, as the API and the deploy
+# instruction show them; written out so that changing a default shows here.
+DEFAULT_POLICY: dict[str, Any] = {
+    "max_request_bytes": None,
+    "kv": {
+        "enabled": False,
+        "max_key_bytes": 512,
+        "max_value_bytes": 65536,
+        "max_keys": 10000,
+        "max_ttl_seconds": 2592000,
+    },
+    "http_fetch": {
+        "allow_hosts": [],
+        "allow_private": False,
+        "max_response_bytes": 1048576,
+        "max_redirects": 3,
+    },
+    "isolation": "reuse",
+    "min_hot_instances": 1,
+    "max_hot_instances": 10,
+    "idle_timeout_s": 300.0,
+}
 
 EDGE_V1_WAT = """(module (memory (export "memory") 1)
   (func (export "alloc") (param i32) (result i32) i32.const 1024)

@@ -139,6 +139,47 @@ def test_changed_settings_and_a_version_conflict(
     assert "bump `version`" in conflict.output
 
 
+def test_policies_from_function_json(
+    runner: CliRunner, live_cp: LiveCP, tmp_path: Path
+) -> None:
+    """The file's policy fields reach the function and the node; a policy change on
+    an existing function is a PATCH, an unchanged file patches nothing."""
+    folder = tmp_path / "store"
+    shutil.copytree(EXAMPLE, folder)
+    manifest = json.loads((folder / "function.json").read_text())
+    manifest |= {
+        "kv": {"enabled": True, "max_keys": 5},
+        "http_fetch": {"allow_hosts": ["API.example.com"]},
+        "isolation": "per-request",
+        "idle_timeout_s": 30,
+        "config_dir": str(tmp_path),  # a path on one node: never sent
+    }
+    (folder / "function.json").write_text(json.dumps(manifest))
+    node = live_cp.ok("POST", "/nodes", 201, json={"id": "tokyo-1", "pop_id": "tokyo"})
+    with AckingNode(live_cp.grpc_target, node).running() as edge:
+        first = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN)
+        assert first.exit_code == 0, first.output
+        (fn,) = live_cp.ok("GET", "/functions")
+        assert fn["kv"]["enabled"] is True and fn["kv"]["max_keys"] == 5
+        assert fn["http_fetch"]["allow_hosts"] == ["api.example.com"]
+        assert (fn["isolation"], fn["idle_timeout_s"]) == ("per-request", 30.0)
+        assert "config_dir" not in fn
+
+        again = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN)
+        assert again.exit_code == 0 and "function hello-c: up to date" in again.output
+
+        manifest["kv"] = {"enabled": False}
+        (folder / "function.json").write_text(json.dumps(manifest))
+        changed = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN)
+        assert changed.exit_code == 0, changed.output
+        assert "function hello-c: updated kv (" in changed.output
+        assert "already uploaded, skipped" in changed.output
+        deploys = [m.deploy for m in edge.received if m.WhichOneof("payload") == "deploy"]
+    assert [d.policy.kv.enabled for d in deploys] == [True, True, False]
+    assert [list(d.policy.http_fetch.allow_hosts) for d in deploys] == [["api.example.com"]] * 3
+    assert {d.policy.isolation for d in deploys} == {"per-request"}
+
+
 def test_deploy_times_out_without_a_node_answering(runner: CliRunner, live_cp: LiveCP) -> None:
     live_cp.ok("POST", "/nodes", 201, json={"id": "silent-1", "pop_id": "tokyo"})
     result = deploy(runner, live_cp, EXAMPLE, "--token", ADMIN_TOKEN, "--timeout", "0.5")

@@ -12,7 +12,7 @@ import pytest
 
 from edgefn.controlplane import db
 from edgefn.controlplane.nodes.service import mark_stale
-from tests.controlplane.conftest import ADMIN, CP
+from tests.controlplane.conftest import ADMIN, CP, DEFAULT_POLICY
 
 
 @pytest.fixture
@@ -157,7 +157,10 @@ def test_deploy_pull_with_selector_and_instruction_format(
         "env",
         "routes",
         "deployment_id",
+        *DEFAULT_POLICY,
     }
+    # A function created without a policy sends every field at its (denying) default.
+    assert {k: deploy[k] for k in DEFAULT_POLICY} == DEFAULT_POLICY
     assert deploy["version"] == "1.0.0" and deploy["abi"] == "edge-v1"
     assert deploy["sha256"] == hashlib.sha256(wasm.edge_v1).hexdigest()
     assert deploy["env"] == {"K": "v"} and deploy["deployment_id"] == dep["id"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
+import pytest
 
-from tests.controlplane.conftest import ADMIN, CP
+from tests.controlplane.conftest import ADMIN, CP, DEFAULT_POLICY
 
 
 def test_create_function_defaults_and_upload_url(cp: CP, team: SimpleNamespace) -> None:
@@ -19,6 +21,7 @@ def test_create_function_defaults_and_upload_url(cp: CP, team: SimpleNamespace) 
         65536,
     )
     assert fn["entrypoint"] == "handle" and fn["runtime"] == "wasm"
+    assert {k: fn[k] for k in DEFAULT_POLICY} == DEFAULT_POLICY  # deny by default
     assert fn["upload_url"].startswith("http://testserver/api/v1/uploads/functions/")
     assert cp.ok("GET", f"/functions/{fn['id']}", team.a_dev)["name"] == "hello"
     listed = cp.call("GET", "/functions", team.a_dev)
@@ -40,6 +43,91 @@ def test_function_fields_and_conflict(cp: CP, team: SimpleNamespace) -> None:
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
     patched = cp.ok("PATCH", f"/functions/{fn['id']}", team.a_dev, json={"max_execution_ms": 80})
     assert patched["max_execution_ms"] == 80
+
+
+def test_policies_create_patch_get(cp: CP, team: SimpleNamespace) -> None:
+    fn = cp.function(
+        team.a_dev,
+        "store",
+        kv={"enabled": True, "max_keys": 5},
+        http_fetch={"allow_hosts": [" API.Example.com", "*.cdn.example"], "max_redirects": 0},
+        isolation="per-request",
+        min_hot_instances=0,
+        max_hot_instances=2,
+        idle_timeout_s=30,
+        max_request_bytes=1024,
+    )
+    # Stored whole: the fields left out at their defaults, hosts as the edge reads them.
+    wanted = DEFAULT_POLICY | {
+        "kv": DEFAULT_POLICY["kv"] | {"enabled": True, "max_keys": 5},
+        "http_fetch": DEFAULT_POLICY["http_fetch"]
+        | {"allow_hosts": ["api.example.com", "*.cdn.example"], "max_redirects": 0},
+        "isolation": "per-request",
+        "min_hot_instances": 0,
+        "max_hot_instances": 2,
+        "idle_timeout_s": 30.0,
+        "max_request_bytes": 1024,
+    }
+    assert {k: fn[k] for k in DEFAULT_POLICY} == wanted
+    got = cp.ok("GET", f"/functions/{fn['id']}", team.a_dev)
+    assert {k: got[k] for k in DEFAULT_POLICY} == wanted
+    listed = cp.ok("GET", "/functions", team.a_dev)[0]
+    assert {k: listed[k] for k in DEFAULT_POLICY} == wanted
+
+    # A patch replaces the fields it names (`kv` whole) and keeps the others.
+    patched = cp.ok(
+        "PATCH",
+        f"/functions/{fn['id']}",
+        team.a_dev,
+        json={"kv": {"max_keys": 7}, "max_request_bytes": None, "max_execution_ms": 90},
+    )
+    assert patched["kv"] == DEFAULT_POLICY["kv"] | {"max_keys": 7}
+    assert patched["max_request_bytes"] is None and patched["max_execution_ms"] == 90
+    assert patched["http_fetch"] == wanted["http_fetch"] and patched["isolation"] == "per-request"
+    got = cp.ok("GET", f"/functions/{fn['id']}", team.a_dev)
+    assert {k: got[k] for k in DEFAULT_POLICY} == {k: patched[k] for k in DEFAULT_POLICY}
+    update = cp.ok("GET", "/audit", ADMIN)[0]
+    assert update["action"] == "function.update" and update["details"]["kv"]["max_keys"] == 7
+
+
+INVALID_POLICIES: list[tuple[dict[str, Any], str]] = [
+    ({"kv": {"enabled": True, "max_keys": 0}}, "kv.max_keys"),
+    ({"kv": {"enabled": True, "colour": "red"}}, "kv.colour"),
+    ({"http_fetch": {"allow_hosts": ["2130706433"]}}, "2130706433"),
+    ({"http_fetch": {"allow_hosts": ["exa mple.com"]}}, "http_fetch.allow_hosts"),
+    ({"http_fetch": {"max_redirects": 11}}, "http_fetch.max_redirects"),
+    ({"isolation": "shared"}, "isolation"),
+    ({"min_hot_instances": -1}, "min_hot_instances"),
+    ({"idle_timeout_s": 0}, "idle_timeout_s"),
+    ({"max_request_bytes": -1}, "max_request_bytes"),
+    ({"policy": {"kv": {"enabled": True}}}, "policy"),
+]
+
+
+@pytest.mark.parametrize(("body", "named"), INVALID_POLICIES)
+def test_invalid_policy_is_400(
+    cp: CP, team: SimpleNamespace, body: dict[str, Any], named: str
+) -> None:
+    created = cp.call("POST", "/functions", team.a_dev, json={"name": "x", **body})
+    assert created.status_code == 400, created.text
+    error = created.json()["error"]
+    assert error["code"] == "validation_error" and named in error["message"]
+    fn = cp.function(team.a_dev, "y")
+    patched = cp.call("PATCH", f"/functions/{fn['id']}", team.a_dev, json=body)
+    assert patched.status_code == 400, patched.text
+    error = patched.json()["error"]
+    assert error["code"] == "validation_error" and named in error["message"]
+    got = cp.ok("GET", f"/functions/{fn['id']}", team.a_dev)
+    assert {k: got[k] for k in DEFAULT_POLICY} == DEFAULT_POLICY
+
+
+def test_patch_cannot_null_a_policy(cp: CP, team: SimpleNamespace) -> None:
+    fn = cp.function(team.a_dev, "x", kv={"enabled": True})
+    for field in ("kv", "http_fetch", "isolation", "idle_timeout_s"):
+        r = cp.call("PATCH", f"/functions/{fn['id']}", team.a_dev, json={field: None})
+        assert r.status_code == 400, field
+        assert r.json()["error"]["code"] == "validation_error" and field in r.text
+    assert cp.ok("GET", f"/functions/{fn['id']}", team.a_dev)["kv"]["enabled"] is True
 
 
 def test_admin_must_name_the_project(cp: CP, team: SimpleNamespace) -> None:

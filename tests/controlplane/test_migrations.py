@@ -17,9 +17,13 @@ from click.testing import CliRunner
 
 from edgefn.cli.main import cli
 from edgefn.controlplane import db
+from edgefn.controlplane.functions.models import Function
 from edgefn.controlplane.models import Base
+from edgefn.edge.spec import FunctionPolicy
 from tests.controlplane.conftest import create_pg_schema, drop_pg_schema, require_postgres
 from tests.controlplane.test_artifacts import free_port
+
+HEAD = "0002"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -38,7 +42,7 @@ def test_upgrade_from_empty_and_downgrade(empty_url: str) -> None:
     try:
         assert db.current_revision(engine) is None
         db.migrate(engine)
-        assert db.current_revision(engine) == "0001"
+        assert db.current_revision(engine) == HEAD
         tables = set(sa.inspect(engine).get_table_names())
         assert {t.name for t in Base.metadata.sorted_tables} <= tables
         db.downgrade(engine, "base")
@@ -55,10 +59,70 @@ def test_upgrade_from_empty_and_downgrade(empty_url: str) -> None:
         engine.dispose()
 
 
+def _columns(engine: sa.Engine, table: str) -> set[str]:
+    return {c["name"] for c in sa.inspect(engine).get_columns(table)}
+
+
+def test_0002_function_policy_up_and_down_keeps_rows(empty_url: str) -> None:
+    """A function made before policies reads as the default policy; going back
+    down drops only the column (no table rebuild cascading into versions)."""
+    engine = db.make_engine(empty_url)
+    now = db.utcnow()
+    try:
+        db.migrate(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO projects (id, name, created_at) VALUES ('p', 'p', :t)"),
+                {"t": now},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO functions (id, project_id, name, entrypoint, runtime, "
+                    "max_execution_ms, memory_pages, max_response_bytes, env, created_at, "
+                    "updated_at) VALUES ('f', 'p', 'old', 'handle', 'wasm', 500, 16, 65536, "
+                    "'{}', :t, :t)"
+                ),
+                {"t": now},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO function_versions (id, function_id, version, sha256, size, "
+                    "artifact_key, artifact_url, abi, created_at) VALUES ('v', 'f', '1.0.0', "
+                    "'00', 1, 'k', 'u', 'edge-v1', :t)"
+                ),
+                {"t": now},
+            )
+        assert "policy" not in _columns(engine, "functions")
+
+        db.migrate(engine, "0002")
+        assert "policy" in _columns(engine, "functions")
+        with db.session_scope(db.make_sessionmaker(engine)) as session:
+            fn = session.get(Function, "f")
+            assert fn is not None and fn.policy == {}
+            assert fn.function_policy() == FunctionPolicy()
+            assert not fn.function_policy().kv.enabled
+            fn.policy = FunctionPolicy(kv={"enabled": True}).model_dump(mode="json")
+            session.commit()
+        with db.session_scope(db.make_sessionmaker(engine)) as session:
+            fn = session.get(Function, "f")
+            assert fn is not None and fn.function_policy().kv.enabled
+
+        db.downgrade(engine, "0001")
+        assert db.current_revision(engine) == "0001"
+        assert "policy" not in _columns(engine, "functions")
+        with engine.connect() as conn:
+            assert conn.scalar(sa.text("SELECT count(*) FROM function_versions")) == 1
+            assert conn.scalar(sa.text("SELECT name FROM functions")) == "old"
+        db.migrate(engine)
+        assert db.current_revision(engine) == HEAD
+    finally:
+        engine.dispose()
+
+
 def test_cli_migrate(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["cp", "migrate", "--data-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "revision 0001" in result.output
+    assert f"revision {HEAD}" in result.output
     assert (tmp_path / "controlplane.db").exists()
 
 

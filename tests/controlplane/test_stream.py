@@ -12,6 +12,9 @@ from typing import Any
 import grpc
 import pytest
 
+from edgefn.controlplane.stream.messages import instruction_to_proto
+from edgefn.edge.agent import instruction_from_proto
+from edgefn.edge.controller import Instruction
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 from tests.controlplane.conftest import ADMIN, CP
@@ -222,6 +225,59 @@ def test_unary_heartbeat_answers_pending(gcp: CP, fn: dict[str, Any]) -> None:
     run(scenario)
     assert gcp.ok("GET", f"/deployments/{dep['id']}", ADMIN)["state"] == "succeeded"
     assert node_row(gcp, "tokyo-1")["status"] == "online"
+
+
+def test_deploy_carries_the_policy(gcp: CP, wasm: SimpleNamespace) -> None:
+    fn = gcp.function(
+        ADMIN,
+        "store",
+        owner_project_id=gcp.project("alpha"),
+        kv={"enabled": True, "max_keys": 5},
+        http_fetch={"allow_hosts": ["api.example.com", "10.0.0.7"], "max_redirects": 0},
+        isolation="per-request",
+        min_hot_instances=0,
+        max_request_bytes=0,
+    )
+    assert gcp.upload(ADMIN, fn["id"], "1.0.0", wasm.edge_v1).status_code == 201
+    node = gcp.node("tokyo", "tokyo-1")
+
+    async def scenario() -> None:
+        link = await connected(gcp, node)
+        deploy(gcp, fn)
+        pushed = await link.recv_kind("deploy")
+        p = pushed.deploy.policy
+        assert p.kv.enabled and (p.kv.max_keys, p.kv.max_key_bytes) == (5, 512)
+        assert list(p.http_fetch.allow_hosts) == ["api.example.com", "10.0.0.7"]
+        assert not p.http_fetch.allow_private
+        assert (p.isolation, p.max_hot_instances, p.idle_timeout_s) == ("per-request", 10, 300)
+        # Zeros are values, not absences: these fields have presence.
+        for msg, name in ((p.http_fetch, "max_redirects"), (p, "min_hot_instances"),
+                          (p, "max_request_bytes")):
+            assert msg.HasField(name) and getattr(msg, name) == 0, name
+        # The node reads the same policy from the stream as from an HTTP heartbeat.
+        (as_json,) = [i for i in gcp.heartbeat(node) if i["type"] == "deploy"]
+        assert as_json["kv"]["enabled"] is True and as_json["min_hot_instances"] == 0
+        from_json = Instruction.from_json(as_json).policy
+        assert instruction_from_proto(pushed).policy == from_json
+        assert from_json["http_fetch"]["allow_hosts"] == ["api.example.com", "10.0.0.7"]
+        await link.ack(pushed)
+        await link.close()
+
+    run(scenario)
+
+
+def test_an_instruction_without_a_policy_means_the_defaults() -> None:
+    """One queued by a control plane older than policies: no policy on the wire,
+    and none on the node, which then keeps every default."""
+    old = {
+        "id": 7, "type": "deploy", "function_id": "f", "version": "1.0.0",
+        "artifact_url": "http://a/f.wasm", "sha256": "0" * 64, "abi": "edge-v1",
+        "memory_pages": 16, "max_execution_ms": 500, "max_response_bytes": 65536,
+        "env": {}, "routes": [], "deployment_id": None,
+    }
+    msg = instruction_to_proto(old)
+    assert not msg.deploy.HasField("policy")
+    assert instruction_from_proto(msg).policy == {} == Instruction.from_json(old).policy
 
 
 def test_route_changes_and_deletion_push(gcp: CP, fn: dict[str, Any]) -> None:

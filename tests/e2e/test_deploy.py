@@ -137,3 +137,44 @@ def test_a_node_without_the_grpc_stream_converges_by_http_heartbeats(cluster: Cl
     wait_until("served after an HTTP heartbeat", lambda: serves(edge, "/hello", HELLO))
     wait_until("acked by the next heartbeat",
                lambda: cluster.node_states(dep) == {"proxied-1": "cached"})
+
+
+def test_a_policy_set_through_the_api_is_enforced_on_the_edge(cluster: Cluster) -> None:
+    """KV works for the function whose policy enables it, and only for that one:
+    the same module deployed without a policy is denied (-2)."""
+    tokyo = cluster.add_edge("tokyo-1", "jp-t1", region="tokyo")
+    allowed = cluster.function("kv-on", kv={"enabled": True})
+    denied = cluster.function("kv-off")
+    for fid, host in ((allowed, "on.test"), (denied, "off.test")):
+        cluster.upload(fid, "1.0.0", module("hostcalls"))
+        cluster.route(fid, "/kv/*", host=host)
+        dep = cluster.deploy(fid, "1.0.0")
+        wait_until(f"{host} cached", lambda d=dep: cluster.node_states(d) == {"tokyo-1": "cached"})
+
+    def kv(host: str, path: str) -> httpx.Response:
+        return tokyo.get(path, headers={"host": host})
+
+    wait_until("served", lambda: kv("on.test", "/kv/get?key=k").status_code == 200)
+    assert kv("on.test", "/kv/put?key=k&value=v").headers["x-code"] == "0"
+    got = kv("on.test", "/kv/get?key=k")
+    assert got.headers["x-code"] == "1" and got.content == b"v"
+    for path in ("/kv/put?key=k&value=v", "/kv/get?key=k"):
+        assert kv("off.test", path).headers["x-code"] == "-2", path
+
+
+def test_a_policy_change_reaches_the_running_version(cluster: Cluster) -> None:
+    """PATCH the policy and deploy the same version again: the node serves it
+    with the new policy, without a new module."""
+    tokyo = cluster.add_edge("tokyo-1", "jp-t1", region="tokyo")
+    fid = cluster.function("kv-later")
+    cluster.upload(fid, "1.0.0", module("hostcalls"))
+    cluster.route(fid, "/kv/*")
+    cluster.deploy(fid, "1.0.0")
+    wait_until("served", lambda: tokyo.get("/kv/get?key=k").status_code == 200)
+    assert tokyo.get("/kv/put?key=k&value=v").headers["x-code"] == "-2"
+
+    cluster.call("PATCH", f"/functions/{fid}", json={"kv": {"enabled": True}})
+    dep = cluster.deploy(fid, "1.0.0")
+    wait_until("cached", lambda: cluster.node_states(dep) == {"tokyo-1": "cached"})
+    wait_until("KV allowed", lambda: tokyo.get("/kv/put?key=k&value=v").headers["x-code"] == "0")
+    assert tokyo.get("/kv/get?key=k").headers["x-code"] == "1"

@@ -9,7 +9,13 @@ import pytest
 
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.controller import Instruction, NodeController
-from edgefn.edge.spec import read_state
+from edgefn.edge.spec import (
+    POLICY_FIELDS,
+    FunctionPolicy,
+    HttpFetchPolicy,
+    KvPolicy,
+    read_state,
+)
 from edgefn.sandbox import Engine
 from tests.conftest import wasm_path
 from tests.edge.conftest import ArtifactServer
@@ -84,6 +90,53 @@ def test_a_module_that_does_not_compile_is_refused(
     ack = controller.apply(deploy(1, store, "junk", "1.0.0", JUNK))
     assert ack.state == "error"
     assert not controller.state_path.exists()
+
+
+def test_the_policy_reaches_the_written_spec(controller: NodeController, store: str) -> None:
+    ack = controller.apply(deploy(
+        1, store, "echo", "1.0.0", ECHO,
+        kv={"enabled": True, "max_keys": 5},
+        http_fetch={"allow_hosts": ["api.example.com", "*.cdn.example"], "allow_private": False,
+                    "max_response_bytes": 4096, "max_redirects": 0},
+        isolation="per-request", min_hot_instances=0, max_hot_instances=2,
+        idle_timeout_s=30.0, max_request_bytes=1024,
+    ))
+    assert ack.state == "cached", ack.message
+    (spec,) = read_state(controller.state_path).functions
+    assert spec.kv == KvPolicy(enabled=True, max_keys=5)
+    assert spec.http_fetch == HttpFetchPolicy(
+        allow_hosts=("api.example.com", "*.cdn.example"), max_response_bytes=4096,
+        max_redirects=0)
+    assert (spec.isolation, spec.min_hot_instances, spec.max_hot_instances) == (
+        "per-request", 0, 2)
+    assert (spec.idle_timeout_s, spec.max_request_bytes) == (30.0, 1024)
+
+    # The same version without a policy (an older control plane): back to the defaults.
+    assert controller.apply(deploy(2, store, "echo", "1.0.0", ECHO)).state == "cached"
+    (spec,) = read_state(controller.state_path).functions
+    assert {k: getattr(spec, k) for k in POLICY_FIELDS} == dict(FunctionPolicy())
+    assert not spec.kv.enabled and spec.http_fetch.allow_hosts == ()
+
+
+def test_null_policy_fields_are_the_defaults(controller: NodeController, store: str) -> None:
+    """How undeploy-shaped blanks and older payloads spell "not set"."""
+    instr = deploy(1, store, "echo", "1.0.0", ECHO, kv=None, http_fetch=None, isolation=None,
+                   max_request_bytes=None)
+    assert instr.policy == {}
+    assert controller.apply(instr).state == "cached"
+    (spec,) = read_state(controller.state_path).functions
+    assert spec.kv == KvPolicy() and spec.max_request_bytes is None
+
+
+def test_a_policy_the_node_cannot_read_is_refused(controller: NodeController, store: str) -> None:
+    controller.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    for i, bad in enumerate(({"kv": {"enabled": True, "max_keys": 0}},
+                             {"kv": {"enabled": True, "shared": True}},
+                             {"http_fetch": {"allow_hosts": ["2130706433"]}}), start=2):
+        ack = controller.apply(deploy(i, store, "counter", "2.0.0", COUNTER, **bad))
+        assert ack.state == "error", bad
+    (spec,) = read_state(controller.state_path).functions
+    assert spec.version == "1.0.0" and not spec.kv.enabled
 
 
 def test_new_version_replaces_the_old(controller: NodeController, store: str) -> None:

@@ -289,3 +289,21 @@ def test_new_version_replaces_the_old_and_retires_its_pool(edge: EdgeHarness) ->
     assert edge.request("POST", "/f/", b"v2").body == b"v2"
     old = [p for p in edge.runtime.pools.pools() if p.spec.version == "1.0.0"]
     assert all(p.retired for p in old)
+
+
+def test_same_version_with_new_settings_gets_a_new_pool(edge: EdgeHarness) -> None:
+    """A policy (here isolation) or env change on the same version is loaded afresh;
+    a change of routes only keeps the loaded pool and its instances."""
+    edge.deploy(fn("f", "counter"))
+    for _ in range(3):
+        edge.request("GET", "/f/")
+    first = edge.pool("f")
+    edge.deploy(fn("f", "counter", path="/g/*"))
+    assert edge.pool("f") is first and not first.retired
+    assert edge.request("GET", "/g/").body == b"4"  # the same instance, reused
+
+    edge.deploy(fn("f", "counter", path="/g/*", isolation="per-request"))
+    assert first.retired and edge.pool("f") is not first
+    assert [edge.request("GET", "/g/").body for _ in range(2)] == [b"1", b"1"]
+    edge.deploy(fn("f", "counter", path="/g/*", isolation="per-request", env={"K": "v"}))
+    assert len([p for p in edge.runtime.pools.pools() if not p.retired]) == 1

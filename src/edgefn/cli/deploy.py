@@ -16,10 +16,11 @@ import click
 
 from edgefn.cli._api import CPClient, CPRequestError
 from edgefn.cli.credentials import cp_options, resolve
-from edgefn.edge.spec import FunctionSpec, RouteSpec, load_function_dir
+from edgefn.edge.spec import POLICY_FIELDS, FunctionSpec, RouteSpec, load_function_dir
 
 # function.json fields that are function settings on the CP; only those the file
 # names are sent, so settings made through the API stay unless the file says otherwise.
+# `config_dir` is a path on one node, so it is not among them.
 _SETTINGS = (
     "entrypoint",
     "memory_pages",
@@ -27,6 +28,7 @@ _SETTINGS = (
     "max_response_bytes",
     "pop_selector",
     "env",
+    *POLICY_FIELDS,
 )
 DEFAULT_PROJECT = "default"
 POLL_S = 0.5
@@ -37,7 +39,9 @@ class DeploymentFailed(click.ClickException):
 
 
 def _settings(spec: FunctionSpec) -> dict[str, Any]:
-    values = {k: getattr(spec, k) for k in _SETTINGS if k in spec.model_fields_set}
+    # A policy object is sent whole, defaults filled in: that is what the CP returns,
+    # so an unchanged file compares equal and is not patched again.
+    values = spec.model_dump(mode="json", include=set(_SETTINGS) & spec.model_fields_set)
     if values.get("pop_selector") == "":
         values["pop_selector"] = None
     return values

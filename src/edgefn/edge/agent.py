@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import httpx
 import psutil
+from google.protobuf.message import Message
 
 from edgefn import __version__
 from edgefn.edge.controller import Ack, Instruction, NodeController
@@ -44,6 +45,7 @@ def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
             memory_pages=d.memory_pages or None, max_execution_ms=d.max_execution_ms or None,
             max_response_bytes=d.max_response_bytes or None, env=dict(d.env),
             routes=tuple(_route_dict(r) for r in d.routes), deployment_id=d.deployment_id,
+            policy=_present_fields(d.policy),
         )
     if kind == "undeploy":
         return Instruction(id=msg.ack_id, type="undeploy", function_id=msg.undeploy.function_id,
@@ -57,6 +59,20 @@ def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
 def _route_dict(r: pb.Route) -> dict[str, Any]:
     return {"id": r.id, "host": r.host, "path": r.path, "methods": list(r.methods),
             "priority": r.priority, "function_id": r.function_id}
+
+
+def _present_fields(msg: Message) -> dict[str, Any]:
+    """The fields `msg` carries, nested messages as dicts: a scalar with presence
+    that was left out is absent here, so the spec gives it its default."""
+    out: dict[str, Any] = {}
+    for fd, value in msg.ListFields():
+        if fd.is_repeated:
+            out[fd.name] = list(value)
+        elif fd.type == fd.TYPE_MESSAGE:
+            out[fd.name] = _present_fields(value)
+        else:
+            out[fd.name] = value
+    return out
 
 
 def backoff_delays(start: float = BACKOFF_START_S, cap: float = BACKOFF_CAP_S) -> Any:

@@ -19,7 +19,14 @@ from pydantic import ValidationError
 
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.errors import EdgeError
-from edgefn.edge.spec import FunctionSpec, NodeState, RouteSpec, read_state, write_state
+from edgefn.edge.spec import (
+    POLICY_FIELDS,
+    FunctionSpec,
+    NodeState,
+    RouteSpec,
+    read_state,
+    write_state,
+)
 from edgefn.sandbox.engine import Engine
 from edgefn.sandbox.errors import InvalidModule
 
@@ -43,6 +50,9 @@ class Instruction:
     env: dict[str, str] = field(default_factory=dict)
     routes: tuple[dict[str, Any], ...] = ()
     deployment_id: str = ""
+    # The `FunctionPolicy` fields the instruction carries; one it leaves out (as
+    # an older control plane does) keeps its default, which denies.
+    policy: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Instruction:
@@ -60,6 +70,7 @@ class Instruction:
             env=dict(data.get("env") or {}),
             routes=tuple(data.get("routes") or ()),
             deployment_id=data.get("deployment_id") or "",
+            policy={k: data[k] for k in POLICY_FIELDS if data.get(k) is not None},
         )
 
 
@@ -140,6 +151,7 @@ class NodeController:
             sha256=instr.sha256,
             env=instr.env,
             **limits,
+            **instr.policy,
         )
         self.function_states[spec.id] = (spec.version, "loading")
         # The artifact first: a bad one must never replace a good version.

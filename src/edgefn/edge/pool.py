@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from types import TracebackType
 
-from edgefn.edge.spec import FunctionSpec
+from edgefn.edge.spec import FunctionSpec, SpecKey
 from edgefn.sandbox.engine import Instance, Module
 from edgefn.sandbox.errors import InvocationError
 
@@ -42,6 +42,7 @@ class InstancePool:
 
     def __init__(self, spec: FunctionSpec, module: Module, manager: PoolManager) -> None:
         self.spec = spec
+        self.key = spec.key  # computed once: it serializes the spec
         self.module = module
         self._manager = manager
         self._lock = threading.Lock()
@@ -196,7 +197,7 @@ class PoolManager:
 
     def __init__(self, *, memory_budget_bytes: int, maintenance_interval_s: float = 1.0) -> None:
         self.memory_budget_bytes = memory_budget_bytes
-        self._pools: OrderedDict[tuple[str, str, str], InstancePool] = OrderedDict()
+        self._pools: OrderedDict[SpecKey, InstancePool] = OrderedDict()
         self._lock = threading.Lock()
         self._idle_bytes = 0
         self._code_bytes = 0
@@ -218,7 +219,7 @@ class PoolManager:
         return self._idle_bytes + self._code_bytes
 
     # -- pools ----------------------------------------------------------------
-    def get(self, key: tuple[str, str, str]) -> InstancePool | None:
+    def get(self, key: SpecKey) -> InstancePool | None:
         pool = self._pools.get(key)
         if pool is not None and not pool.retired:
             return pool
@@ -226,7 +227,7 @@ class PoolManager:
 
     def add(self, pool: InstancePool) -> None:
         with self._lock:
-            self._pools[pool.spec.key] = pool
+            self._pools[pool.key] = pool
             self._code_bytes += pool.module.code_bytes
         self.enforce_budget()
 
@@ -234,7 +235,7 @@ class PoolManager:
         with self._lock:
             return list(self._pools.values())
 
-    def remove(self, key: tuple[str, str, str]) -> None:
+    def remove(self, key: SpecKey) -> None:
         with self._lock:
             pool = self._pools.pop(key, None)
             if pool is not None:
@@ -262,7 +263,7 @@ class PoolManager:
                 if self.used_bytes <= self.memory_budget_bytes:
                     break
                 if pool.busy == 0 and pool.idle == 0:
-                    self.remove(pool.spec.key)
+                    self.remove(pool.key)
                     self.evicted_modules += 1
 
     # -- maintenance ----------------------------------------------------------
@@ -271,7 +272,7 @@ class PoolManager:
         for pool in self.pools():
             pool.expire(now)
             if pool.retired and pool.busy == 0:
-                self.remove(pool.spec.key)
+                self.remove(pool.key)
             elif not pool.retired:
                 pool.warm()
         for fn in self.on_tick:
@@ -295,4 +296,4 @@ class PoolManager:
     def close(self) -> None:
         self._stop.set()
         for pool in self.pools():
-            self.remove(pool.spec.key)
+            self.remove(pool.key)

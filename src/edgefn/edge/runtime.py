@@ -27,7 +27,7 @@ from edgefn.edge.host import FetchBinding, FunctionHost, InvocationHost, KvBindi
 from edgefn.edge.logs import JsonLog, invocation_line
 from edgefn.edge.pool import InstancePool, PoolManager
 from edgefn.edge.routing import MethodNotAllowed, Router
-from edgefn.edge.spec import FunctionSpec, NodeState
+from edgefn.edge.spec import FunctionSpec, NodeState, SpecKey
 from edgefn.sandbox.abi import GuestResponse, cgi_environ, encode_headers, parse_cgi, parse_response
 from edgefn.sandbox.engine import Engine, GuestRequest
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
@@ -83,6 +83,8 @@ class _Tables:
 
     router: Router = field(default_factory=lambda: Router([]))
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    # Each function's `spec.key`, computed once here rather than on every request.
+    keys: dict[str, SpecKey] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     generation: int = -1
 
@@ -123,7 +125,7 @@ class Runtime:
         self._fetch_factory = fetch_factory
         self._on_close = on_close
         self._tables = _Tables()
-        self._loaded: dict[tuple[str, str, str], LoadedFunction] = {}
+        self._loaded: dict[SpecKey, LoadedFunction] = {}
         self._load_locks: dict[str, threading.Lock] = {}
         self._state_lock = threading.Lock()
         self._pid = os.getpid()
@@ -133,22 +135,24 @@ class Runtime:
         """Load what the state names, then switch to it; old versions retire."""
         with self._state_lock:
             functions = {fn.id: fn for fn in state.functions}
+            keys = {fn.id: fn.key for fn in state.functions}
             unavailable = dict(state.unavailable)
             for fn in state.functions:
                 if fn.min_hot_instances <= 0:
                     continue
                 try:
-                    self._ensure_loaded(fn)
+                    self._ensure_loaded(fn, keys[fn.id])
                 except EdgeError as exc:
                     unavailable[fn.id] = str(exc)
                     log.warning("function %s@%s not runnable: %s", fn.id, fn.version, exc)
             self._tables = _Tables(
                 router=Router(state.routes()),
                 functions=functions,
+                keys=keys,
                 unavailable=unavailable,
                 generation=state.generation,
             )
-            keep = {fn.key for fn in state.functions}
+            keep = set(keys.values())
             for key in [k for k in self._loaded if k not in keep]:
                 loaded = self._loaded.pop(key)
                 loaded.pool.retire()
@@ -177,14 +181,16 @@ class Runtime:
         return self.cache.ensure(spec.id, spec.version, spec.sha256, spec.artifact_url,
                                  pinned=pinned)
 
-    def _ensure_loaded(self, spec: FunctionSpec) -> LoadedFunction:
-        loaded = self._loaded.get(spec.key)
-        if loaded is not None and self.pools.get(spec.key) is loaded.pool:
+    def _ensure_loaded(self, spec: FunctionSpec, key: SpecKey) -> LoadedFunction:
+        """`spec` loaded under `key` (its `spec.key`, passed in because computing it
+        is not free)."""
+        loaded = self._loaded.get(key)
+        if loaded is not None and self.pools.get(key) is loaded.pool:
             return loaded
         lock = self._load_locks.setdefault(spec.id, threading.Lock())
         with lock:
-            loaded = self._loaded.get(spec.key)
-            if loaded is not None and self.pools.get(spec.key) is loaded.pool:
+            loaded = self._loaded.get(key)
+            if loaded is not None and self.pools.get(key) is loaded.pool:
                 return loaded
             wasm = self._artifact(spec)
             try:
@@ -203,11 +209,11 @@ class Runtime:
             try:
                 pool.warm()
             except InvocationError as exc:
-                self.pools.remove(spec.key)
+                self.pools.remove(key)
                 raise FunctionUnavailable(f"instantiation failed: {exc}") from exc
             metrics.INSTANCES_CREATED.labels(spec.id).inc(pool.created)
             loaded = LoadedFunction(spec, pool, host)
-            self._loaded[spec.key] = loaded
+            self._loaded[key] = loaded
             return loaded
 
     # -- requests -------------------------------------------------------------
@@ -236,7 +242,7 @@ class Runtime:
             body = req.read_body(limit + 1)
             if len(body) > limit:
                 raise RequestTooLarge(f"request body over the limit of {limit} bytes")
-            loaded = self._ensure_loaded(spec)
+            loaded = self._ensure_loaded(spec, tables.keys[fid])
         except EdgeError as exc:
             return self._finish(_error(exc.status, exc.code, str(exc), rid), rid, fid)
         return self._invoke(loaded, req, body, ctx, match.route.path)

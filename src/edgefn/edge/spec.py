@@ -7,12 +7,13 @@ control plane both become a `FunctionSpec`; the node's whole desired state is a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -24,6 +25,9 @@ from edgefn.sandbox.engine import (
     Limits,
     WasiOptions,
 )
+
+# What identifies a loaded function: (id, version, sha256, digest of its settings).
+SpecKey = tuple[str, str, str, str]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -70,12 +74,21 @@ class RouteSpec(_Strict):
         return upper
 
 
+# Limits travel as int64 in the gRPC deploy instruction: a larger one could not be sent.
+_INT64_MAX = 2**63 - 1
+Isolation = Literal["reuse", "per-request"]
+HotInstances = Annotated[int, Field(ge=0, le=_INT64_MAX)]
+IdleTimeout = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+RequestBytes = Annotated[int, Field(ge=0, le=_INT64_MAX)]
+_Limit = Annotated[int, Field(ge=1, le=_INT64_MAX)]
+
+
 class KvPolicy(_Strict):
     enabled: bool = False
-    max_key_bytes: int = Field(default=512, ge=1)
-    max_value_bytes: int = Field(default=64 * 1024, ge=1)
-    max_keys: int = Field(default=10_000, ge=1)
-    max_ttl_seconds: int = Field(default=30 * 86400, ge=1)
+    max_key_bytes: _Limit = 512
+    max_value_bytes: _Limit = 64 * 1024
+    max_keys: _Limit = 10_000
+    max_ttl_seconds: _Limit = 30 * 86400
 
 
 class HttpFetchPolicy(_Strict):
@@ -83,7 +96,7 @@ class HttpFetchPolicy(_Strict):
     allow_hosts: tuple[str, ...] = ()
     # Loopback, private and link-local addresses are refused unless this is set.
     allow_private: bool = False
-    max_response_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_response_bytes: _Limit = 1024 * 1024
     max_redirects: int = Field(default=3, ge=0, le=10)
 
     @field_validator("allow_hosts")
@@ -95,8 +108,28 @@ class HttpFetchPolicy(_Strict):
         return normalized
 
 
-class FunctionSpec(_Strict):
-    """One deployable function version and everything the node needs to run it."""
+class FunctionPolicy(_Strict):
+    """What a function may use and how its instances are kept, deny by default.
+
+    The same fields in `function.json`, on a control-plane function and in its
+    deploy instruction; the control plane validates them with this model.
+    """
+
+    max_request_bytes: RequestBytes | None = None
+    kv: KvPolicy = KvPolicy()
+    http_fetch: HttpFetchPolicy = HttpFetchPolicy()
+    isolation: Isolation = "reuse"
+    min_hot_instances: HotInstances = 1
+    max_hot_instances: HotInstances = 10
+    idle_timeout_s: IdleTimeout = 300.0
+
+
+POLICY_FIELDS: tuple[str, ...] = tuple(FunctionPolicy.model_fields)
+
+
+class FunctionSpec(FunctionPolicy):
+    """One deployable function version and everything the node needs to run it
+    (its policy fields are inherited from `FunctionPolicy`)."""
 
     id: str
     name: str = ""
@@ -109,16 +142,9 @@ class FunctionSpec(_Strict):
     memory_pages: int = Field(DEFAULT_MEMORY_PAGES, ge=1, le=65536)
     max_execution_ms: int = Field(DEFAULT_MAX_EXECUTION_MS, ge=1, le=600_000)
     max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1, le=64 * 1024 * 1024)
-    max_request_bytes: int | None = Field(None, ge=0)
     pop_selector: str = ""
     env: dict[str, str] = Field(default_factory=dict)
     config_dir: str | None = None
-    kv: KvPolicy = KvPolicy()
-    http_fetch: HttpFetchPolicy = HttpFetchPolicy()
-    isolation: Literal["reuse", "per-request"] = "reuse"
-    min_hot_instances: int = Field(1, ge=0)
-    max_hot_instances: int = Field(10, ge=0)
-    idle_timeout_s: float = Field(300.0, gt=0)
     routes: tuple[RouteSpec, ...] = ()
 
     @field_validator("id")
@@ -149,9 +175,14 @@ class FunctionSpec(_Strict):
         return WasiOptions(env=tuple(sorted(self.env.items())), config_dir=self.config_dir)
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """What identifies a compiled module: a new version or artifact is a new key."""
-        return (self.id, self.version, self.sha256)
+    def key(self) -> SpecKey:
+        """What identifies a loaded function: its module (id, version, sha256) and a
+        digest of every setting it runs with, so the same version deployed again
+        with a new policy, env or limit is loaded afresh. Routes are left out: they
+        do not change how it runs. A few microseconds (a serialization): callers
+        compute it once per state, never per request."""
+        settings = self.model_dump_json(exclude={"routes"}).encode()
+        return (self.id, self.version, self.sha256, hashlib.sha256(settings).hexdigest())
 
 
 class NodeState(_Strict):

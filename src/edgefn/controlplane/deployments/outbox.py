@@ -3,7 +3,9 @@ handed out (with freshly minted artifact URLs) until the node acks them.
 
 Instruction format (docs/api.md): {"id", "type": deploy|undeploy|config,
 "function_id", "version", "artifact_url", "sha256", "abi", "memory_pages",
-"max_execution_ms", "max_response_bytes", "env", "routes", "deployment_id"}.
+"max_execution_ms", "max_response_bytes", "env", "routes", "deployment_id",
+and the function's policy: "max_request_bytes", "kv", "http_fetch", "isolation",
+"min_hot_instances", "max_hot_instances", "idle_timeout_s"}.
 
 `watch` reports, after each commit, which nodes got new instructions, so a
 transport that pushes (the gRPC stream) can send them at once.
@@ -23,6 +25,7 @@ from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.routes.models import Route
 from edgefn.controlplane.selector import matches
+from edgefn.edge.spec import POLICY_FIELDS
 
 PENDING = "pending"
 ACKED = "acked"
@@ -71,7 +74,7 @@ def _blank(kind: str) -> dict[str, Any]:
         "env": {},
         "routes": [],
         "deployment_id": None,
-    }
+    } | dict.fromkeys(POLICY_FIELDS)
 
 
 def enqueue_deploy(
@@ -90,6 +93,8 @@ def enqueue_deploy(
         "max_execution_ms": fn.max_execution_ms,
         "max_response_bytes": fn.max_response_bytes,
         "env": dict(fn.env or {}),
+        # Every policy field, defaults included: what the node enforces is on record.
+        **fn.function_policy().model_dump(mode="json"),
         "routes": routes_for(session, node, fn.id),
         "deployment_id": deployment_id,
         # Not sent: the URL is minted from the key when the instruction is handed out.

@@ -29,6 +29,7 @@ def _out(fn: Function, upload_url: str | None) -> FunctionOut:
         max_response_bytes=fn.max_response_bytes,
         pop_selector=fn.pop_selector,
         env=fn.env,
+        **dict(fn.function_policy()),
         active_version=fn.active_version,
         created_at=fn.created_at,
         updated_at=fn.updated_at,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from edgefn.controlplane.db import Base, UTCDateTime, new_id, utcnow
+from edgefn.edge.spec import FunctionPolicy
 
 
 class Function(Base):
@@ -25,9 +26,19 @@ class Function(Base):
     max_response_bytes: Mapped[int] = mapped_column(Integer)
     pop_selector: Mapped[str | None] = mapped_column(String(500))
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A `FunctionPolicy` (kv, http_fetch, isolation, instances, request size) as
+    # JSON: validated and read as one unit by the edge's model, never queried by
+    # field. `{}` (rows older than revision 0002) means every field at its default.
+    policy: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, server_default=text("'{}'")
+    )
     active_version: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def function_policy(self) -> FunctionPolicy:
+        """The stored policy with every field it leaves out at its default."""
+        return FunctionPolicy.model_validate(self.policy or {})
 
 
 class FunctionVersion(Base):

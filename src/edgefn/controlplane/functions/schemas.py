@@ -10,6 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.selector import parse_selector
+from edgefn.edge.spec import (
+    FunctionPolicy,
+    HotInstances,
+    HttpFetchPolicy,
+    IdleTimeout,
+    Isolation,
+    KvPolicy,
+    RequestBytes,
+)
 
 # semver.org's own expression, anchored.
 SEMVER = re.compile(
@@ -43,12 +52,17 @@ class _FunctionFields(StrictModel):
     _selector = field_validator("pop_selector")(check_selector)
 
 
-class FunctionIn(_FunctionFields):
+class FunctionIn(_FunctionFields, FunctionPolicy):
+    """The policy fields (and their validation) are the edge's `FunctionPolicy`."""
+
     name: str = Name
     owner_project_id: str | None = None
 
 
 class FunctionPatch(StrictModel):
+    """Each field given replaces the function's value; `kv` and `http_fetch` are
+    replaced whole. The merged policy is validated by `FunctionPolicy`."""
+
     entrypoint: str | None = Field(None, min_length=1, max_length=100)
     runtime: Literal["wasm", "wasm-aot"] | None = None
     max_execution_ms: int | None = Field(None, ge=1, le=60_000)
@@ -56,11 +70,18 @@ class FunctionPatch(StrictModel):
     max_response_bytes: int | None = Field(None, ge=1, le=16 * 1024 * 1024)
     pop_selector: str | None = Field(None, max_length=500)
     env: dict[str, str] | None = None
+    max_request_bytes: RequestBytes | None = None
+    kv: KvPolicy | None = None
+    http_fetch: HttpFetchPolicy | None = None
+    isolation: Isolation | None = None
+    min_hot_instances: HotInstances | None = None
+    max_hot_instances: HotInstances | None = None
+    idle_timeout_s: IdleTimeout | None = None
 
     _selector = field_validator("pop_selector")(check_selector)
 
 
-class FunctionOut(BaseModel):
+class FunctionOut(FunctionPolicy):
     id: str
     name: str
     owner_project_id: str

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,6 +28,7 @@ from edgefn.controlplane.errors import (
 )
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.functions.schemas import SEMVER, FunctionIn, FunctionPatch
+from edgefn.edge.spec import POLICY_FIELDS, FunctionPolicy
 from edgefn.sandbox import errors as sandbox_errors
 from edgefn.sandbox.wasminfo import validate_module
 
@@ -75,7 +77,8 @@ def create_function(session: Session, who: Principal, body: FunctionIn) -> Funct
         raise Conflict(f"function {body.name!r} exists in project {project_id}")
     fn = Function(
         project_id=project_id,
-        **body.model_dump(exclude={"owner_project_id"}),
+        policy=body.model_dump(mode="json", include=set(POLICY_FIELDS)),
+        **body.model_dump(exclude={"owner_project_id", *POLICY_FIELDS}),
     )
     session.add(fn)
     try:
@@ -90,7 +93,7 @@ def create_function(session: Session, who: Principal, body: FunctionIn) -> Funct
         target_type="function",
         target_id=fn.id,
         project_id=project_id,
-        details=body.model_dump(exclude={"env"}),
+        details=body.model_dump(mode="json", exclude={"env"}),
     )
     session.commit()
     return fn
@@ -100,9 +103,13 @@ def update_function(
     session: Session, who: Principal, function_id: str, patch: FunctionPatch
 ) -> Function:
     fn = get_function(session, who, function_id, minimum="developer")
-    changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
+    changes: dict[str, Any] = patch.model_dump(mode="json", exclude_unset=True)
+    policy = {k: v for k, v in changes.items() if k in POLICY_FIELDS}
+    if policy:
+        fn.policy = _merged_policy(fn, policy)
     for field, value in changes.items():
-        setattr(fn, field, value)
+        if field not in POLICY_FIELDS:
+            setattr(fn, field, value)
     fn.updated_at = utcnow()
     audit.record(
         session,
@@ -116,6 +123,18 @@ def update_function(
     )
     session.commit()
     return fn
+
+
+def _merged_policy(fn: Function, changes: dict[str, Any]) -> dict[str, Any]:
+    """The function's policy with `changes` applied, checked as a whole (a `null`
+    where the policy needs a value is refused here)."""
+    try:
+        merged = FunctionPolicy.model_validate(fn.function_policy().model_dump() | changes)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"])
+        raise ValidationFailed(f"{where}: {err['msg']}") from exc
+    return merged.model_dump(mode="json")
 
 
 def delete_function(

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from edgefn.controlplane.deployments.schemas import Ack
 from edgefn.controlplane.errors import ValidationFailed
 from edgefn.controlplane.nodes.schemas import FunctionState, HeartbeatIn
+from edgefn.edge.spec import POLICY_FIELDS
 from edgefn.proto import edge_control_pb2 as pb
 
 # Ack.message's limit: a node's long error text is cut, not refused, so one
@@ -32,6 +33,13 @@ def _routes(entries: Iterable[Mapping[str, Any]]) -> list[pb.Route]:
     ]
 
 
+def _policy(instruction: Mapping[str, Any]) -> pb.FunctionPolicy | None:
+    """The instruction's policy fields; None for one queued before it had them,
+    which the node reads as every field at its default."""
+    values = {k: instruction[k] for k in POLICY_FIELDS if instruction.get(k) is not None}
+    return pb.FunctionPolicy(**values) if values else None
+
+
 def instruction_to_proto(instruction: Mapping[str, Any]) -> pb.ControlMessage:
     """One instruction of `pending_instructions` as a ControlMessage (ack_id = its id)."""
     kind = instruction["type"]
@@ -51,6 +59,7 @@ def instruction_to_proto(instruction: Mapping[str, Any]) -> pb.ControlMessage:
                 env=dict(instruction["env"] or {}),
                 routes=_routes(instruction["routes"] or ()),
                 deployment_id=instruction["deployment_id"] or "",
+                policy=_policy(instruction),
             ),
         )
     if kind == "undeploy":

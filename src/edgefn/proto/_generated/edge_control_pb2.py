@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x65\x64ge_control.proto\x12\tedgefn.v1\"\xe5\x01\n\x0b\x45\x64geMessage\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x30\n\theartbeat\x18\x02 \x01(\x0b\x32\x1b.edgefn.v1.HeartbeatRequestH\x00\x12\x38\n\x11\x64\x65ployment_status\x18\x03 \x01(\x0b\x32\x1b.edgefn.v1.DeploymentStatusH\x00\x12+\n\x07metrics\x18\x04 \x01(\x0b\x32\x18.edgefn.v1.MetricsReportH\x00\x12!\n\x05hello\x18\x05 \x01(\x0b\x32\x10.edgefn.v1.HelloH\x00\x42\t\n\x07payload\"\xb9\x01\n\x05Hello\x12\x0e\n\x06pop_id\x18\x01 \x01(\t\x12,\n\x06labels\x18\x02 \x03(\x0b\x32\x1c.edgefn.v1.Hello.LabelsEntry\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12,\n\tfunctions\x18\x04 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xec\x01\n\x0e\x43ontrolMessage\x12\x0e\n\x06\x61\x63k_id\x18\n \x01(\x04\x12.\n\x06\x64\x65ploy\x18\x01 \x01(\x0b\x32\x1c.edgefn.v1.DeployInstructionH\x00\x12\x32\n\x08undeploy\x18\x02 \x01(\x0b\x32\x1e.edgefn.v1.UndeployInstructionH\x00\x12)\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.edgefn.v1.ConfigUpdateH\x00\x12\x30\n\rheartbeat_ack\x18\x04 \x01(\x0b\x32\x17.edgefn.v1.HeartbeatAckH\x00\x42\t\n\x07payload\"g\n\x05Route\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0f\n\x07methods\x18\x04 \x03(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x13\n\x0b\x66unction_id\x18\x06 \x01(\t\"\xd1\x02\n\x11\x44\x65ployInstruction\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rtifact_url\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cmemory_pages\x18\x05 \x01(\x05\x12\x18\n\x10max_execution_ms\x18\x06 \x01(\x05\x12 \n\x06routes\x18\x07 \x03(\x0b\x32\x10.edgefn.v1.Route\x12\x0b\n\x03\x61\x62i\x18\x08 \x01(\t\x12\x1a\n\x12max_response_bytes\x18\t \x01(\x05\x12\x32\n\x03\x65nv\x18\n \x03(\x0b\x32%.edgefn.v1.DeployInstruction.EnvEntry\x12\x15\n\rdeployment_id\x18\x0b \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x13UndeployInstruction\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\"0\n\x0c\x43onfigUpdate\x12 \n\x06routes\x18\x01 \x03(\x0b\x32\x10.edgefn.v1.Route\"h\n\x10\x44\x65ploymentStatus\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\x04\x12\x13\n\x0b\x66unction_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xb4\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x01\x12\x11\n\tmem_bytes\x18\x04 \x01(\x03\x12,\n\tfunctions\x18\x05 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus\x12)\n\x04\x61\x63ks\x18\x06 \x03(\x0b\x32\x1b.edgefn.v1.DeploymentStatus\"w\n\x0e\x46unctionStatus\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x18\n\x10invocation_count\x18\x04 \x01(\x03\x12\x16\n\x0e\x61vg_latency_ms\x18\x05 \x01(\x01\",\n\x0cHeartbeatAck\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x01\"b\n\x11HeartbeatResponse\x12/\n\x0cinstructions\x18\x01 \x03(\x0b\x32\x19.edgefn.v1.ControlMessage\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\"e\n\rMetricsReport\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x11\n\tmem_bytes\x18\x02 \x01(\x03\x12,\n\tfunctions\x18\x03 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus2\x9d\x01\n\x0b\x45\x64geControl\x12\x46\n\rStreamControl\x12\x16.edgefn.v1.EdgeMessage\x1a\x19.edgefn.v1.ControlMessage(\x01\x30\x01\x12\x46\n\tHeartbeat\x12\x1b.edgefn.v1.HeartbeatRequest\x1a\x1c.edgefn.v1.HeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x65\x64ge_control.proto\x12\tedgefn.v1\"\xe5\x01\n\x0b\x45\x64geMessage\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x30\n\theartbeat\x18\x02 \x01(\x0b\x32\x1b.edgefn.v1.HeartbeatRequestH\x00\x12\x38\n\x11\x64\x65ployment_status\x18\x03 \x01(\x0b\x32\x1b.edgefn.v1.DeploymentStatusH\x00\x12+\n\x07metrics\x18\x04 \x01(\x0b\x32\x18.edgefn.v1.MetricsReportH\x00\x12!\n\x05hello\x18\x05 \x01(\x0b\x32\x10.edgefn.v1.HelloH\x00\x42\t\n\x07payload\"\xb9\x01\n\x05Hello\x12\x0e\n\x06pop_id\x18\x01 \x01(\t\x12,\n\x06labels\x18\x02 \x03(\x0b\x32\x1c.edgefn.v1.Hello.LabelsEntry\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12,\n\tfunctions\x18\x04 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xec\x01\n\x0e\x43ontrolMessage\x12\x0e\n\x06\x61\x63k_id\x18\n \x01(\x04\x12.\n\x06\x64\x65ploy\x18\x01 \x01(\x0b\x32\x1c.edgefn.v1.DeployInstructionH\x00\x12\x32\n\x08undeploy\x18\x02 \x01(\x0b\x32\x1e.edgefn.v1.UndeployInstructionH\x00\x12)\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.edgefn.v1.ConfigUpdateH\x00\x12\x30\n\rheartbeat_ack\x18\x04 \x01(\x0b\x32\x17.edgefn.v1.HeartbeatAckH\x00\x42\t\n\x07payload\"g\n\x05Route\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0f\n\x07methods\x18\x04 \x03(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x13\n\x0b\x66unction_id\x18\x06 \x01(\t\"\xfc\x02\n\x11\x44\x65ployInstruction\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rtifact_url\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cmemory_pages\x18\x05 \x01(\x05\x12\x18\n\x10max_execution_ms\x18\x06 \x01(\x05\x12 \n\x06routes\x18\x07 \x03(\x0b\x32\x10.edgefn.v1.Route\x12\x0b\n\x03\x61\x62i\x18\x08 \x01(\t\x12\x1a\n\x12max_response_bytes\x18\t \x01(\x05\x12\x32\n\x03\x65nv\x18\n \x03(\x0b\x32%.edgefn.v1.DeployInstruction.EnvEntry\x12\x15\n\rdeployment_id\x18\x0b \x01(\t\x12)\n\x06policy\x18\x0c \x01(\x0b\x32\x19.edgefn.v1.FunctionPolicy\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd9\x02\n\x0e\x46unctionPolicy\x12\x1e\n\x11max_request_bytes\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1f\n\x02kv\x18\x02 \x01(\x0b\x32\x13.edgefn.v1.KvPolicy\x12.\n\nhttp_fetch\x18\x03 \x01(\x0b\x32\x1a.edgefn.v1.HttpFetchPolicy\x12\x16\n\tisolation\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x1e\n\x11min_hot_instances\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x1e\n\x11max_hot_instances\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12\x1b\n\x0eidle_timeout_s\x18\x07 \x01(\x01H\x04\x88\x01\x01\x42\x14\n\x12_max_request_bytesB\x0c\n\n_isolationB\x14\n\x12_min_hot_instancesB\x14\n\x12_max_hot_instancesB\x11\n\x0f_idle_timeout_s\"\xe2\x01\n\x08KvPolicy\x12\x14\n\x07\x65nabled\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x1a\n\rmax_key_bytes\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1c\n\x0fmax_value_bytes\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x15\n\x08max_keys\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x1c\n\x0fmax_ttl_seconds\x18\x05 \x01(\x03H\x04\x88\x01\x01\x42\n\n\x08_enabledB\x10\n\x0e_max_key_bytesB\x12\n\x10_max_value_bytesB\x0b\n\t_max_keysB\x12\n\x10_max_ttl_seconds\"\xba\x01\n\x0fHttpFetchPolicy\x12\x13\n\x0b\x61llow_hosts\x18\x01 \x03(\t\x12\x1a\n\rallow_private\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x1f\n\x12max_response_bytes\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x1a\n\rmax_redirects\x18\x04 \x01(\x05H\x02\x88\x01\x01\x42\x10\n\x0e_allow_privateB\x15\n\x13_max_response_bytesB\x10\n\x0e_max_redirects\"A\n\x13UndeployInstruction\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\"0\n\x0c\x43onfigUpdate\x12 \n\x06routes\x18\x01 \x03(\x0b\x32\x10.edgefn.v1.Route\"h\n\x10\x44\x65ploymentStatus\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\x04\x12\x13\n\x0b\x66unction_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xb4\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x01\x12\x11\n\tmem_bytes\x18\x04 \x01(\x03\x12,\n\tfunctions\x18\x05 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus\x12)\n\x04\x61\x63ks\x18\x06 \x03(\x0b\x32\x1b.edgefn.v1.DeploymentStatus\"w\n\x0e\x46unctionStatus\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x18\n\x10invocation_count\x18\x04 \x01(\x03\x12\x16\n\x0e\x61vg_latency_ms\x18\x05 \x01(\x01\",\n\x0cHeartbeatAck\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x01\"b\n\x11HeartbeatResponse\x12/\n\x0cinstructions\x18\x01 \x03(\x0b\x32\x19.edgefn.v1.ControlMessage\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\"e\n\rMetricsReport\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x11\n\tmem_bytes\x18\x02 \x01(\x03\x12,\n\tfunctions\x18\x03 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus2\x9d\x01\n\x0b\x45\x64geControl\x12\x46\n\rStreamControl\x12\x16.edgefn.v1.EdgeMessage\x1a\x19.edgefn.v1.ControlMessage(\x01\x30\x01\x12\x46\n\tHeartbeat\x12\x1b.edgefn.v1.HeartbeatRequest\x1a\x1c.edgefn.v1.HeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,25 +47,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTE']._serialized_start=692
   _globals['_ROUTE']._serialized_end=795
   _globals['_DEPLOYINSTRUCTION']._serialized_start=798
-  _globals['_DEPLOYINSTRUCTION']._serialized_end=1135
-  _globals['_DEPLOYINSTRUCTION_ENVENTRY']._serialized_start=1093
-  _globals['_DEPLOYINSTRUCTION_ENVENTRY']._serialized_end=1135
-  _globals['_UNDEPLOYINSTRUCTION']._serialized_start=1137
-  _globals['_UNDEPLOYINSTRUCTION']._serialized_end=1202
-  _globals['_CONFIGUPDATE']._serialized_start=1204
-  _globals['_CONFIGUPDATE']._serialized_end=1252
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=1254
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=1358
-  _globals['_HEARTBEATREQUEST']._serialized_start=1361
-  _globals['_HEARTBEATREQUEST']._serialized_end=1541
-  _globals['_FUNCTIONSTATUS']._serialized_start=1543
-  _globals['_FUNCTIONSTATUS']._serialized_end=1662
-  _globals['_HEARTBEATACK']._serialized_start=1664
-  _globals['_HEARTBEATACK']._serialized_end=1708
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1710
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1808
-  _globals['_METRICSREPORT']._serialized_start=1810
-  _globals['_METRICSREPORT']._serialized_end=1911
-  _globals['_EDGECONTROL']._serialized_start=1914
-  _globals['_EDGECONTROL']._serialized_end=2071
+  _globals['_DEPLOYINSTRUCTION']._serialized_end=1178
+  _globals['_DEPLOYINSTRUCTION_ENVENTRY']._serialized_start=1136
+  _globals['_DEPLOYINSTRUCTION_ENVENTRY']._serialized_end=1178
+  _globals['_FUNCTIONPOLICY']._serialized_start=1181
+  _globals['_FUNCTIONPOLICY']._serialized_end=1526
+  _globals['_KVPOLICY']._serialized_start=1529
+  _globals['_KVPOLICY']._serialized_end=1755
+  _globals['_HTTPFETCHPOLICY']._serialized_start=1758
+  _globals['_HTTPFETCHPOLICY']._serialized_end=1944
+  _globals['_UNDEPLOYINSTRUCTION']._serialized_start=1946
+  _globals['_UNDEPLOYINSTRUCTION']._serialized_end=2011
+  _globals['_CONFIGUPDATE']._serialized_start=2013
+  _globals['_CONFIGUPDATE']._serialized_end=2061
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=2063
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=2167
+  _globals['_HEARTBEATREQUEST']._serialized_start=2170
+  _globals['_HEARTBEATREQUEST']._serialized_end=2350
+  _globals['_FUNCTIONSTATUS']._serialized_start=2352
+  _globals['_FUNCTIONSTATUS']._serialized_end=2471
+  _globals['_HEARTBEATACK']._serialized_start=2473
+  _globals['_HEARTBEATACK']._serialized_end=2517
+  _globals['_HEARTBEATRESPONSE']._serialized_start=2519
+  _globals['_HEARTBEATRESPONSE']._serialized_end=2617
+  _globals['_METRICSREPORT']._serialized_start=2619
+  _globals['_METRICSREPORT']._serialized_end=2720
+  _globals['_EDGECONTROL']._serialized_start=2723
+  _globals['_EDGECONTROL']._serialized_end=2880
 # @@protoc_insertion_point(module_scope)

@@ -71,7 +71,7 @@ class Route(_message.Message):
     def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., function_id: _Optional[str] = ...) -> None: ...
 
 class DeployInstruction(_message.Message):
-    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id")
+    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class DeployInstruction(_message.Message):
     MAX_RESPONSE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     version: str
     artifact_url: str
@@ -101,7 +102,52 @@ class DeployInstruction(_message.Message):
     max_response_bytes: int
     env: _containers.ScalarMap[str, str]
     deployment_id: str
-    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ...) -> None: ...
+    policy: FunctionPolicy
+    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ...) -> None: ...
+
+class FunctionPolicy(_message.Message):
+    __slots__ = ("max_request_bytes", "kv", "http_fetch", "isolation", "min_hot_instances", "max_hot_instances", "idle_timeout_s")
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KV_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FETCH_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    MIN_HOT_INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    MAX_HOT_INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    max_request_bytes: int
+    kv: KvPolicy
+    http_fetch: HttpFetchPolicy
+    isolation: str
+    min_hot_instances: int
+    max_hot_instances: int
+    idle_timeout_s: float
+    def __init__(self, max_request_bytes: _Optional[int] = ..., kv: _Optional[_Union[KvPolicy, _Mapping]] = ..., http_fetch: _Optional[_Union[HttpFetchPolicy, _Mapping]] = ..., isolation: _Optional[str] = ..., min_hot_instances: _Optional[int] = ..., max_hot_instances: _Optional[int] = ..., idle_timeout_s: _Optional[float] = ...) -> None: ...
+
+class KvPolicy(_message.Message):
+    __slots__ = ("enabled", "max_key_bytes", "max_value_bytes", "max_keys", "max_ttl_seconds")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MAX_KEY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_KEYS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    max_key_bytes: int
+    max_value_bytes: int
+    max_keys: int
+    max_ttl_seconds: int
+    def __init__(self, enabled: _Optional[bool] = ..., max_key_bytes: _Optional[int] = ..., max_value_bytes: _Optional[int] = ..., max_keys: _Optional[int] = ..., max_ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class HttpFetchPolicy(_message.Message):
+    __slots__ = ("allow_hosts", "allow_private", "max_response_bytes", "max_redirects")
+    ALLOW_HOSTS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PRIVATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESPONSE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_REDIRECTS_FIELD_NUMBER: _ClassVar[int]
+    allow_hosts: _containers.RepeatedScalarFieldContainer[str]
+    allow_private: bool
+    max_response_bytes: int
+    max_redirects: int
+    def __init__(self, allow_hosts: _Optional[_Iterable[str]] = ..., allow_private: _Optional[bool] = ..., max_response_bytes: _Optional[int] = ..., max_redirects: _Optional[int] = ...) -> None: ...
 
 class UndeployInstruction(_message.Message):
     __slots__ = ("function_id", "deployment_id")
