@@ -57,13 +57,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def parse_wrk(out: str) -> dict[str, float]:
+    if "Requests/sec" not in out or "50%" not in out:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+
     def ms(text: str) -> float:
         value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {
