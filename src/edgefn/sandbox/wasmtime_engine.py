@@ -17,6 +17,7 @@ import math
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from ctypes import POINTER, byref, c_void_p
 from pathlib import Path
@@ -147,11 +148,18 @@ class _EpochTicker:
         self._thread.start()
 
     def _run(self) -> None:
+        # Ticks follow the clock, not the sleeps: a sleep always runs a little long,
+        # and those overruns would otherwise add up to a deadline that lands late.
         interval = self.tick_ms / 1000
         increment = ffi.wasmtime_engine_increment_epoch
         ptr = self._engine.ptr()
-        while not self._stop.wait(interval):
-            increment(ptr)
+        start = time.monotonic()
+        ticks = 0
+        while not self._stop.wait(max(0.0, start + (ticks + 1) * interval - time.monotonic())):
+            due = int((time.monotonic() - start) / interval)
+            while ticks < due:
+                increment(ptr)
+                ticks += 1
 
     def ticks_for(self, ms: int) -> int:
         # One extra tick: the deadline is never early, at most one tick late.
