@@ -118,4 +118,7 @@ Ctrl-C stops everything.""")
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
+        # A second Ctrl-C must not cut the shutdown short and orphan a child.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         cluster.close()
