@@ -128,7 +128,6 @@ class Runtime:
         self._loaded: dict[SpecKey, LoadedFunction] = {}
         self._load_locks: dict[str, threading.Lock] = {}
         self._state_lock = threading.Lock()
-        self._pid = os.getpid()
 
     # -- state ----------------------------------------------------------------
     def apply_state(self, state: NodeState) -> None:
@@ -192,6 +191,9 @@ class Runtime:
             loaded = self._loaded.get(key)
             if loaded is not None and self.pools.get(key) is loaded.pool:
                 return loaded
+            if loaded is not None:
+                # Its module was unloaded under memory pressure: load it afresh.
+                loaded.host.close()
             wasm = self._artifact(spec)
             try:
                 module = self.engine.compile(wasm, spec.limits, spec.wasi)
