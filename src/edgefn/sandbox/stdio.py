@@ -6,8 +6,10 @@ response cap) must be the same whichever engine runs the guest.
 
 from __future__ import annotations
 
-from edgefn.sandbox.engine import Host, Limits
-from edgefn.sandbox.errors import GuestError, ResponseTooLarge
+from typing import TYPE_CHECKING
+
+from edgefn.sandbox.engine import GuestRequest, Host, Limits
+from edgefn.sandbox.errors import GuestError, GuestTrap, ResponseTooLarge
 
 
 class GuestOutput:
@@ -50,3 +52,46 @@ def wagi_response(exit_code: int, stdout: GuestOutput, limits: Limits) -> bytes:
             f"WAGI response exceeds the cap of {limits.max_response_bytes} bytes"
         )
     return bytes(stdout.data)
+
+
+class WagiProgram:
+    """The engine-independent half of a WAGI instance: one `_start` per instance, its
+    stdout is the response, its stderr the log. An engine supplies `_run_start`
+    (instantiate with the request's CGI environment and stdin, run `_start`, return
+    the exit status) and `close`."""
+
+    limits: Limits
+    host: Host | None
+
+    def _init_wagi(self) -> None:
+        self._used = False
+        self.stdout = wagi_output(self.limits)
+
+    @property
+    def memory_bytes(self) -> int:
+        return 0
+
+    def capture(self, stream: int, data: bytes) -> None:
+        if stream == 1:
+            self.stdout.add(data)
+        elif self.host is not None:
+            self.host.output(2, data)
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        if self._used:
+            raise GuestTrap("a WAGI instance runs one request")
+        self._used = True
+        self.host = host
+        try:
+            code = self._run_start(request)
+        finally:
+            self.host = None
+            self.close()
+        return wagi_response(code, self.stdout, self.limits)
+
+    def _run_start(self, request: GuestRequest) -> int:
+        raise NotImplementedError
+
+    if TYPE_CHECKING:
+        # Provided by the engine's instance class, which comes after this one.
+        def close(self) -> None: ...

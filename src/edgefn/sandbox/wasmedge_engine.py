@@ -32,7 +32,7 @@ from edgefn.sandbox.errors import (
     ResponseTooLarge,
 )
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
-from edgefn.sandbox.stdio import GuestOutput, wagi_output, wagi_response
+from edgefn.sandbox.stdio import GuestOutput, WagiProgram
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
 
 AOT_ENV = "EDGEFN_WASMEDGE_AOT"
@@ -745,46 +745,26 @@ class _EdgeInstance(_BaseInstance):
             self.output.hand_to(host)
 
 
-class _WagiInstance(_BaseInstance):
+class _WagiInstance(WagiProgram, _BaseInstance):
     """A WAGI program: fresh contexts per request, `_start` once, stdout is the response."""
 
     def __init__(self, module: WasmEdgeModule) -> None:
         super().__init__(module)
-        self._used = False
-        self.stdout = wagi_output(self.limits)
+        self._init_wagi()
 
-    @property
-    def memory_bytes(self) -> int:
-        return 0
-
-    def capture(self, stream: int, data: bytes) -> None:
-        if stream == 1:
-            self.stdout.add(data)
-        elif self.host is not None:
-            self.host.output(2, data)
-
-    def invoke(self, request: GuestRequest, host: Host) -> bytes:
-        if self._used:
-            raise GuestTrap("a WAGI instance runs one request")
-        self._used = True
-        self.host = host
+    def _run_start(self, request: GuestRequest) -> int:
         self._stdin = request.body
-        code = 0
+        self._arm_deadline()
         try:
-            self._arm_deadline()
-            try:
-                self._bind(request.cgi_env)
-                assert self._ctx is not None
-                start = self._ctx.function("_start")
-                if start is None:
-                    raise GuestTrap("module exports no _start")
-                self._call(start, 0, 0)
-            except _Exit as exc:
-                code = exc.code
-        finally:
-            self.host = None
-            self.close()
-        return wagi_response(code, self.stdout, self.limits)
+            self._bind(request.cgi_env)
+            assert self._ctx is not None
+            start = self._ctx.function("_start")
+            if start is None:
+                raise GuestTrap("module exports no _start")
+            self._call(start, 0, 0)
+        except _Exit as exc:
+            return exc.code
+        return 0
 
 
 __all__ = ["WasmEdgeEngine", "WasmEdgeModule"]

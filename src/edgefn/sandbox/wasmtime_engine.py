@@ -38,7 +38,7 @@ from edgefn.sandbox.errors import (
     ResponseTooLarge,
 )
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
-from edgefn.sandbox.stdio import GuestOutput, wagi_output, wagi_response
+from edgefn.sandbox.stdio import GuestOutput, WagiProgram
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
 
 _RawArgs = ffi.wasmtime_val_raw_t
@@ -570,31 +570,15 @@ class _EdgeInstance(_BaseInstance):
             self.output.hand_to(host)
 
 
-class _WagiInstance(_BaseInstance):
+class _WagiInstance(WagiProgram, _BaseInstance):
     """A WAGI program: a fresh store per request, `_start` once, stdout is the response."""
 
     def __init__(self, module: WasmtimeModule) -> None:
         super().__init__(module)
-        self._used = False
-        self.stdout = wagi_output(self.limits)
+        self._init_wagi()
 
-    @property
-    def memory_bytes(self) -> int:
-        return 0
-
-    def capture(self, stream: int, data: bytes) -> None:
-        if stream == 1:
-            self.stdout.add(data)
-        elif self.host is not None:
-            self.host.output(2, data)
-
-    def invoke(self, request: GuestRequest, host: Host) -> bytes:
-        if self._used:
-            raise GuestTrap("a WAGI instance runs one request")
-        self._used = True
-        self.host = host
+    def _run_start(self, request: GuestRequest) -> int:
         _current.instance = self
-        code = 0
         try:
             store = self._module.new_store(self._owner, request.body, request.cgi_env)
             try:
@@ -608,12 +592,10 @@ class _WagiInstance(_BaseInstance):
             try:
                 self._call(start, (_RawArgs * 1)(), 0)
             except _Exit as exc:
-                code = exc.code
+                return exc.code
+            return 0
         finally:
             _current.instance = None
-            self.host = None
-            self.close()
-        return wagi_response(code, self.stdout, self.limits)
 
 
 __all__ = ["WasmtimeEngine", "WasmtimeModule"]
