@@ -1,0 +1,38 @@
+// Audit: the log, newest first, a page at a time.
+
+import { call } from "./api.js";
+import { code, h, replace, table, when } from "./dom.js";
+
+const PAGE = 50;
+
+export async function render(main, [offsetText], screen) {
+  const offset = Math.max(0, Number.parseInt(offsetText ?? "0", 10) || 0);
+  const { body: rows, total } = await call("GET", `/audit?limit=${PAGE}&offset=${offset}`);
+  if (!screen.alive()) return;
+  const pager = h("div", { class: "toolbar" },
+    offset > 0 ? h("a", { href: `#audit/${Math.max(0, offset - PAGE)}` }, "Newer") : null,
+    total !== null
+      ? h("span", { class: "muted" }, `${Math.min(offset + 1, total)}–${offset + rows.length} of ${total}`)
+      : null,
+    total !== null && offset + PAGE < total ? h("a", { href: `#audit/${offset + PAGE}` }, "Older") : null,
+  );
+  replace(
+    main,
+    h("h2", {}, "Audit log"),
+    pager,
+    table(
+      "Every change, newest first",
+      ["At", "Actor", "Action", "Target", "Project", "Request", "Details"],
+      rows.map((r) => [
+        when(r.at),
+        r.actor,
+        code(r.action),
+        [r.target_type, " ", r.target_id ? code(r.target_id) : null],
+        r.project_id ? code(r.project_id) : "–",
+        r.request_id ? code(r.request_id) : "–",
+        h("code", { class: "details" }, JSON.stringify(r.details)),
+      ]),
+      "Nothing recorded yet.",
+    ),
+  );
+}
