@@ -60,12 +60,14 @@ class Screen {
 
 let current = null;
 
-// A `#token=...` fragment signs in once; the token then leaves the address bar.
+// A `#token=...` fragment (optionally `&view=functions/ID`) signs in once; the
+// token then leaves the address bar and the history.
 function takeTokenFromFragment() {
-  const match = location.hash.match(/^#token=(.+)$/);
-  if (!match) return;
-  token.set(decodeURIComponent(match[1]));
-  history.replaceState(null, "", location.pathname + location.search + "#functions");
+  if (!location.hash.startsWith("#token=")) return;
+  const params = new URLSearchParams(location.hash.slice(1));
+  token.set(params.get("token"));
+  const view = params.get("view") || "functions";
+  history.replaceState(null, "", location.pathname + location.search + "#" + view);
 }
 
 function route() {

@@ -1,7 +1,7 @@
 // Audit: the log, newest first, a page at a time.
 
 import { call } from "./api.js";
-import { code, h, replace, table, when } from "./dom.js";
+import { code, h, replace, shortId, table, when } from "./dom.js";
 
 const PAGE = 50;
 
@@ -24,15 +24,23 @@ export async function render(main, [offsetText], screen) {
       "Every change, newest first",
       ["At", "Actor", "Action", "Target", "Project", "Request", "Details"],
       rows.map((r) => [
-        when(r.at),
+        h("span", { class: "nowrap" }, when(r.at)),
         r.actor,
         code(r.action),
-        [r.target_type, " ", r.target_id ? code(r.target_id) : null],
-        r.project_id ? code(r.project_id) : "–",
-        r.request_id ? code(r.request_id) : "–",
-        h("code", { class: "details" }, JSON.stringify(r.details)),
+        [r.target_type, " ", r.target_id ? shortId(r.target_id) : null],
+        r.project_id ? shortId(r.project_id) : "–",
+        r.request_id ? shortId(r.request_id) : "–",
+        details(r.details),
       ]),
       "Nothing recorded yet.",
     ),
   );
+}
+
+function details(value) {
+  const text = JSON.stringify(value);
+  if (text.length <= 60) return h("code", { class: "details" }, text);
+  return h("details", {},
+    h("summary", {}, h("code", {}, text.slice(0, 57) + "…")),
+    h("pre", { class: "details" }, JSON.stringify(value, null, 2)));
 }

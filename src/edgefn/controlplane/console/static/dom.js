@@ -80,3 +80,8 @@ export function bytes(n) {
 export function code(text) {
   return h("code", {}, text);
 }
+
+// A long identifier shown by its start; the whole of it in the tooltip.
+export function shortId(id) {
+  return h("code", { title: id }, String(id).slice(0, 8));
+}

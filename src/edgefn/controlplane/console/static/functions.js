@@ -1,8 +1,8 @@
 // Functions: the list, and one function's settings, versions (deploy each) and
 // routes, with rollback.
 
-import { get, post } from "./api.js";
-import { badge, bytes, code, h, replace, table, when } from "./dom.js";
+import { call, get, post } from "./api.js";
+import { badge, bytes, code, h, replace, shortId, table, when } from "./dom.js";
 
 export async function render(main, [id], screen) {
   if (id) return detail(main, id, screen);
@@ -18,7 +18,7 @@ export async function render(main, [id], screen) {
         h("a", { href: "#functions/" + encodeURIComponent(fn.id) }, fn.name),
         fn.active_version ? badge(fn.active_version) : h("span", { class: "muted" }, "not deployed"),
         fn.runtime,
-        code(fn.owner_project_id),
+        shortId(fn.owner_project_id),
         when(fn.updated_at),
       ]),
       "No functions yet. Create one with the API or `edgefn deploy`.",
@@ -52,11 +52,21 @@ const SETTINGS = [
   ["Updated", (fn) => when(fn.updated_at)],
 ];
 
+// The API lists versions oldest first; the page shows the newest 200, newest first.
+async function newestVersions(path) {
+  const first = await call("GET", path + "/versions?limit=200");
+  let versions = first.body;
+  if (first.total !== null && first.total > versions.length) {
+    versions = await get(`${path}/versions?limit=200&offset=${first.total - 200}`);
+  }
+  return versions.slice().reverse();
+}
+
 async function detail(main, id, screen) {
   const path = "/functions/" + encodeURIComponent(id);
   const [fn, versions, routes] = await Promise.all([
     get(path),
-    get(path + "/versions?limit=200"),
+    newestVersions(path),
     get("/routes?limit=200"),
   ]);
   if (!screen.alive()) return;
