@@ -273,7 +273,8 @@ def test_rollback(cp: CP, team: SimpleNamespace, fn: dict[str, Any]) -> None:
         ("rollback", "1.0.0", "superseded"),
         ("deploy", "1.1.0", "superseded"),
     ]
-    assert listed.json()[0]["nodes"] == [{"node_id": "tokyo-1", "state": "pending", "message": None}]
+    newest = listed.json()[0]
+    assert newest["nodes"] == [{"node_id": "tokyo-1", "state": "pending", "message": None}]
     assert cp.call("GET", f"/functions/{fn['id']}/deployments", team.b_dev).status_code == 404
     actions = [row["action"] for row in cp.ok("GET", "/audit", team.a_dev)]
     assert actions[:4] == [
