@@ -266,6 +266,16 @@ def test_rollback(cp: CP, team: SimpleNamespace, fn: dict[str, Any]) -> None:
         "POST", f"/functions/{fn['id']}/rollback", team.a_dev, 202, json={"version": "1.1.0"}
     )
     assert explicit["version"] == "1.1.0"
+    listed = cp.call("GET", f"/functions/{fn['id']}/deployments?limit=3", team.a_viewer)
+    assert listed.status_code == 200 and listed.headers["X-Total-Count"] == "4"
+    assert [(d["kind"], d["version"], d["state"]) for d in listed.json()] == [
+        ("rollback", "1.1.0", "in_progress"),
+        ("rollback", "1.0.0", "superseded"),
+        ("deploy", "1.1.0", "superseded"),
+    ]
+    newest = listed.json()[0]
+    assert newest["nodes"] == [{"node_id": "tokyo-1", "state": "pending", "message": None}]
+    assert cp.call("GET", f"/functions/{fn['id']}/deployments", team.b_dev).status_code == 404
     actions = [row["action"] for row in cp.ok("GET", "/audit", team.a_dev)]
     assert actions[:4] == [
         "function.rollback",

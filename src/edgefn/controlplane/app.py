@@ -23,6 +23,8 @@ from edgefn.controlplane.artifacts.api import router as artifacts_router
 from edgefn.controlplane.audit.api import router as audit_router
 from edgefn.controlplane.auth.api import router as auth_router
 from edgefn.controlplane.auth.service import Credentials
+from edgefn.controlplane.console import PATH as CONSOLE_PATH
+from edgefn.controlplane.console import ConsoleFiles
 from edgefn.controlplane.deployments import outbox
 from edgefn.controlplane.deployments.api import router as deployments_router
 from edgefn.controlplane.deps import CPContext
@@ -185,6 +187,9 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         artifacts_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
+
+    # Outside /api/v1 and open: the console's files carry no data.
+    app.mount(CONSOLE_PATH, ConsoleFiles(), name="console")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:

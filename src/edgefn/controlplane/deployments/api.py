@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
 
 from edgefn.controlplane.deployments import service
 from edgefn.controlplane.deployments.schemas import DeployIn, DeploymentOut, RollbackIn
 from edgefn.controlplane.deps import DB, Caller
+from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
 
 router = APIRouter(tags=["deployments"])
+PageDep = Annotated[Page, Depends(page_params)]
 
 
 @router.post("/functions/{function_id}/deploy", status_code=202, response_model=DeploymentOut)
@@ -35,3 +39,17 @@ def rollback(
 @router.get("/deployments/{deployment_id}", response_model=DeploymentOut)
 def get_deployment(deployment_id: str, session: DB, who: Caller) -> DeploymentOut:
     return service.describe(session, service.get_deployment(session, who, deployment_id))
+
+
+@router.get("/functions/{function_id}/deployments", response_model=list[DeploymentOut])
+def list_deployments(
+    function_id: str,
+    request: Request,
+    response: Response,
+    session: DB,
+    who: Caller,
+    page: PageDep,
+) -> list[DeploymentOut]:
+    items, total = paginate(session, service.function_deployments(session, who, function_id), page)
+    describe_page(request, response, page, total)
+    return [service.describe(session, dep) for dep in items]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from edgefn.controlplane.artifacts import ArtifactStore
@@ -202,6 +202,16 @@ def describe(session: Session, dep: Deployment) -> DeploymentOut:
         nodes=[
             DeploymentNodeOut(node_id=n.node_id, state=n.state, message=n.message) for n in nodes
         ],
+    )
+
+
+def function_deployments(session: Session, who: Principal, function_id: str) -> Select[Any]:
+    """A function's deployments, newest first (404 for a function the caller cannot see)."""
+    fn = get_function(session, who, function_id)
+    return (
+        select(Deployment)
+        .where(Deployment.function_id == fn.id)
+        .order_by(Deployment.created_at.desc(), Deployment.id.desc())
     )
 
 
