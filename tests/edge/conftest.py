@@ -28,6 +28,7 @@ from edgefn.edge.logs import JsonLog
 from edgefn.edge.pool import PoolManager
 from edgefn.edge.runtime import HttpRequest, HttpResponse, Runtime
 from edgefn.edge.spec import FunctionSpec, NodeState
+from edgefn.edge.tracing import Tracer
 from edgefn.sandbox import Engine
 from tests.conftest import wasm_path
 
@@ -93,6 +94,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
         max_request_body_bytes: int = 8 * 1024 * 1024,
         kv_factory: Callable[[FunctionSpec], KvBinding | None] | None = None,
         fetch_factory: Callable[[FunctionSpec], FetchBinding | None] | None = None,
+        tracer: Tracer | None = None,
     ) -> EdgeHarness:
         log_path = tmp_path / f"edge-{len(made)}.log"
         runtime = Runtime(
@@ -104,6 +106,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
             max_request_body_bytes=max_request_body_bytes,
             kv_factory=kv_factory,
             fetch_factory=fetch_factory,
+            tracer=tracer,
         )
         made.append(runtime)
         return EdgeHarness(runtime, log_path)
