@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,50 +17,10 @@ from edgefn.edge.runtime import HttpRequest
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import NodeState
 from edgefn.edge.tracing import OtlpSpanExporter
-from tests.edge.conftest import HarnessFactory, fn
+from tests.edge.conftest import Collector, HarnessFactory, fn
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN = "b7ad6b7169203331"
-
-
-@dataclass
-class Collector:
-    """A real HTTP server standing in for an OpenTelemetry collector."""
-
-    url: str
-    posts: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    status: int = 200
-    arrived: threading.Event = field(default_factory=threading.Event)
-
-    def spans(self) -> list[dict[str, Any]]:
-        return [span for _, _, body in self.posts for rs in body["resourceSpans"]
-                for ss in rs["scopeSpans"] for span in ss["spans"]]
-
-
-@pytest.fixture
-def collector() -> Iterator[Collector]:
-    state = Collector(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["content-length"]))
-            state.posts.append((self.path, self.headers["content-type"], json.loads(body)))
-            self.send_response(state.status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
-            state.arrived.set()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def dropped(reason: str) -> float:
@@ -168,7 +124,7 @@ def test_build_runtime_exports_when_an_endpoint_is_set_and_close_flushes(
     plain = build_runtime(EdgeSettings(data_dir=tmp_path / "plain"),
                           log_sink=JsonLog(tmp_path / "plain.log"))
     assert plain._tracer is None
-    assert not any(t.name == "edgefn-otlp" for t in threading.enumerate() if t.is_alive())
+    assert "edgefn-otlp" not in {t.name for t in threading.enumerate()}
     plain.close()
 
 
