@@ -1,6 +1,7 @@
-"""Edge test helpers: a runtime over fixture modules, a request builder, and KV stores
+"""Edge test helpers: a runtime over fixture modules, a request builder, KV stores
 (a fresh SQLite file, or the Redis at EDGEFN_TEST_REDIS_URL with every test in
-namespaces of its own, removed after it)."""
+namespaces of its own, removed after it), and HTTP servers on loopback (artifacts,
+an OTLP collector)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
@@ -28,6 +29,7 @@ from edgefn.edge.logs import JsonLog
 from edgefn.edge.pool import PoolManager
 from edgefn.edge.runtime import HttpRequest, HttpResponse, Runtime
 from edgefn.edge.spec import FunctionSpec, NodeState
+from edgefn.edge.tracing import Tracer
 from edgefn.sandbox import Engine
 from tests.conftest import wasm_path
 
@@ -93,6 +95,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
         max_request_body_bytes: int = 8 * 1024 * 1024,
         kv_factory: Callable[[FunctionSpec], KvBinding | None] | None = None,
         fetch_factory: Callable[[FunctionSpec], FetchBinding | None] | None = None,
+        tracer: Tracer | None = None,
     ) -> EdgeHarness:
         log_path = tmp_path / f"edge-{len(made)}.log"
         runtime = Runtime(
@@ -104,6 +107,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
             max_request_body_bytes=max_request_body_bytes,
             kv_factory=kv_factory,
             fetch_factory=fetch_factory,
+            tracer=tracer,
         )
         made.append(runtime)
         return EdgeHarness(runtime, log_path)
@@ -230,5 +234,45 @@ def artifact_server() -> Iterator[ArtifactServer]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield ArtifactServer(f"http://127.0.0.1:{httpd.server_address[1]}", blobs)
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@dataclass
+class Collector:
+    """A real HTTP server standing in for an OpenTelemetry collector."""
+
+    url: str
+    posts: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    status: int = 200
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    def spans(self) -> list[dict[str, Any]]:
+        return [span for _, _, body in self.posts for rs in body["resourceSpans"]
+                for ss in rs["scopeSpans"] for span in ss["spans"]]
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    state = Collector(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            state.posts.append((self.path, self.headers["content-type"], json.loads(body)))
+            self.send_response(state.status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            state.arrived.set()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield state
     httpd.shutdown()
     httpd.server_close()

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgefn.cluster import spawn, stop_process
 from tests.conftest import wasm_path
+from tests.edge.conftest import Collector
 
 CONTRACT_METRICS = (
     "edge_node_up",
@@ -171,6 +172,29 @@ def test_one_json_log_line_per_invocation(node: Node) -> None:
     invocations = {x["request_id"]: x for x in lines if x.get("type") == "invocation"}
     assert set(ids) <= set(invocations)
     assert all(invocations[i]["node_id"] == "node-http" for i in ids)
+
+
+def test_workers_export_spans_to_an_otlp_collector(
+    tmp_path: Path, functions: Path, collector: Collector
+) -> None:
+    n = start_node(tmp_path, functions, "--otlp-endpoint", collector.url)
+    try:
+        trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        with httpx.Client(base_url=n.url, timeout=10) as c:
+            ids = {c.post("/echo/t", content=b"x",
+                          headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+                          ).headers["x-request-id"] for _ in range(10)}
+        deadline = time.monotonic() + 10
+        while len(collector.spans()) < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        spans = collector.spans()
+        got = {a["value"]["stringValue"] for s in spans for a in s["attributes"]
+               if a["key"] == "edgefn.request_id"}
+        assert got == ids
+        assert all(s["traceId"] == trace and s["parentSpanId"] == "00f067aa0ba902b7"
+                   for s in spans)
+    finally:
+        stop(n)
 
 
 def test_tls_with_a_self_signed_certificate(tmp_path: Path, functions: Path) -> None:

@@ -36,6 +36,8 @@ def edge() -> None:
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Write JSON logs here instead of stderr.")
+@click.option("--otlp-endpoint",
+              help="Send invocation spans to this OTLP/HTTP collector (http://host:4318).")
 @click.option("--cp-url", help="Control plane API URL; without it the node runs alone.")
 @click.option("--grpc-url", help="Control plane gRPC address (host:port).")
 @click.option("--node-token", help="This node's token from the control plane.")

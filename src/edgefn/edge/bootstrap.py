@@ -13,6 +13,7 @@ from edgefn.edge.pool import PoolManager
 from edgefn.edge.runtime import Runtime
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import FunctionSpec
+from edgefn.edge.tracing import OtlpSpanExporter
 from edgefn.sandbox import create_engine
 
 
@@ -50,6 +51,10 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
             store.close()
         sink.flush()
 
+    tracer = (
+        OtlpSpanExporter(settings.otlp_endpoint, node_id=settings.node_id)
+        if settings.otlp_endpoint else None
+    )
     return Runtime(
         engine=engine,
         cache=build_cache(settings),
@@ -60,4 +65,5 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
         kv_factory=kv_factory,
         fetch_factory=HttpFetchCapability.configure,
         on_close=close,
+        tracer=tracer,
     )

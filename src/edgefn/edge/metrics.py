@@ -52,6 +52,11 @@ GUEST_METRIC_DROPPED = Counter(
 HTTP_RESPONSES = Counter(
     "edge_http_responses", "Responses by status class", ["status"]
 )
+TRACE_SPANS_DROPPED = Counter(
+    "edge_trace_spans_dropped",
+    "Invocation spans not delivered to the OTLP collector (queue_full, export_failed)",
+    ["reason"],
+)
 
 
 class NodeCollector(Collector):

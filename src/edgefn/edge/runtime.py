@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache, sha256_hex
@@ -31,6 +31,9 @@ from edgefn.sandbox.abi import GuestResponse, cgi_environ, encode_headers, parse
 from edgefn.sandbox.engine import Engine, GuestRequest
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1
+
+if TYPE_CHECKING:
+    from edgefn.edge.tracing import Tracer
 
 log = logging.getLogger("edgefn.edge")
 
@@ -113,6 +116,7 @@ class Runtime:
         kv_factory: Callable[[FunctionSpec], KvBinding | None] | None = None,
         fetch_factory: Callable[[FunctionSpec], FetchBinding | None] | None = None,
         on_close: Callable[[], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.engine = engine
         self.cache = cache
@@ -123,6 +127,7 @@ class Runtime:
         self._kv_factory = kv_factory
         self._fetch_factory = fetch_factory
         self._on_close = on_close
+        self._tracer = tracer
         self._tables = _Tables()
         self._loaded: dict[SpecKey, LoadedFunction] = {}
         self._load_locks: dict[str, threading.Lock] = {}
@@ -313,6 +318,11 @@ class Runtime:
             trace_id=ctx.trace_id, span_id=ctx.span_id, parent_span_id=ctx.parent_span_id,
             error_message=error,
         ))
+        if self._tracer is not None:
+            self._tracer.record(
+                spec.id, spec.version, req.method, req.path, resp.status, rid, ctx.trace_id,
+                ctx.span_id, ctx.parent_span_id, ctx.trace_flags, start, elapsed, error,
+            )
         return self._finish(resp, rid)
 
     def _finish(self, resp: HttpResponse, rid: str, fid: str | None = None) -> HttpResponse:
@@ -326,6 +336,8 @@ class Runtime:
         for loaded in self._loaded.values():
             loaded.host.close()
         self._loaded.clear()
+        if self._tracer is not None:
+            self._tracer.close()
         if self._on_close is not None:
             self._on_close()
 

@@ -43,6 +43,8 @@ class EdgeSettings(BaseSettings):
     cache_max_bytes: int = Field(10 * 1024**3, ge=1024)
     kv_url: str = ""
     log_file: Path | None = None
+    # OTLP/HTTP collector (e.g. http://collector:4318); empty: no spans are exported.
+    otlp_endpoint: str = ""
     state_poll_s: float = Field(0.01, gt=0, le=10)
 
     cp_url: str = ""
@@ -54,6 +56,12 @@ class EdgeSettings(BaseSettings):
     def _tls_pair(self) -> EdgeSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
+        return self
+
+    @model_validator(mode="after")
+    def _otlp_url(self) -> EdgeSettings:
+        if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError("otlp_endpoint is an http:// or https:// URL (OTLP/HTTP, port 4318)")
         return self
 
     @property

@@ -1,0 +1,237 @@
+"""Invocation spans sent to an OpenTelemetry collector as OTLP/HTTP JSON.
+
+Recording a span appends a tuple to a bounded deque; a background thread turns
+the queued tuples into OTLP JSON and posts them in batches. Nothing here ever
+blocks or fails a request: a full queue or a collector that is down drops spans
+and counts them in `edge_trace_spans_dropped_total`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Protocol
+
+import httpx
+
+import edgefn
+from edgefn.edge import metrics
+
+log = logging.getLogger("edgefn.edge.tracing")
+
+SERVICE_NAME = "edgefn-edge"
+_str = json.encoder.encode_basestring  # the C encoder: quotes and escapes a str
+# The last hex digit of the W3C trace flags holds the sampled bit.
+_SAMPLED = frozenset("13579bdf")
+
+
+class Tracer(Protocol):
+    """What the runtime calls once per invocation, and at close."""
+
+    def record(
+        self,
+        function_id: str,
+        version: str,
+        method: str,
+        path: str,
+        status: int,
+        request_id: str,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str,
+        trace_flags: str,
+        start: float,
+        elapsed: float,
+        error_message: str | None,
+    ) -> None:
+        """`start` is wall-clock seconds, `elapsed` seconds; must not block."""
+
+    def close(self) -> None:
+        """Send what is queued, then stop."""
+
+
+# One queued span: the `record` arguments, in order, minus the trace flags.
+_Span = tuple[str, str, str, str, int, str, str, str, str, float, float, "str | None"]
+
+
+class OtlpSpanExporter:
+    """Batches invocation spans to `{endpoint}/v1/traces`; one per worker process."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        node_id: str,
+        max_queue_size: int = 4096,
+        batch_size: int = 512,
+        interval_s: float = 1.0,
+        timeout_s: float = 5.0,
+        log_every_s: float = 60.0,
+    ) -> None:
+        self.url = endpoint.rstrip("/") + "/v1/traces"
+        self.node_id = node_id
+        self.max_queue_size = max_queue_size
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self._queue: deque[_Span] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        # Held while a batch is encoded and sent: by the thread, or by `flush`.
+        self._export_lock = threading.Lock()
+        self._client = httpx.Client(timeout=timeout_s)
+        resource = {"attributes": [
+            _attr("service.name", SERVICE_NAME),
+            _attr("service.instance.id", node_id),
+            _attr("service.version", edgefn.__version__),
+        ]}
+        scope = {"name": "edgefn.edge", "version": edgefn.__version__}
+        # Everything of a request body before its first span.
+        self._head = (
+            '{"resourceSpans":[{"resource":' + json.dumps(resource, separators=(",", ":"))
+            + ',"scopeSpans":[{"scope":' + json.dumps(scope, separators=(",", ":"))
+            + ',"spans":['
+        )
+        self._dropped_full = metrics.TRACE_SPANS_DROPPED.labels("queue_full")
+        self._dropped_export = metrics.TRACE_SPANS_DROPPED.labels("export_failed")
+        self._log_every_s = log_every_s
+        self._last_log = float("-inf")
+        self._unlogged = 0
+        self._thread = threading.Thread(target=self._run, name="edgefn-otlp", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # -- hot path -------------------------------------------------------------
+    def record(
+        self,
+        function_id: str,
+        version: str,
+        method: str,
+        path: str,
+        status: int,
+        request_id: str,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str,
+        trace_flags: str,
+        start: float,
+        elapsed: float,
+        error_message: str | None,
+    ) -> None:
+        if trace_flags[-1] not in _SAMPLED:
+            return  # the caller decided not to sample this trace
+        queue = self._queue
+        size = len(queue)
+        if size >= self.max_queue_size:
+            self._dropped_full.inc()
+            return
+        queue.append((function_id, version, method, path, status, request_id, trace_id,
+                      span_id, parent_span_id, start, elapsed, error_message))
+        if size + 1 == self.batch_size:
+            self._wake.set()
+
+    # -- export ---------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every span queued so far, in batches, from the calling thread."""
+        with self._export_lock:
+            queue = self._queue
+            while queue:
+                n = min(len(queue), self.batch_size)
+                batch = [queue.popleft() for _ in range(n)]
+                self._send(batch)
+
+    def _send(self, batch: list[_Span]) -> None:
+        try:
+            resp = self._client.post(
+                self.url, content=self.encode(batch),
+                headers={"content-type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            self._failed(len(batch), f"{type(exc).__name__}: {exc}")
+            return
+        if resp.status_code // 100 != 2:
+            self._failed(len(batch), f"HTTP {resp.status_code}: {resp.text[:200]}")
+            return
+        rejected = _rejected_spans(resp)
+        if rejected:
+            self._failed(rejected, f"collector rejected {rejected} spans: {resp.text[:200]}")
+
+    def _failed(self, count: int, reason: str) -> None:
+        self._dropped_export.inc(count)
+        self._unlogged += count
+        now = time.monotonic()
+        if now - self._last_log >= self._log_every_s:
+            log.warning("span export to %s failed (%s); %d spans dropped since the last report",
+                        self.url, reason, self._unlogged)
+            self._last_log = now
+            self._unlogged = 0
+
+    def encode(self, batch: list[_Span]) -> bytes:
+        """The OTLP/HTTP JSON body (ExportTraceServiceRequest) for `batch`.
+
+        Formatted directly, like the invocation log line: `json.dumps` of the
+        nested attribute dicts costs several times more, and this runs under the
+        GIL that request threads share.
+        """
+        node = _str(self.node_id)
+        spans = []
+        for (fid, version, method, path, status, rid, trace_id, span_id, parent_span_id,
+             start, elapsed, error) in batch:
+            start_ns = int(start * 1e9)
+            parts = [
+                '{"traceId":"', trace_id, '","spanId":"', span_id, '"',
+                ',"parentSpanId":"' if parent_span_id else "", parent_span_id,
+                '"' if parent_span_id else "",
+                ',"name":', _str("invoke " + fid), ',"kind":2',
+                f',"startTimeUnixNano":"{start_ns}"',
+                f',"endTimeUnixNano":"{start_ns + int(elapsed * 1e9)}"',
+                ',"attributes":[{"key":"edgefn.function_id","value":{"stringValue":', _str(fid),
+                '}},{"key":"edgefn.function_version","value":{"stringValue":', _str(version),
+                '}},{"key":"edgefn.node_id","value":{"stringValue":', node,
+                '}},{"key":"http.request.method","value":{"stringValue":', _str(method),
+                '}},{"key":"url.path","value":{"stringValue":', _str(path),
+                f'}}}},{{"key":"http.response.status_code","value":{{"intValue":"{status}"}}}}',
+                ',{"key":"edgefn.request_id","value":{"stringValue":', _str(rid), "}}]",
+            ]
+            if error is not None:
+                parts += [',"status":{"code":2,"message":', _str(error), "}"]
+            elif status >= 500:
+                # OpenTelemetry's HTTP conventions: a 5xx answer is an error of a server span.
+                parts.append(',"status":{"code":2}')
+            parts.append("}")
+            spans.append("".join(parts))
+        return "".join([self._head, ",".join(spans), "]}]}]}"]).encode()
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=self.interval_s + 1)
+        self.flush()
+        self._client.close()
+        atexit.unregister(self.close)
+
+
+def _attr(key: str, value: str) -> dict[str, Any]:
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def _rejected_spans(resp: httpx.Response) -> int:
+    """`partialSuccess.rejectedSpans` of a 2xx answer; 0 when absent or unreadable."""
+    if not resp.content:
+        return 0
+    try:
+        partial = resp.json().get("partialSuccess") or {}
+        return int(partial.get("rejectedSpans") or 0)
+    except (ValueError, AttributeError, TypeError):
+        return 0
