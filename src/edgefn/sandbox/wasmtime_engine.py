@@ -142,7 +142,10 @@ class _EpochTicker:
 
     def __init__(self, engine: wasmtime.Engine, tick_ms: float) -> None:
         self.tick_ms = tick_ms
+        self._interval = tick_ms / 1000
         self._engine = engine
+        self._start = time.monotonic()
+        self._done = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgefn-epoch", daemon=True)
         self._thread.start()
@@ -150,16 +153,24 @@ class _EpochTicker:
     def _run(self) -> None:
         # Ticks follow the clock, not the sleeps: a sleep always runs a little long,
         # and those overruns would otherwise add up to a deadline that lands late.
-        interval = self.tick_ms / 1000
+        interval, start = self._interval, self._start
         increment = ffi.wasmtime_engine_increment_epoch
         ptr = self._engine.ptr()
-        start = time.monotonic()
-        ticks = 0
-        while not self._stop.wait(max(0.0, start + (ticks + 1) * interval - time.monotonic())):
+        while not self._stop.wait(
+            max(0.0, start + (self._done + 1) * interval - time.monotonic())
+        ):
             due = int((time.monotonic() - start) / interval)
-            while ticks < due:
+            while self._done < due:
                 increment(ptr)
-                ticks += 1
+                self._done += 1
+
+    def lag(self) -> int:
+        """Ticks due but not yet counted (the ticker thread was kept waiting).
+
+        They will be counted in a burst, so a deadline armed now must include them,
+        or it would land early by that much.
+        """
+        return max(0, int((time.monotonic() - self._start) / self._interval) - self._done)
 
     def ticks_for(self, ms: int) -> int:
         # One extra tick: the deadline is never early, at most one tick late.
@@ -318,7 +329,8 @@ class WasmtimeModule:
     ) -> wasmtime.Store:
         store = wasmtime.Store(self._engine._engine)
         # A new store's epoch deadline is "now": arm it before any guest code runs.
-        ticks = self._engine._ticker.ticks_for(self.limits.max_execution_ms)
+        ticker = self._engine._ticker
+        ticks = ticker.ticks_for(self.limits.max_execution_ms) + ticker.lag()
         _set_epoch_deadline(store._context(), ctypes.c_uint64(ticks))
         memory_bytes = self.limits.memory_pages * PAGE_SIZE
         ffi.wasmtime_store_limiter(store.ptr(), memory_bytes, _MAX_TABLE_ELEMENTS, 1, 1, 1)
@@ -363,8 +375,8 @@ class _BaseInstance:
         self._trap_ref = byref(self._trap)
         self._owner = next(_owner_ids)
         _OUTPUT_OWNERS[self._owner] = self
-        ticks = module._engine._ticker.ticks_for(self.limits.max_execution_ms)
-        self._ticks = ctypes.c_uint64(ticks)
+        self._ticker = module._engine._ticker
+        self._ticks = self._ticker.ticks_for(self.limits.max_execution_ms)
         self.closed = False
 
     def _bind(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
@@ -457,7 +469,7 @@ class _BaseInstance:
             raise exc
 
     def _arm_deadline(self) -> None:
-        _set_epoch_deadline(self._ctx, self._ticks)
+        _set_epoch_deadline(self._ctx, ctypes.c_uint64(self._ticks + self._ticker.lag()))
 
     def close(self) -> None:
         if self.closed:
