@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -307,3 +308,30 @@ def test_same_version_with_new_settings_gets_a_new_pool(edge: EdgeHarness) -> No
     assert [edge.request("GET", "/g/").body for _ in range(2)] == [b"1", b"1"]
     edge.deploy(fn("f", "counter", path="/g/*", isolation="per-request", env={"K": "v"}))
     assert len([p for p in edge.runtime.pools.pools() if not p.retired]) == 1
+
+
+def test_one_function_cannot_hold_every_request_thread(make_edge) -> None:  # type: ignore[no-untyped-def]
+    edge = make_edge(max_inflight_per_function=2)
+    edge.deploy(fn("loop", "loop", max_execution_ms=400), fn("echo", "echo"))
+    started = threading.Barrier(3)
+    results: list[int] = []
+
+    def hog() -> None:
+        started.wait(timeout=10)
+        results.append(edge.request("GET", "/loop/").status)
+
+    hogs = [threading.Thread(target=hog) for _ in range(2)]
+    for t in hogs:
+        t.start()
+    started.wait(timeout=10)
+    time.sleep(0.1)  # both are now inside the guest's loop
+    t0 = time.monotonic()
+    refused = edge.request("GET", "/loop/")
+    assert refused.status == 503 and time.monotonic() - t0 < 0.1
+    assert body_json(refused)["error"]["code"] == "function_overloaded"
+    assert ("retry-after", "1") in refused.headers
+    assert edge.request("POST", "/echo/", b"others still served").status == 200
+    for t in hogs:
+        t.join(timeout=10)
+    assert results == [504, 504]
+    assert edge.request("GET", "/loop/").status == 504  # its slots are free again

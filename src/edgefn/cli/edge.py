@@ -28,6 +28,9 @@ def edge() -> None:
               help="WebAssembly engine [wasmtime].")
 @click.option("--workers", type=int, help="Worker processes [number of CPUs].")
 @click.option("--threads", type=int, help="Request threads per worker [8].")
+@click.option("--max-inflight-per-function", type=int,
+              help="Requests one function may run at once per worker; more get 503 "
+                   "[no limit].")
 @click.option("--node-id", help="This node's id [hostname].")
 @click.option("--pop-id", help="This node's POP [local].")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",

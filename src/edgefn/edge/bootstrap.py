@@ -62,6 +62,7 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
         log_sink=sink,
         node_id=settings.node_id,
         max_request_body_bytes=settings.max_request_body_bytes,
+        max_inflight_per_function=settings.inflight_limit,
         kv_factory=kv_factory,
         fetch_factory=HttpFetchCapability.configure,
         on_close=close,

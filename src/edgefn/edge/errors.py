@@ -4,7 +4,7 @@
     ├── ArtifactError          an artifact is missing, corrupt or cannot be fetched
     ├── FunctionUnavailable    known but not runnable on this node (503)
     ├── RequestTooLarge        request body over the limit (413)
-    ├── Overloaded             no capacity for another concurrent invocation (503)
+    ├── Overloaded             the function has its share of request threads (503)
     └── BadRequest             a request the edge cannot encode for a guest (400)
 """
 
@@ -33,7 +33,7 @@ class RequestTooLarge(EdgeError):
 
 class Overloaded(EdgeError):
     status = 503
-    code = "overloaded"
+    code = "function_overloaded"
 
 
 class BadRequest(EdgeError):

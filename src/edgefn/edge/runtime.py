@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache, sha256_hex
-from edgefn.edge.errors import ArtifactError, EdgeError, FunctionUnavailable, RequestTooLarge
+from edgefn.edge.errors import (
+    ArtifactError,
+    EdgeError,
+    FunctionUnavailable,
+    Overloaded,
+    RequestTooLarge,
+)
 from edgefn.edge.host import FetchBinding, FunctionHost, InvocationHost, KvBinding
 from edgefn.edge.logs import JsonLog, invocation_line
 from edgefn.edge.pool import InstancePool, PoolManager
@@ -73,10 +79,24 @@ class LoadedFunction:
     # Labelled metric children, looked up once instead of on every request.
     count: Any = None
     latency: Any = None
+    inflight: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.count = metrics.INVOKE_COUNT.labels(self.spec.id)
         self.latency = metrics.INVOKE_LATENCY.labels(self.spec.id)
+
+    def enter(self, limit: int) -> bool:
+        """Take one of the function's `limit` request slots in this worker, if free."""
+        with self._lock:
+            if self.inflight >= limit:
+                return False
+            self.inflight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.inflight -= 1
 
 
 @dataclass
@@ -113,6 +133,7 @@ class Runtime:
         log_sink: JsonLog,
         node_id: str,
         max_request_body_bytes: int,
+        max_inflight_per_function: int = 1_000_000,
         kv_factory: Callable[[FunctionSpec], KvBinding | None] | None = None,
         fetch_factory: Callable[[FunctionSpec], FetchBinding | None] | None = None,
         on_close: Callable[[], None] | None = None,
@@ -124,6 +145,9 @@ class Runtime:
         self.log_sink = log_sink
         self.node_id = node_id
         self.max_request_body_bytes = max_request_body_bytes
+        # No function may hold every request thread of a worker: slow or hostile
+        # functions then cannot starve the others.
+        self.max_inflight_per_function = max_inflight_per_function
         self._kv_factory = kv_factory
         self._fetch_factory = fetch_factory
         self._on_close = on_close
@@ -239,19 +263,29 @@ class Runtime:
         spec = tables.functions.get(fid)
         if spec is None or fid in tables.unavailable:
             reason = tables.unavailable.get(fid, "function is not deployed on this node")
-            return self._finish(_error(503, "function_unavailable", reason, rid), rid, fid)
+            return self._refuse(FunctionUnavailable(reason), rid, fid)
         limit = spec.max_request_bytes
         limit = self.max_request_body_bytes if limit is None else limit
         try:
             if req.content_length is not None and req.content_length > limit:
                 raise RequestTooLarge(f"request body over the limit of {limit} bytes")
-            body = req.read_body(limit + 1)
-            if len(body) > limit:
-                raise RequestTooLarge(f"request body over the limit of {limit} bytes")
             loaded = self._ensure_loaded(spec, tables.keys[fid])
         except EdgeError as exc:
-            return self._finish(_error(exc.status, exc.code, str(exc), rid), rid, fid)
-        return self._invoke(loaded, req, body, ctx, match.route.path)
+            return self._refuse(exc, rid, fid)
+        if not loaded.enter(self.max_inflight_per_function):
+            resp = self._refuse(Overloaded(
+                f"{self.max_inflight_per_function} requests to this function are already "
+                "running here; retry shortly"), rid, fid)
+            resp.headers.append(("retry-after", "1"))
+            return resp
+        try:
+            body = req.read_body(limit + 1)
+            if len(body) > limit:
+                return self._refuse(
+                    RequestTooLarge(f"request body over the limit of {limit} bytes"), rid, fid)
+            return self._invoke(loaded, req, body, ctx, match.route.path)
+        finally:
+            loaded.leave()
 
     def _invoke(
         self, loaded: LoadedFunction, req: HttpRequest, body: bytes, ctx: _RequestContext,
@@ -325,11 +359,14 @@ class Runtime:
             )
         return self._finish(resp, rid)
 
-    def _finish(self, resp: HttpResponse, rid: str, fid: str | None = None) -> HttpResponse:
+    def _finish(self, resp: HttpResponse, rid: str) -> HttpResponse:
         resp.headers.append(("x-request-id", rid))
-        if fid is not None and resp.status >= 400:
-            metrics.INVOKE_ERRORS.labels(fid, _code_of(resp)).inc()
         return resp
+
+    def _refuse(self, exc: EdgeError, rid: str, fid: str) -> HttpResponse:
+        """A request for function `fid` answered without running it; counted as an error."""
+        metrics.INVOKE_ERRORS.labels(fid, exc.code).inc()
+        return self._finish(_error(exc.status, exc.code, str(exc), rid), rid)
 
     def close(self) -> None:
         self.pools.close()
@@ -340,10 +377,6 @@ class Runtime:
             self._tracer.close()
         if self._on_close is not None:
             self._on_close()
-
-
-def _code_of(resp: HttpResponse) -> str:
-    return {413: "request_too_large", 503: "function_unavailable"}.get(resp.status, "error")
 
 
 _random_bits = random.getrandbits

@@ -28,6 +28,11 @@ class EdgeSettings(BaseSettings):
     # Request threads per worker: fewer give a shorter latency tail for functions that
     # only compute; more keep a worker responsive while functions wait in http_fetch.
     threads: int = Field(8, ge=1, le=512)
+    # Requests one function may have running in a worker at once; beyond it a request
+    # gets 503 at once, so a slow or hostile function cannot hold every thread while
+    # others wait. None: no limit (a node serving one busy function would otherwise
+    # refuse its own traffic at peaks; set it on nodes shared by many tenants).
+    max_inflight_per_function: int | None = Field(None, ge=1)
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -63,6 +68,11 @@ class EdgeSettings(BaseSettings):
         if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
             raise ValueError("otlp_endpoint is an http:// or https:// URL (OTLP/HTTP, port 4318)")
         return self
+
+    @property
+    def inflight_limit(self) -> int:
+        # A worker runs at most `threads` requests at once: that many never refuses.
+        return self.max_inflight_per_function or self.threads
 
     @property
     def state_path(self) -> Path:
