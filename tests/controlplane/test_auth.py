@@ -151,3 +151,22 @@ def test_node_token_only_for_heartbeats(cp: CP) -> None:
     assert r.status_code == 401
     r = cp.call("POST", f"/nodes/{node['id']}/heartbeat", ADMIN, json={"node_id": node["id"]})
     assert r.status_code == 403
+
+
+def test_owner_lists_and_revokes_api_keys(cp: CP, team: SimpleNamespace) -> None:
+    path = f"/projects/{team.a}/api-keys"
+    key = cp.ok("POST", path, team.a_owner, 201, json={"name": "ci", "role": "developer"})
+    api = bearer(key["key"])
+    assert cp.call("GET", "/functions", api).status_code == 200
+    listed = cp.ok("GET", path, team.a_owner)
+    assert [(k["id"], k["name"]) for k in listed] == [(key["id"], "ci")]
+    assert all("key" not in k for k in listed)  # the secret is never shown again
+    assert cp.call("GET", path, team.a_dev).status_code == 403
+    assert cp.call("DELETE", f"{path}/{key['id']}", team.a_dev).status_code == 403
+    other = f"/projects/{team.b}/api-keys/{key['id']}"
+    assert cp.call("DELETE", other, team.a_owner).status_code == 404
+    assert cp.call("DELETE", f"{path}/{key['id']}", team.a_owner).status_code == 204
+    assert cp.call("GET", "/functions", api).status_code == 401  # revoked at once
+    assert cp.call("DELETE", f"{path}/{key['id']}", team.a_owner).status_code == 404
+    actions = [row["action"] for row in cp.ok("GET", "/audit", ADMIN)]
+    assert "api_key.revoke" in actions

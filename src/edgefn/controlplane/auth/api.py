@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from edgefn.controlplane.auth import service
 from edgefn.controlplane.auth.schemas import (
     ApiKeyIn,
+    ApiKeyInfo,
     ApiKeyOut,
     LoginIn,
     MemberIn,
@@ -88,3 +89,15 @@ def create_api_key(project_id: str, body: ApiKeyIn, session: DB, who: Caller) ->
         created_at=key.created_at,
         key=secret,
     )
+
+
+@router.get("/projects/{project_id}/api-keys", response_model=list[ApiKeyInfo])
+def list_api_keys(project_id: str, session: DB, who: Caller) -> list[ApiKeyInfo]:
+    keys = service.list_api_keys(session, who, project_id=project_id)
+    return [ApiKeyInfo.model_validate(k) for k in keys]
+
+
+@router.delete("/projects/{project_id}/api-keys/{key_id}", status_code=204)
+def revoke_api_key(project_id: str, key_id: str, session: DB, who: Caller) -> Response:
+    service.revoke_api_key(session, who, project_id=project_id, key_id=key_id)
+    return Response(status_code=204)

@@ -66,10 +66,14 @@ class ApiKeyIn(StrictModel):
     role: Role = "developer"
 
 
-class ApiKeyOut(BaseModel):
+class ApiKeyInfo(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     id: str
     project_id: str
     name: str
     role: str
     created_at: dt.datetime
+
+
+class ApiKeyOut(ApiKeyInfo):
     key: str = Field(description="The secret; shown only in this response.")

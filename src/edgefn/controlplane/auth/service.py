@@ -256,3 +256,33 @@ def create_api_key(
     )
     session.commit()
     return key, secret
+
+
+def list_api_keys(session: Session, who: Principal, *, project_id: str) -> list[ApiKey]:
+    """The project's keys (never their secrets), oldest first; owners only."""
+    get_project(session, who, project_id)
+    require_project_role(who, project_id, "owner")
+    return list(session.scalars(
+        select(ApiKey).where(ApiKey.project_id == project_id).order_by(ApiKey.created_at)
+    ))
+
+
+def revoke_api_key(session: Session, who: Principal, *, project_id: str, key_id: str) -> None:
+    """Delete the key: from now on it authenticates nobody. Owners only."""
+    get_project(session, who, project_id)
+    require_project_role(who, project_id, "owner")
+    key = session.get(ApiKey, key_id)
+    if key is None or key.project_id != project_id:
+        raise NotFound(f"no API key {key_id} in this project")
+    name = key.name
+    session.delete(key)
+    audit.record(
+        session,
+        who,
+        "api_key.revoke",
+        target_type="api_key",
+        target_id=key_id,
+        project_id=project_id,
+        details={"name": name},
+    )
+    session.commit()
