@@ -1,4 +1,4 @@
-// The edge-v1 host side (CONTRACT section 1) in a Cloudflare Worker, serving
+// The edge-v1 host side (docs/edge.md) in a Cloudflare Worker, serving
 // tests/fixtures/wasm/echo.wasm: the workerd peer of the edgefn hot-path
 // benchmark. One instance per isolate, reused across requests, as edgefn does.
 import guestModule from "./echo.wasm";

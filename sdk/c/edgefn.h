@@ -1,7 +1,7 @@
 /*
  * edgefn.h: write an edgefn function in C.
  *
- * Declares the `edge` host functions (CONTRACT section 3) and gives a handler
+ * Declares the `edge` host functions (docs/edge.md, Host functions) and gives a handler
  * the `edge-v1` ABI (section 1) in one line:
  *
  *     #include "edgefn.h"

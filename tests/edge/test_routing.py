@@ -1,4 +1,4 @@
-"""Route matching: the precedence table of CONTRACT section 5."""
+"""Route matching: the precedence rules of docs/edge.md."""
 
 from __future__ import annotations
 

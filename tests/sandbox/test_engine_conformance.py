@@ -1,4 +1,5 @@
-"""CONTRACT sections 1-4 against every engine: the same modules, the same answers.
+"""The guest contract of docs/edge.md (ABIs, host functions, limits) against every
+engine: the same modules, the same answers.
 
 Runs once per engine (`any_engine`); an engine whose library is not installed is
 skipped with the reason, and the run's summary says which engines really ran.

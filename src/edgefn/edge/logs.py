@@ -1,4 +1,4 @@
-"""Structured JSON log lines: one per invocation (CONTRACT section 6) and guest logs.
+"""Structured JSON log lines: one per invocation (docs/edge.md, Observability) and guest logs.
 
 Lines are buffered and flushed by the pool maintenance tick and at exit, so the
 hot path pays for a `json.dumps` and a buffered write, not a syscall.

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the edge (CONTRACT section 6), correct across worker processes.
+"""Prometheus metrics of the edge (docs/edge.md, Observability), correct across worker processes.
 
 Worker processes write to prometheus_client's multiprocess files when
 `PROMETHEUS_MULTIPROC_DIR` is set (the server sets it before spawning them);

@@ -1,4 +1,4 @@
-"""Hot pools of instances (spec section 4.5.1) under one node memory budget (section 11).
+"""Hot pools of instances under a memory budget.
 
 An instance serves one request at a time. After a success it goes back to its
 pool (up to `max_hot_instances`), after a trap or a timeout it is destroyed. Idle

@@ -1,4 +1,4 @@
-"""Route matching on host + path (CONTRACT section 5) without scanning every route.
+"""Route matching on host + path (docs/edge.md, Routes) without scanning every route.
 
 Hosts are looked up by exact name, then by wildcard suffix (longest first), then
 `*`; within a host, an exact path wins, else the longest `prefix/*`, found by

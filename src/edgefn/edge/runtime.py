@@ -319,7 +319,7 @@ class Runtime:
                 raw = inst.invoke(guest, host)
                 if time.monotonic() > host.deadline + _GUARD_S:
                     # The engine should have interrupted the guest; the host's own clock
-                    # is the last word (spec section 18), and the instance is spent.
+                    # is the last word, and the instance is spent.
                     raise GuestTimeout(
                         f"invocation exceeded max_execution_ms={spec.max_execution_ms} "
                         "(host wall-clock guard)"

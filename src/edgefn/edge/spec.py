@@ -1,4 +1,4 @@
-"""What an edge node runs: function specs (spec section 19 + routes and policies) and node state.
+"""What an edge node runs: function specs (`function.json`) and the node state.
 
 A `function.json` in a functions directory and a deploy instruction from the
 control plane both become a `FunctionSpec`; the node's whole desired state is a
@@ -40,7 +40,7 @@ class _Strict(BaseModel):
 
 
 class RouteSpec(_Strict):
-    """CONTRACT section 5: host exact, `*` or `*.domain`; path exact or `prefix/*`."""
+    """docs/edge.md, Routes: host exact, `*` or `*.domain`; path exact or `prefix/*`."""
 
     id: str = ""
     host: str = "*"

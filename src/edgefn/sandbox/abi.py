@@ -1,4 +1,4 @@
-"""The byte encodings of the guest ABIs (CONTRACT sections 1 to 3), engine-independent.
+"""The byte encodings of the guest ABIs (docs/edge.md), engine-independent.
 
 `parse_response` reads what an `edge-v1` guest wrote (and what `http_fetch`
 returns, which `encode_response` writes); `parse_cgi` reads a WAGI program's
@@ -103,7 +103,7 @@ def cgi_environ(
     body_length: int,
     remote_addr: str = "",
 ) -> list[tuple[str, str]]:
-    """The CGI/1.1 variables of CONTRACT section 2 for one request."""
+    """The CGI/1.1 variables of the WAGI ABI (docs/edge.md) for one request."""
     env = {
         "GATEWAY_INTERFACE": "CGI/1.1",
         "SERVER_PROTOCOL": "HTTP/1.1",
@@ -147,7 +147,7 @@ _URL = re.compile(rb"[\x21-\x7e]{1,8192}")  # printable ASCII, no spaces
 
 
 def parse_fetch_request(raw: bytes) -> FetchRequest:
-    """`METHOD URL\\n` + header lines + blank line + body (CONTRACT section 3)."""
+    """`METHOD URL\\n` + header lines + blank line + body (docs/edge.md, Host functions)."""
     lines, body = _split_head(raw)
     method, sep, url = lines[0].partition(b" ")
     if not sep or not _METHOD.fullmatch(method) or not _URL.fullmatch(url):

@@ -41,7 +41,7 @@ class WasiOptions:
 
 @dataclass(slots=True)
 class GuestRequest:
-    """One HTTP request, already in the guest's encoding (CONTRACT section 1)."""
+    """One HTTP request, already in the guest's encoding (the edge-v1 ABI, docs/edge.md)."""
 
     method: bytes
     path: bytes
@@ -52,7 +52,7 @@ class GuestRequest:
 
 
 class Host(Protocol):
-    """What a guest may ask of the host during one invocation (CONTRACT section 3).
+    """What a guest may ask of the host during one invocation (docs/edge.md, Host functions).
 
     Methods returning `bytes | int` give the value, or a negative code:
     -1 not found, -2 denied, -3 quota exceeded, -4 failed.

@@ -1,4 +1,4 @@
-"""The `edge` host functions (CONTRACT section 3), written once for every engine.
+"""The `edge` host functions (docs/edge.md, Host functions), written once for every engine.
 
 An engine decodes a call's arguments to Python numbers and hands them, with the
 caller's linear memory, to the function's adapter; the adapter reads the guest's

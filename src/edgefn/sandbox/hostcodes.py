@@ -1,4 +1,4 @@
-"""The negative return codes of the `edge` host functions (CONTRACT section 3)."""
+"""The negative return codes of the `edge` host functions (docs/edge.md, Host functions)."""
 
 NOT_FOUND = -1
 DENIED = -2

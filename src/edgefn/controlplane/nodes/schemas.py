@@ -1,4 +1,4 @@
-"""Bodies of node registration, listing, and heartbeats (spec §6.3)."""
+"""Bodies of node registration, listing, and heartbeats."""
 
 from __future__ import annotations
 

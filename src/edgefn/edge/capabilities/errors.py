@@ -1,4 +1,4 @@
-"""Internal errors of the capabilities; each carries the CONTRACT code the guest gets.
+"""Internal errors of the capabilities; each carries the host-function code the guest gets.
 
     CapabilityError
     ├── Denied          the function's policy refuses the call (-2)
