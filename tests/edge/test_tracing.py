@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from edgefn.edge.bootstrap import build_runtime
-from edgefn.edge.logs import JsonLog
+from edgefn.edge.logs import Invocation, JsonLog
 from edgefn.edge.runtime import HttpRequest
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import NodeState
@@ -31,6 +31,12 @@ def exporter(url: str, **options: Any) -> OtlpSpanExporter:
     """An exporter that sends only when flushed, unless the options say otherwise."""
     options.setdefault("interval_s", 3600.0)
     return OtlpSpanExporter(url, node_id="node-test", **options)
+
+
+def invocation(request_id: str, span_id: str) -> Invocation:
+    """A successful, sampled invocation of function `f` in trace TRACE_ID."""
+    return Invocation(request_id, "f", "1", "node", "GET", "/", 200, time.time(), 0.001,
+                      TRACE_ID, span_id, "", "01", None)
 
 
 def attributes(span: dict[str, Any]) -> dict[str, Any]:
@@ -136,8 +142,7 @@ def test_settings_refuse_an_endpoint_that_is_not_http() -> None:
 def test_a_full_batch_is_sent_without_waiting_for_the_interval(collector: Collector) -> None:
     tracer = exporter(collector.url, batch_size=4)
     for i in range(4):
-        tracer.record("f", "1", "GET", "/", 200, f"r{i}", TRACE_ID, f"{i:016x}", "", "01",
-                      time.time(), 0.001, None)
+        tracer.record(invocation(f"r{i}", f"{i:016x}"))
     assert collector.arrived.wait(5), "the background thread did not send the batch"
     assert len(collector.spans()) == 4
     tracer.close()
@@ -145,8 +150,7 @@ def test_a_full_batch_is_sent_without_waiting_for_the_interval(collector: Collec
 
 def test_the_interval_sends_a_partial_batch(collector: Collector) -> None:
     tracer = exporter(collector.url, interval_s=0.05)
-    tracer.record("f", "1", "GET", "/", 200, "r", TRACE_ID, "1" * 16, "", "01",
-                  time.time(), 0.001, None)
+    tracer.record(invocation("r", "1" * 16))
     assert collector.arrived.wait(5)
     assert len(collector.spans()) == 1
     tracer.close()
@@ -180,8 +184,7 @@ def test_a_full_queue_drops_and_counts_without_blocking(collector: Collector) ->
     before = dropped("queue_full")
     t0 = time.perf_counter()
     for i in range(1000):
-        tracer.record("f", "1", "GET", "/", 200, f"r{i}", TRACE_ID, f"{i:016x}", "", "01",
-                      time.time(), 0.001, None)
+        tracer.record(invocation(f"r{i}", f"{i:016x}"))
     elapsed = time.perf_counter() - t0
     assert elapsed < 0.5, f"recording 1000 spans took {elapsed:.3f} s"
     assert dropped("queue_full") - before == 990

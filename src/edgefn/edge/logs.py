@@ -12,40 +12,45 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 _str = json.encoder.encode_basestring  # the C encoder: quotes and escapes a str
 
 
-def invocation_line(
-    *,
-    request_id: str,
-    function_id: str,
-    version: str,
-    node_id: str,
-    start: float,
-    elapsed: float,
-    status: int,
-    method: str,
-    path: str,
-    trace_id: str,
-    span_id: str,
-    parent_span_id: str,
-    error_message: str | None,
-) -> bytes:
+class Invocation(NamedTuple):
+    """One invocation's outcome: the log line and the trace span are both made of it."""
+
+    request_id: str
+    function_id: str
+    version: str
+    node_id: str
+    method: str
+    path: str
+    status: int
+    start: float  # wall-clock seconds
+    elapsed: float  # seconds
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    trace_flags: str
+    error_message: str | None
+
+
+def invocation_line(inv: Invocation) -> bytes:
     """The per-invocation record, formatted directly: it is written for every request."""
+    start, elapsed = inv.start, inv.elapsed
     parts = [
-        '{"type":"invocation","request_id":', _str(request_id),
-        ',"function_id":', _str(function_id), ',"version":', _str(version),
-        ',"node_id":', _str(node_id),
+        '{"type":"invocation","request_id":', _str(inv.request_id),
+        ',"function_id":', _str(inv.function_id), ',"version":', _str(inv.version),
+        ',"node_id":', _str(inv.node_id),
         f',"start":{start:.6f},"end":{start + elapsed:.6f},"duration_ms":{elapsed * 1000:.3f}',
-        f',"status":{status},"method":', _str(method), ',"path":', _str(path),
-        ',"trace_id":"', trace_id, '","span_id":"', span_id, '"',
+        f',"status":{inv.status},"method":', _str(inv.method), ',"path":', _str(inv.path),
+        ',"trace_id":"', inv.trace_id, '","span_id":"', inv.span_id, '"',
     ]
-    if parent_span_id:
-        parts += [',"parent_span_id":"', parent_span_id, '"']
-    if error_message is not None:
-        parts += [',"error_message":', _str(error_message)]
+    if inv.parent_span_id:
+        parts += [',"parent_span_id":"', inv.parent_span_id, '"']
+    if inv.error_message is not None:
+        parts += [',"error_message":', _str(inv.error_message)]
     parts.append("}\n")
     return "".join(parts).encode()
 

@@ -29,7 +29,7 @@ from edgefn.edge.errors import (
     RequestTooLarge,
 )
 from edgefn.edge.host import FetchBinding, FunctionHost, InvocationHost, KvBinding
-from edgefn.edge.logs import JsonLog, invocation_line
+from edgefn.edge.logs import Invocation, JsonLog, invocation_line
 from edgefn.edge.pool import InstancePool, PoolManager
 from edgefn.edge.routing import MethodNotAllowed, Router
 from edgefn.edge.spec import FunctionSpec, NodeState, SpecKey
@@ -346,17 +346,12 @@ class Runtime:
         elapsed = time.monotonic() - t0
         loaded.count.inc()
         loaded.latency.observe(elapsed)
-        self.log_sink.write_line(invocation_line(
-            request_id=rid, function_id=spec.id, version=spec.version, node_id=self.node_id,
-            start=start, elapsed=elapsed, status=resp.status, method=req.method, path=req.path,
-            trace_id=ctx.trace_id, span_id=ctx.span_id, parent_span_id=ctx.parent_span_id,
-            error_message=error,
-        ))
+        inv = Invocation(rid, spec.id, spec.version, self.node_id, req.method, req.path,
+                         resp.status, start, elapsed, ctx.trace_id, ctx.span_id,
+                         ctx.parent_span_id, ctx.trace_flags, error)
+        self.log_sink.write_line(invocation_line(inv))
         if self._tracer is not None:
-            self._tracer.record(
-                spec.id, spec.version, req.method, req.path, resp.status, rid, ctx.trace_id,
-                ctx.span_id, ctx.parent_span_id, ctx.trace_flags, start, elapsed, error,
-            )
+            self._tracer.record(inv)
         return self._finish(resp, rid)
 
     def _finish(self, resp: HttpResponse, rid: str) -> HttpResponse:

@@ -1,7 +1,7 @@
 """Invocation spans sent to an OpenTelemetry collector as OTLP/HTTP JSON.
 
-Recording a span appends a tuple to a bounded deque; a background thread turns
-the queued tuples into OTLP JSON and posts them in batches. Nothing here ever
+Recording a span appends the invocation's record to a bounded deque; a background
+thread turns the queued records into OTLP JSON and posts them in batches. Nothing here ever
 blocks or fails a request: a full queue or a collector that is down drops spans
 and counts them in `edge_trace_spans_dropped_total`.
 """
@@ -20,6 +20,7 @@ import httpx
 
 import edgefn
 from edgefn.edge import metrics
+from edgefn.edge.logs import Invocation
 
 log = logging.getLogger("edgefn.edge.tracing")
 
@@ -32,30 +33,14 @@ _SAMPLED = frozenset("13579bdf")
 class Tracer(Protocol):
     """What the runtime calls once per invocation, and at close."""
 
-    def record(
-        self,
-        function_id: str,
-        version: str,
-        method: str,
-        path: str,
-        status: int,
-        request_id: str,
-        trace_id: str,
-        span_id: str,
-        parent_span_id: str,
-        trace_flags: str,
-        start: float,
-        elapsed: float,
-        error_message: str | None,
-    ) -> None:
-        """`start` is wall-clock seconds, `elapsed` seconds; must not block."""
+    def record(self, inv: Invocation) -> None:
+        """Must not block."""
 
     def close(self) -> None:
         """Send what is queued, then stop."""
 
 
 # One queued span: the `record` arguments, in order, minus the trace flags.
-_Span = tuple[str, str, str, str, int, str, str, str, str, float, float, "str | None"]
 
 
 class OtlpSpanExporter:
@@ -77,7 +62,7 @@ class OtlpSpanExporter:
         self.max_queue_size = max_queue_size
         self.batch_size = batch_size
         self.interval_s = interval_s
-        self._queue: deque[_Span] = deque()
+        self._queue: deque[Invocation] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         # Held while a batch is encoded and sent: by the thread, or by `flush`.
@@ -105,31 +90,15 @@ class OtlpSpanExporter:
         atexit.register(self.close)
 
     # -- hot path -------------------------------------------------------------
-    def record(
-        self,
-        function_id: str,
-        version: str,
-        method: str,
-        path: str,
-        status: int,
-        request_id: str,
-        trace_id: str,
-        span_id: str,
-        parent_span_id: str,
-        trace_flags: str,
-        start: float,
-        elapsed: float,
-        error_message: str | None,
-    ) -> None:
-        if trace_flags[-1] not in _SAMPLED:
+    def record(self, inv: Invocation) -> None:
+        if inv.trace_flags[-1] not in _SAMPLED:
             return  # the caller decided not to sample this trace
         queue = self._queue
         size = len(queue)
         if size >= self.max_queue_size:
             self._dropped_full.inc()
             return
-        queue.append((function_id, version, method, path, status, request_id, trace_id,
-                      span_id, parent_span_id, start, elapsed, error_message))
+        queue.append(inv)
         if size + 1 == self.batch_size:
             self._wake.set()
 
@@ -149,7 +118,7 @@ class OtlpSpanExporter:
                 batch = [queue.popleft() for _ in range(n)]
                 self._send(batch)
 
-    def _send(self, batch: list[_Span]) -> None:
+    def _send(self, batch: list[Invocation]) -> None:
         try:
             resp = self._client.post(
                 self.url, content=self.encode(batch),
@@ -175,7 +144,7 @@ class OtlpSpanExporter:
             self._last_log = now
             self._unlogged = 0
 
-    def encode(self, batch: list[_Span]) -> bytes:
+    def encode(self, batch: list[Invocation]) -> bytes:
         """The OTLP/HTTP JSON body (ExportTraceServiceRequest) for `batch`.
 
         Formatted directly, like the invocation log line: `json.dumps` of the
@@ -184,8 +153,10 @@ class OtlpSpanExporter:
         """
         node = _str(self.node_id)
         spans = []
-        for (fid, version, method, path, status, rid, trace_id, span_id, parent_span_id,
-             start, elapsed, error) in batch:
+        for inv in batch:
+            fid, status, error = inv.function_id, inv.status, inv.error_message
+            trace_id, span_id, parent_span_id = inv.trace_id, inv.span_id, inv.parent_span_id
+            start, elapsed = inv.start, inv.elapsed
             start_ns = int(start * 1e9)
             parts = [
                 '{"traceId":"', trace_id, '","spanId":"', span_id, '"',
@@ -195,12 +166,12 @@ class OtlpSpanExporter:
                 f',"startTimeUnixNano":"{start_ns}"',
                 f',"endTimeUnixNano":"{start_ns + int(elapsed * 1e9)}"',
                 ',"attributes":[{"key":"edgefn.function_id","value":{"stringValue":', _str(fid),
-                '}},{"key":"edgefn.function_version","value":{"stringValue":', _str(version),
+                '}},{"key":"edgefn.function_version","value":{"stringValue":', _str(inv.version),
                 '}},{"key":"edgefn.node_id","value":{"stringValue":', node,
-                '}},{"key":"http.request.method","value":{"stringValue":', _str(method),
-                '}},{"key":"url.path","value":{"stringValue":', _str(path),
+                '}},{"key":"http.request.method","value":{"stringValue":', _str(inv.method),
+                '}},{"key":"url.path","value":{"stringValue":', _str(inv.path),
                 f'}}}},{{"key":"http.response.status_code","value":{{"intValue":"{status}"}}}}',
-                ',{"key":"edgefn.request_id","value":{"stringValue":', _str(rid), "}}]",
+                ',{"key":"edgefn.request_id","value":{"stringValue":', _str(inv.request_id), "}}]",
             ]
             if error is not None:
                 parts += [',"status":{"code":2,"message":', _str(error), "}"]
