@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from edgefn.sandbox.wasminfo import ModuleInfo
+from edgefn.sandbox.wasminfo import ABI_EDGE_V1, ModuleInfo
 
 DEFAULT_MEMORY_PAGES = 16
 DEFAULT_MAX_EXECUTION_MS = 500
@@ -126,6 +126,36 @@ class Module(Protocol):
     def instantiate(self) -> Instance: ...
 
     def close(self) -> None: ...
+
+
+class ModuleFacts:
+    """What every engine's module reports the same way: its facts, its ABI, its limits.
+
+    Engines subclass it and add how their instances are made.
+    """
+
+    def __init__(self, info: ModuleInfo, limits: Limits, wasi: WasiOptions, wasm_size: int):
+        self._info = info
+        self.limits = limits
+        self.wasi = wasi
+        # Compiled code is a few times the size of the bytecode.
+        self._code_bytes = wasm_size * 4
+
+    @property
+    def info(self) -> ModuleInfo:
+        return self._info
+
+    @property
+    def abi(self) -> str:
+        return self._info.abi
+
+    @property
+    def reusable(self) -> bool:
+        return self._info.abi == ABI_EDGE_V1
+
+    @property
+    def code_bytes(self) -> int:
+        return self._code_bytes
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edgefn.sandbox import _wasmedge_ffi as ffi
 from edgefn.sandbox import _wasmedge_wasi as wasi_stdio
-from edgefn.sandbox.engine import GuestRequest, Host, Limits, WasiOptions
+from edgefn.sandbox.engine import GuestRequest, Host, Limits, ModuleFacts, WasiOptions
 from edgefn.sandbox.errors import (
     EngineUnavailable,
     GuestError,
@@ -362,7 +362,7 @@ class WasmEdgeEngine:
             self._aot_dir.cleanup()
 
 
-class WasmEdgeModule:
+class WasmEdgeModule(ModuleFacts):
     """A loaded, validated module of one function version; its instances share its AST."""
 
     def __init__(
@@ -374,40 +374,21 @@ class WasmEdgeModule:
         wasi_options: WasiOptions,
         wasm_size: int,
     ) -> None:
+        super().__init__(info, limits, wasi_options, wasm_size)
         lib = engine.lib
         self.engine = engine
         self.lib = lib
         self.ast = ast
-        self._info = info
-        self.limits = limits
-        self.wasi = wasi_options
         self.conf = lib.ConfigureCreate()
         lib.ConfigureSetMaxMemoryPage(self.conf, limits.memory_pages)
         self.cost_limit: int | None = None
         if engine.cost_limit_per_ms is not None:
             lib.ConfigureStatisticsSetCostMeasuring(self.conf, True)
             self.cost_limit = engine.cost_limit_per_ms * limits.max_execution_ms
-        self._code_bytes = wasm_size * 4
         # Instances run the AST's code: it is freed only when the last one is closed.
         self._live = 0
         self._closed = False
         self._lock = threading.Lock()
-
-    @property
-    def info(self) -> ModuleInfo:
-        return self._info
-
-    @property
-    def abi(self) -> str:
-        return self._info.abi
-
-    @property
-    def reusable(self) -> bool:
-        return self.abi == ABI_EDGE_V1
-
-    @property
-    def code_bytes(self) -> int:
-        return self._code_bytes
 
     def instantiate(self) -> _BaseInstance:
         if self.abi == ABI_EDGE_V1:

@@ -27,7 +27,7 @@ import wasmtime
 from wasmtime import _bindings as _raw
 from wasmtime import _ffi as ffi
 
-from edgefn.sandbox.engine import GuestRequest, Host, Limits, WasiOptions
+from edgefn.sandbox.engine import GuestRequest, Host, Limits, ModuleFacts, WasiOptions
 from edgefn.sandbox.errors import (
     EngineUnavailable,
     GuestError,
@@ -281,7 +281,7 @@ class WasmtimeEngine:
         self._ticker.stop()
 
 
-class WasmtimeModule:
+class WasmtimeModule(ModuleFacts):
     """A compiled, pre-linked module of one function version."""
 
     def __init__(
@@ -294,30 +294,10 @@ class WasmtimeModule:
         wasi: WasiOptions,
         wasm_size: int,
     ) -> None:
+        super().__init__(info, limits, wasi, wasm_size)
         self._engine = engine
         self._module = module
         self._pre = pre
-        self._info = info
-        self.limits = limits
-        self.wasi = wasi
-        # Compiled machine code is a few times the size of the bytecode.
-        self._code_bytes = wasm_size * 4
-
-    @property
-    def info(self) -> ModuleInfo:
-        return self._info
-
-    @property
-    def abi(self) -> str:
-        return self._info.abi
-
-    @property
-    def reusable(self) -> bool:
-        return self.abi == ABI_EDGE_V1
-
-    @property
-    def code_bytes(self) -> int:
-        return self._code_bytes
 
     def instantiate(self) -> _BaseInstance:
         if self.abi == ABI_EDGE_V1:
