@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from edgefn.atomicfile import PARTIAL_PREFIX, write_atomic
 from edgefn.edge.errors import ArtifactError
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
@@ -95,7 +95,7 @@ class ArtifactCache:
                 f"sha256 mismatch for {function_id}@{version}: expected {sha256}, got {actual}"
             )
         path = self.path_for(function_id, version)
-        self._atomic_write(path, [data])
+        write_atomic(path, [data])
         self.evict(pinned=[*pinned, (function_id, version)])
         return path
 
@@ -132,7 +132,7 @@ class ArtifactCache:
                 f"sha256 mismatch for {function_id}@{version}: expected {sha256}, "
                 f"got {digest.hexdigest()}"
             )
-        self._atomic_write(path, chunks)
+        write_atomic(path, chunks)
         self.evict(pinned=[*pinned, (function_id, version)])
         return b"".join(chunks)
 
@@ -146,25 +146,6 @@ class ArtifactCache:
         if not url:
             raise ArtifactError(f"{function_id}@{version} is not cached and has no artifact URL")
         return self.fetch(function_id, version, sha256, url, pinned=pinned)
-
-    def _atomic_write(self, path: Path, chunks: list[bytes]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     def entries(self) -> list[tuple[float, int, Path]]:
         """(mtime, size, path) of every cached artifact, oldest first."""
@@ -200,7 +181,7 @@ class ArtifactCache:
     def clean_partials(self) -> int:
         """Remove temp files a crash left behind; called at start."""
         n = 0
-        for path in self.root.glob("*/.part-*"):
+        for path in self.root.glob(f"*/{PARTIAL_PREFIX}*"):
             path.unlink(missing_ok=True)
             n += 1
         return n

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edgefn.atomicfile import write_atomic
 from edgefn.edge.capabilities.hosts import HostAllowlist
 from edgefn.sandbox.engine import (
     DEFAULT_MAX_EXECUTION_MS,
@@ -224,17 +223,7 @@ def load_function_dir(path: Path) -> FunctionSpec:
 
 def write_state(path: Path, state: NodeState) -> None:
     """Atomic replace: readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(state.model_dump_json(indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, [state.model_dump_json(indent=1).encode()])
 
 
 def read_state(path: Path) -> NodeState:

@@ -9,13 +9,12 @@ find their invocation through a thread-local, since a call runs on one thread.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib.metadata
 import itertools
 import math
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import wasmtime
 from wasmtime import _bindings as _raw
 from wasmtime import _ffi as ffi
 
+from edgefn.atomicfile import write_atomic
 from edgefn.sandbox.engine import GuestRequest, Host, Limits, ModuleFacts, WasiOptions
 from edgefn.sandbox.errors import (
     EngineUnavailable,
@@ -257,14 +257,9 @@ class WasmtimeEngine:
             except wasmtime.WasmtimeError:
                 path.unlink(missing_ok=True)  # stale or damaged: compile again
         module = wasmtime.Module(self._engine, wasm)
-        self._compile_cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=self._compile_cache)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(module.serialize())
-            os.replace(tmp, path)
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
+        # A cache that cannot be written only costs the next load a compile.
+        with contextlib.suppress(OSError):
+            write_atomic(path, [bytes(module.serialize())])
         return module
 
     def describe(self) -> dict[str, str]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from edgefn.atomicfile import write_atomic
 from edgefn.controlplane.artifacts.signing import UrlSigner
 from edgefn.controlplane.errors import ArtifactStoreError, NotFound
 
@@ -32,12 +31,7 @@ class LocalArtifactStore:
     def put(self, key: str, data: bytes) -> str:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Write then rename so a reader never sees half a module.
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            write_atomic(path, [data])
         except OSError as exc:
             raise ArtifactStoreError(f"cannot write artifact {key}: {exc}") from exc
         return f"local:{key}"
