@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from edgefn.sandbox.errors import GuestError
+from edgefn.sandbox.errors import GuestError, ResponseTooLarge
 
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"content-length"}
@@ -23,6 +23,19 @@ class GuestResponse:
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
+
+
+def check_handle_result(written: int, cap: int) -> None:
+    """What `handle`'s return says: negative is a guest error (500), over the cap a
+    response that did not fit (502)."""
+    if written < 0:
+        raise GuestError(f"handle returned error code {written}")
+    if written > cap:
+        raise ResponseTooLarge(f"response of {written} bytes exceeds the cap of {cap}")
+
+
+def unusable_alloc(total: int, ptr: int) -> GuestError:
+    return GuestError(f"alloc({total}) returned an unusable pointer {ptr}")
 
 
 def _split_head(raw: bytes) -> tuple[list[bytes], bytes]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edgefn.sandbox import _wasmedge_ffi as ffi
 from edgefn.sandbox import _wasmedge_wasi as wasi_stdio
+from edgefn.sandbox.abi import check_handle_result, unusable_alloc
 from edgefn.sandbox.engine import GuestRequest, Host, Limits, ModuleFacts, WasiOptions
 from edgefn.sandbox.errors import (
     EngineUnavailable,
@@ -29,7 +30,6 @@ from edgefn.sandbox.errors import (
     GuestTimeout,
     GuestTrap,
     InvalidModule,
-    ResponseTooLarge,
 )
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
 from edgefn.sandbox.stdio import GuestOutput, WagiProgram
@@ -691,10 +691,8 @@ class _EdgeInstance(_BaseInstance):
             self._arm_deadline()
             self._set(0, total)
             ptr = self._call(self._alloc, 1, 1)  # type: ignore[arg-type]
-            if ptr <= 0:
-                raise GuestError(f"alloc({total}) returned an unusable pointer {ptr}")
-            if not self._mem.contains(ptr, total):
-                raise GuestError(f"alloc({total}) returned an unusable pointer {ptr}")
+            if ptr <= 0 or not self._mem.contains(ptr, total):
+                raise unusable_alloc(total, ptr)
             offset = ptr
             for i, part in enumerate(parts):
                 n = len(part)
@@ -706,10 +704,7 @@ class _EdgeInstance(_BaseInstance):
             self._set(8, offset)
             self._set(9, cap)
             written = self._call(self._handle, 10, 1)  # type: ignore[arg-type]
-            if written < 0:
-                raise GuestError(f"handle returned error code {written}")
-            if written > cap:
-                raise ResponseTooLarge(f"response of {written} bytes exceeds the cap of {cap}")
+            check_handle_result(written, cap)
             try:
                 response = self._mem.read(offset, written)
             except IndexError:

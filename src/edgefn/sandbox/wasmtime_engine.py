@@ -27,6 +27,7 @@ from wasmtime import _bindings as _raw
 from wasmtime import _ffi as ffi
 
 from edgefn.atomicfile import write_atomic
+from edgefn.sandbox.abi import check_handle_result, unusable_alloc
 from edgefn.sandbox.engine import GuestRequest, Host, Limits, ModuleFacts, WasiOptions
 from edgefn.sandbox.errors import (
     EngineUnavailable,
@@ -35,7 +36,6 @@ from edgefn.sandbox.errors import (
     GuestTrap,
     InvalidModule,
     InvocationError,
-    ResponseTooLarge,
 )
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
 from edgefn.sandbox.stdio import GuestOutput, WagiProgram
@@ -523,7 +523,7 @@ class _EdgeInstance(_BaseInstance):
             ptr = args[0].i32
             base, size = self.memory_view()
             if ptr <= 0 or ptr + total > size:
-                raise GuestError(f"alloc({total}) returned an unusable pointer {ptr}")
+                raise unusable_alloc(total, ptr)
             offset = ptr
             for i, part in enumerate(parts):
                 n = len(part)
@@ -536,10 +536,7 @@ class _EdgeInstance(_BaseInstance):
             args[9].i32 = cap
             self._call(self._handle, args, 10)  # type: ignore[arg-type]
             written = args[0].i32
-            if written < 0:
-                raise GuestError(f"handle returned error code {written}")
-            if written > cap:
-                raise ResponseTooLarge(f"response of {written} bytes exceeds the cap of {cap}")
+            check_handle_result(written, cap)
             base, size = self.memory_view()
             if offset + written > size:
                 raise GuestError("response extends past linear memory")
