@@ -10,8 +10,7 @@
     ├── NotFound                404 not_found
     ├── Conflict                409 conflict           (duplicate name or version)
     ├── PayloadTooLarge         413 payload_too_large  (artifact over the size limit)
-    ├── ArtifactStoreError      502 artifact_store_error (backend failed; vendor error chained)
-    └── AuditChainBroken        500 audit_chain_broken (raised by verification only)
+    └── ArtifactStoreError      502 artifact_store_error (backend failed; vendor error chained)
 
 Vendor exceptions (botocore, SQLAlchemy, jwt, argon2) are translated into these at
 the module that talks to the vendor and never travel further.
@@ -74,11 +73,3 @@ class PayloadTooLarge(CPError):
 class ArtifactStoreError(CPError):
     status = 502
     code = "artifact_store_error"
-
-
-class AuditChainBroken(CPError):
-    code = "audit_chain_broken"
-
-    def __init__(self, message: str, *, row_id: int) -> None:
-        super().__init__(message)
-        self.row_id = row_id

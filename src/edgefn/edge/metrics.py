@@ -49,9 +49,6 @@ GUEST_METRIC = Counter(
 GUEST_METRIC_DROPPED = Counter(
     "wasm_guest_metric_dropped", "Guest metric increments refused", ["function_id"]
 )
-HTTP_RESPONSES = Counter(
-    "edge_http_responses", "Responses by status class", ["status"]
-)
 TRACE_SPANS_DROPPED = Counter(
     "edge_trace_spans_dropped",
     "Invocation spans not delivered to the OTLP collector (queue_full, export_failed)",
