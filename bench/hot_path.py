@@ -25,18 +25,12 @@ import textwrap
 import time
 from pathlib import Path
 
-from edgefn.cluster import spawn, stop_process
+from edgefn.cluster import free_port, spawn, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = ROOT / "tests" / "fixtures" / "wasm" / "echo.wasm"
 WORKERD_DIR = ROOT / "bench" / "workerd"
 LUA = 'wrk.method = "POST"\nwrk.body = "hello edge"\n'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

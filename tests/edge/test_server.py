@@ -19,7 +19,7 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgefn.cluster import spawn, stop_process
+from edgefn.cluster import free_port, spawn, stop_process
 from tests.conftest import wasm_path
 from tests.edge.conftest import Collector
 
@@ -33,12 +33,6 @@ CONTRACT_METRICS = (
     "node_memory_bytes",
     "node_cpu_percent",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_function(root: Path, fid: str, module: str, routes: list[dict], **extra: object) -> None:
