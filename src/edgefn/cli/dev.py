@@ -82,6 +82,9 @@ def dev(ctx: click.Context, data_dir: Path, api_port: int, edge_port: int, metri
     cluster = Cluster(data_dir, token=token, api_port=api_port, grpc_port=grpc_port,
                       heartbeat_interval_s=5.0, project="default")
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C stops everything even when started from a shell that ignores SIGINT in
+    # background jobs (Python keeps an inherited "ignore").
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         click.echo(f"control plane: starting on 127.0.0.1:{api_port} (logs: {data_dir}/cp.log)")
         cluster.start_cp()
