@@ -147,6 +147,7 @@ def test_deploy_pull_with_selector_and_instruction_format(
         "id",
         "type",
         "function_id",
+        "project_id",
         "version",
         "artifact_url",
         "sha256",
@@ -172,8 +173,10 @@ def test_deploy_pull_with_selector_and_instruction_format(
             "methods": ["GET"],
             "priority": 0,
             "function_id": fn["id"],
+            "project_id": fn["owner_project_id"],
         }
     ]
+    assert deploy["project_id"] == fn["owner_project_id"]
     assert pending[0]["id"] < pending[1]["id"]
     # The signed URL downloads the module without any credentials.
     got = cp.client.get(deploy["artifact_url"])

@@ -21,13 +21,15 @@ def test_deploy_instruction_from_proto() -> None:
         function_id="f", version="1.2.0", artifact_url="http://cp/a", sha256="ab" * 32,
         memory_pages=32, max_execution_ms=250, max_response_bytes=1000, abi="edge-v1",
         env={"K": "V"}, routes=[pb.Route(id="r", host="*", path="/x/*", methods=["GET"],
-                                         priority=2, function_id="f")]))
+                                         priority=2, function_id="f", project_id="p1")],
+        project_id="p1"))
     instr = instruction_from_proto(msg)
     assert (instr.id, instr.type, instr.function_id, instr.version) == (7, "deploy", "f", "1.2.0")
     assert (instr.memory_pages, instr.max_execution_ms, instr.max_response_bytes) == (32, 250, 1000)
     assert instr.env == {"K": "V"}
     assert instr.routes == ({"id": "r", "host": "*", "path": "/x/*", "methods": ["GET"],
-                             "priority": 2, "function_id": "f"},)
+                             "priority": 2, "function_id": "f", "project_id": "p1"},)
+    assert instr.project_id == "p1"
 
 
 def test_undeploy_and_config_from_proto() -> None:

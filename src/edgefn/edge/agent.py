@@ -40,7 +40,8 @@ def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
     if kind == "deploy":
         d = msg.deploy
         return Instruction(
-            id=msg.ack_id, type="deploy", function_id=d.function_id, version=d.version,
+            id=msg.ack_id, type="deploy", function_id=d.function_id,
+            project_id=d.project_id, version=d.version,
             artifact_url=d.artifact_url, sha256=d.sha256, abi=d.abi,
             memory_pages=d.memory_pages or None, max_execution_ms=d.max_execution_ms or None,
             max_response_bytes=d.max_response_bytes or None, env=dict(d.env),
@@ -58,7 +59,7 @@ def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
 
 def _route_dict(r: pb.Route) -> dict[str, Any]:
     return {"id": r.id, "host": r.host, "path": r.path, "methods": list(r.methods),
-            "priority": r.priority, "function_id": r.function_id}
+            "priority": r.priority, "function_id": r.function_id, "project_id": r.project_id}
 
 
 def _present_fields(msg: Message) -> dict[str, Any]:

@@ -40,6 +40,7 @@ class Instruction:
     id: int
     type: str
     function_id: str = ""
+    project_id: str = ""
     version: str = ""
     artifact_url: str = ""
     sha256: str = ""
@@ -60,6 +61,7 @@ class Instruction:
             id=int(data["id"]),
             type=str(data["type"]),
             function_id=data.get("function_id") or "",
+            project_id=data.get("project_id") or "",
             version=data.get("version") or "",
             artifact_url=data.get("artifact_url") or "",
             sha256=data.get("sha256") or "",
@@ -97,6 +99,7 @@ def _route(data: dict[str, Any]) -> RouteSpec:
         methods=tuple(data.get("methods") or ()),
         priority=int(data.get("priority") or 0),
         function_id=str(data.get("function_id") or ""),
+        project_id=str(data.get("project_id") or ""),
     )
 
 
@@ -145,6 +148,7 @@ class NodeController:
         spec = FunctionSpec(
             id=instr.function_id,
             name=instr.function_id,
+            project_id=instr.project_id,
             version=instr.version,
             abi=instr.abi if instr.abi in ("edge-v1", "wagi") else "",
             artifact_url=instr.artifact_url,
@@ -165,7 +169,8 @@ class NodeController:
         table = list(self.state.route_table)
         if instr.routes:
             table = [r for r in table if r.function_id != spec.id]
-            table += [_route({**r, "function_id": r.get("function_id") or spec.id})
+            table += [_route({**r, "function_id": r.get("function_id") or spec.id,
+                              "project_id": r.get("project_id") or spec.project_id})
                       for r in instr.routes]
         unavailable = dict(self.state.unavailable)
         unavailable.pop(spec.id, None)

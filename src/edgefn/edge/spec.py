@@ -47,6 +47,8 @@ class RouteSpec(_Strict):
     methods: tuple[str, ...] = ()
     priority: int = 0
     function_id: str = ""
+    # The tenant: the project owning `function_id` ("" for a local functions directory).
+    project_id: str = ""
 
     @field_validator("host")
     @classmethod
@@ -132,6 +134,9 @@ class FunctionSpec(FunctionPolicy):
 
     id: str
     name: str = ""
+    # The tenant whose routes, quotas, logs and metrics this function counts in;
+    # "" for a function served from a local directory without one.
+    project_id: str = ""
     version: str = "0.0.0"
     entrypoint: str = "handle"
     abi: Literal["edge-v1", "wagi", ""] = ""
@@ -199,7 +204,9 @@ class NodeState(_Strict):
         out = list(self.route_table)
         for fn in self.functions:
             for r in fn.routes:
-                out.append(r if r.function_id else r.model_copy(update={"function_id": fn.id}))
+                # A function's own routes are its project's, whatever they say.
+                update = {"function_id": r.function_id or fn.id, "project_id": fn.project_id}
+                out.append(r.model_copy(update=update))
         return out
 
 

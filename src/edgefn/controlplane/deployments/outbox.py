@@ -2,7 +2,7 @@
 handed out (with freshly minted artifact URLs) until the node acks them.
 
 Instruction format (docs/api.md): {"id", "type": deploy|undeploy|config,
-"function_id", "version", "artifact_url", "sha256", "abi", "memory_pages",
+"function_id", "project_id", "version", "artifact_url", "sha256", "abi", "memory_pages",
 "max_execution_ms", "max_response_bytes", "env", "routes", "deployment_id",
 and the function's policy: "max_request_bytes", "kv", "http_fetch", "isolation",
 "min_hot_instances", "max_hot_instances", "idle_timeout_s"}.
@@ -38,7 +38,7 @@ def node_labels(node: Node) -> dict[str, Any]:
     return {**(node.labels or {}), "pop_id": node.pop_id, "pop": node.pop_id, "node_id": node.id}
 
 
-def route_entry(route: Route) -> dict[str, Any]:
+def route_entry(route: Route, project_id: str) -> dict[str, Any]:
     return {
         "id": route.id,
         "host": route.host,
@@ -46,6 +46,7 @@ def route_entry(route: Route) -> dict[str, Any]:
         "methods": list(route.methods),
         "priority": route.priority,
         "function_id": route.function_id,
+        "project_id": project_id,
     }
 
 
@@ -53,17 +54,26 @@ def routes_for(
     session: Session, node: Node, function_id: str | None = None
 ) -> list[dict[str, Any]]:
     """Routes a node serves: those whose pop_selector matches it (all, or one function's)."""
-    query = select(Route).order_by(Route.host, Route.path, Route.priority, Route.id)
+    query = (
+        select(Route, Function.project_id)
+        .join(Function, Function.id == Route.function_id)
+        .order_by(Route.host, Route.path, Route.priority, Route.id)
+    )
     if function_id is not None:
         query = query.where(Route.function_id == function_id)
     labels = node_labels(node)
-    return [route_entry(r) for r in session.scalars(query) if matches(r.pop_selector, labels)]
+    return [
+        route_entry(r, project_id)
+        for r, project_id in session.execute(query)
+        if matches(r.pop_selector, labels)
+    ]
 
 
 def _blank(kind: str) -> dict[str, Any]:
     return {
         "type": kind,
         "function_id": None,
+        "project_id": None,
         "version": None,
         "artifact_url": None,
         "sha256": None,
@@ -86,6 +96,7 @@ def enqueue_deploy(
 ) -> OutboxInstruction:
     payload = _blank("deploy") | {
         "function_id": fn.id,
+        "project_id": fn.project_id,
         "version": version.version,
         "sha256": version.sha256,
         "abi": version.abi,

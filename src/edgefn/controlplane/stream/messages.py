@@ -28,6 +28,7 @@ def _routes(entries: Iterable[Mapping[str, Any]]) -> list[pb.Route]:
             methods=list(r["methods"]),
             priority=r["priority"],
             function_id=r["function_id"],
+            project_id=r.get("project_id") or "",
         )
         for r in entries
     ]
@@ -49,6 +50,7 @@ def instruction_to_proto(instruction: Mapping[str, Any]) -> pb.ControlMessage:
             ack_id=ack_id,
             deploy=pb.DeployInstruction(
                 function_id=instruction["function_id"],
+                project_id=instruction.get("project_id") or "",
                 version=instruction["version"],
                 artifact_url=instruction["artifact_url"] or "",
                 sha256=instruction["sha256"],

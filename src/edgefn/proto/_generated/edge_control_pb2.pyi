@@ -55,23 +55,25 @@ class ControlMessage(_message.Message):
     def __init__(self, ack_id: _Optional[int] = ..., deploy: _Optional[_Union[DeployInstruction, _Mapping]] = ..., undeploy: _Optional[_Union[UndeployInstruction, _Mapping]] = ..., config: _Optional[_Union[ConfigUpdate, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("id", "host", "path", "methods", "priority", "function_id")
+    __slots__ = ("id", "host", "path", "methods", "priority", "function_id", "project_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     host: str
     path: str
     methods: _containers.RepeatedScalarFieldContainer[str]
     priority: int
     function_id: str
-    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., function_id: _Optional[str] = ...) -> None: ...
+    project_id: str
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., function_id: _Optional[str] = ..., project_id: _Optional[str] = ...) -> None: ...
 
 class DeployInstruction(_message.Message):
-    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy")
+    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy", "project_id")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +93,7 @@ class DeployInstruction(_message.Message):
     ENV_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     version: str
     artifact_url: str
@@ -103,7 +106,8 @@ class DeployInstruction(_message.Message):
     env: _containers.ScalarMap[str, str]
     deployment_id: str
     policy: FunctionPolicy
-    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ...) -> None: ...
+    project_id: str
+    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ...) -> None: ...
 
 class FunctionPolicy(_message.Message):
     __slots__ = ("max_request_bytes", "kv", "http_fetch", "isolation", "min_hot_instances", "max_hot_instances", "idle_timeout_s")
