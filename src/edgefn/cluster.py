@@ -2,7 +2,10 @@
 
 `edgefn dev` runs one with a single node; the end-to-end tests and the
 deployment benchmark run several. Each part is the same `edgefn` command an
-operator runs, started as a child process with its own data directory.
+operator runs, started as a child process with its own data directory. No
+credential is ever on a command line (where `ps` shows it to every user): the
+control plane gets its admin token in its environment, each node its node token
+in a 0600 file, and nodes get no other credential.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from edgefn.atomicfile import open_private, write_secret
+from edgefn.edge.credentials import without_credentials
 
 
 class ClusterError(Exception):
@@ -82,6 +88,11 @@ class Edge:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def token_file(self) -> Path:
+        """Where the node reads its token: beside its data directory, not in it."""
+        return self.data_dir.parent / f"{self.node_id}.token"
+
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.get(self.url + path, timeout=5, **kw)
 
@@ -108,6 +119,8 @@ class Cluster:
         self.env = {**os.environ, "EDGEFN_BOOTSTRAP_TOKEN": token,
                     "EDGEFN_HEARTBEAT_INTERVAL_S": str(heartbeat_interval_s),
                     "PYTHONUNBUFFERED": "1"}
+        # What an edge node starts with: nothing that opens the control plane's API.
+        self.edge_env = without_credentials(self.env)
 
     # -- processes ------------------------------------------------------------
     @property
@@ -115,7 +128,7 @@ class Cluster:
         return f"http://127.0.0.1:{self.api_port}/api/v1"
 
     def start_cp(self) -> None:
-        log = open(self.root / "cp.log", "ab")  # noqa: SIM115 (kept open for the process)
+        log = open_private(self.root / "cp.log")
         self.cp_proc = spawn(
             [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(self.api_port),
              "--grpc-port", str(self.grpc_port), "--data-dir", str(self.root / "cp")],
@@ -148,17 +161,19 @@ class Cluster:
         return edge
 
     def start_edge(self, edge: Edge) -> None:
-        log = open(self.root / f"{edge.node_id}.log", "ab")  # noqa: SIM115
+        log = open_private(self.root / f"{edge.node_id}.log")
+        write_secret(edge.token_file, edge.token)
         cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--port", str(edge.port),
                "--metrics-port", str(edge.metrics_port), "--data-dir", str(edge.data_dir),
                "--cp-url", f"http://127.0.0.1:{self.api_port}",
                "--grpc-url", edge.grpc_url or f"127.0.0.1:{self.grpc_port}",
                "--node-id", edge.node_id,
-               "--node-token", edge.token, "--pop-id", edge.pop_id, "--workers", str(edge.workers),
+               "--node-token-file", str(edge.token_file), "--pop-id", edge.pop_id,
+               "--workers", str(edge.workers),
                "--threads", "4"]
         for k, v in edge.labels.items():
             cmd += ["--label", f"{k}={v}"]
-        edge.proc = spawn(cmd, env=self.env, stdout=log, stderr=log)
+        edge.proc = spawn(cmd, env=self.edge_env, stdout=log, stderr=log)
 
         def listening() -> bool:
             if edge.proc is not None and edge.proc.poll() is not None:
