@@ -160,20 +160,25 @@ class Cluster:
         self.start_edge(edge)
         return edge
 
-    def start_edge(self, edge: Edge) -> None:
+    def start_edge(self, edge: Edge, *, env: dict[str, str] | None = None) -> None:
+        """Start the node with its token in a file; or, when `env` is given, in that
+        environment as EDGEFN_NODE_TOKEN (the operator's other way)."""
         log = open_private(self.root / f"{edge.node_id}.log")
-        write_secret(edge.token_file, edge.token)
         cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--port", str(edge.port),
                "--metrics-port", str(edge.metrics_port), "--data-dir", str(edge.data_dir),
                "--cp-url", f"http://127.0.0.1:{self.api_port}",
                "--grpc-url", edge.grpc_url or f"127.0.0.1:{self.grpc_port}",
                "--node-id", edge.node_id,
-               "--node-token-file", str(edge.token_file), "--pop-id", edge.pop_id,
-               "--workers", str(edge.workers),
-               "--threads", "4"]
+               "--pop-id", edge.pop_id, "--workers", str(edge.workers), "--threads", "4"]
         for k, v in edge.labels.items():
             cmd += ["--label", f"{k}={v}"]
-        edge.proc = spawn(cmd, env=self.edge_env, stdout=log, stderr=log)
+        if env is None:
+            write_secret(edge.token_file, edge.token)
+            cmd += ["--node-token-file", str(edge.token_file)]
+            env = self.edge_env
+        else:
+            env = {**env, "EDGEFN_NODE_TOKEN": edge.token}
+        edge.proc = spawn(cmd, env=env, stdout=log, stderr=log)
 
         def listening() -> bool:
             if edge.proc is not None and edge.proc.poll() is not None:
