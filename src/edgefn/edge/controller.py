@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,10 @@ log = logging.getLogger("edgefn.edge.agent")
 # (function_id, version) -> a freshly signed URL of that artifact, from the control
 # plane; raises `ArtifactError` when it cannot be had.
 FreshUrl = Callable[[str, str], str]
+# After a failed repair, the same artifact waits this long (doubling, up to the cap)
+# before the next try: a control plane that is away is not asked every few seconds.
+REPAIR_RETRY_S = 5.0
+REPAIR_RETRY_CAP_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,8 @@ class NodeController:
         self.cache = cache
         self.engine = engine
         self.fresh_url = fresh_url
+        # (function_id, version) -> (monotonic time of the next try, delay after it)
+        self._repair_backoff: dict[tuple[str, str], tuple[float, float]] = {}
         self._lock = threading.Lock()
         self.state = read_state(state_path) if state_path.exists() else NodeState()
         self.function_states: dict[str, tuple[str, str]] = {
@@ -209,15 +216,22 @@ class NodeController:
         url = self.fresh_url(spec.id, spec.version)
         return self.cache.fetch(spec.id, spec.version, spec.sha256, url, pinned=pinned)
 
-    def repair(self, *, verify: bool = False) -> list[str]:
+    def repair(self, *, verify: bool = False, now: float | None = None) -> list[str]:
         """Fetch again every artifact of the state missing from the cache (with `verify`,
         also those failing their sha256: a full read, done at start). When any came
         back, the state's generation moves on so the workers retry loading them.
-        Returns the `id@version` of those repaired."""
+        One that could not be fetched waits before the next try (5 s, doubling up to
+        5 min; `now` is the monotonic clock). Returns the `id@version` of those
+        repaired."""
         with self._lock:
             repaired = []
+            now = time.monotonic() if now is None else now
             for spec in self.state.functions:
                 if not spec.artifact_url:  # a local functions directory: not ours to fetch
+                    continue
+                key = (spec.id, spec.version)
+                next_try, delay = self._repair_backoff.get(key, (0.0, REPAIR_RETRY_S))
+                if now < next_try:
                     continue
                 if verify:
                     present = self.cache.get(spec.id, spec.version, spec.sha256) is not None
@@ -229,8 +243,11 @@ class NodeController:
                     self._artifact(spec, fresh=True)
                 except EdgeError as exc:
                     log.warning("artifact of %s@%s is missing or corrupt and could not be "
-                                "fetched again: %s", spec.id, spec.version, exc)
+                                "fetched again (next try in %g s): %s", spec.id, spec.version,
+                                delay, exc)
+                    self._repair_backoff[key] = (now + delay, min(delay * 2, REPAIR_RETRY_CAP_S))
                     continue
+                self._repair_backoff.pop(key, None)
                 log.warning("artifact of %s@%s was missing or corrupt: fetched again through "
                             "a fresh URL", spec.id, spec.version)
                 repaired.append(f"{spec.id}@{spec.version}")
