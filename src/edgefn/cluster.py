@@ -119,10 +119,13 @@ class Cluster:
         self.env = {**os.environ, "EDGEFN_BOOTSTRAP_TOKEN": token,
                     "EDGEFN_HEARTBEAT_INTERVAL_S": str(heartbeat_interval_s),
                     "PYTHONUNBUFFERED": "1"}
-        # What an edge node starts with: nothing that opens the control plane's API.
-        self.edge_env = without_credentials(self.env)
 
     # -- processes ------------------------------------------------------------
+    @property
+    def edge_env(self) -> dict[str, str]:
+        """What an edge node starts with: `env` without anything that opens the API."""
+        return without_credentials(self.env)
+
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}/api/v1"
