@@ -88,7 +88,7 @@ class CompileCache:
         name = hashlib.sha256(f"{engine_id}\n{source_sha256}".encode()).hexdigest()
         return self.root / f"{name}{SUFFIX}"
 
-    def _mac(self, source_sha256: str, engine_id: str, code: bytes | memoryview) -> bytes:
+    def _mac(self, source_sha256: str, engine_id: str, code: bytes) -> bytes:
         mac = hmac.new(self._key, _MAGIC, hashlib.sha256)
         mac.update(f"{engine_id}\n{source_sha256}\n".encode())
         mac.update(code)
@@ -101,18 +101,18 @@ class CompileCache:
         try:
             with open(path, "rb") as f:
                 inode = os.fstat(f.fileno()).st_ino
-                data = f.read()
+                # Header and code read apart: the code is not copied again to slice it.
+                header = f.read(len(_MAGIC) + _MAC_SIZE)
+                code = f.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
             log.warning("cannot read compiled code %s: %s", path, exc)
             return None
-        header = len(_MAGIC) + _MAC_SIZE
-        if len(data) > header and data.startswith(_MAGIC):
-            code = memoryview(data)[header:]
-            sealed = data[len(_MAGIC):header]
+        if code and header.startswith(_MAGIC):
+            sealed = header[len(_MAGIC):]
             if hmac.compare_digest(sealed, self._mac(source_sha256, engine_id, code)):
-                return bytes(code)
+                return code
         self.reject(source_sha256, engine_id, "its seal does not match", inode=inode)
         return None
 
