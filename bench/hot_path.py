@@ -171,8 +171,9 @@ def cold_and_memory(tmp: Path) -> dict[str, float]:
     from edgefn.edge.runtime import HttpRequest, Runtime
     from edgefn.edge.spec import FunctionSpec, NodeState
     from edgefn.sandbox import Limits, WasiOptions, create_engine
+    from edgefn.sandbox.compilecache import CompileCache
 
-    engine = create_engine(compile_cache_dir=tmp / "compiled")
+    engine = create_engine(compile_cache=CompileCache.open(tmp / "compiled", tmp / "compile.key"))
     wasm = ECHO.read_bytes()
     # What a node does when an artifact arrives: compile it ahead of the first request.
     engine.compile(wasm, Limits(), WasiOptions())

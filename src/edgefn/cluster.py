@@ -2,7 +2,10 @@
 
 `edgefn dev` runs one with a single node; the end-to-end tests and the
 deployment benchmark run several. Each part is the same `edgefn` command an
-operator runs, started as a child process with its own data directory.
+operator runs, started as a child process with its own data directory. No
+credential is ever on a command line (where `ps` shows it to every user): the
+control plane gets its admin token in its environment, each node its node token
+in a 0600 file, and nodes get no other credential.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from edgefn.atomicfile import open_private, write_secret
+from edgefn.edge.credentials import without_credentials
 
 
 class ClusterError(Exception):
@@ -82,6 +88,11 @@ class Edge:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def token_file(self) -> Path:
+        """Where the node reads its token: beside its data directory, not in it."""
+        return self.data_dir.parent / f"{self.node_id}.token"
+
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.get(self.url + path, timeout=5, **kw)
 
@@ -111,11 +122,16 @@ class Cluster:
 
     # -- processes ------------------------------------------------------------
     @property
+    def edge_env(self) -> dict[str, str]:
+        """What an edge node starts with: `env` without anything that opens the API."""
+        return without_credentials(self.env)
+
+    @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}/api/v1"
 
     def start_cp(self) -> None:
-        log = open(self.root / "cp.log", "ab")  # noqa: SIM115 (kept open for the process)
+        log = open_private(self.root / "cp.log")
         self.cp_proc = spawn(
             [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(self.api_port),
              "--grpc-port", str(self.grpc_port), "--data-dir", str(self.root / "cp")],
@@ -147,18 +163,25 @@ class Cluster:
         self.start_edge(edge)
         return edge
 
-    def start_edge(self, edge: Edge) -> None:
-        log = open(self.root / f"{edge.node_id}.log", "ab")  # noqa: SIM115
+    def start_edge(self, edge: Edge, *, env: dict[str, str] | None = None) -> None:
+        """Start the node with its token in a file; or, when `env` is given, in that
+        environment as EDGEFN_NODE_TOKEN (the operator's other way)."""
+        log = open_private(self.root / f"{edge.node_id}.log")
         cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--port", str(edge.port),
                "--metrics-port", str(edge.metrics_port), "--data-dir", str(edge.data_dir),
                "--cp-url", f"http://127.0.0.1:{self.api_port}",
                "--grpc-url", edge.grpc_url or f"127.0.0.1:{self.grpc_port}",
                "--node-id", edge.node_id,
-               "--node-token", edge.token, "--pop-id", edge.pop_id, "--workers", str(edge.workers),
-               "--threads", "4"]
+               "--pop-id", edge.pop_id, "--workers", str(edge.workers), "--threads", "4"]
         for k, v in edge.labels.items():
             cmd += ["--label", f"{k}={v}"]
-        edge.proc = spawn(cmd, env=self.env, stdout=log, stderr=log)
+        if env is None:
+            write_secret(edge.token_file, edge.token)
+            cmd += ["--node-token-file", str(edge.token_file)]
+            env = self.edge_env
+        else:
+            env = {**env, "EDGEFN_NODE_TOKEN": edge.token}
+        edge.proc = spawn(cmd, env=env, stdout=log, stderr=log)
 
         def listening() -> bool:
             if edge.proc is not None and edge.proc.poll() is not None:

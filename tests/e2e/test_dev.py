@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from edgefn.cluster import free_port, wait_until
@@ -46,6 +48,10 @@ def test_dev_serves_the_examples_and_stops_cleanly(tmp_path: Path) -> None:
         assert [n["id"] for n in nodes] == ["dev-edge"]
         metrics = httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics").text
         assert "wasm_invoke_count_total" in metrics
+        data = tmp_path / ".edgefn"
+        node_token = (data / "dev-edge.token").read_text().strip()
+        assert_no_token_in_argv_or_edge_env(proc.pid, token, node_token)
+        assert_private(data)
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
@@ -53,3 +59,42 @@ def test_dev_serves_the_examples_and_stops_cleanly(tmp_path: Path) -> None:
     for port in ports.values():
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+
+
+def assert_no_token_in_argv_or_edge_env(pid: int, token: str, node_token: str) -> None:
+    """What `ps` shows every user (/proc/PID/cmdline) holds no token, for any process
+    of `edgefn dev`; the node's processes hold no admin token in their environment,
+    and its workers no token at all."""
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    assert len(procs) >= 4, [p.cmdline() for p in procs]  # dev, cp, edge, its worker(s)
+    for p in procs:
+        cmdline = Path(f"/proc/{p.pid}/cmdline").read_bytes()
+        assert token.encode() not in cmdline and node_token.encode() not in cmdline, cmdline
+    edges = [p for p in procs if "edge" in p.cmdline() and "serve" in p.cmdline()]
+    assert len(edges) == 1
+    for p in [edges[0], *edges[0].children(recursive=True)]:
+        environ = Path(f"/proc/{p.pid}/environ").read_bytes()
+        assert token.encode() not in environ, p.cmdline()
+    for worker in edges[0].children(recursive=True):
+        environ = Path(f"/proc/{worker.pid}/environ").read_bytes()
+        assert node_token.encode() not in environ, worker.cmdline()
+
+
+def assert_private(data: Path) -> None:
+    """Tokens, databases, artifacts, caches, compiled code and node state: 0600 files
+    in 0700 directories."""
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    secrets = [data / "dev-token", data / "dev-edge.token", data / "cp" / "controlplane.db",
+               data / "cp" / "secret.key", data / "edge" / "state.json",
+               data / "edge" / "compile.key"]
+    for folder in ("cp/artifacts", "edge/cache", "edge/compiled"):
+        files = [p for p in (data / folder).rglob("*") if p.is_file()]
+        assert files, folder
+        secrets += files
+        assert all(mode(d) == 0o700 for d in [data / folder, *(data / folder).rglob("*")]
+                   if d.is_dir()), folder
+    wrong = [(str(p.relative_to(data)), oct(mode(p))) for p in secrets if mode(p) != 0o600]
+    assert wrong == []
+    assert [oct(mode(d)) for d in (data, data / "cp", data / "edge")] == ["0o700"] * 3

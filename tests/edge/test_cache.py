@@ -90,6 +90,50 @@ def test_http_error_and_missing_sha_are_refused(tmp_path: Path, server: str) -> 
         cache.fetch("fn", "1.0.0", "", f"{server}/a.wasm")
 
 
+def test_a_failed_url_is_not_tried_again_at_once(
+    tmp_path: Path, server: str, artifact_server: ArtifactServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker asked for a function whose artifact is gone, with an expired URL,
+    must not send a download per request."""
+    cache = ArtifactCache(tmp_path)
+    sha = sha256_hex(BLOB)
+    url = f"{server}/late.wasm"
+    with pytest.raises(ArtifactError, match="HTTP 404"):
+        cache.ensure("fn", "1.0.0", sha, url)
+    artifact_server.blobs["/late.wasm"] = BLOB
+    with pytest.raises(ArtifactError, match="not retried"):
+        cache.ensure("fn", "1.0.0", sha, url)
+    assert cache.ensure("fn", "1.0.0", sha, f"{server}/a.wasm") == BLOB  # another URL: tried
+    cache.path_for("fn", "1.0.0").unlink()
+    monkeypatch.setattr("edgefn.edge.cache.FETCH_RETRY_S", 0.0)
+    with pytest.raises(ArtifactError, match="not retried"):  # the deadline set then holds
+        cache.ensure("fn", "1.0.0", sha, url)
+
+
+def test_a_worker_never_deletes_a_good_file_put_in_place_of_the_bad_one_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = ArtifactCache(tmp_path)
+    sha = sha256_hex(BLOB)
+    path = cache.put("fn", "1.0.0", sha, BLOB)
+    path.write_bytes(BLOB[:-1] + b"X")
+    real_read = Path.read_bytes
+    opened = open
+
+    def replaced_meanwhile(file: str, mode: str = "r", *args: object, **kw: object) -> object:
+        f = opened(file, mode, *args, **kw)  # type: ignore[call-overload]
+        if str(file) == str(path):
+            cache.put("fn", "1.0.0", sha, BLOB)  # the agent repairs it right after the read
+        return f
+
+    # The agent's repair landing between a worker's read and its delete.
+    monkeypatch.setattr("builtins.open", replaced_meanwhile)
+    assert cache.get("fn", "1.0.0", sha) is None
+    monkeypatch.undo()
+    assert real_read(path) == BLOB
+
+
 def _age(path: Path, seconds_ago: float) -> None:
     t = time.time() - seconds_ago
     os.utime(path, (t, t))

@@ -170,3 +170,69 @@ def test_state_survives_a_restart(tmp_path: Path, engine: Engine, store: str) ->
 def test_unknown_instruction_type_is_an_error_ack(controller: NodeController) -> None:
     ack = controller.apply(Instruction.from_json({"id": 9, "type": "reboot"}))
     assert ack.state == "error" and "unknown" in ack.message
+
+
+def test_repair_fetches_a_missing_or_corrupt_artifact_through_a_fresh_url(
+    controller: NodeController, store: str, artifact_server: ArtifactServer
+) -> None:
+    controller.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    generation = read_state(controller.state_path).generation
+    asked: list[tuple[str, str]] = []
+
+    def fresh_url(function_id: str, version: str) -> str:
+        asked.append((function_id, version))
+        return f"{store}/fresh/echo.wasm"
+
+    controller.fresh_url = fresh_url
+    # The URL the deploy came with has expired: the store no longer answers it.
+    del artifact_server.blobs["/echo.wasm"]
+    artifact_server.blobs["/fresh/echo.wasm"] = ECHO
+    assert controller.repair() == []  # all there: nothing fetched, nothing asked
+    assert asked == []
+
+    path = controller.cache.path_for("fn", "1.0.0")
+    path.write_bytes(ECHO[:-1] + bytes([ECHO[-1] ^ 0xFF]))  # corrupt, still present
+    assert controller.repair() == []  # the cheap check only looks
+    assert controller.repair(verify=True) == ["fn@1.0.0"]
+    assert path.read_bytes() == ECHO and asked == [("fn", "1.0.0")]
+
+    path.unlink()  # as a worker does when it finds it corrupt
+    assert controller.repair() == ["fn@1.0.0"]
+    assert path.read_bytes() == ECHO
+    # The workers reload: the state moved on, the function itself did not change.
+    state = read_state(controller.state_path)
+    assert state.generation == generation + 2
+    assert [(f.id, f.version) for f in state.functions] == [("fn", "1.0.0")]
+
+
+def test_repair_that_cannot_get_a_url_keeps_trying_later(
+    controller: NodeController, store: str
+) -> None:
+    import time
+
+    from edgefn.edge.controller import REPAIR_RETRY_S
+    from edgefn.edge.errors import ArtifactError
+
+    controller.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    generation = read_state(controller.state_path).generation
+
+    def refused(function_id: str, version: str) -> str:
+        raise ArtifactError("no fresh artifact URL: HTTP 404")
+
+    controller.fresh_url = refused
+    controller.cache.path_for("fn", "1.0.0").unlink()
+    assert controller.repair() == []
+    assert read_state(controller.state_path).generation == generation
+    controller.fresh_url = lambda f, v: f"{store}/echo.wasm"
+    assert controller.repair() == []  # not asked again at once: it backs off
+    later = time.monotonic() + REPAIR_RETRY_S + 1
+    assert controller.repair(now=later) == ["fn@1.0.0"]
+
+
+def test_a_deploy_whose_url_fails_falls_back_to_a_fresh_one(
+    controller: NodeController, store: str, artifact_server: ArtifactServer
+) -> None:
+    artifact_server.blobs["/fresh/echo.wasm"] = ECHO
+    controller.fresh_url = lambda f, v: f"{store}/fresh/echo.wasm"
+    ack = controller.apply(deploy(1, store, "expired", "1.0.0", ECHO))
+    assert ack.state == "cached", ack.message

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from edgefn.atomicfile import write_atomic
+
 DEFAULT_CP_URL = "http://127.0.0.1:8080"
 
 
@@ -37,10 +39,8 @@ def save_login(cp_url: str, token: str) -> Path:
     tokens = dict(tokens) if isinstance(tokens, dict) else {}
     data = {"default_cp": cp_url, "tokens": {**tokens, cp_url: token}}
     path = credentials_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
+    # Atomic and 0600 even when the file was there with a looser mode.
+    write_atomic(path, [json.dumps(data, indent=1).encode()])
     return path
 
 

@@ -1,9 +1,13 @@
 """`edgefn dev`: a control plane and one edge node on the embedded defaults, with the
-bundled examples deployed, until Ctrl-C."""
+bundled examples deployed, until Ctrl-C.
+
+Its tokens live in 0600 files under the data directory and reach the processes
+through their environment (the control plane) or a file (the node), never their
+command line.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -13,6 +17,7 @@ from types import FrameType
 
 import click
 
+from edgefn.atomicfile import private_dir, read_secret, write_secret
 from edgefn.cli.deploy import deploy
 from edgefn.cluster import Cluster, ClusterError, Edge
 
@@ -27,25 +32,21 @@ def _bootstrap_token(data_dir: Path) -> str:
         return given
     path = data_dir / "dev-token"
     if path.exists():
-        return path.read_text().strip()
+        return read_secret(path)
     token = "dev-" + secrets.token_urlsafe(24)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
+    write_secret(path, token)
     return token
 
 
-def _node_token(cluster: Cluster, state_file: Path) -> str:
+def _node_token(cluster: Cluster, token_file: Path) -> str:
     """The dev node's token: reused while the control plane still knows the node."""
     known = {n["id"] for n in cluster.call("GET", "/nodes")}
-    if NODE_ID in known and state_file.exists():
-        return str(json.loads(state_file.read_text())["token"])
+    if NODE_ID in known and token_file.exists():
+        return read_secret(token_file)
     if NODE_ID in known:  # registered by a run whose token is lost: register it anew
         cluster.call("DELETE", f"/nodes/{NODE_ID}")
     token = cluster.register_node(NODE_ID, POP_ID, {"region": "local"})
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps({"node_id": NODE_ID, "token": token}))
-    state_file.chmod(0o600)
+    write_secret(token_file, token)
     return token
 
 
@@ -76,7 +77,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def dev(ctx: click.Context, data_dir: Path, api_port: int, edge_port: int, metrics_port: int,
         grpc_port: int, examples_dir: Path | None) -> None:
     """Run a control plane and one edge node together, and deploy the examples."""
-    data_dir = data_dir.resolve()
+    data_dir = private_dir(data_dir.resolve())
     folders = _examples(examples_dir)
     token = _bootstrap_token(data_dir)
     cluster = Cluster(data_dir, token=token, api_port=api_port, grpc_port=grpc_port,
@@ -88,9 +89,9 @@ def dev(ctx: click.Context, data_dir: Path, api_port: int, edge_port: int, metri
     try:
         click.echo(f"control plane: starting on 127.0.0.1:{api_port} (logs: {data_dir}/cp.log)")
         cluster.start_cp()
-        node_token = _node_token(cluster, data_dir / "edge" / "node.json")
-        edge = Edge(NODE_ID, POP_ID, {"region": "local"}, node_token, data_dir / "edge",
+        edge = Edge(NODE_ID, POP_ID, {"region": "local"}, "", data_dir / "edge",
                     port=edge_port, metrics_port=metrics_port)
+        edge.token = _node_token(cluster, edge.token_file)
         cluster.edges[NODE_ID] = edge
         click.echo(f"edge node {NODE_ID}: starting on 127.0.0.1:{edge_port} "
                    f"(logs: {data_dir}/{NODE_ID}.log)")

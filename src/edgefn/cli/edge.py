@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
+from edgefn.atomicfile import private_dir, read_secret
 from edgefn.edge.settings import EdgeSettings
+
+
+def _refuse_token_argument(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        raise click.BadParameter(
+            "a token on the command line is readable by every user of the machine (ps, "
+            "/proc/PID/cmdline); put it in a file only this user can read and pass "
+            "--node-token-file FILE, or set EDGEFN_NODE_TOKEN",
+            param_hint="--node-token",
+        )
+
+
+def read_node_token(path: Path) -> str:
+    """The token in `path`; a file that others may read is used, with a warning."""
+    try:
+        token = read_secret(path)
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}",
+                                 param_hint="--node-token-file") from exc
+    if not token:
+        raise click.BadParameter(f"{path} is empty", param_hint="--node-token-file")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        click.echo(f"warning: {path} is readable by other users (mode "
+                   f"{stat.S_IMODE(mode):04o}); chmod 600 it", err=True)
+    return token
 
 
 @click.group()
@@ -43,10 +71,20 @@ def edge() -> None:
               help="Send invocation spans to this OTLP/HTTP collector (http://host:4318).")
 @click.option("--cp-url", help="Control plane API URL; without it the node runs alone.")
 @click.option("--grpc-url", help="Control plane gRPC address (host:port).")
-@click.option("--node-token", help="This node's token from the control plane.")
-def serve_cmd(labels: tuple[str, ...], **flags: Any) -> None:
+@click.option("--node-token-file", type=click.Path(path_type=Path, dir_okay=False),
+              envvar="EDGEFN_NODE_TOKEN_FILE",
+              help="File holding this node's token from the control plane (mode 0600) "
+                   "[env EDGEFN_NODE_TOKEN_FILE; or the token itself in EDGEFN_NODE_TOKEN].")
+@click.option("--node-token", hidden=True, expose_value=False, callback=_refuse_token_argument,
+              help="Removed: use --node-token-file or EDGEFN_NODE_TOKEN.")
+@click.option("--compile-key-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Key sealing the compiled code cache; created if missing "
+                   "[DATA_DIR/compile.key].")
+def serve_cmd(labels: tuple[str, ...], node_token_file: Path | None, **flags: Any) -> None:
     """Serve HTTP requests with WebAssembly functions."""
     overrides = {k: v for k, v in flags.items() if v is not None}
+    if node_token_file is not None:
+        overrides["node_token"] = read_node_token(node_token_file)
     if labels:
         pairs = [label.split("=", 1) for label in labels]
         if any(len(p) != 2 for p in pairs):
@@ -56,6 +94,7 @@ def serve_cmd(labels: tuple[str, ...], **flags: Any) -> None:
         settings = EdgeSettings(**overrides)
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from exc
+    private_dir(settings.data_dir)
     from edgefn.edge.server import serve
 
     serve(settings)

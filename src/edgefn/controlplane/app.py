@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgefn import __version__
+from edgefn.atomicfile import private_dir
 from edgefn.controlplane import db
 from edgefn.controlplane.artifacts import UrlSigner, open_store
 from edgefn.controlplane.artifacts.api import router as artifacts_router
@@ -51,7 +52,7 @@ _HTTP_CODES = {
 
 
 def build_context(settings: CPSettings) -> CPContext:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     engine = db.make_engine(settings.resolved_database_url())
     secret = settings.resolved_secret_key()
     signer = UrlSigner(secret)

@@ -8,14 +8,17 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, Engine, create_engine, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from edgefn.atomicfile import private_file
 
 
 class Base(DeclarativeBase):
@@ -51,6 +54,10 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            # 0600 before SQLite creates it: its WAL and journal files copy the mode.
+            private_file(Path(database))
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _sqlite_serialized_writes(engine)
         return engine

@@ -7,6 +7,12 @@ agent reconnects with exponential backoff and jitter (capped at 30 s) and sends
 heartbeats by HTTP, whose answers carry the pending instructions, so a node
 behind a proxy that blocks gRPC still converges. Acks that could not be sent are
 kept and go out with the next message, on whichever channel is up.
+
+It also keeps the node's artifacts whole: at start it verifies every cached
+artifact the state names, then checks every few seconds that none went missing
+(a worker deletes a corrupt one when it finds it), and fetches what is gone
+through a fresh URL that the control plane signs for this node
+(`GET /api/v1/nodes/{id}/artifacts/{function}/{version}`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from google.protobuf.message import Message
 
 from edgefn import __version__
 from edgefn.edge.controller import Ack, Instruction, NodeController
+from edgefn.edge.errors import ArtifactError
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 
@@ -33,6 +40,8 @@ log = logging.getLogger("edgefn.edge.agent")
 
 BACKOFF_START_S = 0.2
 BACKOFF_CAP_S = 30.0
+# How often the agent checks that every artifact of the state is still in the cache.
+REPAIR_INTERVAL_S = 2.0
 
 
 def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
@@ -96,6 +105,7 @@ class Agent:
         pop_id: str = "",
         labels: dict[str, str] | None = None,
         heartbeat_interval_s: float = 30.0,
+        repair_interval_s: float = REPAIR_INTERVAL_S,
     ) -> None:
         self.controller = controller
         self.node_id = node_id
@@ -104,6 +114,7 @@ class Agent:
         self.pop_id = pop_id
         self.labels = labels or {}
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.repair_interval_s = repair_interval_s
         self._metadata = (("authorization", f"Bearer {token}"), ("x-edgefn-node-id", node_id))
         self._token = token
         self._unsent: list[Ack] = []
@@ -112,6 +123,8 @@ class Agent:
         self._stopping: asyncio.Event | None = None
         self.stream_connected = threading.Event()
         self._proc = psutil.Process()
+        if self.cp_url:
+            controller.fresh_url = self.fresh_artifact_url
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
@@ -130,10 +143,11 @@ class Agent:
         self._stopping = asyncio.Event()
         stream = asyncio.create_task(self._stream_forever())
         http = asyncio.create_task(self._http_heartbeats())
+        repair = asyncio.create_task(self._repair_forever())
         await self._stopping.wait()
-        for task in (stream, http):
+        for task in (stream, http, repair):
             task.cancel()
-        for task in (stream, http):
+        for task in (stream, http, repair):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
@@ -231,6 +245,33 @@ class Agent:
             self.heartbeat_interval_s = float(answer["heartbeat_interval_s"])
         for data in answer.get("instructions", []):
             self._unsent.append(await self._apply(Instruction.from_json(data)))
+
+    # -- artifacts ------------------------------------------------------------
+    def fresh_artifact_url(self, function_id: str, version: str) -> str:
+        """A newly signed URL of an artifact deployed to this node (`FreshUrl`)."""
+        url = f"{self.cp_url}/api/v1/nodes/{self.node_id}/artifacts/{function_id}/{version}"
+        try:
+            resp = httpx.get(url, headers={"authorization": f"Bearer {self._token}"},
+                             timeout=10)
+        except httpx.HTTPError as exc:
+            raise ArtifactError(f"no fresh artifact URL: {exc}") from exc
+        if resp.status_code != 200:
+            raise ArtifactError(
+                f"no fresh artifact URL: HTTP {resp.status_code} {resp.text[:200]}")
+        try:
+            return str(resp.json()["artifact_url"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"no fresh artifact URL in the answer: {exc}") from exc
+
+    async def _repair_forever(self) -> None:
+        verify = True  # the first pass reads every artifact; later ones only look
+        while True:
+            try:
+                await asyncio.to_thread(self.controller.repair, verify=verify)
+                verify = False
+            except Exception:
+                log.exception("checking the artifact cache failed")
+            await asyncio.sleep(self.repair_interval_s)
 
     # -- shared ---------------------------------------------------------------
     async def _apply(self, instr: Instruction) -> Ack:

@@ -1,9 +1,12 @@
-"""Building a worker's runtime from settings: engine, cache, KV, logs, pools."""
+"""Building a node's parts from settings: engine, caches, KV, logs, pools; and what
+of the settings and the environment a worker process may see."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
+from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
 from edgefn.edge.capabilities.kv import KvCapability
@@ -14,7 +17,35 @@ from edgefn.edge.runtime import Runtime
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import FunctionSpec
 from edgefn.edge.tracing import OtlpSpanExporter
-from edgefn.sandbox import create_engine
+from edgefn.sandbox import Engine, create_engine
+from edgefn.sandbox.compilecache import CompileCache
+
+# Settings the workers never need: the agent in the main process talks to the CP.
+_MAIN_PROCESS_ONLY = {"node_token"}
+
+
+def worker_config(settings: EdgeSettings) -> str:
+    """The settings handed to the workers (JSON), without the node's credentials."""
+    worker = settings.model_copy(update={
+        "data_dir": settings.data_dir.resolve(),
+        "compile_key_file": compile_key_file(settings).resolve(),
+    })
+    return worker.model_dump_json(exclude=_MAIN_PROCESS_ONLY)
+
+
+def compile_key_file(settings: EdgeSettings) -> Path:
+    return settings.compile_key_file or settings.data_dir / "compile.key"
+
+
+def build_engine(settings: EdgeSettings) -> Engine:
+    """The engine, with the node's sealed compile cache (`{data_dir}/compiled`)."""
+    cache = CompileCache.open(
+        settings.data_dir / "compiled",
+        compile_key_file(settings),
+        on_reject=lambda _reason: metrics.COMPILED_REJECTED.inc(),
+    )
+    return create_engine(settings.engine, epoch_tick_ms=settings.epoch_tick_ms,
+                         compile_cache=cache)
 
 
 def build_cache(settings: EdgeSettings) -> ArtifactCache:
@@ -27,11 +58,7 @@ def build_cache(settings: EdgeSettings) -> ArtifactCache:
 
 def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) -> Runtime:
     """Everything a worker process needs; the KV store is opened on first use."""
-    engine = create_engine(
-        settings.engine,
-        epoch_tick_ms=settings.epoch_tick_ms,
-        compile_cache_dir=settings.data_dir / "compiled",
-    )
+    engine = build_engine(settings)
     sink = log_sink or JsonLog(settings.log_file)
     pools = PoolManager(memory_budget_bytes=settings.memory_budget_bytes)
     pools.on_tick.append(sink.flush)

@@ -4,7 +4,9 @@ Every file is verified against its sha256 when written and again when loaded;
 writes are atomic (temp file, fsync, rename) so a crash or a download killed
 halfway never leaves a file behind; least recently used files go first when the
 count or total size is over its limit. Recency is the file's mtime, so it
-survives restarts.
+survives restarts. A corrupt file is deleted where it is found; the node's agent
+notices the gap and fetches the artifact again through a fresh URL
+(`NodeController.repair`), since the URL a deploy came with has expired by then.
 """
 
 from __future__ import annotations
@@ -14,17 +16,21 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from edgefn.atomicfile import PARTIAL_PREFIX, write_atomic
+from edgefn.atomicfile import PARTIAL_PREFIX, private_dir, write_atomic
 from edgefn.edge.errors import ArtifactError
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _CHUNK = 256 * 1024
+# After a failed download, the same URL is not tried again for this long: a worker
+# asked for a function whose artifact is gone must not hit the network per request.
+FETCH_RETRY_S = 5.0
 
 
 @dataclass
@@ -58,7 +64,8 @@ class ArtifactCache:
         self.download_timeout_s = download_timeout_s
         self.stats = CacheStats()
         self._lock = threading.Lock()
-        root.mkdir(parents=True, exist_ok=True)
+        self._failed: dict[str, tuple[float, str]] = {}
+        private_dir(root)
 
     def path_for(self, function_id: str, version: str) -> Path:
         if not _SAFE.match(function_id) or not _SAFE.match(version):
@@ -69,12 +76,18 @@ class ArtifactCache:
         """The verified artifact, or None on a miss. A corrupt file is removed."""
         path = self.path_for(function_id, version)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                inode = os.fstat(f.fileno()).st_ino
+                data = f.read()
         except FileNotFoundError:
             self.stats.misses += 1
             return None
         if sha256 and sha256_hex(data) != sha256:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                # Only the file that failed: another process may have put a good one
+                # in its place since it was read.
+                if os.stat(path).st_ino == inode:
+                    path.unlink()
             self.stats.rejected += 1
             self.stats.misses += 1
             return None
@@ -82,6 +95,10 @@ class ArtifactCache:
         with contextlib.suppress(OSError):
             os.utime(path)  # recency for LRU; a read-only cache still serves
         return data
+
+    def has(self, function_id: str, version: str) -> bool:
+        """Whether a file is there (unverified: a cheap check, run often)."""
+        return self.path_for(function_id, version).is_file()
 
     def put(
         self, function_id: str, version: str, sha256: str, data: bytes,
@@ -107,7 +124,20 @@ class ArtifactCache:
         if not sha256:
             raise ArtifactError("refusing to download an artifact without its sha256")
         path = self.path_for(function_id, version)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        failed = self._failed.get(url)
+        if failed is not None and time.monotonic() < failed[0]:
+            raise ArtifactError(f"{failed[1]} (not retried for {FETCH_RETRY_S:g} s)")
+        try:
+            chunks = self._download(function_id, version, sha256, url)
+        except ArtifactError as exc:
+            self._failed[url] = (time.monotonic() + FETCH_RETRY_S, str(exc))
+            raise
+        self._failed.pop(url, None)
+        write_atomic(path, chunks)
+        self.evict(pinned=[*pinned, (function_id, version)])
+        return b"".join(chunks)
+
+    def _download(self, function_id: str, version: str, sha256: str, url: str) -> list[bytes]:
         digest = hashlib.sha256()
         chunks: list[bytes] = []
         size = 0
@@ -132,9 +162,7 @@ class ArtifactCache:
                 f"sha256 mismatch for {function_id}@{version}: expected {sha256}, "
                 f"got {digest.hexdigest()}"
             )
-        write_atomic(path, chunks)
-        self.evict(pinned=[*pinned, (function_id, version)])
-        return b"".join(chunks)
+        return chunks
 
     def ensure(
         self, function_id: str, version: str, sha256: str, url: str = "",

@@ -5,12 +5,18 @@ An instruction (from the gRPC stream or a heartbeat answer) becomes a new
 applied only once its artifact is in the disk cache with the right sha256 and
 compiles; otherwise the previous version keeps serving and the ack says why.
 Applying the same instruction twice changes nothing the second time.
+
+`repair` puts back artifacts of the state that went missing from the cache (a
+corrupt file is deleted where it is found), through a fresh URL from the
+control plane: the one a deploy came with expires within minutes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from edgefn.edge.cache import ArtifactCache
-from edgefn.edge.errors import EdgeError
+from edgefn.edge.errors import ArtifactError, EdgeError
 from edgefn.edge.spec import (
     POLICY_FIELDS,
     FunctionSpec,
@@ -31,6 +37,14 @@ from edgefn.sandbox.engine import Engine
 from edgefn.sandbox.errors import InvalidModule
 
 log = logging.getLogger("edgefn.edge.agent")
+
+# (function_id, version) -> a freshly signed URL of that artifact, from the control
+# plane; raises `ArtifactError` when it cannot be had.
+FreshUrl = Callable[[str, str], str]
+# After a failed repair, the same artifact waits this long (doubling, up to the cap)
+# before the next try: a control plane that is away is not asked every few seconds.
+REPAIR_RETRY_S = 5.0
+REPAIR_RETRY_CAP_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -106,10 +120,20 @@ def _route(data: dict[str, Any]) -> RouteSpec:
 class NodeController:
     """Owns the node state file; thread-safe, one instruction at a time."""
 
-    def __init__(self, state_path: Path, cache: ArtifactCache, engine: Engine | None) -> None:
+    def __init__(
+        self,
+        state_path: Path,
+        cache: ArtifactCache,
+        engine: Engine | None,
+        *,
+        fresh_url: FreshUrl | None = None,
+    ) -> None:
         self.state_path = state_path
         self.cache = cache
         self.engine = engine
+        self.fresh_url = fresh_url
+        # (function_id, version) -> (monotonic time of the next try, delay after it)
+        self._repair_backoff: dict[tuple[str, str], tuple[float, float]] = {}
         self._lock = threading.Lock()
         self.state = read_state(state_path) if state_path.exists() else NodeState()
         self.function_states: dict[str, tuple[str, str]] = {
@@ -159,9 +183,7 @@ class NodeController:
         )
         self.function_states[spec.id] = (spec.version, "loading")
         # The artifact first: a bad one must never replace a good version.
-        pinned = [(f.id, f.version) for f in self.state.functions]
-        wasm = self.cache.ensure(spec.id, spec.version, spec.sha256, spec.artifact_url,
-                                 pinned=pinned)
+        wasm = self._artifact(spec)
         if self.engine is not None:
             # Compile here, once per node: the workers then load machine code from disk.
             self.engine.compile(wasm, spec.limits, spec.wasi).close()
@@ -180,6 +202,63 @@ class NodeController:
         self._write(functions=tuple(current.values()), route_table=tuple(table),
                     unavailable=unavailable)
         self.function_states[spec.id] = (spec.version, "cached")
+
+    def _artifact(self, spec: FunctionSpec, *, fresh: bool = False) -> bytes:
+        """`spec`'s artifact from the cache, else downloaded: with the URL it came with
+        unless `fresh`, and through a fresh URL from the control plane when that one
+        fails (expired, or the store moved)."""
+        pinned = [(f.id, f.version) for f in self.state.functions]
+        if not fresh or self.fresh_url is None:
+            try:
+                return self.cache.ensure(spec.id, spec.version, spec.sha256, spec.artifact_url,
+                                         pinned=pinned)
+            except ArtifactError:
+                if self.fresh_url is None:
+                    raise
+        data = self.cache.get(spec.id, spec.version, spec.sha256)
+        if data is not None:
+            return data
+        url = self.fresh_url(spec.id, spec.version)
+        return self.cache.fetch(spec.id, spec.version, spec.sha256, url, pinned=pinned)
+
+    def repair(self, *, verify: bool = False, now: float | None = None) -> list[str]:
+        """Fetch again every artifact of the state missing from the cache (with `verify`,
+        also those failing their sha256: a full read, done at start). When any came
+        back, the state's generation moves on so the workers retry loading them.
+        One that could not be fetched waits before the next try (5 s, doubling up to
+        5 min; `now` is the monotonic clock). Returns the `id@version` of those
+        repaired."""
+        with self._lock:
+            repaired = []
+            now = time.monotonic() if now is None else now
+            for spec in self.state.functions:
+                if not spec.artifact_url:  # a local functions directory: not ours to fetch
+                    continue
+                key = (spec.id, spec.version)
+                next_try, delay = self._repair_backoff.get(key, (0.0, REPAIR_RETRY_S))
+                if now < next_try:
+                    continue
+                if verify:
+                    present = self.cache.get(spec.id, spec.version, spec.sha256) is not None
+                else:
+                    present = self.cache.has(spec.id, spec.version)
+                if present:
+                    continue
+                try:
+                    self._artifact(spec, fresh=True)
+                except EdgeError as exc:
+                    log.warning("artifact of %s@%s is missing or corrupt and could not be "
+                                "fetched again (next try in %g s): %s", spec.id, spec.version,
+                                delay, exc)
+                    self._repair_backoff[key] = (now + delay, min(delay * 2, REPAIR_RETRY_CAP_S))
+                    continue
+                self._repair_backoff.pop(key, None)
+                log.warning("artifact of %s@%s was missing or corrupt: fetched again through "
+                            "a fresh URL", spec.id, spec.version)
+                repaired.append(f"{spec.id}@{spec.version}")
+            if repaired:
+                self._write()
+            return repaired
 
     def _undeploy(self, instr: Instruction) -> None:
         functions = tuple(f for f in self.state.functions if f.id != instr.function_id)

@@ -49,6 +49,10 @@ GUEST_METRIC = Counter(
 GUEST_METRIC_DROPPED = Counter(
     "wasm_guest_metric_dropped", "Guest metric increments refused", ["function_id"]
 )
+COMPILED_REJECTED = Counter(
+    "edge_compiled_code_rejected",
+    "Compiled code files refused (seal mismatch or refused by the engine) and compiled again",
+)
 TRACE_SPANS_DROPPED = Counter(
     "edge_trace_spans_dropped",
     "Invocation spans not delivered to the OTLP collector (queue_full, export_failed)",

@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgefn.edge.bootstrap import build_cache
+from edgefn.edge.bootstrap import build_cache, worker_config
+from edgefn.edge.credentials import scrub_credentials
 from edgefn.edge.settings import WORKER_CONFIG_ENV, EdgeSettings
 from edgefn.edge.spec import NodeState, load_function_dir, read_state, write_state
 
@@ -73,14 +74,13 @@ def start_agent(settings: EdgeSettings) -> Agent | None:
     if not (settings.cp_url or settings.grpc_url):
         return None
     if settings.node_token is None:
-        raise ValueError("a node needs its token (--node-token) to talk to the control plane")
+        raise ValueError("a node needs its token (--node-token-file or EDGEFN_NODE_TOKEN) "
+                         "to talk to the control plane")
     from edgefn.edge.agent import Agent
-    from edgefn.edge.bootstrap import build_cache
+    from edgefn.edge.bootstrap import build_cache, build_engine
     from edgefn.edge.controller import NodeController
-    from edgefn.sandbox import create_engine
 
-    engine = create_engine(settings.engine, compile_cache_dir=settings.data_dir / "compiled")
-    controller = NodeController(settings.state_path, build_cache(settings), engine)
+    controller = NodeController(settings.state_path, build_cache(settings), build_engine(settings))
     agent = Agent(
         controller,
         node_id=settings.node_id,
@@ -103,6 +103,8 @@ def serve(settings: EdgeSettings) -> None:
     # Workers start from a clean interpreter: the main process runs threads (the
     # agent's gRPC channel, the metrics server) that must not be forked.
     multiprocessing.set_start_method("spawn", force=True)
+    # The workers inherit this environment and run tenants' code: no CP credentials.
+    scrub_credentials()
     state = prepare_state(settings)
     build_cache(settings).clean_partials()
     log.info("node %s: %d functions, %d routes", settings.node_id, len(state.functions),
@@ -115,8 +117,7 @@ def serve(settings: EdgeSettings) -> None:
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics_server.port)
     agent = start_agent(settings)
 
-    worker_settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
-    os.environ[WORKER_CONFIG_ENV] = worker_settings.model_dump_json()
+    os.environ[WORKER_CONFIG_ENV] = worker_config(settings)
     server = Granian(
         "edgefn.edge.app:create_app",
         address=settings.host,

@@ -39,6 +39,8 @@ class EdgeSettings(BaseSettings):
     data_dir: Path = Path(".edgefn/edge")
     functions_dir: Path | None = None
     engine: str = "wasmtime"
+    # The key sealing compiled code in {data_dir}/compiled; None: {data_dir}/compile.key.
+    compile_key_file: Path | None = None
     epoch_tick_ms: float = Field(1.0, gt=0, le=100)
 
     # Per worker process: idle instances and compiled modules beyond this are evicted.

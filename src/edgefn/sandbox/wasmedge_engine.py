@@ -13,6 +13,7 @@ import ctypes
 import hashlib
 import math
 import os
+import secrets
 import tempfile
 import threading
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from edgefn.sandbox import _wasmedge_ffi as ffi
 from edgefn.sandbox import _wasmedge_wasi as wasi_stdio
 from edgefn.sandbox.abi import check_handle_result, unusable_alloc
+from edgefn.sandbox.compilecache import CompileCache
 from edgefn.sandbox.engine import GuestRequest, Host, Limits, ModuleFacts, WasiOptions
 from edgefn.sandbox.errors import (
     EngineUnavailable,
@@ -251,11 +253,20 @@ class WasmEdgeEngine:
     `cost_limit_per_ms`: an instruction-cost budget per millisecond of
     `max_execution_ms`, enforced by WasmEdge's statistics as a second guard behind
     cancellation; off by default, as counting costs every instruction some time.
+    `compile_cache`: where AOT output is kept, sealed, between processes; without
+    one it is sealed with a key of this process's own in a private temporary
+    directory (AOT code carries native code, so even that file is checked).
     """
 
     name = "wasmedge"
 
-    def __init__(self, *, aot: bool | None = None, cost_limit_per_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        aot: bool | None = None,
+        cost_limit_per_ms: int | None = None,
+        compile_cache: CompileCache | None = None,
+    ) -> None:
         self._lib = lib = ffi.load()
         _ensure_stdio_fds()
         if aot is None:
@@ -268,6 +279,10 @@ class WasmEdgeEngine:
         self._validator = lib.ValidatorCreate(self._conf)
         self._compiler: int | None = None
         self._aot_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._compile_cache: CompileCache | None = None
+        self._engine_id = f"wasmedge-{lib.version_string}-aot-O2-interruptible" + (
+            "-cost" if cost_limit_per_ms is not None else ""
+        )
         compiler_conf = lib.ConfigureCreate()
         lib.ConfigureCompilerSetOutputFormat(compiler_conf, ffi.COMPILER_OUTPUT_WASM)
         lib.ConfigureCompilerSetOptimizationLevel(compiler_conf, ffi.COMPILER_OPT_O2)
@@ -281,6 +296,9 @@ class WasmEdgeEngine:
         if compiler and aot:
             self._compiler = compiler
             self._aot_dir = tempfile.TemporaryDirectory(prefix="edgefn-wasmedge-aot-")
+            self._compile_cache = compile_cache or CompileCache(
+                Path(self._aot_dir.name) / "sealed", secrets.token_bytes(32)
+            )
         elif compiler:
             lib.CompilerDelete(compiler)
         self._lock = threading.Lock()
@@ -302,30 +320,53 @@ class WasmEdgeEngine:
         if config_dir is not None and (":" in config_dir or not os.path.isdir(config_dir)):
             raise InvalidModule(f"config directory {config_dir!r} is not a usable directory")
         prepared = wasi_stdio.prepare(wasm)
-        lib = self._lib
         with self._lock:
-            code = self._precompile(prepared) if self._compiler else prepared
-            ast = c_void_p()
-            result = lib.LoaderParseFromBuffer(self._loader, byref(ast), code, len(code))
-            _check(lib, result, "module does not load")
-            result = lib.ValidatorValidate(self._validator, ast)
-            if not ffi.result_ok(result):
-                lib.ASTModuleDelete(ast)
-                _check(lib, result, "module does not validate")
+            ast = self._load(prepared)
         module = WasmEdgeModule(self, int(ast.value or 0), info, limits, wasi, len(wasm))
         module.check_links()
         return module
 
-    def _precompile(self, wasm: bytes) -> bytes:
+    def _load(self, prepared: bytes) -> c_void_p:
+        """Parse and validate the module (AOT-compiled first when AOT is on)."""
+        if not self._compiler:
+            return self._parse(prepared)
+        cache = self._compile_cache
+        assert cache is not None
+        source = hashlib.sha256(prepared).hexdigest()
+        code = cache.load(source, self._engine_id)
+        if code is not None:
+            try:
+                return self._parse(code)
+            except InvalidModule as exc:
+                cache.reject(source, self._engine_id, f"WasmEdge refused it: {exc}")
+        code = self._precompile(prepared, source)
+        cache.store(source, self._engine_id, code)
+        return self._parse(code)
+
+    def _parse(self, code: bytes) -> c_void_p:
+        lib = self._lib
+        ast = c_void_p()
+        result = lib.LoaderParseFromBuffer(self._loader, byref(ast), code, len(code))
+        _check(lib, result, "module does not load")
+        result = lib.ValidatorValidate(self._validator, ast)
+        if not ffi.result_ok(result):
+            lib.ASTModuleDelete(ast)
+            _check(lib, result, "module does not validate")
+        return ast
+
+    def _precompile(self, wasm: bytes, source: str) -> bytes:
         """AOT-compile into a universal wasm (native code in a custom section)."""
         assert self._aot_dir is not None
-        out = Path(self._aot_dir.name) / (hashlib.sha256(wasm).hexdigest() + ".wasm")
-        if not out.exists():
+        # The compiler writes a file; it is read back at once and not kept as it is.
+        out = Path(self._aot_dir.name) / f"{source}.wasm"
+        try:
             result = self._lib.CompilerCompileFromBuffer(
                 self._compiler, wasm, len(wasm), str(out).encode()
             )
             _check(self._lib, result, "module does not compile")
-        return out.read_bytes()
+            return out.read_bytes()
+        finally:
+            out.unlink(missing_ok=True)
 
     def describe(self) -> dict[str, str]:
         lib = self._lib

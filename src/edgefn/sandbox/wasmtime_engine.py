@@ -9,7 +9,6 @@ find their invocation through a thread-local, since a call runs on one thread.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import importlib.metadata
@@ -19,15 +18,14 @@ import threading
 import time
 from collections.abc import Callable
 from ctypes import POINTER, byref, c_void_p
-from pathlib import Path
 from typing import Any
 
 import wasmtime
 from wasmtime import _bindings as _raw
 from wasmtime import _ffi as ffi
 
-from edgefn.atomicfile import write_atomic
 from edgefn.sandbox.abi import check_handle_result, unusable_alloc
+from edgefn.sandbox.compilecache import CompileCache
 from edgefn.sandbox.engine import GuestRequest, Host, Limits, ModuleFacts, WasiOptions
 from edgefn.sandbox.errors import (
     EngineUnavailable,
@@ -191,12 +189,13 @@ class WasmtimeEngine:
         *,
         epoch_tick_ms: float = 1.0,
         opt_level: str = "speed",
-        compile_cache_dir: Path | None = None,
+        compile_cache: CompileCache | None = None,
     ) -> None:
-        # Compiled machine code is cached on disk by the module's sha256, so a
-        # version is compiled once per node, not once per worker or restart.
-        self._compile_cache = compile_cache_dir
-        self._opt_level = opt_level
+        # Compiled machine code is cached on disk, sealed, by the module's sha256, so
+        # a version is compiled once per node, not once per worker or restart.
+        self._compile_cache = compile_cache
+        # Serialized code only loads into an engine of the same version and settings.
+        self._engine_id = f"wasmtime-{_WASMTIME_VERSION}-{opt_level}-epoch"
         try:
             config = wasmtime.Config()
             config.epoch_interruption = True
@@ -245,28 +244,26 @@ class WasmtimeEngine:
         return WasmtimeModule(self, module, pre, info, limits, wasi, len(wasm))
 
     def _load_or_compile(self, wasm: bytes) -> wasmtime.Module:
-        if self._compile_cache is None:
+        cache = self._compile_cache
+        if cache is None:
             return wasmtime.Module(self._engine, wasm)
-        key = hashlib.sha256(
-            wasm + f"|wasmtime-{_WASMTIME_VERSION}|{self._opt_level}".encode()
-        ).hexdigest()
-        path = self._compile_cache / f"{key}.cwasm"
-        if path.exists():
+        source = hashlib.sha256(wasm).hexdigest()
+        code = cache.load(source, self._engine_id)
+        if code is not None:
             try:
-                return wasmtime.Module.deserialize_file(self._engine, str(path))
-            except wasmtime.WasmtimeError:
-                path.unlink(missing_ok=True)  # stale or damaged: compile again
+                # Safe only because the seal proves this node compiled these bytes.
+                return wasmtime.Module.deserialize(self._engine, code)
+            except wasmtime.WasmtimeError as exc:
+                cache.reject(source, self._engine_id, f"wasmtime refused it: {exc}")
         module = wasmtime.Module(self._engine, wasm)
-        # A cache that cannot be written only costs the next load a compile.
-        with contextlib.suppress(OSError):
-            write_atomic(path, [bytes(module.serialize())])
+        cache.store(source, self._engine_id, bytes(module.serialize()))
         return module
 
     def describe(self) -> dict[str, str]:
         return {
             "engine": "wasmtime",
             "version": _WASMTIME_VERSION,
-            "compiler": "cranelift (compiled at load, cached on disk by sha256)"
+            "compiler": "cranelift (compiled at load, cached on disk, sealed)"
             if self._compile_cache
             else "cranelift (compiled at load)",
             "epoch_tick_ms": str(self._ticker.tick_ms),

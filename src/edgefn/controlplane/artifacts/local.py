@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgefn.atomicfile import write_atomic
+from edgefn.atomicfile import private_dir, write_atomic
 from edgefn.controlplane.artifacts.signing import UrlSigner
 from edgefn.controlplane.errors import ArtifactStoreError, NotFound
 
@@ -18,7 +18,7 @@ class LocalArtifactStore:
         self.root = root.resolve()
         self.signer = signer
         self.public_url = public_url.rstrip("/")
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()

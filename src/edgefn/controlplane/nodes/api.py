@@ -1,4 +1,5 @@
-"""HTTP surface of nodes: register (admin), list, delete, heartbeat (node token)."""
+"""HTTP surface of nodes: register (admin), list, delete; heartbeat and fresh artifact
+URLs (node token)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from edgefn.controlplane.deps import DB, Caller, Ctx, NodeCaller
 from edgefn.controlplane.nodes import service
 from edgefn.controlplane.nodes.schemas import (
+    ArtifactGrant,
     HeartbeatIn,
     HeartbeatOut,
     NodeCreated,
@@ -56,4 +58,16 @@ def heartbeat(
     )
     return HeartbeatOut(
         instructions=instructions, heartbeat_interval_s=ctx.settings.heartbeat_interval_s
+    )
+
+
+@router.get("/nodes/{node_id}/artifacts/{function_id}/{version}", response_model=ArtifactGrant)
+def artifact_url(
+    node_id: str, function_id: str, version: str, session: DB, ctx: Ctx, who: NodeCaller
+) -> ArtifactGrant:
+    """A fresh signed URL of an artifact deployed to this node, for a node whose cached
+    copy went missing or corrupt after the URL it was sent with expired."""
+    return service.artifact_grant(
+        session, who, node_id, function_id, version,
+        store=ctx.store, url_ttl_s=ctx.settings.download_url_ttl_s,
     )

@@ -60,3 +60,13 @@ class HeartbeatIn(StrictModel):
 class HeartbeatOut(BaseModel):
     instructions: list[dict[str, Any]]
     heartbeat_interval_s: float
+
+
+class ArtifactGrant(BaseModel):
+    """A fresh download URL of an artifact deployed to the node that asked."""
+
+    function_id: str
+    version: str
+    sha256: str
+    artifact_url: str
+    expires_in: int = Field(description="Seconds the URL stays valid.")

@@ -1,5 +1,6 @@
-"""Node registration (issuing the node token), heartbeats, and liveness: a node
-silent for three heartbeat intervals is marked offline."""
+"""Node registration (issuing the node token), heartbeats, liveness (a node silent
+for three heartbeat intervals is marked offline), and fresh artifact URLs for what
+was deployed to a node."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from edgefn.controlplane.auth.service import (
 from edgefn.controlplane.db import new_id, utcnow
 from edgefn.controlplane.deployments import outbox
 from edgefn.controlplane.deployments import service as deployments
+from edgefn.controlplane.deployments.models import OutboxInstruction
 from edgefn.controlplane.errors import BadRequest, Conflict, Forbidden, NotFound
+from edgefn.controlplane.functions.models import FunctionVersion
 from edgefn.controlplane.nodes.models import Node
-from edgefn.controlplane.nodes.schemas import FunctionState, HeartbeatIn, NodeIn
+from edgefn.controlplane.nodes.schemas import ArtifactGrant, FunctionState, HeartbeatIn, NodeIn
 
 MISSED_BEATS_OFFLINE = 3
 
@@ -133,9 +136,66 @@ def record_metrics(
     session.commit()
 
 
+def artifact_grant(
+    session: Session,
+    who: Principal,
+    node_id: str,
+    function_id: str,
+    version: str,
+    *,
+    store: ArtifactStore,
+    url_ttl_s: int,
+) -> ArtifactGrant:
+    """A freshly signed URL of `function_id@version`, for the node it was deployed to.
+
+    A node may fetch again only what it was sent: the version was in a deploy
+    instruction for this node, not undeployed from it since. Anything else is 404,
+    whether or not it exists, so a node learns nothing of other tenants' functions.
+    """
+    _own_node(session, who, node_id)
+    missing = NotFound(f"no artifact {function_id}@{version} is deployed to node {node_id}")
+    if not deployed_to(session, node_id, function_id, version):
+        raise missing
+    row = session.scalar(
+        select(FunctionVersion).where(
+            FunctionVersion.function_id == function_id, FunctionVersion.version == version
+        )
+    )
+    if row is None:  # deleted since it was deployed
+        raise missing
+    return ArtifactGrant(
+        function_id=function_id,
+        version=version,
+        sha256=row.sha256,
+        artifact_url=store.presign_get(row.artifact_key, url_ttl_s),
+        expires_in=url_ttl_s,
+    )
+
+
+def deployed_to(session: Session, node_id: str, function_id: str, version: str) -> bool:
+    """Whether a deploy of `function_id@version` was queued for the node after the
+    function's last undeploy there. Any such deploy counts, acked or not: the node
+    may have applied it before a newer one superseded it."""
+    rows = session.scalars(
+        select(OutboxInstruction)
+        .where(
+            OutboxInstruction.node_id == node_id,
+            OutboxInstruction.type.in_(("deploy", "undeploy")),
+            OutboxInstruction.payload["function_id"].as_string() == function_id,
+        )
+        .order_by(OutboxInstruction.id.desc())
+    )
+    for row in rows:
+        if row.type == "undeploy":
+            return False
+        if row.payload.get("version") == version:
+            return True
+    return False
+
+
 def _own_node(session: Session, who: Principal, node_id: str) -> Node:
     if who.kind != "node" or who.id != node_id:
-        raise Forbidden("a node token may only send its own node's heartbeats")
+        raise Forbidden("a node token may only act for its own node")
     node = session.get(Node, node_id)
     if node is None:  # deleted after the token was checked
         raise NotFound(f"no node {node_id}")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edgefn.atomicfile import private_file
 from edgefn.edge.kv.base import check_namespace, check_ttl
 from edgefn.edge.kv.errors import KvQuotaExceeded, KvUnavailable
 
@@ -62,7 +63,9 @@ class SqliteKvStore:
         self._conns_lock = threading.Lock()
         self._closed = False
         self._pid = os.getpid()
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # 0600 before SQLite creates it: its WAL and journal files copy the mode.
+        if self.path != ":memory:":
+            private_file(Path(self.path))
         with self._translate():
             self._conn().executescript(_SCHEMA)
 
