@@ -5,7 +5,9 @@ two projects never both win."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +18,7 @@ from edgefn.controlplane import db
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.errors import Conflict
 from edgefn.controlplane.routes import service
-from edgefn.controlplane.routes.models import RouteClaim
+from edgefn.controlplane.routes.models import Route, RouteClaim
 from edgefn.controlplane.routes.schemas import RouteIn
 from tests.controlplane.conftest import ADMIN, CP
 
@@ -99,8 +101,12 @@ def test_every_attack_is_refused_and_the_victim_keeps_its_routes(
         assert route(cp, team.a_dev, victim.a_fn, host, path).status_code == 201, (host, path)
 
     a_routes = {(r["host"], r["path"]) for r in cp.ok("GET", "/routes", team.a_viewer)}
-    assert a_routes == {*VICTIM_ROUTES, ("*", "/victim/sub"), ("x.a.test", "/only"),
-                        ("*", "/victim/deep/*")}
+    assert a_routes == {
+        *VICTIM_ROUTES,
+        ("*", "/victim/sub"),
+        ("x.a.test", "/only"),
+        ("*", "/victim/deep/*"),
+    }
     b_routes = {(r["host"], r["path"]) for r in cp.ok("GET", "/routes", team.b_dev)}
     assert b_routes == set(ALLOWED)
     served = node_routes(cp)
@@ -115,7 +121,10 @@ def test_claims_are_listed_per_project_and_released_with_the_last_route(
     assert route(cp, team.b_dev, victim.b_fn, "*", "/b/*").status_code == 201
     a_claims = cp.ok("GET", "/route-claims", team.a_owner)
     assert {(c["host"], c["path"]) for c in a_claims} == {
-        ("*", "/victim/*"), ("*", "/exact"), ("shop.victim.test", "/*"), ("*.a.test", "/*"),
+        ("*", "/victim/*"),
+        ("*", "/exact"),
+        ("shop.victim.test", "/*"),
+        ("*.a.test", "/*"),
     }
     assert all(c["project_id"] == team.a and not c["pinned"] for c in a_claims)
     assert [(c["host"], c["path"]) for c in cp.ok("GET", "/route-claims", team.b_dev)] == [
@@ -168,13 +177,15 @@ def test_admin_assigns_pins_reassigns_and_releases(
     assert route(cp, team.b_dev, victim.b_fn, "*", "/reserved/x").status_code == 409
 
     # An assignment that overlaps another project's claim is refused, naming it.
-    clash = cp.call("PUT", "/route-claims", ADMIN, json={"host": "*.victim.test",
-                                                         "project_id": team.b})
+    clash = cp.call(
+        "PUT", "/route-claims", ADMIN, json={"host": "*.victim.test", "project_id": team.b}
+    )
     assert clash.status_code == 409 and team.a in clash.json()["error"]["message"]
 
     # Reassigning A's host to B: A's routes there go, B may route it, A may not.
-    moved = cp.ok("PUT", "/route-claims", ADMIN, json={"host": "shop.victim.test",
-                                                       "project_id": team.b})
+    moved = cp.ok(
+        "PUT", "/route-claims", ADMIN, json={"host": "shop.victim.test", "project_id": team.b}
+    )
     assert moved["project_id"] == team.b and moved["path"] == "/*"
     assert "shop.victim.test" not in {r["host"] for r in cp.ok("GET", "/routes", team.a_dev)}
     assert route(cp, team.b_dev, victim.b_fn, "shop.victim.test", "/api/*").status_code == 201
@@ -183,8 +194,11 @@ def test_admin_assigns_pins_reassigns_and_releases(
     assert ("shop.victim.test", "/api/*", team.b) in served
     assert not any(h == "shop.victim.test" and p == team.a for h, _, p in served)
     audit = cp.ok("GET", "/audit", ADMIN)
-    assign = next(e for e in audit if e["action"] == "route_claim.assign"
-                  and e["details"]["host"] == "shop.victim.test")
+    assign = next(
+        e
+        for e in audit
+        if e["action"] == "route_claim.assign" and e["details"]["host"] == "shop.victim.test"
+    )
     assert assign["details"]["previous_project_id"] == team.a
     assert assign["details"]["routes_deleted"] == [victim.route_ids[2]]
 
@@ -223,8 +237,9 @@ def test_concurrent_claims_of_two_projects_never_both_win(
         with db.session_scope(sessions) as session:
             held = session.scalars(
                 sa.select(RouteClaim.project_id).where(
-                    sa.or_(RouteClaim.host.endswith(f".t{n}"),
-                           RouteClaim.path.startswith(f"/race{n}"))
+                    sa.or_(
+                        RouteClaim.host.endswith(f".t{n}"), RouteClaim.path.startswith(f"/race{n}")
+                    )
                 )
             )
             assert set(held) == set(winners)
@@ -266,3 +281,49 @@ def test_one_row_per_claim(cp: CP, team: SimpleNamespace) -> None:
         session.add(RouteClaim(host="same.test", path="/*", project_id=team.b))
         with pytest.raises(sa.exc.IntegrityError):
             session.commit()
+
+
+def test_migration_derives_claims_from_existing_routes_oldest_first(
+    cp: CP, team: SimpleNamespace, database_url: str
+) -> None:
+    a_fn, b_fn = fn_of(cp, team.a_dev, "old-a"), fn_of(cp, team.b_dev, "old-b")
+    engine = db.make_engine(database_url)
+    try:
+        db.downgrade(engine, "0002")  # before claims: overlapping routes could be made
+        t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        existing = [  # (minutes after t0, function, host, path)
+            (1, a_fn, "*", "/old/*"),
+            (2, b_fn, "*", "/old/sub"),  # inside A's older prefix: loses
+            (3, b_fn, "*", "/b/*"),
+            (4, a_fn, "shop.old.test", "/"),  # under B's older wildcard: loses
+            (0, b_fn, "*.old.test", "/"),
+            (5, a_fn, "*", "/old/*"),  # a second route of A under one claim
+        ]
+        with engine.begin() as conn:
+            for minutes, fid, host, path in existing:
+                conn.execute(
+                    sa.insert(Route.__table__).values(
+                        id=str(uuid.uuid4()),
+                        host=host,
+                        path=path,
+                        function_id=fid,
+                        methods=["GET"],
+                        priority=minutes,
+                        created_at=t0 + dt.timedelta(minutes=minutes),
+                    )
+                )
+        db.migrate(engine)
+    finally:
+        engine.dispose()
+    claims = {(c["host"], c["path"]): c["project_id"] for c in cp.ok("GET", "/route-claims", ADMIN)}
+    assert claims == {("*", "/old/*"): team.a, ("*", "/b/*"): team.b, ("*.old.test", "/*"): team.b}
+    assert node_routes(cp) == {
+        ("*", "/old/*", team.a),
+        ("*", "/b/*", team.b),
+        ("*.old.test", "/", team.b),
+    }
+    # The losers stay visible to their projects, and cannot be made again.
+    assert ("shop.old.test", "/") in {
+        (r["host"], r["path"]) for r in cp.ok("GET", "/routes", team.a_dev)
+    }
+    assert route(cp, team.a_dev, a_fn, "shop.old.test", "/x").status_code == 409
