@@ -7,8 +7,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from edgefn.edge.routing import MethodNotAllowed, RouteMatch, Router, normalize_host
-from edgefn.edge.spec import RouteSpec
+from edgefn.edge.spec import NodeState, RouteSpec
 from edgefn.edge.tenancy import Claims, claim_of
+from tests.edge.conftest import EdgeHarness, fn
 
 
 def route(fid: str, host: str, path: str, methods: tuple[str, ...] = (), priority: int = 0):
@@ -245,3 +246,15 @@ def test_a_held_host_falls_back_to_its_own_projects_star_routes_only() -> None:
 def test_one_tenant_tables_are_unchanged() -> None:
     # A local functions directory is one tenant (project ""): nothing is dropped.
     assert Router(ROUTES).size == len(ROUTES)
+
+
+def test_the_runtime_drops_a_route_to_another_projects_function(edge: EdgeHarness) -> None:
+    a = fn("fa", "counter", routes=[], project_id="A")
+    b = fn("fb", "counter", routes=[], project_id="B")
+    table = (
+        owned("fa", "B", "*", "/steal/*"),  # names B, but fa is A's
+        owned("fb", "B", "*", "/mine/*"),
+    )
+    edge.runtime.apply_state(NodeState(generation=1, functions=(a, b), route_table=table))
+    assert edge.request("GET", "/steal/").status == 404
+    assert edge.request("GET", "/mine/").status == 200
