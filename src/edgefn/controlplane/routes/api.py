@@ -29,7 +29,10 @@ def list_routes(
 ) -> list[RouteOut]:
     items, total = paginate(session, service.visible_routes(who), page)
     describe_page(request, response, page, total)
-    return [RouteOut.model_validate(r) for r in items]
+    serving = service.serving_ids(session, [r.id for r in items])
+    return [
+        RouteOut.model_validate(r).model_copy(update={"serving": r.id in serving}) for r in items
+    ]
 
 
 @router.delete("/routes/{route_id}", status_code=204)

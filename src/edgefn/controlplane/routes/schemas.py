@@ -61,6 +61,9 @@ class RouteOut(BaseModel):
     pop_selector: str | None
     priority: int
     created_at: dt.datetime
+    # False when its project does not hold the route's claim (docs/api.md, Route
+    # tenancy and claims): the route then reaches no node.
+    serving: bool = True
 
 
 class ClaimIn(StrictModel):

@@ -24,7 +24,7 @@ from edgefn.controlplane.deployments import outbox
 from edgefn.controlplane.errors import Conflict, NotFound
 from edgefn.controlplane.functions.models import Function
 from edgefn.controlplane.functions.service import get_function
-from edgefn.controlplane.routes.models import Route, RouteClaim, claim_path_column
+from edgefn.controlplane.routes.models import Route, RouteClaim, claim_held, claim_path_column
 from edgefn.controlplane.routes.schemas import ClaimIn, RouteIn
 from edgefn.edge.tenancy import WHOLE_HOST, Claims, claim_key, claim_of
 
@@ -67,6 +67,16 @@ def visible_routes(who: Principal) -> Select[Route]:
             Function.project_id.in_(projects)
         )
     return query
+
+
+def serving_ids(session: Session, route_ids: list[str]) -> set[str]:
+    """Those of these routes whose project holds their claim: the ones nodes get."""
+    query = (
+        select(Route.id)
+        .join(Function, Function.id == Route.function_id)
+        .where(Route.id.in_(route_ids), claim_held())
+    )
+    return set(session.scalars(query))
 
 
 def delete_route(session: Session, who: Principal, route_id: str) -> None:
