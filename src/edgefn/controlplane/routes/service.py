@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, not_, or_, select, text
+from sqlalchemy import Exists, Select, and_, delete, exists, not_, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -148,9 +148,9 @@ def assign_claim(session: Session, who: Principal, body: ClaimIn) -> RouteClaim:
         session.add(row)
         _flush_or_conflict(session, f"{_describe(host, path)} was claimed meanwhile")
     else:
-        if previous != body.project_id:
-            assert previous is not None
-            deleted = [r.id for r in session.scalars(_routes_under(host, path, previous))]
+        if row.project_id != body.project_id:
+            moved = _routes_under(host, path, row.project_id)
+            deleted = [r.id for r in session.scalars(moved)]
             if deleted:
                 session.execute(delete(Route).where(Route.id.in_(deleted)))
         row.project_id, row.pinned = body.project_id, body.pinned
@@ -252,7 +252,7 @@ def _other_holder(
     return claims.other_holder(claim_of(host, path), project_id)
 
 
-def _has_routes() -> Any:
+def _has_routes() -> Exists:
     """SQL: the claim of the enclosing row has a route of its project under it."""
     return exists().where(
         Route.host == RouteClaim.host,
