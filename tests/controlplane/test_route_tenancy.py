@@ -94,6 +94,9 @@ def test_every_attack_is_refused_and_the_victim_keeps_its_routes(
         assert "claimed by another project" in message
         # Nothing about the other tenant beyond that.
         assert team.a not in message and victim.a_fn not in message and "alpha" not in message
+    # A host with a port would never match, and nodes refuse it: 400, not a way around.
+    r = route(cp, team.b_dev, victim.b_fn, "shop.victim.test:8080", "/")
+    assert r.status_code == 400, r.text
     for host, path in ALLOWED:
         assert route(cp, team.b_dev, victim.b_fn, host, path).status_code == 201, (host, path)
     # A routes freely inside its own claims.

@@ -12,7 +12,9 @@ from edgefn.controlplane.functions.schemas import check_selector
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
-_HOST = re.compile(rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*(:\d{{1,5}})?)$")
+# No port: nodes match the request's host without its port, and refuse a route
+# table holding one (every tenant's routes would stop updating on that node).
+_HOST = re.compile(rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*)$")
 _PATH = re.compile(r"^/[^*\s?#]*(/\*)?$|^/\*$")
 
 
