@@ -1,11 +1,15 @@
-"""Route matching: the precedence rules of docs/edge.md."""
+"""Route matching: the precedence rules of docs/edge.md, and the tenancy rule the
+router applies when it builds its table (edge/tenancy.py)."""
 
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 
 from edgefn.edge.routing import MethodNotAllowed, RouteMatch, Router, normalize_host
-from edgefn.edge.spec import RouteSpec
+from edgefn.edge.spec import NodeState, RouteSpec
+from edgefn.edge.tenancy import Claims, claim_of
+from tests.edge.conftest import EdgeHarness, fn
 
 
 def route(fid: str, host: str, path: str, methods: tuple[str, ...] = (), priority: int = 0):
@@ -108,3 +112,149 @@ def test_invalid_route_paths_are_refused(path: str) -> None:
 def test_invalid_route_hosts_are_refused(host: str) -> None:
     with pytest.raises(ValueError):
         RouteSpec(host=host, path="/")
+
+
+# ---- tenancy -------------------------------------------------------------------
+
+
+def owned(fid: str, project: str, host: str, path: str, priority: int = 0) -> RouteSpec:
+    return RouteSpec(
+        id=f"r-{fid}", host=host, path=path, priority=priority, function_id=fid, project_id=project
+    )
+
+
+def dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("edge_routes_dropped_total", {"reason": reason}) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "overlap"),
+    [
+        (("*", "/api/*"), ("*", "/api/*"), True),
+        (("*", "/api/*"), ("*", "/api/x"), True),
+        (("*", "/api/*"), ("*", "/api"), True),
+        (("*", "/api/*"), ("*", "/api/x/*"), True),
+        (("*", "/api/*"), ("*", "/*"), True),
+        (("*", "/api/x"), ("*", "/*"), True),
+        (("*", "/"), ("*", "/*"), True),
+        (("*", "/api"), ("*", "/api"), True),
+        (("*", "/api/"), ("*", "/api/*"), True),
+        (("*", "/api/*"), ("*", "/apix"), False),
+        (("*", "/api/*"), ("*", "/apix/*"), False),
+        (("*", "/api/x"), ("*", "/api/y"), False),
+        (("*", "/api"), ("*", "/api/x"), False),
+        (("shop.example.com", "/a"), ("shop.example.com", "/b"), True),
+        (("shop.example.com", "/a"), ("*.example.com", "/b"), True),
+        (("a.shop.example.com", "/"), ("*.example.com", "/"), True),
+        (("*.shop.example.com", "/"), ("*.example.com", "/"), True),
+        (("*.example.com", "/"), ("*.com", "/"), True),
+        (("*.example.com", "/"), ("*.example.com", "/x"), True),
+        (("example.com", "/"), ("*.example.com", "/"), False),
+        (("shop.example.com", "/"), ("*.shop.example.com", "/"), False),
+        (("shop.example.com", "/"), ("example.com", "/"), False),
+        (("*.example.com", "/"), ("*.example.org", "/"), False),
+        (("xexample.com", "/"), ("*.example.com", "/"), False),
+        # The `*` host and the other hosts never overlap.
+        (("*", "/*"), ("shop.example.com", "/"), False),
+    ],
+)
+def test_claims_overlap(first: tuple[str, str], second: tuple[str, str], overlap: bool) -> None:
+    for a, b in ((first, second), (second, first)):  # whichever came first
+        claims = Claims()
+        claims.add(claim_of(*a), "A")
+        assert claims.other_holder(claim_of(*b), "B") == ("A" if overlap else None), (a, b)
+        assert claims.other_holder(claim_of(*b), "A") is None
+
+
+def test_routes_shadowing_another_projects_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    before = dropped("claimed_by_another_project")
+    router = Router(
+        [
+            owned("a-victim", "A", "*", "/victim/*"),
+            owned("a-shop", "A", "shop.victim.test", "/*"),
+            owned("a-wild", "A", "*.a.test", "/*"),
+            owned("a-sub", "A", "*", "/victim/own/*"),  # A's own, inside its prefix
+            owned("b-same", "B", "*", "/victim/*", priority=1_000_000),
+            owned("b-inside", "B", "*", "/victim/sub"),
+            owned("b-root", "B", "*", "/*"),
+            owned("b-host", "B", "shop.victim.test", "/api/*", priority=9),
+            owned("b-over", "B", "*.victim.test", "/*"),
+            owned("b-under", "B", "x.a.test", "/*"),
+            owned("b-ok", "B", "*", "/b/*"),
+        ]
+    )
+    assert router.size == 5
+    assert dropped("claimed_by_another_project") - before == 6
+    assert "b-same" in caplog.text and "claimed_by_another_project" in caplog.text
+
+    def served(host: str, path: str) -> str | None:
+        hit = router.match(host, path, "GET")
+        return hit.function_id if isinstance(hit, RouteMatch) else None
+
+    assert served("any.test", "/victim/sub") == "a-victim"
+    assert served("any.test", "/victim/own/x") == "a-sub"
+    assert served("shop.victim.test", "/api/x") == "a-shop"
+    assert served("x.a.test", "/") == "a-wild"
+    assert served("other.victim.test", "/") is None
+    assert served("any.test", "/b/1") == "b-ok"
+    assert served("any.test", "/elsewhere") is None
+
+
+def test_the_first_route_in_the_table_keeps_the_claim() -> None:
+    # B first: the same routes in the other order give the claim to B.
+    router = Router(
+        [owned("b", "B", "*.victim.test", "/*"), owned("a", "A", "shop.victim.test", "/")]
+    )
+    hit = router.match("shop.victim.test", "/", "GET")
+    assert isinstance(hit, RouteMatch) and hit.function_id == "b"
+
+
+def test_a_route_to_another_projects_function_is_dropped() -> None:
+    before = dropped("function_of_another_project")
+    router = Router(
+        [owned("fa", "B", "*", "/steal"), owned("fb", "B", "*", "/mine")],
+        {"fa": "A", "fb": "B"},
+    )
+    assert router.match("x.test", "/steal", "GET") is None
+    assert isinstance(router.match("x.test", "/mine", "GET"), RouteMatch)
+    assert dropped("function_of_another_project") - before == 1
+
+
+def test_a_held_host_falls_back_to_its_own_projects_star_routes_only() -> None:
+    router = Router(
+        [
+            owned("a-api", "A", "shop.a.test", "/api/*"),
+            owned("a-home", "A", "*", "/home"),
+            owned("b-login", "B", "*", "/login"),
+            owned("b-wild", "B", "*.b.test", "/only"),
+        ]
+    )
+
+    def served(host: str, path: str) -> str | None:
+        hit = router.match(host, path, "GET")
+        return hit.function_id if isinstance(hit, RouteMatch) else None
+
+    # B's `*` page never answers on A's host (same origin as A's pages).
+    assert served("shop.a.test", "/login") is None
+    assert served("shop.a.test", "/home") == "a-home"
+    assert served("x.b.test", "/home") is None and served("x.b.test", "/login") == "b-login"
+    # A host nobody routes gets every project's `*` routes.
+    assert served("nobody.test", "/login") == "b-login"
+    assert served("nobody.test", "/home") == "a-home"
+
+
+def test_one_tenant_tables_are_unchanged() -> None:
+    # A local functions directory is one tenant (project ""): nothing is dropped.
+    assert Router(ROUTES).size == len(ROUTES)
+
+
+def test_the_runtime_drops_a_route_to_another_projects_function(edge: EdgeHarness) -> None:
+    a = fn("fa", "counter", routes=[], project_id="A")
+    b = fn("fb", "counter", routes=[], project_id="B")
+    table = (
+        owned("fa", "B", "*", "/steal/*"),  # names B, but fa is A's
+        owned("fb", "B", "*", "/mine/*"),
+    )
+    edge.runtime.apply_state(NodeState(generation=1, functions=(a, b), route_table=table))
+    assert edge.request("GET", "/steal/").status == 404
+    assert edge.request("GET", "/mine/").status == 200

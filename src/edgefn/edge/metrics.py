@@ -58,6 +58,11 @@ TRACE_SPANS_DROPPED = Counter(
     "Invocation spans not delivered to the OTLP collector (queue_full, export_failed)",
     ["reason"],
 )
+ROUTES_DROPPED = Counter(
+    "edge_routes_dropped",
+    "Routes left out of a route table because they would mix tenants' traffic, by reason",
+    ["reason"],
+)
 
 
 class NodeCollector(Collector):

@@ -4,14 +4,28 @@ Hosts are looked up by exact name, then by wildcard suffix (longest first), then
 `*`; within a host, an exact path wins, else the longest `prefix/*`, found by
 walking the request path's own ancestors: the cost grows with the path's depth,
 never with the number of routes. Ties go to the higher `priority`.
+
+Tenancy (edge/tenancy.py, docs/security.md) is decided once, when the table is
+built: a route whose function belongs to another project, or whose host or `*`
+path overlaps one an earlier route of another project took, is dropped with a
+logged error and `edge_routes_dropped`. Table order decides who was first (the
+control plane sends routes sorted by host, path, priority and id, so every node
+decides alike). A host some project routes is served by that project's routes
+only: its host routes, then its own `*` routes; `*` routes of other projects
+serve hosts nobody routes. A request costs what it did before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from edgefn.edge.metrics import ROUTES_DROPPED
 from edgefn.edge.spec import RouteSpec
+from edgefn.edge.tenancy import Claims, claim_of
+
+log = logging.getLogger("edgefn.edge.routing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +41,7 @@ class MethodNotAllowed:
 
 @dataclass(slots=True)
 class _PathTable:
+    project: str = ""
     exact: dict[str, list[RouteSpec]] = field(default_factory=dict)
     prefix: dict[str, list[RouteSpec]] = field(default_factory=dict)
 
@@ -65,42 +80,62 @@ def _allows(route: RouteSpec, method: str) -> bool:
 
 
 class Router:
-    """An immutable routing table; build a new one when routes change."""
+    """An immutable routing table; build a new one when routes change.
 
-    def __init__(self, routes: Iterable[RouteSpec]) -> None:
+    `function_projects` maps function ids to their project: a route to a function
+    of another project than its own is dropped (functions it does not name are
+    checked by the runtime, which answers 404 or 503 for them).
+    """
+
+    def __init__(
+        self, routes: Iterable[RouteSpec], function_projects: Mapping[str, str] | None = None
+    ) -> None:
         self._exact: dict[str, _PathTable] = {}
         self._wildcard: dict[str, _PathTable] = {}
         self._any: _PathTable | None = None
+        # The `*` routes of each project: what a host that project holds falls back to.
+        self._any_of: dict[str, _PathTable] = {}
         self.size = 0
-        for route in routes:
-            self._table_for(route.host).add(route)
+        for route in _tenant_safe(routes, function_projects or {}):
+            if route.host == "*":
+                self._any_of.setdefault(route.project_id, _PathTable(route.project_id)).add(route)
+            self._table_for(route).add(route)
             self.size += 1
-        for table in [*self._exact.values(), *self._wildcard.values(), self._any]:
-            if table is not None:
-                table.finish()
+        for table in [*self._exact.values(), *self._wildcard.values(), *self._any_of.values()]:
+            table.finish()
+        if self._any is not None:
+            self._any.finish()
 
-    def _table_for(self, host: str) -> _PathTable:
+    def _table_for(self, route: RouteSpec) -> _PathTable:
+        host = route.host
         if host == "*":
             if self._any is None:
                 self._any = _PathTable()
             return self._any
         if host.startswith("*."):
-            return self._wildcard.setdefault(host[1:], _PathTable())
-        return self._exact.setdefault(host, _PathTable())
+            return self._wildcard.setdefault(host[1:], _PathTable(route.project_id))
+        return self._exact.setdefault(host, _PathTable(route.project_id))
 
-    def _host_tables(self, host: str) -> Iterable[_PathTable]:
-        table = self._exact.get(host)
-        if table is not None:
-            yield table
+    def _host_tables(self, host: str) -> Iterator[_PathTable]:
+        # Every table found for a host has one project: `_tenant_safe` saw to it.
+        held: _PathTable | None = self._exact.get(host)
+        if held is not None:
+            yield held
         if self._wildcard:
             dot = host.find(".")
             while dot != -1:
                 table = self._wildcard.get(host[dot:])
                 if table is not None:
+                    held = held or table
                     yield table
                 dot = host.find(".", dot + 1)
-        if self._any is not None:
-            yield self._any
+        if held is None:
+            if self._any is not None:
+                yield self._any
+        else:
+            own = self._any_of.get(held.project)
+            if own is not None:
+                yield own
 
     def match(self, host: str, path: str, method: str) -> RouteMatch | MethodNotAllowed | None:
         """The route serving this request, a 405 with the allowed methods, or None (404)."""
@@ -114,6 +149,39 @@ class Router:
             allowed = sorted({m for r in routes for m in r.methods})
             return MethodNotAllowed(tuple(allowed))
         return None
+
+
+def _tenant_safe(
+    routes: Iterable[RouteSpec], function_projects: Mapping[str, str]
+) -> Iterator[RouteSpec]:
+    """The routes that keep tenants apart, in table order; the others are dropped."""
+    claims = Claims()
+    for route in routes:
+        owner = function_projects.get(route.function_id, route.project_id)
+        if owner != route.project_id:
+            _drop(route, "function_of_another_project", owner)
+            continue
+        claim = claim_of(route.host, route.path)
+        holder = claims.other_holder(claim, route.project_id)
+        if holder is not None:
+            _drop(route, "claimed_by_another_project", holder)
+            continue
+        claims.add(claim, route.project_id)
+        yield route
+
+
+def _drop(route: RouteSpec, reason: str, other_project: str) -> None:
+    ROUTES_DROPPED.labels(reason=reason).inc()
+    log.error(
+        "route %s (%s%s, project %r, function %s) dropped: %s (project %r)",
+        route.id or "-",
+        route.host,
+        route.path,
+        route.project_id,
+        route.function_id,
+        reason,
+        other_project,
+    )
 
 
 def normalize_host(host: str) -> str:

@@ -173,7 +173,7 @@ class Runtime:
                     unavailable[fn.id] = str(exc)
                     log.warning("function %s@%s not runnable: %s", fn.id, fn.version, exc)
             self._tables = _Tables(
-                router=Router(state.routes()),
+                router=Router(state.routes(), {f.id: f.project_id for f in state.functions}),
                 functions=functions,
                 keys=keys,
                 unavailable=unavailable,

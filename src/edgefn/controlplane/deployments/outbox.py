@@ -23,7 +23,7 @@ from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.deployments.models import OutboxInstruction
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.nodes.models import Node
-from edgefn.controlplane.routes.models import Route
+from edgefn.controlplane.routes.models import Route, claim_held
 from edgefn.controlplane.selector import matches
 from edgefn.edge.spec import POLICY_FIELDS
 
@@ -53,10 +53,12 @@ def route_entry(route: Route, project_id: str) -> dict[str, Any]:
 def routes_for(
     session: Session, node: Node, function_id: str | None = None
 ) -> list[dict[str, Any]]:
-    """Routes a node serves: those whose pop_selector matches it (all, or one function's)."""
+    """Routes a node serves: those whose pop_selector matches it (all, or one function's),
+    and whose project holds their claim (docs/security.md, Route tenancy)."""
     query = (
         select(Route, Function.project_id)
         .join(Function, Function.id == Route.function_id)
+        .where(claim_held())
         .order_by(Route.host, Route.path, Route.priority, Route.id)
     )
     if function_id is not None:
