@@ -8,6 +8,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from edgefn.cli.caps import cap_options, pop_caps
 from edgefn.edge.settings import EdgeSettings
 
 
@@ -44,9 +45,17 @@ def edge() -> None:
 @click.option("--cp-url", help="Control plane API URL; without it the node runs alone.")
 @click.option("--grpc-url", help="Control plane gRPC address (host:port).")
 @click.option("--node-token", help="This node's token from the control plane.")
-def serve_cmd(labels: tuple[str, ...], **flags: Any) -> None:
+@click.option("--allow-private-egress", "private_egress", multiple=True, metavar="CIDR",
+              help="Let functions that set http_fetch.allow_private reach this non-public "
+                   "network (loopback, private, link-local, the node's own addresses); "
+                   "repeatable. The node's own ports stay unreachable. [none]")
+@cap_options
+def serve_cmd(labels: tuple[str, ...], private_egress: tuple[str, ...], **flags: Any) -> None:
     """Serve HTTP requests with WebAssembly functions."""
-    overrides = {k: v for k, v in flags.items() if v is not None}
+    caps = pop_caps(flags)
+    overrides = {k: v for k, v in flags.items() if v is not None} | caps
+    if private_egress:
+        overrides["allow_private_egress"] = list(private_egress)
     if labels:
         pairs = [label.split("=", 1) for label in labels]
         if any(len(p) != 2 for p in pairs):

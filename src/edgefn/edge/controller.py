@@ -2,8 +2,9 @@
 
 An instruction (from the gRPC stream or a heartbeat answer) becomes a new
 `NodeState` written atomically to disk, which the workers load. A deploy is
-applied only once its artifact is in the disk cache with the right sha256 and
-compiles; otherwise the previous version keeps serving and the ack says why.
+applied only when the function is within the node's resource caps and its
+artifact is in the disk cache with the right sha256 and compiles; otherwise the
+previous version keeps serving and the ack says why.
 Applying the same instruction twice changes nothing the second time.
 """
 
@@ -18,11 +19,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from edgefn.edge.cache import ArtifactCache
-from edgefn.edge.errors import EdgeError
+from edgefn.edge.errors import EdgeError, FunctionUnavailable
 from edgefn.edge.spec import (
     POLICY_FIELDS,
     FunctionSpec,
     NodeState,
+    ResourceCaps,
     RouteSpec,
     read_state,
     write_state,
@@ -74,6 +76,10 @@ class Instruction:
         )
 
 
+class OverCaps(FunctionUnavailable):
+    """A deploy asks for more than this node's operator allows."""
+
+
 @dataclass(frozen=True)
 class Ack:
     id: int
@@ -103,10 +109,19 @@ def _route(data: dict[str, Any]) -> RouteSpec:
 class NodeController:
     """Owns the node state file; thread-safe, one instruction at a time."""
 
-    def __init__(self, state_path: Path, cache: ArtifactCache, engine: Engine | None) -> None:
+    def __init__(
+        self,
+        state_path: Path,
+        cache: ArtifactCache,
+        engine: Engine | None,
+        *,
+        caps: ResourceCaps | None = None,
+    ) -> None:
         self.state_path = state_path
         self.cache = cache
         self.engine = engine
+        # The node operator's caps (the shared-node defaults unless given).
+        self.caps = caps or ResourceCaps()
         self._lock = threading.Lock()
         self.state = read_state(state_path) if state_path.exists() else NodeState()
         self.function_states: dict[str, tuple[str, str]] = {
@@ -153,6 +168,10 @@ class NodeController:
             **limits,
             **instr.policy,
         )
+        excess = self.caps.excess(spec.limits, spec)
+        if excess:
+            # Before any download: the previous version, if any, keeps serving.
+            raise OverCaps(f"over this node's resource caps: {excess}")
         self.function_states[spec.id] = (spec.version, "loading")
         # The artifact first: a bad one must never replace a good version.
         pinned = [(f.id, f.version) for f in self.state.functions]

@@ -80,7 +80,8 @@ def start_agent(settings: EdgeSettings) -> Agent | None:
     from edgefn.sandbox import create_engine
 
     engine = create_engine(settings.engine, compile_cache_dir=settings.data_dir / "compiled")
-    controller = NodeController(settings.state_path, build_cache(settings), engine)
+    controller = NodeController(settings.state_path, build_cache(settings), engine,
+                                caps=settings.caps)
     agent = Agent(
         controller,
         node_id=settings.node_id,

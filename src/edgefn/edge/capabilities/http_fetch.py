@@ -1,13 +1,15 @@
-"""`http_fetch`: outbound HTTP for a function, limited to its allowlist and public addresses.
+"""`http_fetch`: outbound HTTP for a function, limited to its allowlist and to the addresses
+the node's egress rules let it reach (public ones, unless the operator opened more).
 
 Every hop (the first request and each redirect, followed here, never by the
-client) is checked against the allowlist; every connection against the address
-rules (`egress.GuardedBackend`). The whole exchange ends within `timeout_s`,
-the invocation's remaining budget. A response body over `max_response_bytes`
-is refused with -3, not truncated: a cut JSON document or image parses as
-garbage, and the guest can tell a -3 apart. Bodies come back as sent on the
-wire (`accept-encoding: identity` unless the guest asks otherwise), so the cap
-counts what crossed the network and no decompression can be made to blow up.
+client) is checked against the allowlist; every connection against the node's
+address rules (`hosts.EgressRules`, applied in `egress.GuardedBackend`). The
+whole exchange ends within `timeout_s`, the invocation's remaining budget. A
+response body over `max_response_bytes` is refused with -3, not truncated: a
+cut JSON document or image parses as garbage, and the guest can tell a -3
+apart. Bodies come back as sent on the wire (`accept-encoding: identity` unless
+the guest asks otherwise), so the cap counts what crossed the network and no
+decompression can be made to blow up.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import functools
 import logging
 import ssl
 import time
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 
 from edgefn.edge.capabilities.egress import GuardedBackend
 from edgefn.edge.capabilities.errors import CallFailed, CapabilityError, Denied, QuotaExceeded
-from edgefn.edge.capabilities.hosts import HostAllowlist, parse_host
+from edgefn.edge.capabilities.hosts import EgressRules, HostAllowlist, parse_host
 from edgefn.edge.spec import HTTP_METHODS, FunctionSpec, HttpFetchPolicy
 from edgefn.sandbox.abi import FetchRequest, encode_response, parse_fetch_request
 from edgefn.sandbox.errors import GuestError
@@ -77,13 +80,14 @@ class HttpFetchCapability:
     def __init__(
         self,
         policy: HttpFetchPolicy,
+        egress: EgressRules,
         *,
         max_connections: int = 32,
         max_keepalive_connections: int = 8,
     ) -> None:
         self.policy = policy
         self._allowlist = HostAllowlist(policy.allow_hosts)
-        self._backend = GuardedBackend(allow_private=policy.allow_private)
+        self._backend = GuardedBackend(egress, allow_private=policy.allow_private)
         limits = httpx.Limits(
             max_connections=max_connections,
             max_keepalive_connections=max_keepalive_connections,
@@ -99,11 +103,14 @@ class HttpFetchCapability:
         )
 
     @classmethod
-    def configure(cls, spec: FunctionSpec) -> HttpFetchCapability | None:
-        """None (the host answers -2) unless the function allows at least one host."""
+    def configure(
+        cls, spec: FunctionSpec, egress: EgressRules | None = None
+    ) -> HttpFetchCapability | None:
+        """None (the host answers -2) unless the function allows at least one host.
+        `egress` is the node's rules; without them only public addresses are reachable."""
         if not spec.http_fetch.allow_hosts:
             return None
-        return cls(spec.http_fetch)
+        return cls(spec.http_fetch, egress or EgressRules())
 
     def fetch(
         self, request: bytes, *, timeout_s: float, traceparent: str | None = None
@@ -204,6 +211,7 @@ def _url(text: str) -> httpx.URL:
     try:
         return httpx.URL(text)
     except httpx.InvalidURL as exc:
+        _refuse_address_spelling(text)
         raise CallFailed(f"malformed URL: {exc}") from exc
 
 
@@ -211,7 +219,22 @@ def _join(base: httpx.URL, location: str) -> httpx.URL:
     try:
         return base.join(location)
     except httpx.InvalidURL as exc:
+        _refuse_address_spelling(location)
         raise CallFailed(f"malformed redirect location: {exc}") from exc
+
+
+def _refuse_address_spelling(text: str) -> None:
+    """`Denied` for a URL the parser refused because its host spells an address in a
+    form it does not take (`0177.0.0.1`): an attempt on an address, not a typo, and
+    the guest is told so (-2) as for every other spelling."""
+    try:
+        host = urlsplit(text).hostname
+    except ValueError:
+        return
+    last = (host or "").rstrip(".").rsplit(".", 1)[-1]
+    if last.isdigit() or last.startswith("0x"):
+        # The URL standard reads a host ending in a number as an IPv4 address.
+        raise Denied(f"not a canonical IPv4 address: {host!r}")
 
 
 def _origin(url: httpx.URL) -> tuple[str, bytes, int | None]:
