@@ -14,6 +14,7 @@ from edgefn.edge.spec import (
     FunctionPolicy,
     HttpFetchPolicy,
     KvPolicy,
+    ResourceCaps,
     read_state,
 )
 from edgefn.sandbox import Engine
@@ -170,3 +171,52 @@ def test_state_survives_a_restart(tmp_path: Path, engine: Engine, store: str) ->
 def test_unknown_instruction_type_is_an_error_ack(controller: NodeController) -> None:
     ack = controller.apply(Instruction.from_json({"id": 9, "type": "reboot"}))
     assert ack.state == "error" and "unknown" in ack.message
+
+
+@pytest.mark.parametrize(
+    ("asked", "refusal"),
+    [
+        ({"memory_pages": 1025}, "memory_pages 1025 is over the cap of 1024"),
+        ({"max_execution_ms": 30_001}, "max_execution_ms 30001 is over the cap of 30000"),
+        ({"max_response_bytes": 8 * 1024 * 1024 + 1}, "max_response_bytes 8388609"),
+        ({"max_request_bytes": 8 * 1024 * 1024 + 1}, "max_request_bytes 8388609"),
+        ({"max_hot_instances": 17}, "max_hot_instances 17 is over the cap of 16"),
+        ({"min_hot_instances": 17, "max_hot_instances": 2}, "min_hot_instances 17"),
+    ],
+)
+def test_a_deploy_over_the_nodes_caps_is_refused_and_the_rest_keeps_serving(
+    controller: NodeController, store: str, asked: dict[str, int], refusal: str
+) -> None:
+    assert controller.apply(deploy(1, store, "echo", "1.0.0", ECHO)).state == "cached"
+    other = Instruction.from_json({**deploy(2, store, "counter", "1.0.0", COUNTER).__dict__,
+                                   "function_id": "other", "routes": []})
+    assert controller.apply(other).state == "cached"
+    generation = read_state(controller.state_path).generation
+
+    ack = controller.apply(deploy(3, store, "counter", "2.0.0", COUNTER, **asked))
+    assert ack.state == "error"
+    assert ack.message.startswith("over this node's resource caps: ") and refusal in ack.message
+    state = read_state(controller.state_path)
+    assert state.generation == generation
+    assert [(f.id, f.version) for f in state.functions] == [("fn", "1.0.0"), ("other", "1.0.0")]
+    # Refused before any download.
+    assert not (controller.cache.root / "fn" / "2.0.0.wasm").exists()
+    assert {s["id"]: s["state"] for s in controller.statuses()} == {
+        "fn": "error", "other": "cached"}
+
+
+def test_the_operator_sets_the_nodes_caps(tmp_path: Path, engine: Engine, store: str) -> None:
+    caps = ResourceCaps(memory_pages=32, max_execution_ms=150)
+    node = NodeController(tmp_path / "state.json", ArtifactCache(tmp_path / "cache"), engine,
+                          caps=caps)
+    ack = node.apply(deploy(1, store, "echo", "1.0.0", ECHO))  # asks for 200 ms
+    assert ack.state == "error" and "max_execution_ms 200 is over the cap of 150" in ack.message
+    ack = node.apply(deploy(2, store, "echo", "1.0.0", ECHO, max_execution_ms=150,
+                            memory_pages=32))
+    assert ack.state == "cached", ack.message
+    # Raised: what the default caps would refuse is fine here.
+    generous = NodeController(tmp_path / "g.json", ArtifactCache(tmp_path / "gcache"), engine,
+                              caps=ResourceCaps(memory_pages=4096, max_execution_ms=120_000))
+    ack = generous.apply(deploy(1, store, "echo", "1.0.0", ECHO, memory_pages=2048,
+                                max_execution_ms=60_000))
+    assert ack.state == "cached", ack.message

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgefn.atomicfile import write_atomic
 from edgefn.edge.capabilities.hosts import HostAllowlist
@@ -209,6 +209,21 @@ class ResourceCaps(_Strict):
     max_request_bytes: RequestBytes = 8 * 1024 * 1024
     # Per function and worker; also caps min_hot_instances, which are kept warm.
     max_hot_instances: HotInstances = 16
+
+    @model_validator(mode="after")
+    def _not_below_the_defaults(self) -> ResourceCaps:
+        """A cap below what a function gets when it leaves the field out would refuse
+        every such function."""
+        defaults = FunctionSpec(id="defaults")
+        low = [
+            f"{name} {getattr(self, name)} (functions default to {getattr(defaults, name)})"
+            for name in ("memory_pages", "max_execution_ms", "max_response_bytes",
+                         "max_hot_instances")
+            if getattr(self, name) < getattr(defaults, name)
+        ]
+        if low:
+            raise ValueError("caps below the function defaults: " + ", ".join(low))
+        return self
 
     def excess(self, limits: Limits, policy: FunctionPolicy) -> str:
         """What of a function (its engine limits and policy) is over these caps, as one
