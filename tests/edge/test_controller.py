@@ -206,12 +206,12 @@ def test_a_deploy_over_the_nodes_caps_is_refused_and_the_rest_keeps_serving(
 
 
 def test_the_operator_sets_the_nodes_caps(tmp_path: Path, engine: Engine, store: str) -> None:
-    caps = ResourceCaps(memory_pages=32, max_execution_ms=150)
+    caps = ResourceCaps(memory_pages=32, max_execution_ms=600)
     node = NodeController(tmp_path / "state.json", ArtifactCache(tmp_path / "cache"), engine,
                           caps=caps)
-    ack = node.apply(deploy(1, store, "echo", "1.0.0", ECHO))  # asks for 200 ms
-    assert ack.state == "error" and "max_execution_ms 200 is over the cap of 150" in ack.message
-    ack = node.apply(deploy(2, store, "echo", "1.0.0", ECHO, max_execution_ms=150,
+    ack = node.apply(deploy(1, store, "echo", "1.0.0", ECHO, max_execution_ms=1000))
+    assert ack.state == "error" and "max_execution_ms 1000 is over the cap of 600" in ack.message
+    ack = node.apply(deploy(2, store, "echo", "1.0.0", ECHO, max_execution_ms=600,
                             memory_pages=32))
     assert ack.state == "cached", ack.message
     # Raised: what the default caps would refuse is fine here.
