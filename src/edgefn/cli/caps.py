@@ -28,7 +28,7 @@ def cap_options(f: F) -> F:
         f = click.option(
             "--" + option.replace("_", "-"),
             option,
-            type=click.IntRange(min=0),
+            type=int,
             help=f"Largest {what} a function may ask for [{getattr(_DEFAULTS, field)}].",
         )(f)
     return f

@@ -51,7 +51,8 @@ _FRAMING = frozenset({b"host", b"content-length"})
 # Credentials that must not follow a redirect to another origin.
 _CREDENTIALS = frozenset({b"authorization", b"cookie", b"proxy-authorization"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_HEADERS = {"accept-encoding": "identity", "user-agent": "edgefn-http-fetch"}
+# Sent unless the guest sets its own.
+_DEFAULT_HEADERS = ((b"accept-encoding", b"identity"), (b"user-agent", b"edgefn-http-fetch"))
 
 
 @functools.cache
@@ -93,14 +94,11 @@ class HttpFetchCapability:
             max_keepalive_connections=max_keepalive_connections,
             keepalive_expiry=30.0,
         )
-        # trust_env=False: an HTTP(S)_PROXY from the environment would open the
-        # connection itself, past the address checks.
-        self._client = httpx.Client(
-            transport=_GuardedTransport(self._backend, limits),
-            follow_redirects=False,
-            trust_env=False,
-            headers=_DEFAULT_HEADERS,
-        )
+        # The transport alone, no httpx.Client: a client keeps a cookie jar, which would
+        # carry one invocation's cookies into the next (another end user's); it reads
+        # proxies from the environment, which would open connections past the address
+        # checks; and it parses a redirect's Location before this code can judge it.
+        self._transport = _GuardedTransport(self._backend, limits)
 
     @classmethod
     def configure(
@@ -135,7 +133,7 @@ class HttpFetchCapability:
             return FAILED
 
     def close(self) -> None:
-        self._client.close()
+        self._transport.close()
         self._backend.close()
 
     def _exchange(self, req: FetchRequest, deadline: float, traceparent: str | None) -> bytes:
@@ -148,10 +146,11 @@ class HttpFetchCapability:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise CallFailed("the fetch deadline has passed")
-            outgoing = self._client.build_request(
-                method, url, headers=headers, content=body, timeout=left
+            outgoing = httpx.Request(
+                method, url, headers=_with_defaults(headers), content=body,
+                extensions={"timeout": httpx.Timeout(left).as_dict()},
             )
-            response = self._client.send(outgoing, stream=True)
+            response = self._transport.handle_request(outgoing)
             try:
                 location = response.headers.get("location")
                 if response.status_code not in _REDIRECTS or not location:
@@ -249,6 +248,11 @@ def _connection_listed(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
         if name.lower() == b"connection"
         for token in value.split(b",")
     )
+
+
+def _with_defaults(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    given = {name for name, _ in headers}
+    return [*(h for h in _DEFAULT_HEADERS if h[0] not in given), *headers]
 
 
 def _outbound_headers(
