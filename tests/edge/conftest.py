@@ -28,7 +28,7 @@ from edgefn.edge.kv.sqlite import SqliteKvStore
 from edgefn.edge.logs import JsonLog
 from edgefn.edge.pool import PoolManager
 from edgefn.edge.runtime import HttpRequest, HttpResponse, Runtime
-from edgefn.edge.spec import FunctionSpec, NodeState
+from edgefn.edge.spec import FunctionSpec, NodeState, ResourceCaps
 from edgefn.edge.tracing import Tracer
 from edgefn.sandbox import Engine
 from tests.conftest import wasm_path
@@ -97,6 +97,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
         kv_factory: Callable[[FunctionSpec], KvBinding | None] | None = None,
         fetch_factory: Callable[[FunctionSpec], FetchBinding | None] | None = None,
         tracer: Tracer | None = None,
+        caps: ResourceCaps | None = None,
     ) -> EdgeHarness:
         log_path = tmp_path / f"edge-{len(made)}.log"
         runtime = Runtime(
@@ -110,6 +111,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
             kv_factory=kv_factory,
             fetch_factory=fetch_factory,
             tracer=tracer,
+            caps=caps,
         )
         made.append(runtime)
         return EdgeHarness(runtime, log_path)

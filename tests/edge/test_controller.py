@@ -14,6 +14,7 @@ from edgefn.edge.spec import (
     FunctionPolicy,
     HttpFetchPolicy,
     KvPolicy,
+    ResourceCaps,
     read_state,
 )
 from edgefn.sandbox import Engine
@@ -235,4 +236,53 @@ def test_a_deploy_whose_url_fails_falls_back_to_a_fresh_one(
     artifact_server.blobs["/fresh/echo.wasm"] = ECHO
     controller.fresh_url = lambda f, v: f"{store}/fresh/echo.wasm"
     ack = controller.apply(deploy(1, store, "expired", "1.0.0", ECHO))
+    assert ack.state == "cached", ack.message
+
+
+@pytest.mark.parametrize(
+    ("asked", "refusal"),
+    [
+        ({"memory_pages": 1025}, "memory_pages 1025 is over the cap of 1024"),
+        ({"max_execution_ms": 30_001}, "max_execution_ms 30001 is over the cap of 30000"),
+        ({"max_response_bytes": 8 * 1024 * 1024 + 1}, "max_response_bytes 8388609"),
+        ({"max_request_bytes": 8 * 1024 * 1024 + 1}, "max_request_bytes 8388609"),
+        ({"max_hot_instances": 17}, "max_hot_instances 17 is over the cap of 16"),
+        ({"min_hot_instances": 17, "max_hot_instances": 2}, "min_hot_instances 17"),
+    ],
+)
+def test_a_deploy_over_the_nodes_caps_is_refused_and_the_rest_keeps_serving(
+    controller: NodeController, store: str, asked: dict[str, int], refusal: str
+) -> None:
+    assert controller.apply(deploy(1, store, "echo", "1.0.0", ECHO)).state == "cached"
+    other = Instruction.from_json({**deploy(2, store, "counter", "1.0.0", COUNTER).__dict__,
+                                   "function_id": "other", "routes": []})
+    assert controller.apply(other).state == "cached"
+    generation = read_state(controller.state_path).generation
+
+    ack = controller.apply(deploy(3, store, "counter", "2.0.0", COUNTER, **asked))
+    assert ack.state == "error"
+    assert ack.message.startswith("over this node's resource caps: ") and refusal in ack.message
+    state = read_state(controller.state_path)
+    assert state.generation == generation
+    assert [(f.id, f.version) for f in state.functions] == [("fn", "1.0.0"), ("other", "1.0.0")]
+    # Refused before any download.
+    assert not (controller.cache.root / "fn" / "2.0.0.wasm").exists()
+    assert {s["id"]: s["state"] for s in controller.statuses()} == {
+        "fn": "error", "other": "cached"}
+
+
+def test_the_operator_sets_the_nodes_caps(tmp_path: Path, engine: Engine, store: str) -> None:
+    caps = ResourceCaps(memory_pages=32, max_execution_ms=600)
+    node = NodeController(tmp_path / "state.json", ArtifactCache(tmp_path / "cache"), engine,
+                          caps=caps)
+    ack = node.apply(deploy(1, store, "echo", "1.0.0", ECHO, max_execution_ms=1000))
+    assert ack.state == "error" and "max_execution_ms 1000 is over the cap of 600" in ack.message
+    ack = node.apply(deploy(2, store, "echo", "1.0.0", ECHO, max_execution_ms=600,
+                            memory_pages=32))
+    assert ack.state == "cached", ack.message
+    # Raised: what the default caps would refuse is fine here.
+    generous = NodeController(tmp_path / "g.json", ArtifactCache(tmp_path / "gcache"), engine,
+                              caps=ResourceCaps(memory_pages=4096, max_execution_ms=120_000))
+    ack = generous.apply(deploy(1, store, "echo", "1.0.0", ECHO, memory_pages=2048,
+                                max_execution_ms=60_000))
     assert ack.state == "cached", ack.message

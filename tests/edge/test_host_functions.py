@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edgefn.edge.capabilities.hosts import EgressRules
 from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
 from edgefn.edge.capabilities.kv import KvCapability
 from edgefn.edge.kv.sqlite import SqliteKvStore
@@ -20,14 +22,21 @@ def code(resp) -> int:  # type: ignore[no-untyped-def]
     return int(dict(resp.headers)["x-code"])
 
 
+# The node's own ports in these tests (as its edge and metrics ports would be).
+NODE_PORTS = (18000, 19090)
+
+
 @pytest.fixture
 def edge_caps(make_edge: HarnessFactory, tmp_path: Path) -> Iterator[EdgeHarness]:
+    """A node whose operator opened loopback to the functions that ask for it."""
     store = SqliteKvStore(tmp_path / "kv.sqlite3")
 
     def kv(spec: FunctionSpec) -> KvCapability | None:
         return KvCapability.configure(spec, store)
 
-    yield make_edge(kv_factory=kv, fetch_factory=HttpFetchCapability.configure)
+    egress = EgressRules(["127.0.0.0/8"], node_ports=NODE_PORTS)
+    fetch = functools.partial(HttpFetchCapability.configure, egress=egress)
+    yield make_edge(kv_factory=kv, fetch_factory=fetch)
     store.close()
 
 
@@ -127,6 +136,17 @@ def test_http_fetch_to_loopback_is_refused_even_when_allowlisted(
     edge_caps.deploy(fn("f", "hostcalls", path="/*", http_fetch={"allow_hosts": ["127.0.0.1"]}))
     req = f"GET http://127.0.0.1:{upstream}/x\n\n".encode()
     assert code(edge_caps.request("POST", "/fetch", req)) == -2
+
+
+def test_http_fetch_to_the_nodes_ports_and_metadata_is_refused_from_a_guest(
+    edge_caps: EdgeHarness, upstream: int
+) -> None:
+    edge_caps.deploy(fn("f", "hostcalls", path="/*", http_fetch={"allow_hosts": ["*"],
+                                                      "allow_private": True}))
+    for url in (f"http://127.0.0.1:{NODE_PORTS[1]}/metrics", f"http://2130706433:{upstream}/",
+                f"http://[::ffff:127.0.0.1]:{NODE_PORTS[0]}/", "http://169.254.169.254/",
+                "http://0177.0.0.1/"):
+        assert code(edge_caps.request("POST", "/fetch", f"GET {url}\n\n".encode())) == -2, url
 
 
 def test_http_fetch_allowed_with_trace_context(edge_caps: EdgeHarness, upstream: int) -> None:

@@ -8,12 +8,14 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from edgefn.cli.caps import cap_options, pop_caps
 from edgefn.controlplane.settings import CPSettings
 
 
 def settings_from(**flags: Any) -> CPSettings:
     """Flags given on the command line win over EDGEFN_* variables."""
-    given = {k: v for k, v in flags.items() if v is not None}
+    caps = pop_caps(flags)
+    given = {k: v for k, v in flags.items() if v is not None} | caps
     try:
         return CPSettings(**given)
     except ValidationError as exc:
@@ -59,6 +61,7 @@ def cp() -> None:
 @click.option("--s3-secret-access-key", help="prefer EDGEFN_S3_SECRET_ACCESS_KEY")
 @click.option("--s3-create-bucket/--no-s3-create-bucket", default=None)
 @click.option("--max-artifact-bytes", type=int)
+@cap_options
 def serve(**flags: Any) -> None:
     """Serve the control-plane API and the EdgeControl gRPC service for edge nodes
     (migrations are applied first)."""

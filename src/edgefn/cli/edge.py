@@ -10,6 +10,7 @@ import click
 from pydantic import ValidationError
 
 from edgefn.atomicfile import private_dir, read_secret
+from edgefn.cli.caps import cap_options, pop_caps
 from edgefn.edge.settings import EdgeSettings
 
 
@@ -80,11 +81,24 @@ def edge() -> None:
 @click.option("--compile-key-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Key sealing the compiled code cache; created if missing "
                    "[DATA_DIR/compile.key].")
-def serve_cmd(labels: tuple[str, ...], node_token_file: Path | None, **flags: Any) -> None:
+@click.option("--allow-private-egress", "private_egress", multiple=True, metavar="CIDR",
+              help="Let functions that set http_fetch.allow_private reach this non-public "
+                   "network (loopback, private, link-local, the node's own addresses); "
+                   "repeatable. The node's own ports stay unreachable. [none]")
+@cap_options
+def serve_cmd(
+    labels: tuple[str, ...],
+    node_token_file: Path | None,
+    private_egress: tuple[str, ...],
+    **flags: Any,
+) -> None:
     """Serve HTTP requests with WebAssembly functions."""
-    overrides = {k: v for k, v in flags.items() if v is not None}
+    caps = pop_caps(flags)
+    overrides = {k: v for k, v in flags.items() if v is not None} | caps
     if node_token_file is not None:
         overrides["node_token"] = read_node_token(node_token_file)
+    if private_egress:
+        overrides["allow_private_egress"] = list(private_egress)
     if labels:
         pairs = [label.split("=", 1) for label in labels]
         if any(len(p) != 2 for p in pairs):

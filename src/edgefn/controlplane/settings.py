@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edgefn.edge.spec import ResourceCaps
+
 
 class CPSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGEFN_", extra="ignore")
@@ -41,6 +43,9 @@ class CPSettings(BaseSettings):
     download_url_ttl_s: int = Field(default=300, gt=0)
     jwt_ttl_s: int = Field(default=3600, gt=0)
     heartbeat_interval_s: float = Field(default=30.0, gt=0)
+    # The most a function of this cluster may ask for (`--cap-*`, or EDGEFN_CAPS as a
+    # JSON object); POST and PATCH /functions over them are 400.
+    caps: ResourceCaps = ResourceCaps()
 
     # The EdgeControl gRPC server, on `host`; 0 picks a free port, None runs none
     # (an API-only replica, or tests of the REST API alone).

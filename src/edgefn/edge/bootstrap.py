@@ -3,11 +3,13 @@ of the settings and the environment a worker process may see."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
 from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache
+from edgefn.edge.capabilities.hosts import EgressRules
 from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
 from edgefn.edge.capabilities.kv import KvCapability
 from edgefn.edge.kv import KvStore, create_kv_store
@@ -91,7 +93,10 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
         max_request_body_bytes=settings.max_request_body_bytes,
         max_inflight_per_function=settings.inflight_limit,
         kv_factory=kv_factory,
-        fetch_factory=HttpFetchCapability.configure,
+        fetch_factory=functools.partial(
+            HttpFetchCapability.configure, egress=EgressRules.for_node(settings)
+        ),
+        caps=settings.caps,
         on_close=close,
         tracer=tracer,
     )

@@ -2,8 +2,9 @@
 
 An instruction (from the gRPC stream or a heartbeat answer) becomes a new
 `NodeState` written atomically to disk, which the workers load. A deploy is
-applied only once its artifact is in the disk cache with the right sha256 and
-compiles; otherwise the previous version keeps serving and the ack says why.
+applied only when the function is within the node's resource caps and its
+artifact is in the disk cache with the right sha256 and compiles; otherwise the
+previous version keeps serving and the ack says why.
 Applying the same instruction twice changes nothing the second time.
 
 `repair` puts back artifacts of the state that went missing from the cache (a
@@ -24,11 +25,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from edgefn.edge.cache import ArtifactCache
-from edgefn.edge.errors import ArtifactError, EdgeError
+from edgefn.edge.errors import ArtifactError, EdgeError, FunctionUnavailable
 from edgefn.edge.spec import (
     POLICY_FIELDS,
     FunctionSpec,
     NodeState,
+    ResourceCaps,
     RouteSpec,
     read_state,
     write_state,
@@ -90,6 +92,10 @@ class Instruction:
         )
 
 
+class OverCaps(FunctionUnavailable):
+    """A deploy asks for more than this node's operator allows."""
+
+
 @dataclass(frozen=True)
 class Ack:
     id: int
@@ -127,6 +133,7 @@ class NodeController:
         engine: Engine | None,
         *,
         fresh_url: FreshUrl | None = None,
+        caps: ResourceCaps | None = None,
     ) -> None:
         self.state_path = state_path
         self.cache = cache
@@ -134,6 +141,8 @@ class NodeController:
         self.fresh_url = fresh_url
         # (function_id, version) -> (monotonic time of the next try, delay after it)
         self._repair_backoff: dict[tuple[str, str], tuple[float, float]] = {}
+        # The node operator's caps (the shared-node defaults unless given).
+        self.caps = caps or ResourceCaps()
         self._lock = threading.Lock()
         self.state = read_state(state_path) if state_path.exists() else NodeState()
         self.function_states: dict[str, tuple[str, str]] = {
@@ -181,6 +190,10 @@ class NodeController:
             **limits,
             **instr.policy,
         )
+        excess = self.caps.excess(spec.limits, spec)
+        if excess:
+            # Before any download: the previous version, if any, keeps serving.
+            raise OverCaps(f"over this node's resource caps: {excess}")
         self.function_states[spec.id] = (spec.version, "loading")
         # The artifact first: a bad one must never replace a good version.
         wasm = self._artifact(spec)

@@ -32,7 +32,7 @@ from edgefn.edge.host import FetchBinding, FunctionHost, InvocationHost, KvBindi
 from edgefn.edge.logs import Invocation, JsonLog, invocation_line
 from edgefn.edge.pool import InstancePool, PoolManager
 from edgefn.edge.routing import MethodNotAllowed, Router
-from edgefn.edge.spec import FunctionSpec, NodeState, SpecKey
+from edgefn.edge.spec import FunctionSpec, NodeState, ResourceCaps, SpecKey
 from edgefn.sandbox.abi import GuestResponse, cgi_environ, encode_headers, parse_cgi, parse_response
 from edgefn.sandbox.engine import Engine, GuestRequest
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
@@ -138,8 +138,11 @@ class Runtime:
         fetch_factory: Callable[[FunctionSpec], FetchBinding | None] | None = None,
         on_close: Callable[[], None] | None = None,
         tracer: Tracer | None = None,
+        caps: ResourceCaps | None = None,
     ) -> None:
         self.engine = engine
+        # The node operator's caps: a function over them is never loaded (None: no caps).
+        self.caps = caps
         self.cache = cache
         self.pools = pools
         self.log_sink = log_sink
@@ -165,6 +168,14 @@ class Runtime:
             keys = {fn.id: fn.key for fn in state.functions}
             unavailable = dict(state.unavailable)
             for fn in state.functions:
+                # A state written before the caps were lowered, or a functions directory,
+                # can name a function over them: it is reported, never run.
+                excess = self.caps.excess(fn.limits, fn) if self.caps is not None else ""
+                if excess:
+                    unavailable[fn.id] = f"over this node's resource caps: {excess}"
+                    log.warning("function %s@%s not runnable: %s", fn.id, fn.version,
+                                unavailable[fn.id])
+                    continue
                 if fn.min_hot_instances <= 0:
                     continue
                 try:

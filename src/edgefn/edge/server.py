@@ -80,7 +80,8 @@ def start_agent(settings: EdgeSettings) -> Agent | None:
     from edgefn.edge.bootstrap import build_cache, build_engine
     from edgefn.edge.controller import NodeController
 
-    controller = NodeController(settings.state_path, build_cache(settings), build_engine(settings))
+    controller = NodeController(settings.state_path, build_cache(settings), build_engine(settings),
+                                caps=settings.caps)
     agent = Agent(
         controller,
         node_id=settings.node_id,

@@ -6,8 +6,10 @@ import os
 import socket
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from edgefn.edge.spec import ResourceCaps
 
 # The main process hands its settings to the server workers through this variable.
 WORKER_CONFIG_ENV = "EDGEFN_WORKER_CONFIG"
@@ -49,6 +51,12 @@ class EdgeSettings(BaseSettings):
     cache_max_files: int = Field(1000, ge=1)
     cache_max_bytes: int = Field(10 * 1024**3, ge=1024)
     kv_url: str = ""
+    # Non-public networks (loopback, private, link-local, this node's own addresses) that
+    # functions asking for them (http_fetch.allow_private) may reach; none by default.
+    # The node's own ports are refused even inside them (docs/security.md, Egress).
+    allow_private_egress: tuple[IPvAnyNetwork, ...] = ()
+    # The most a function may ask for on this node; one over them is not loaded.
+    caps: ResourceCaps = ResourceCaps()
     log_file: Path | None = None
     # OTLP/HTTP collector (e.g. http://collector:4318); empty: no spans are exported.
     otlp_endpoint: str = ""

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgefn.atomicfile import write_atomic
 from edgefn.edge.capabilities.hosts import HostAllowlist
@@ -83,6 +83,13 @@ IdleTimeout = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 RequestBytes = Annotated[int, Field(ge=0, le=_INT64_MAX)]
 _Limit = Annotated[int, Field(ge=1, le=_INT64_MAX)]
 
+# The absolute bounds of a function's engine limits: what no node and no control plane
+# accepts, whatever its operator sets (the operator's `ResourceCaps` sit below them).
+# The deploy instruction carries these three as int32.
+MemoryPages = Annotated[int, Field(ge=1, le=65536)]  # 4 GiB, all a wasm32 memory addresses
+ExecutionMs = Annotated[int, Field(ge=1, le=600_000)]  # 10 minutes
+ResponseBytes = Annotated[int, Field(ge=1, le=64 * 1024 * 1024)]
+
 
 class KvPolicy(_Strict):
     enabled: bool = False
@@ -95,7 +102,9 @@ class KvPolicy(_Strict):
 class HttpFetchPolicy(_Strict):
     # Hosts the function may reach; `*.example.com` matches subdomains. Empty: none.
     allow_hosts: tuple[str, ...] = ()
-    # Loopback, private and link-local addresses are refused unless this is set.
+    # Asks for the non-public networks the node's operator opened (`edgefn edge serve
+    # --allow-private-egress CIDR`); alone, on a node that opened none, it reaches nothing
+    # more (docs/security.md, Egress).
     allow_private: bool = False
     max_response_bytes: _Limit = 1024 * 1024
     max_redirects: int = Field(default=3, ge=0, le=10)
@@ -143,9 +152,9 @@ class FunctionSpec(FunctionPolicy):
     artifact: str = ""
     artifact_url: str = ""
     sha256: str = ""
-    memory_pages: int = Field(DEFAULT_MEMORY_PAGES, ge=1, le=65536)
-    max_execution_ms: int = Field(DEFAULT_MAX_EXECUTION_MS, ge=1, le=600_000)
-    max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1, le=64 * 1024 * 1024)
+    memory_pages: MemoryPages = DEFAULT_MEMORY_PAGES
+    max_execution_ms: ExecutionMs = DEFAULT_MAX_EXECUTION_MS
+    max_response_bytes: ResponseBytes = DEFAULT_MAX_RESPONSE_BYTES
     pop_selector: str = ""
     env: dict[str, str] = Field(default_factory=dict)
     config_dir: str | None = None
@@ -187,6 +196,56 @@ class FunctionSpec(FunctionPolicy):
         compute it once per state, never per request."""
         settings = self.model_dump_json(exclude={"routes"}).encode()
         return (self.id, self.version, self.sha256, hashlib.sha256(settings).hexdigest())
+
+
+class ResourceCaps(_Strict):
+    """The most a function may ask for where these caps apply, set by the operator of a
+    node (`edgefn edge serve --cap-*`) or of a cluster (`edgefn cp serve --cap-*`).
+
+    The defaults are sized for a node shared by many tenants; each cap can be raised
+    up to the absolute bound of its field, never past it. A function over a cap is
+    refused whole (400 at the control plane, a deploy error on a node), never
+    silently clamped: it would then fail later in ways its author cannot see.
+    """
+
+    memory_pages: MemoryPages = 1024  # 64 MiB of linear memory per instance
+    max_execution_ms: ExecutionMs = 30_000
+    max_response_bytes: ResponseBytes = 8 * 1024 * 1024
+    max_request_bytes: RequestBytes = 8 * 1024 * 1024
+    # Per function and worker; also caps min_hot_instances, which are kept warm.
+    max_hot_instances: HotInstances = 16
+
+    @model_validator(mode="after")
+    def _not_below_the_defaults(self) -> ResourceCaps:
+        """A cap below what a function gets when it leaves the field out would refuse
+        every such function."""
+        defaults = FunctionSpec(id="defaults")
+        low = [
+            f"{name} {getattr(self, name)} (functions default to {getattr(defaults, name)})"
+            for name in ("memory_pages", "max_execution_ms", "max_response_bytes",
+                         "max_hot_instances")
+            if getattr(self, name) < getattr(defaults, name)
+        ]
+        if low:
+            raise ValueError("caps below the function defaults: " + ", ".join(low))
+        return self
+
+    def excess(self, limits: Limits, policy: FunctionPolicy) -> str:
+        """What of a function (its engine limits and policy) is over these caps, as one
+        clause per field; empty when nothing is."""
+        asked = (
+            ("memory_pages", limits.memory_pages, self.memory_pages),
+            ("max_execution_ms", limits.max_execution_ms, self.max_execution_ms),
+            ("max_response_bytes", limits.max_response_bytes, self.max_response_bytes),
+            ("max_request_bytes", policy.max_request_bytes, self.max_request_bytes),
+            ("min_hot_instances", policy.min_hot_instances, self.max_hot_instances),
+            ("max_hot_instances", policy.max_hot_instances, self.max_hot_instances),
+        )
+        return "; ".join(
+            f"{name} {value} is over the cap of {cap}"
+            for name, value, cap in asked
+            if value is not None and value > cap
+        )
 
 
 class NodeState(_Strict):

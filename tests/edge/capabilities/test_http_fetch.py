@@ -1,4 +1,9 @@
-"""`HttpFetchCapability` against a real HTTP server on loopback."""
+"""`HttpFetchCapability` against real HTTP servers on loopback (127.0.0.1 and 127.0.0.2).
+
+Most tests run as on a node whose operator opened loopback
+(`--allow-private-egress 127.0.0.0/8 ::1/128`), so the server is reachable to a
+function that sets `allow_private`; the egress tests at the end open less.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from edgefn.edge.capabilities.hosts import EgressRules
 from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
 from edgefn.edge.spec import FunctionSpec, HttpFetchPolicy
 from edgefn.sandbox.abi import GuestResponse, parse_response
@@ -70,6 +76,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"y" * int(query["n"]))
             self.close_connection = True
+        elif url.path == "/set-cookie":
+            self._send(200, b"set", [("set-cookie", "session=alice; Path=/")])
         elif url.path == "/hop":
             self._send(
                 200,
@@ -101,14 +109,27 @@ class _Server(ThreadingHTTPServer):
         pass  # the client hanging up mid-body (caps, timeouts) is what several tests do
 
 
-@pytest.fixture(scope="module")
-def port() -> Iterator[int]:
-    server = _Server(("127.0.0.1", 0), _Handler)
+def _serve(address: str) -> Iterator[int]:
+    server = _Server((address, 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield int(server.server_address[1])
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    yield from _serve("127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def port2() -> Iterator[int]:
+    """A server on 127.0.0.2 only: another machine on the node's private network."""
+    yield from _serve("127.0.0.2")
+
+
+LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 
 @pytest.fixture
@@ -121,12 +142,21 @@ def hits() -> list[str]:
 def make_fetch() -> Iterator[Callable[..., HttpFetchCapability]]:
     made: list[HttpFetchCapability] = []
 
-    def make(*hosts: str, **policy: object) -> HttpFetchCapability:
+    def make(
+        *hosts: str,
+        networks: tuple[str, ...] = LOOPBACK,
+        node_ports: tuple[int, ...] = (),
+        **policy: object,
+    ) -> HttpFetchCapability:
+        """A function allowing `hosts`, on a node whose operator opened `networks` and
+        listens on `node_ports`."""
         spec = FunctionSpec(
             id="fn",
             http_fetch=HttpFetchPolicy(allow_hosts=hosts, **policy),  # type: ignore[arg-type]
         )
-        fetch = HttpFetchCapability.configure(spec)
+        fetch = HttpFetchCapability.configure(
+            spec, EgressRules(networks, node_ports=node_ports)
+        )
         assert fetch is not None
         made.append(fetch)
         return fetch
@@ -230,12 +260,12 @@ def test_ip_literal_tricks_are_refused(
     assert hits == []
 
 
-def test_octal_ipv4_is_not_even_a_url(
+def test_octal_ipv4_is_refused_though_not_even_a_url(
     make_fetch: Callable[..., HttpFetchCapability], port: int, hits: list[str]
 ) -> None:
-    # The URL parser itself rejects leading zeros: malformed (-4), and never connected.
+    # The URL parser itself rejects leading zeros; the guest is still told "denied".
     fetch = make_fetch("*", allow_private=True)
-    assert fetch.fetch(request(f"http://0177.0.0.1:{port}/"), timeout_s=5) == FAILED
+    assert fetch.fetch(request(f"http://0177.0.0.1:{port}/"), timeout_s=5) == DENIED
     assert hits == []
 
 
@@ -388,6 +418,23 @@ def test_hop_by_hop_headers_are_dropped_both_ways(
     assert not names & {b"connection", b"x-private", b"keep-alive"}
 
 
+def test_no_state_carries_from_one_invocation_to_the_next(
+    make_fetch: Callable[..., HttpFetchCapability], port: int
+) -> None:
+    # One function version shares a connection pool, never a cookie jar: a cookie one
+    # end user's request received is not sent on another's.
+    fetch = make_fetch("localhost", allow_private=True)
+    got = ok(fetch.fetch(request(f"http://localhost:{port}/set-cookie"), timeout_s=5))
+    assert (b"set-cookie", b"session=alice; Path=/") in got.headers
+    echo = echoed(fetch.fetch(request(f"http://localhost:{port}/echo"), timeout_s=5))
+    assert header(echo, "cookie") == []
+    assert header(echo, "user-agent") == ["edgefn-http-fetch"]
+    assert header(echo, "accept-encoding") == ["identity"]
+    own = echoed(fetch.fetch(
+        request(f"http://localhost:{port}/echo", headers="user-agent: mine\n"), timeout_s=5))
+    assert header(own, "user-agent") == ["mine"]
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -435,3 +482,125 @@ def test_concurrent_fetches_share_one_client(
         t.join()
     assert len(results) == 80
     assert all(ok(r).status == 200 for r in results)
+
+
+# -- egress: the operator's decision --------------------------------------------------
+
+# Every spelling of an address a guest must not reach on a node whose operator opened
+# nothing, or opened only 127.0.0.2 (where `port2` serves).
+LOOPBACK_SPELLINGS = [
+    "127.0.0.1",
+    "localhost",  # a name resolving to loopback
+    "LOCALHOST",
+    "127.0.0.1.",  # trailing dots
+    "localhost.",
+    "2130706433",  # decimal
+    "017700000001",  # octal, whole
+    "0177.0.0.1",  # octal, dotted
+    "0x7f000001",  # hex
+    "0x7f.0.0.1",
+    "127.1",  # short forms
+    "127.0.1",
+    "0",
+    "0.0.0.0",  # unspecified: Linux connects it to the node itself
+    "[::]",
+    "[::1]",  # IPv6 loopback, bracketed, long and short
+    "[0:0:0:0:0:0:0:1]",
+    "[::ffff:127.0.0.1]",  # IPv4-mapped
+    "[::ffff:7f00:1]",
+    "[0:0:0:0:0:ffff:7f00:1]",
+    "[::127.0.0.1]",  # IPv4-compatible
+    "[64:ff9b::7f00:1]",  # NAT64
+    "[2002:7f00:1::]",  # 6to4
+]
+ELSEWHERE_PRIVATE = [
+    "169.254.169.254",  # cloud metadata (link-local)
+    "[fd00:ec2::254]",  # cloud metadata over IPv6 (unique-local)
+    "[fe80::1]",
+    "10.0.0.1",
+    "172.16.0.1",
+    "192.168.0.1",
+    "100.64.0.1",  # carrier-grade NAT
+    "224.0.0.1",  # multicast
+    "[ff02::1]",
+    "[fc00::1]",
+    "[::ffff:169.254.169.254]",
+]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_SPELLINGS + ELSEWHERE_PRIVATE)
+def test_private_addresses_need_the_operator_whatever_the_function_says(
+    make_fetch: Callable[..., HttpFetchCapability], port: int, hits: list[str], host: str
+) -> None:
+    fetch = make_fetch("*", networks=(), allow_private=True)
+    started = time.monotonic()
+    assert fetch.fetch(request(f"http://{host}:{port}/"), timeout_s=5) == DENIED
+    # Refused before any connection is tried (10.0.0.1 would otherwise wait for a timeout).
+    assert time.monotonic() - started < 1.0
+    assert hits == []
+
+
+@pytest.mark.parametrize("host", LOOPBACK_SPELLINGS + ELSEWHERE_PRIVATE)
+def test_redirects_to_private_addresses_are_refused(
+    make_fetch: Callable[..., HttpFetchCapability], port: int, port2: int, hits: list[str],
+    host: str,
+) -> None:
+    # The operator opened 127.0.0.2 only: the first hop is allowed, the redirect is not.
+    fetch = make_fetch("*", networks=("127.0.0.2/32",), allow_private=True)
+    first = f"http://127.0.0.2:{port2}/redirect?to=http://{host}:{port}/echo"
+    assert fetch.fetch(request(first), timeout_s=5) == DENIED
+    assert hits == [first.removeprefix(f"http://127.0.0.2:{port2}")]
+
+
+def test_non_ascii_hosts_are_malformed(
+    make_fetch: Callable[..., HttpFetchCapability], port: int, hits: list[str]
+) -> None:
+    # Ideographic full stops, which IDNA would map to dots: the request line is ASCII.
+    fetch = make_fetch("*", networks=(), allow_private=True)
+    url = f"http://127\u30020\u30020\u30021:{port}/"
+    assert fetch.fetch(request(url), timeout_s=5) == FAILED
+    assert hits == []
+
+
+def test_the_operators_network_is_reachable_to_functions_that_ask(
+    make_fetch: Callable[..., HttpFetchCapability], port: int, port2: int, hits: list[str]
+) -> None:
+    url = f"http://127.0.0.2:{port2}/echo"
+    opened = ("127.0.0.2/32",)
+    asks = make_fetch("127.0.0.2", networks=opened, allow_private=True)
+    assert echoed(asks.fetch(request(url), timeout_s=5))["path"] == "/echo"
+    # The operator alone does not open it to a function that did not ask.
+    silent = make_fetch("127.0.0.2", networks=opened)
+    assert silent.fetch(request(url), timeout_s=5) == DENIED
+    # Nor does it open anything beside the network it named.
+    assert asks.fetch(request(f"http://127.0.0.1:{port}/echo"), timeout_s=5) == DENIED
+    elsewhere = make_fetch("127.0.0.2", networks=("10.0.0.0/8",), allow_private=True)
+    assert elsewhere.fetch(request(url), timeout_s=5) == DENIED
+    assert hits == ["/echo"]
+
+
+def test_an_ipv4_mapped_spelling_reaches_the_network_it_maps_to(
+    make_fetch: Callable[..., HttpFetchCapability], port2: int
+) -> None:
+    fetch = make_fetch("*", networks=("127.0.0.2/32",), allow_private=True)
+    got = fetch.fetch(request(f"http://[::ffff:127.0.0.2]:{port2}/echo"), timeout_s=5)
+    assert echoed(got)["path"] == "/echo"
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.2", "127.0.0.1", "localhost", "[::ffff:127.0.0.2]", "0.0.0.0", "[::1]"]
+)
+def test_the_nodes_own_ports_are_never_reachable(
+    make_fetch: Callable[..., HttpFetchCapability], port: int, port2: int, hits: list[str],
+    host: str,
+) -> None:
+    # The operator opened all of loopback, and `port2` is one of the node's own ports
+    # (its edge or metrics port): still refused, under any spelling of a node address.
+    fetch = make_fetch("*", networks=LOOPBACK, node_ports=(port2,), allow_private=True)
+    assert fetch.fetch(request(f"http://{host}:{port2}/"), timeout_s=5) == DENIED
+    # Another port in the same network is fine; a redirect to the node's port is not.
+    assert echoed(fetch.fetch(request(f"http://127.0.0.1:{port}/echo"), timeout_s=5))
+    hits.clear()
+    hop = f"http://127.0.0.1:{port}/redirect?to=http://{host}:{port2}/metrics"
+    assert fetch.fetch(request(hop), timeout_s=5) == DENIED
+    assert len(hits) == 1

@@ -43,7 +43,8 @@ def _with_url(ctx: Ctx, who: Caller, fn: Function) -> FunctionOut:
 
 @router.post("/functions", status_code=201, response_model=FunctionOut)
 def create_function(body: FunctionIn, session: DB, ctx: Ctx, who: Caller) -> FunctionOut:
-    return _with_url(ctx, who, service.create_function(session, who, body))
+    fn = service.create_function(session, who, body, caps=ctx.settings.caps)
+    return _with_url(ctx, who, fn)
 
 
 @router.get("/functions", response_model=list[FunctionOut])
@@ -65,7 +66,8 @@ def get_function(function_id: str, session: DB, ctx: Ctx, who: Caller) -> Functi
 def update_function(
     function_id: str, body: FunctionPatch, session: DB, ctx: Ctx, who: Caller
 ) -> FunctionOut:
-    return _with_url(ctx, who, service.update_function(session, who, function_id, body))
+    fn = service.update_function(session, who, function_id, body, caps=ctx.settings.caps)
+    return _with_url(ctx, who, fn)
 
 
 @router.delete("/functions/{function_id}", status_code=204)

@@ -11,13 +11,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.selector import parse_selector
 from edgefn.edge.spec import (
+    ExecutionMs,
     FunctionPolicy,
     HotInstances,
     HttpFetchPolicy,
     IdleTimeout,
     Isolation,
     KvPolicy,
+    MemoryPages,
     RequestBytes,
+    ResponseBytes,
+)
+from edgefn.sandbox.engine import (
+    DEFAULT_MAX_EXECUTION_MS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MEMORY_PAGES,
 )
 
 # semver.org's own expression, anchored.
@@ -26,10 +34,6 @@ SEMVER = re.compile(
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
-
-DEFAULT_MEMORY_PAGES = 16
-DEFAULT_MAX_EXECUTION_MS = 500
-DEFAULT_MAX_RESPONSE_BYTES = 65536
 
 Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
@@ -43,9 +47,11 @@ def check_selector(value: str | None) -> str | None:
 class _FunctionFields(StrictModel):
     entrypoint: str = Field("handle", min_length=1, max_length=100)
     runtime: Literal["wasm", "wasm-aot"] = "wasm"
-    max_execution_ms: int = Field(DEFAULT_MAX_EXECUTION_MS, ge=1, le=60_000)
-    memory_pages: int = Field(DEFAULT_MEMORY_PAGES, ge=1, le=65_536)
-    max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1, le=16 * 1024 * 1024)
+    # The absolute bounds are the edge's (`edgefn.edge.spec`); the cluster's caps
+    # (`CPSettings.caps`), below them, are checked by the service.
+    max_execution_ms: ExecutionMs = DEFAULT_MAX_EXECUTION_MS
+    memory_pages: MemoryPages = DEFAULT_MEMORY_PAGES
+    max_response_bytes: ResponseBytes = DEFAULT_MAX_RESPONSE_BYTES
     pop_selector: str | None = Field(None, max_length=500)
     env: dict[str, str] = Field(default_factory=dict)
 
@@ -65,9 +71,9 @@ class FunctionPatch(StrictModel):
 
     entrypoint: str | None = Field(None, min_length=1, max_length=100)
     runtime: Literal["wasm", "wasm-aot"] | None = None
-    max_execution_ms: int | None = Field(None, ge=1, le=60_000)
-    memory_pages: int | None = Field(None, ge=1, le=65_536)
-    max_response_bytes: int | None = Field(None, ge=1, le=16 * 1024 * 1024)
+    max_execution_ms: ExecutionMs | None = None
+    memory_pages: MemoryPages | None = None
+    max_response_bytes: ResponseBytes | None = None
     pop_selector: str | None = Field(None, max_length=500)
     env: dict[str, str] | None = None
     max_request_bytes: RequestBytes | None = None

@@ -28,8 +28,9 @@ from edgefn.controlplane.errors import (
 )
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.functions.schemas import SEMVER, FunctionIn, FunctionPatch
-from edgefn.edge.spec import POLICY_FIELDS, FunctionPolicy
+from edgefn.edge.spec import POLICY_FIELDS, FunctionPolicy, ResourceCaps
 from edgefn.sandbox import errors as sandbox_errors
+from edgefn.sandbox.engine import Limits
 from edgefn.sandbox.wasminfo import validate_module
 
 
@@ -68,8 +69,26 @@ def _owner_project(session: Session, who: Principal, requested: str | None) -> s
     )
 
 
-def create_function(session: Session, who: Principal, body: FunctionIn) -> Function:
+def _within_caps(caps: ResourceCaps, limits: Limits, policy: FunctionPolicy) -> None:
+    """400 for a function asking for more than the cluster's operator allows."""
+    excess = caps.excess(limits, policy)
+    if excess:
+        raise ValidationFailed(f"over this cluster's resource caps: {excess}")
+
+
+def _limits(source: Any) -> Limits:
+    return Limits(
+        memory_pages=source.memory_pages,
+        max_execution_ms=source.max_execution_ms,
+        max_response_bytes=source.max_response_bytes,
+    )
+
+
+def create_function(
+    session: Session, who: Principal, body: FunctionIn, *, caps: ResourceCaps
+) -> Function:
     project_id = _owner_project(session, who, body.owner_project_id)
+    _within_caps(caps, _limits(body), body)
     exists = session.scalar(
         select(Function.id).where(Function.project_id == project_id, Function.name == body.name)
     )
@@ -100,13 +119,25 @@ def create_function(session: Session, who: Principal, body: FunctionIn) -> Funct
 
 
 def update_function(
-    session: Session, who: Principal, function_id: str, patch: FunctionPatch
+    session: Session,
+    who: Principal,
+    function_id: str,
+    patch: FunctionPatch,
+    *,
+    caps: ResourceCaps,
 ) -> Function:
     fn = get_function(session, who, function_id, minimum="developer")
     changes: dict[str, Any] = patch.model_dump(mode="json", exclude_unset=True)
     policy = {k: v for k, v in changes.items() if k in POLICY_FIELDS}
+    merged = _merged_policy(fn, policy) if policy else fn.policy
+    # The function as it would be after the patch; nothing changes unless it is in caps.
+    limits = {
+        k: changes[k] if changes.get(k) is not None else getattr(fn, k)
+        for k in ("memory_pages", "max_execution_ms", "max_response_bytes")
+    }
+    _within_caps(caps, Limits(**limits), FunctionPolicy.model_validate(merged or {}))
     if policy:
-        fn.policy = _merged_policy(fn, policy)
+        fn.policy = merged
     for field, value in changes.items():
         if field not in POLICY_FIELDS:
             setattr(fn, field, value)

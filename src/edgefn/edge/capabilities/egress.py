@@ -1,5 +1,6 @@
-"""The connection layer under `http_fetch`: resolve a host, check every address, connect to
-a checked one, and keep every socket operation inside the caller's deadline.
+"""The connection layer under `http_fetch`: resolve a host, check every address against the
+node's egress rules (`hosts.EgressRules`), connect to a checked one, and keep every socket
+operation inside the caller's deadline.
 
 It is an httpcore network backend, so the check happens where the socket is
 opened: the address connected to is the address checked (no DNS-rebinding gap
@@ -24,7 +25,7 @@ from typing import Any
 import httpcore
 
 from edgefn.edge.capabilities.errors import Denied
-from edgefn.edge.capabilities.hosts import Address, is_public
+from edgefn.edge.capabilities.hosts import Address, EgressRules
 
 _SocketOptions = Iterable[Any]
 
@@ -37,7 +38,10 @@ class GuardedBackend(httpcore.NetworkBackend):
     """Thread-safe: the deadline is per thread, as the sync client does a request's I/O in the
     thread that sent it."""
 
-    def __init__(self, *, allow_private: bool, resolver_threads: int = 4) -> None:
+    def __init__(
+        self, rules: EgressRules, *, allow_private: bool, resolver_threads: int = 4
+    ) -> None:
+        self.rules = rules
         self.allow_private = allow_private
         self._sync = httpcore.SyncBackend()
         self._deadline = _Deadline()
@@ -102,7 +106,8 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._resolver.shutdown(wait=False, cancel_futures=True)
 
     def _resolve(self, host: str, port: int, timeout: float | None) -> list[tuple[str, Address]]:
-        """Every address of `host`, in the resolver's order; `Denied` if any is not public."""
+        """Every address of `host`, in the resolver's order; `Denied` if the rules refuse
+        any of them."""
         try:
             addresses = [(host, ip_address(host))]
         except ValueError:
@@ -120,12 +125,13 @@ class GuardedBackend(httpcore.NetworkBackend):
                 addr = ip_address(text.split("%", 1)[0])
                 if (text, addr) not in addresses:
                     addresses.append((text, addr))
-        if not self.allow_private:
-            # All or nothing: a name with one internal address among public ones is refused,
-            # or a rebinding server could steer the fallback order towards it.
-            for _, addr in addresses:
-                if not is_public(addr):
-                    raise Denied(f"{host} resolves to a non-public address {addr}")
+        # All or nothing: a name with one refused address among allowed ones is refused,
+        # or a rebinding server could steer the fallback order towards it.
+        for _, addr in addresses:
+            try:
+                self.rules.check(addr, port, allow_private=self.allow_private)
+            except Denied as exc:
+                raise Denied(f"{host}: {exc}") from None
         return addresses
 
 

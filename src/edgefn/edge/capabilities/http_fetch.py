@@ -1,13 +1,15 @@
-"""`http_fetch`: outbound HTTP for a function, limited to its allowlist and public addresses.
+"""`http_fetch`: outbound HTTP for a function, limited to its allowlist and to the addresses
+the node's egress rules let it reach (public ones, unless the operator opened more).
 
 Every hop (the first request and each redirect, followed here, never by the
-client) is checked against the allowlist; every connection against the address
-rules (`egress.GuardedBackend`). The whole exchange ends within `timeout_s`,
-the invocation's remaining budget. A response body over `max_response_bytes`
-is refused with -3, not truncated: a cut JSON document or image parses as
-garbage, and the guest can tell a -3 apart. Bodies come back as sent on the
-wire (`accept-encoding: identity` unless the guest asks otherwise), so the cap
-counts what crossed the network and no decompression can be made to blow up.
+client) is checked against the allowlist; every connection against the node's
+address rules (`hosts.EgressRules`, applied in `egress.GuardedBackend`). The
+whole exchange ends within `timeout_s`, the invocation's remaining budget. A
+response body over `max_response_bytes` is refused with -3, not truncated: a
+cut JSON document or image parses as garbage, and the guest can tell a -3
+apart. Bodies come back as sent on the wire (`accept-encoding: identity` unless
+the guest asks otherwise), so the cap counts what crossed the network and no
+decompression can be made to blow up.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import functools
 import logging
 import ssl
 import time
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 
 from edgefn.edge.capabilities.egress import GuardedBackend
 from edgefn.edge.capabilities.errors import CallFailed, CapabilityError, Denied, QuotaExceeded
-from edgefn.edge.capabilities.hosts import HostAllowlist, parse_host
+from edgefn.edge.capabilities.hosts import EgressRules, HostAllowlist, parse_host
 from edgefn.edge.spec import HTTP_METHODS, FunctionSpec, HttpFetchPolicy
 from edgefn.sandbox.abi import FetchRequest, encode_response, parse_fetch_request
 from edgefn.sandbox.errors import GuestError
@@ -48,7 +51,8 @@ _FRAMING = frozenset({b"host", b"content-length"})
 # Credentials that must not follow a redirect to another origin.
 _CREDENTIALS = frozenset({b"authorization", b"cookie", b"proxy-authorization"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_HEADERS = {"accept-encoding": "identity", "user-agent": "edgefn-http-fetch"}
+# Sent unless the guest sets its own.
+_DEFAULT_HEADERS = ((b"accept-encoding", b"identity"), (b"user-agent", b"edgefn-http-fetch"))
 
 
 @functools.cache
@@ -77,33 +81,34 @@ class HttpFetchCapability:
     def __init__(
         self,
         policy: HttpFetchPolicy,
+        egress: EgressRules,
         *,
         max_connections: int = 32,
         max_keepalive_connections: int = 8,
     ) -> None:
         self.policy = policy
         self._allowlist = HostAllowlist(policy.allow_hosts)
-        self._backend = GuardedBackend(allow_private=policy.allow_private)
+        self._backend = GuardedBackend(egress, allow_private=policy.allow_private)
         limits = httpx.Limits(
             max_connections=max_connections,
             max_keepalive_connections=max_keepalive_connections,
             keepalive_expiry=30.0,
         )
-        # trust_env=False: an HTTP(S)_PROXY from the environment would open the
-        # connection itself, past the address checks.
-        self._client = httpx.Client(
-            transport=_GuardedTransport(self._backend, limits),
-            follow_redirects=False,
-            trust_env=False,
-            headers=_DEFAULT_HEADERS,
-        )
+        # The transport alone, no httpx.Client: a client keeps a cookie jar, which would
+        # carry one invocation's cookies into the next (another end user's); it reads
+        # proxies from the environment, which would open connections past the address
+        # checks; and it parses a redirect's Location before this code can judge it.
+        self._transport = _GuardedTransport(self._backend, limits)
 
     @classmethod
-    def configure(cls, spec: FunctionSpec) -> HttpFetchCapability | None:
-        """None (the host answers -2) unless the function allows at least one host."""
+    def configure(
+        cls, spec: FunctionSpec, egress: EgressRules | None = None
+    ) -> HttpFetchCapability | None:
+        """None (the host answers -2) unless the function allows at least one host.
+        `egress` is the node's rules; without them only public addresses are reachable."""
         if not spec.http_fetch.allow_hosts:
             return None
-        return cls(spec.http_fetch)
+        return cls(spec.http_fetch, egress or EgressRules())
 
     def fetch(
         self, request: bytes, *, timeout_s: float, traceparent: str | None = None
@@ -128,7 +133,7 @@ class HttpFetchCapability:
             return FAILED
 
     def close(self) -> None:
-        self._client.close()
+        self._transport.close()
         self._backend.close()
 
     def _exchange(self, req: FetchRequest, deadline: float, traceparent: str | None) -> bytes:
@@ -141,10 +146,11 @@ class HttpFetchCapability:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise CallFailed("the fetch deadline has passed")
-            outgoing = self._client.build_request(
-                method, url, headers=headers, content=body, timeout=left
+            outgoing = httpx.Request(
+                method, url, headers=_with_defaults(headers), content=body,
+                extensions={"timeout": httpx.Timeout(left).as_dict()},
             )
-            response = self._client.send(outgoing, stream=True)
+            response = self._transport.handle_request(outgoing)
             try:
                 location = response.headers.get("location")
                 if response.status_code not in _REDIRECTS or not location:
@@ -204,6 +210,7 @@ def _url(text: str) -> httpx.URL:
     try:
         return httpx.URL(text)
     except httpx.InvalidURL as exc:
+        _refuse_address_spelling(text)
         raise CallFailed(f"malformed URL: {exc}") from exc
 
 
@@ -211,7 +218,22 @@ def _join(base: httpx.URL, location: str) -> httpx.URL:
     try:
         return base.join(location)
     except httpx.InvalidURL as exc:
+        _refuse_address_spelling(location)
         raise CallFailed(f"malformed redirect location: {exc}") from exc
+
+
+def _refuse_address_spelling(text: str) -> None:
+    """`Denied` for a URL the parser refused because its host spells an address in a
+    form it does not take (`0177.0.0.1`): an attempt on an address, not a typo, and
+    the guest is told so (-2) as for every other spelling."""
+    try:
+        host = urlsplit(text).hostname
+    except ValueError:
+        return
+    last = (host or "").rstrip(".").rsplit(".", 1)[-1]
+    if last.isdigit() or last.startswith("0x"):
+        # The URL standard reads a host ending in a number as an IPv4 address.
+        raise Denied(f"not a canonical IPv4 address: {host!r}")
 
 
 def _origin(url: httpx.URL) -> tuple[str, bytes, int | None]:
@@ -226,6 +248,11 @@ def _connection_listed(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
         if name.lower() == b"connection"
         for token in value.split(b",")
     )
+
+
+def _with_defaults(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    given = {name for name, _ in headers}
+    return [*(h for h in _DEFAULT_HEADERS if h[0] not in given), *headers]
 
 
 def _outbound_headers(
