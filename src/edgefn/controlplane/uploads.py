@@ -139,7 +139,7 @@ async def read_form(
         return await _read_urlencoded(request, fields)
     boundary = params.get(b"boundary")
     if media_type != b"multipart/form-data" or not boundary:
-        raise ValidationFailed("expected a multipart/form-data body")
+        raise ValidationFailed("expected a multipart/form-data or url-encoded form body")
     body_limit = file_limit + FORM_OVERHEAD
     refuse_declared_size(request, body_limit)
     reader = _FormReader(fields, file_field, file_limit)

@@ -81,34 +81,36 @@ def delete_function(function_id: str, session: DB, ctx: Ctx, who: Caller) -> Res
 
 # The body as the OpenAPI shows it; the endpoint parses it itself, after
 # authorisation, so FastAPI must not (it would read it all first).
+_VERSION_FIELDS: dict[str, Any] = {
+    "version": {
+        "type": "string",
+        "maxLength": _VERSION_CHARS,
+        "description": "a semantic version, e.g. 1.2.0",
+    },
+    "sha256": {
+        "type": "string",
+        "maxLength": _SHA256_CHARS,
+        "description": "hex sha256 the artifact must have",
+    },
+}
+_ARTIFACT_FIELD = {
+    "type": "string",
+    "format": "binary",
+    "description": "the .wasm module; leave it out to use what was PUT to the "
+    "function's upload_url",
+}
+
+
+def _form_schema(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"schema": {"type": "object", "required": ["version"], "properties": properties}}
+
+
 _VERSION_FORM: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["version"],
-                    "properties": {
-                        "version": {
-                            "type": "string",
-                            "maxLength": _VERSION_CHARS,
-                            "description": "a semantic version, e.g. 1.2.0",
-                        },
-                        "artifact": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "the .wasm module; leave it out to use what "
-                            "was PUT to the function's upload_url",
-                        },
-                        "sha256": {
-                            "type": "string",
-                            "maxLength": _SHA256_CHARS,
-                            "description": "hex sha256 the artifact must have",
-                        },
-                    },
-                }
-            }
+            "multipart/form-data": _form_schema({**_VERSION_FIELDS, "artifact": _ARTIFACT_FIELD}),
+            "application/x-www-form-urlencoded": _form_schema(_VERSION_FIELDS),
         },
     }
 }
