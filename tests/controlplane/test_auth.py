@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,9 +14,12 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
+from edgefn.cluster import free_port
+from edgefn.controlplane.app import create_app
 from edgefn.controlplane.auth import service as auth_service
 from edgefn.controlplane.auth import throttle
-from tests.controlplane.conftest import ADMIN, CP, PASSWORD, bearer
+from tests.controlplane.conftest import ADMIN, CP, PASSWORD, bearer, make_settings
+from tests.controlplane.test_artifacts import serve_app  # noqa: F401  (a fixture)
 
 
 def test_no_or_bad_token_is_401(cp: CP) -> None:
@@ -261,3 +266,37 @@ def test_owner_lists_and_revokes_api_keys(cp: CP, team: SimpleNamespace) -> None
     assert cp.call("DELETE", f"{path}/{key['id']}", team.a_owner).status_code == 404
     actions = [row["action"] for row in cp.ok("GET", "/audit", ADMIN)]
     assert "api_key.revoke" in actions
+
+
+def test_concurrent_failures_are_all_counted(
+    tmp_path: Path, database_url: str, serve_app: Any  # noqa: F811
+) -> None:
+    """20 wrong passwords at once, through a real server: the upserts lose none,
+    and exactly one of the requests that reach the limit starts the lockout."""
+    settings = make_settings(
+        tmp_path, database_url, login_max_failures_account=10, login_max_failures_address=1000
+    )
+    port = free_port()
+    serve_app(create_app(settings), port)
+    url = f"http://127.0.0.1:{port}/api/v1/auth/login"
+
+    def attempt(_: int) -> int:
+        body = {"email": "target@p.test", "password": "wrong password"}
+        return httpx.post(url, json=body, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(attempt, range(20)))
+    # Those that checked before the lockout began failed with 401; the rest 429.
+    assert statuses.count(401) >= 10 and set(statuses) <= {401, 429}
+    audit = httpx.get(f"http://127.0.0.1:{port}/api/v1/audit", headers=ADMIN).json()
+    assert [row["action"] for row in audit].count("auth.lockout") == 1
+    engine = sa.create_engine(settings.resolved_database_url())
+    try:
+        with engine.connect() as conn:
+            failures = conn.execute(
+                sa.text("SELECT failures FROM login_failures ORDER BY failures DESC")
+            ).scalars().all()
+    finally:
+        engine.dispose()
+    # The address row saw every 401; the account row restarted at the lockout.
+    assert failures[0] == statuses.count(401)
