@@ -212,6 +212,7 @@ def test_upload_at_the_limit_leaves_no_temp_files(
         files={"artifact": ("m.wasm", b"\0" * (MB + 1), "application/wasm")},
     )
     assert r.status_code == 413, r.text
+    assert r.json()["error"]["message"] == f"artifact is over the limit of {MB} bytes"
     assert list(server.temp.iterdir()) == []
     stored = server.settings.resolved_artifact_dir() / "functions" / server.fid
     assert [p.name for p in stored.iterdir()] == ["1.0.0.wasm"]

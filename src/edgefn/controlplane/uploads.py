@@ -25,24 +25,29 @@ from edgefn.controlplane.errors import PayloadTooLarge, ValidationFailed
 FORM_OVERHEAD = 64 * 1024
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"artifact is over the limit of {limit} bytes")
+def _too_large(limit: int, what: str = "artifact") -> PayloadTooLarge:
+    return PayloadTooLarge(f"{what} is over the limit of {limit} bytes")
 
 
-def refuse_declared_size(request: Request, limit: int) -> None:
-    """413 before reading when Content-Length already says the body is too big."""
+def refuse_declared_size(
+    request: Request, limit: int, *, overhead: int = 0, what: str = "artifact"
+) -> None:
+    """413 before reading when Content-Length already says the body is over
+    `limit` (plus `overhead`, for what surrounds the artifact in a form)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+    if declared.isdigit() and int(declared) > limit + overhead:
+        raise _too_large(limit, what)
 
 
-async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+async def read_capped(
+    chunks: AsyncIterator[bytes], limit: int, *, what: str = "artifact"
+) -> bytes:
     """The whole body, or 413 at the first chunk that takes it over `limit`."""
     body = bytearray()
     async for chunk in chunks:
         body.extend(chunk)
         if len(body) > limit:
-            raise _too_large(limit)
+            raise _too_large(limit, what)
     return bytes(body)
 
 
@@ -141,7 +146,7 @@ async def read_form(
     if media_type != b"multipart/form-data" or not boundary:
         raise ValidationFailed("expected a multipart/form-data or url-encoded form body")
     body_limit = file_limit + FORM_OVERHEAD
-    refuse_declared_size(request, body_limit)
+    refuse_declared_size(request, file_limit, overhead=FORM_OVERHEAD)
     reader = _FormReader(fields, file_field, file_limit)
     callbacks = {
         "on_part_begin": reader.on_part_begin,
@@ -170,8 +175,8 @@ async def read_form(
 
 
 async def _read_urlencoded(request: Request, fields: Mapping[str, int]) -> Form:
-    refuse_declared_size(request, FORM_OVERHEAD)
-    body = await read_capped(request.stream(), FORM_OVERHEAD)
+    refuse_declared_size(request, FORM_OVERHEAD, what="form body")
+    body = await read_capped(request.stream(), FORM_OVERHEAD, what="form body")
     try:
         pairs = urllib.parse.parse_qsl(
             body.decode(), keep_blank_values=True, strict_parsing=bool(body), errors="strict"
