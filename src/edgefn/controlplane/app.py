@@ -21,6 +21,8 @@ from edgefn.atomicfile import private_dir
 from edgefn.controlplane import db
 from edgefn.controlplane.artifacts import UrlSigner, open_store
 from edgefn.controlplane.artifacts.api import router as artifacts_router
+from edgefn.controlplane.audit import checkpoints
+from edgefn.controlplane.audit import service as audit_service
 from edgefn.controlplane.audit.api import router as audit_router
 from edgefn.controlplane.auth.api import router as auth_router
 from edgefn.controlplane.auth.service import Credentials
@@ -48,6 +50,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    429: "too_many_requests",
 }
 
 
@@ -68,6 +71,12 @@ def build_context(settings: CPSettings) -> CPContext:
         ),
     )
     sessions = db.make_sessionmaker(engine)
+    anchor = checkpoints.Anchor(
+        settings.resolved_audit_key().encode(),
+        settings.resolved_audit_checkpoint_file(),
+        every=settings.audit_checkpoint_every,
+    )
+    checkpoints.attach(sessions, anchor)
     notifier = Notifier()
     outbox.watch(sessions, notifier.notify)
     return CPContext(
@@ -78,6 +87,7 @@ def build_context(settings: CPSettings) -> CPContext:
         signer=signer,
         creds=creds,
         notifier=notifier,
+        anchor=anchor,
     )
 
 
@@ -100,7 +110,7 @@ def _describe_validation(exc: RequestValidationError) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CPError)
     async def _cp_error(_: Request, exc: CPError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
         return _error(exc.status, exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
@@ -138,6 +148,8 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
     async def lifespan(running: FastAPI) -> AsyncIterator[None]:
         if settings.auto_migrate:
             await asyncio.to_thread(db.migrate, ctx.engine)
+        with db.session_scope(ctx.sessions) as session:
+            await asyncio.to_thread(audit_service.start_checkpoints, session, ctx.anchor)
         ctx.notifier.bind(asyncio.get_running_loop())
         grpc_server: ControlServer | None = None
         if settings.grpc_port is not None:

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from edgefn.controlplane.artifacts import ArtifactStore, UrlSigner
+from edgefn.controlplane.audit.checkpoints import Anchor
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.auth.service import Credentials, authenticate
 from edgefn.controlplane.errors import Forbidden
@@ -32,6 +33,7 @@ class CPContext:
     signer: UrlSigner
     creds: Credentials
     notifier: Notifier
+    anchor: Anchor
 
 
 def get_ctx(request: Request) -> CPContext:

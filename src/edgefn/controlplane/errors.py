@@ -10,6 +10,7 @@
     ├── NotFound                404 not_found
     ├── Conflict                409 conflict           (duplicate name or version)
     ├── PayloadTooLarge         413 payload_too_large  (artifact over the size limit)
+    ├── TooManyRequests         429 too_many_requests  (login throttled; carries retry-after)
     └── ArtifactStoreError      502 artifact_store_error (backend failed; vendor error chained)
 
 Vendor exceptions (botocore, SQLAlchemy, jwt, argon2) are translated into these at
@@ -22,6 +23,8 @@ from __future__ import annotations
 class CPError(Exception):
     status = 500
     code = "internal"
+    # Extra response headers this error asks for.
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -68,6 +71,16 @@ class Conflict(CPError):
 class PayloadTooLarge(CPError):
     status = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(CPError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class ArtifactStoreError(CPError):

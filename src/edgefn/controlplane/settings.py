@@ -59,10 +59,28 @@ class CPSettings(BaseSettings):
     argon2_memory_kib: int = Field(default=19 * 1024, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
 
+    # Login throttling: a fixed window per account (the email tried) and per client
+    # address; reaching a limit locks that key out for `login_lockout_s` (429).
+    login_window_s: float = Field(default=900.0, gt=0)
+    login_max_failures_account: int = Field(default=5, ge=1)
+    login_max_failures_address: int = Field(default=20, ge=1)
+    login_lockout_s: float = Field(default=900.0, gt=0)
+
+    # The audit chain's HMAC key. The database must not hold it: give it here
+    # (EDGEFN_AUDIT_KEY) or let the CP generate `data_dir/audit.key` (0600).
+    audit_key: SecretStr | None = None
+    # Signed checkpoints of the chain's head, kept outside the database so that
+    # dropping the newest rows shows; default `data_dir/audit-checkpoints.jsonl`.
+    audit_checkpoint_file: Path | None = None
+    # A checkpoint after every N committed audit rows (1: after each one).
+    audit_checkpoint_every: int = Field(default=1, ge=1)
+
     @model_validator(mode="after")
     def _check(self) -> CPSettings:
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
             raise ValueError("secret_key must be at least 32 characters (it signs HS256 JWTs)")
+        if self.audit_key is not None and len(self.audit_key.get_secret_value()) < 32:
+            raise ValueError("audit_key must be at least 32 characters")
         if self.artifact_store == "s3" and not self.s3_bucket:
             raise ValueError("artifact_store=s3 needs s3_bucket (EDGEFN_S3_BUCKET)")
         return self
@@ -84,8 +102,22 @@ class CPSettings(BaseSettings):
     def resolved_secret_key(self) -> str:
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
-        path = self.data_dir / "secret.key"
-        if path.exists():
+        return self._key_file("secret.key", create=True)
+
+    def resolved_audit_key(self, *, create: bool = True) -> str:
+        """The audit HMAC key; `create=False` (for `edgefn audit verify`) raises
+        FileNotFoundError instead of making a key that could verify nothing."""
+        if self.audit_key is not None:
+            return self.audit_key.get_secret_value()
+        return self._key_file("audit.key", create=create)
+
+    def resolved_audit_checkpoint_file(self) -> Path:
+        return self.audit_checkpoint_file or self.data_dir / "audit-checkpoints.jsonl"
+
+    def _key_file(self, name: str, *, create: bool) -> str:
+        """A random key kept in data_dir, made (mode 0600) on first use."""
+        path = self.data_dir / name
+        if path.exists() or not create:
             return path.read_text().strip()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)

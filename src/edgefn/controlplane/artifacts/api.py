@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
+from edgefn.controlplane import uploads
 from edgefn.controlplane.artifacts.local import DOWNLOAD_PREFIX, UPLOAD_PREFIX, LocalArtifactStore
 from edgefn.controlplane.deps import Ctx
-from edgefn.controlplane.errors import Forbidden, NotFound, PayloadTooLarge
+from edgefn.controlplane.errors import Forbidden, NotFound
 
 router = APIRouter(tags=["artifacts"])
 
@@ -45,13 +47,7 @@ async def upload(
     store = _local(ctx)
     _check(ctx, "PUT", UPLOAD_PREFIX + key, expires, sig)
     limit = ctx.settings.max_artifact_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"upload is over the limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise PayloadTooLarge(f"upload is over the limit of {limit} bytes")
-    store.put(key, bytes(body))
+    uploads.refuse_declared_size(request, limit)
+    body = await uploads.read_capped(request.stream(), limit)
+    await run_in_threadpool(store.put, key, body)
     return {"size": len(body)}

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from edgefn.controlplane.auth import service
+from edgefn.controlplane.auth import service, throttle
 from edgefn.controlplane.auth.schemas import (
     ApiKeyIn,
     ApiKeyInfo,
@@ -26,13 +26,19 @@ from edgefn.controlplane.pagination import Page, describe_page, page_params
 router = APIRouter(tags=["auth"])
 
 
-@router.post("/auth/login", response_model=TokenOut)
+@router.post(
+    "/auth/login",
+    response_model=TokenOut,
+    responses={429: {"description": "too many failed logins; see the retry-after header"}},
+)
 def login(body: LoginIn, request: Request, session: DB, ctx: Ctx) -> TokenOut:
     token, exp = service.login(
         session,
         ctx.creds,
+        throttle.Policy.from_settings(ctx.settings),
         email=body.email,
         password=body.password,
+        address=throttle.address_key(request.client.host if request.client else None),
         request_id=request_id_of(request),
     )
     return TokenOut(token=token, expires_at=exp)

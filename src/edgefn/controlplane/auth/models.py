@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import Float, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from edgefn.controlplane.db import Base, UTCDateTime, new_id, utcnow
@@ -51,3 +51,18 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LoginFailure(Base):
+    """Failed logins counted per account or client address in a fixed window: one
+    row per key that failed lately, never one per attempt, and rows whose window
+    and lockout are over are deleted as new failures come in."""
+
+    __tablename__ = "login_failures"
+
+    # sha256 of "account:<email>" or "address:<ip>": fixed width whatever was sent.
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Epoch seconds; a lockout moves the window's start to the lockout's end.
+    window_start: Mapped[float] = mapped_column(Float, index=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[float] = mapped_column(Float)

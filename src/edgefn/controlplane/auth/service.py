@@ -4,9 +4,11 @@ JWTs, and turning a bearer token into a `Principal`."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 import jwt
@@ -17,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from edgefn.controlplane.audit import service as audit
+from edgefn.controlplane.auth import throttle
 from edgefn.controlplane.auth.models import ApiKey, Membership, Project, User
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.errors import Conflict, Forbidden, NotFound, Unauthorized
@@ -111,31 +114,57 @@ def require_admin(who: Principal) -> None:
 
 # ---- login -------------------------------------------------------------------------
 
-# Verified against when the email is unknown, so both failures take as long.
-_DUMMY_PASSWORD = "edgefn-dummy-password"
+@functools.cache
+def _dummy_hash(hasher: PasswordHasher) -> str:
+    """A hash made with `hasher`'s parameters, verified against when the email is
+    unknown, so that unknown and known accounts cost the same one verification."""
+    return hasher.hash(secrets.token_urlsafe(16))
 
 
 def login(
-    session: Session, creds: Credentials, *, email: str, password: str, request_id: str | None
+    session: Session,
+    creds: Credentials,
+    policy: throttle.Policy,
+    *,
+    email: str,
+    password: str,
+    address: str,
+    request_id: str | None,
 ) -> tuple[str, dt.datetime]:
-    user = session.scalar(select(User).where(User.email == email.lower()))
-    stored = user.password_hash if user else creds.hasher.hash(_DUMMY_PASSWORD)
+    """A JWT for the right password. Every failure counts against the account and
+    the address (never an audit row each); a lockout answers 429 before any hash
+    is computed and is audited once, when it starts."""
+    email = email.lower()
+    now = time.time()
+    throttle.check(session, email=email, address=address, now=now)
+    user = session.scalar(select(User).where(User.email == email))
+    stored = user.password_hash if user else _dummy_hash(creds.hasher)
     try:
         creds.hasher.verify(stored, password)
         ok = user is not None
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok or user is None:
-        anonymous = Principal("anonymous", email.lower()[:150], request_id=request_id)
-        audit.record(
-            session, anonymous, "auth.login_failed", target_type="user", target_id=email.lower()
-        )
-        # The failed attempt is evidence even though the request fails.
+        anonymous = Principal("anonymous", address, request_id=request_id)
+        for lock in throttle.failed(session, policy, email=email, address=address, now=now):
+            audit.record(
+                session,
+                anonymous,
+                "auth.lockout",
+                target_type=lock.scope,
+                target_id=lock.value,
+                details={
+                    "failures": lock.failures,
+                    "until": dt.datetime.fromtimestamp(lock.until, dt.UTC).isoformat(),
+                },
+            )
+        # The count is the evidence even though the request fails.
         session.commit()
         raise Unauthorized("wrong email or password")
+    throttle.succeeded(session, email=email)
     if creds.hasher.check_needs_rehash(user.password_hash):
         user.password_hash = creds.hasher.hash(password)
-        session.commit()
+    session.commit()
     return issue_jwt(creds, user.id, sorted(_roles_of_user(session, user.id)))
 
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 
+from edgefn.controlplane import uploads
 from edgefn.controlplane.deps import DB, Caller, Ctx
-from edgefn.controlplane.errors import PayloadTooLarge
+from edgefn.controlplane.errors import ValidationFailed
 from edgefn.controlplane.functions import service
 from edgefn.controlplane.functions.models import Function
 from edgefn.controlplane.functions.schemas import FunctionIn, FunctionOut, FunctionPatch, VersionOut
 from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
 
 router = APIRouter(tags=["functions"])
+_VERSION_CHARS = 100
+_SHA256_CHARS = 64
 PageDep = Annotated[Page, Depends(page_params)]
 
 
@@ -76,34 +81,77 @@ def delete_function(function_id: str, session: DB, ctx: Ctx, who: Caller) -> Res
     return Response(status_code=204)
 
 
-async def _read_limited(upload: UploadFile, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"artifact is over the limit of {limit} bytes")
-    return data
+# The body as the OpenAPI shows it; the endpoint parses it itself, after
+# authorisation, so FastAPI must not (it would read it all first).
+_VERSION_FIELDS: dict[str, Any] = {
+    "version": {
+        "type": "string",
+        "maxLength": _VERSION_CHARS,
+        "description": "a semantic version, e.g. 1.2.0",
+    },
+    "sha256": {
+        "type": "string",
+        "maxLength": _SHA256_CHARS,
+        "description": "hex sha256 the artifact must have",
+    },
+}
+_ARTIFACT_FIELD = {
+    "type": "string",
+    "format": "binary",
+    "description": "the .wasm module; leave it out to use what was PUT to the "
+    "function's upload_url",
+}
 
 
-@router.post("/functions/{function_id}/versions", status_code=201, response_model=VersionOut)
+def _form_schema(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"schema": {"type": "object", "required": ["version"], "properties": properties}}
+
+
+_VERSION_FORM: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": _form_schema({**_VERSION_FIELDS, "artifact": _ARTIFACT_FIELD}),
+            "application/x-www-form-urlencoded": _form_schema(_VERSION_FIELDS),
+        },
+    }
+}
+
+
+@router.post(
+    "/functions/{function_id}/versions",
+    status_code=201,
+    response_model=VersionOut,
+    openapi_extra=_VERSION_FORM,
+    responses={413: {"description": "the artifact is over the size limit"}},
+)
 async def create_version(
-    function_id: str,
-    session: DB,
-    ctx: Ctx,
-    who: Caller,
-    version: Annotated[str, Form(max_length=100)],
-    artifact: Annotated[UploadFile | None, File(description="the .wasm module")] = None,
-    sha256: Annotated[str | None, Form(max_length=64)] = None,
+    function_id: str, request: Request, session: DB, ctx: Ctx, who: Caller
 ) -> VersionOut:
+    # `who` came from the headers; the role is checked before a byte of the body
+    # is read, so a stranger's upload is answered at once.
+    await run_in_threadpool(service.authorize_upload, session, who, function_id)
     limit = ctx.settings.max_artifact_bytes
-    data = await _read_limited(artifact, limit) if artifact is not None else None
-    row = service.create_version(
-        session,
-        who,
-        ctx.store,
-        function_id=function_id,
-        version=version,
-        data=data,
-        sha256=sha256,
-        max_bytes=limit,
+    form = await uploads.read_form(
+        request,
+        fields={"version": _VERSION_CHARS, "sha256": _SHA256_CHARS},
+        file_field="artifact",
+        file_limit=limit,
+    )
+    if "version" not in form.fields:
+        raise ValidationFailed("version: Field required")
+    row = await run_in_threadpool(
+        functools.partial(
+            service.create_version,
+            session,
+            who,
+            ctx.store,
+            function_id=function_id,
+            version=form.fields["version"],
+            data=form.file,
+            sha256=form.fields.get("sha256"),
+            max_bytes=limit,
+        )
     )
     return VersionOut.model_validate(row)
 

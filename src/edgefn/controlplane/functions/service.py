@@ -213,6 +213,14 @@ def upload_url(store: ArtifactStore, who: Principal, fn: Function, ttl: int) -> 
     return store.presign_put(staging_key(fn.id), ttl)
 
 
+def authorize_upload(session: Session, who: Principal, function_id: str) -> None:
+    """Refuse a caller who may not add versions to the function, then end the
+    transaction: the body that follows may take long to arrive, and an open
+    transaction would hold SQLite's write lock (or a PostgreSQL snapshot) meanwhile."""
+    get_function(session, who, function_id, minimum="developer")
+    session.rollback()
+
+
 def create_version(
     session: Session,
     who: Principal,

@@ -20,7 +20,7 @@ from alembic import op
 from edgefn.edge.tenancy import Claims, claim_key, claim_of
 
 revision = "0005"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
