@@ -7,7 +7,7 @@ overlapping routes stays in `routes` but no longer reaches the nodes, and its
 project sees 409 if it creates it again; the admin can reassign the claim.
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0003
 """
 
 from __future__ import annotations
