@@ -44,6 +44,9 @@ def edge() -> None:
 @click.option("--cp-url", help="Control plane API URL; without it the node runs alone.")
 @click.option("--grpc-url", help="Control plane gRPC address (host:port).")
 @click.option("--node-token", help="This node's token from the control plane.")
+@click.option("--secrets-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Without a control plane: JSON {function_id: {name: value}} (mode 600) "
+                   "that secret_get reads.")
 def serve_cmd(labels: tuple[str, ...], **flags: Any) -> None:
     """Serve HTTP requests with WebAssembly functions."""
     overrides = {k: v for k, v in flags.items() if v is not None}

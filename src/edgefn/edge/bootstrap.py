@@ -7,6 +7,12 @@ import threading
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
 from edgefn.edge.capabilities.kv import KvCapability
+from edgefn.edge.capabilities.secrets import (
+    ControlPlaneSecrets,
+    FileSecrets,
+    SecretsCapability,
+    SecretSource,
+)
 from edgefn.edge.kv import KvStore, create_kv_store
 from edgefn.edge.logs import JsonLog
 from edgefn.edge.pool import PoolManager
@@ -23,6 +29,17 @@ def build_cache(settings: EdgeSettings) -> ArtifactCache:
         max_files=settings.cache_max_files,
         max_bytes=settings.cache_max_bytes,
     )
+
+
+def secret_source(settings: EdgeSettings) -> SecretSource | None:
+    """The control plane when the node follows one, else the operator's secrets file."""
+    if settings.cp_url and settings.node_token is not None:
+        return ControlPlaneSecrets(
+            settings.cp_url, settings.node_id, settings.node_token.get_secret_value()
+        )
+    if settings.secrets_file is not None:
+        return FileSecrets(settings.secrets_file)
+    return None
 
 
 def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) -> Runtime:
@@ -51,6 +68,11 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
             store.close()
         sink.flush()
 
+    source = secret_source(settings)
+
+    def secrets_factory(spec: FunctionSpec) -> SecretsCapability | None:
+        return SecretsCapability.configure(spec, source)
+
     tracer = (
         OtlpSpanExporter(settings.otlp_endpoint, node_id=settings.node_id)
         if settings.otlp_endpoint else None
@@ -65,6 +87,7 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
         max_inflight_per_function=settings.inflight_limit,
         kv_factory=kv_factory,
         fetch_factory=HttpFetchCapability.configure,
+        secrets_factory=secrets_factory,
         on_close=close,
         tracer=tracer,
     )

@@ -116,7 +116,7 @@ def serve(settings: EdgeSettings) -> None:
     agent = start_agent(settings)
 
     worker_settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
-    os.environ[WORKER_CONFIG_ENV] = worker_settings.model_dump_json()
+    os.environ[WORKER_CONFIG_ENV] = worker_settings.worker_config()
     server = Granian(
         "edgefn.edge.app:create_app",
         address=settings.host,

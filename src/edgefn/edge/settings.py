@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -56,6 +57,9 @@ class EdgeSettings(BaseSettings):
     grpc_url: str = ""
     node_token: SecretStr | None = None
     heartbeat_interval_s: float = Field(30.0, gt=0)
+    # A node without a control plane: `{function_id: {name: value}}`, mode 0600,
+    # where `secret_get` finds the secrets functions list (docs/edge.md).
+    secrets_file: Path | None = None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> EdgeSettings:
@@ -68,6 +72,14 @@ class EdgeSettings(BaseSettings):
         if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
             raise ValueError("otlp_endpoint is an http:// or https:// URL (OTLP/HTTP, port 4318)")
         return self
+
+    def worker_config(self) -> str:
+        """These settings for `WORKER_CONFIG_ENV`: JSON with the node token in clear,
+        since a worker resolves its functions' secrets with it (a plain dump masks it)."""
+        data = self.model_dump(mode="json")
+        if self.node_token is not None:
+            data["node_token"] = self.node_token.get_secret_value()
+        return json.dumps(data)
 
     @property
     def inflight_limit(self) -> int:
