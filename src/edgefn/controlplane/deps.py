@@ -19,6 +19,7 @@ from edgefn.controlplane.artifacts import ArtifactStore, UrlSigner
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.auth.service import Credentials, authenticate
 from edgefn.controlplane.errors import Forbidden
+from edgefn.controlplane.secrets.base import SecretStore
 from edgefn.controlplane.settings import CPSettings
 from edgefn.controlplane.stream.notifier import Notifier
 
@@ -32,6 +33,7 @@ class CPContext:
     signer: UrlSigner
     creds: Credentials
     notifier: Notifier
+    secrets: SecretStore
 
 
 def get_ctx(request: Request) -> CPContext:

@@ -10,10 +10,13 @@
     ├── NotFound                404 not_found
     ├── Conflict                409 conflict           (duplicate name or version)
     ├── PayloadTooLarge         413 payload_too_large  (artifact over the size limit)
-    └── ArtifactStoreError      502 artifact_store_error (backend failed; vendor error chained)
+    ├── ArtifactStoreError      502 artifact_store_error (backend failed; vendor error chained)
+    └── SecretStoreError        502 secret_store_error (Vault failed, or a sealed
+                                                       value does not open)
 
-Vendor exceptions (botocore, SQLAlchemy, jwt, argon2) are translated into these at
-the module that talks to the vendor and never travel further.
+Vendor exceptions (botocore, SQLAlchemy, jwt, argon2, cryptography, hvac) are
+translated into these at the module that talks to the vendor and never travel
+further.
 """
 
 from __future__ import annotations
@@ -73,3 +76,8 @@ class PayloadTooLarge(CPError):
 class ArtifactStoreError(CPError):
     status = 502
     code = "artifact_store_error"
+
+
+class SecretStoreError(CPError):
+    status = 502
+    code = "secret_store_error"

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgefn import redact
 from edgefn.edge.bootstrap import build_cache
 from edgefn.edge.settings import WORKER_CONFIG_ENV, EdgeSettings
 from edgefn.edge.spec import NodeState, load_function_dir, read_state, write_state
@@ -100,6 +101,7 @@ def serve(settings: EdgeSettings) -> None:
     from granian.constants import Interfaces
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    redact.install()
     # Workers start from a clean interpreter: the main process runs threads (the
     # agent's gRPC channel, the metrics server) that must not be forked.
     multiprocessing.set_start_method("spawn", force=True)

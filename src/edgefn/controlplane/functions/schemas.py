@@ -18,6 +18,7 @@ from edgefn.edge.spec import (
     Isolation,
     KvPolicy,
     RequestBytes,
+    SecretName,
 )
 
 # semver.org's own expression, anchored.
@@ -77,6 +78,7 @@ class FunctionPatch(StrictModel):
     min_hot_instances: HotInstances | None = None
     max_hot_instances: HotInstances | None = None
     idle_timeout_s: IdleTimeout | None = None
+    secrets: list[SecretName] | None = None
 
     _selector = field_validator("pop_selector")(check_selector)
 
