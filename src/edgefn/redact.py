@@ -5,8 +5,8 @@ credentials until they expire, and libraries log them: httpx logs every request
 URL at INFO, uvicorn every request target. `install()` wraps the log record
 factory, so every record of every logger (ours, httpx, uvicorn, grpc) has its
 message, arguments and exception text redacted once, when it is created, whatever
-handlers are configured later. Records below a logger's level are never created,
-so the cost falls only on lines that are written.
+handlers and formatters are configured later. Records below a logger's level are
+never created, so the cost falls only on lines that are written.
 """
 
 from __future__ import annotations
@@ -40,15 +40,25 @@ def redact(text: str) -> str:
     return _EDGEFN_TOKEN.sub(r"\1" + REDACTED, text)
 
 
+def _clean_arg(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    cleaned = redact(text)
+    # Untouched arguments keep their type: formatters may rely on it (uvicorn's
+    # access formatter unpacks the arguments; `%d` wants a number).
+    return value if cleaned == text else cleaned
+
+
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:
-    """Format the record's message now, redacted, so no handler sees the raw arguments."""
-    try:
-        message = record.getMessage()
-    except Exception:  # a bad format string: leave it to the handler to report
-        return record
-    cleaned = redact(message)
-    if cleaned != message or record.args:
-        record.msg, record.args = cleaned, None
+    """Redact the record's message, arguments and exception text in place, keeping
+    its shape, so no handler or formatter ever sees a raw credential."""
+    if isinstance(record.msg, str):
+        record.msg = redact(record.msg)
+    if isinstance(record.args, tuple):
+        record.args = tuple(_clean_arg(a) for a in record.args)
+    elif isinstance(record.args, dict):
+        record.args = {k: _clean_arg(v) for k, v in record.args.items()}
     if record.exc_info and not record.exc_text:
         record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
     return record
