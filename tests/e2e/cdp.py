@@ -72,7 +72,8 @@ class Browser:
         return out["result"].get("value")
 
     def wait_for(self, expression: str, timeout_s: float = 15.0) -> Any:
-        """Poll `expression` until it is truthy (pages load and render asynchronously)."""
+        """Poll `expression` until it is truthy (pages load and render asynchronously).
+        Only JSON values come back: test elements with `!!`."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:

@@ -7,7 +7,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -48,18 +48,25 @@ _PARTS = (
 
 
 @pytest.fixture
-def signed_in(cluster: Cluster, browser: list[str]) -> Iterator[Browser]:
-    """A browser tab on the console, signed in by typing the token into the form."""
-    tab = Browser(browser)
-    tab.goto(console_url(cluster))
-    tab.wait_for("document.getElementById('signin-token')")
-    tab.evaluate(
-        f"(() => {{ const input = document.getElementById('signin-token');"
-        f" input.value = {json.dumps(cluster.token)}; input.form.requestSubmit(); }})()"
-    )
-    tab.wait_for("location.hash === '#functions' && !document.querySelector('#view .signin')")
-    yield tab
-    tab.close()
+def sign_in(cluster: Cluster, browser: list[str]) -> Iterator[Callable[[], Browser]]:
+    """Opens a browser tab on the console and signs in by typing the token into the form."""
+    tabs: list[Browser] = []
+
+    def open_() -> Browser:
+        tab = Browser(browser)
+        tabs.append(tab)
+        tab.goto(console_url(cluster))
+        tab.wait_for("!!document.getElementById('signin-token')")
+        tab.evaluate(
+            f"(() => {{ const input = document.getElementById('signin-token');"
+            f" input.value = {json.dumps(cluster.token)}; input.form.requestSubmit(); }})()"
+        )
+        tab.wait_for("location.hash === '#functions' && !document.querySelector('#view .signin')")
+        return tab
+
+    yield open_
+    for tab in tabs:
+        tab.close()
 
 
 def view(tab: Browser, hash_: str, text: str) -> str:
@@ -84,12 +91,13 @@ def rendered(browser: list[str], url: str) -> str:
 
 
 def test_console_renders_functions_versions_and_deployments(
-    cluster: Cluster, signed_in: Browser
+    cluster: Cluster, sign_in: Callable[[], Browser]
 ) -> None:
     fid = cluster.function("console-hello", pop_selector="region=='tokyo'")
     version = cluster.upload(fid, "1.0.0", module("hello-c"))
     cluster.route(fid, "/console-hello")
     cluster.deploy(fid, "1.0.0")
+    signed_in = sign_in()
 
     listing = view(signed_in, "#functions", "console-hello")
     assert 'aria-current="page"' in listing and "Sign in" not in listing
@@ -121,7 +129,7 @@ def test_console_shows_the_api_error_for_a_bad_token(cluster: Cluster, browser: 
     tab = Browser(browser)
     try:
         tab.goto(console_url(cluster))
-        tab.wait_for("document.getElementById('signin-token')")
+        tab.wait_for("!!document.getElementById('signin-token')")
         tab.evaluate("(() => { const input = document.getElementById('signin-token');"
                      " input.value = 'wrong'; input.form.requestSubmit(); })()")
         tab.wait_for("!document.getElementById('error').hidden")
@@ -140,7 +148,7 @@ def test_a_token_in_the_link_signs_nobody_in(cluster: Cluster, browser: list[str
     tab = Browser(browser)
     try:
         tab.goto(url)
-        tab.wait_for("document.getElementById('signin-token')")
+        tab.wait_for("!!document.getElementById('signin-token')")
         page = tab.evaluate(_PARTS)
         address = tab.evaluate("location.href")
         stored = tab.evaluate("sessionStorage.getItem('edgefn.token')")
