@@ -263,3 +263,22 @@ def test_a_control_plane_with_another_key_cannot_open_them(
     other_key = base64.b64encode(os.urandom(32)).decode()
     second = cp_factory(secrets_key=other_key)
     assert _resolve(second, node, admin_fn["id"], ["API_KEY"]).status_code == 502
+
+
+def test_a_name_resolves_in_the_functions_own_project_only(
+    cp: CP, team: SimpleNamespace, wasm: SimpleNamespace
+) -> None:
+    """Project B's function listing A's secret name gets B's (unset) secret, never A's."""
+    _put(cp, team.a_dev, team.a, "API_KEY", VALUE)
+    fn = cp.function(team.b_dev, "thief", secrets=["API_KEY"])
+    assert cp.upload(team.b_dev, fn["id"], "1.0.0", wasm.edge_v1).status_code == 201
+    node = cp.node("tokyo", "tokyo-1")
+    cp.ok("POST", f"/functions/{fn['id']}/deploy", team.b_dev, 202, json={"version": "1.0.0"})
+    r = _resolve(cp, node, fn["id"], ["API_KEY"])
+    assert r.json() == {"secrets": {}, "missing": ["API_KEY"], "denied": []}
+    assert VALUE not in r.text
+    # B's developer cannot list secrets into the function either: a PATCH only names.
+    cp.ok("PATCH", f"/functions/{fn['id']}", team.b_dev, json={"secrets": ["API_KEY", "X"]})
+    assert cp.ok("GET", f"/functions/{fn['id']}", team.b_dev)["secrets"] == ["API_KEY", "X"]
+    bad = cp.call("PATCH", f"/functions/{fn['id']}", team.b_dev, json={"secrets": ["a-b"]})
+    assert bad.status_code == 400
