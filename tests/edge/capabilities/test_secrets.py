@@ -107,6 +107,10 @@ def test_control_plane_source_failures_are_minus_4_without_the_url(
     token = "efn_" + "t" * 40
     source = ControlPlaneSecrets(f"http://127.0.0.1:{closed_port}", "node-test", token)
     edge = _harness(make_edge, source)
-    edge.deploy(fn("reader", "secret", secrets=["API_KEY"]))
+    edge.deploy(fn("reader", "secret", secrets=["API_KEY"]),
+                fn("second", "secret", secrets=["API_KEY"]))
     assert _get(edge, "reader", "API_KEY") == (-4, b"")
-    assert "not resolved" in caplog.text and token not in caplog.text
+    assert _get(edge, "second", "API_KEY") == (-4, b"")
+    assert "unreachable (ConnectError)" in caplog.text and token not in caplog.text
+    # The second function did not wait for its own timeout: it failed fast.
+    assert "unreachable (retrying later)" in caplog.text

@@ -55,12 +55,19 @@ class ControlPlaneSecrets:
     def __init__(self, cp_url: str, node_id: str, token: str) -> None:
         self._url = f"{cp_url.rstrip('/')}/api/v1/nodes/{node_id}/secrets"
         self._headers = {"authorization": f"Bearer {token}"}
+        # After a transport failure every function fails fast until then: a node
+        # loading many functions while the control plane is away must not wait
+        # out a timeout for each.
+        self._down_until = 0.0
 
     def resolve(self, function_id: str, names: Sequence[str], timeout_s: float) -> Resolved:
+        if time.monotonic() < self._down_until:
+            raise CallFailed("control plane unreachable (retrying later)")
         try:
             resp = httpx.post(self._url, json={"function_id": function_id, "names": list(names)},
                               headers=self._headers, timeout=timeout_s)
         except httpx.HTTPError as exc:
+            self._down_until = time.monotonic() + RETRY_S
             # The exception's text can hold the URL; its class is enough to act on.
             raise CallFailed(f"control plane unreachable ({type(exc).__name__})") from None
         if resp.status_code != 200:
