@@ -43,7 +43,7 @@ build_wat() {
 # edge-v1 fixtures: WASI reactors exporting memory, alloc, dealloc and handle.
 for name in echo headers counter negative bigresponse sized hostcalls \
             loop membomb membomb_trap trap recursion \
-            passwd listdir config_read socket env_stdout compute; do
+            passwd listdir config_read socket env_stdout compute secret; do
     build_c "$FIXTURES/$name.wasm" "$SRC/$name.c" "${REACTOR[@]}"
 done
 

@@ -87,6 +87,14 @@ EDGE_IMPORT(request_header)
 int32_t edge_request_header(const char *name_ptr, int32_t name_len, char *out_ptr,
                             int32_t out_cap);
 
+/* A secret of the function's project that the function lists in `secrets`;
+ * EDGE_DENIED for any other name, EDGE_NOT_FOUND when the project has no such
+ * secret, EDGE_FAILED when the node could not resolve it. Keep the value out of
+ * logs and responses. */
+EDGE_IMPORT(secret_get)
+int32_t edge_secret_get(const char *name_ptr, int32_t name_len, char *out_ptr,
+                        int32_t out_cap);
+
 /* Convenience wrappers taking NUL-terminated names. */
 static inline void edge_log_str(int32_t level, const char *msg) {
     edge_log(level, msg, (int32_t)strlen(msg));
@@ -94,6 +102,10 @@ static inline void edge_log_str(int32_t level, const char *msg) {
 
 static inline int32_t edge_env(const char *name, char *out, int32_t cap) {
     return edge_env_get(name, (int32_t)strlen(name), out, cap);
+}
+
+static inline int32_t edge_secret(const char *name, char *out, int32_t cap) {
+    return edge_secret_get(name, (int32_t)strlen(name), out, cap);
 }
 
 static inline int32_t edge_header_value(const char *name, char *out, int32_t cap) {

@@ -51,6 +51,7 @@ DEFAULT_POLICY: dict[str, Any] = {
     "min_hot_instances": 1,
     "max_hot_instances": 10,
     "idle_timeout_s": 300.0,
+    "secrets": [],
 }
 
 EDGE_V1_WAT = """(module (memory (export "memory") 1)

@@ -15,6 +15,7 @@ import pytest
 from edgefn.controlplane.stream.messages import instruction_to_proto
 from edgefn.edge.agent import instruction_from_proto
 from edgefn.edge.controller import Instruction
+from edgefn.edge.spec import FunctionPolicy
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 from tests.controlplane.conftest import ADMIN, CP
@@ -258,7 +259,9 @@ def test_deploy_carries_the_policy(gcp: CP, wasm: SimpleNamespace) -> None:
         (as_json,) = [i for i in gcp.heartbeat(node) if i["type"] == "deploy"]
         assert as_json["kv"]["enabled"] is True and as_json["min_hot_instances"] == 0
         from_json = Instruction.from_json(as_json).policy
-        assert instruction_from_proto(pushed).policy == from_json
+        assert FunctionPolicy.model_validate(
+            instruction_from_proto(pushed).policy
+        ) == FunctionPolicy.model_validate(from_json)
         assert from_json["http_fetch"]["allow_hosts"] == ["api.example.com", "10.0.0.7"]
         await link.ack(pushed)
         await link.close()
@@ -285,6 +288,9 @@ def test_route_changes_and_deletion_push(gcp: CP, fn: dict[str, Any]) -> None:
 
     async def scenario() -> None:
         link = await connected(gcp, node)
+        # A node's route table holds only routes to functions deployed to it.
+        deploy(gcp, fn)
+        await link.ack(await link.recv_kind("deploy"))
         route = gcp.ok(
             "POST",
             "/routes",
@@ -300,8 +306,6 @@ def test_route_changes_and_deletion_push(gcp: CP, fn: dict[str, Any]) -> None:
         gcp.ok("DELETE", f"/routes/{route['id']}", ADMIN, 204)
         assert list((await link.recv_kind("config")).config.routes) == []
 
-        deploy(gcp, fn)
-        await link.ack(await link.recv_kind("deploy"))
         gcp.ok("DELETE", f"/functions/{fn['id']}", ADMIN, 204)
         undeploy = await link.recv_kind("undeploy")
         assert undeploy.ack_id > 0 and undeploy.undeploy.function_id == fn["id"]

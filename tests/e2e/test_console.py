@@ -3,15 +3,18 @@ and headless Chromium rendering the console's views from it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from edgefn.cluster import Cluster
+from tests.e2e.cdp import Browser
 from tests.e2e.conftest import module
 
 pytestmark = pytest.mark.e2e
@@ -31,22 +34,54 @@ def browser(tmp_path: Path) -> list[str]:
         str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chromium'}",
-        "--window-size=1280,1000", "--virtual-time-budget=5000",
+        "--window-size=1280,1000",
     ]
 
 
 def console_url(cluster: Cluster, view: str = "") -> str:
-    fragment = f"token={quote(cluster.token, safe='')}"
-    if view:
-        fragment += f"&view={quote(view, safe='/')}"
-    return f"http://127.0.0.1:{cluster.api_port}/console/#{fragment}"
+    return f"http://127.0.0.1:{cluster.api_port}/console/" + (f"#{view}" if view else "")
+
+
+_PARTS = (
+    "['#tabs', '#error', '#view'].map(s => document.querySelector(s).outerHTML).join('\\n')"
+)
+
+
+@pytest.fixture
+def sign_in(cluster: Cluster, browser: list[str]) -> Iterator[Callable[[], Browser]]:
+    """Opens a browser tab on the console and signs in by typing the token into the form."""
+    tabs: list[Browser] = []
+
+    def open_() -> Browser:
+        tab = Browser(browser)
+        tabs.append(tab)
+        tab.goto(console_url(cluster))
+        tab.wait_for("!!document.getElementById('signin-token')")
+        tab.evaluate(
+            f"(() => {{ const input = document.getElementById('signin-token');"
+            f" input.value = {json.dumps(cluster.token)}; input.form.requestSubmit(); }})()"
+        )
+        tab.wait_for("location.hash === '#functions' && !document.querySelector('#view .signin')")
+        return tab
+
+    yield open_
+    for tab in tabs:
+        tab.close()
+
+
+def view(tab: Browser, hash_: str, text: str) -> str:
+    """The tabs, error banner and <main> once the view at `hash_` shows `text`."""
+    tab.evaluate(f"location.hash = {json.dumps(hash_)}")
+    tab.wait_for(f"document.querySelector('#view').textContent.includes({json.dumps(text)})")
+    parts: str = tab.evaluate(_PARTS)
+    return parts
 
 
 def rendered(browser: list[str], url: str) -> str:
     """The page's tabs, error banner and <main> after its scripts ran (the sign-in
     <template> is left out: it is in every page)."""
-    out = subprocess.run([*browser, "--dump-dom", url], capture_output=True, timeout=60,
-                         check=True)
+    out = subprocess.run([*browser, "--virtual-time-budget=5000", "--dump-dom", url],
+                         capture_output=True, timeout=60, check=True)
     page = out.stdout.decode()
     parts = re.findall(
         r'<nav id="tabs".*?</nav>|<div id="error".*?</div>|<main id="view".*?</main>', page, re.S
@@ -56,31 +91,30 @@ def rendered(browser: list[str], url: str) -> str:
 
 
 def test_console_renders_functions_versions_and_deployments(
-    cluster: Cluster, browser: list[str], tmp_path: Path
+    cluster: Cluster, sign_in: Callable[[], Browser]
 ) -> None:
     fid = cluster.function("console-hello", pop_selector="region=='tokyo'")
     version = cluster.upload(fid, "1.0.0", module("hello-c"))
     cluster.route(fid, "/console-hello")
     cluster.deploy(fid, "1.0.0")
+    signed_in = sign_in()
 
-    listing = rendered(browser, console_url(cluster))
-    assert "console-hello" in listing and 'aria-current="page"' in listing
-    assert "Sign in" not in listing
-    # The token was taken out of the address bar; it is not in the page either.
+    listing = view(signed_in, "#functions", "console-hello")
+    assert 'aria-current="page"' in listing and "Sign in" not in listing
+    # The token stays in the tab's storage: not in the page, not in the address.
     assert cluster.token not in listing
+    assert cluster.token not in signed_in.evaluate("location.href")
 
-    detail = rendered(browser, console_url(cluster, f"functions/{fid}"))
+    detail = view(signed_in, f"#functions/{fid}", version["sha256"])
     for text in ("1.0.0", version["sha256"], version["abi"], "/console-hello", "region=='tokyo'",
                  "Deploy", "Roll back"):
         assert text in detail, text
 
-    deployments = rendered(browser, console_url(cluster, f"deployments/{fid}"))
-    assert "Deploy 1.0.0" in deployments and "succeeded" in deployments
+    deployments = view(signed_in, f"#deployments/{fid}", "Deploy 1.0.0")
+    assert "succeeded" in deployments
 
-    shot = tmp_path / "console.png"
-    subprocess.run([*browser, f"--screenshot={shot}", console_url(cluster, f"functions/{fid}")],
-                   capture_output=True, timeout=60, check=True)
-    data = shot.read_bytes()
+    view(signed_in, f"#functions/{fid}", version["sha256"])
+    data = signed_in.screenshot()
     assert data.startswith(PNG_MAGIC) and len(data) > 10_000
 
 
@@ -92,6 +126,34 @@ def test_console_without_a_token_asks_for_one(cluster: Cluster, browser: list[st
 
 
 def test_console_shows_the_api_error_for_a_bad_token(cluster: Cluster, browser: list[str]) -> None:
-    page = rendered(browser, f"http://127.0.0.1:{cluster.api_port}/console/#token=wrong")
+    tab = Browser(browser)
+    try:
+        tab.goto(console_url(cluster))
+        tab.wait_for("!!document.getElementById('signin-token')")
+        tab.evaluate("(() => { const input = document.getElementById('signin-token');"
+                     " input.value = 'wrong'; input.form.requestSubmit(); })()")
+        tab.wait_for("!document.getElementById('error').hidden")
+        page = tab.evaluate(_PARTS)
+    finally:
+        tab.close()
     # The API's own message, from its JSON body, and the sign-in form again.
     assert "unauthorized" in page and "Sign in" in page
+
+
+def test_a_token_in_the_link_signs_nobody_in(cluster: Cluster, browser: list[str]) -> None:
+    """Login CSRF: a link carrying someone's token must not sign its visitor in as them.
+    The console ignores the token, drops it from the address, and asks for a sign-in."""
+    cluster.function("attacker-fn")
+    url = f"{console_url(cluster)}#token={quote(cluster.token, safe='')}&view=functions"
+    tab = Browser(browser)
+    try:
+        tab.goto(url)
+        tab.wait_for("!!document.getElementById('signin-token')")
+        page = tab.evaluate(_PARTS)
+        address = tab.evaluate("location.href")
+        stored = tab.evaluate("sessionStorage.getItem('edgefn.token')")
+    finally:
+        tab.close()
+    assert "Sign in" in page and "attacker-fn" not in page
+    assert "not used" in page
+    assert cluster.token not in address and stored is None

@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from edgefn.edge.cache import ArtifactCache
+from edgefn.edge.capabilities.secrets import SecretsCapability
 from edgefn.edge.host import FetchBinding, KvBinding
 from edgefn.edge.kv.base import KvStore
 from edgefn.edge.kv.redis import RedisKvStore
@@ -96,6 +97,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
         max_inflight_per_function: int = 64,
         kv_factory: Callable[[FunctionSpec], KvBinding | None] | None = None,
         fetch_factory: Callable[[FunctionSpec], FetchBinding | None] | None = None,
+        secrets_factory: Callable[[FunctionSpec], SecretsCapability | None] | None = None,
         tracer: Tracer | None = None,
         caps: ResourceCaps | None = None,
     ) -> EdgeHarness:
@@ -110,6 +112,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
             max_inflight_per_function=max_inflight_per_function,
             kv_factory=kv_factory,
             fetch_factory=fetch_factory,
+            secrets_factory=secrets_factory,
             tracer=tracer,
             caps=caps,
         )

@@ -36,6 +36,7 @@ class FakeHost:
         fetch_allowed: bool = False,
         env: dict[bytes, bytes] | None = None,
         headers: dict[bytes, bytes] | None = None,
+        secrets: dict[bytes, bytes | int] | None = None,
         seconds: float = 5.0,
     ) -> None:
         self.logs: list[tuple[int, bytes]] = []
@@ -47,6 +48,8 @@ class FakeHost:
         self.fetches: list[bytes] = []
         self.env = env or {}
         self.headers = headers or {}
+        # What the function lists: a value, or the code the host answers for it.
+        self.secrets = secrets or {}
         self.deadline = time.monotonic() + seconds
         self.raise_in: str | None = None
 
@@ -90,6 +93,9 @@ class FakeHost:
 
     def request_header(self, name: bytes) -> bytes | int:
         return self.headers.get(name, -1)
+
+    def secret_get(self, name: bytes) -> bytes | int:
+        return self.secrets.get(name, -2)
 
     def remaining_seconds(self) -> float:
         return self.deadline - time.monotonic()
@@ -358,6 +364,20 @@ def test_request_id_and_header(run) -> None:  # type: ignore[no-untyped-def]
     assert _call(run, "/reqid", host) == (14, b"req-0123456789")
     assert _call(run, "/header?name=x-user", host) == (5, b"alice")
     assert _call(run, "/header?name=x-none", host)[0] == -1
+
+
+def _secret(run, target: str, host: FakeHost) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+    resp, _ = run("secret", request("GET", target), host)
+    return int(header(resp, "x-code")), resp.body
+
+
+def test_secret_get_listed_unlisted_missing_and_unresolved(run) -> None:  # type: ignore[no-untyped-def]
+    host = FakeHost(secrets={b"API_KEY": b"s3cr3t-value", b"GONE": -1, b"LATER": -4})
+    assert _secret(run, "/secret?name=API_KEY", host) == (12, b"s3cr3t-value")
+    assert _secret(run, "/secret?name=API_KEY&cap=4", host) == (12, b"s3cr")
+    assert _secret(run, "/secret?name=OTHER", host) == (-2, b"")
+    assert _secret(run, "/secret?name=GONE", host) == (-1, b"")
+    assert _secret(run, "/secret?name=LATER", host) == (-4, b"")
 
 
 def test_value_longer_than_out_cap_is_truncated_with_full_length(run) -> None:  # type: ignore[no-untyped-def]

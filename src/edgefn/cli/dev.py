@@ -105,7 +105,7 @@ def dev(ctx: click.Context, data_dir: Path, api_port: int, edge_port: int, metri
 edgefn dev is running.
   API        {cp_url}/api/v1   (docs: {cp_url}/docs)
   token      {token}
-  console    {cp_url}/console/   (sign in with the token)
+  console    {cp_url}/console/   (sign in with the token above)
   edge       http://127.0.0.1:{edge_port}
   metrics    http://127.0.0.1:{metrics_port}/metrics
   gRPC       127.0.0.1:{grpc_port}

@@ -85,6 +85,9 @@ def edge() -> None:
               help="Let functions that set http_fetch.allow_private reach this non-public "
                    "network (loopback, private, link-local, the node's own addresses); "
                    "repeatable. The node's own ports stay unreachable. [none]")
+@click.option("--secrets-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Without a control plane: JSON {function_id: {name: value}} (mode 600) "
+                   "that secret_get reads.")
 @cap_options
 def serve_cmd(
     labels: tuple[str, ...],

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgefn import __version__
+from edgefn import __version__, redact
 from edgefn.atomicfile import private_dir
 from edgefn.controlplane import db
 from edgefn.controlplane.artifacts import UrlSigner, open_store
@@ -36,6 +36,8 @@ from edgefn.controlplane.functions.api import router as functions_router
 from edgefn.controlplane.nodes import service as nodes_service
 from edgefn.controlplane.nodes.api import router as nodes_router
 from edgefn.controlplane.routes.api import router as routes_router
+from edgefn.controlplane.secrets import open_secret_store
+from edgefn.controlplane.secrets.api import router as secrets_router
 from edgefn.controlplane.settings import CPSettings
 from edgefn.controlplane.stream.notifier import Notifier
 from edgefn.controlplane.stream.server import ControlServer
@@ -88,6 +90,7 @@ def build_context(settings: CPSettings) -> CPContext:
         creds=creds,
         notifier=notifier,
         anchor=anchor,
+        secrets=open_secret_store(settings),
     )
 
 
@@ -142,6 +145,8 @@ async def _sweep_stale_nodes(ctx: CPContext) -> None:
 
 def create_app(settings: CPSettings | None = None) -> FastAPI:
     settings = settings or CPSettings()
+    # Signed artifact URLs and tokens pass through uvicorn's and httpx's logs.
+    redact.install()
     ctx = build_context(settings)
 
     @contextlib.asynccontextmanager
@@ -198,6 +203,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         nodes_router,
         audit_router,
         artifacts_router,
+        secrets_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
 

@@ -20,6 +20,7 @@ from edgefn.controlplane.audit.checkpoints import Anchor
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.auth.service import Credentials, authenticate
 from edgefn.controlplane.errors import Forbidden
+from edgefn.controlplane.secrets.base import SecretStore
 from edgefn.controlplane.settings import CPSettings
 from edgefn.controlplane.stream.notifier import Notifier
 
@@ -34,6 +35,7 @@ class CPContext:
     creds: Credentials
     notifier: Notifier
     anchor: Anchor
+    secrets: SecretStore
 
 
 def get_ctx(request: Request) -> CPContext:

@@ -11,10 +11,13 @@
     ├── Conflict                409 conflict           (duplicate name or version)
     ├── PayloadTooLarge         413 payload_too_large  (artifact over the size limit)
     ├── TooManyRequests         429 too_many_requests  (login throttled; carries retry-after)
-    └── ArtifactStoreError      502 artifact_store_error (backend failed; vendor error chained)
+    ├── ArtifactStoreError      502 artifact_store_error (backend failed; vendor error chained)
+    └── SecretStoreError        502 secret_store_error (Vault failed, or a sealed
+                                                       value does not open)
 
-Vendor exceptions (botocore, SQLAlchemy, jwt, argon2) are translated into these at
-the module that talks to the vendor and never travel further.
+Vendor exceptions (botocore, SQLAlchemy, jwt, argon2, cryptography, hvac) are
+translated into these at the module that talks to the vendor and never travel
+further.
 """
 
 from __future__ import annotations
@@ -86,3 +89,8 @@ class TooManyRequests(CPError):
 class ArtifactStoreError(CPError):
     status = 502
     code = "artifact_store_error"
+
+
+class SecretStoreError(CPError):
+    status = 502
+    code = "secret_store_error"

@@ -7,6 +7,7 @@ from edgefn.controlplane.deployments.models import Deployment, DeploymentNode, O
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.routes.models import Route
+from edgefn.controlplane.secrets.models import Secret
 
 __all__ = [
     "ApiKey",
@@ -21,5 +22,6 @@ __all__ = [
     "OutboxInstruction",
     "Project",
     "Route",
+    "Secret",
     "User",
 ]

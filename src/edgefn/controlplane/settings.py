@@ -54,6 +54,19 @@ class CPSettings(BaseSettings):
     # fallback for instructions committed by another CP replica.
     stream_recheck_s: float = Field(default=1.0, gt=0)
 
+    # Secrets of projects (docs/security.md, Secrets). `builtin` seals them in the
+    # database with a key kept outside it: `secrets_key` (base64 of 32 bytes), else
+    # the file `secrets_key_file` (default data_dir/secrets.key, created 0600 on
+    # first start). `vault` keeps the values in HashiCorp Vault's KV v2 instead.
+    secret_backend: Literal["builtin", "vault"] = "builtin"
+    secrets_key: SecretStr | None = None
+    secrets_key_file: Path | None = None
+    vault_url: str | None = None
+    vault_token: SecretStr | None = None
+    vault_namespace: str | None = None
+    vault_mount: str = "secret"
+    vault_path_prefix: str = Field(default="edgefn", min_length=1)
+
     # OWASP's second argon2id profile; tests lower these to save CPU.
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19 * 1024, ge=8)
@@ -81,6 +94,8 @@ class CPSettings(BaseSettings):
             raise ValueError("secret_key must be at least 32 characters (it signs HS256 JWTs)")
         if self.audit_key is not None and len(self.audit_key.get_secret_value()) < 32:
             raise ValueError("audit_key must be at least 32 characters")
+        if self.secret_backend == "vault" and not (self.vault_url and self.vault_token):
+            raise ValueError("secret_backend=vault needs vault_url and vault_token")
         if self.artifact_store == "s3" and not self.s3_bucket:
             raise ValueError("artifact_store=s3 needs s3_bucket (EDGEFN_S3_BUCKET)")
         return self
@@ -98,6 +113,9 @@ class CPSettings(BaseSettings):
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    def resolved_secrets_key_file(self) -> Path:
+        return self.secrets_key_file or self.data_dir / "secrets.key"
 
     def resolved_secret_key(self) -> str:
         if self.secret_key is not None:

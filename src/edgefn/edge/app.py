@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from edgefn import redact
 from edgefn.edge.runtime import HttpRequest, Runtime
 from edgefn.edge.settings import WORKER_CONFIG_ENV, EdgeSettings
 from edgefn.edge.spec import read_state
@@ -131,6 +132,7 @@ def create_app() -> EdgeApp:
     """Granian's factory in every worker: settings from the server, then the runtime."""
     from edgefn.edge.bootstrap import build_runtime
 
+    redact.install()
     raw = os.environ.get(WORKER_CONFIG_ENV)
     settings = EdgeSettings.model_validate_json(raw) if raw else EdgeSettings()
     runtime = build_runtime(settings)

@@ -12,6 +12,14 @@ from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.capabilities.hosts import EgressRules
 from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
 from edgefn.edge.capabilities.kv import KvCapability
+from edgefn.edge.capabilities.secrets import (
+    BrokerSecrets,
+    ControlPlaneSecrets,
+    FileSecrets,
+    SecretBroker,
+    SecretsCapability,
+    SecretSource,
+)
 from edgefn.edge.kv import KvStore, create_kv_store
 from edgefn.edge.logs import JsonLog
 from edgefn.edge.pool import PoolManager
@@ -58,6 +66,33 @@ def build_cache(settings: EdgeSettings) -> ArtifactCache:
     )
 
 
+def secrets_socket(settings: EdgeSettings) -> Path:
+    return settings.data_dir / "secrets.sock"
+
+
+def start_secret_broker(settings: EdgeSettings) -> SecretBroker | None:
+    """In the main process of a node that follows a control plane: the only holder of
+    the node token answers the workers' secret lookups."""
+    if not (settings.cp_url and settings.node_token is not None):
+        return None
+    source = ControlPlaneSecrets(
+        settings.cp_url, settings.node_id, settings.node_token.get_secret_value()
+    )
+    broker = SecretBroker(secrets_socket(settings), source)
+    broker.start()
+    return broker
+
+
+def secret_source(settings: EdgeSettings) -> SecretSource | None:
+    """A worker's source: the main process's broker when the node follows a control
+    plane, else the operator's secrets file."""
+    if settings.cp_url:
+        return BrokerSecrets(secrets_socket(settings))
+    if settings.secrets_file is not None:
+        return FileSecrets(settings.secrets_file)
+    return None
+
+
 def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) -> Runtime:
     """Everything a worker process needs; the KV store is opened on first use."""
     engine = build_engine(settings)
@@ -80,6 +115,11 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
             store.close()
         sink.flush()
 
+    source = secret_source(settings)
+
+    def secrets_factory(spec: FunctionSpec) -> SecretsCapability | None:
+        return SecretsCapability.configure(spec, source)
+
     tracer = (
         OtlpSpanExporter(settings.otlp_endpoint, node_id=settings.node_id)
         if settings.otlp_endpoint else None
@@ -97,6 +137,7 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
             HttpFetchCapability.configure, egress=EgressRules.for_node(settings)
         ),
         caps=settings.caps,
+        secrets_factory=secrets_factory,
         on_close=close,
         tracer=tracer,
     )

@@ -13,6 +13,7 @@ from typing import Protocol
 from edgefn.edge.capabilities.env import EnvCapability
 from edgefn.edge.capabilities.log import LogCapability
 from edgefn.edge.capabilities.metrics import MetricsCapability
+from edgefn.edge.capabilities.secrets import SecretsCapability
 from edgefn.edge.logs import JsonLog
 from edgefn.edge.spec import FunctionSpec
 from edgefn.sandbox.hostcodes import DENIED, FAILED, NOT_FOUND
@@ -42,6 +43,7 @@ class FunctionHost:
     metrics: MetricsCapability
     kv: KvBinding | None = None
     fetch: FetchBinding | None = None
+    secrets: SecretsCapability | None = None
 
     @classmethod
     def configure(
@@ -52,6 +54,7 @@ class FunctionHost:
         node_id: str,
         kv: KvBinding | None = None,
         fetch: FetchBinding | None = None,
+        secrets: SecretsCapability | None = None,
     ) -> FunctionHost:
         return cls(
             spec=spec,
@@ -60,6 +63,7 @@ class FunctionHost:
             metrics=MetricsCapability.configure(spec),
             kv=kv,
             fetch=fetch,
+            secrets=secrets,
         )
 
 
@@ -145,6 +149,12 @@ class InvocationHost:
 
     def request_id(self) -> bytes | int:
         return self._rid
+
+    def secret_get(self, name: bytes) -> bytes | int:
+        secrets = self._fn.secrets
+        if secrets is None:
+            return DENIED
+        return secrets.get(name, self.remaining_seconds())
 
     def request_header(self, name: bytes) -> bytes | int:
         if self._header_map is None:

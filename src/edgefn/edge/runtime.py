@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache, sha256_hex
+from edgefn.edge.capabilities.secrets import SecretsCapability
 from edgefn.edge.errors import (
     ArtifactError,
     EdgeError,
@@ -136,6 +137,7 @@ class Runtime:
         max_inflight_per_function: int = 1_000_000,
         kv_factory: Callable[[FunctionSpec], KvBinding | None] | None = None,
         fetch_factory: Callable[[FunctionSpec], FetchBinding | None] | None = None,
+        secrets_factory: Callable[[FunctionSpec], SecretsCapability | None] | None = None,
         on_close: Callable[[], None] | None = None,
         tracer: Tracer | None = None,
         caps: ResourceCaps | None = None,
@@ -153,6 +155,7 @@ class Runtime:
         self.max_inflight_per_function = max_inflight_per_function
         self._kv_factory = kv_factory
         self._fetch_factory = fetch_factory
+        self._secrets_factory = secrets_factory
         self._on_close = on_close
         self._tracer = tracer
         self._tables = _Tables()
@@ -244,6 +247,7 @@ class Runtime:
                 node_id=self.node_id,
                 kv=self._kv_factory(spec) if self._kv_factory else None,
                 fetch=self._fetch_factory(spec) if self._fetch_factory else None,
+                secrets=self._secrets_factory(spec) if self._secrets_factory else None,
             )
             pool = InstancePool(spec, module, self.pools)
             self.pools.add(pool)

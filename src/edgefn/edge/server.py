@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgefn.edge.bootstrap import build_cache, worker_config
+from edgefn import redact
+from edgefn.edge.bootstrap import build_cache, start_secret_broker, worker_config
 from edgefn.edge.credentials import scrub_credentials
 from edgefn.edge.settings import WORKER_CONFIG_ENV, EdgeSettings
 from edgefn.edge.spec import NodeState, load_function_dir, read_state, write_state
@@ -101,6 +102,7 @@ def serve(settings: EdgeSettings) -> None:
     from granian.constants import Interfaces
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    redact.install()
     # Workers start from a clean interpreter: the main process runs threads (the
     # agent's gRPC channel, the metrics server) that must not be forked.
     multiprocessing.set_start_method("spawn", force=True)
@@ -117,6 +119,7 @@ def serve(settings: EdgeSettings) -> None:
     metrics_server.start()
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics_server.port)
     agent = start_agent(settings)
+    broker = start_secret_broker(settings)
 
     os.environ[WORKER_CONFIG_ENV] = worker_config(settings)
     server = Granian(
@@ -140,4 +143,6 @@ def serve(settings: EdgeSettings) -> None:
     finally:
         if agent is not None:
             agent.stop()
+        if broker is not None:
+            broker.stop()
         metrics_server.stop()

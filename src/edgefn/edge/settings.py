@@ -66,6 +66,9 @@ class EdgeSettings(BaseSettings):
     grpc_url: str = ""
     node_token: SecretStr | None = None
     heartbeat_interval_s: float = Field(30.0, gt=0)
+    # A node without a control plane: `{function_id: {name: value}}`, mode 0600,
+    # where `secret_get` finds the secrets functions list (docs/edge.md).
+    secrets_file: Path | None = None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> EdgeSettings:

@@ -118,6 +118,11 @@ class HttpFetchPolicy(_Strict):
         return normalized
 
 
+# A secret's name: what `secret_get` asks for and `POST /projects/{id}/secrets` stores.
+SecretName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+MAX_SECRETS_PER_FUNCTION = 64
+
+
 class FunctionPolicy(_Strict):
     """What a function may use and how its instances are kept, deny by default.
 
@@ -132,6 +137,14 @@ class FunctionPolicy(_Strict):
     min_hot_instances: HotInstances = 1
     max_hot_instances: HotInstances = 10
     idle_timeout_s: IdleTimeout = 300.0
+    # Names of the project's secrets the function may read with `secret_get`; values
+    # never travel with the spec (docs/security.md, Secrets).
+    secrets: tuple[SecretName, ...] = Field(default=(), max_length=MAX_SECRETS_PER_FUNCTION)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted(set(v)))
 
 
 POLICY_FIELDS: tuple[str, ...] = tuple(FunctionPolicy.model_fields)

@@ -78,6 +78,10 @@ class Host(Protocol):
 
     def request_header(self, name: bytes) -> bytes | int: ...
 
+    def secret_get(self, name: bytes) -> bytes | int:
+        """A secret the function lists; -2 for a name it does not list."""
+        ...
+
     def remaining_seconds(self) -> float:
         """Time left before the invocation's deadline; host calls stay within it."""
         ...

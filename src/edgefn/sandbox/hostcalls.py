@@ -92,4 +92,5 @@ EDGE_FUNCTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Adapter]] = {
     "env_get": ((I32,) * 4, (I32,), _lookup("env_get")),
     "request_id": ((I32,) * 2, (I32,), _request_id),
     "request_header": ((I32,) * 4, (I32,), _lookup("request_header")),
+    "secret_get": ((I32,) * 4, (I32,), _lookup("secret_get")),
 }

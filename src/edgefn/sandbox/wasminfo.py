@@ -28,6 +28,7 @@ EDGE_IMPORTS = frozenset(
         "env_get",
         "request_id",
         "request_header",
+        "secret_get",
     }
 )
 

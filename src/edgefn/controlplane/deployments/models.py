@@ -20,6 +20,9 @@ class Deployment(Base):
     previous_version: Mapped[str | None] = mapped_column(String(100))
     kind: Mapped[str] = mapped_column(String(16))  # deploy | rollback
     strategy: Mapped[str] = mapped_column(String(16))
+    # The deploy's `target_pop`; None: every node the function's selector matches.
+    # A node registered later gets the function only if this targets it.
+    target_pop: Mapped[list[str] | None] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16))
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

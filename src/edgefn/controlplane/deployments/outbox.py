@@ -5,7 +5,15 @@ Instruction format (docs/api.md): {"id", "type": deploy|undeploy|config,
 "function_id", "project_id", "version", "artifact_url", "sha256", "abi", "memory_pages",
 "max_execution_ms", "max_response_bytes", "env", "routes", "deployment_id",
 and the function's policy: "max_request_bytes", "kv", "http_fetch", "isolation",
-"min_hot_instances", "max_hot_instances", "idle_timeout_s"}.
+"min_hot_instances", "max_hot_instances", "idle_timeout_s", "secrets" (names only:
+a node resolves the values itself, docs/security.md)}.
+
+A node sees only what is deployed to it: a function is deployed to a node from
+its first deploy instruction for that node until an undeploy
+(`deployed_functions`); the node's route table holds only those functions'
+routes, a node registered later gets only what the latest deployment of each
+function targets (its selector, or its `target_pop`), and the secrets call
+answers only for those functions.
 
 `watch` reports, after each commit, which nodes got new instructions, so a
 transport that pushes (the gRPC stream) can send them at once.
@@ -20,7 +28,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from edgefn.controlplane.artifacts import ArtifactStore
-from edgefn.controlplane.deployments.models import OutboxInstruction
+from edgefn.controlplane.deployments.models import Deployment, OutboxInstruction
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.routes.models import Route, claim_held
@@ -50,11 +58,31 @@ def route_entry(route: Route, project_id: str) -> dict[str, Any]:
     }
 
 
+def deployed_functions(session: Session, node_id: str) -> set[str]:
+    """Ids of the functions deployed to the node: the last deploy or undeploy
+    instruction queued for it (pending or acked) is a deploy."""
+    latest: dict[str, str] = {}
+    rows = session.execute(
+        select(OutboxInstruction.type, OutboxInstruction.payload)
+        .where(
+            OutboxInstruction.node_id == node_id,
+            OutboxInstruction.type.in_(("deploy", "undeploy")),
+        )
+        .order_by(OutboxInstruction.id)
+    )
+    for kind, payload in rows:
+        fid = (payload or {}).get("function_id")
+        if fid:
+            latest[fid] = kind
+    return {fid for fid, kind in latest.items() if kind == "deploy"}
+
+
 def routes_for(
     session: Session, node: Node, function_id: str | None = None
 ) -> list[dict[str, Any]]:
-    """Routes a node serves: those whose pop_selector matches it (all, or one function's),
-    and whose project holds their claim (docs/security.md, Route tenancy)."""
+    """Routes a node serves: those whose pop_selector matches it, of one function
+    (for its deploy instruction) or of every function deployed to it, and whose
+    project holds their claim (docs/security.md, Route tenancy)."""
     query = (
         select(Route, Function.project_id)
         .join(Function, Function.id == Route.function_id)
@@ -63,11 +91,15 @@ def routes_for(
     )
     if function_id is not None:
         query = query.where(Route.function_id == function_id)
+        deployed = {function_id}
+    else:
+        session.flush()  # deploys queued in this transaction count
+        deployed = deployed_functions(session, node.id)
     labels = node_labels(node)
     return [
         route_entry(r, project_id)
         for r, project_id in session.execute(query)
-        if matches(r.pop_selector, labels)
+        if r.function_id in deployed and matches(r.pop_selector, labels)
     ]
 
 
@@ -167,15 +199,27 @@ def broadcast_config(session: Session) -> None:
         enqueue_config(session, node)
 
 
+def _targets(deployment: Deployment, fn: Function, node: Node) -> bool:
+    """Whether the deployment, had the node existed then, would have targeted it."""
+    if deployment.target_pop is not None:
+        return node.pop_id in deployment.target_pop
+    return matches(fn.pop_selector, node_labels(node))
+
+
 def enqueue_initial(session: Session, node: Node) -> None:
-    """A new node gets the route table and every active function that selects it."""
-    enqueue_config(session, node)
-    labels = node_labels(node)
-    active = session.scalars(
+    """A new node gets each active function whose latest deployment targets it (by
+    selector or `target_pop`), then the route table of what it got."""
+    active = list(session.scalars(
         select(Function).where(Function.active_version.is_not(None)).order_by(Function.id)
-    )
+    ))
     for fn in active:
-        if not matches(fn.pop_selector, labels):
+        latest = session.scalar(
+            select(Deployment)
+            .where(Deployment.function_id == fn.id)
+            .order_by(Deployment.created_at.desc(), Deployment.id.desc())
+            .limit(1)
+        )
+        if latest is None or not _targets(latest, fn, node):
             continue
         version = session.scalar(
             select(FunctionVersion).where(
@@ -185,6 +229,7 @@ def enqueue_initial(session: Session, node: Node) -> None:
         )
         if version is not None:
             enqueue_deploy(session, node, fn, version, None)
+    enqueue_config(session, node)
 
 
 def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> dict[str, Any]:

@@ -93,6 +93,7 @@ def _start(
     *,
     strategy: str,
     kind: str,
+    target_pop: list[str] | None,
 ) -> Deployment:
     _supersede_running(session, fn)
     dep = Deployment(
@@ -101,6 +102,7 @@ def _start(
         previous_version=fn.active_version,
         kind=kind,
         strategy=strategy,
+        target_pop=target_pop,
         state=IN_PROGRESS if nodes else SUCCEEDED,
         created_by=who.actor,
     )
@@ -152,7 +154,8 @@ def deploy(
     fn = get_function(session, who, function_id, minimum="developer")
     row = _version(session, fn, version)
     nodes = select_targets(session, fn, target_pop)
-    return _start(session, who, fn, row, nodes, strategy=strategy, kind="deploy")
+    return _start(session, who, fn, row, nodes, strategy=strategy, kind="deploy",
+                  target_pop=target_pop)
 
 
 def rollback(
@@ -180,7 +183,8 @@ def rollback(
         )
     else:
         nodes = select_targets(session, fn, None)
-    return _start(session, who, fn, row, nodes, strategy="pull", kind="rollback")
+    return _start(session, who, fn, row, nodes, strategy="pull", kind="rollback",
+                  target_pop=current.target_pop if current else None)
 
 
 def describe(session: Session, dep: Deployment) -> DeploymentOut:

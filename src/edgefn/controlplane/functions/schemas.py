@@ -21,6 +21,7 @@ from edgefn.edge.spec import (
     MemoryPages,
     RequestBytes,
     ResponseBytes,
+    SecretName,
 )
 from edgefn.sandbox.engine import (
     DEFAULT_MAX_EXECUTION_MS,
@@ -83,6 +84,7 @@ class FunctionPatch(StrictModel):
     min_hot_instances: HotInstances | None = None
     max_hot_instances: HotInstances | None = None
     idle_timeout_s: IdleTimeout | None = None
+    secrets: list[SecretName] | None = None
 
     _selector = field_validator("pop_selector")(check_selector)
 

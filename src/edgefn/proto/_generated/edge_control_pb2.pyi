@@ -110,7 +110,7 @@ class DeployInstruction(_message.Message):
     def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ...) -> None: ...
 
 class FunctionPolicy(_message.Message):
-    __slots__ = ("max_request_bytes", "kv", "http_fetch", "isolation", "min_hot_instances", "max_hot_instances", "idle_timeout_s")
+    __slots__ = ("max_request_bytes", "kv", "http_fetch", "isolation", "min_hot_instances", "max_hot_instances", "idle_timeout_s", "secrets")
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     KV_FIELD_NUMBER: _ClassVar[int]
     HTTP_FETCH_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +118,7 @@ class FunctionPolicy(_message.Message):
     MIN_HOT_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     MAX_HOT_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     max_request_bytes: int
     kv: KvPolicy
     http_fetch: HttpFetchPolicy
@@ -125,7 +126,8 @@ class FunctionPolicy(_message.Message):
     min_hot_instances: int
     max_hot_instances: int
     idle_timeout_s: float
-    def __init__(self, max_request_bytes: _Optional[int] = ..., kv: _Optional[_Union[KvPolicy, _Mapping]] = ..., http_fetch: _Optional[_Union[HttpFetchPolicy, _Mapping]] = ..., isolation: _Optional[str] = ..., min_hot_instances: _Optional[int] = ..., max_hot_instances: _Optional[int] = ..., idle_timeout_s: _Optional[float] = ...) -> None: ...
+    secrets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, max_request_bytes: _Optional[int] = ..., kv: _Optional[_Union[KvPolicy, _Mapping]] = ..., http_fetch: _Optional[_Union[HttpFetchPolicy, _Mapping]] = ..., isolation: _Optional[str] = ..., min_hot_instances: _Optional[int] = ..., max_hot_instances: _Optional[int] = ..., idle_timeout_s: _Optional[float] = ..., secrets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class KvPolicy(_message.Message):
     __slots__ = ("enabled", "max_key_bytes", "max_value_bytes", "max_keys", "max_ttl_seconds")

@@ -60,21 +60,23 @@ class Screen {
 
 let current = null;
 
-// A `#token=...` fragment (optionally `&view=functions/ID`) signs in once; the
-// token then leaves the address bar and the history.
-function takeTokenFromFragment() {
-  if (!location.hash.startsWith("#token=")) return;
-  const params = new URLSearchParams(location.hash.slice(1));
-  token.set(params.get("token"));
-  const view = params.get("view") || "functions";
-  history.replaceState(null, "", location.pathname + location.search + "#" + view);
+// The token comes only from the sign-in form: a link that signed its visitor in
+// (`#token=...`) would let anyone sign a victim into the link maker's account and
+// watch what they deploy (login CSRF). Such a fragment is dropped, unused, and
+// leaves the address bar and the history.
+let droppedToken = false;
+function dropTokenFragment() {
+  if (!/(^#|&)token=/.test(location.hash)) return;
+  droppedToken = true;
+  history.replaceState(null, "", location.pathname + location.search);
 }
 
 function route() {
   if (current) current.close();
   current = new Screen();
   if (!token.get()) {
-    renderSignIn();
+    renderSignIn(droppedToken ? "A token in a link is not used: sign in with this form." : "");
+    droppedToken = false;
     return;
   }
   const [name, ...rest] = location.hash.replace(/^#/, "").split("/");
@@ -139,5 +141,5 @@ window.addEventListener("hashchange", () => {
   clearError();
   route();
 });
-takeTokenFromFragment();
+dropTokenFragment();
 route();

@@ -7,7 +7,7 @@ overlapping routes stays in `routes` but no longer reaches the nodes, and its
 project sees 409 if it creates it again; the admin can reassign the claim.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from alembic import op
 from edgefn.edge.tenancy import Claims, claim_key, claim_of
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
