@@ -66,9 +66,13 @@ def route(cp: CP, headers: dict[str, str], fid: str, host: str, path: str, **kw:
 
 
 @pytest.fixture
-def victim(cp: CP, team: SimpleNamespace) -> SimpleNamespace:
-    """A's function with its routes, and B's function."""
+def victim(cp: CP, team: SimpleNamespace, wasm: SimpleNamespace) -> SimpleNamespace:
+    """A's function with its routes, and B's function, both deployed (a node is sent
+    the routes of the functions deployed to it)."""
     a_fn, b_fn = fn_of(cp, team.a_dev, "shop"), fn_of(cp, team.b_dev, "intruder")
+    for dev, fid in ((team.a_dev, a_fn), (team.b_dev, b_fn)):
+        assert cp.upload(dev, fid, "1.0.0", wasm.edge_v1).status_code == 201
+        cp.ok("POST", f"/functions/{fid}/deploy", dev, 202, json={"version": "1.0.0"})
     ids = []
     for host, path in VICTIM_ROUTES:
         r = route(cp, team.a_dev, a_fn, host, path)
@@ -289,9 +293,12 @@ def test_one_row_per_claim(cp: CP, team: SimpleNamespace) -> None:
 
 
 def test_migration_derives_claims_from_existing_routes_oldest_first(
-    cp: CP, team: SimpleNamespace, database_url: str
+    cp: CP, team: SimpleNamespace, database_url: str, wasm: SimpleNamespace
 ) -> None:
     a_fn, b_fn = fn_of(cp, team.a_dev, "old-a"), fn_of(cp, team.b_dev, "old-b")
+    for dev, fid in ((team.a_dev, a_fn), (team.b_dev, b_fn)):
+        assert cp.upload(dev, fid, "1.0.0", wasm.edge_v1).status_code == 201
+        cp.ok("POST", f"/functions/{fid}/deploy", dev, 202, json={"version": "1.0.0"})
     engine = db.make_engine(database_url)
     try:
         db.downgrade(engine, "0002")  # before claims: overlapping routes could be made
