@@ -32,7 +32,10 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
         epoch_tick_ms=settings.epoch_tick_ms,
         compile_cache_dir=settings.data_dir / "compiled",
     )
-    sink = log_sink or JsonLog(settings.log_file)
+    sink = log_sink or JsonLog(
+        settings.log_file, max_bytes=settings.log_max_bytes, backups=settings.log_backups,
+        sample_success=settings.log_sample_success,
+    )
     pools = PoolManager(memory_budget_bytes=settings.memory_budget_bytes)
     pools.on_tick.append(sink.flush)
     kv_store: list[KvStore] = []

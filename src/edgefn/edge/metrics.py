@@ -49,6 +49,10 @@ GUEST_METRIC = Counter(
 GUEST_METRIC_DROPPED = Counter(
     "wasm_guest_metric_dropped", "Guest metric increments refused", ["function_id"]
 )
+LOG_LINES_SAMPLED_OUT = Counter(
+    "edge_log_lines_sampled_out",
+    "Invocation log lines of successful requests left out by --log-sample-success",
+)
 TRACE_SPANS_DROPPED = Counter(
     "edge_trace_spans_dropped",
     "Invocation spans not delivered to the OTLP collector (queue_full, export_failed)",

@@ -1,21 +1,21 @@
 """`edgefn edge serve`: the main process of an edge node.
 
 It prepares the node state (from a functions directory, or the state the agent
-keeps on disk), serves `/metrics`, and runs the HTTP workers: Granian processes
-sharing the port, each with its own runtime, all reading one state file.
+keeps on disk), serves `/metrics`, and runs the HTTP workers (`workers.py`):
+processes sharing the port, each with its own runtime, all reading one state file.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgefn.edge.bootstrap import build_cache
-from edgefn.edge.settings import WORKER_CONFIG_ENV, EdgeSettings
+from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import NodeState, load_function_dir, read_state, write_state
 
 if TYPE_CHECKING:
@@ -96,13 +96,9 @@ def start_agent(settings: EdgeSettings) -> Agent | None:
 
 
 def serve(settings: EdgeSettings) -> None:
-    from granian import Granian
-    from granian.constants import Interfaces
+    from edgefn.edge.workers import WorkerSet
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Workers start from a clean interpreter: the main process runs threads (the
-    # agent's gRPC channel, the metrics server) that must not be forked.
-    multiprocessing.set_start_method("spawn", force=True)
     state = prepare_state(settings)
     build_cache(settings).clean_partials()
     log.info("node %s: %d functions, %d routes", settings.node_id, len(state.functions),
@@ -115,27 +111,25 @@ def serve(settings: EdgeSettings) -> None:
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics_server.port)
     agent = start_agent(settings)
 
-    worker_settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
-    os.environ[WORKER_CONFIG_ENV] = worker_settings.model_dump_json()
-    server = Granian(
-        "edgefn.edge.app:create_app",
-        address=settings.host,
-        port=settings.edge_port,
-        interface=Interfaces.WSGI,
-        workers=settings.workers,
-        blocking_threads=settings.threads,
-        factory=True,
-        ssl_cert=settings.tls_cert,
-        ssl_key=settings.tls_key,
-        respawn_failed_workers=True,
-        log_access=False,
-        backpressure=settings.threads * 4,
-    )
+    # Workers get absolute paths and no control-plane credential: they never talk to it.
+    workers = WorkerSet(settings.model_copy(update={
+        "data_dir": settings.data_dir.resolve(), "node_token": None,
+    }))
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            workers.signal(signal.SIGHUP)  # reopen the log files (logrotate)
+        else:
+            workers.stop_soon()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     scheme = "https" if settings.tls_cert else "http"
     log.info("edge on %s://%s:%d", scheme, settings.host, settings.edge_port)
     try:
-        server.serve()
+        workers.run()
     finally:
+        workers.stop()
         if agent is not None:
             agent.stop()
         metrics_server.stop()
