@@ -120,8 +120,9 @@ class Attackers:
                             continue
             except OSError:
                 pass
-            self._closed()
-            self.stop.wait(0.05)
+            if not self.stop.is_set():
+                self._closed()
+                self.stop.wait(0.05)
 
     def _idle(self) -> None:
         self._hold(b"", None)
