@@ -70,6 +70,11 @@ def parse_wrk(out: str) -> dict[str, float]:
     }
 
 
+def median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the runs (the middle run's for an odd count)."""
+    return {k: sorted(r[k] for r in runs)[len(runs) // 2] for k in runs[0]}
+
+
 def run_wrk(url: str, duration: int, connections: int, tmp: Path) -> dict[str, float]:
     script = tmp / "post.lua"
     script.write_text(LUA)
@@ -84,9 +89,10 @@ def run_wrk(url: str, duration: int, connections: int, tmp: Path) -> dict[str, f
 
 
 def bench_edgefn(args: argparse.Namespace, tmp: Path, engine: str = "wasmtime",
-                 threads: int | None = None) -> dict[str, float]:
+                 threads: int | None = None, src: Path | None = None) -> dict[str, float]:
+    """`src`: run the edge from another checkout's `src/` (a before/after comparison)."""
     threads = threads or args.threads
-    tmp = tmp / f"edgefn-{engine}-{threads}"
+    tmp = tmp / f"edgefn-{engine}-{threads}-{'base' if src else 'this'}-{time.monotonic_ns()}"
     functions = tmp / "functions" / "echo"
     functions.mkdir(parents=True)
     shutil.copy(ECHO, functions / "echo.wasm")
@@ -100,7 +106,8 @@ def bench_edgefn(args: argparse.Namespace, tmp: Path, engine: str = "wasmtime",
            "--port", str(port), "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
            "--workers", str(args.workers), "--threads", str(threads),
            "--log-file", str(tmp / "edge.log"), "--engine", engine]
-    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(src)} if src else None
+    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_port(port, proc)
         time.sleep(1)
@@ -217,24 +224,39 @@ def main() -> None:
     parser.add_argument("--wasmedge", action="store_true",
                         help="also run the edge on WasmEdge (needs libwasmedge)")
     parser.add_argument("--skip-workerd", action="store_true")
+    parser.add_argument("--skip-ceiling", action="store_true",
+                        help="do not run the raw Granian hello-world ceilings")
+    parser.add_argument("--baseline-src", type=Path,
+                        help="also run the edge from this other checkout's src/ directory, "
+                             "alternating with this one (A B A B), for a before/after figure")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="A B rounds with --baseline-src; the median of each is printed")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        rows: list[tuple[str, dict[str, float] | str]] = [
-            (f"edgefn echo (wasmtime, {args.threads} thr)", bench_edgefn(args, tmp)),
-        ]
+        rows: list[tuple[str, dict[str, float] | str]] = []
+        if args.baseline_src:
+            this, base = [], []
+            for _ in range(args.rounds):
+                base.append(bench_edgefn(args, tmp, src=args.baseline_src.resolve()))
+                this.append(bench_edgefn(args, tmp))
+            rows += [(f"baseline echo ({args.threads} thr, median)", median(base)),
+                     (f"edgefn echo ({args.threads} thr, median)", median(this))]
+        else:
+            rows.append((f"edgefn echo (wasmtime, {args.threads} thr)", bench_edgefn(args, tmp)))
         for threads in args.also_threads:
             rows.append((f"edgefn echo (wasmtime, {threads} thr)",
                          bench_edgefn(args, tmp, threads=threads)))
         if args.wasmedge:
             rows.append((f"edgefn echo (wasmedge, {args.threads} thr)",
                          bench_edgefn(args, tmp, engine="wasmedge")))
-        rows += [
-            ("ceiling: Granian WSGI hello", bench_raw("wsgi", args, tmp)),
-            ("ceiling: Granian ASGI hello", bench_raw("asgi", args, tmp)),
-        ]
+        if not args.skip_ceiling:
+            rows += [
+                ("ceiling: Granian WSGI hello", bench_raw("wsgi", args, tmp)),
+                ("ceiling: Granian ASGI hello", bench_raw("asgi", args, tmp)),
+            ]
         if not args.skip_workerd:
             rows.append(("peer: workerd echo.wasm", bench_workerd(args, tmp)))
         cold = cold_and_memory(tmp)

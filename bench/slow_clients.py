@@ -1,9 +1,10 @@
 """Slow-client benchmark: latency of normal requests with and without attackers holding sockets.
 
 Starts `edgefn edge serve` with the echo function, measures sequential POSTs from
-one well-behaved client, then opens `--idle` connections that send nothing and
-`--slow` connections that announce a 100,000-byte body and trickle one byte a
-second, and measures the same requests again while they are held. A node that
+one well-behaved client (127.0.0.1), then opens from 127.0.0.2 `--idle`
+connections that send nothing and `--slow` connections that announce a
+100,000-byte body and trickle one byte a second (each reopened when the server
+ends it), and measures the same requests again while they are held. A node that
 stalls shows up as failed (timed out) requests or a huge p99.
 
     python bench/slow_clients.py [--requests 500] [--idle 64] [--slow 16] [-- serve flags...]
@@ -26,6 +27,8 @@ from edgefn.cluster import free_port, spawn, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = ROOT / "tests" / "fixtures" / "wasm" / "echo.wasm"
+# The attackers are another client than the one measured (per-client limits apply).
+ATTACKER = "127.0.0.2"
 REQUEST = b"POST /echo HTTP/1.1\r\nHost: bench\r\nContent-Length: 10\r\n\r\nhello edge"
 
 
@@ -105,7 +108,8 @@ class Attackers:
     def _hold(self, first: bytes, trickle: bytes | None) -> None:
         while not self.stop.is_set():
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1,
+                                              source_address=(ATTACKER, 0)) as s:
                     if first:
                         s.sendall(first)
                     while not self.stop.is_set():
