@@ -206,6 +206,15 @@ def test_oversize_heads_and_garbage_are_refused(hostile_node: Node) -> None:
     echo_ok(hostile_node)
 
 
+def test_an_absolute_form_target_is_routed_by_its_path(hostile_node: Node) -> None:
+    with connect(hostile_node) as s:
+        s.sendall(b"POST http://a.test/echo/abs?q=1 HTTP/1.1\r\nHost: a.test\r\n"
+                  b"Content-Length: 3\r\nConnection: close\r\n\r\nabs")
+        answer = read_until_closed(s, 5)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"abs")
+    assert b"x-path: /echo/abs?q=1" in answer.lower()
+
+
 def test_head_has_the_length_and_no_body(hostile_node: Node) -> None:
     with connect(hostile_node) as s:
         s.sendall(b"HEAD /echo/h HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")

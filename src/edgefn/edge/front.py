@@ -335,7 +335,16 @@ class _Connection(asyncio.Protocol):
                     self._content_length = int(value)
             elif name == b"expect" and value.lower() == b"100-continue":
                 expect = True
-        path, _, query = self._url.partition(b"?")
+        url = self._url
+        if url[:1] == b"/":
+            path, _, query = url.partition(b"?")
+        else:  # absolute form (`http://host/path`), which a server must accept too
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self._refusal = _plain_error(400, "bad_request", "malformed request target")
+                raise _Refused from None
+            path, query = parsed.path or b"/", parsed.query or b""
         self._path = _request_path(path)
         self._query = query.decode("latin-1")
         self._host = host.decode("latin-1")
