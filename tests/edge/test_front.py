@@ -215,6 +215,15 @@ def test_an_absolute_form_target_is_routed_by_its_path(hostile_node: Node) -> No
     assert b"x-path: /echo/abs?q=1" in answer.lower()
 
 
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(hostile_node: Node) -> None:
+    with connect(hostile_node) as s:
+        s.sendall(b"POST /echo/eof HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\neof")
+        s.shutdown(socket.SHUT_WR)
+        answer = read_until_closed(s, 5)
+    # The answer, then the close (read_until_closed returned before its timeout).
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"eof")
+
+
 def test_head_has_the_length_and_no_body(hostile_node: Node) -> None:
     with connect(hostile_node) as s:
         s.sendall(b"HEAD /echo/h HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")

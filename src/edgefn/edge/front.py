@@ -244,6 +244,7 @@ class _Connection(asyncio.Protocol):
         self._head_only = False
         self._write_paused = False
         self.in_flight = False
+        self._eof = False
         self._closed = False
 
     # -- asyncio callbacks ---------------------------------------------------
@@ -301,8 +302,12 @@ class _Connection(asyncio.Protocol):
             self._next()
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after its request still gets its answer.
-        if self.phase in (_IDLE, _HEAD):
+        # A client that half-closes after a complete request still gets its answer, then
+        # the connection closes; a half-sent request will never be completed.
+        if self.in_flight or self._ready:
+            self._keep_alive = False
+            self._eof = True
+        else:
             self.close()
         return True
 
@@ -326,13 +331,15 @@ class _Connection(asyncio.Protocol):
         parser = self.parser
         method = parser.get_method().decode("latin-1")
         host = b""
-        expect = False
+        expect = chunked = False
         for name, value in self._headers:
             if name == b"host":
                 host = value
             elif name == b"content-length":
                 with contextlib.suppress(ValueError):
                     self._content_length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
             elif name == b"expect" and value.lower() == b"100-continue":
                 expect = True
         url = self._url
@@ -349,11 +356,15 @@ class _Connection(asyncio.Protocol):
         self._query = query.decode("latin-1")
         self._host = host.decode("latin-1")
         self._method = method
-        limit = self.front.runtime.body_limit(self._host, self._path, method)
-        self._body_limit = limit
-        if self._content_length is not None and self._content_length > limit:
-            self._refusal = _too_large(limit)
-            raise _Refused
+        if self._content_length or chunked:
+            # Routing again in the runtime is cheap; a request without a body skips it here.
+            limit = self.front.runtime.body_limit(self._host, self._path, method)
+            self._body_limit = limit
+            if self._content_length is not None and self._content_length > limit:
+                self._refusal = _too_large(limit)
+                raise _Refused
+        else:
+            self._body_limit = 0
         self.phase = _BODY
         self.deadline = self.loop.time() + self.limits.body_timeout_s
         if expect and self.transport is not None:
@@ -414,6 +425,8 @@ class _Connection(asyncio.Protocol):
     def _write(self, resp: HttpResponse) -> None:
         if self._closed or self.transport is None:
             return
+        if self._eof:
+            self._keep_alive = False
         self.transport.write(serialize(resp, head_only=self._head_only,
                                        keep_alive=self._keep_alive))
         if not self._keep_alive:
