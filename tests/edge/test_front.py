@@ -243,7 +243,7 @@ def test_a_full_request_queue_answers_503(tmp_path: Path, functions: Path) -> No
         r = httpx.post(node.url + "/echo/q", content=b"q", timeout=10)
         slow.join()
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
-        assert r.json()["error"]["code"] == "overloaded"
+        assert r.json()["error"]["code"] == "node_overloaded"
         echo_ok(node)
     finally:
         stop(node)

@@ -27,7 +27,15 @@ from urllib.parse import quote, unquote_to_bytes
 
 import httptools
 
-from edgefn.edge.runtime import HttpRequest, HttpResponse
+from edgefn.edge.errors import (
+    BadRequest,
+    EdgeError,
+    HeadersTooLarge,
+    NodeOverloaded,
+    RequestTimeout,
+    RequestTooLarge,
+)
+from edgefn.edge.runtime import HttpRequest, HttpResponse, error_response
 
 if TYPE_CHECKING:
     from edgefn.edge.limiter import ClientLimiter
@@ -99,17 +107,13 @@ class _Date:
 _date = _Date()
 
 
-def _plain_error(status: int, code: str, message: str) -> HttpResponse:
-    """An answer the front gives itself (408, 413, 431, 400, 503), in the runtime's error shape."""
-    rid = f"{random.getrandbits(128):032x}"
-    body = (f'{{"error":{{"code":"{code}","message":"{message}","request_id":"{rid}"}}}}'
-            ).encode()
-    return HttpResponse(status, [("content-type", "application/json"), ("x-request-id", rid)],
-                        body)
+def _refuse(exc: EdgeError) -> HttpResponse:
+    """An answer the front gives itself, in the runtime's error shape with a fresh request id."""
+    return error_response(exc, f"{random.getrandbits(128):032x}")
 
 
 def _too_large(limit: int) -> HttpResponse:
-    return _plain_error(413, "request_too_large", f"request body over the limit of {limit} bytes")
+    return _refuse(RequestTooLarge(f"request body over the limit of {limit} bytes"))
 
 
 def serialize(resp: HttpResponse, *, head_only: bool, keep_alive: bool) -> bytes:
@@ -150,7 +154,7 @@ class RequestPool:
                 resp = handle(req)
             except Exception:
                 log.exception("request to %s%s failed in the runtime", req.host, req.path)
-                resp = _plain_error(500, "internal_error", "the node failed this request")
+                resp = _refuse(EdgeError("the node failed this request"))
             try:
                 call_back(conn.respond, resp)
             except RuntimeError:  # the loop is closed: the worker is stopping
@@ -277,18 +281,18 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(_plain_error(400, "bad_request", "protocol upgrades are not supported"))
+            self._fail(_refuse(BadRequest("protocol upgrades are not supported")))
             return
         except httptools.HttpParserError:
             if self._refusal is None:
-                self._fail(_plain_error(400, "bad_request", "malformed HTTP request"))
+                self._fail(_refuse(BadRequest("malformed HTTP request")))
                 return
         if self._refusal is not None:
             self._fail(self._refusal)
             return
         if self.phase == _HEAD and self._head_bytes > self.limits.max_header_bytes:
-            self._fail(_plain_error(431, "headers_too_large",
-                                    f"request head over {self.limits.max_header_bytes} bytes"))
+            self._fail(_refuse(HeadersTooLarge(
+                f"request head over {self.limits.max_header_bytes} bytes")))
             return
         if self._ready and not self.in_flight:
             self._dispatch()
@@ -349,7 +353,7 @@ class _Connection(asyncio.Protocol):
             try:
                 parsed = httptools.parse_url(url)
             except httptools.HttpParserInvalidURLError:
-                self._refusal = _plain_error(400, "bad_request", "malformed request target")
+                self._refusal = _refuse(BadRequest("malformed request target"))
                 raise _Refused from None
             path, query = parsed.path or b"/", parsed.query or b""
         self._path = _request_path(path)
@@ -408,7 +412,7 @@ class _Connection(asyncio.Protocol):
         self._head_only = req.method == "HEAD"
         front = self.front
         if front.pending >= self.limits.max_pending_requests:
-            resp = _plain_error(503, "overloaded", "the node is busy; retry shortly")
+            resp = _refuse(NodeOverloaded("the node is busy; retry shortly"))
             resp.headers.append(("retry-after", "1"))
             self._write(resp)
             return
@@ -469,8 +473,7 @@ class _Connection(asyncio.Protocol):
         elif self.phase in (_HEAD, _BODY):
             what = "headers" if self.phase == _HEAD else "body"
             self._head_only = False
-            self._fail(_plain_error(408, "request_timeout",
-                                    f"the request {what} did not arrive in time"))
+            self._fail(_refuse(RequestTimeout(f"the request {what} did not arrive in time")))
         else:
             self.deadline = _NO_DEADLINE
 

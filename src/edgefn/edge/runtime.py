@@ -116,6 +116,13 @@ def _error(status: int, code: str, message: str, request_id: str) -> HttpRespons
     return HttpResponse(status, list(_JSON), body.encode())
 
 
+def error_response(exc: EdgeError, request_id: str) -> HttpResponse:
+    """The answer to a request refused with `exc`, `x-request-id` included."""
+    resp = _error(exc.status, exc.code, str(exc), request_id)
+    resp.headers.append(("x-request-id", request_id))
+    return resp
+
+
 # Scheduling noise allowed past the deadline before the host-side guard fires.
 _GUARD_S = 0.05
 _ERROR_CODES = {500: "guest_error", 502: "response_too_large", 504: "timeout"}
