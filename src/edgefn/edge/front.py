@@ -130,7 +130,7 @@ def serialize(resp: HttpResponse, *, head_only: bool, keep_alive: bool) -> bytes
 
 
 class RequestPool:
-    """Threads running `Runtime.handle`; results go back to the event loop in call order."""
+    """Threads running `Runtime.handle`; each answer goes back to the event loop."""
 
     def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop, threads: int) -> None:
         self.runtime = runtime
@@ -199,7 +199,7 @@ class Front:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        # A quarter of the shortest timeout: a deadline is enforced within 25% of itself.
+        # A deadline is enforced at most a quarter of the shortest timeout (and 1 s) late.
         lim = self.limits
         period = min(1.0, max(0.02, min(lim.header_timeout_s, lim.body_timeout_s,
                                         lim.keepalive_timeout_s) / 4))

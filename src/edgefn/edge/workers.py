@@ -130,7 +130,10 @@ class WorkerSet:
                     break
                 index = sentinels[ready]  # type: ignore[index]
                 proc = self._procs[index]
-                code = proc.exitcode if proc is not None else None
+                code = None
+                if proc is not None:
+                    proc.join(1.0)  # reap it
+                    code = proc.exitcode
                 log.error("edge worker %d exited with %s; starting another", index, code)
                 now = time.monotonic()
                 restarts = [t for t in restarts if now - t < 10] + [now]
