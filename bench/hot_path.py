@@ -75,17 +75,40 @@ def median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: sorted(r[k] for r in runs)[len(runs) // 2] for k in runs[0]}
 
 
-def run_wrk(url: str, duration: int, connections: int, tmp: Path) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_wrk(url: str, duration: int, connections: int, tmp: Path,
+            server_pid: int | None = None) -> dict[str, float]:
+    """wrk's figures; with `server_pid`, also the server's CPU per request (in µs), a figure a
+    busy machine disturbs much less than req/s and latency."""
     script = tmp / "post.lua"
     script.write_text(LUA)
     # Warm up (instances, connections), then measure.
     subprocess.run(["wrk", "-t2", f"-c{connections}", "-d2s", "-s", str(script), url],
                    capture_output=True, check=True)
+    cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout
-    return parse_wrk(out)
+    result = parse_wrk(out)
+    if server_pid:
+        served = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        result["cpu_us"] = (cpu_seconds(server_pid) - cpu0) / max(1, served) * 1e6
+    return result
 
 
 def bench_edgefn(args: argparse.Namespace, tmp: Path, engine: str = "wasmtime",
@@ -111,7 +134,8 @@ def bench_edgefn(args: argparse.Namespace, tmp: Path, engine: str = "wasmtime",
     try:
         wait_port(port, proc)
         time.sleep(1)
-        return run_wrk(f"http://127.0.0.1:{port}/echo", args.duration, args.connections, tmp)
+        return run_wrk(f"http://127.0.0.1:{port}/echo", args.duration, args.connections, tmp,
+                       server_pid=proc.pid)
     finally:
         stop(proc)
 
@@ -263,13 +287,15 @@ def main() -> None:
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, POST 10-byte body; "
           f"edgefn/Granian workers={args.workers}, threads={args.threads}; "
           f"{os.cpu_count()} CPUs")
-    print(f"{'target':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"{'target':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+          f"{'CPU µs/req':>10}")
     for name, r in rows:
         if isinstance(r, str):
             print(f"{name:40} skipped: {r}")
         else:
+            cpu = f"{r['cpu_us']:>10.1f}" if "cpu_us" in r else f"{'':>10}"
             print(f"{name:40} {r['req_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                  f"{r['non_2xx']:>8.0f}")
+                  f"{r['non_2xx']:>8.0f} {cpu}")
     print("cold start, first request of a never-instantiated echo: "
           f"p50 {cold['cold_p50_ms']:.2f} ms, p99 {cold['cold_p99_ms']:.2f} ms (200 functions)")
     print(f"idle hot instance of a 16-page function: {cold['idle_instance_kib']:.0f} KiB RSS")
