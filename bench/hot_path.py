@@ -283,19 +283,19 @@ def main() -> None:
             ]
         if not args.skip_workerd:
             rows.append(("peer: workerd echo.wasm", bench_workerd(args, tmp)))
+        print(f"wrk -t2 -c{args.connections} -d{args.duration}s, POST 10-byte body; "
+              f"edgefn/Granian workers={args.workers}, threads={args.threads}; "
+              f"{os.cpu_count()} CPUs")
+        print(f"{'target':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+              f"{'CPU µs/req':>10}")
+        for name, r in rows:
+            if isinstance(r, str):
+                print(f"{name:40} skipped: {r}")
+            else:
+                cpu = f"{r['cpu_us']:>10.1f}" if "cpu_us" in r else f"{'':>10}"
+                print(f"{name:40} {r['req_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                      f"{r['non_2xx']:>8.0f} {cpu}")
         cold = cold_and_memory(tmp)
-    print(f"wrk -t2 -c{args.connections} -d{args.duration}s, POST 10-byte body; "
-          f"edgefn/Granian workers={args.workers}, threads={args.threads}; "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'target':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
-          f"{'CPU µs/req':>10}")
-    for name, r in rows:
-        if isinstance(r, str):
-            print(f"{name:40} skipped: {r}")
-        else:
-            cpu = f"{r['cpu_us']:>10.1f}" if "cpu_us" in r else f"{'':>10}"
-            print(f"{name:40} {r['req_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                  f"{r['non_2xx']:>8.0f} {cpu}")
     print("cold start, first request of a never-instantiated echo: "
           f"p50 {cold['cold_p50_ms']:.2f} ms, p99 {cold['cold_p99_ms']:.2f} ms (200 functions)")
     print(f"idle hot instance of a 16-page function: {cold['idle_instance_kib']:.0f} KiB RSS")
