@@ -247,3 +247,31 @@ def test_a_full_request_queue_answers_503(tmp_path: Path, functions: Path) -> No
         echo_ok(node)
     finally:
         stop(node)
+
+
+def test_a_client_that_does_not_read_its_answers_is_dropped(
+    tmp_path: Path, functions: Path
+) -> None:
+    node = start_node(tmp_path, functions, "--body-timeout", "1",
+                      env={"EDGEFN_MAX_REQUEST_BODY_BYTES": "100000"})
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(address(node))
+        body = b"z" * 30_000
+        request = b"POST /echo/big HTTP/1.1\r\nHost: a\r\nContent-Length: 30000\r\n\r\n" + body
+        sent = 0
+        s.settimeout(3)
+        try:
+            for _ in range(600):  # 18 MB of answers asked for, none read
+                s.sendall(request)
+                sent += 1
+        except (TimeoutError, OSError):
+            pass  # the node stopped reading: its answers are not being taken
+        time.sleep(3)  # past the body timeout
+        received = read_until_closed(s, 10)
+        s.close()
+        assert received.count(b"HTTP/1.1 200") < sent
+        echo_ok(node)
+    finally:
+        stop(node)

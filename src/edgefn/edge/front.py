@@ -47,7 +47,7 @@ log = logging.getLogger("edgefn.edge.front")
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
 
 # Connection phases; the deadline of each is `_Connection.deadline`.
-_IDLE, _HEAD, _BODY, _RUNNING, _WRITING = range(5)
+_IDLE, _HEAD, _BODY, _RUNNING, _WRITING, _CLOSING = range(6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +302,7 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self.phase == _WRITING:
+        if self.phase == _WRITING and not self._closed:
             self._next()
 
     def eof_received(self) -> bool | None:
@@ -468,7 +468,9 @@ class _Connection(asyncio.Protocol):
         """Called by the sweep when this connection's deadline has passed."""
         if self.in_flight:
             return
-        if self.phase in (_IDLE, _WRITING):
+        if self.phase == _CLOSING and self.transport is not None:
+            self.transport.abort()  # its last answer was never taken
+        elif self.phase in (_IDLE, _WRITING):
             self.close()  # nothing was asked, or the answer is not being read
         elif self.phase in (_HEAD, _BODY):
             what = "headers" if self.phase == _HEAD else "body"
@@ -479,11 +481,18 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.deadline = _NO_DEADLINE
-        if not self._closed and self.transport is not None:
-            self._closed = True
-            self.transport.close()
-            if self.phase == _WRITING and self._write_paused:
-                self.transport.abort()
+        if self._closed or self.transport is None:
+            return
+        self._closed = True
+        if self.phase == _WRITING and self._write_paused:
+            self.transport.abort()
+            return
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            # The transport closes once its answer is flushed; a client that never reads it
+            # has the body timeout, then the socket is aborted.
+            self.phase = _CLOSING
+            self.deadline = self.loop.time() + self.limits.body_timeout_s
 
 
 class _Refused(Exception):
