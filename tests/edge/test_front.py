@@ -9,7 +9,6 @@ normal client keeps being served. Timeouts are short so the tests stay quick.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.edge.test_server import Node, functions, start_node, stop
+from tests.edge.test_server import Node, functions, start_node, stop, write_function
 
 __all__ = ["functions"]  # the fixture, shared with test_server
 
@@ -234,16 +233,20 @@ def test_head_has_the_length_and_no_body(hostile_node: Node) -> None:
 
 
 def test_a_full_request_queue_answers_503(tmp_path: Path, functions: Path) -> None:
+    write_function(functions, "slower", "loop", [{"host": "*", "path": "/slower"}],
+                   max_execution_ms=2000)
     node = start_node(tmp_path, functions, "--workers", "1", "--threads", "1",
                       "--max-pending-requests", "1")
     try:
-        slow = threading.Thread(target=lambda: httpx.get(node.url + "/slow", timeout=10))
-        slow.start()
-        time.sleep(0.03)
-        r = httpx.post(node.url + "/echo/q", content=b"q", timeout=10)
-        slow.join()
-        assert r.status_code == 503 and r.headers["retry-after"] == "1"
-        assert r.json()["error"]["code"] == "node_overloaded"
+        with connect(node) as busy:
+            # Holds the worker's one request slot for 2 s.
+            busy.sendall(b"GET /slower HTTP/1.1\r\nHost: a\r\n\r\n")
+            time.sleep(0.5)
+            r = httpx.post(node.url + "/echo/q", content=b"q", timeout=10)
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert r.json()["error"]["code"] == "node_overloaded"
+            busy.settimeout(10)
+            assert busy.recv(65536).startswith(b"HTTP/1.1 504")
         echo_ok(node)
     finally:
         stop(node)
