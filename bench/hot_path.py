@@ -70,23 +70,52 @@ def parse_wrk(out: str) -> dict[str, float]:
     }
 
 
-def run_wrk(url: str, duration: int, connections: int, tmp: Path) -> dict[str, float]:
+def median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the runs (the middle run's for an odd count)."""
+    return {k: sorted(r[k] for r in runs)[len(runs) // 2] for k in runs[0]}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_wrk(url: str, duration: int, connections: int, tmp: Path,
+            server_pid: int | None = None) -> dict[str, float]:
+    """wrk's figures; with `server_pid`, also the server's CPU per request (in µs), a figure a
+    busy machine disturbs much less than req/s and latency."""
     script = tmp / "post.lua"
     script.write_text(LUA)
     # Warm up (instances, connections), then measure.
     subprocess.run(["wrk", "-t2", f"-c{connections}", "-d2s", "-s", str(script), url],
                    capture_output=True, check=True)
+    cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout
-    return parse_wrk(out)
+    result = parse_wrk(out)
+    if server_pid:
+        served = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        result["cpu_us"] = (cpu_seconds(server_pid) - cpu0) / max(1, served) * 1e6
+    return result
 
 
 def bench_edgefn(args: argparse.Namespace, tmp: Path, engine: str = "wasmtime",
-                 threads: int | None = None) -> dict[str, float]:
+                 threads: int | None = None, src: Path | None = None) -> dict[str, float]:
+    """`src`: run the edge from another checkout's `src/` (a before/after comparison)."""
     threads = threads or args.threads
-    tmp = tmp / f"edgefn-{engine}-{threads}"
+    tmp = tmp / f"edgefn-{engine}-{threads}-{'base' if src else 'this'}-{time.monotonic_ns()}"
     functions = tmp / "functions" / "echo"
     functions.mkdir(parents=True)
     shutil.copy(ECHO, functions / "echo.wasm")
@@ -100,11 +129,13 @@ def bench_edgefn(args: argparse.Namespace, tmp: Path, engine: str = "wasmtime",
            "--port", str(port), "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
            "--workers", str(args.workers), "--threads", str(threads),
            "--log-file", str(tmp / "edge.log"), "--engine", engine]
-    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(src)} if src else None
+    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_port(port, proc)
         time.sleep(1)
-        return run_wrk(f"http://127.0.0.1:{port}/echo", args.duration, args.connections, tmp)
+        return run_wrk(f"http://127.0.0.1:{port}/echo", args.duration, args.connections, tmp,
+                       server_pid=proc.pid)
     finally:
         stop(proc)
 
@@ -218,37 +249,54 @@ def main() -> None:
     parser.add_argument("--wasmedge", action="store_true",
                         help="also run the edge on WasmEdge (needs libwasmedge)")
     parser.add_argument("--skip-workerd", action="store_true")
+    parser.add_argument("--skip-ceiling", action="store_true",
+                        help="do not run the raw Granian hello-world ceilings")
+    parser.add_argument("--baseline-src", type=Path,
+                        help="also run the edge from this other checkout's src/ directory, "
+                             "alternating with this one (A B A B), for a before/after figure")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="A B rounds with --baseline-src; the median of each is printed")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        rows: list[tuple[str, dict[str, float] | str]] = [
-            (f"edgefn echo (wasmtime, {args.threads} thr)", bench_edgefn(args, tmp)),
-        ]
+        rows: list[tuple[str, dict[str, float] | str]] = []
+        if args.baseline_src:
+            this, base = [], []
+            for _ in range(args.rounds):
+                base.append(bench_edgefn(args, tmp, src=args.baseline_src.resolve()))
+                this.append(bench_edgefn(args, tmp))
+            rows += [(f"baseline echo ({args.threads} thr, median)", median(base)),
+                     (f"edgefn echo ({args.threads} thr, median)", median(this))]
+        else:
+            rows.append((f"edgefn echo (wasmtime, {args.threads} thr)", bench_edgefn(args, tmp)))
         for threads in args.also_threads:
             rows.append((f"edgefn echo (wasmtime, {threads} thr)",
                          bench_edgefn(args, tmp, threads=threads)))
         if args.wasmedge:
             rows.append((f"edgefn echo (wasmedge, {args.threads} thr)",
                          bench_edgefn(args, tmp, engine="wasmedge")))
-        rows += [
-            ("ceiling: Granian WSGI hello", bench_raw("wsgi", args, tmp)),
-            ("ceiling: Granian ASGI hello", bench_raw("asgi", args, tmp)),
-        ]
+        if not args.skip_ceiling:
+            rows += [
+                ("ceiling: Granian WSGI hello", bench_raw("wsgi", args, tmp)),
+                ("ceiling: Granian ASGI hello", bench_raw("asgi", args, tmp)),
+            ]
         if not args.skip_workerd:
             rows.append(("peer: workerd echo.wasm", bench_workerd(args, tmp)))
+        print(f"wrk -t2 -c{args.connections} -d{args.duration}s, POST 10-byte body; "
+              f"edgefn/Granian workers={args.workers}, threads={args.threads}; "
+              f"{os.cpu_count()} CPUs")
+        print(f"{'target':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+              f"{'CPU µs/req':>10}")
+        for name, r in rows:
+            if isinstance(r, str):
+                print(f"{name:40} skipped: {r}")
+            else:
+                cpu = f"{r['cpu_us']:>10.1f}" if "cpu_us" in r else f"{'':>10}"
+                print(f"{name:40} {r['req_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                      f"{r['non_2xx']:>8.0f} {cpu}")
         cold = cold_and_memory(tmp)
-    print(f"wrk -t2 -c{args.connections} -d{args.duration}s, POST 10-byte body; "
-          f"edgefn/Granian workers={args.workers}, threads={args.threads}; "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'target':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-    for name, r in rows:
-        if isinstance(r, str):
-            print(f"{name:40} skipped: {r}")
-        else:
-            print(f"{name:40} {r['req_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                  f"{r['non_2xx']:>8.0f}")
     print("cold start, first request of a never-instantiated echo: "
           f"p50 {cold['cold_p50_ms']:.2f} ms, p99 {cold['cold_p99_ms']:.2f} ms (200 functions)")
     print(f"idle hot instance of a 16-page function: {cold['idle_instance_kib']:.0f} KiB RSS")

@@ -216,3 +216,43 @@ def test_tls_with_a_self_signed_certificate(tmp_path: Path, functions: Path) -> 
             httpx.get(n.url + "/echo/tls", timeout=5)  # not trusted without the CA
     finally:
         stop(n)
+
+
+def test_a_worker_that_dies_is_replaced(node: Node) -> None:
+    import psutil
+
+    def workers() -> list[psutil.Process]:
+        found = []
+        for p in psutil.Process(node.proc.pid).children():
+            try:
+                if "spawn_main" in " ".join(p.cmdline()) and p.status() != "zombie":
+                    found.append(p)
+            except psutil.Error:
+                pass  # exited while we looked
+        return found
+
+    deadline = time.monotonic() + 20
+    while len(workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first = workers()
+    assert len(first) == 2
+    first[0].kill()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = workers()
+        if len(now) == 2 and first[0].pid not in {p.pid for p in now}:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the dead worker was not replaced")
+    # The new worker serves too: enough fresh connections reach both workers.
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            for _ in range(20):
+                assert httpx.post(node.url + "/echo/r", content=b"r", timeout=5).content == b"r"
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

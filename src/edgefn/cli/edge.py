@@ -68,6 +68,21 @@ def edge() -> None:
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Write JSON logs here instead of stderr.")
+@click.option("--header-timeout", "header_timeout_s", type=float,
+              help="Seconds a client has to send a request's headers; then 408 [10].")
+@click.option("--body-timeout", "body_timeout_s", type=float,
+              help="Seconds a client has to send a request's body; then 408 [30].")
+@click.option("--keepalive-timeout", "keepalive_timeout_s", type=float,
+              help="Seconds an idle kept-alive connection stays open [5].")
+@click.option("--max-connections-per-client", type=int,
+              help="Open connections one client address may hold; 0: no limit [64].")
+@click.option("--max-pending-requests", type=int,
+              help="Complete requests a worker holds for its threads; more get 503 [1024].")
+@click.option("--log-max-bytes", type=int,
+              help="Rotate the --log-file past this size; 0: never [100 MiB].")
+@click.option("--log-backups", type=int, help="Rotated log files kept [5].")
+@click.option("--log-sample-success", type=float,
+              help="Share (0-1) of successful invocations logged; errors always are [1].")
 @click.option("--otlp-endpoint",
               help="Send invocation spans to this OTLP/HTTP collector (http://host:4318).")
 @click.option("--cp-url", help="Control plane API URL; without it the node runs alone.")

@@ -35,7 +35,8 @@ _MAIN_PROCESS_ONLY = {"node_token"}
 
 
 def worker_config(settings: EdgeSettings) -> str:
-    """The settings handed to the workers (JSON), without the node's credentials."""
+    """The settings handed to the workers (JSON, absolute paths), without the node's
+    credentials: workers run tenants' code and never talk to the control plane."""
     worker = settings.model_copy(update={
         "data_dir": settings.data_dir.resolve(),
         "compile_key_file": compile_key_file(settings).resolve(),
@@ -96,7 +97,10 @@ def secret_source(settings: EdgeSettings) -> SecretSource | None:
 def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) -> Runtime:
     """Everything a worker process needs; the KV store is opened on first use."""
     engine = build_engine(settings)
-    sink = log_sink or JsonLog(settings.log_file)
+    sink = log_sink or JsonLog(
+        settings.log_file, max_bytes=settings.log_max_bytes, backups=settings.log_backups,
+        sample_success=settings.log_sample_success,
+    )
     pools = PoolManager(memory_budget_bytes=settings.memory_budget_bytes)
     pools.on_tick.append(sink.flush)
     kv_store: list[KvStore] = []

@@ -5,7 +5,10 @@
     ├── FunctionUnavailable    known but not runnable on this node (503)
     ├── RequestTooLarge        request body over the limit (413)
     ├── Overloaded             the function has its share of request threads (503)
-    └── BadRequest             a request the edge cannot encode for a guest (400)
+    │   └── NodeOverloaded     a worker holds all the complete requests it may (503)
+    ├── BadRequest             a request the edge cannot encode for a guest, or bad HTTP (400)
+    ├── RequestTimeout         the client did not send its head or body in time (408)
+    └── HeadersTooLarge        the request line and headers are over the limit (431)
 """
 
 from __future__ import annotations
@@ -39,3 +42,17 @@ class Overloaded(EdgeError):
 class BadRequest(EdgeError):
     status = 400
     code = "bad_request"
+
+
+class NodeOverloaded(Overloaded):
+    code = "node_overloaded"
+
+
+class RequestTimeout(EdgeError):
+    status = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(EdgeError):
+    status = 431
+    code = "headers_too_large"

@@ -53,6 +53,10 @@ COMPILED_REJECTED = Counter(
     "edge_compiled_code_rejected",
     "Compiled code files refused (seal mismatch or refused by the engine) and compiled again",
 )
+LOG_LINES_SAMPLED_OUT = Counter(
+    "edge_log_lines_sampled_out",
+    "Invocation log lines of successful requests left out by --log-sample-success",
+)
 TRACE_SPANS_DROPPED = Counter(
     "edge_trace_spans_dropped",
     "Invocation spans not delivered to the OTLP collector (queue_full, export_failed)",

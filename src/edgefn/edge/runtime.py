@@ -30,7 +30,7 @@ from edgefn.edge.errors import (
     RequestTooLarge,
 )
 from edgefn.edge.host import FetchBinding, FunctionHost, InvocationHost, KvBinding
-from edgefn.edge.logs import Invocation, JsonLog, invocation_line
+from edgefn.edge.logs import Invocation, JsonLog
 from edgefn.edge.pool import InstancePool, PoolManager
 from edgefn.edge.routing import MethodNotAllowed, Router
 from edgefn.edge.spec import FunctionSpec, NodeState, ResourceCaps, SpecKey
@@ -115,6 +115,13 @@ class _Tables:
 def _error(status: int, code: str, message: str, request_id: str) -> HttpResponse:
     body = json.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
     return HttpResponse(status, list(_JSON), body.encode())
+
+
+def error_response(exc: EdgeError, request_id: str) -> HttpResponse:
+    """The answer to a request refused with `exc`, `x-request-id` included."""
+    resp = _error(exc.status, exc.code, str(exc), request_id)
+    resp.headers.append(("x-request-id", request_id))
+    return resp
 
 
 # Scheduling noise allowed past the deadline before the host-side guard fires.
@@ -262,6 +269,17 @@ class Runtime:
             return loaded
 
     # -- requests -------------------------------------------------------------
+    def body_limit(self, host: str, path: str, method: str) -> int:
+        """The largest body `handle` would take for this request: the HTTP layer reads no more."""
+        tables = self._tables
+        match = tables.router.match(host, path, method)
+        spec = None
+        if match is not None and not isinstance(match, MethodNotAllowed):
+            spec = tables.functions.get(match.function_id)
+        if spec is None or spec.max_request_bytes is None:
+            return self.max_request_body_bytes
+        return spec.max_request_bytes
+
     def handle(self, req: HttpRequest) -> HttpResponse:
         ctx = _RequestContext(req.headers)
         rid = ctx.request_id
@@ -364,7 +382,7 @@ class Runtime:
         inv = Invocation(rid, spec.id, spec.version, self.node_id, req.method, req.path,
                          resp.status, start, elapsed, ctx.trace_id, ctx.span_id,
                          ctx.parent_span_id, ctx.trace_flags, error)
-        self.log_sink.write_line(invocation_line(inv))
+        self.log_sink.write_invocation(inv)
         if self._tracer is not None:
             self._tracer.record(inv)
         return self._finish(resp, rid)

@@ -1,23 +1,23 @@
 """`edgefn edge serve`: the main process of an edge node.
 
 It prepares the node state (from a functions directory, or the state the agent
-keeps on disk), serves `/metrics`, and runs the HTTP workers: Granian processes
-sharing the port, each with its own runtime, all reading one state file.
+keeps on disk), serves `/metrics`, and runs the HTTP workers (`workers.py`):
+processes sharing the port, each with its own runtime, all reading one state file.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgefn import redact
-from edgefn.edge.bootstrap import build_cache, start_secret_broker, worker_config
+from edgefn.edge.bootstrap import build_cache, start_secret_broker
 from edgefn.edge.credentials import scrub_credentials
-from edgefn.edge.settings import WORKER_CONFIG_ENV, EdgeSettings
+from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import NodeState, load_function_dir, read_state, write_state
 
 if TYPE_CHECKING:
@@ -98,14 +98,10 @@ def start_agent(settings: EdgeSettings) -> Agent | None:
 
 
 def serve(settings: EdgeSettings) -> None:
-    from granian import Granian
-    from granian.constants import Interfaces
+    from edgefn.edge.workers import WorkerSet
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     redact.install()
-    # Workers start from a clean interpreter: the main process runs threads (the
-    # agent's gRPC channel, the metrics server) that must not be forked.
-    multiprocessing.set_start_method("spawn", force=True)
     # The workers inherit this environment and run tenants' code: no CP credentials.
     scrub_credentials()
     state = prepare_state(settings)
@@ -121,26 +117,23 @@ def serve(settings: EdgeSettings) -> None:
     agent = start_agent(settings)
     broker = start_secret_broker(settings)
 
-    os.environ[WORKER_CONFIG_ENV] = worker_config(settings)
-    server = Granian(
-        "edgefn.edge.app:create_app",
-        address=settings.host,
-        port=settings.edge_port,
-        interface=Interfaces.WSGI,
-        workers=settings.workers,
-        blocking_threads=settings.threads,
-        factory=True,
-        ssl_cert=settings.tls_cert,
-        ssl_key=settings.tls_key,
-        respawn_failed_workers=True,
-        log_access=False,
-        backpressure=settings.threads * 4,
-    )
+    # Workers get absolute paths and no control-plane credential (bootstrap.worker_config).
+    workers = WorkerSet(settings)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            workers.signal(signal.SIGHUP)  # reopen the log files (logrotate)
+        else:
+            workers.stop_soon()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     scheme = "https" if settings.tls_cert else "http"
     log.info("edge on %s://%s:%d", scheme, settings.host, settings.edge_port)
     try:
-        server.serve()
+        workers.run()
     finally:
+        workers.stop()
         if agent is not None:
             agent.stop()
         if broker is not None:

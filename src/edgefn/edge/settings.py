@@ -11,9 +11,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgefn.edge.spec import ResourceCaps
 
-# The main process hands its settings to the server workers through this variable.
-WORKER_CONFIG_ENV = "EDGEFN_WORKER_CONFIG"
-
 
 class EdgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGEFN_", extra="ignore")
@@ -37,6 +34,17 @@ class EdgeSettings(BaseSettings):
     max_inflight_per_function: int | None = Field(None, ge=1)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Hostile clients (docs/security.md): a request's head must arrive within
+    # header_timeout_s of its first byte (of the connection, for a new one), its body
+    # within body_timeout_s of the head, and a kept-alive connection may stay idle
+    # keepalive_timeout_s; past them, 408 or the connection closed.
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    keepalive_timeout_s: float = Field(5.0, gt=0, le=3600)
+    # Open connections one client address may hold on the node; 0: no limit.
+    max_connections_per_client: int = Field(64, ge=0)
+    # Complete requests a worker holds for its threads; past it, 503 at once.
+    max_pending_requests: int = Field(1024, ge=1)
 
     data_dir: Path = Path(".edgefn/edge")
     functions_dir: Path | None = None
@@ -58,6 +66,12 @@ class EdgeSettings(BaseSettings):
     # The most a function may ask for on this node; one over them is not loaded.
     caps: ResourceCaps = ResourceCaps()
     log_file: Path | None = None
+    # The JSON log file is rotated past log_max_bytes (0: never), keeping log_backups
+    # old files (file.1 ... file.N); log_sample_success is the share of successful
+    # invocations' lines written (errors are always written).
+    log_max_bytes: int = Field(100 * 1024 * 1024, ge=0)
+    log_backups: int = Field(5, ge=0, le=1000)
+    log_sample_success: float = Field(1.0, ge=0, le=1)
     # OTLP/HTTP collector (e.g. http://collector:4318); empty: no spans are exported.
     otlp_endpoint: str = ""
     state_poll_s: float = Field(0.01, gt=0, le=10)

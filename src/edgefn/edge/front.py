@@ -1,0 +1,500 @@
+"""The edge's HTTP/1.1 front: one asyncio protocol per connection, parsed by httptools.
+
+A request is read entirely on the event loop (headers, then the body, each
+within its deadline), so a client that trickles bytes holds a socket and a
+buffer, never a request thread. Only a complete request goes to the runtime, on
+a bounded pool of threads (host functions are synchronous and may block); while
+it runs, its connection is not read. Deadlines are checked by one sweep per
+worker instead of a timer per request: the hot path only stores a float.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import queue
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from email.utils import formatdate
+from io import BytesIO
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote_to_bytes
+
+import httptools
+
+from edgefn.edge.errors import (
+    BadRequest,
+    EdgeError,
+    HeadersTooLarge,
+    NodeOverloaded,
+    RequestTimeout,
+    RequestTooLarge,
+)
+from edgefn.edge.runtime import HttpRequest, HttpResponse, error_response
+
+if TYPE_CHECKING:
+    from edgefn.edge.limiter import ClientLimiter
+    from edgefn.edge.runtime import Runtime
+    from edgefn.edge.settings import EdgeSettings
+
+log = logging.getLogger("edgefn.edge.front")
+
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
+
+# Connection phases; the deadline of each is `_Connection.deadline`.
+_IDLE, _HEAD, _BODY, _RUNNING, _WRITING, _CLOSING = range(6)
+
+
+@dataclass(frozen=True, slots=True)
+class FrontLimits:
+    """What a client may take of a worker: time per phase, header bytes, waiting requests."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 5.0
+    max_header_bytes: int = 64 * 1024
+    # Complete requests waiting for or holding a request thread; past it, 503 at once.
+    max_pending_requests: int = 1024
+
+    @classmethod
+    def from_settings(cls, settings: EdgeSettings) -> FrontLimits:
+        return cls(
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            keepalive_timeout_s=settings.keepalive_timeout_s,
+            max_pending_requests=settings.max_pending_requests,
+        )
+
+
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def _request_path(raw: bytes) -> str:
+    """The path the runtime routes and the guest sees: percent-escapes normalised, as before."""
+    if not raw:
+        return "/"
+    if b"%" not in raw and raw.isascii() and b" " not in raw:
+        return raw.decode("ascii")
+    return quote(unquote_to_bytes(raw), safe=_PATH_SAFE)
+
+
+def _status_line(status: int) -> bytes:
+    return _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Status\r\n".encode()
+
+
+class _Date:
+    """The `date` header, formatted once a second rather than once a response."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def header(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self._value
+
+
+_date = _Date()
+
+
+def _refuse(exc: EdgeError) -> HttpResponse:
+    """An answer the front gives itself, in the runtime's error shape with a fresh request id."""
+    return error_response(exc, f"{random.getrandbits(128):032x}")
+
+
+def _too_large(limit: int) -> HttpResponse:
+    return _refuse(RequestTooLarge(f"request body over the limit of {limit} bytes"))
+
+
+def serialize(resp: HttpResponse, *, head_only: bool, keep_alive: bool) -> bytes:
+    parts = [_status_line(resp.status), _date.header()]
+    for name, value in resp.headers:
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    parts.append(b"content-length: %d\r\n" % len(resp.body))
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    if not head_only:
+        parts.append(resp.body)
+    return b"".join(parts)
+
+
+class RequestPool:
+    """Threads running `Runtime.handle`; each answer goes back to the event loop."""
+
+    def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop, threads: int) -> None:
+        self.runtime = runtime
+        self._loop = loop
+        self._queue: queue.SimpleQueue[tuple[HttpRequest, _Connection] | None] = (
+            queue.SimpleQueue())
+        self._threads = [threading.Thread(target=self._run, name=f"edgefn-req-{i}", daemon=True)
+                         for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, req: HttpRequest, conn: _Connection) -> None:
+        self._queue.put((req, conn))
+
+    def _run(self) -> None:
+        handle = self.runtime.handle
+        call_back = self._loop.call_soon_threadsafe
+        while (item := self._queue.get()) is not None:
+            req, conn = item
+            try:
+                resp = handle(req)
+            except Exception:
+                log.exception("request to %s%s failed in the runtime", req.host, req.path)
+                resp = _refuse(EdgeError("the node failed this request"))
+            try:
+                call_back(conn.respond, resp)
+            except RuntimeError:  # the loop is closed: the worker is stopping
+                return
+
+    def close(self, timeout: float) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+class Front:
+    """What every connection of one worker shares: limits, the pool, the open connections."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        pool: RequestPool,
+        limits: FrontLimits,
+        limiter: ClientLimiter | None,
+        *,
+        scheme: str,
+        server_port: str,
+    ) -> None:
+        self.runtime = runtime
+        self.pool = pool
+        self.limits = limits
+        self.limiter = limiter
+        self.scheme = scheme
+        self.server_port = server_port
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[_Connection] = set()
+        self.pending = 0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def protocol(self) -> _Connection:
+        return _Connection(self)
+
+    def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        # A deadline is enforced at most a quarter of the shortest timeout (and 1 s) late.
+        lim = self.limits
+        period = min(1.0, max(0.02, min(lim.header_timeout_s, lim.body_timeout_s,
+                                        lim.keepalive_timeout_s) / 4))
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for conn in [c for c in self.connections if c.deadline <= now]:
+                conn.expire()
+
+    def close_idle(self) -> None:
+        """Stop: close every connection not running a request."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in list(self.connections):
+            if not conn.in_flight:
+                conn.close()
+
+
+_NO_DEADLINE = float("inf")
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parse, buffer, hand over, answer, repeat (keep-alive)."""
+
+    def __init__(self, front: Front) -> None:
+        self.front = front
+        self.limits = front.limits
+        self.loop = front.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.phase = _IDLE
+        self.deadline = _NO_DEADLINE
+        self.remote_addr = ""
+        self._slot: int | None = None
+        self._head_bytes = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._body_limit = 0
+        self._content_length: int | None = None
+        self._refusal: HttpResponse | None = None
+        self._ready: deque[tuple[HttpRequest, bool]] = deque()
+        self._keep_alive = True
+        self._head_only = False
+        self._write_paused = False
+        self.in_flight = False
+        self._eof = False
+        self._closed = False
+
+    # -- asyncio callbacks ---------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.remote_addr = peer[0] if isinstance(peer, tuple) else ""
+        limiter = self.front.limiter
+        if limiter is not None:
+            self._slot = limiter.acquire(self.remote_addr)
+            if self._slot is None:
+                # Over the per-client limit: the socket is closed before anything is read.
+                self._closed = True
+                transport.abort()  # type: ignore[attr-defined]
+                return
+        self.front.connections.add(self)
+        # A new connection has the header timeout to send a request, not the longer keep-alive.
+        self.deadline = self.loop.time() + self.limits.header_timeout_s
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.front.connections.discard(self)
+        if self._slot is not None and self.front.limiter is not None:
+            self.front.limiter.release(self._slot)
+            self._slot = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase <= _HEAD:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(_refuse(BadRequest("protocol upgrades are not supported")))
+            return
+        except httptools.HttpParserError:
+            if self._refusal is None:
+                self._fail(_refuse(BadRequest("malformed HTTP request")))
+                return
+        if self._refusal is not None:
+            self._fail(self._refusal)
+            return
+        if self.phase == _HEAD and self._head_bytes > self.limits.max_header_bytes:
+            self._fail(_refuse(HeadersTooLarge(
+                f"request head over {self.limits.max_header_bytes} bytes")))
+            return
+        if self._ready and not self.in_flight:
+            self._dispatch()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.phase == _WRITING and not self._closed:
+            self._next()
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes after a complete request still gets its answer, then
+        # the connection closes; a half-sent request will never be completed.
+        if self.in_flight or self._ready:
+            self._keep_alive = False
+            self._eof = True
+        else:
+            self.close()
+        return True
+
+    # -- httptools callbacks -------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.phase = _HEAD
+        self.deadline = self.loop.time() + self.limits.header_timeout_s
+        self._url = b""
+        self._headers = []
+        self._body = []
+        self._body_bytes = 0
+        self._content_length = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        method = parser.get_method().decode("latin-1")
+        host = b""
+        expect = chunked = False
+        for name, value in self._headers:
+            if name == b"host":
+                host = value
+            elif name == b"content-length":
+                with contextlib.suppress(ValueError):
+                    self._content_length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect = True
+        url = self._url
+        if url[:1] == b"/":
+            path, _, query = url.partition(b"?")
+        else:  # absolute form (`http://host/path`), which a server must accept too
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self._refusal = _refuse(BadRequest("malformed request target"))
+                raise _Refused from None
+            path, query = parsed.path or b"/", parsed.query or b""
+        self._path = _request_path(path)
+        self._query = query.decode("latin-1")
+        self._host = host.decode("latin-1")
+        self._method = method
+        if self._content_length or chunked:
+            # Routing again in the runtime is cheap; a request without a body skips it here.
+            limit = self.front.runtime.body_limit(self._host, self._path, method)
+            self._body_limit = limit
+            if self._content_length is not None and self._content_length > limit:
+                self._refusal = _too_large(limit)
+                raise _Refused
+        else:
+            self._body_limit = 0
+        self.phase = _BODY
+        self.deadline = self.loop.time() + self.limits.body_timeout_s
+        if expect and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, chunk: bytes) -> None:
+        self._body_bytes += len(chunk)
+        if self._body_bytes > self._body_limit:
+            # A chunked body (no Content-Length) found too long while it arrives.
+            self._refusal = _too_large(self._body_limit)
+            raise _Refused
+        self._body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        self._body = []
+        req = HttpRequest(
+            method=self._method,
+            host=self._host,
+            path=self._path,
+            query=self._query,
+            headers=self._headers,
+            read_body=BytesIO(body).read,
+            content_length=self._content_length if self._content_length is not None
+            else len(body),
+            scheme=self.front.scheme,
+            server_port=self.front.server_port,
+            remote_addr=self.remote_addr,
+        )
+        self._ready.append((req, self.parser.should_keep_alive()))
+        if self.transport is not None:
+            # Backpressure: nothing more is read from this client until it has its answer.
+            self.transport.pause_reading()
+        self.phase = _RUNNING
+        self._head_bytes = 0
+        self.deadline = _NO_DEADLINE
+
+    # -- requests and answers ------------------------------------------------
+    def _dispatch(self) -> None:
+        req, self._keep_alive = self._ready.popleft()
+        self._head_only = req.method == "HEAD"
+        front = self.front
+        if front.pending >= self.limits.max_pending_requests:
+            resp = _refuse(NodeOverloaded("the node is busy; retry shortly"))
+            resp.headers.append(("retry-after", "1"))
+            self._write(resp)
+            return
+        front.pending += 1
+        self.in_flight = True
+        front.pool.submit(req, self)
+
+    def respond(self, resp: HttpResponse) -> None:
+        """On the loop, from a request thread: the runtime's answer."""
+        self.front.pending -= 1
+        self.in_flight = False
+        self._write(resp)
+
+    def _write(self, resp: HttpResponse) -> None:
+        if self._closed or self.transport is None:
+            return
+        if self._eof:
+            self._keep_alive = False
+        self.transport.write(serialize(resp, head_only=self._head_only,
+                                       keep_alive=self._keep_alive))
+        if not self._keep_alive:
+            self.close()
+            return
+        if self._write_paused:
+            # The client is not reading its answer: it has the body timeout to take it.
+            self.phase = _WRITING
+            self.deadline = self.loop.time() + self.limits.body_timeout_s
+            return
+        self._next()
+
+    def _next(self) -> None:
+        if self._ready:
+            self._dispatch()
+            return
+        if self.phase in (_RUNNING, _WRITING):  # else a pipelined request is half read
+            self.phase = _IDLE
+            self.deadline = self.loop.time() + self.limits.keepalive_timeout_s
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def _fail(self, resp: HttpResponse) -> None:
+        """Answer a request the front refuses, then close: the rest of the stream is unread."""
+        if self.in_flight:
+            # An answer is owed first; a later request of the same stream is simply dropped.
+            self.close()
+            return
+        self._keep_alive = False
+        self._ready.clear()
+        self.phase = _WRITING
+        self._write(resp)
+
+    def expire(self) -> None:
+        """Called by the sweep when this connection's deadline has passed."""
+        if self.in_flight:
+            return
+        if self.phase == _CLOSING and self.transport is not None:
+            self.transport.abort()  # its last answer was never taken
+        elif self.phase in (_IDLE, _WRITING):
+            self.close()  # nothing was asked, or the answer is not being read
+        elif self.phase in (_HEAD, _BODY):
+            what = "headers" if self.phase == _HEAD else "body"
+            self._head_only = False
+            self._fail(_refuse(RequestTimeout(f"the request {what} did not arrive in time")))
+        else:
+            self.deadline = _NO_DEADLINE
+
+    def close(self) -> None:
+        self.deadline = _NO_DEADLINE
+        if self._closed or self.transport is None:
+            return
+        self._closed = True
+        if self.phase == _WRITING and self._write_paused:
+            self.transport.abort()
+            return
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            # The transport closes once its answer is flushed; a client that never reads it
+            # has the body timeout, then the socket is aborted.
+            self.phase = _CLOSING
+            self.deadline = self.loop.time() + self.limits.body_timeout_s
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request the front refuses."""
+
