@@ -47,6 +47,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    429: "too_many_requests",
 }
 
 
@@ -118,6 +119,26 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal", "internal error")
 
 
+def _install_openapi(app: FastAPI) -> None:
+    """FastAPI documents a 422 on every operation with inputs; this API answers
+    invalid input with 400 (`_validation` above), which each operation declares
+    with its other errors (`errors.responses`). So the 422 entries go."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            models = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                models.pop(name, None)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 async def _sweep_stale_nodes(ctx: CPContext) -> None:
     interval = ctx.settings.heartbeat_interval_s
     while True:
@@ -166,6 +187,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
     # The running ControlServer (its `.port` is the bound one) once started.
     app.state.grpc = None
     _install_error_handlers(app)
+    _install_openapi(app)
 
     @app.middleware("http")
     async def request_id(

@@ -7,13 +7,24 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
 from edgefn.controlplane.deps import DB, Caller, Ctx
-from edgefn.controlplane.errors import PayloadTooLarge
+from edgefn.controlplane.errors import (
+    CALLER,
+    ArtifactStoreError,
+    BadRequest,
+    Conflict,
+    InvalidModule,
+    InvalidSelector,
+    NotFound,
+    PayloadTooLarge,
+    responses,
+)
+from edgefn.controlplane.fields import SEMVER_PATTERN, PathId
 from edgefn.controlplane.functions import service
 from edgefn.controlplane.functions.models import Function
 from edgefn.controlplane.functions.schemas import FunctionIn, FunctionOut, FunctionPatch, VersionOut
 from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
 
-router = APIRouter(tags=["functions"])
+router = APIRouter(tags=["functions"], responses=responses(*CALLER))
 PageDep = Annotated[Page, Depends(page_params)]
 
 
@@ -28,7 +39,8 @@ def _out(fn: Function, upload_url: str | None) -> FunctionOut:
         memory_pages=fn.memory_pages,
         max_response_bytes=fn.max_response_bytes,
         pop_selector=fn.pop_selector,
-        env=fn.env,
+        # Rows stored by an older release's PATCH with `"env": null` read as empty.
+        env=fn.env or {},
         **dict(fn.function_policy()),
         active_version=fn.active_version,
         created_at=fn.created_at,
@@ -41,7 +53,12 @@ def _with_url(ctx: Ctx, who: Caller, fn: Function) -> FunctionOut:
     return _out(fn, service.upload_url(ctx.store, who, fn, ctx.settings.upload_url_ttl_s))
 
 
-@router.post("/functions", status_code=201, response_model=FunctionOut)
+@router.post(
+    "/functions",
+    status_code=201,
+    response_model=FunctionOut,
+    responses=responses(NotFound, Conflict, InvalidSelector),
+)
 def create_function(body: FunctionIn, session: DB, ctx: Ctx, who: Caller) -> FunctionOut:
     return _with_url(ctx, who, service.create_function(session, who, body))
 
@@ -56,20 +73,28 @@ def list_functions(
     return [_out(fn, None) for fn in items]
 
 
-@router.get("/functions/{function_id}", response_model=FunctionOut)
-def get_function(function_id: str, session: DB, ctx: Ctx, who: Caller) -> FunctionOut:
+@router.get("/functions/{function_id}", response_model=FunctionOut, responses=responses(NotFound))
+def get_function(function_id: PathId, session: DB, ctx: Ctx, who: Caller) -> FunctionOut:
     return _with_url(ctx, who, service.get_function(session, who, function_id))
 
 
-@router.patch("/functions/{function_id}", response_model=FunctionOut)
+@router.patch(
+    "/functions/{function_id}",
+    response_model=FunctionOut,
+    responses=responses(NotFound, InvalidSelector),
+)
 def update_function(
-    function_id: str, body: FunctionPatch, session: DB, ctx: Ctx, who: Caller
+    function_id: PathId, body: FunctionPatch, session: DB, ctx: Ctx, who: Caller
 ) -> FunctionOut:
     return _with_url(ctx, who, service.update_function(session, who, function_id, body))
 
 
-@router.delete("/functions/{function_id}", status_code=204)
-def delete_function(function_id: str, session: DB, ctx: Ctx, who: Caller) -> Response:
+@router.delete(
+    "/functions/{function_id}",
+    status_code=204,
+    responses=responses(NotFound, ArtifactStoreError),
+)
+def delete_function(function_id: PathId, session: DB, ctx: Ctx, who: Caller) -> Response:
     service.delete_function(session, who, ctx.store, function_id)
     return Response(status_code=204)
 
@@ -81,15 +106,22 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
-@router.post("/functions/{function_id}/versions", status_code=201, response_model=VersionOut)
+@router.post(
+    "/functions/{function_id}/versions",
+    status_code=201,
+    response_model=VersionOut,
+    responses=responses(
+        NotFound, Conflict, BadRequest, InvalidModule, PayloadTooLarge, ArtifactStoreError
+    ),
+)
 async def create_version(
-    function_id: str,
+    function_id: PathId,
     session: DB,
     ctx: Ctx,
     who: Caller,
-    version: Annotated[str, Form(max_length=100)],
+    version: Annotated[str, Form(max_length=100, pattern=SEMVER_PATTERN)],
     artifact: Annotated[UploadFile | None, File(description="the .wasm module")] = None,
-    sha256: Annotated[str | None, Form(max_length=64)] = None,
+    sha256: Annotated[str | None, Form(pattern=r"^[0-9A-Fa-f]{64}$")] = None,
 ) -> VersionOut:
     limit = ctx.settings.max_artifact_bytes
     data = await _read_limited(artifact, limit) if artifact is not None else None
@@ -106,9 +138,13 @@ async def create_version(
     return VersionOut.model_validate(row)
 
 
-@router.get("/functions/{function_id}/versions", response_model=list[VersionOut])
+@router.get(
+    "/functions/{function_id}/versions",
+    response_model=list[VersionOut],
+    responses=responses(NotFound),
+)
 def list_versions(
-    function_id: str,
+    function_id: PathId,
     request: Request,
     response: Response,
     session: DB,

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
+from edgefn.controlplane.fields import (
+    ONLY_PATTERN_KEYS,
+    SEMVER_PATTERN,
+    Id,
+    Line,
+    Text,
+    drop_null_defaults,
+    omitted,
+)
 from edgefn.controlplane.selector import parse_selector
 from edgefn.edge.spec import (
     FunctionPolicy,
@@ -20,18 +29,22 @@ from edgefn.edge.spec import (
     RequestBytes,
 )
 
-# semver.org's own expression, anchored.
-SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
-)
+# For `fullmatch` (a `$` read by `re.match` would take a trailing newline).
+SEMVER = re.compile(SEMVER_PATTERN)
 
 DEFAULT_MEMORY_PAGES = 16
 DEFAULT_MAX_EXECUTION_MS = 500
 DEFAULT_MAX_RESPONSE_BYTES = 65536
 
 Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+# A WASI environment entry is `NAME=value` in a C string.
+EnvName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^=\x00-\x1f\x7f]+$")]
+Env = Annotated[
+    dict[EnvName, Annotated[Text, Field(max_length=16_384)]],
+    Field(max_length=256, json_schema_extra=ONLY_PATTERN_KEYS),
+]
+Entrypoint = Annotated[Line, Field(min_length=1, max_length=100)]
+Selector = Annotated[Line, Field(max_length=500)]
 
 
 def check_selector(value: str | None) -> str | None:
@@ -41,13 +54,13 @@ def check_selector(value: str | None) -> str | None:
 
 
 class _FunctionFields(StrictModel):
-    entrypoint: str = Field("handle", min_length=1, max_length=100)
+    entrypoint: Entrypoint = "handle"
     runtime: Literal["wasm", "wasm-aot"] = "wasm"
     max_execution_ms: int = Field(DEFAULT_MAX_EXECUTION_MS, ge=1, le=60_000)
     memory_pages: int = Field(DEFAULT_MEMORY_PAGES, ge=1, le=65_536)
     max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1, le=16 * 1024 * 1024)
-    pop_selector: str | None = Field(None, max_length=500)
-    env: dict[str, str] = Field(default_factory=dict)
+    pop_selector: Selector | None = None
+    env: Env = Field(default_factory=dict)
 
     _selector = field_validator("pop_selector")(check_selector)
 
@@ -56,27 +69,31 @@ class FunctionIn(_FunctionFields, FunctionPolicy):
     """The policy fields (and their validation) are the edge's `FunctionPolicy`."""
 
     name: str = Name
-    owner_project_id: str | None = None
+    owner_project_id: Id | None = None
 
 
 class FunctionPatch(StrictModel):
     """Each field given replaces the function's value; `kv` and `http_fetch` are
-    replaced whole. The merged policy is validated by `FunctionPolicy`."""
+    replaced whole. The merged policy is validated by `FunctionPolicy`. Only
+    `pop_selector` (no selector) and `max_request_bytes` (the node's limit) take
+    null; any other field may be left out, not nulled."""
 
-    entrypoint: str | None = Field(None, min_length=1, max_length=100)
-    runtime: Literal["wasm", "wasm-aot"] | None = None
-    max_execution_ms: int | None = Field(None, ge=1, le=60_000)
-    memory_pages: int | None = Field(None, ge=1, le=65_536)
-    max_response_bytes: int | None = Field(None, ge=1, le=16 * 1024 * 1024)
-    pop_selector: str | None = Field(None, max_length=500)
-    env: dict[str, str] | None = None
+    model_config = ConfigDict(json_schema_extra=drop_null_defaults)
+
+    entrypoint: Entrypoint = omitted()
+    runtime: Literal["wasm", "wasm-aot"] = omitted()
+    max_execution_ms: int = omitted(ge=1, le=60_000)
+    memory_pages: int = omitted(ge=1, le=65_536)
+    max_response_bytes: int = omitted(ge=1, le=16 * 1024 * 1024)
+    pop_selector: Selector | None = None
+    env: Env = omitted()
     max_request_bytes: RequestBytes | None = None
-    kv: KvPolicy | None = None
-    http_fetch: HttpFetchPolicy | None = None
-    isolation: Isolation | None = None
-    min_hot_instances: HotInstances | None = None
-    max_hot_instances: HotInstances | None = None
-    idle_timeout_s: IdleTimeout | None = None
+    kv: KvPolicy = omitted()
+    http_fetch: HttpFetchPolicy = omitted()
+    isolation: Isolation = omitted()
+    min_hot_instances: HotInstances = omitted()
+    max_hot_instances: HotInstances = omitted()
+    idle_timeout_s: IdleTimeout = omitted()
 
     _selector = field_validator("pop_selector")(check_selector)
 

@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from edgefn.controlplane.deps import DB, Caller, Ctx, NodeCaller
+from edgefn.controlplane.errors import CALLER, BadRequest, Conflict, NotFound, responses
+from edgefn.controlplane.fields import PathId
 from edgefn.controlplane.nodes import service
 from edgefn.controlplane.nodes.schemas import (
     HeartbeatIn,
@@ -17,10 +19,10 @@ from edgefn.controlplane.nodes.schemas import (
 )
 from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
 
-router = APIRouter(tags=["nodes"])
+router = APIRouter(tags=["nodes"], responses=responses(*CALLER))
 
 
-@router.post("/nodes", status_code=201, response_model=NodeCreated)
+@router.post("/nodes", status_code=201, response_model=NodeCreated, responses=responses(Conflict))
 def register_node(body: NodeIn, session: DB, who: Caller) -> NodeCreated:
     node, token = service.register_node(session, who, body)
     return NodeCreated.model_validate({**NodeOut.model_validate(node).model_dump(), "token": token})
@@ -41,15 +43,19 @@ def list_nodes(
     return [NodeOut.model_validate(n) for n in items]
 
 
-@router.delete("/nodes/{node_id}", status_code=204)
-def delete_node(node_id: str, session: DB, who: Caller) -> Response:
+@router.delete("/nodes/{node_id}", status_code=204, responses=responses(NotFound))
+def delete_node(node_id: PathId, session: DB, who: Caller) -> Response:
     service.delete_node(session, who, node_id)
     return Response(status_code=204)
 
 
-@router.post("/nodes/{node_id}/heartbeat", response_model=HeartbeatOut)
+@router.post(
+    "/nodes/{node_id}/heartbeat",
+    response_model=HeartbeatOut,
+    responses=responses(NotFound, BadRequest),
+)
 def heartbeat(
-    node_id: str, body: HeartbeatIn, session: DB, ctx: Ctx, who: NodeCaller
+    node_id: PathId, body: HeartbeatIn, session: DB, ctx: Ctx, who: NodeCaller
 ) -> HeartbeatOut:
     instructions = service.heartbeat(
         session, who, node_id, body, store=ctx.store, url_ttl_s=ctx.settings.download_url_ttl_s

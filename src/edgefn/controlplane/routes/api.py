@@ -7,14 +7,21 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from edgefn.controlplane.deps import DB, Caller
+from edgefn.controlplane.errors import CALLER, Conflict, InvalidSelector, NotFound, responses
+from edgefn.controlplane.fields import PathId
 from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
 from edgefn.controlplane.routes import service
 from edgefn.controlplane.routes.schemas import RouteIn, RouteOut
 
-router = APIRouter(tags=["routes"])
+router = APIRouter(tags=["routes"], responses=responses(*CALLER))
 
 
-@router.post("/routes", status_code=201, response_model=RouteOut)
+@router.post(
+    "/routes",
+    status_code=201,
+    response_model=RouteOut,
+    responses=responses(NotFound, Conflict, InvalidSelector),
+)
 def create_route(body: RouteIn, session: DB, who: Caller) -> RouteOut:
     return RouteOut.model_validate(service.create_route(session, who, body))
 
@@ -32,7 +39,7 @@ def list_routes(
     return [RouteOut.model_validate(r) for r in items]
 
 
-@router.delete("/routes/{route_id}", status_code=204)
-def delete_route(route_id: str, session: DB, who: Caller) -> Response:
+@router.delete("/routes/{route_id}", status_code=204, responses=responses(NotFound))
+def delete_route(route_id: PathId, session: DB, who: Caller) -> Response:
     service.delete_route(session, who, route_id)
     return Response(status_code=204)
