@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -97,6 +98,29 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+class _AllowedMethods:
+    """Every method a documented path answers, for a 405's `Allow` header.
+
+    Starlette's 405 names only the methods of the first route that matched the
+    path, where a path served by several routes (GET and POST /functions) has
+    more; the OpenAPI document has them all, read once on the first 405."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+        self._table: list[tuple[re.Pattern[str], list[str]]] | None = None
+
+    def at(self, path: str) -> list[str]:
+        if self._table is None:
+            self._table = [
+                (
+                    re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))),
+                    sorted(m.upper() for m in operations),
+                )
+                for template, operations in self._app.openapi().get("paths", {}).items()
+            ]
+        return next((methods for pattern, methods in self._table if pattern.fullmatch(path)), [])
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CPError)
     async def _cp_error(_: Request, exc: CPError) -> JSONResponse:
@@ -108,10 +132,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         # The contract answers bad input with 400, not FastAPI's 422.
         return _error(400, "validation_error", _describe_validation(exc))
 
+    allowed = _AllowedMethods(app)
+
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
-        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            methods = allowed.at(request.url.path)
+            if methods:
+                headers["Allow"] = ", ".join(methods)
+        return _error(exc.status_code, code, str(exc.detail), headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import Field
+from pydantic import Field, Strict
 
 # What the database holds: SQL INTEGER is 32-bit on PostgreSQL; BIGINT, SQLite's
 # INTEGER, and LIMIT/OFFSET are 64-bit.
@@ -51,9 +51,17 @@ Version = Annotated[
         examples=["1.0.0"],
     ),
 ]
-Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
-Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{64}$", description="hex SHA-256")]
+
+# A JSON scalar a client may attach (labels, counters). Each branch is strict so
+# that one never converts into another: a too-long string is refused, not read
+# as the number it spells.
+Scalar = (
+    Annotated[Line, Field(max_length=256), Strict()]
+    | Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX), Strict()]
+    | Annotated[float, Field(allow_inf_nan=False), Strict()]
+    | Annotated[bool, Strict()]
+)
 
 # A resource id in a URL path. Malformed ids are a 400 rather than a lookup:
 # PostgreSQL refuses some characters (NUL) outright.

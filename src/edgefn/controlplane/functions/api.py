@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from pydantic.json_schema import SkipJsonSchema
 
 from edgefn.controlplane.deps import DB, Caller, Ctx
 from edgefn.controlplane.errors import (
@@ -18,7 +19,7 @@ from edgefn.controlplane.errors import (
     PayloadTooLarge,
     responses,
 )
-from edgefn.controlplane.fields import SEMVER_PATTERN, PathId
+from edgefn.controlplane.fields import SEMVER_PATTERN, PathId, Sha256
 from edgefn.controlplane.functions import service
 from edgefn.controlplane.functions.models import Function
 from edgefn.controlplane.functions.schemas import FunctionIn, FunctionOut, FunctionPatch, VersionOut
@@ -120,8 +121,11 @@ async def create_version(
     ctx: Ctx,
     who: Caller,
     version: Annotated[str, Form(max_length=100, pattern=SEMVER_PATTERN)],
-    artifact: Annotated[UploadFile | None, File(description="the .wasm module")] = None,
-    sha256: Annotated[str | None, Form(pattern=r"^[0-9A-Fa-f]{64}$")] = None,
+    # Optional but never null: a multipart form has no null to send.
+    artifact: Annotated[
+        UploadFile | SkipJsonSchema[None], File(description="the .wasm module")
+    ] = None,
+    sha256: Annotated[Sha256 | SkipJsonSchema[None], Form()] = None,
 ) -> VersionOut:
     limit = ctx.settings.max_artifact_bytes
     data = await _read_limited(artifact, limit) if artifact is not None else None

@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.fields import (
@@ -44,7 +44,21 @@ Env = Annotated[
     Field(max_length=256, json_schema_extra=ONLY_PATTERN_KEYS),
 ]
 Entrypoint = Annotated[Line, Field(min_length=1, max_length=100)]
-Selector = Annotated[Line, Field(max_length=500)]
+# The grammar (controlplane/selector.py) is more than a pattern can say, so the
+# document names it as a format (with its length limit) and the parser enforces
+# it (400 invalid_selector); pattern and length are checked here all the same.
+Selector = Annotated[
+    Line,
+    Field(max_length=500),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "pop-selector",
+            "description": "a pop_selector expression of at most 500 characters, "
+            "e.g. `region in ['tokyo','osaka'] and latency<30`",
+        }
+    ),
+]
 
 
 def check_selector(value: str | None) -> str | None:

@@ -9,15 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.deployments.schemas import Ack
-from edgefn.controlplane.fields import INT64_MAX, ONLY_PATTERN_KEYS, Finite, Id, Int64, Line
+from edgefn.controlplane.fields import INT64_MAX, ONLY_PATTERN_KEYS, Id, Line, Scalar
 
 # A label's name is a NAME of the pop_selector grammar, so a selector can test it.
 LabelName = Annotated[
     str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_./-]*$")
 ]
-LabelValue = Annotated[Line, Field(max_length=256)] | Int64 | Finite | bool
 # What a node may report about a function beyond id, version and state (counters).
-Extra = Annotated[Line, Field(max_length=256)] | Int64 | Finite | bool | None
+Extra = Scalar | None
 MAX_FUNCTIONS = 10_000
 _MAX_FIELDS = 20
 
@@ -28,7 +27,7 @@ class NodeIn(StrictModel):
     )
     pop_id: Line = Field(min_length=1, max_length=100)
     ip: Line | None = Field(None, max_length=64)
-    labels: dict[LabelName, LabelValue] = Field(
+    labels: dict[LabelName, Scalar] = Field(
         default_factory=dict, max_length=100, json_schema_extra=ONLY_PATTERN_KEYS
     )
 

@@ -8,8 +8,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
-from edgefn.controlplane.fields import Id, Line
-from edgefn.controlplane.functions.schemas import check_selector
+from edgefn.controlplane.fields import Id
+from edgefn.controlplane.functions.schemas import Selector, check_selector
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -39,7 +39,7 @@ class RouteIn(StrictModel):
     methods: list[Method] = Field(
         default_factory=lambda: list(METHODS), min_length=1, max_length=len(METHODS)
     )
-    pop_selector: Line | None = Field(None, max_length=500)
+    pop_selector: Selector | None = None
     priority: int = Field(0, ge=-1_000_000, le=1_000_000)
 
     _selector = field_validator("pop_selector")(check_selector)
