@@ -150,21 +150,78 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal", "internal error")
 
 
+# OpenAPI links: which operations take the id of what an operation created,
+# `(method, path, status) -> [(method, path, {parameter: where it comes from})]`.
+# Clients and Schemathesis' stateful phase follow them from a create to the
+# calls that read, change and delete what it made.
+_ID = "$response.body#/id"
+_FUNCTION = {"function_id": _ID}
+_LINKS: dict[tuple[str, str, str], list[tuple[str, str, dict[str, str]]]] = {
+    ("post", "/functions", "201"): [
+        ("get", "/functions/{function_id}", _FUNCTION),
+        ("patch", "/functions/{function_id}", _FUNCTION),
+        ("delete", "/functions/{function_id}", _FUNCTION),
+        ("post", "/functions/{function_id}/versions", _FUNCTION),
+        ("get", "/functions/{function_id}/versions", _FUNCTION),
+        ("post", "/functions/{function_id}/deploy", _FUNCTION),
+        ("post", "/functions/{function_id}/rollback", _FUNCTION),
+        ("get", "/functions/{function_id}/deployments", _FUNCTION),
+    ],
+    ("post", "/functions/{function_id}/deploy", "202"): [
+        ("get", "/deployments/{deployment_id}", {"deployment_id": _ID}),
+    ],
+    ("post", "/functions/{function_id}/rollback", "202"): [
+        ("get", "/deployments/{deployment_id}", {"deployment_id": _ID}),
+    ],
+    ("post", "/routes", "201"): [("delete", "/routes/{route_id}", {"route_id": _ID})],
+    ("post", "/nodes", "201"): [("delete", "/nodes/{node_id}", {"node_id": _ID})],
+    ("post", "/projects", "201"): [
+        ("get", "/projects/{project_id}", {"project_id": _ID}),
+        ("post", "/projects/{project_id}/members", {"project_id": _ID}),
+        ("post", "/projects/{project_id}/api-keys", {"project_id": _ID}),
+        ("get", "/projects/{project_id}/api-keys", {"project_id": _ID}),
+    ],
+    ("post", "/projects/{project_id}/api-keys", "201"): [
+        (
+            "delete",
+            "/projects/{project_id}/api-keys/{key_id}",
+            {"project_id": "$request.path.project_id", "key_id": _ID},
+        ),
+    ],
+}
+
+
+def _operation_ref(method: str, path: str) -> str:
+    pointer = (API_PREFIX + path).replace("~", "~0").replace("/", "~1")
+    return f"#/paths/{pointer}/{method}"
+
+
 def _install_openapi(app: FastAPI) -> None:
-    """FastAPI documents a 422 on every operation with inputs; this API answers
-    invalid input with 400 (`_validation` above), which each operation declares
-    with its other errors (`errors.responses`). So the 422 entries go."""
+    """The document as this API behaves. FastAPI documents a 422 on every
+    operation with inputs; this API answers invalid input with 400 (`_validation`
+    above), which each operation declares with its other errors
+    (`errors.responses`), so the 422 entries go. And the links are added."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            for path in schema.get("paths", {}).values():
+            paths = schema.get("paths", {})
+            for path in paths.values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
             models = schema.get("components", {}).get("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
                 models.pop(name, None)
+            for (method, path, status), targets in _LINKS.items():
+                response = paths[API_PREFIX + path][method]["responses"][status]
+                response["links"] = {
+                    re.sub(r"[^A-Za-z0-9]+", "_", target_method + target_path).strip("_"): {
+                        "operationRef": _operation_ref(target_method, target_path),
+                        "parameters": parameters,
+                    }
+                    for target_method, target_path, parameters in targets
+                }
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -18,9 +18,11 @@ from fastapi import Path
 from pydantic import Field, Strict
 
 # What the database holds: SQL INTEGER is 32-bit on PostgreSQL; BIGINT, SQLite's
-# INTEGER, and LIMIT/OFFSET are 64-bit.
+# INTEGER, and LIMIT/OFFSET are 64-bit. Wider integers fields stop at the
+# largest one every JSON reader holds exactly (a double's 53 bits): a client
+# that reads the document's bound as a double cannot tell 2**63 - 1 from 2**63.
 INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
+JSON_INT_MAX = 2**53 - 1
 
 # One line of text: no control characters (C0 and DEL), hence no NUL, which
 # PostgreSQL cannot store in text, and no newline.
@@ -58,7 +60,7 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{64}$", description="hex SHA
 # as the number it spells.
 Scalar = (
     Annotated[Line, Field(max_length=256), Strict()]
-    | Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX), Strict()]
+    | Annotated[int, Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX), Strict()]
     | Annotated[float, Field(allow_inf_nan=False), Strict()]
     | Annotated[bool, Strict()]
 )

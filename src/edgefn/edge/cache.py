@@ -23,7 +23,7 @@ import httpx
 from edgefn.atomicfile import PARTIAL_PREFIX, write_atomic
 from edgefn.edge.errors import ArtifactError
 
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _CHUNK = 256 * 1024
 
 
@@ -61,7 +61,7 @@ class ArtifactCache:
         root.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, function_id: str, version: str) -> Path:
-        if not _SAFE.match(function_id) or not _SAFE.match(version):
+        if not _SAFE.fullmatch(function_id) or not _SAFE.fullmatch(version):
             raise ArtifactError(f"unsafe artifact name {function_id!r}/{version!r}")
         return self.root / function_id / f"{version}.wasm"
 
@@ -124,7 +124,8 @@ class ArtifactCache:
                         )
                     digest.update(chunk)
                     chunks.append(chunk)
-        except httpx.HTTPError as exc:
+        # InvalidURL is not an HTTPError: a URL httpx cannot parse fails here too.
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ArtifactError(f"artifact download failed: {exc}") from exc
         if digest.hexdigest() != sha256:
             self.stats.rejected += 1

@@ -28,9 +28,9 @@ from edgefn.sandbox.engine import (
 # What identifies a loaded function: (id, version, sha256, digest of its settings).
 SpecKey = tuple[str, str, str, str]
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HOST = re.compile(r"(\*|(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -52,7 +52,7 @@ class RouteSpec(_Strict):
     @classmethod
     def _host(cls, v: str) -> str:
         v = v.lower()
-        if not _HOST.match(v):
+        if not _HOST.fullmatch(v):
             raise ValueError(f"invalid route host {v!r}")
         return v
 
@@ -73,13 +73,14 @@ class RouteSpec(_Strict):
         return upper
 
 
-# Limits travel as int64 in the gRPC deploy instruction: a larger one could not be sent.
-_INT64_MAX = 2**63 - 1
+# Limits travel as int64 in the gRPC deploy instruction, and as JSON numbers in
+# the API, where 2**53 - 1 is the largest integer every reader holds exactly.
+_JSON_INT_MAX = 2**53 - 1
 Isolation = Literal["reuse", "per-request"]
-HotInstances = Annotated[int, Field(ge=0, le=_INT64_MAX)]
+HotInstances = Annotated[int, Field(ge=0, le=_JSON_INT_MAX)]
 IdleTimeout = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-RequestBytes = Annotated[int, Field(ge=0, le=_INT64_MAX)]
-_Limit = Annotated[int, Field(ge=1, le=_INT64_MAX)]
+RequestBytes = Annotated[int, Field(ge=0, le=_JSON_INT_MAX)]
+_Limit = Annotated[int, Field(ge=1, le=_JSON_INT_MAX)]
 
 
 class KvPolicy(_Strict):
@@ -149,7 +150,7 @@ class FunctionSpec(FunctionPolicy):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not _ID.match(v):
+        if not _ID.fullmatch(v):
             raise ValueError(f"invalid function id {v!r}")
         return v
 
@@ -157,7 +158,7 @@ class FunctionSpec(FunctionPolicy):
     @classmethod
     def _sha(cls, v: str) -> str:
         v = v.lower()
-        if v and not _SHA256.match(v):
+        if v and not _SHA256.fullmatch(v):
             raise ValueError("sha256 must be 64 hex digits")
         return v
 

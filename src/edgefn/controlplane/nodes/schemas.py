@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.deployments.schemas import Ack
-from edgefn.controlplane.fields import INT64_MAX, ONLY_PATTERN_KEYS, Id, Line, Scalar
+from edgefn.controlplane.fields import JSON_INT_MAX, ONLY_PATTERN_KEYS, Id, Line, Scalar
 
 # A label's name is a NAME of the pop_selector grammar, so a selector can test it.
 LabelName = Annotated[
@@ -73,7 +73,7 @@ class HeartbeatIn(StrictModel):
     node_id: Id
     status: Literal["online", "degraded", "offline"] = "online"
     cpu: float | None = Field(None, ge=0, le=1e6)
-    mem_bytes: int | None = Field(None, ge=0, le=INT64_MAX)
+    mem_bytes: int | None = Field(None, ge=0, le=JSON_INT_MAX)
     functions: list[FunctionState] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
     acks: list[Ack] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
 
