@@ -30,6 +30,7 @@ from edgefn.controlplane.deployments import outbox
 from edgefn.controlplane.deployments.api import router as deployments_router
 from edgefn.controlplane.deps import CPContext
 from edgefn.controlplane.errors import CPError
+from edgefn.controlplane.fields import pattern_meaning
 from edgefn.controlplane.functions.api import router as functions_router
 from edgefn.controlplane.nodes import service as nodes_service
 from edgefn.controlplane.nodes.api import router as nodes_router
@@ -94,7 +95,11 @@ def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        msg = str(err.get("msg"))
+        if err.get("type") == "string_pattern_mismatch":
+            meaning = pattern_meaning(str(err.get("ctx", {}).get("pattern", "")))
+            msg = f"is not {meaning}" if meaning else "is not in the expected form"
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request"
 
 

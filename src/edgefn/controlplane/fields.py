@@ -24,20 +24,33 @@ from pydantic import Field, Strict
 INT32_MAX = 2**31 - 1
 JSON_INT_MAX = 2**53 - 1
 
+_MEANINGS: dict[str, str] = {}
+
+
+def pattern(regex: str, meaning: str) -> str:
+    """`regex`, with what it accepts in words for validation messages (the regex
+    itself is no message for a person)."""
+    _MEANINGS[regex] = meaning
+    return regex
+
+
+def pattern_meaning(regex: str) -> str | None:
+    return _MEANINGS.get(regex)
+
+
 # One line of text: no control characters (C0 and DEL), hence no NUL, which
 # PostgreSQL cannot store in text, and no newline.
-LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+LINE_PATTERN = pattern(r"^[^\x00-\x1f\x7f]*$", "one line of text without control characters")
 # Free text (passwords, messages, env values): anything but NUL.
-TEXT_PATTERN = r"^[^\x00]*$"
+TEXT_PATTERN = pattern(r"^[^\x00]*$", "text without NUL characters")
 # Identifiers the control plane hands out (UUIDs) or accepts (node ids).
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+ID_PATTERN = pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", "an id of letters, digits, `.`, `_` and `-`")
 # semver.org's expression with ASCII digits.
 _NUM = r"(0|[1-9][0-9]*)"
 _PRE_ID = r"(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
-SEMVER_PATTERN = (
-    rf"^{_NUM}\.{_NUM}\.{_NUM}"
-    rf"(-{_PRE_ID}(\.{_PRE_ID})*)?"
-    r"(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$"
+SEMVER_PATTERN = pattern(
+    rf"^{_NUM}\.{_NUM}\.{_NUM}(-{_PRE_ID}(\.{_PRE_ID})*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$",
+    "a semantic version (e.g. 1.2.0)",
 )
 
 Line = Annotated[str, Field(pattern=LINE_PATTERN)]
@@ -53,7 +66,10 @@ Version = Annotated[
         examples=["1.0.0"],
     ),
 ]
-Sha256 = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{64}$", description="hex SHA-256")]
+Sha256 = Annotated[
+    str,
+    Field(pattern=pattern(r"^[0-9A-Fa-f]{64}$", "64 hex digits"), description="hex SHA-256"),
+]
 
 # A JSON scalar a client may attach (labels, counters). Each branch is strict so
 # that one never converts into another: a too-long string is refused, not read

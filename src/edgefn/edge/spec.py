@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from edgefn.atomicfile import write_atomic
 from edgefn.edge.capabilities.hosts import HostAllowlist
@@ -83,6 +83,20 @@ RequestBytes = Annotated[int, Field(ge=0, le=_JSON_INT_MAX)]
 _Limit = Annotated[int, Field(ge=1, le=_JSON_INT_MAX)]
 
 
+# `HostAllowlist` decides what an entry may be, which no pattern states; the
+# OpenAPI document names it as a format.
+AllowEntry = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "host-allowlist-entry",
+            "description": "`*`, `*.example.com`, a host name, or an IP address in canonical form",
+        }
+    ),
+]
+
+
 class KvPolicy(_Strict):
     enabled: bool = False
     max_key_bytes: _Limit = 512
@@ -93,7 +107,7 @@ class KvPolicy(_Strict):
 
 class HttpFetchPolicy(_Strict):
     # Hosts the function may reach; `*.example.com` matches subdomains. Empty: none.
-    allow_hosts: tuple[str, ...] = ()
+    allow_hosts: tuple[AllowEntry, ...] = Field(default=(), max_length=256)
     # Loopback, private and link-local addresses are refused unless this is set.
     allow_private: bool = False
     max_response_bytes: _Limit = 1024 * 1024

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from edgefn.controlplane.errors import InvalidSelector
 from edgefn.controlplane.selector import parse_selector
+from edgefn.edge.capabilities.hosts import HostAllowlist
 
 _NAMES = st.sampled_from(["region", "pop", "pop_id", "node_id", "tier", "latency"])
 _VALUES = st.one_of(
@@ -50,4 +51,24 @@ def _valid(source: str) -> bool:
 schemathesis.openapi.format(
     "pop-selector",
     st.recursive(st.one_of(_COMPARISON, _MEMBERSHIP), _combined, max_leaves=4).filter(_valid),
+)
+
+
+def _allowed(entry: str) -> bool:
+    try:
+        HostAllowlist((entry,))
+    except ValueError:
+        return False
+    return True
+
+
+_LABELS = st.from_regex(r"[a-z]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+# What an http_fetch allowlist entry may be, checked by `HostAllowlist` itself.
+schemathesis.openapi.format(
+    "host-allowlist-entry",
+    st.one_of(
+        st.sampled_from(["*", "10.0.0.1", "2001:db8::1", "localhost"]),
+        st.lists(_LABELS, min_size=1, max_size=3).map(".".join),
+        st.lists(_LABELS, min_size=1, max_size=3).map(lambda labels: "*." + ".".join(labels)),
+    ).filter(_allowed),
 )

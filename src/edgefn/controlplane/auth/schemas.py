@@ -7,10 +7,12 @@ import datetime as dt
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefn.controlplane.auth.principal import Role
-from edgefn.controlplane.fields import Id, Line, Text
+from edgefn.controlplane.fields import ID_PATTERN, Id, Line, Text, pattern
 
 # An address with one `@` and no space or control character on either side.
-EMAIL_PATTERN = r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+$"
+EMAIL_PATTERN = pattern(
+    r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+$", "an email address (one `@`, no spaces)"
+)
 
 
 class StrictModel(BaseModel):
@@ -32,7 +34,7 @@ class TokenOut(BaseModel):
 
 
 class ProjectIn(StrictModel):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(min_length=1, max_length=100, pattern=ID_PATTERN)
 
 
 class ProjectOut(BaseModel):

@@ -17,6 +17,7 @@ from edgefn.controlplane.fields import (
     Text,
     drop_null_defaults,
     omitted,
+    pattern,
 )
 from edgefn.controlplane.selector import parse_selector
 from edgefn.edge.spec import (
@@ -36,9 +37,23 @@ DEFAULT_MEMORY_PAGES = 16
 DEFAULT_MAX_EXECUTION_MS = 500
 DEFAULT_MAX_RESPONSE_BYTES = 65536
 
-Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+Name = Field(
+    min_length=1,
+    max_length=100,
+    pattern=pattern(
+        r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
+        "lower-case letters, digits and inner `-`",
+    ),
+)
 # A WASI environment entry is `NAME=value` in a C string.
-EnvName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^=\x00-\x1f\x7f]+$")]
+EnvName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=256,
+        pattern=pattern(r"^[^=\x00-\x1f\x7f]+$", "a name without `=` or control characters"),
+    ),
+]
 Env = Annotated[
     dict[EnvName, Annotated[Text, Field(max_length=16_384)]],
     Field(max_length=256, json_schema_extra=ONLY_PATTERN_KEYS),

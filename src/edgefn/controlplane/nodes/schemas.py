@@ -9,11 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.deployments.schemas import Ack
-from edgefn.controlplane.fields import JSON_INT_MAX, ONLY_PATTERN_KEYS, Id, Line, Scalar
+from edgefn.controlplane.fields import JSON_INT_MAX, ONLY_PATTERN_KEYS, Id, Line, Scalar, pattern
 
 # A label's name is a NAME of the pop_selector grammar, so a selector can test it.
 LabelName = Annotated[
-    str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_./-]*$")
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        pattern=pattern(
+            r"^[A-Za-z_][A-Za-z0-9_./-]*$", "a selector name (`[A-Za-z_][A-Za-z0-9_./-]*`)"
+        ),
+    ),
 ]
 # What a node may report about a function beyond id, version and state (counters).
 Extra = Scalar | None
@@ -23,7 +30,9 @@ _MAX_FIELDS = 20
 
 class NodeIn(StrictModel):
     id: str | None = Field(
-        None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="defaults to a new UUID"
+        None,
+        pattern=pattern(r"^[a-z0-9][a-z0-9-]{0,62}$", "1..63 lower-case letters, digits and `-`"),
+        description="defaults to a new UUID",
     )
     pop_id: Line = Field(min_length=1, max_length=100)
     ip: Line | None = Field(None, max_length=64)

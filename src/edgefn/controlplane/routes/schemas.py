@@ -8,16 +8,25 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
-from edgefn.controlplane.fields import Id
+from edgefn.controlplane.fields import Id, pattern
 from edgefn.controlplane.functions.schemas import Selector, check_selector
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
-HOST_PATTERN = rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*(:[0-9]{{1,5}})?)$"
+HOST_PATTERN = pattern(
+    rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*(:[0-9]{{1,5}})?)$",
+    "an exact host, `*`, or `*.example.com`",
+)
 # Exact, or a prefix ending in `/*`; no space, control character, `?` or `#`.
-PATH_PATTERN = r"^(/\*|/[^*?#\x00-\x20\x7f]*(/\*)?)$"
+PATH_PATTERN = pattern(
+    r"^(/\*|/[^*?#\x00-\x20\x7f]*(/\*)?)$",
+    "a path starting with / that may only end in /* as a wildcard",
+)
 # A method name in any case (ECMA patterns have no case-insensitive flag).
-METHOD_PATTERN = "^(" + "|".join("".join(f"[{c}{c.lower()}]" for c in m) for m in METHODS) + ")$"
+METHOD_PATTERN = pattern(
+    "^(" + "|".join("".join(f"[{c}{c.lower()}]" for c in m) for m in METHODS) + ")$",
+    f"one of {', '.join(METHODS)}",
+)
 
 Method = Annotated[str, Field(pattern=METHOD_PATTERN, description=f"one of {', '.join(METHODS)}")]
 
