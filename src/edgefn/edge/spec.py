@@ -13,7 +13,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    WithJsonSchema,
+    field_validator,
+)
 
 from edgefn.atomicfile import write_atomic
 from edgefn.edge.capabilities.hosts import HostAllowlist
@@ -77,10 +85,11 @@ class RouteSpec(_Strict):
 # the API, where 2**53 - 1 is the largest integer every reader holds exactly.
 _JSON_INT_MAX = 2**53 - 1
 Isolation = Literal["reuse", "per-request"]
-HotInstances = Annotated[int, Field(ge=0, le=_JSON_INT_MAX)]
+# Strict: `false` or `"5"` is not a count (a model's own config does not reach these).
+HotInstances = Annotated[int, Strict(), Field(ge=0, le=_JSON_INT_MAX)]
 IdleTimeout = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-RequestBytes = Annotated[int, Field(ge=0, le=_JSON_INT_MAX)]
-_Limit = Annotated[int, Field(ge=1, le=_JSON_INT_MAX)]
+RequestBytes = Annotated[int, Strict(), Field(ge=0, le=_JSON_INT_MAX)]
+_Limit = Annotated[int, Strict(), Field(ge=1, le=_JSON_INT_MAX)]
 
 
 # `HostAllowlist` decides what an entry may be, which no pattern states; the
@@ -98,7 +107,7 @@ AllowEntry = Annotated[
 
 
 class KvPolicy(_Strict):
-    enabled: bool = False
+    enabled: StrictBool = False
     max_key_bytes: _Limit = 512
     max_value_bytes: _Limit = 64 * 1024
     max_keys: _Limit = 10_000
@@ -109,9 +118,9 @@ class HttpFetchPolicy(_Strict):
     # Hosts the function may reach; `*.example.com` matches subdomains. Empty: none.
     allow_hosts: tuple[AllowEntry, ...] = Field(default=(), max_length=256)
     # Loopback, private and link-local addresses are refused unless this is set.
-    allow_private: bool = False
+    allow_private: StrictBool = False
     max_response_bytes: _Limit = 1024 * 1024
-    max_redirects: int = Field(default=3, ge=0, le=10)
+    max_redirects: Annotated[int, Strict()] = Field(default=3, ge=0, le=10)
 
     @field_validator("allow_hosts")
     @classmethod

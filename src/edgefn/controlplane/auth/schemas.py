@@ -17,9 +17,10 @@ EMAIL_PATTERN = pattern(
 
 class StrictModel(BaseModel):
     """Request bodies refuse fields they do not know (400, not silently ignored),
-    and floats that JSON cannot carry back (NaN, Infinity: Python's parser takes them)."""
+    values of another JSON type (`false` or `"5"` for an integer: strict), and
+    floats that JSON cannot carry back (NaN, Infinity: Python's parser takes them)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class LoginIn(StrictModel):
