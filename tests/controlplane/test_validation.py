@@ -140,6 +140,11 @@ def test_text_the_database_cannot_store_is_400(
         ("PATCH", f"/functions/{fid}", '{"env": {"A=B": "x"}}', team.a_dev),
         ("PATCH", f"/functions/{fid}", '{"entrypoint": "handle\\n"}', team.a_dev),
         ("PATCH", f"/functions/{fid}", '{"idle_timeout_s": NaN}', team.a_dev),
+        # Another JSON type is not converted: false and "5" are not integers.
+        ("PATCH", f"/functions/{fid}", '{"max_hot_instances": false}', team.a_dev),
+        ("PATCH", f"/functions/{fid}", '{"memory_pages": "16"}', team.a_dev),
+        ("PATCH", f"/functions/{fid}", '{"kv": {"max_keys": "5"}}', team.a_dev),
+        ("PATCH", f"/functions/{fid}", '{"kv": {"enabled": 1}}', team.a_dev),
         ("POST", f"/projects/{team.a}/api-keys", '{"name": "k\\u0000"}', ADMIN),
         ("POST", "/nodes", '{"pop_id": "p", "labels": {"a": NaN}}', ADMIN),
         ("POST", "/nodes", '{"pop_id": "p", "labels": {"a": Infinity}}', ADMIN),
