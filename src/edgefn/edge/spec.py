@@ -11,10 +11,11 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -85,11 +86,20 @@ class RouteSpec(_Strict):
 # the API, where 2**53 - 1 is the largest integer every reader holds exactly.
 _JSON_INT_MAX = 2**53 - 1
 Isolation = Literal["reuse", "per-request"]
-# Strict: `false` or `"5"` is not a count (a model's own config does not reach these).
-HotInstances = Annotated[int, Strict(), Field(ge=0, le=_JSON_INT_MAX)]
-IdleTimeout = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-RequestBytes = Annotated[int, Strict(), Field(ge=0, le=_JSON_INT_MAX)]
-_Limit = Annotated[int, Strict(), Field(ge=1, le=_JSON_INT_MAX)]
+
+
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("must be an integer")
+    return value
+
+
+# A JSON integer: `5` or `5.0`, not `false` or `"5"`, which pydantic would convert.
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+HotInstances = Annotated[JsonInt, Field(ge=0, le=_JSON_INT_MAX)]
+IdleTimeout = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+RequestBytes = Annotated[JsonInt, Field(ge=0, le=_JSON_INT_MAX)]
+_Limit = Annotated[JsonInt, Field(ge=1, le=_JSON_INT_MAX)]
 
 
 # `HostAllowlist` decides what an entry may be, which no pattern states; the
@@ -120,7 +130,7 @@ class HttpFetchPolicy(_Strict):
     # Loopback, private and link-local addresses are refused unless this is set.
     allow_private: StrictBool = False
     max_response_bytes: _Limit = 1024 * 1024
-    max_redirects: Annotated[int, Strict()] = Field(default=3, ge=0, le=10)
+    max_redirects: JsonInt = Field(default=3, ge=0, le=10)
 
     @field_validator("allow_hosts")
     @classmethod

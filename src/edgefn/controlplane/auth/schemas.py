@@ -17,10 +17,10 @@ EMAIL_PATTERN = pattern(
 
 class StrictModel(BaseModel):
     """Request bodies refuse fields they do not know (400, not silently ignored),
-    values of another JSON type (`false` or `"5"` for an integer: strict), and
-    floats that JSON cannot carry back (NaN, Infinity: Python's parser takes them)."""
+    and floats that JSON cannot carry back (NaN, Infinity: Python's parser takes
+    them). Integer fields are `JsonInt` (no `false` or `"5"`)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LoginIn(StrictModel):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.fields import INT32_MAX, Line, Text, Version
+from edgefn.edge.spec import JsonInt
 
 Strategy = Literal["pull", "canary", "gradual"]
 
@@ -46,6 +47,6 @@ class DeploymentOut(BaseModel):
 
 class Ack(StrictModel):
     # An outbox row's id: an INTEGER column.
-    id: int = Field(ge=1, le=INT32_MAX)
+    id: JsonInt = Field(ge=1, le=INT32_MAX)
     state: Literal["cached", "error"]
     message: Text | None = Field(None, max_length=1000)

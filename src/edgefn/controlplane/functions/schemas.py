@@ -26,6 +26,7 @@ from edgefn.edge.spec import (
     HttpFetchPolicy,
     IdleTimeout,
     Isolation,
+    JsonInt,
     KvPolicy,
     RequestBytes,
 )
@@ -85,9 +86,9 @@ def check_selector(value: str | None) -> str | None:
 class _FunctionFields(StrictModel):
     entrypoint: Entrypoint = "handle"
     runtime: Literal["wasm", "wasm-aot"] = "wasm"
-    max_execution_ms: int = Field(DEFAULT_MAX_EXECUTION_MS, ge=1, le=60_000)
-    memory_pages: int = Field(DEFAULT_MEMORY_PAGES, ge=1, le=65_536)
-    max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1, le=16 * 1024 * 1024)
+    max_execution_ms: JsonInt = Field(DEFAULT_MAX_EXECUTION_MS, ge=1, le=60_000)
+    memory_pages: JsonInt = Field(DEFAULT_MEMORY_PAGES, ge=1, le=65_536)
+    max_response_bytes: JsonInt = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1, le=16 * 1024 * 1024)
     pop_selector: Selector | None = None
     env: Env = Field(default_factory=dict)
 
@@ -111,9 +112,9 @@ class FunctionPatch(StrictModel):
 
     entrypoint: Entrypoint = omitted()
     runtime: Literal["wasm", "wasm-aot"] = omitted()
-    max_execution_ms: int = omitted(ge=1, le=60_000)
-    memory_pages: int = omitted(ge=1, le=65_536)
-    max_response_bytes: int = omitted(ge=1, le=16 * 1024 * 1024)
+    max_execution_ms: JsonInt = omitted(ge=1, le=60_000)
+    memory_pages: JsonInt = omitted(ge=1, le=65_536)
+    max_response_bytes: JsonInt = omitted(ge=1, le=16 * 1024 * 1024)
     pop_selector: Selector | None = None
     env: Env = omitted()
     max_request_bytes: RequestBytes | None = None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.deployments.schemas import Ack
 from edgefn.controlplane.fields import JSON_INT_MAX, ONLY_PATTERN_KEYS, Id, Line, Scalar, pattern
+from edgefn.edge.spec import JsonInt
 
 # A label's name is a NAME of the pop_selector grammar, so a selector can test it.
 LabelName = Annotated[
@@ -81,8 +82,8 @@ class FunctionState(BaseModel):
 class HeartbeatIn(StrictModel):
     node_id: Id
     status: Literal["online", "degraded", "offline"] = "online"
-    cpu: float | None = Field(None, ge=0, le=1e6)
-    mem_bytes: int | None = Field(None, ge=0, le=JSON_INT_MAX)
+    cpu: Annotated[float, Strict()] | None = Field(None, ge=0, le=1e6)
+    mem_bytes: JsonInt | None = Field(None, ge=0, le=JSON_INT_MAX)
     functions: list[FunctionState] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
     acks: list[Ack] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
 

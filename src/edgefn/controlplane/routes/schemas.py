@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.fields import Id, pattern
 from edgefn.controlplane.functions.schemas import Selector, check_selector
+from edgefn.edge.spec import JsonInt
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -49,7 +50,7 @@ class RouteIn(StrictModel):
         default_factory=lambda: list(METHODS), min_length=1, max_length=len(METHODS)
     )
     pop_selector: Selector | None = None
-    priority: int = Field(0, ge=-1_000_000, le=1_000_000)
+    priority: JsonInt = Field(0, ge=-1_000_000, le=1_000_000)
 
     _selector = field_validator("pop_selector")(check_selector)
 
