@@ -88,18 +88,20 @@ _JSON_INT_MAX = 2**53 - 1
 Isolation = Literal["reuse", "per-request"]
 
 
-def _json_integer(value: Any) -> Any:
+def json_integer(value: Any) -> Any:
     if isinstance(value, bool | str | bytes):
         raise ValueError("must be an integer")
     return value
 
 
 # A JSON integer: `5` or `5.0`, not `false` or `"5"`, which pydantic would convert.
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
-HotInstances = Annotated[JsonInt, Field(ge=0, le=_JSON_INT_MAX)]
+# Bounds go before the validator in an Annotated (after it, the OpenAPI would
+# show them as pydantic's `ge`/`le` instead of `minimum`/`maximum`).
+JsonInt = Annotated[int, BeforeValidator(json_integer)]
+HotInstances = Annotated[int, Field(ge=0, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
 IdleTimeout = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
-RequestBytes = Annotated[JsonInt, Field(ge=0, le=_JSON_INT_MAX)]
-_Limit = Annotated[JsonInt, Field(ge=1, le=_JSON_INT_MAX)]
+RequestBytes = Annotated[int, Field(ge=0, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
+_Limit = Annotated[int, Field(ge=1, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
 
 
 # `HostAllowlist` decides what an entry may be, which no pattern states; the

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.deployments.schemas import Ack
 from edgefn.controlplane.fields import JSON_INT_MAX, ONLY_PATTERN_KEYS, Id, Line, Scalar, pattern
-from edgefn.edge.spec import JsonInt
+from edgefn.edge.spec import json_integer
 
 # A label's name is a NAME of the pop_selector grammar, so a selector can test it.
 LabelName = Annotated[
@@ -25,6 +25,7 @@ LabelName = Annotated[
 ]
 # What a node may report about a function beyond id, version and state (counters).
 Extra = Scalar | None
+MemBytes = Annotated[int, Field(ge=0, le=JSON_INT_MAX), BeforeValidator(json_integer)]
 MAX_FUNCTIONS = 10_000
 _MAX_FIELDS = 20
 
@@ -83,7 +84,9 @@ class HeartbeatIn(StrictModel):
     node_id: Id
     status: Literal["online", "degraded", "offline"] = "online"
     cpu: Annotated[float, Strict()] | None = Field(None, ge=0, le=1e6)
-    mem_bytes: JsonInt | None = Field(None, ge=0, le=JSON_INT_MAX)
+    mem_bytes: (
+        Annotated[int, Field(ge=0, le=JSON_INT_MAX), BeforeValidator(json_integer)] | None
+    ) = None
     functions: list[FunctionState] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
     acks: list[Ack] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
 
