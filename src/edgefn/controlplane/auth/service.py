@@ -262,11 +262,9 @@ def list_api_keys(session: Session, who: Principal, *, project_id: str) -> list[
     """The project's keys (never their secrets), oldest first; owners only."""
     get_project(session, who, project_id)
     require_project_role(who, project_id, "owner")
-    return list(
-        session.scalars(
-            select(ApiKey).where(ApiKey.project_id == project_id).order_by(ApiKey.created_at)
-        )
-    )
+    return list(session.scalars(
+        select(ApiKey).where(ApiKey.project_id == project_id).order_by(ApiKey.created_at)
+    ))
 
 
 def revoke_api_key(session: Session, who: Principal, *, project_id: str, key_id: str) -> None:

@@ -29,7 +29,9 @@ class Function(Base):
     # A `FunctionPolicy` (kv, http_fetch, isolation, instances, request size) as
     # JSON: validated and read as one unit by the edge's model, never queried by
     # field. `{}` (rows older than revision 0002) means every field at its default.
-    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
+    policy: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, server_default=text("'{}'")
+    )
     active_version: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
