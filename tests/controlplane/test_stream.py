@@ -5,20 +5,32 @@ heartbeats on the stream and the unary fallback."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import grpc
+import httpx
 import pytest
+import sqlalchemy as sa
+import uvicorn
 
+from edgefn.cluster import free_port
+from edgefn.controlplane import db
+from edgefn.controlplane.app import create_app
+from edgefn.controlplane.deployments.models import OutboxInstruction
 from edgefn.controlplane.stream.messages import instruction_to_proto
-from edgefn.edge.agent import instruction_from_proto
-from edgefn.edge.controller import Instruction
-from edgefn.edge.spec import FunctionPolicy
+from edgefn.edge.agent import Agent, instruction_from_proto
+from edgefn.edge.cache import ArtifactCache
+from edgefn.edge.controller import Instruction, NodeController
+from edgefn.edge.spec import FunctionPolicy, read_state
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
-from tests.controlplane.conftest import ADMIN, CP
+from edgefn.sandbox import Engine
+from tests.controlplane.conftest import ADMIN, CP, make_settings
 from tests.controlplane.nodelink import NodeLink, metadata
 
 
@@ -362,3 +374,96 @@ def test_shutdown_ends_streams(cp_factory: Any) -> None:
         await link.close()
 
     run(scenario)
+
+
+@pytest.fixture
+def served_cp(tmp_path: Path, database_url: str) -> Iterator[tuple[str, Any]]:
+    """A CP app under a real uvicorn server on loopback, with its gRPC server, so
+    that the artifact URLs it signs can be downloaded: (base URL, app)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(make_settings(tmp_path, database_url, grpc_port=0, public_url=base))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the control plane did not start"
+        time.sleep(0.02)
+    yield base, app
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_agent_acks_a_bad_instruction_as_error_and_applies_the_next(
+    served_cp: tuple[str, Any], tmp_path: Path, engine: Engine, wasm: SimpleNamespace
+) -> None:
+    """An instruction the node cannot apply (an artifact URL httpx cannot even
+    parse, as a version ending in a newline once made) is acked as an error; the
+    stream stays up and the deploy after it is applied. Before, the exception
+    ended the stream, the instruction came again on the next one, and nothing
+    after it was ever applied."""
+    base, app = served_cp
+    api = httpx.Client(base_url=base + "/api/v1", headers=ADMIN, timeout=10)
+    project = api.post("/projects", json={"name": "alpha"}).json()["id"]
+    fid = api.post("/functions", json={"name": "hello", "owner_project_id": project}).json()["id"]
+    upload = api.post(
+        f"/functions/{fid}/versions",
+        data={"version": "1.0.0"},
+        files={"artifact": ("m.wasm", wasm.edge_v1, "application/wasm")},
+    )
+    assert upload.status_code == 201, upload.text
+    node = api.post("/nodes", json={"id": "tokyo-1", "pop_id": "tokyo"}).json()
+
+    # What an older control plane could send: a deploy whose URL has a newline.
+    bad = {
+        "type": "deploy",
+        "function_id": "broken",
+        "version": "5.0.0\n",
+        "sha256": "ab" * 32,
+        "abi": "edge-v1",
+        "artifact_url": base + "/api/v1/artifacts/functions/broken/5.0.0\n.wasm",
+        "memory_pages": 16,
+        "max_execution_ms": 500,
+        "max_response_bytes": 65536,
+        "env": {},
+        "routes": [],
+        "deployment_id": None,
+    }
+    with db.session_scope(app.state.cp.sessions) as session:
+        session.add(OutboxInstruction(node_id="tokyo-1", type="deploy", payload=bad))
+        session.commit()
+
+    controller = NodeController(
+        tmp_path / "node" / "state.json", ArtifactCache(tmp_path / "node" / "cache"), engine
+    )
+    agent = Agent(
+        controller,
+        node_id="tokyo-1",
+        token=node["token"],
+        cp_url="",
+        grpc_url=f"127.0.0.1:{app.state.grpc.port}",
+        pop_id="tokyo",
+    )
+    agent.start()
+    try:
+        dep = api.post(f"/functions/{fid}/deploy", json={"version": "1.0.0"}).json()
+        deadline = time.monotonic() + 30
+        while api.get(f"/deployments/{dep['id']}").json()["state"] != "succeeded":
+            assert time.monotonic() < deadline, api.get(f"/deployments/{dep['id']}").text
+            time.sleep(0.1)
+        assert [(f.id, f.version) for f in read_state(controller.state_path).functions] == [
+            (fid, "1.0.0")
+        ]
+        with db.session_scope(app.state.cp.sessions) as session:
+            row = session.scalars(
+                sa.select(OutboxInstruction)
+                .where(OutboxInstruction.type == "deploy")
+                .order_by(OutboxInstruction.id)
+            ).first()
+            assert row is not None and row.payload["function_id"] == "broken"
+            assert (row.state, row.ack_state) == ("acked", "error")
+            assert "artifact" in (row.ack_message or "")
+        assert agent.stream_connected.is_set()
+    finally:
+        agent.stop()

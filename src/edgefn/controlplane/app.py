@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -32,6 +33,7 @@ from edgefn.controlplane.deployments import outbox
 from edgefn.controlplane.deployments.api import router as deployments_router
 from edgefn.controlplane.deps import CPContext
 from edgefn.controlplane.errors import CPError
+from edgefn.controlplane.fields import pattern_meaning
 from edgefn.controlplane.functions.api import router as functions_router
 from edgefn.controlplane.nodes import service as nodes_service
 from edgefn.controlplane.nodes.api import router as nodes_router
@@ -106,8 +108,35 @@ def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        msg = str(err.get("msg"))
+        if err.get("type") == "string_pattern_mismatch":
+            meaning = pattern_meaning(str(err.get("ctx", {}).get("pattern", "")))
+            msg = f"is not {meaning}" if meaning else "is not in the expected form"
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request"
+
+
+class _AllowedMethods:
+    """Every method a documented path answers, for a 405's `Allow` header.
+
+    Starlette's 405 names only the methods of the first route that matched the
+    path, where a path served by several routes (GET and POST /functions) has
+    more; the OpenAPI document has them all, read once on the first 405."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+        self._table: list[tuple[re.Pattern[str], list[str]]] | None = None
+
+    def at(self, path: str) -> list[str]:
+        if self._table is None:
+            self._table = [
+                (
+                    re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))),
+                    sorted(m.upper() for m in operations),
+                )
+                for template, operations in self._app.openapi().get("paths", {}).items()
+            ]
+        return next((methods for pattern, methods in self._table if pattern.fullmatch(path)), [])
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -121,15 +150,99 @@ def _install_error_handlers(app: FastAPI) -> None:
         # The contract answers bad input with 400, not FastAPI's 422.
         return _error(400, "validation_error", _describe_validation(exc))
 
+    allowed = _AllowedMethods(app)
+
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
-        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            methods = allowed.at(request.url.path)
+            if methods:
+                headers["Allow"] = ", ".join(methods)
+        return _error(exc.status_code, code, str(exc.detail), headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal", "internal error")
+
+
+# OpenAPI links: which operations take the id of what an operation created,
+# `(method, path, status) -> [(method, path, {parameter: where it comes from})]`.
+# Clients and Schemathesis' stateful phase follow them from a create to the
+# calls that read, change and delete what it made.
+_ID = "$response.body#/id"
+_FUNCTION = {"function_id": _ID}
+_LINKS: dict[tuple[str, str, str], list[tuple[str, str, dict[str, str]]]] = {
+    ("post", "/functions", "201"): [
+        ("get", "/functions/{function_id}", _FUNCTION),
+        ("patch", "/functions/{function_id}", _FUNCTION),
+        ("delete", "/functions/{function_id}", _FUNCTION),
+        ("post", "/functions/{function_id}/versions", _FUNCTION),
+        ("get", "/functions/{function_id}/versions", _FUNCTION),
+        ("post", "/functions/{function_id}/deploy", _FUNCTION),
+        ("post", "/functions/{function_id}/rollback", _FUNCTION),
+        ("get", "/functions/{function_id}/deployments", _FUNCTION),
+    ],
+    ("post", "/functions/{function_id}/deploy", "202"): [
+        ("get", "/deployments/{deployment_id}", {"deployment_id": _ID}),
+    ],
+    ("post", "/functions/{function_id}/rollback", "202"): [
+        ("get", "/deployments/{deployment_id}", {"deployment_id": _ID}),
+    ],
+    ("post", "/routes", "201"): [("delete", "/routes/{route_id}", {"route_id": _ID})],
+    ("post", "/nodes", "201"): [("delete", "/nodes/{node_id}", {"node_id": _ID})],
+    ("post", "/projects", "201"): [
+        ("get", "/projects/{project_id}", {"project_id": _ID}),
+        ("post", "/projects/{project_id}/members", {"project_id": _ID}),
+        ("post", "/projects/{project_id}/api-keys", {"project_id": _ID}),
+        ("get", "/projects/{project_id}/api-keys", {"project_id": _ID}),
+    ],
+    ("post", "/projects/{project_id}/api-keys", "201"): [
+        (
+            "delete",
+            "/projects/{project_id}/api-keys/{key_id}",
+            {"project_id": "$request.path.project_id", "key_id": _ID},
+        ),
+    ],
+}
+
+
+def _operation_ref(method: str, path: str) -> str:
+    pointer = (API_PREFIX + path).replace("~", "~0").replace("/", "~1")
+    return f"#/paths/{pointer}/{method}"
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """The document as this API behaves. FastAPI documents a 422 on every
+    operation with inputs; this API answers invalid input with 400 (`_validation`
+    above), which each operation declares with its other errors
+    (`errors.responses`), so the 422 entries go. And the links are added."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            paths = schema.get("paths", {})
+            for path in paths.values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            models = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                models.pop(name, None)
+            for (method, path, status), targets in _LINKS.items():
+                response = paths[API_PREFIX + path][method]["responses"][status]
+                response["links"] = {
+                    re.sub(r"[^A-Za-z0-9]+", "_", target_method + target_path).strip("_"): {
+                        "operationRef": _operation_ref(target_method, target_path),
+                        "parameters": parameters,
+                    }
+                    for target_method, target_path, parameters in targets
+                }
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _sweep_stale_nodes(ctx: CPContext) -> None:
@@ -184,6 +297,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
     # The running ControlServer (its `.port` is the bound one) once started.
     app.state.grpc = None
     _install_error_handlers(app)
+    _install_openapi(app)
 
     @app.middleware("http")
     async def request_id(

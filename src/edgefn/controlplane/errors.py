@@ -10,7 +10,7 @@
     ├── NotFound                404 not_found
     ├── Conflict                409 conflict           (duplicate name or version)
     ├── PayloadTooLarge         413 payload_too_large  (artifact over the size limit)
-    ├── TooManyRequests         429 too_many_requests  (login throttled; carries retry-after)
+    ├── TooManyRequests         429 too_many_requests  (throttled; `retry-after` says when)
     ├── ArtifactStoreError      502 artifact_store_error (backend failed; vendor error chained)
     └── SecretStoreError        502 secret_store_error (Vault failed, or a sealed
                                                        value does not open)
@@ -18,9 +18,16 @@
 Vendor exceptions (botocore, SQLAlchemy, jwt, argon2, cryptography, hvac) are
 translated into these at the module that talks to the vendor and never travel
 further.
+
+Every error answers `ErrorBody`; `responses(...)` states in an operation's
+OpenAPI which of these it may answer.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
 
 
 class CPError(Exception):
@@ -94,3 +101,33 @@ class ArtifactStoreError(CPError):
 class SecretStoreError(CPError):
     status = 502
     code = "secret_store_error"
+
+
+# What every endpoint that takes a token may answer: no or a bad token, or a
+# token that may not make this call (a node token anywhere but its heartbeat).
+CALLER: tuple[type[CPError], ...] = (Unauthorized, Forbidden)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+def responses(*errors: type[CPError]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of an operation that may fail with `errors`, plus
+    400 `validation_error`, which every operation answers to input its schema
+    refuses. Errors sharing a status share one entry naming their codes."""
+    codes: dict[int, list[str]] = {ValidationFailed.status: [ValidationFailed.code]}
+    for err in errors:
+        if err.code not in codes.setdefault(err.status, []):
+            codes[err.status].append(err.code)
+    return {
+        status: {"model": ErrorBody, "description": "error code " + ", ".join(names)}
+        for status, names in sorted(codes.items())
+    }

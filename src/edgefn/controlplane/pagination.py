@@ -10,6 +10,8 @@ from fastapi import Query, Request, Response
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from edgefn.controlplane.fields import JSON_INT_MAX
+
 T = TypeVar("T")
 MAX_LIMIT = 200
 
@@ -22,7 +24,8 @@ class Page:
 
 def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    # OFFSET is a 64-bit integer in SQLite and PostgreSQL; past that the driver fails.
+    offset: Annotated[int, Query(ge=0, le=JSON_INT_MAX)] = 0,
 ) -> Page:
     return Page(limit, offset)
 

@@ -22,7 +22,8 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import grpc
@@ -186,7 +187,7 @@ class Agent:
                         if msg.heartbeat_ack.heartbeat_interval_s > 0:
                             self.heartbeat_interval_s = msg.heartbeat_ack.heartbeat_interval_s
                         continue
-                    ack = await self._apply(instruction_from_proto(msg))
+                    ack = await self._apply(msg.ack_id, partial(instruction_from_proto, msg))
                     await outbox.put(self._status_message(ack))
             finally:
                 beats.cancel()
@@ -244,7 +245,11 @@ class Agent:
         if answer.get("heartbeat_interval_s"):
             self.heartbeat_interval_s = float(answer["heartbeat_interval_s"])
         for data in answer.get("instructions", []):
-            self._unsent.append(await self._apply(Instruction.from_json(data)))
+            ack_id = data.get("id") if isinstance(data, dict) else None
+            if not isinstance(ack_id, int):
+                log.warning("an instruction without an integer id was ignored")
+                continue
+            self._unsent.append(await self._apply(ack_id, partial(Instruction.from_json, data)))
 
     # -- artifacts ------------------------------------------------------------
     def fresh_artifact_url(self, function_id: str, version: str) -> str:
@@ -274,7 +279,15 @@ class Agent:
             await asyncio.sleep(self.repair_interval_s)
 
     # -- shared ---------------------------------------------------------------
-    async def _apply(self, instr: Instruction) -> Ack:
+    async def _apply(self, ack_id: int, decode: Callable[[], Instruction]) -> Ack:
+        """Decode and apply one instruction. One that cannot be read is acked as an
+        error like one that fails (the controller acks those), so a bad instruction
+        never ends the stream or the heartbeat loop, and the next one still applies."""
+        try:
+            instr = decode()
+        except Exception as exc:
+            log.warning("instruction %d cannot be read: %s", ack_id, exc)
+            return Ack(ack_id, "error", f"unreadable instruction: {exc}")
         ack = await asyncio.to_thread(self.controller.apply, instr)
         log.info("instruction %d %s %s@%s: %s %s", instr.id, instr.type, instr.function_id,
                  instr.version, ack.state, ack.message)

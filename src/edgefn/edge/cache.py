@@ -26,7 +26,7 @@ import httpx
 from edgefn.atomicfile import PARTIAL_PREFIX, private_dir, write_atomic
 from edgefn.edge.errors import ArtifactError
 
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _CHUNK = 256 * 1024
 # After a failed download, the same URL is not tried again for this long: a worker
 # asked for a function whose artifact is gone must not hit the network per request.
@@ -68,7 +68,7 @@ class ArtifactCache:
         private_dir(root)
 
     def path_for(self, function_id: str, version: str) -> Path:
-        if not _SAFE.match(function_id) or not _SAFE.match(version):
+        if not _SAFE.fullmatch(function_id) or not _SAFE.fullmatch(version):
             raise ArtifactError(f"unsafe artifact name {function_id!r}/{version!r}")
         return self.root / function_id / f"{version}.wasm"
 
@@ -154,7 +154,8 @@ class ArtifactCache:
                         )
                     digest.update(chunk)
                     chunks.append(chunk)
-        except httpx.HTTPError as exc:
+        # InvalidURL is not an HTTPError: a URL httpx cannot parse fails here too.
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ArtifactError(f"artifact download failed: {exc}") from exc
         if digest.hexdigest() != sha256:
             self.stats.rejected += 1

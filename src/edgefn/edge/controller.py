@@ -163,10 +163,19 @@ class NodeController:
             except (EdgeError, InvalidModule, ValidationError, ValueError, KeyError) as exc:
                 log.warning("instruction %s (%s %s@%s) failed: %s", instr.id, instr.type,
                             instr.function_id, instr.version, exc)
-                if instr.type == "deploy":
-                    self.function_states[instr.function_id] = (instr.version, "error")
-                return Ack(instr.id, "error", str(exc), instr.function_id, instr.version)
+                return self._failed(instr, str(exc))
+            except Exception as exc:
+                # Not an error we expect, yet still this instruction's alone: it is
+                # acked as failed and the node goes on with the next one.
+                log.exception("instruction %s (%s %s@%s) failed unexpectedly", instr.id,
+                              instr.type, instr.function_id, instr.version)
+                return self._failed(instr, f"{type(exc).__name__}: {exc}")
             return Ack(instr.id, "cached", "", instr.function_id, instr.version)
+
+    def _failed(self, instr: Instruction, message: str) -> Ack:
+        if instr.type == "deploy":
+            self.function_states[instr.function_id] = (instr.version, "error")
+        return Ack(instr.id, "error", message, instr.function_id, instr.version)
 
     def _deploy(self, instr: Instruction) -> None:
         current = {fn.id: fn for fn in self.state.functions}

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgefn.edge")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _JSON = [("content-type", "application/json")]
 
 
@@ -426,9 +426,9 @@ class _RequestContext:
         for k, v in headers:
             if k == b"x-request-id":
                 text = v.decode("latin-1")
-                if _REQUEST_ID.match(text):
+                if _REQUEST_ID.fullmatch(text):
                     self.request_id = text
             elif k == b"traceparent":
-                m = _TRACEPARENT.match(v.decode("latin-1").strip().lower())
+                m = _TRACEPARENT.fullmatch(v.decode("latin-1").strip().lower())
                 if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
                     self.trace_id, self.parent_span_id, self.trace_flags = m.groups()

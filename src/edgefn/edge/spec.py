@@ -11,9 +11,19 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from edgefn.atomicfile import write_atomic
 from edgefn.edge.capabilities.hosts import HostAllowlist
@@ -28,9 +38,9 @@ from edgefn.sandbox.engine import (
 # What identifies a loaded function: (id, version, sha256, digest of its settings).
 SpecKey = tuple[str, str, str, str]
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HOST = re.compile(r"(\*|(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -54,7 +64,7 @@ class RouteSpec(_Strict):
     @classmethod
     def _host(cls, v: str) -> str:
         v = v.lower()
-        if not _HOST.match(v):
+        if not _HOST.fullmatch(v):
             raise ValueError(f"invalid route host {v!r}")
         return v
 
@@ -75,24 +85,52 @@ class RouteSpec(_Strict):
         return upper
 
 
-# Limits travel as int64 in the gRPC deploy instruction: a larger one could not be sent.
-_INT64_MAX = 2**63 - 1
+# Limits travel as int64 in the gRPC deploy instruction, and as JSON numbers in
+# the API, where 2**53 - 1 is the largest integer every reader holds exactly.
+_JSON_INT_MAX = 2**53 - 1
 Isolation = Literal["reuse", "per-request"]
-HotInstances = Annotated[int, Field(ge=0, le=_INT64_MAX)]
-IdleTimeout = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-RequestBytes = Annotated[int, Field(ge=0, le=_INT64_MAX)]
-_Limit = Annotated[int, Field(ge=1, le=_INT64_MAX)]
+
+
+def json_integer(value: Any) -> Any:
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("must be an integer")
+    return value
+
+
+# A JSON integer: `5` or `5.0`, not `false` or `"5"`, which pydantic would convert.
+# Bounds go before the validator in an Annotated (after it, the OpenAPI would
+# show them as pydantic's `ge`/`le` instead of `minimum`/`maximum`).
+JsonInt = Annotated[int, BeforeValidator(json_integer)]
+HotInstances = Annotated[int, Field(ge=0, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
+IdleTimeout = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+RequestBytes = Annotated[int, Field(ge=0, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
+_Limit = Annotated[int, Field(ge=1, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
+
+
+# `HostAllowlist` decides what an entry may be, which no pattern states; the
+# OpenAPI document names it as a format.
+AllowEntry = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "host-allowlist-entry",
+            "description": "`*`, `*.example.com`, a host name, or an IP address in canonical form",
+        }
+    ),
+]
 
 # The absolute bounds of a function's engine limits: what no node and no control plane
 # accepts, whatever its operator sets (the operator's `ResourceCaps` sit below them).
 # The deploy instruction carries these three as int32.
-MemoryPages = Annotated[int, Field(ge=1, le=65536)]  # 4 GiB, all a wasm32 memory addresses
-ExecutionMs = Annotated[int, Field(ge=1, le=600_000)]  # 10 minutes
-ResponseBytes = Annotated[int, Field(ge=1, le=64 * 1024 * 1024)]
+# 4 GiB, all a wasm32 memory addresses
+MemoryPages = Annotated[int, Field(ge=1, le=65536), BeforeValidator(json_integer)]
+ExecutionMs = Annotated[int, Field(ge=1, le=600_000), BeforeValidator(json_integer)]  # 10 min
+ResponseBytes = Annotated[int, Field(ge=1, le=64 * 1024 * 1024), BeforeValidator(json_integer)]
 
 
 class KvPolicy(_Strict):
-    enabled: bool = False
+    enabled: StrictBool = False
     max_key_bytes: _Limit = 512
     max_value_bytes: _Limit = 64 * 1024
     max_keys: _Limit = 10_000
@@ -101,13 +139,13 @@ class KvPolicy(_Strict):
 
 class HttpFetchPolicy(_Strict):
     # Hosts the function may reach; `*.example.com` matches subdomains. Empty: none.
-    allow_hosts: tuple[str, ...] = ()
+    allow_hosts: tuple[AllowEntry, ...] = Field(default=(), max_length=256)
     # Asks for the non-public networks the node's operator opened (`edgefn edge serve
     # --allow-private-egress CIDR`); alone, on a node that opened none, it reaches nothing
     # more (docs/security.md, Egress).
-    allow_private: bool = False
+    allow_private: StrictBool = False
     max_response_bytes: _Limit = 1024 * 1024
-    max_redirects: int = Field(default=3, ge=0, le=10)
+    max_redirects: JsonInt = Field(default=3, ge=0, le=10)
 
     @field_validator("allow_hosts")
     @classmethod
@@ -176,7 +214,7 @@ class FunctionSpec(FunctionPolicy):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not _ID.match(v):
+        if not _ID.fullmatch(v):
             raise ValueError(f"invalid function id {v!r}")
         return v
 
@@ -184,7 +222,7 @@ class FunctionSpec(FunctionPolicy):
     @classmethod
     def _sha(cls, v: str) -> str:
         v = v.lower()
-        if v and not _SHA256.match(v):
+        if v and not _SHA256.fullmatch(v):
             raise ValueError("sha256 must be 64 hex digits")
         return v
 

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from edgefn.controlplane.audit import service
 from edgefn.controlplane.audit.schemas import AuditOut
 from edgefn.controlplane.deps import DB, Caller
+from edgefn.controlplane.errors import CALLER, responses
 from edgefn.controlplane.pagination import Page, describe_page, page_params
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], responses=responses(*CALLER))
 
 
 @router.get("/audit", response_model=list[AuditOut])

@@ -7,17 +7,25 @@ import datetime as dt
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefn.controlplane.auth.principal import Role
+from edgefn.controlplane.fields import ID_PATTERN, Id, Line, Text, pattern
+
+# An address with one `@` and no space or control character on either side.
+EMAIL_PATTERN = pattern(
+    r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+$", "an email address (one `@`, no spaces)"
+)
 
 
 class StrictModel(BaseModel):
-    """Request bodies refuse fields they do not know (400, not silently ignored)."""
+    """Request bodies refuse fields they do not know (400, not silently ignored),
+    and floats that JSON cannot carry back (NaN, Infinity: Python's parser takes
+    them). Integer fields are `JsonInt` (no `false` or `"5"`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LoginIn(StrictModel):
-    email: str = Field(min_length=3, max_length=320)
-    password: str = Field(min_length=1, max_length=1024)
+    email: Line = Field(min_length=3, max_length=320)
+    password: Text = Field(min_length=1, max_length=1024)
 
 
 class TokenOut(BaseModel):
@@ -27,7 +35,7 @@ class TokenOut(BaseModel):
 
 
 class ProjectIn(StrictModel):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(min_length=1, max_length=100, pattern=ID_PATTERN)
 
 
 class ProjectOut(BaseModel):
@@ -38,8 +46,8 @@ class ProjectOut(BaseModel):
 
 
 class UserIn(StrictModel):
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    password: str = Field(min_length=8, max_length=1024)
+    email: str = Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN)
+    password: Text = Field(min_length=8, max_length=1024)
 
 
 class UserOut(BaseModel):
@@ -50,7 +58,7 @@ class UserOut(BaseModel):
 
 
 class MemberIn(StrictModel):
-    user_id: str
+    user_id: Id
     role: Role
 
 
@@ -62,7 +70,7 @@ class MemberOut(BaseModel):
 
 
 class ApiKeyIn(StrictModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Line = Field(min_length=1, max_length=100)
     role: Role = "developer"
 
 

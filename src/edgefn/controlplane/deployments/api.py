@@ -9,14 +9,21 @@ from fastapi import APIRouter, Depends, Request, Response
 from edgefn.controlplane.deployments import service
 from edgefn.controlplane.deployments.schemas import DeployIn, DeploymentOut, RollbackIn
 from edgefn.controlplane.deps import DB, Caller
+from edgefn.controlplane.errors import CALLER, Conflict, NotFound, responses
+from edgefn.controlplane.fields import PathId
 from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
 
-router = APIRouter(tags=["deployments"])
+router = APIRouter(tags=["deployments"], responses=responses(*CALLER))
 PageDep = Annotated[Page, Depends(page_params)]
 
 
-@router.post("/functions/{function_id}/deploy", status_code=202, response_model=DeploymentOut)
-def deploy(function_id: str, body: DeployIn, session: DB, who: Caller) -> DeploymentOut:
+@router.post(
+    "/functions/{function_id}/deploy",
+    status_code=202,
+    response_model=DeploymentOut,
+    responses=responses(NotFound),
+)
+def deploy(function_id: PathId, body: DeployIn, session: DB, who: Caller) -> DeploymentOut:
     dep = service.deploy(
         session,
         who,
@@ -28,22 +35,33 @@ def deploy(function_id: str, body: DeployIn, session: DB, who: Caller) -> Deploy
     return service.describe(session, dep)
 
 
-@router.post("/functions/{function_id}/rollback", status_code=202, response_model=DeploymentOut)
+@router.post(
+    "/functions/{function_id}/rollback",
+    status_code=202,
+    response_model=DeploymentOut,
+    responses=responses(NotFound, Conflict),
+)
 def rollback(
-    function_id: str, session: DB, who: Caller, body: RollbackIn | None = None
+    function_id: PathId, session: DB, who: Caller, body: RollbackIn | None = None
 ) -> DeploymentOut:
     dep = service.rollback(session, who, function_id, version=body.version if body else None)
     return service.describe(session, dep)
 
 
-@router.get("/deployments/{deployment_id}", response_model=DeploymentOut)
-def get_deployment(deployment_id: str, session: DB, who: Caller) -> DeploymentOut:
+@router.get(
+    "/deployments/{deployment_id}", response_model=DeploymentOut, responses=responses(NotFound)
+)
+def get_deployment(deployment_id: PathId, session: DB, who: Caller) -> DeploymentOut:
     return service.describe(session, service.get_deployment(session, who, deployment_id))
 
 
-@router.get("/functions/{function_id}/deployments", response_model=list[DeploymentOut])
+@router.get(
+    "/functions/{function_id}/deployments",
+    response_model=list[DeploymentOut],
+    responses=responses(NotFound),
+)
 def list_deployments(
-    function_id: str,
+    function_id: PathId,
     request: Request,
     response: Response,
     session: DB,

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 from edgefn.controlplane.auth.schemas import StrictModel
+from edgefn.controlplane.fields import INT32_MAX, Line, Text, Version
+from edgefn.edge.spec import JsonInt
 
 Strategy = Literal["pull", "canary", "gradual"]
 
 
 class DeployIn(StrictModel):
-    version: str = Field(min_length=1, max_length=100)
-    target_pop: list[str] | None = Field(None, max_length=1000)
+    version: Version
+    target_pop: list[Annotated[Line, Field(min_length=1, max_length=100)]] | None = Field(
+        None, max_length=1000
+    )
     strategy: Strategy = "pull"
 
 
 class RollbackIn(StrictModel):
-    version: str | None = Field(None, min_length=1, max_length=100)
+    version: Version | None = None
 
 
 class DeploymentNodeOut(BaseModel):
@@ -42,6 +46,7 @@ class DeploymentOut(BaseModel):
 
 
 class Ack(StrictModel):
-    id: int
+    # An outbox row's id: an INTEGER column.
+    id: JsonInt = Field(ge=1, le=INT32_MAX)
     state: Literal["cached", "error"]
-    message: str | None = Field(None, max_length=1000)
+    message: Text | None = Field(None, max_length=1000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -10,13 +11,25 @@ from starlette.concurrency import run_in_threadpool
 
 from edgefn.controlplane import uploads
 from edgefn.controlplane.deps import DB, Caller, Ctx
-from edgefn.controlplane.errors import ValidationFailed
+from edgefn.controlplane.errors import (
+    CALLER,
+    ArtifactStoreError,
+    BadRequest,
+    Conflict,
+    InvalidModule,
+    InvalidSelector,
+    NotFound,
+    PayloadTooLarge,
+    ValidationFailed,
+    responses,
+)
+from edgefn.controlplane.fields import SEMVER_PATTERN, SHA256_PATTERN, PathId
 from edgefn.controlplane.functions import service
 from edgefn.controlplane.functions.models import Function
 from edgefn.controlplane.functions.schemas import FunctionIn, FunctionOut, FunctionPatch, VersionOut
 from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
 
-router = APIRouter(tags=["functions"])
+router = APIRouter(tags=["functions"], responses=responses(*CALLER))
 _VERSION_CHARS = 100
 _SHA256_CHARS = 64
 PageDep = Annotated[Page, Depends(page_params)]
@@ -33,7 +46,8 @@ def _out(fn: Function, upload_url: str | None) -> FunctionOut:
         memory_pages=fn.memory_pages,
         max_response_bytes=fn.max_response_bytes,
         pop_selector=fn.pop_selector,
-        env=fn.env,
+        # Rows stored by an older release's PATCH with `"env": null` read as empty.
+        env=fn.env or {},
         **dict(fn.function_policy()),
         active_version=fn.active_version,
         created_at=fn.created_at,
@@ -46,7 +60,12 @@ def _with_url(ctx: Ctx, who: Caller, fn: Function) -> FunctionOut:
     return _out(fn, service.upload_url(ctx.store, who, fn, ctx.settings.upload_url_ttl_s))
 
 
-@router.post("/functions", status_code=201, response_model=FunctionOut)
+@router.post(
+    "/functions",
+    status_code=201,
+    response_model=FunctionOut,
+    responses=responses(NotFound, Conflict, InvalidSelector),
+)
 def create_function(body: FunctionIn, session: DB, ctx: Ctx, who: Caller) -> FunctionOut:
     fn = service.create_function(session, who, body, caps=ctx.settings.caps)
     return _with_url(ctx, who, fn)
@@ -62,21 +81,29 @@ def list_functions(
     return [_out(fn, None) for fn in items]
 
 
-@router.get("/functions/{function_id}", response_model=FunctionOut)
-def get_function(function_id: str, session: DB, ctx: Ctx, who: Caller) -> FunctionOut:
+@router.get("/functions/{function_id}", response_model=FunctionOut, responses=responses(NotFound))
+def get_function(function_id: PathId, session: DB, ctx: Ctx, who: Caller) -> FunctionOut:
     return _with_url(ctx, who, service.get_function(session, who, function_id))
 
 
-@router.patch("/functions/{function_id}", response_model=FunctionOut)
+@router.patch(
+    "/functions/{function_id}",
+    response_model=FunctionOut,
+    responses=responses(NotFound, InvalidSelector),
+)
 def update_function(
-    function_id: str, body: FunctionPatch, session: DB, ctx: Ctx, who: Caller
+    function_id: PathId, body: FunctionPatch, session: DB, ctx: Ctx, who: Caller
 ) -> FunctionOut:
     fn = service.update_function(session, who, function_id, body, caps=ctx.settings.caps)
     return _with_url(ctx, who, fn)
 
 
-@router.delete("/functions/{function_id}", status_code=204)
-def delete_function(function_id: str, session: DB, ctx: Ctx, who: Caller) -> Response:
+@router.delete(
+    "/functions/{function_id}",
+    status_code=204,
+    responses=responses(NotFound, ArtifactStoreError),
+)
+def delete_function(function_id: PathId, session: DB, ctx: Ctx, who: Caller) -> Response:
     service.delete_function(session, who, ctx.store, function_id)
     return Response(status_code=204)
 
@@ -87,11 +114,13 @@ _VERSION_FIELDS: dict[str, Any] = {
     "version": {
         "type": "string",
         "maxLength": _VERSION_CHARS,
+        "pattern": SEMVER_PATTERN,
         "description": "a semantic version, e.g. 1.2.0",
     },
     "sha256": {
         "type": "string",
         "maxLength": _SHA256_CHARS,
+        "pattern": SHA256_PATTERN,
         "description": "hex sha256 the artifact must have",
     },
 }
@@ -123,10 +152,12 @@ _VERSION_FORM: dict[str, Any] = {
     status_code=201,
     response_model=VersionOut,
     openapi_extra=_VERSION_FORM,
-    responses={413: {"description": "the artifact is over the size limit"}},
+    responses=responses(
+        NotFound, Conflict, BadRequest, InvalidModule, PayloadTooLarge, ArtifactStoreError
+    ),
 )
 async def create_version(
-    function_id: str, request: Request, session: DB, ctx: Ctx, who: Caller
+    function_id: PathId, request: Request, session: DB, ctx: Ctx, who: Caller
 ) -> VersionOut:
     # `who` came from the headers; the role is checked before a byte of the body
     # is read, so a stranger's upload is answered at once.
@@ -140,6 +171,9 @@ async def create_version(
     )
     if "version" not in form.fields:
         raise ValidationFailed("version: Field required")
+    sha256 = form.fields.get("sha256")
+    if sha256 is not None and not re.fullmatch(SHA256_PATTERN, sha256):
+        raise ValidationFailed("sha256: 64 hex digits")
     row = await run_in_threadpool(
         functools.partial(
             service.create_version,
@@ -149,16 +183,20 @@ async def create_version(
             function_id=function_id,
             version=form.fields["version"],
             data=form.file,
-            sha256=form.fields.get("sha256"),
+            sha256=sha256,
             max_bytes=limit,
         )
     )
     return VersionOut.model_validate(row)
 
 
-@router.get("/functions/{function_id}/versions", response_model=list[VersionOut])
+@router.get(
+    "/functions/{function_id}/versions",
+    response_model=list[VersionOut],
+    responses=responses(NotFound),
+)
 def list_versions(
-    function_id: str,
+    function_id: PathId,
     request: Request,
     response: Response,
     session: DB,

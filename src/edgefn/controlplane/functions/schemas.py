@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
+from edgefn.controlplane.fields import (
+    ONLY_PATTERN_KEYS,
+    SEMVER_PATTERN,
+    Id,
+    Line,
+    Text,
+    drop_null_defaults,
+    omitted,
+    pattern,
+)
 from edgefn.controlplane.selector import parse_selector
 from edgefn.edge.spec import (
+    MAX_SECRETS_PER_FUNCTION,
     ExecutionMs,
     FunctionPolicy,
     HotInstances,
@@ -29,14 +40,46 @@ from edgefn.sandbox.engine import (
     DEFAULT_MEMORY_PAGES,
 )
 
-# semver.org's own expression, anchored.
-SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
-)
+# For `fullmatch` (a `$` read by `re.match` would take a trailing newline).
+SEMVER = re.compile(SEMVER_PATTERN)
 
-Name = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+Name = Field(
+    min_length=1,
+    max_length=100,
+    pattern=pattern(
+        r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
+        "lower-case letters, digits and inner `-`",
+    ),
+)
+# A WASI environment entry is `NAME=value` in a C string.
+EnvName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=256,
+        pattern=pattern(r"^[^=\x00-\x1f\x7f]+$", "a name without `=` or control characters"),
+    ),
+]
+Env = Annotated[
+    dict[EnvName, Annotated[Text, Field(max_length=16_384)]],
+    Field(max_length=256, json_schema_extra=ONLY_PATTERN_KEYS),
+]
+Entrypoint = Annotated[Line, Field(min_length=1, max_length=100)]
+# The grammar (controlplane/selector.py) is more than a pattern can say, so the
+# document names it as a format (with its length limit) and the parser enforces
+# it (400 invalid_selector); pattern and length are checked here all the same.
+Selector = Annotated[
+    Line,
+    Field(max_length=500),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "pop-selector",
+            "description": "a pop_selector expression of at most 500 characters, "
+            "e.g. `region in ['tokyo','osaka'] and latency<30`",
+        }
+    ),
+]
 
 
 def check_selector(value: str | None) -> str | None:
@@ -46,15 +89,15 @@ def check_selector(value: str | None) -> str | None:
 
 
 class _FunctionFields(StrictModel):
-    entrypoint: str = Field("handle", min_length=1, max_length=100)
+    entrypoint: Entrypoint = "handle"
     runtime: Literal["wasm", "wasm-aot"] = "wasm"
     # The absolute bounds are the edge's (`edgefn.edge.spec`); the cluster's caps
     # (`CPSettings.caps`), below them, are checked by the service.
     max_execution_ms: ExecutionMs = DEFAULT_MAX_EXECUTION_MS
     memory_pages: MemoryPages = DEFAULT_MEMORY_PAGES
     max_response_bytes: ResponseBytes = DEFAULT_MAX_RESPONSE_BYTES
-    pop_selector: str | None = Field(None, max_length=500)
-    env: dict[str, str] = Field(default_factory=dict)
+    pop_selector: Selector | None = None
+    env: Env = Field(default_factory=dict)
 
     _selector = field_validator("pop_selector")(check_selector)
 
@@ -63,28 +106,32 @@ class FunctionIn(_FunctionFields, FunctionPolicy):
     """The policy fields (and their validation) are the edge's `FunctionPolicy`."""
 
     name: str = Name
-    owner_project_id: str | None = None
+    owner_project_id: Id | None = None
 
 
 class FunctionPatch(StrictModel):
     """Each field given replaces the function's value; `kv` and `http_fetch` are
-    replaced whole. The merged policy is validated by `FunctionPolicy`."""
+    replaced whole. The merged policy is validated by `FunctionPolicy`. Only
+    `pop_selector` (no selector) and `max_request_bytes` (the node's limit) take
+    null; any other field may be left out, not nulled."""
 
-    entrypoint: str | None = Field(None, min_length=1, max_length=100)
-    runtime: Literal["wasm", "wasm-aot"] | None = None
-    max_execution_ms: ExecutionMs | None = None
-    memory_pages: MemoryPages | None = None
-    max_response_bytes: ResponseBytes | None = None
-    pop_selector: str | None = Field(None, max_length=500)
-    env: dict[str, str] | None = None
+    model_config = ConfigDict(json_schema_extra=drop_null_defaults)
+
+    entrypoint: Entrypoint = omitted()
+    runtime: Literal["wasm", "wasm-aot"] = omitted()
+    max_execution_ms: ExecutionMs = omitted()
+    memory_pages: MemoryPages = omitted()
+    max_response_bytes: ResponseBytes = omitted()
+    pop_selector: Selector | None = None
+    env: Env = omitted()
     max_request_bytes: RequestBytes | None = None
-    kv: KvPolicy | None = None
-    http_fetch: HttpFetchPolicy | None = None
-    isolation: Isolation | None = None
-    min_hot_instances: HotInstances | None = None
-    max_hot_instances: HotInstances | None = None
-    idle_timeout_s: IdleTimeout | None = None
-    secrets: list[SecretName] | None = None
+    kv: KvPolicy = omitted()
+    http_fetch: HttpFetchPolicy = omitted()
+    isolation: Isolation = omitted()
+    min_hot_instances: HotInstances = omitted()
+    max_hot_instances: HotInstances = omitted()
+    idle_timeout_s: IdleTimeout = omitted()
+    secrets: list[SecretName] = omitted(max_length=MAX_SECRETS_PER_FUNCTION)
 
     _selector = field_validator("pop_selector")(check_selector)
 

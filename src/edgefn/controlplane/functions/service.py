@@ -234,7 +234,7 @@ def create_version(
 ) -> FunctionVersion:
     """Make `data` (or, when None, what was PUT to the upload URL) version `version`."""
     fn = get_function(session, who, function_id, minimum="developer")
-    if not SEMVER.match(version):
+    if not SEMVER.fullmatch(version):
         raise ValidationFailed(f"version {version!r} is not a semantic version (e.g. 1.2.0)")
     from_staging = data is None
     if data is None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from edgefn.controlplane.deps import DB, Caller, Ctx, NodeCaller
+from edgefn.controlplane.errors import CALLER, BadRequest, Conflict, NotFound, responses
+from edgefn.controlplane.fields import SEMVER_PATTERN, PathId
 from edgefn.controlplane.nodes import service
 from edgefn.controlplane.nodes.schemas import (
     ArtifactGrant,
@@ -19,10 +21,10 @@ from edgefn.controlplane.nodes.schemas import (
 )
 from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
 
-router = APIRouter(tags=["nodes"])
+router = APIRouter(tags=["nodes"], responses=responses(*CALLER))
 
 
-@router.post("/nodes", status_code=201, response_model=NodeCreated)
+@router.post("/nodes", status_code=201, response_model=NodeCreated, responses=responses(Conflict))
 def register_node(body: NodeIn, session: DB, who: Caller) -> NodeCreated:
     node, token = service.register_node(session, who, body)
     return NodeCreated.model_validate({**NodeOut.model_validate(node).model_dump(), "token": token})
@@ -43,15 +45,19 @@ def list_nodes(
     return [NodeOut.model_validate(n) for n in items]
 
 
-@router.delete("/nodes/{node_id}", status_code=204)
-def delete_node(node_id: str, session: DB, who: Caller) -> Response:
+@router.delete("/nodes/{node_id}", status_code=204, responses=responses(NotFound))
+def delete_node(node_id: PathId, session: DB, who: Caller) -> Response:
     service.delete_node(session, who, node_id)
     return Response(status_code=204)
 
 
-@router.post("/nodes/{node_id}/heartbeat", response_model=HeartbeatOut)
+@router.post(
+    "/nodes/{node_id}/heartbeat",
+    response_model=HeartbeatOut,
+    responses=responses(NotFound, BadRequest),
+)
 def heartbeat(
-    node_id: str, body: HeartbeatIn, session: DB, ctx: Ctx, who: NodeCaller
+    node_id: PathId, body: HeartbeatIn, session: DB, ctx: Ctx, who: NodeCaller
 ) -> HeartbeatOut:
     instructions = service.heartbeat(
         session, who, node_id, body, store=ctx.store, url_ttl_s=ctx.settings.download_url_ttl_s
@@ -61,9 +67,18 @@ def heartbeat(
     )
 
 
-@router.get("/nodes/{node_id}/artifacts/{function_id}/{version}", response_model=ArtifactGrant)
+@router.get(
+    "/nodes/{node_id}/artifacts/{function_id}/{version}",
+    response_model=ArtifactGrant,
+    responses=responses(NotFound),
+)
 def artifact_url(
-    node_id: str, function_id: str, version: str, session: DB, ctx: Ctx, who: NodeCaller
+    node_id: PathId,
+    function_id: PathId,
+    version: Annotated[str, Path(max_length=100, pattern=SEMVER_PATTERN)],
+    session: DB,
+    ctx: Ctx,
+    who: NodeCaller,
 ) -> ArtifactGrant:
     """A fresh signed URL of an artifact deployed to this node, for a node whose cached
     copy went missing or corrupt after the URL it was sent with expired."""

@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.deployments.schemas import Ack
+from edgefn.controlplane.fields import JSON_INT_MAX, ONLY_PATTERN_KEYS, Id, Line, Scalar, pattern
+from edgefn.edge.spec import json_integer
 
-LabelValue = str | int | float | bool
+# A label's name is a NAME of the pop_selector grammar, so a selector can test it.
+LabelName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        pattern=pattern(
+            r"^[A-Za-z_][A-Za-z0-9_./-]*$", "a selector name (`[A-Za-z_][A-Za-z0-9_./-]*`)"
+        ),
+    ),
+]
+# What a node may report about a function beyond id, version and state (counters).
+Extra = Scalar | None
+MemBytes = Annotated[int, Field(ge=0, le=JSON_INT_MAX), BeforeValidator(json_integer)]
+MAX_FUNCTIONS = 10_000
+_MAX_FIELDS = 20
 
 
 class NodeIn(StrictModel):
     id: str | None = Field(
-        None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="defaults to a new UUID"
+        None,
+        pattern=pattern(r"^[a-z0-9][a-z0-9-]{0,62}$", "1..63 lower-case letters, digits and `-`"),
+        description="defaults to a new UUID",
     )
-    pop_id: str = Field(min_length=1, max_length=100)
-    ip: str | None = Field(None, max_length=64)
-    labels: dict[str, LabelValue] = Field(default_factory=dict)
+    pop_id: Line = Field(min_length=1, max_length=100)
+    ip: Line | None = Field(None, max_length=64)
+    labels: dict[LabelName, Scalar] = Field(
+        default_factory=dict, max_length=100, json_schema_extra=ONLY_PATTERN_KEYS
+    )
 
 
 class NodeOut(BaseModel):
@@ -41,20 +62,33 @@ class NodeCreated(NodeOut):
 
 
 class FunctionState(BaseModel):
-    # Nodes may report more than we read (counters, latency); keep it, don't refuse it.
-    model_config = ConfigDict(extra="allow")
-    id: str
-    version: str | None = None
-    state: str
+    # Nodes may report more than we read (counters, latency); keep it, don't
+    # refuse it, as long as it is a few scalars the API can show again.
+    model_config = ConfigDict(
+        extra="allow", allow_inf_nan=False, json_schema_extra={"maxProperties": _MAX_FIELDS}
+    )
+    __pydantic_extra__: dict[str, Extra] = Field(init=False)
+    id: Line = Field(min_length=1, max_length=100)
+    version: Line | None = Field(None, max_length=100)
+    state: Line = Field(max_length=32)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _few_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and len(data) > _MAX_FIELDS:
+            raise ValueError(f"at most {_MAX_FIELDS} fields")
+        return data
 
 
 class HeartbeatIn(StrictModel):
-    node_id: str
+    node_id: Id
     status: Literal["online", "degraded", "offline"] = "online"
-    cpu: float | None = Field(None, ge=0)
-    mem_bytes: int | None = Field(None, ge=0)
-    functions: list[FunctionState] = Field(default_factory=list)
-    acks: list[Ack] = Field(default_factory=list)
+    cpu: Annotated[float, Strict()] | None = Field(None, ge=0, le=1e6)
+    mem_bytes: (
+        Annotated[int, Field(ge=0, le=JSON_INT_MAX), BeforeValidator(json_integer)] | None
+    ) = None
+    functions: list[FunctionState] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
+    acks: list[Ack] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
 
 
 class HeartbeatOut(BaseModel):

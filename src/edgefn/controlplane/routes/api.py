@@ -7,14 +7,21 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from edgefn.controlplane.deps import DB, Caller
+from edgefn.controlplane.errors import CALLER, Conflict, InvalidSelector, NotFound, responses
+from edgefn.controlplane.fields import PathId
 from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
 from edgefn.controlplane.routes import service
 from edgefn.controlplane.routes.schemas import ClaimIn, ClaimOut, RouteIn, RouteOut
 
-router = APIRouter(tags=["routes"])
+router = APIRouter(tags=["routes"], responses=responses(*CALLER))
 
 
-@router.post("/routes", status_code=201, response_model=RouteOut)
+@router.post(
+    "/routes",
+    status_code=201,
+    response_model=RouteOut,
+    responses=responses(NotFound, Conflict, InvalidSelector),
+)
 def create_route(body: RouteIn, session: DB, who: Caller) -> RouteOut:
     return RouteOut.model_validate(service.create_route(session, who, body))
 
@@ -35,8 +42,8 @@ def list_routes(
     ]
 
 
-@router.delete("/routes/{route_id}", status_code=204)
-def delete_route(route_id: str, session: DB, who: Caller) -> Response:
+@router.delete("/routes/{route_id}", status_code=204, responses=responses(NotFound))
+def delete_route(route_id: PathId, session: DB, who: Caller) -> Response:
     service.delete_route(session, who, route_id)
     return Response(status_code=204)
 
@@ -55,12 +62,14 @@ def list_claims(
     return [ClaimOut.model_validate(c) for c in items]
 
 
-@router.put("/route-claims", response_model=ClaimOut)
+@router.put("/route-claims", response_model=ClaimOut, responses=responses(NotFound, Conflict))
 def assign_claim(body: ClaimIn, session: DB, who: Caller) -> ClaimOut:
     return ClaimOut.model_validate(service.assign_claim(session, who, body))
 
 
-@router.delete("/route-claims/{claim_id}", status_code=204)
-def release_claim(claim_id: str, session: DB, who: Caller) -> Response:
+@router.delete(
+    "/route-claims/{claim_id}", status_code=204, responses=responses(NotFound, Conflict)
+)
+def release_claim(claim_id: PathId, session: DB, who: Caller) -> Response:
     service.release_claim(session, who, claim_id)
     return Response(status_code=204)

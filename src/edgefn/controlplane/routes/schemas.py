@@ -3,54 +3,68 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
-from edgefn.controlplane.functions.schemas import check_selector
+from edgefn.controlplane.fields import Id, pattern
+from edgefn.controlplane.functions.schemas import Selector, check_selector
+from edgefn.edge.spec import JsonInt
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
 # No port: nodes match the request's host without its port, and refuse a route
 # table holding one (every tenant's routes would stop updating on that node).
-_HOST = re.compile(rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*)$")
-_PATH = re.compile(r"^/[^*\s?#]*(/\*)?$|^/\*$")
+HOST_PATTERN = pattern(
+    rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*)$",
+    "an exact host, `*`, or `*.example.com`",
+)
+# Exact, or a prefix ending in `/*`; no space, control character, `?` or `#`.
+PATH_PATTERN = pattern(
+    r"^(/\*|/[^*?#\x00-\x20\x7f]*(/\*)?)$",
+    "a path starting with / that may only end in /* as a wildcard",
+)
+# A method name in any case (ECMA patterns have no case-insensitive flag).
+METHOD_PATTERN = pattern(
+    "^(" + "|".join("".join(f"[{c}{c.lower()}]" for c in m) for m in METHODS) + ")$",
+    f"one of {', '.join(METHODS)}",
+)
 
-
-def check_host(value: str) -> str:
-    if not _HOST.match(value):
-        raise ValueError("host must be an exact host, `*`, or `*.example.com`")
-    return value.lower()
-
-
-def check_path(value: str) -> str:
-    if not _PATH.match(value):
-        raise ValueError("path must start with / and may only end in /* as a wildcard")
-    return value
+Method = Annotated[str, Field(pattern=METHOD_PATTERN, description=f"one of {', '.join(METHODS)}")]
 
 
 class RouteIn(StrictModel):
-    host: str = Field(min_length=1, max_length=255, description="exact, `*`, or `*.example.com`")
-    path: str = Field(min_length=1, max_length=1000, description="exact, or a prefix ending `/*`")
-    function_id: str
-    methods: list[str] = Field(default_factory=lambda: list(METHODS), min_length=1)
-    pop_selector: str | None = Field(None, max_length=500)
-    priority: int = Field(0, ge=-1_000_000, le=1_000_000)
+    host: str = Field(
+        min_length=1,
+        max_length=255,
+        pattern=HOST_PATTERN,
+        description="exact, `*`, or `*.example.com`",
+    )
+    path: str = Field(
+        min_length=1,
+        max_length=1000,
+        pattern=PATH_PATTERN,
+        description="exact, or a prefix ending `/*`",
+    )
+    function_id: Id
+    methods: list[Method] = Field(
+        default_factory=lambda: list(METHODS), min_length=1, max_length=len(METHODS)
+    )
+    pop_selector: Selector | None = None
+    priority: JsonInt = Field(0, ge=-1_000_000, le=1_000_000)
 
     _selector = field_validator("pop_selector")(check_selector)
 
-    _host = field_validator("host")(check_host)
-    _path = field_validator("path")(check_path)
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return value.lower()
 
     @field_validator("methods")
     @classmethod
     def _methods(cls, value: list[str]) -> list[str]:
-        upper = sorted({m.upper() for m in value})
-        unknown = [m for m in upper if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; allowed: {list(METHODS)}")
-        return upper
+        return sorted({m.upper() for m in value})
 
 
 class RouteOut(BaseModel):
@@ -71,19 +85,21 @@ class RouteOut(BaseModel):
 class ClaimIn(StrictModel):
     """A host, or a path on the `*` host, for a project (docs/api.md, Route claims)."""
 
-    host: str = Field(min_length=1, max_length=255, description="exact, `*`, or `*.example.com`")
-    path: str | None = Field(
-        None, max_length=1000, description="on host `*` only: the path (exact or `prefix/*`)"
+    host: str = Field(
+        min_length=1, max_length=255, pattern=HOST_PATTERN,
+        description="exact, `*`, or `*.example.com`",
     )
-    project_id: str
-    pinned: bool = Field(True, description="kept when the project's last route under it goes")
+    path: str | None = Field(
+        None, min_length=1, max_length=1000, pattern=PATH_PATTERN,
+        description="on host `*` only: the path (exact or `prefix/*`)",
+    )
+    project_id: Id
+    pinned: StrictBool = Field(True, description="kept when the project's last route under it goes")
 
-    _host = field_validator("host")(check_host)
-
-    @field_validator("path")
+    @field_validator("host")
     @classmethod
-    def _path(cls, value: str | None) -> str | None:
-        return None if value is None else check_path(value)
+    def _host(cls, value: str) -> str:
+        return value.lower()
 
     @model_validator(mode="after")
     def _path_only_on_any_host(self) -> ClaimIn:

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_DOTTED_QUAD = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_DOTTED_QUAD = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
 # Prefixes that carry an IPv4 address in their low 32 bits and reach it when routed.
 _IPV4_COMPATIBLE = IPv6Network("::/96")
 _NAT64 = IPv6Network("64:ff9b::/96")
@@ -50,13 +50,13 @@ def parse_host(host: str) -> str | Address:
             return IPv6Address(host)
         except ValueError as exc:
             raise Denied(f"not an IPv6 address: {host!r}") from exc
-    if _DOTTED_QUAD.match(host):
+    if _DOTTED_QUAD.fullmatch(host):
         try:
             return IPv4Address(host)  # refuses leading zeros (octal) and octets over 255
         except ValueError as exc:
             raise Denied(f"not a canonical IPv4 address: {host!r}") from exc
     labels = host.split(".")
-    if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise Denied(f"not a valid host name: {host[:80]!r}")
     # The URL standard reads a host ending in a numeric label as an IPv4 address.
     if labels[-1].isdigit() or labels[-1].startswith("0x"):

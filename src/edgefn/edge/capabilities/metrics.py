@@ -14,8 +14,8 @@ import threading
 from edgefn.edge import metrics
 from edgefn.edge.spec import FunctionSpec
 
-_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
-_TAG = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,31}=[^,\n]{0,64}$")
+_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,63}")
+_TAG = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,31}=[^,\n]{0,64}")
 MAX_SERIES_PER_FUNCTION = 100
 MAX_TAGS = 8
 
@@ -43,11 +43,11 @@ class MetricsCapability:
         except UnicodeDecodeError:
             return self._drop()
         if (
-            not _NAME.match(text)
+            not _NAME.fullmatch(text)
             or not math.isfinite(value)
             or value < 0
             or len(tag_lines) > MAX_TAGS
-            or not all(_TAG.match(t) for t in tag_lines)
+            or not all(_TAG.fullmatch(t) for t in tag_lines)
         ):
             return self._drop()
         key = (text, ",".join(sorted(tag_lines)))

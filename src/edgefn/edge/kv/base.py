@@ -11,7 +11,7 @@ import re
 from typing import Protocol, runtime_checkable
 
 # Function ids (spec.py) fit this; no ':' so `namespace:key` can never be ambiguous.
-_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @runtime_checkable
@@ -47,7 +47,7 @@ class KvStore(Protocol):
 
 
 def check_namespace(namespace: str) -> str:
-    if not _NAMESPACE.match(namespace):
+    if not _NAMESPACE.fullmatch(namespace):
         raise ValueError(f"invalid kv namespace {namespace!r}")
     return namespace
 
