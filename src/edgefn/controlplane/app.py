@@ -43,6 +43,7 @@ from edgefn.controlplane.secrets.api import router as secrets_router
 from edgefn.controlplane.settings import CPSettings
 from edgefn.controlplane.stream.notifier import Notifier
 from edgefn.controlplane.stream.server import ControlServer
+from edgefn.edge.spec import ResourceCaps
 
 log = logging.getLogger("edgefn.controlplane")
 API_PREFIX = "/api/v1"
@@ -214,7 +215,33 @@ def _operation_ref(method: str, path: str) -> str:
     return f"#/paths/{pointer}/{method}"
 
 
-def _install_openapi(app: FastAPI) -> None:
+# Function fields bounded by the cluster's caps (`CPSettings.caps`): the field, and
+# the cap that bounds it.
+_CAPPED_FIELDS = {
+    "memory_pages": "memory_pages",
+    "max_execution_ms": "max_execution_ms",
+    "max_response_bytes": "max_response_bytes",
+    "max_request_bytes": "max_request_bytes",
+    "max_hot_instances": "max_hot_instances",
+    "min_hot_instances": "max_hot_instances",
+}
+
+
+def _state_caps(models: dict[str, Any], caps: ResourceCaps) -> None:
+    """The document states this cluster's caps as the maximum of the fields they
+    bound, so that a request valid by it is not refused for a cap."""
+    for name in ("FunctionIn", "FunctionPatch"):
+        properties = models.get(name, {}).get("properties", {})
+        for field, cap in _CAPPED_FIELDS.items():
+            prop = properties.get(field)
+            if prop is None:
+                continue
+            for branch in prop.get("anyOf", [prop]):
+                if branch.get("type") == "integer":
+                    branch["maximum"] = min(branch.get("maximum", 2**53 - 1), getattr(caps, cap))
+
+
+def _install_openapi(app: FastAPI, caps: ResourceCaps) -> None:
     """The document as this API behaves. FastAPI documents a 422 on every
     operation with inputs; this API answers invalid input with 400 (`_validation`
     above), which each operation declares with its other errors
@@ -231,6 +258,7 @@ def _install_openapi(app: FastAPI) -> None:
             models = schema.get("components", {}).get("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
                 models.pop(name, None)
+            _state_caps(models, caps)
             for (method, path, status), targets in _LINKS.items():
                 response = paths[API_PREFIX + path][method]["responses"][status]
                 response["links"] = {
@@ -297,7 +325,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
     # The running ControlServer (its `.port` is the bound one) once started.
     app.state.grpc = None
     _install_error_handlers(app)
-    _install_openapi(app)
+    _install_openapi(app, settings.caps)
 
     @app.middleware("http")
     async def request_id(

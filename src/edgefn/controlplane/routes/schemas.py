@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.fields import Id, pattern
@@ -19,6 +19,9 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
 HOST_PATTERN = pattern(
     rf"^(\*|(\*\.)?{_LABEL}(\.{_LABEL})*)$",
     "an exact host, `*`, or `*.example.com`",
+)
+NAMED_HOST_PATTERN = pattern(
+    rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$", "an exact host or `*.example.com`"
 )
 # Exact, or a prefix ending in `/*`; no space, control character, `?` or `#`.
 PATH_PATTERN = pattern(
@@ -82,32 +85,33 @@ class RouteOut(BaseModel):
     serving: bool = True
 
 
-class ClaimIn(StrictModel):
-    """A host, or a path on the `*` host, for a project (docs/api.md, Route claims)."""
-
-    host: str = Field(
-        min_length=1, max_length=255, pattern=HOST_PATTERN,
-        description="exact, `*`, or `*.example.com`",
-    )
-    path: str | None = Field(
-        None, min_length=1, max_length=1000, pattern=PATH_PATTERN,
-        description="on host `*` only: the path (exact or `prefix/*`)",
-    )
+class _ClaimFields(StrictModel):
     project_id: Id
     pinned: StrictBool = Field(True, description="kept when the project's last route under it goes")
+
+
+class PathClaimIn(_ClaimFields):
+    """A path on the shared `*` host (exact, or `prefix/*`)."""
+
+    host: Literal["*"]
+    path: str = Field(min_length=1, max_length=1000, pattern=PATH_PATTERN)
+
+
+class HostClaimIn(_ClaimFields):
+    """A whole host: exact or `*.example.com` (its path, if given, is `/*`)."""
+
+    host: str = Field(min_length=1, max_length=255, pattern=NAMED_HOST_PATTERN)
+    path: Literal["/*"] | None = None
 
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
         return value.lower()
 
-    @model_validator(mode="after")
-    def _path_only_on_any_host(self) -> ClaimIn:
-        if self.host == "*" and self.path is None:
-            raise ValueError("a claim on host `*` names its path")
-        if self.host != "*" and self.path not in (None, "/*"):
-            raise ValueError("a claim on a host other than `*` takes the whole host: no path")
-        return self
+
+# A claim for a project (docs/api.md, Route claims); two shapes, so that the
+# OpenAPI states which paths go with which hosts.
+ClaimIn = PathClaimIn | HostClaimIn
 
 
 class ClaimOut(BaseModel):
