@@ -10,6 +10,7 @@ from edgefn.edge.capabilities.kv import KvCapability
 from edgefn.edge.kv import KvStore, create_kv_store
 from edgefn.edge.logs import JsonLog
 from edgefn.edge.pool import PoolManager
+from edgefn.edge.quotas import node_defaults, open_table
 from edgefn.edge.runtime import Runtime
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import FunctionSpec
@@ -51,6 +52,9 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
             store.close()
         sink.flush()
 
+    quotas = open_table(settings.data_dir / "quotas.bin", node_id=settings.node_id,
+                        redis_url=settings.resolved_quota_redis_url)
+    pools.on_tick.append(quotas.sync)
     tracer = (
         OtlpSpanExporter(settings.otlp_endpoint, node_id=settings.node_id)
         if settings.otlp_endpoint else None
@@ -67,4 +71,10 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
         fetch_factory=HttpFetchCapability.configure,
         on_close=close,
         tracer=tracer,
+        quotas=quotas,
+        quota_defaults=node_defaults(
+            settings.quota_max_concurrency,
+            settings.quota_invocations_per_minute,
+            settings.quota_cpu_seconds_per_day,
+        ),
     )

@@ -5,6 +5,7 @@
     ├── FunctionUnavailable    known but not runnable on this node (503)
     ├── RequestTooLarge        request body over the limit (413)
     ├── Overloaded             the function has its share of request threads (503)
+    ├── QuotaExceeded          the project's quota is spent (429, with retry-after)
     └── BadRequest             a request the edge cannot encode for a guest (400)
 """
 
@@ -34,6 +35,15 @@ class RequestTooLarge(EdgeError):
 class Overloaded(EdgeError):
     status = 503
     code = "function_overloaded"
+
+
+class QuotaExceeded(EdgeError):
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BadRequest(EdgeError):

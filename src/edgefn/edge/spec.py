@@ -189,6 +189,15 @@ class FunctionSpec(FunctionPolicy):
         return (self.id, self.version, self.sha256, hashlib.sha256(settings).hexdigest())
 
 
+class QuotaSpec(_Strict):
+    """A project's quotas as the admin set them; a field left out (None) takes the
+    node's default (docs/edge.md, Quotas). Zero stops the project."""
+
+    max_concurrency: int | None = Field(None, ge=0, le=_INT64_MAX)
+    invocations_per_minute: int | None = Field(None, ge=0, le=_INT64_MAX)
+    cpu_seconds_per_day: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
 class NodeState(_Strict):
     """The node's desired state: functions with their local artifacts, and routes."""
 
@@ -199,6 +208,8 @@ class NodeState(_Strict):
     route_table: tuple[RouteSpec, ...] = ()
     # Functions known to the node but not runnable (yet): routes to them answer 503.
     unavailable: dict[str, str] = Field(default_factory=dict)
+    # Quotas the control plane set, by project id; other projects get the node's defaults.
+    quotas: dict[str, QuotaSpec] = Field(default_factory=dict)
 
     def routes(self) -> list[RouteSpec]:
         out = list(self.route_table)
