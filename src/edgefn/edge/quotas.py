@@ -189,6 +189,17 @@ class QuotaTable:
         self._slots[project_id] = off
         return off
 
+    def track(self, project_ids: list[str]) -> None:
+        """Claim the projects' slots before their first request, so that `sync`
+        fetches the other nodes' counts for them from the start."""
+        with self._lock:
+            self._lockf(fcntl.LOCK_EX, _LOCK_TABLE)
+            try:
+                for project_id in project_ids:
+                    self._slot(project_id)
+            finally:
+                self._lockf(fcntl.LOCK_UN, _LOCK_TABLE)
+
     # -- admission --------------------------------------------------------------
     def enter(self, project_id: str, limits: QuotaLimits) -> Rejection | None:
         """Count one execution starting, or say why it may not."""

@@ -193,6 +193,7 @@ class Runtime:
                                                        self.quota_defaults)
                     for fn in state.functions if fn.project_id
                 }
+                self.quotas.track(sorted(limits))
             self._tables = _Tables(
                 router=Router(state.routes()),
                 functions=functions,

@@ -5,7 +5,9 @@ Instruction format (docs/api.md): {"id", "type": deploy|undeploy|config,
 "function_id", "project_id", "version", "artifact_url", "sha256", "abi", "memory_pages",
 "max_execution_ms", "max_response_bytes", "env", "routes", "deployment_id",
 and the function's policy: "max_request_bytes", "kv", "http_fetch", "isolation",
-"min_hot_instances", "max_hot_instances", "idle_timeout_s"}.
+"min_hot_instances", "max_hot_instances", "idle_timeout_s"}; a config instruction
+also carries "quotas": {project_id: {max_concurrency, invocations_per_minute,
+cpu_seconds_per_day}}, every quota the admin set.
 
 `watch` reports, after each commit, which nodes got new instructions, so a
 transport that pushes (the gRPC stream) can send them at once.
@@ -23,9 +25,10 @@ from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.deployments.models import OutboxInstruction
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.nodes.models import Node
+from edgefn.controlplane.quotas.models import ProjectQuota
 from edgefn.controlplane.routes.models import Route
 from edgefn.controlplane.selector import matches
-from edgefn.edge.spec import POLICY_FIELDS
+from edgefn.edge.spec import POLICY_FIELDS, QuotaSpec
 
 PENDING = "pending"
 ACKED = "acked"
@@ -67,6 +70,18 @@ def routes_for(
         for r, project_id in session.execute(query)
         if matches(r.pop_selector, labels)
     ]
+
+
+def quotas_for(session: Session) -> dict[str, dict[str, Any]]:
+    """Every project quota the admin set, by project id (the others: node defaults)."""
+    return {
+        row.project_id: QuotaSpec(
+            max_concurrency=row.max_concurrency,
+            invocations_per_minute=row.invocations_per_minute,
+            cpu_seconds_per_day=row.cpu_seconds_per_day,
+        ).model_dump(mode="json")
+        for row in session.scalars(select(ProjectQuota).order_by(ProjectQuota.project_id))
+    }
 
 
 def _blank(kind: str) -> dict[str, Any]:
@@ -146,7 +161,8 @@ def supersede_deploys(session: Session, node_id: str, function_id: str) -> None:
 
 
 def enqueue_config(session: Session, node: Node) -> None:
-    """The node's full route table; replaces any config it has not picked up yet."""
+    """The node's full route table and the project quotas; replaces any config it has
+    not picked up yet."""
     session.flush()
     for row in session.scalars(
         select(OutboxInstruction).where(
@@ -156,7 +172,8 @@ def enqueue_config(session: Session, node: Node) -> None:
         )
     ):
         row.state = SUPERSEDED
-    payload = _blank("config") | {"routes": routes_for(session, node)}
+    payload = _blank("config") | {"routes": routes_for(session, node),
+                                  "quotas": quotas_for(session)}
     session.add(OutboxInstruction(node_id=node.id, type="config", payload=payload))
 
 
