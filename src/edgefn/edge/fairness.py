@@ -1,10 +1,10 @@
 """Fair shares of a worker's CPU: functions that time out or burn CPU often run apart.
 
 A function earns a strike each time one of its invocations times out or uses
-more than `heavy_cpu_s` of CPU; strikes decay with a half-life of `half_life_s`.
-While its score is at least `strikes`, its invocations run on a few threads of
-their own at a low scheduling priority (nice 19 on Linux: the kernel gives them
-the CPU that normal threads leave), behind a short queue; beyond that they are
+more than `heavy_cpu_s` of CPU. While its last `strikes` strikes all fell within
+`window_s`, its invocations run on a few threads of their own at a low
+scheduling priority (nice 19 on Linux: the kernel gives them the CPU that normal
+threads leave), behind a short queue; beyond that they are
 refused at once with 503. Every other function keeps the request threads and,
 under contention, nearly all of the CPU. The guest runs without the GIL, so the
 OS scheduler, not Python, is what divides the cores; only a thread's priority
@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -39,44 +40,43 @@ class PenaltyBox:
         threads: int = 2,
         queue: int = 2,
         nice: int = 19,
-        strikes: float = 3.0,
-        half_life_s: float = 30.0,
+        strikes: int = 3,
+        window_s: float = 30.0,
         heavy_cpu_s: float = 0.1,
     ) -> None:
         self.threads = threads
         self.nice = nice
         self.strikes = strikes
-        self.half_life_s = half_life_s
+        self.window_s = window_s
         self.heavy_cpu_s = heavy_cpu_s
-        self._scores: dict[str, tuple[float, float]] = {}
+        # function id -> times of its last `strikes` strikes
+        self._strikes: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(threads + queue)
         self._executor: ThreadPoolExecutor | None = None
-
-    def _decayed(self, function_id: str, now: float) -> float:
-        found = self._scores.get(function_id)
-        if found is None:
-            return 0.0
-        score, at = found
-        return score * 0.5 ** ((now - at) / self.half_life_s)
 
     def record(self, function_id: str, *, timed_out: bool, cpu_s: float) -> None:
         """After each invocation: a timeout or a heavy call is a strike."""
         if not timed_out and cpu_s <= self.heavy_cpu_s:
             return
-        now = time.monotonic()
         with self._lock:
-            self._scores[function_id] = (self._decayed(function_id, now) + 1.0, now)
+            times = self._strikes.get(function_id)
+            if times is None:
+                times = self._strikes[function_id] = deque(maxlen=self.strikes)
+            times.append(time.monotonic())
 
     def penalized(self, function_id: str) -> bool:
-        if function_id not in self._scores:  # the common case: one dict lookup
+        times = self._strikes.get(function_id)
+        if times is None:  # the common case: one dict lookup
             return False
-        now = time.monotonic()
         with self._lock:
-            score = self._decayed(function_id, now)
-            if score < 0.05:
-                del self._scores[function_id]
-        return score >= self.strikes
+            if len(times) < self.strikes:
+                return False
+            if time.monotonic() - times[0] <= self.window_s:
+                return True
+            if time.monotonic() - times[-1] > self.window_s:
+                self._strikes.pop(function_id, None)  # forgotten
+            return False
 
     def run(self, call: Callable[[], T]) -> T:
         """`call()` on a low-priority thread; Overloaded when they and the queue are full."""

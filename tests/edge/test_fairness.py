@@ -1,0 +1,72 @@
+"""Functions that time out or burn CPU often run on low-priority threads of their own."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from edgefn.edge import metrics
+from edgefn.edge.errors import Overloaded
+from edgefn.edge.fairness import PenaltyBox
+from tests.edge.conftest import EdgeHarness, fn
+
+
+def test_three_strikes_within_the_window_penalize() -> None:
+    box = PenaltyBox(strikes=3, window_s=0.2, heavy_cpu_s=0.05)
+    box.record("f", timed_out=False, cpu_s=0.01)  # light: no strike
+    assert not box.penalized("f")
+    for _ in range(3):
+        box.record("f", timed_out=True, cpu_s=0.0)
+    box.record("g", timed_out=False, cpu_s=0.06)  # one heavy call is not enough
+    assert box.penalized("f") and not box.penalized("g")
+    time.sleep(0.3)  # the strikes leave the window
+    assert not box.penalized("f")
+    box.record("f", timed_out=True, cpu_s=0.0)
+    assert not box.penalized("f")  # one new strike is not three
+
+
+def test_penalized_calls_run_at_low_priority_behind_a_bounded_queue() -> None:
+    box = PenaltyBox(threads=1, queue=1, nice=19)
+    try:
+        assert box.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())) == 19
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19
+        release = threading.Event()
+        started = threading.Event()
+
+        def hold() -> None:
+            started.set()
+            release.wait(5)
+
+        runners = [threading.Thread(target=box.run, args=(hold,)) for _ in range(2)]
+        for t in runners:
+            t.start()
+        started.wait(5)
+        time.sleep(0.05)
+        with pytest.raises(Overloaded):  # one running, one queued: full
+            box.run(lambda: None)
+        release.set()
+        for t in runners:
+            t.join()
+        assert box.run(lambda: 7) == 7
+    finally:
+        box.close()
+
+
+def test_a_looping_function_is_moved_aside_and_others_are_not(edge: EdgeHarness) -> None:
+    edge.deploy(fn("spin", "loop", max_execution_ms=30, project_id="p-spin"),
+                fn("echo", "echo", project_id="p-echo"))
+    penalized = metrics.PENALIZED.labels("spin", "p-spin")
+    before = penalized._value.get()
+    for _ in range(3):
+        assert edge.request("GET", "/spin/x").status == 504
+    assert penalized._value.get() == before
+    assert edge.runtime.penalty.penalized("spin")
+    r = edge.request("GET", "/spin/x")
+    assert r.status == 504  # still served (and timed out) on a penalized thread
+    assert penalized._value.get() == before + 1
+    assert edge.request("GET", "/echo/x", b"hi").body == b"hi"
+    assert not edge.runtime.penalty.penalized("echo")
+    assert metrics.PENALIZED.labels("echo", "p-echo")._value.get() == 0
