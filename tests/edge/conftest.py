@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from edgefn.edge.cache import ArtifactCache
+from edgefn.edge.fairness import PenaltyBox
 from edgefn.edge.host import FetchBinding, KvBinding
 from edgefn.edge.kv.base import KvStore
 from edgefn.edge.kv.redis import RedisKvStore
@@ -97,6 +98,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
         kv_factory: Callable[[FunctionSpec], KvBinding | None] | None = None,
         fetch_factory: Callable[[FunctionSpec], FetchBinding | None] | None = None,
         tracer: Tracer | None = None,
+        penalty: PenaltyBox | None = None,
     ) -> EdgeHarness:
         log_path = tmp_path / f"edge-{len(made)}.log"
         runtime = Runtime(
@@ -110,6 +112,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
             kv_factory=kv_factory,
             fetch_factory=fetch_factory,
             tracer=tracer,
+            penalty=penalty,
         )
         made.append(runtime)
         return EdgeHarness(runtime, log_path)

@@ -11,7 +11,7 @@ import pytest
 from edgefn.edge import metrics
 from edgefn.edge.errors import Overloaded
 from edgefn.edge.fairness import PenaltyBox
-from tests.edge.conftest import EdgeHarness, fn
+from tests.edge.conftest import HarnessFactory, fn
 
 
 def test_three_strikes_within_the_window_penalize() -> None:
@@ -55,7 +55,10 @@ def test_penalized_calls_run_at_low_priority_behind_a_bounded_queue() -> None:
         box.close()
 
 
-def test_a_looping_function_is_moved_aside_and_others_are_not(edge: EdgeHarness) -> None:
+def test_a_looping_function_is_moved_aside_and_others_are_not(
+    make_edge: HarnessFactory,
+) -> None:
+    edge = make_edge(penalty=PenaltyBox())
     edge.deploy(fn("spin", "loop", max_execution_ms=30, project_id="p-spin"),
                 fn("echo", "echo", project_id="p-echo"))
     penalized = metrics.PENALIZED.labels("spin", "p-spin")
@@ -63,6 +66,7 @@ def test_a_looping_function_is_moved_aside_and_others_are_not(edge: EdgeHarness)
     for _ in range(3):
         assert edge.request("GET", "/spin/x").status == 504
     assert penalized._value.get() == before
+    assert edge.runtime.penalty is not None
     assert edge.runtime.penalty.penalized("spin")
     r = edge.request("GET", "/spin/x")
     assert r.status == 504  # still served (and timed out) on a penalized thread

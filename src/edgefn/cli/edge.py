@@ -31,6 +31,9 @@ def edge() -> None:
 @click.option("--max-inflight-per-function", type=int,
               help="Requests one function may run at once per worker; more get 503 "
                    "[no limit].")
+@click.option("--penalty-threads", type=int,
+              help="Low-priority threads per worker for functions that often time out or "
+                   "burn CPU; 0 runs them like any other [2].")
 @click.option("--quota-max-concurrency", type=int,
               help="A project's concurrent executions on this node, unless the control "
                    "plane sets its quota [100].")

@@ -7,6 +7,7 @@ import threading
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
 from edgefn.edge.capabilities.kv import KvCapability
+from edgefn.edge.fairness import PenaltyBox
 from edgefn.edge.kv import KvStore, create_kv_store
 from edgefn.edge.logs import JsonLog
 from edgefn.edge.pool import PoolManager
@@ -72,6 +73,7 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
         on_close=close,
         tracer=tracer,
         quotas=quotas,
+        penalty=PenaltyBox(threads=settings.penalty_threads) if settings.penalty_threads else None,
         quota_defaults=node_defaults(
             settings.quota_max_concurrency,
             settings.quota_invocations_per_minute,

@@ -165,7 +165,8 @@ class Runtime:
         # Quotas count per node and project; without a table nothing is counted.
         self.quotas = quotas
         self.quota_defaults = quota_defaults or node_defaults()
-        self.penalty = penalty or PenaltyBox()
+        # None: no function is moved aside (`penalty_threads` 0).
+        self.penalty = penalty
         self._tables = _Tables()
         self._loaded: dict[SpecKey, LoadedFunction] = {}
         self._load_locks: dict[str, threading.Lock] = {}
@@ -347,11 +348,12 @@ class Runtime:
         call = _Call(loaded, guest, InvocationHost(loaded.host, rid, headers, 0.0, traceparent))
         error: str | None = None
         timed_out = False
+        penalty = self.penalty
         try:
             created = loaded.pool.created
-            if self.penalty.penalized(spec.id):
+            if penalty is not None and penalty.penalized(spec.id):
                 metrics.PENALIZED.labels(spec.id, spec.project_id).inc()
-                raw = self.penalty.run(call.run)
+                raw = penalty.run(call.run)
             else:
                 raw = call.run()
             if loaded.pool.created != created:
@@ -378,7 +380,8 @@ class Runtime:
                 resp.headers.append(("retry-after", "1"))
             metrics.INVOKE_ERRORS.labels(spec.id, spec.project_id, exc.code).inc()
         cpu[0] = call.cpu
-        self.penalty.record(spec.id, timed_out=timed_out, cpu_s=call.cpu)
+        if penalty is not None:
+            penalty.record(spec.id, timed_out=timed_out, cpu_s=call.cpu)
         elapsed = time.monotonic() - call.t0 if call.t0 else 0.0
         loaded.count.inc()
         loaded.latency.observe(elapsed)
@@ -405,7 +408,8 @@ class Runtime:
         return self._finish(resp, rid)
 
     def close(self) -> None:
-        self.penalty.close()
+        if self.penalty is not None:
+            self.penalty.close()
         self.pools.close()
         for loaded in self._loaded.values():
             loaded.host.close()

@@ -1,0 +1,132 @@
+"""Noisy neighbour: how much a looping function costs another function on the same node.
+
+A real `edgefn edge serve --functions DIR` with two tenants' functions: `echo`
+(tests/fixtures/wasm/echo.wasm) and `loop` (loop.wasm, max_execution_ms 200).
+wrk measures the echo alone, then again while a second wrk hammers the loop
+with 8 connections; the figures are the echo's req/s and p99 in both phases and
+their ratio. The node runs once with the penalty threads (the default) and once
+without (`--penalty-threads 0`), each measured alone and with the neighbour in
+the same run, so that the ratios hold on a machine shared with other work.
+
+`--quota-cost` instead measures what a quota admission (enter + leave on the
+node's shared table) costs in this process.
+
+    python bench/neighbour.py [--duration 10] [--connections 50] [--workers 2]
+    python bench/neighbour.py --quota-cost
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edgefn.cluster import free_port, spawn, stop_process
+from hot_path import parse_wrk, wait_port
+
+ROOT = Path(__file__).resolve().parent.parent
+WASM = ROOT / "tests" / "fixtures" / "wasm"
+
+
+def write_functions(root: Path, threads: int) -> None:
+    for fid, module, extra in (
+        ("echo", "echo", {"min_hot_instances": threads, "max_hot_instances": threads,
+                          "project_id": "tenant-echo"}),
+        ("loop", "loop", {"max_execution_ms": 200, "project_id": "tenant-loop"}),
+    ):
+        folder = root / fid
+        folder.mkdir(parents=True)
+        shutil.copy(WASM / f"{module}.wasm", folder / f"{module}.wasm")
+        (folder / "function.json").write_text(json.dumps({
+            "id": fid, "version": "1.0.0", "artifact": f"{module}.wasm",
+            "routes": [{"host": "*", "path": f"/{fid}"}], **extra,
+        }))
+
+
+def wrk(url: str, duration: int, connections: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def measure(args: argparse.Namespace, tmp: Path, penalty_threads: int) -> dict[str, float]:
+    tmp = tmp / f"penalty-{penalty_threads}"
+    write_functions(tmp / "functions", args.threads)
+    port, mport = free_port(), free_port()
+    cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--functions", str(tmp / "functions"),
+           "--port", str(port), "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
+           "--workers", str(args.workers), "--threads", str(args.threads),
+           "--log-file", str(tmp / "edge.log"), "--penalty-threads", str(penalty_threads)]
+    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_port(port, proc)
+        time.sleep(1)
+        wrk(base + "/echo", 2, args.connections).communicate()  # warm up
+        alone = parse_wrk(wrk(base + "/echo", args.duration, args.connections).communicate()[0])
+        noisy = wrk(base + "/loop", args.duration + 6, 8)
+        time.sleep(3)  # the loop's first timeouts: its strikes
+        busy = parse_wrk(wrk(base + "/echo", args.duration, args.connections).communicate()[0])
+        loop_out = noisy.communicate()[0]
+        loop = parse_wrk(loop_out) if "Requests/sec" in loop_out and "50%" in loop_out else {}
+    finally:
+        stop_process(proc)
+    return {
+        "alone_req_s": alone["req_s"], "alone_p99_ms": alone["p99_ms"],
+        "busy_req_s": busy["req_s"], "busy_p99_ms": busy["p99_ms"],
+        "ratio": busy["req_s"] / alone["req_s"],
+        "loop_req_s": loop.get("req_s", 0.0),
+        "echo_non_2xx": alone["non_2xx"] + busy["non_2xx"],
+    }
+
+
+def quota_cost(n: int = 200_000) -> None:
+    from edgefn.edge.quotas import QuotaLimits, open_table
+
+    with tempfile.TemporaryDirectory() as d:
+        table = open_table(Path(d) / "quotas.bin", node_id="bench")
+        limits = QuotaLimits(10**6, 10**12, 10**15)
+        table.enter("bench-project", limits)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            table.enter("bench-project", limits)
+            table.leave("bench-project", 0.0001)
+        per = (time.perf_counter() - t0) / n * 1e6
+    print(f"quota admission (enter + leave, shared table, lockf): {per:.2f} µs per request")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--quota-cost", action="store_true")
+    args = parser.parse_args()
+    if args.quota_cost:
+        quota_cost()
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+    print(f"echo: wrk -t2 -c{args.connections} -d{args.duration}s; neighbour: wrk -c8 on a "
+          f"looping function (200 ms deadline); {args.workers} workers x {args.threads} threads")
+    with tempfile.TemporaryDirectory() as d:
+        for penalty_threads, label in ((0, "without penalty threads"),
+                                       (2, "with penalty threads (default)")):
+            r = measure(args, Path(d), penalty_threads)
+            print(f"{label:32} alone {r['alone_req_s']:8.0f} req/s p99 {r['alone_p99_ms']:6.1f} ms"
+                  f" | with neighbour {r['busy_req_s']:8.0f} req/s p99 {r['busy_p99_ms']:6.1f} ms"
+                  f" | ratio {r['ratio']:.2f} | loop {r['loop_req_s']:.0f} req/s"
+                  f" | echo non-2xx {r['echo_non_2xx']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
