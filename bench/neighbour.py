@@ -64,7 +64,9 @@ def measure(args: argparse.Namespace, tmp: Path, penalty_threads: int) -> dict[s
     cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--functions", str(tmp / "functions"),
            "--port", str(port), "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
            "--workers", str(args.workers), "--threads", str(args.threads),
-           "--log-file", str(tmp / "edge.log"), "--penalty-threads", str(penalty_threads)]
+           "--log-file", str(tmp / "edge.log"), "--penalty-threads", str(penalty_threads),
+           # Quotas out of the way: this measures sharing the CPU, not refusing.
+           "--quota-invocations-per-minute", str(10**9), "--quota-max-concurrency", "1000"]
     proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -77,6 +79,7 @@ def measure(args: argparse.Namespace, tmp: Path, penalty_threads: int) -> dict[s
         busy = parse_wrk(wrk(base + "/echo", args.duration, args.connections).communicate()[0])
         loop_out = noisy.communicate()[0]
         loop = parse_wrk(loop_out) if "Requests/sec" in loop_out and "50%" in loop_out else {}
+        statuses = loop_statuses(mport)
     finally:
         stop_process(proc)
     return {
@@ -85,7 +88,23 @@ def measure(args: argparse.Namespace, tmp: Path, penalty_threads: int) -> dict[s
         "ratio": busy["req_s"] / alone["req_s"],
         "loop_req_s": loop.get("req_s", 0.0),
         "echo_non_2xx": alone["non_2xx"] + busy["non_2xx"],
+        **statuses,
     }
+
+
+def loop_statuses(metrics_port: int) -> dict[str, float]:
+    """The loop's timeouts and refusals (503: its penalty threads were full)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    out = {"loop_timeouts": 0.0, "loop_refused": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "wasm_invoke_errors_total" and sample.labels["function_id"] == "loop":
+                key = "loop_timeouts" if sample.labels["code"] == "timeout" else "loop_refused"
+                out[key] += sample.value
+    return out
 
 
 def quota_cost(n: int = 200_000) -> None:
@@ -125,6 +144,7 @@ def main() -> None:
             print(f"{label:32} alone {r['alone_req_s']:8.0f} req/s p99 {r['alone_p99_ms']:6.1f} ms"
                   f" | with neighbour {r['busy_req_s']:8.0f} req/s p99 {r['busy_p99_ms']:6.1f} ms"
                   f" | ratio {r['ratio']:.2f} | loop {r['loop_req_s']:.0f} req/s"
+                  f" ({r['loop_timeouts']:.0f} timeouts, {r['loop_refused']:.0f} refused)"
                   f" | echo non-2xx {r['echo_non_2xx']:.0f}")
 
 
