@@ -139,7 +139,7 @@ def main() -> None:
           f"looping function (200 ms deadline); {args.workers} workers x {args.threads} threads")
     with tempfile.TemporaryDirectory() as d:
         for penalty_threads, label in ((0, "without penalty threads"),
-                                       (2, "with penalty threads (default)")):
+                                       (1, "with penalty threads (default)")):
             r = measure(args, Path(d), penalty_threads)
             print(f"{label:32} alone {r['alone_req_s']:8.0f} req/s p99 {r['alone_p99_ms']:6.1f} ms"
                   f" | with neighbour {r['busy_req_s']:8.0f} req/s p99 {r['busy_p99_ms']:6.1f} ms"

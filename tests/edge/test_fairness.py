@@ -55,6 +55,28 @@ def test_penalized_calls_run_at_low_priority_behind_a_bounded_queue() -> None:
         box.close()
 
 
+def test_penalized_calls_are_paced_to_their_cpu_share() -> None:
+    box = PenaltyBox(threads=1, queue=2, cpu_share=0.25)
+
+    def burn() -> float:
+        c0 = time.thread_time()
+        while time.thread_time() - c0 < 0.04:
+            pass
+        return time.monotonic()
+
+    try:
+        first_end = box.run(burn)
+        t = time.monotonic()
+        box.run(lambda: None)
+        # 0.04 s of CPU at a quarter of a core: the next call waits 0.12 s more.
+        assert time.monotonic() - t >= 0.11 - (t - first_end)
+        light = time.monotonic()
+        box.run(lambda: None)  # a call that used no CPU earns no wait
+        assert time.monotonic() - light < 0.05
+    finally:
+        box.close()
+
+
 def test_a_looping_function_is_moved_aside_and_others_are_not(
     make_edge: HarnessFactory,
 ) -> None:

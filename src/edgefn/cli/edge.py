@@ -32,8 +32,8 @@ def edge() -> None:
               help="Requests one function may run at once per worker; more get 503 "
                    "[no limit].")
 @click.option("--penalty-threads", type=int,
-              help="Low-priority threads per worker for functions that often time out or "
-                   "burn CPU; 0 runs them like any other [2].")
+              help="Threads per worker for functions that often time out or burn CPU, "
+                   "paced to a fifth of a core; 0 runs them like any other [1].")
 @click.option("--quota-max-concurrency", type=int,
               help="A project's concurrent executions on this node, unless the control "
                    "plane sets its quota [100].")

@@ -27,6 +27,15 @@ def build_cache(settings: EdgeSettings) -> ArtifactCache:
     )
 
 
+def penalty_box(settings: EdgeSettings) -> PenaltyBox | None:
+    """Penalized calls may hold at most half of a worker's request threads (running
+    or queued), so that the other functions always have threads."""
+    if not settings.penalty_threads:
+        return None
+    queue = max(1, settings.threads // 2 - settings.penalty_threads)
+    return PenaltyBox(threads=settings.penalty_threads, queue=queue)
+
+
 def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) -> Runtime:
     """Everything a worker process needs; the KV store is opened on first use."""
     engine = create_engine(
@@ -73,7 +82,7 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
         on_close=close,
         tracer=tracer,
         quotas=quotas,
-        penalty=PenaltyBox(threads=settings.penalty_threads) if settings.penalty_threads else None,
+        penalty=penalty_box(settings),
         quota_defaults=node_defaults(
             settings.quota_max_concurrency,
             settings.quota_invocations_per_minute,

@@ -33,9 +33,9 @@ class EdgeSettings(BaseSettings):
     # others wait. None: no limit (a node serving one busy function would otherwise
     # refuse its own traffic at peaks; set it on nodes shared by many tenants).
     max_inflight_per_function: int | None = Field(None, ge=1)
-    # Low-priority threads per worker for functions that often time out or burn CPU
-    # (edge/fairness.py); 0: such functions run on the request threads like any other.
-    penalty_threads: int = Field(2, ge=0, le=64)
+    # Threads per worker for functions that often time out or burn CPU, paced to a
+    # fifth of a core (edge/fairness.py); 0: they run on the request threads like any other.
+    penalty_threads: int = Field(1, ge=0, le=64)
     # Node-wide quotas of a project that the control plane did not set (seed 4.4.2).
     quota_max_concurrency: int = Field(100, ge=0)
     quota_invocations_per_minute: int = Field(10_000, ge=0)
