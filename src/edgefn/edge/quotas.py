@@ -5,8 +5,9 @@ mapped by every worker process), so a node counts a project once whatever its
 number of workers. Each worker writes only its own column of the table and
 reads every column, so the request path takes no lock between processes: two
 workers admitting at the same instant may both take the last unit, an
-overshoot of at most one per worker, in exchange for about 3 µs per request
-(`python bench/neighbour.py --quota-cost`). A worker's column is its own by a
+overshoot of at most one per worker, in exchange for a cost in microseconds
+per request (`python bench/neighbour.py --quota-cost`: 11 µs on a heavily loaded
+2-core machine, where a bare Python call took 5 times its usual). A worker's column is its own by a
 `lockf` held for its life; when it dies the kernel drops the lock, and the next
 process to claim that column zeroes it, so a crashed worker leaks no running
 executions.
