@@ -297,30 +297,32 @@ class Runtime:
             loaded = self._ensure_loaded(spec, tables.keys[fid])
         except EdgeError as exc:
             return self._refuse(exc, rid, fid, project)
-        quota = tables.limits.get(project)
-        if quota is not None and self.quotas is not None:
+        if not loaded.enter(self.max_inflight_per_function):
+            return self._refuse(Overloaded(
+                f"{self.max_inflight_per_function} requests to this function are already "
+                "running here; retry shortly"), rid, fid, project)
+        try:
+            body = req.read_body(limit + 1)
+            if len(body) > limit:
+                return self._refuse(RequestTooLarge(
+                    f"request body over the limit of {limit} bytes"), rid, fid, project)
+            # The quota is taken once the body is in: a client slow to send one must
+            # not hold the project's executions.
+            quota = tables.limits.get(project)
+            if quota is None or self.quotas is None:
+                return self._invoke(loaded, req, body, ctx, match.route.path, [0.0])
             rejection = self.quotas.enter(project, quota)
             if rejection is not None:
                 return self._refuse(QuotaExceeded(
                     f"quota of project {project}: {rejection.message}; retry in "
                     f"{rejection.retry_after} s", rejection.retry_after), rid, fid, project)
-        cpu = [0.0]
-        try:
-            if not loaded.enter(self.max_inflight_per_function):
-                return self._refuse(Overloaded(
-                    f"{self.max_inflight_per_function} requests to this function are already "
-                    "running here; retry shortly"), rid, fid, project)
+            cpu = [0.0]
             try:
-                body = req.read_body(limit + 1)
-                if len(body) > limit:
-                    return self._refuse(RequestTooLarge(
-                        f"request body over the limit of {limit} bytes"), rid, fid, project)
                 return self._invoke(loaded, req, body, ctx, match.route.path, cpu)
             finally:
-                loaded.leave()
-        finally:
-            if quota is not None and self.quotas is not None:
                 self.quotas.leave(project, cpu[0])
+        finally:
+            loaded.leave()
 
     def _invoke(
         self, loaded: LoadedFunction, req: HttpRequest, body: bytes, ctx: _RequestContext,
