@@ -28,7 +28,7 @@ from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.quotas.models import ProjectQuota
 from edgefn.controlplane.routes.models import Route
 from edgefn.controlplane.selector import matches
-from edgefn.edge.spec import POLICY_FIELDS, QuotaSpec
+from edgefn.edge.spec import POLICY_FIELDS
 
 PENDING = "pending"
 ACKED = "acked"
@@ -75,11 +75,7 @@ def routes_for(
 def quotas_for(session: Session) -> dict[str, dict[str, Any]]:
     """Every project quota the admin set, by project id (the others: node defaults)."""
     return {
-        row.project_id: QuotaSpec(
-            max_concurrency=row.max_concurrency,
-            invocations_per_minute=row.invocations_per_minute,
-            cpu_seconds_per_day=row.cpu_seconds_per_day,
-        ).model_dump(mode="json")
+        row.project_id: row.spec().model_dump(mode="json")
         for row in session.scalars(select(ProjectQuota).order_by(ProjectQuota.project_id))
     }
 

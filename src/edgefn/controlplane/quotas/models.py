@@ -10,6 +10,7 @@ from sqlalchemy import BigInteger, Float, ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
 from edgefn.controlplane.db import Base, UTCDateTime, utcnow
+from edgefn.edge.spec import QuotaSpec
 
 
 class ProjectQuota(Base):
@@ -22,3 +23,11 @@ class ProjectQuota(Base):
     invocations_per_minute: Mapped[int | None] = mapped_column(BigInteger(), nullable=True)
     cpu_seconds_per_day: Mapped[float | None] = mapped_column(Float(), nullable=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def spec(self) -> QuotaSpec:
+        """The row as the edge reads it (the API shows and the config instruction carries it)."""
+        return QuotaSpec(
+            max_concurrency=self.max_concurrency,
+            invocations_per_minute=self.invocations_per_minute,
+            cpu_seconds_per_day=self.cpu_seconds_per_day,
+        )

@@ -12,19 +12,12 @@ from edgefn.controlplane.db import utcnow
 from edgefn.controlplane.deployments import outbox
 from edgefn.controlplane.quotas.models import ProjectQuota
 from edgefn.controlplane.quotas.schemas import QuotasIn, QuotasOut
-from edgefn.edge.spec import QuotaSpec
 
 
 def _out(project_id: str, row: ProjectQuota | None) -> QuotasOut:
     if row is None:
         return QuotasOut(project_id=project_id)
-    return QuotasOut(
-        project_id=project_id,
-        max_concurrency=row.max_concurrency,
-        invocations_per_minute=row.invocations_per_minute,
-        cpu_seconds_per_day=row.cpu_seconds_per_day,
-        updated_at=row.updated_at,
-    )
+    return QuotasOut(project_id=project_id, updated_at=row.updated_at, **row.spec().model_dump())
 
 
 def get_quotas(session: Session, who: Principal, project_id: str) -> QuotasOut:
@@ -37,8 +30,7 @@ def set_quotas(session: Session, who: Principal, project_id: str, body: QuotasIn
     auth.require_admin(who)
     auth.get_project(session, who, project_id)
     row = session.get(ProjectQuota, project_id)
-    before = None if row is None else _out(project_id, row).model_dump(
-        include=set(QuotaSpec.model_fields))
+    before = None if row is None else row.spec().model_dump()
     if row is None:
         row = ProjectQuota(project_id=project_id)
         session.add(row)
