@@ -3,15 +3,16 @@
 A real `edgefn edge serve --functions DIR` with two tenants' functions: `echo`
 (tests/fixtures/wasm/echo.wasm) and `loop` (loop.wasm, max_execution_ms 200).
 wrk measures the echo alone, then again while a second wrk hammers the loop
-with 8 connections; the figures are the echo's req/s and p99 in both phases and
-their ratio. The node runs once with the penalty threads (the default) and once
-without (`--penalty-threads 0`), each measured alone and with the neighbour in
-the same run, so that the ratios hold on a machine shared with other work.
+with 8 connections, in several rounds; the figures are the medians of the
+echo's req/s and p99 in both phases and of their ratio per round. The node runs
+once without the penalty threads (`--penalty-threads 0`) and once with them (the
+default), each measured alone and with the neighbour back to back, so that the
+ratios hold on a machine shared with other work.
 
 `--quota-cost` instead measures what a quota admission (enter + leave on the
 node's shared table) costs in this process.
 
-    python bench/neighbour.py [--duration 10] [--connections 50] [--workers 2]
+    python bench/neighbour.py [--duration 5] [--rounds 3] [--connections 50] [--workers 2]
     python bench/neighbour.py --quota-cost
 """
 
@@ -26,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edgefn.cluster import free_port, spawn, stop_process
@@ -57,7 +60,7 @@ def wrk(url: str, duration: int, connections: int) -> subprocess.Popen[str]:
     )
 
 
-def measure(args: argparse.Namespace, tmp: Path, penalty_threads: int) -> dict[str, float]:
+def measure(args: argparse.Namespace, tmp: Path, penalty_threads: int) -> dict[str, Any]:
     tmp = tmp / f"penalty-{penalty_threads}"
     write_functions(tmp / "functions", args.threads)
     port, mport = free_port(), free_port()
@@ -73,23 +76,37 @@ def measure(args: argparse.Namespace, tmp: Path, penalty_threads: int) -> dict[s
         wait_port(port, proc)
         time.sleep(1)
         wrk(base + "/echo", 2, args.connections).communicate()  # warm up
-        alone = parse_wrk(wrk(base + "/echo", args.duration, args.connections).communicate()[0])
-        noisy = wrk(base + "/loop", args.duration + 6, 8)
-        time.sleep(3)  # the loop's first timeouts: its strikes
-        busy = parse_wrk(wrk(base + "/echo", args.duration, args.connections).communicate()[0])
-        loop_out = noisy.communicate()[0]
-        loop = parse_wrk(loop_out) if "Requests/sec" in loop_out and "50%" in loop_out else {}
+        rounds = []
+        loop_req_s = []
+        for _ in range(args.rounds):
+            # Alone, then with the neighbour, back to back: the machine's other load
+            # drifts less within a round than across the run.
+            alone = run(base + "/echo", args.duration, args.connections)
+            noisy = wrk(base + "/loop", args.duration + 3, 8)
+            time.sleep(2)  # the loop's first timeouts: its strikes
+            busy = run(base + "/echo", args.duration, args.connections)
+            loop_out = noisy.communicate()[0]
+            if "Requests/sec" in loop_out and "50%" in loop_out:
+                loop_req_s.append(parse_wrk(loop_out)["req_s"])
+            rounds.append((alone, busy))
         statuses = loop_statuses(mport)
     finally:
         stop_process(proc)
     return {
-        "alone_req_s": alone["req_s"], "alone_p99_ms": alone["p99_ms"],
-        "busy_req_s": busy["req_s"], "busy_p99_ms": busy["p99_ms"],
-        "ratio": busy["req_s"] / alone["req_s"],
-        "loop_req_s": loop.get("req_s", 0.0),
-        "echo_non_2xx": alone["non_2xx"] + busy["non_2xx"],
+        "alone_req_s": median(a["req_s"] for a, _ in rounds),
+        "alone_p99_ms": median(a["p99_ms"] for a, _ in rounds),
+        "busy_req_s": median(b["req_s"] for _, b in rounds),
+        "busy_p99_ms": median(b["p99_ms"] for _, b in rounds),
+        "ratio": median(b["req_s"] / a["req_s"] for a, b in rounds),
+        "ratios": [round(b["req_s"] / a["req_s"], 2) for a, b in rounds],
+        "loop_req_s": median(loop_req_s) if loop_req_s else 0.0,
+        "echo_non_2xx": sum(a["non_2xx"] + b["non_2xx"] for a, b in rounds),
         **statuses,
     }
+
+
+def run(url: str, duration: int, connections: int) -> dict[str, float]:
+    return parse_wrk(wrk(url, duration, connections).communicate()[0])
 
 
 def loop_statuses(metrics_port: int) -> dict[str, float]:
@@ -124,7 +141,9 @@ def quota_cost(n: int = 200_000) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per phase")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alone / with the neighbour pairs; medians are printed")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--threads", type=int, default=8)
@@ -135,15 +154,16 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
-    print(f"echo: wrk -t2 -c{args.connections} -d{args.duration}s; neighbour: wrk -c8 on a "
-          f"looping function (200 ms deadline); {args.workers} workers x {args.threads} threads")
+    print(f"echo: wrk -t2 -c{args.connections} -d{args.duration}s, {args.rounds} rounds (medians);"
+          f" neighbour: wrk -c8 on a looping function (200 ms deadline); {args.workers} workers"
+          f" x {args.threads} threads")
     with tempfile.TemporaryDirectory() as d:
         for penalty_threads, label in ((0, "without penalty threads"),
                                        (1, "with penalty threads (default)")):
             r = measure(args, Path(d), penalty_threads)
             print(f"{label:32} alone {r['alone_req_s']:8.0f} req/s p99 {r['alone_p99_ms']:6.1f} ms"
                   f" | with neighbour {r['busy_req_s']:8.0f} req/s p99 {r['busy_p99_ms']:6.1f} ms"
-                  f" | ratio {r['ratio']:.2f} | loop {r['loop_req_s']:.0f} req/s"
+                  f" | ratio {r['ratio']:.2f} {r['ratios']} | loop {r['loop_req_s']:.0f} req/s"
                   f" ({r['loop_timeouts']:.0f} timeouts, {r['loop_refused']:.0f} refused)"
                   f" | echo non-2xx {r['echo_non_2xx']:.0f}")
 
