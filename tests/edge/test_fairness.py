@@ -28,29 +28,23 @@ def test_three_strikes_within_the_window_penalize() -> None:
     assert not box.penalized("f")  # one new strike is not three
 
 
-def test_penalized_calls_run_at_low_priority_behind_a_bounded_queue() -> None:
+def test_penalized_calls_take_a_place_in_a_bounded_queue() -> None:
     box = PenaltyBox(threads=1, queue=1, nice=19)
     try:
+        assert not box.admit("f")  # not penalized: runs where it is, takes no place
+        for _ in range(3):
+            box.record("f", timed_out=True, cpu_s=0.0)
+        assert box.admit("f")
+        # The threads may also run at a lower priority (off by default).
         assert box.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())) == 19
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19
-        release = threading.Event()
-        started = threading.Event()
-
-        def hold() -> None:
-            started.set()
-            release.wait(5)
-
-        runners = [threading.Thread(target=box.run, args=(hold,)) for _ in range(2)]
-        for t in runners:
-            t.start()
-        started.wait(5)
-        time.sleep(0.05)
+        assert box.admit("f")  # the second place: the queue
         with pytest.raises(Overloaded):  # one running, one queued: full
-            box.run(lambda: None)
-        release.set()
-        for t in runners:
-            t.join()
-        assert box.run(lambda: 7) == 7
+            box.admit("f")
+        box.release()
+        box.release()
+        assert box.admit("f") and box.run(lambda: 7) == 7
+        box.release()
     finally:
         box.close()
 

@@ -84,17 +84,26 @@ class PenaltyBox:
                 self._strikes.pop(function_id, None)  # forgotten
             return False
 
-    def run(self, call: Callable[[], T]) -> T:
-        """`call()` on a low-priority thread; Overloaded when they and the queue are full."""
+    def admit(self, function_id: str) -> bool:
+        """Before anything else is done for a request: True when the function is
+        penalized and got a place (run it with `run`, then `release`), False when
+        it is not penalized; Overloaded when its threads and queue are full, so the
+        refusal costs as little as possible."""
+        if not self.penalized(function_id):
+            return False
         if not self._slots.acquire(blocking=False):
             raise Overloaded(
                 "this function often times out or uses much CPU, and its share of the "
                 "node is in use; retry shortly"
             )
-        try:
-            return self._pool().submit(self._paced, call).result()
-        finally:
-            self._slots.release()
+        return True
+
+    def release(self) -> None:
+        self._slots.release()
+
+    def run(self, call: Callable[[], T]) -> T:
+        """`call()` on the penalized threads, paced; the caller holds a place (`admit`)."""
+        return self._pool().submit(self._paced, call).result()
 
     def _paced(self, call: Callable[[], T]) -> T:
         with self._lock:

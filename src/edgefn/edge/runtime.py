@@ -295,9 +295,12 @@ class Runtime:
             if req.content_length is not None and req.content_length > limit:
                 raise RequestTooLarge(f"request body over the limit of {limit} bytes")
             loaded = self._ensure_loaded(spec, tables.keys[fid])
+            boxed = self.penalty is not None and self.penalty.admit(fid)
         except EdgeError as exc:
             return self._refuse(exc, rid, fid, project)
         if not loaded.enter(self.max_inflight_per_function):
+            if boxed and self.penalty is not None:
+                self.penalty.release()
             return self._refuse(Overloaded(
                 f"{self.max_inflight_per_function} requests to this function are already "
                 "running here; retry shortly"), rid, fid, project)
@@ -310,7 +313,7 @@ class Runtime:
             # not hold the project's executions.
             quota = tables.limits.get(project)
             if quota is None or self.quotas is None:
-                return self._invoke(loaded, req, body, ctx, match.route.path, [0.0])
+                return self._invoke(loaded, req, body, ctx, match.route.path, [0.0], boxed)
             rejection = self.quotas.enter(project, quota)
             if rejection is not None:
                 return self._refuse(QuotaExceeded(
@@ -318,17 +321,20 @@ class Runtime:
                     f"{rejection.retry_after} s", rejection.retry_after), rid, fid, project)
             cpu = [0.0]
             try:
-                return self._invoke(loaded, req, body, ctx, match.route.path, cpu)
+                return self._invoke(loaded, req, body, ctx, match.route.path, cpu, boxed)
             finally:
                 self.quotas.leave(project, cpu[0])
         finally:
             loaded.leave()
+            if boxed and self.penalty is not None:
+                self.penalty.release()
 
     def _invoke(
         self, loaded: LoadedFunction, req: HttpRequest, body: bytes, ctx: _RequestContext,
-        route_path: str, cpu: list[float],
+        route_path: str, cpu: list[float], boxed: bool,
     ) -> HttpResponse:
-        """Run the guest; `cpu[0]` gets the CPU time it used (see `_Call`)."""
+        """Run the guest (on the penalized threads when `boxed`); `cpu[0]` gets the
+        CPU time it used (see `_Call`)."""
         spec = loaded.spec
         rid = ctx.request_id
         headers = [(k, v) for k, v in req.headers if k != b"x-request-id"]
@@ -353,7 +359,7 @@ class Runtime:
         penalty = self.penalty
         try:
             created = loaded.pool.created
-            if penalty is not None and penalty.penalized(spec.id):
+            if boxed and penalty is not None:
                 metrics.PENALIZED.labels(spec.id, spec.project_id).inc()
                 raw = penalty.run(call.run)
             else:
@@ -378,8 +384,6 @@ class Runtime:
         except EdgeError as exc:
             error = str(exc)
             resp = _error(exc.status, exc.code, error, rid)
-            if isinstance(exc, Overloaded):
-                resp.headers.append(("retry-after", "1"))
             metrics.INVOKE_ERRORS.labels(spec.id, spec.project_id, exc.code).inc()
         cpu[0] = call.cpu
         if penalty is not None:
