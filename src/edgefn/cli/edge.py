@@ -33,7 +33,7 @@ def edge() -> None:
                    "[no limit].")
 @click.option("--penalty-threads", type=int,
               help="Threads per worker for functions that often time out or burn CPU, "
-                   "paced to a fifth of a core; 0 runs them like any other [1].")
+                   "paced to a tenth of a core; 0 runs them like any other [1].")
 @click.option("--quota-max-concurrency", type=int,
               help="A project's concurrent executions on this node, unless the control "
                    "plane sets its quota [100].")

@@ -28,11 +28,13 @@ def build_cache(settings: EdgeSettings) -> ArtifactCache:
 
 
 def penalty_box(settings: EdgeSettings) -> PenaltyBox | None:
-    """Penalized calls may hold at most half of a worker's request threads (running
-    or queued), so that the other functions always have threads."""
+    """Penalized calls may hold all but two of a worker's request threads (running
+    or queued): waiting costs no CPU, while a refused client that retries at once
+    costs a request each time; two threads serve light functions at nearly full
+    speed (docs/performance.md)."""
     if not settings.penalty_threads:
         return None
-    queue = max(1, settings.threads // 2 - settings.penalty_threads)
+    queue = max(1, settings.threads - settings.penalty_threads - 2)
     return PenaltyBox(threads=settings.penalty_threads, queue=queue)
 
 

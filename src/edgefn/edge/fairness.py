@@ -42,7 +42,7 @@ class PenaltyBox:
         *,
         threads: int = 1,
         queue: int = 2,
-        cpu_share: float = 0.2,
+        cpu_share: float = 0.1,
         nice: int = 0,
         strikes: int = 3,
         window_s: float = 30.0,
