@@ -12,7 +12,7 @@ Pacing rather than a lower scheduling priority alone: the guest runs without
 the GIL, but the Python around it holds it, and a low-priority thread preempted
 while holding the GIL stalls every request of its worker (priority inversion;
 measured with bench/neighbour.py on a busy machine, the light function kept 28%
-of its throughput with nice-19 threads, 94% with pacing). `nice` stays
+of its throughput with nice-19 threads, 81% and more with pacing). `nice` stays
 available, 0 by default.
 """
 
