@@ -22,6 +22,7 @@ import redis
 
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.capabilities.secrets import SecretsCapability
+from edgefn.edge.fairness import PenaltyBox
 from edgefn.edge.host import FetchBinding, KvBinding
 from edgefn.edge.kv.base import KvStore
 from edgefn.edge.kv.redis import RedisKvStore
@@ -100,6 +101,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
         secrets_factory: Callable[[FunctionSpec], SecretsCapability | None] | None = None,
         tracer: Tracer | None = None,
         caps: ResourceCaps | None = None,
+        penalty: PenaltyBox | None = None,
     ) -> EdgeHarness:
         log_path = tmp_path / f"edge-{len(made)}.log"
         runtime = Runtime(
@@ -115,6 +117,7 @@ def make_edge(tmp_path: Path, engine: Engine) -> Iterator[HarnessFactory]:
             secrets_factory=secrets_factory,
             tracer=tracer,
             caps=caps,
+            penalty=penalty,
         )
         made.append(runtime)
         return EdgeHarness(runtime, log_path)

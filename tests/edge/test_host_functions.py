@@ -97,10 +97,10 @@ def test_metrics_increment_counts_with_bounded_series(edge: EdgeHarness) -> None
     from edgefn.edge import metrics
 
     edge.deploy(fn("hm", "hostcalls", path="/*"))
-    before = metrics.GUEST_METRIC.labels("hm", "hits", "route=a")._value.get()
+    before = metrics.GUEST_METRIC.labels("hm", "", "hits", "route=a")._value.get()
     for _ in range(3):
         assert edge.request("GET", "/metric").status == 200
-    after = metrics.GUEST_METRIC.labels("hm", "hits", "route=a")._value.get()
+    after = metrics.GUEST_METRIC.labels("hm", "", "hits", "route=a")._value.get()
     assert after - before == pytest.approx(4.5)
 
 

@@ -60,6 +60,19 @@ def edge() -> None:
 @click.option("--max-inflight-per-function", type=int,
               help="Requests one function may run at once per worker; more get 503 "
                    "[no limit].")
+@click.option("--penalty-threads", type=int,
+              help="Threads per worker for functions that often time out or burn CPU, "
+                   "paced to a tenth of a core; 0 runs them like any other [1].")
+@click.option("--quota-max-concurrency", type=int,
+              help="A project's concurrent executions on this node, unless the control "
+                   "plane sets its quota [100].")
+@click.option("--quota-invocations-per-minute", type=int,
+              help="A project's invocations a minute, unless the control plane sets them "
+                   "[10000].")
+@click.option("--quota-cpu-seconds-per-day", type=float,
+              help="A project's CPU seconds a day, unless the control plane sets them [3600].")
+@click.option("--quota-redis-url",
+              help="Redis counting quotas across nodes [the KV's Redis, if any; else none].")
 @click.option("--node-id", help="This node's id [hostname].")
 @click.option("--pop-id", help="This node's POP [local].")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",

@@ -37,6 +37,7 @@ from edgefn.controlplane.fields import pattern_meaning
 from edgefn.controlplane.functions.api import router as functions_router
 from edgefn.controlplane.nodes import service as nodes_service
 from edgefn.controlplane.nodes.api import router as nodes_router
+from edgefn.controlplane.quotas.api import router as quotas_router
 from edgefn.controlplane.routes.api import router as routes_router
 from edgefn.controlplane.secrets import open_secret_store
 from edgefn.controlplane.secrets.api import router as secrets_router
@@ -343,6 +344,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         deployments_router,
         routes_router,
         nodes_router,
+        quotas_router,
         audit_router,
         artifacts_router,
         secrets_router,

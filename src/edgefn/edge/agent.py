@@ -63,13 +63,20 @@ def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
                            deployment_id=msg.undeploy.deployment_id)
     if kind == "config":
         return Instruction(id=msg.ack_id, type="config",
-                           routes=tuple(_route_dict(r) for r in msg.config.routes))
+                           routes=tuple(_route_dict(r) for r in msg.config.routes),
+                           quotas={q.project_id: _quota_dict(q) for q in msg.config.quotas})
     raise ValueError(f"not an instruction: {kind}")
 
 
 def _route_dict(r: pb.Route) -> dict[str, Any]:
     return {"id": r.id, "host": r.host, "path": r.path, "methods": list(r.methods),
             "priority": r.priority, "function_id": r.function_id, "project_id": r.project_id}
+
+
+def _quota_dict(q: pb.ProjectQuota) -> dict[str, Any]:
+    fields = _present_fields(q)
+    fields.pop("project_id", None)
+    return fields
 
 
 def _present_fields(msg: Message) -> dict[str, Any]:

@@ -20,9 +20,11 @@ from edgefn.edge.capabilities.secrets import (
     SecretsCapability,
     SecretSource,
 )
+from edgefn.edge.fairness import PenaltyBox
 from edgefn.edge.kv import KvStore, create_kv_store
 from edgefn.edge.logs import JsonLog
 from edgefn.edge.pool import PoolManager
+from edgefn.edge.quotas import node_defaults, open_table
 from edgefn.edge.runtime import Runtime
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import FunctionSpec
@@ -93,6 +95,16 @@ def secret_source(settings: EdgeSettings) -> SecretSource | None:
         return FileSecrets(settings.secrets_file)
     return None
 
+def penalty_box(settings: EdgeSettings) -> PenaltyBox | None:
+    """Penalized calls may hold all but two of a worker's request threads (running
+    or queued): waiting costs no CPU, while a refused client that retries at once
+    costs a request each time; two threads serve light functions at nearly full
+    speed (docs/performance.md)."""
+    if not settings.penalty_threads:
+        return None
+    queue = max(1, settings.threads - settings.penalty_threads - 2)
+    return PenaltyBox(threads=settings.penalty_threads, queue=queue)
+
 
 def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) -> Runtime:
     """Everything a worker process needs; the KV store is opened on first use."""
@@ -124,6 +136,10 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
     def secrets_factory(spec: FunctionSpec) -> SecretsCapability | None:
         return SecretsCapability.configure(spec, source)
 
+
+    quotas = open_table(settings.data_dir / "quotas.bin", node_id=settings.node_id,
+                        redis_url=settings.resolved_quota_redis_url)
+    pools.on_tick.append(quotas.sync)
     tracer = (
         OtlpSpanExporter(settings.otlp_endpoint, node_id=settings.node_id)
         if settings.otlp_endpoint else None
@@ -144,4 +160,11 @@ def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) ->
         secrets_factory=secrets_factory,
         on_close=close,
         tracer=tracer,
+        quotas=quotas,
+        penalty=penalty_box(settings),
+        quota_defaults=node_defaults(
+            settings.quota_max_concurrency,
+            settings.quota_invocations_per_minute,
+            settings.quota_cpu_seconds_per_day,
+        ),
     )

@@ -30,6 +30,7 @@ from edgefn.edge.spec import (
     POLICY_FIELDS,
     FunctionSpec,
     NodeState,
+    QuotaSpec,
     ResourceCaps,
     RouteSpec,
     read_state,
@@ -70,6 +71,8 @@ class Instruction:
     # The `FunctionPolicy` fields the instruction carries; one it leaves out (as
     # an older control plane does) keeps its default, which denies.
     policy: dict[str, Any] = field(default_factory=dict)
+    # config: the project quotas the admin set, by project id (`QuotaSpec` fields).
+    quotas: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Instruction:
@@ -89,6 +92,7 @@ class Instruction:
             routes=tuple(data.get("routes") or ()),
             deployment_id=data.get("deployment_id") or "",
             policy={k: data[k] for k in POLICY_FIELDS if data.get(k) is not None},
+            quotas=dict(data.get("quotas") or {}),
         )
 
 
@@ -291,8 +295,9 @@ class NodeController:
 
     def _config(self, instr: Instruction) -> None:
         table = tuple(_route(r) for r in instr.routes)
-        if table != self.state.route_table:
-            self._write(route_table=table)
+        quotas = {pid: QuotaSpec.model_validate(q) for pid, q in instr.quotas.items()}
+        if table != self.state.route_table or quotas != self.state.quotas:
+            self._write(route_table=table, quotas=quotas)
 
     def _write(self, **changes: Any) -> None:
         state = self.state.model_copy(

@@ -6,6 +6,7 @@
     ├── RequestTooLarge        request body over the limit (413)
     ├── Overloaded             the function has its share of request threads (503)
     │   └── NodeOverloaded     a worker holds all the complete requests it may (503)
+    ├── QuotaExceeded          the project's quota is spent (429, with retry-after)
     ├── BadRequest             a request the edge cannot encode for a guest, or bad HTTP (400)
     ├── RequestTimeout         the client did not send its head or body in time (408)
     └── HeadersTooLarge        the request line and headers are over the limit (431)
@@ -37,6 +38,15 @@ class RequestTooLarge(EdgeError):
 class Overloaded(EdgeError):
     status = 503
     code = "function_overloaded"
+
+
+class QuotaExceeded(EdgeError):
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BadRequest(EdgeError):

@@ -51,6 +51,7 @@ class Invocation(NamedTuple):
     parent_span_id: str
     trace_flags: str
     error_message: str | None
+    project_id: str = ""  # the function's tenant
 
 
 def invocation_line(inv: Invocation) -> bytes:
@@ -58,7 +59,8 @@ def invocation_line(inv: Invocation) -> bytes:
     start, elapsed = inv.start, inv.elapsed
     parts = [
         '{"type":"invocation","request_id":', _str(inv.request_id),
-        ',"function_id":', _str(inv.function_id), ',"version":', _str(inv.version),
+        ',"function_id":', _str(inv.function_id), ',"project_id":', _str(inv.project_id),
+        ',"version":', _str(inv.version),
         ',"node_id":', _str(inv.node_id),
         f',"start":{start:.6f},"end":{start + elapsed:.6f},"duration_ms":{elapsed * 1000:.3f}',
         f',"status":{inv.status},"method":', _str(inv.method), ',"path":', _str(inv.path),

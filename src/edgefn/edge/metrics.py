@@ -31,23 +31,44 @@ LATENCY_BUCKETS = (
     2.5, 5.0, 10.0,
 )
 
-INVOKE_COUNT = Counter("wasm_invoke_count", "Invocations of a function", ["function_id"])
+# Every per-function series also carries the function's project (its tenant), so
+# a tenant's series can be selected, and served, apart from the others'.
+INVOKE_COUNT = Counter(
+    "wasm_invoke_count", "Invocations of a function", ["function_id", "project_id"]
+)
 INVOKE_LATENCY = Histogram(
-    "wasm_invoke_latency_seconds", "Invocation latency", ["function_id"], buckets=LATENCY_BUCKETS
+    "wasm_invoke_latency_seconds", "Invocation latency", ["function_id", "project_id"],
+    buckets=LATENCY_BUCKETS,
 )
 INVOKE_ERRORS = Counter(
-    "wasm_invoke_errors", "Failed invocations by error code", ["function_id", "code"]
+    "wasm_invoke_errors", "Failed invocations by error code", ["function_id", "project_id", "code"]
 )
 CACHE_HITS = Counter("wasm_cache_hits", "Artifact loads served by the disk cache")
 CACHE_MISSES = Counter("wasm_cache_misses", "Artifact loads that missed the disk cache")
 INSTANCES_CREATED = Counter(
-    "wasm_instances_created", "Instances created (cold starts)", ["function_id"]
+    "wasm_instances_created", "Instances created (cold starts)", ["function_id", "project_id"]
 )
 GUEST_METRIC = Counter(
-    "wasm_guest_metric", "Counters incremented by functions", ["function_id", "name", "tags"]
+    "wasm_guest_metric", "Counters incremented by functions",
+    ["function_id", "project_id", "name", "tags"],
 )
 GUEST_METRIC_DROPPED = Counter(
-    "wasm_guest_metric_dropped", "Guest metric increments refused", ["function_id"]
+    "wasm_guest_metric_dropped", "Guest metric increments refused", ["function_id", "project_id"]
+)
+QUOTA_REJECTIONS = Counter(
+    "edge_quota_rejections",
+    "Requests refused with 429 because the project's quota was spent (kind: concurrency, "
+    "rate, cpu)",
+    ["project_id", "kind"],
+)
+QUOTA_SYNC_FAILURES = Counter(
+    "edge_quota_sync_failures",
+    "Quota syncs with Redis that failed (the node then counts its projects alone)",
+)
+PENALIZED = Counter(
+    "edge_penalized_invocations",
+    "Invocations of functions that time out or burn CPU often, run on low-priority threads",
+    ["function_id", "project_id"],
 )
 COMPILED_REJECTED = Counter(
     "edge_compiled_code_rejected",

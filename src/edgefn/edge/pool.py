@@ -206,7 +206,7 @@ class PoolManager:
         self._interval = maintenance_interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.on_tick: list[Callable[[], None]] = []
+        self.on_tick: list[Callable[[], object]] = []
 
     # -- accounting -----------------------------------------------------------
     def adjust(self, delta: int) -> None:

@@ -27,13 +27,16 @@ from edgefn.edge.errors import (
     EdgeError,
     FunctionUnavailable,
     Overloaded,
+    QuotaExceeded,
     RequestTooLarge,
 )
+from edgefn.edge.fairness import PenaltyBox
 from edgefn.edge.host import FetchBinding, FunctionHost, InvocationHost, KvBinding
 from edgefn.edge.logs import Invocation, JsonLog
 from edgefn.edge.pool import InstancePool, PoolManager
+from edgefn.edge.quotas import QuotaLimits, QuotaTable, node_defaults
 from edgefn.edge.routing import MethodNotAllowed, Router
-from edgefn.edge.spec import FunctionSpec, NodeState, ResourceCaps, SpecKey
+from edgefn.edge.spec import FunctionSpec, NodeState, QuotaSpec, ResourceCaps, SpecKey
 from edgefn.sandbox.abi import GuestResponse, cgi_environ, encode_headers, parse_cgi, parse_response
 from edgefn.sandbox.engine import Engine, GuestRequest
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
@@ -84,8 +87,9 @@ class LoadedFunction:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.count = metrics.INVOKE_COUNT.labels(self.spec.id)
-        self.latency = metrics.INVOKE_LATENCY.labels(self.spec.id)
+        labels = (self.spec.id, self.spec.project_id)
+        self.count = metrics.INVOKE_COUNT.labels(*labels)
+        self.latency = metrics.INVOKE_LATENCY.labels(*labels)
 
     def enter(self, limit: int) -> bool:
         """Take one of the function's `limit` request slots in this worker, if free."""
@@ -109,6 +113,9 @@ class _Tables:
     # Each function's `spec.key`, computed once here rather than on every request.
     keys: dict[str, SpecKey] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    # Each project's effective quotas, resolved once per state; a project absent
+    # here ("" for a local functions directory) is not counted.
+    limits: dict[str, QuotaLimits] = field(default_factory=dict)
     generation: int = -1
 
 
@@ -148,6 +155,9 @@ class Runtime:
         on_close: Callable[[], None] | None = None,
         tracer: Tracer | None = None,
         caps: ResourceCaps | None = None,
+        quotas: QuotaTable | None = None,
+        quota_defaults: QuotaSpec | None = None,
+        penalty: PenaltyBox | None = None,
     ) -> None:
         self.engine = engine
         # The node operator's caps: a function over them is never loaded (None: no caps).
@@ -165,6 +175,11 @@ class Runtime:
         self._secrets_factory = secrets_factory
         self._on_close = on_close
         self._tracer = tracer
+        # Quotas count per node and project; without a table nothing is counted.
+        self.quotas = quotas
+        self.quota_defaults = quota_defaults or node_defaults()
+        # None: no function is moved aside (`penalty_threads` 0).
+        self.penalty = penalty
         self._tables = _Tables()
         self._loaded: dict[SpecKey, LoadedFunction] = {}
         self._load_locks: dict[str, threading.Lock] = {}
@@ -193,11 +208,20 @@ class Runtime:
                 except EdgeError as exc:
                     unavailable[fn.id] = str(exc)
                     log.warning("function %s@%s not runnable: %s", fn.id, fn.version, exc)
+            limits = {}
+            if self.quotas is not None:
+                limits = {
+                    fn.project_id: QuotaLimits.resolve(state.quotas.get(fn.project_id),
+                                                       self.quota_defaults)
+                    for fn in state.functions if fn.project_id
+                }
+                self.quotas.track(sorted(limits))
             self._tables = _Tables(
                 router=Router(state.routes(), {f.id: f.project_id for f in state.functions}),
                 functions=functions,
                 keys=keys,
                 unavailable=unavailable,
+                limits=limits,
                 generation=state.generation,
             )
             keep = set(keys.values())
@@ -263,7 +287,7 @@ class Runtime:
             except InvocationError as exc:
                 self.pools.remove(key)
                 raise FunctionUnavailable(f"instantiation failed: {exc}") from exc
-            metrics.INSTANCES_CREATED.labels(spec.id).inc(pool.created)
+            metrics.INSTANCES_CREATED.labels(spec.id, spec.project_id).inc(pool.created)
             loaded = LoadedFunction(spec, pool, host)
             self._loaded[key] = loaded
             return loaded
@@ -296,34 +320,54 @@ class Runtime:
         spec = tables.functions.get(fid)
         if spec is None or fid in tables.unavailable:
             reason = tables.unavailable.get(fid, "function is not deployed on this node")
-            return self._refuse(FunctionUnavailable(reason), rid, fid)
+            return self._refuse(FunctionUnavailable(reason), rid, fid, match.route.project_id)
+        project = spec.project_id
         limit = spec.max_request_bytes
         limit = self.max_request_body_bytes if limit is None else limit
         try:
             if req.content_length is not None and req.content_length > limit:
                 raise RequestTooLarge(f"request body over the limit of {limit} bytes")
             loaded = self._ensure_loaded(spec, tables.keys[fid])
+            boxed = self.penalty is not None and self.penalty.admit(fid)
         except EdgeError as exc:
-            return self._refuse(exc, rid, fid)
+            return self._refuse(exc, rid, fid, project)
         if not loaded.enter(self.max_inflight_per_function):
-            resp = self._refuse(Overloaded(
+            if boxed and self.penalty is not None:
+                self.penalty.release()
+            return self._refuse(Overloaded(
                 f"{self.max_inflight_per_function} requests to this function are already "
-                "running here; retry shortly"), rid, fid)
-            resp.headers.append(("retry-after", "1"))
-            return resp
+                "running here; retry shortly"), rid, fid, project)
         try:
             body = req.read_body(limit + 1)
             if len(body) > limit:
-                return self._refuse(
-                    RequestTooLarge(f"request body over the limit of {limit} bytes"), rid, fid)
-            return self._invoke(loaded, req, body, ctx, match.route.path)
+                return self._refuse(RequestTooLarge(
+                    f"request body over the limit of {limit} bytes"), rid, fid, project)
+            # The quota is taken once the body is in: a client slow to send one must
+            # not hold the project's executions.
+            quota = tables.limits.get(project)
+            if quota is None or self.quotas is None:
+                return self._invoke(loaded, req, body, ctx, match.route.path, [0.0], boxed)
+            rejection = self.quotas.enter(project, quota)
+            if rejection is not None:
+                return self._refuse(QuotaExceeded(
+                    f"quota of project {project}: {rejection.message}; retry in "
+                    f"{rejection.retry_after} s", rejection.retry_after), rid, fid, project)
+            cpu = [0.0]
+            try:
+                return self._invoke(loaded, req, body, ctx, match.route.path, cpu, boxed)
+            finally:
+                self.quotas.leave(project, cpu[0])
         finally:
             loaded.leave()
+            if boxed and self.penalty is not None:
+                self.penalty.release()
 
     def _invoke(
         self, loaded: LoadedFunction, req: HttpRequest, body: bytes, ctx: _RequestContext,
-        route_path: str,
+        route_path: str, cpu: list[float], boxed: bool,
     ) -> HttpResponse:
+        """Run the guest (on the penalized threads when `boxed`); `cpu[0]` gets the
+        CPU time it used (see `_Call`)."""
         spec = loaded.spec
         rid = ctx.request_id
         headers = [(k, v) for k, v in req.headers if k != b"x-request-id"]
@@ -342,23 +386,20 @@ class Runtime:
                 headers=headers, body_length=len(body), remote_addr=req.remote_addr,
             ))
         start = time.time()
-        t0 = time.monotonic()
-        host = InvocationHost(loaded.host, rid, headers,
-                              t0 + spec.max_execution_ms / 1000, traceparent)
+        call = _Call(loaded, guest, InvocationHost(loaded.host, rid, headers, 0.0, traceparent))
         error: str | None = None
+        timed_out = False
+        penalty = self.penalty
         try:
             created = loaded.pool.created
-            with loaded.pool.checkout() as inst:
-                raw = inst.invoke(guest, host)
-                if time.monotonic() > host.deadline + _GUARD_S:
-                    # The engine should have interrupted the guest; the host's own clock
-                    # is the last word, and the instance is spent.
-                    raise GuestTimeout(
-                        f"invocation exceeded max_execution_ms={spec.max_execution_ms} "
-                        "(host wall-clock guard)"
-                    )
+            if boxed and penalty is not None:
+                metrics.PENALIZED.labels(spec.id, spec.project_id).inc()
+                raw = penalty.run(call.run)
+            else:
+                raw = call.run()
             if loaded.pool.created != created:
-                metrics.INSTANCES_CREATED.labels(spec.id).inc(loaded.pool.created - created)
+                metrics.INSTANCES_CREATED.labels(spec.id, spec.project_id).inc(
+                    loaded.pool.created - created)
             parsed: GuestResponse = (
                 parse_response(raw) if module.abi == ABI_EDGE_V1 else parse_cgi(raw)
             )
@@ -370,18 +411,22 @@ class Runtime:
         except InvocationError as exc:
             error = str(exc)
             code = _ERROR_CODES.get(exc.status, "guest_error")
+            timed_out = isinstance(exc, GuestTimeout)
             resp = _error(exc.status, code, error, rid)
-            metrics.INVOKE_ERRORS.labels(spec.id, code).inc()
+            metrics.INVOKE_ERRORS.labels(spec.id, spec.project_id, code).inc()
         except EdgeError as exc:
             error = str(exc)
             resp = _error(exc.status, exc.code, error, rid)
-            metrics.INVOKE_ERRORS.labels(spec.id, exc.code).inc()
-        elapsed = time.monotonic() - t0
+            metrics.INVOKE_ERRORS.labels(spec.id, spec.project_id, exc.code).inc()
+        cpu[0] = call.cpu
+        if penalty is not None:
+            penalty.record(spec.id, timed_out=timed_out, cpu_s=call.cpu)
+        elapsed = time.monotonic() - call.t0 if call.t0 else 0.0
         loaded.count.inc()
         loaded.latency.observe(elapsed)
         inv = Invocation(rid, spec.id, spec.version, self.node_id, req.method, req.path,
                          resp.status, start, elapsed, ctx.trace_id, ctx.span_id,
-                         ctx.parent_span_id, ctx.trace_flags, error)
+                         ctx.parent_span_id, ctx.trace_flags, error, spec.project_id)
         self.log_sink.write_invocation(inv)
         if self._tracer is not None:
             self._tracer.record(inv)
@@ -391,12 +436,19 @@ class Runtime:
         resp.headers.append(("x-request-id", rid))
         return resp
 
-    def _refuse(self, exc: EdgeError, rid: str, fid: str) -> HttpResponse:
+    def _refuse(self, exc: EdgeError, rid: str, fid: str, project: str) -> HttpResponse:
         """A request for function `fid` answered without running it; counted as an error."""
-        metrics.INVOKE_ERRORS.labels(fid, exc.code).inc()
-        return self._finish(_error(exc.status, exc.code, str(exc), rid), rid)
+        metrics.INVOKE_ERRORS.labels(fid, project, exc.code).inc()
+        resp = _error(exc.status, exc.code, str(exc), rid)
+        if isinstance(exc, QuotaExceeded):
+            resp.headers.append(("retry-after", str(exc.retry_after)))
+        elif isinstance(exc, Overloaded):
+            resp.headers.append(("retry-after", "1"))
+        return self._finish(resp, rid)
 
     def close(self) -> None:
+        if self.penalty is not None:
+            self.penalty.close()
         self.pools.close()
         for loaded in self._loaded.values():
             loaded.host.close()
@@ -405,6 +457,47 @@ class Runtime:
             self._tracer.close()
         if self._on_close is not None:
             self._on_close()
+
+
+class _Call:
+    """One guest call: checkout, invoke, the host's deadline guard, and its CPU time.
+
+    CPU time is the calling thread's (`time.thread_time`), not wall time: the
+    guest runs on this thread without the GIL, so it is what the guest and its
+    host calls computed, without the time spent waiting for a core, for the GIL
+    or in `http_fetch`. Charged to the project's daily quota, it does not grow
+    because a neighbour keeps the node busy. Measured inside the call (which
+    may run on another thread, `PenaltyBox`), so a queue wait is not charged.
+    """
+
+    __slots__ = ("cpu", "guest", "host", "loaded", "t0")
+
+    def __init__(self, loaded: LoadedFunction, guest: GuestRequest, host: InvocationHost) -> None:
+        self.loaded = loaded
+        self.guest = guest
+        self.host = host
+        self.cpu = 0.0
+        self.t0 = 0.0
+
+    def run(self) -> bytes:
+        spec = self.loaded.spec
+        self.t0 = time.monotonic()
+        host = self.host
+        host.deadline = self.t0 + spec.max_execution_ms / 1000
+        c0 = time.thread_time()
+        try:
+            with self.loaded.pool.checkout() as inst:
+                raw = inst.invoke(self.guest, host)
+                if time.monotonic() > host.deadline + _GUARD_S:
+                    # The engine should have interrupted the guest; the host's own clock
+                    # is the last word, and the instance is spent.
+                    raise GuestTimeout(
+                        f"invocation exceeded max_execution_ms={spec.max_execution_ms} "
+                        "(host wall-clock guard)"
+                    )
+            return raw
+        finally:
+            self.cpu = time.thread_time() - c0
 
 
 _random_bits = random.getrandbits

@@ -32,6 +32,16 @@ class EdgeSettings(BaseSettings):
     # others wait. None: no limit (a node serving one busy function would otherwise
     # refuse its own traffic at peaks; set it on nodes shared by many tenants).
     max_inflight_per_function: int | None = Field(None, ge=1)
+    # Threads per worker for functions that often time out or burn CPU, paced to a
+    # tenth of a core (edge/fairness.py); 0: they run on the request threads like any other.
+    penalty_threads: int = Field(1, ge=0, le=64)
+    # Node-wide quotas of a project that the control plane did not set (seed 4.4.2).
+    quota_max_concurrency: int = Field(100, ge=0)
+    quota_invocations_per_minute: int = Field(10_000, ge=0)
+    quota_cpu_seconds_per_day: float = Field(3600.0, ge=0, allow_inf_nan=False)
+    # Redis that counts quotas across nodes; empty: the KV's Redis if it has one,
+    # else each node counts alone.
+    quota_redis_url: str = ""
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # Hostile clients (docs/security.md): a request's head must arrive within
@@ -100,6 +110,12 @@ class EdgeSettings(BaseSettings):
     def inflight_limit(self) -> int:
         # A worker runs at most `threads` requests at once: that many never refuses.
         return self.max_inflight_per_function or self.threads
+
+    @property
+    def resolved_quota_redis_url(self) -> str:
+        if self.quota_redis_url:
+            return self.quota_redis_url
+        return self.kv_url if self.kv_url.startswith(("redis://", "rediss://")) else ""
 
     @property
     def state_path(self) -> Path:

@@ -298,6 +298,14 @@ class ResourceCaps(_Strict):
             if value is not None and value > cap
         )
 
+class QuotaSpec(_Strict):
+    """A project's quotas as the admin set them; a field left out (None) takes the
+    node's default (docs/edge.md, Quotas). Zero stops the project."""
+
+    max_concurrency: JsonInt | None = Field(None, ge=0, le=_JSON_INT_MAX)
+    invocations_per_minute: JsonInt | None = Field(None, ge=0, le=_JSON_INT_MAX)
+    cpu_seconds_per_day: float | None = Field(None, ge=0, le=86_400 * 1000, allow_inf_nan=False)
+
 
 class NodeState(_Strict):
     """The node's desired state: functions with their local artifacts, and routes."""
@@ -309,6 +317,8 @@ class NodeState(_Strict):
     route_table: tuple[RouteSpec, ...] = ()
     # Functions known to the node but not runnable (yet): routes to them answer 503.
     unavailable: dict[str, str] = Field(default_factory=dict)
+    # Quotas the control plane set, by project id; other projects get the node's defaults.
+    quotas: dict[str, QuotaSpec] = Field(default_factory=dict)
 
     def routes(self) -> list[RouteSpec]:
         out = list(self.route_table)

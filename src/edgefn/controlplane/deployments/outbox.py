@@ -13,7 +13,9 @@ its first deploy instruction for that node until an undeploy
 (`deployed_functions`); the node's route table holds only those functions'
 routes, a node registered later gets only what the latest deployment of each
 function targets (its selector, or its `target_pop`), and the secrets call
-answers only for those functions.
+answers only for those functions. A config instruction also carries "quotas":
+{project_id: {max_concurrency, invocations_per_minute, cpu_seconds_per_day}}, every
+quota the admin set.
 
 `watch` reports, after each commit, which nodes got new instructions, so a
 transport that pushes (the gRPC stream) can send them at once.
@@ -31,6 +33,7 @@ from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.deployments.models import Deployment, OutboxInstruction
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.nodes.models import Node
+from edgefn.controlplane.quotas.models import ProjectQuota
 from edgefn.controlplane.routes.models import Route, claim_held
 from edgefn.controlplane.selector import matches
 from edgefn.edge.spec import POLICY_FIELDS
@@ -101,6 +104,14 @@ def routes_for(
         for r, project_id in session.execute(query)
         if r.function_id in deployed and matches(r.pop_selector, labels)
     ]
+
+
+def quotas_for(session: Session) -> dict[str, dict[str, Any]]:
+    """Every project quota the admin set, by project id (the others: node defaults)."""
+    return {
+        row.project_id: row.spec().model_dump(mode="json")
+        for row in session.scalars(select(ProjectQuota).order_by(ProjectQuota.project_id))
+    }
 
 
 def _blank(kind: str) -> dict[str, Any]:
@@ -180,7 +191,8 @@ def supersede_deploys(session: Session, node_id: str, function_id: str) -> None:
 
 
 def enqueue_config(session: Session, node: Node) -> None:
-    """The node's full route table; replaces any config it has not picked up yet."""
+    """The node's full route table and the project quotas; replaces any config it has
+    not picked up yet."""
     session.flush()
     for row in session.scalars(
         select(OutboxInstruction).where(
@@ -190,7 +202,8 @@ def enqueue_config(session: Session, node: Node) -> None:
         )
     ):
         row.state = SUPERSEDED
-    payload = _blank("config") | {"routes": routes_for(session, node)}
+    payload = _blank("config") | {"routes": routes_for(session, node),
+                                  "quotas": quotas_for(session)}
     session.add(OutboxInstruction(node_id=node.id, type="config", payload=payload))
 
 

@@ -73,9 +73,12 @@ def instruction_to_proto(instruction: Mapping[str, Any]) -> pb.ControlMessage:
             ),
         )
     if kind == "config":
-        return pb.ControlMessage(
-            ack_id=ack_id, config=pb.ConfigUpdate(routes=_routes(instruction["routes"] or ()))
-        )
+        quotas = [
+            pb.ProjectQuota(project_id=pid, **{k: v for k, v in q.items() if v is not None})
+            for pid, q in (instruction.get("quotas") or {}).items()
+        ]
+        return pb.ControlMessage(ack_id=ack_id, config=pb.ConfigUpdate(
+            routes=_routes(instruction["routes"] or ()), quotas=quotas))
     raise ValueError(f"unknown instruction type {kind!r}")
 
 

@@ -164,10 +164,24 @@ class UndeployInstruction(_message.Message):
     def __init__(self, function_id: _Optional[str] = ..., deployment_id: _Optional[str] = ...) -> None: ...
 
 class ConfigUpdate(_message.Message):
-    __slots__ = ("routes",)
+    __slots__ = ("routes", "quotas")
     ROUTES_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
     routes: _containers.RepeatedCompositeFieldContainer[Route]
-    def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
+    quotas: _containers.RepeatedCompositeFieldContainer[ProjectQuota]
+    def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., quotas: _Optional[_Iterable[_Union[ProjectQuota, _Mapping]]] = ...) -> None: ...
+
+class ProjectQuota(_message.Message):
+    __slots__ = ("project_id", "max_concurrency", "invocations_per_minute", "cpu_seconds_per_day")
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    INVOCATIONS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    max_concurrency: int
+    invocations_per_minute: int
+    cpu_seconds_per_day: float
+    def __init__(self, project_id: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., invocations_per_minute: _Optional[int] = ..., cpu_seconds_per_day: _Optional[float] = ...) -> None: ...
 
 class DeploymentStatus(_message.Message):
     __slots__ = ("ack_id", "function_id", "version", "state", "message")
