@@ -105,6 +105,11 @@ HotInstances = Annotated[int, Field(ge=0, le=_JSON_INT_MAX), BeforeValidator(jso
 IdleTimeout = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 RequestBytes = Annotated[int, Field(ge=0, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
 _Limit = Annotated[int, Field(ge=1, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
+Count = Annotated[int, Field(ge=0, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
+# A JSON number of seconds (an integer is one too), not `false` or `"5"`.
+CpuSeconds = Annotated[
+    float, Field(ge=0, le=_JSON_INT_MAX, allow_inf_nan=False), BeforeValidator(json_integer)
+]
 
 
 # `HostAllowlist` decides what an entry may be, which no pattern states; the
@@ -302,9 +307,9 @@ class QuotaSpec(_Strict):
     """A project's quotas as the admin set them; a field left out (None) takes the
     node's default (docs/edge.md, Quotas). Zero stops the project."""
 
-    max_concurrency: JsonInt | None = Field(None, ge=0, le=_JSON_INT_MAX)
-    invocations_per_minute: JsonInt | None = Field(None, ge=0, le=_JSON_INT_MAX)
-    cpu_seconds_per_day: float | None = Field(None, ge=0, le=86_400 * 1000, allow_inf_nan=False)
+    max_concurrency: Count | None = None
+    invocations_per_minute: Count | None = None
+    cpu_seconds_per_day: CpuSeconds | None = None
 
 
 class NodeState(_Strict):
