@@ -25,6 +25,10 @@ class ProcExit(Exception):
     def __init__(self, code: int) -> None:
         self.code = code
 
+    def as_trap(self, when: str = "") -> GuestTrap:
+        """An edge-v1 guest must not exit: its instance is gone (500)."""
+        return GuestTrap(f"guest called proc_exit({self.code}){when}")
+
 
 class HostCallFailed(Exception):
     """A host call must end the guest's call with a trap; the message says why.
@@ -77,7 +81,7 @@ class InstanceBase:
             self._create()
         except ProcExit as exc:
             self.close()
-            raise GuestTrap(f"guest called proc_exit({exc.code}) while starting") from None
+            raise exc.as_trap(" while starting") from None
         except BaseException:
             self.close()
             raise
@@ -155,15 +159,13 @@ class EdgeProgram(InstanceBase):
                 raise
             self._deallocate(ptr, total)
             return response
-        except InvocationError as exc:
-            if exc.discard:
-                self.close()
-            raise
         except ProcExit as exc:
             self.close()
-            raise GuestTrap(f"guest called proc_exit({exc.code})") from None
-        except BaseException:
-            self.close()
+            raise exc.as_trap() from None
+        except BaseException as exc:
+            # Only an error that says the guest is intact keeps the instance.
+            if not isinstance(exc, InvocationError) or exc.discard:
+                self.close()
             raise
         finally:
             self._end()

@@ -22,20 +22,13 @@ from pathlib import Path
 
 from edgefn.sandbox import _wasmedge_ffi as ffi
 from edgefn.sandbox import _wasmedge_wasi as wasi_stdio
+from edgefn.sandbox import program
 from edgefn.sandbox.abi import unusable_alloc
 from edgefn.sandbox.compilecache import CompileCache
 from edgefn.sandbox.engine import GuestRequest, Instance, Limits, ModuleFacts, WasiOptions
 from edgefn.sandbox.errors import EngineUnavailable, GuestTrap, InvalidModule
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
 from edgefn.sandbox.options import WasmEdgeOptions
-from edgefn.sandbox.program import (
-    EdgeProgram,
-    HostCallFailed,
-    InstanceBase,
-    ProcExit,
-    WagiProgram,
-    guarded_host_call,
-)
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
 
 AOT_ENV = "EDGEFN_WASMEDGE_AOT"
@@ -191,8 +184,8 @@ class _HostModules:
             values = [decode(args[i]) for i, decode in enumerate(decoders)]
             mem = _Memory(lib, lib.CallingFrameGetMemoryInstance(frame, 0))
             try:
-                result = guarded_host_call(inst, name, adapter, mem, values)
-            except HostCallFailed as exc:
+                result = program.guarded_host_call(inst, name, adapter, mem, values)
+            except program.HostCallFailed as exc:
                 if inst is not None:
                     inst.trap_message = str(exc)
                 return ffi.user_error(_HOST_FAILED)
@@ -537,7 +530,7 @@ class _Contexts:
             self.module = None  # type: ignore[assignment]
 
 
-class _BaseInstance(InstanceBase):
+class _BaseInstance(program.InstanceBase):
     """What both ABIs share on WasmEdge: the contexts, async calls with a deadline, stdio."""
 
     def __init__(self, module: WasmEdgeModule) -> None:
@@ -628,7 +621,7 @@ class _BaseInstance(InstanceBase):
         if code in (ffi.ERR_INTERRUPTED, ffi.ERR_COST_LIMIT_EXCEEDED):
             raise self._timeout()
         if code == ffi.ERR_TERMINATED:
-            raise ProcExit(int(lib.ModuleInstanceWASIGetExitCode(self._ctx.wasi)))
+            raise program.ProcExit(int(lib.ModuleInstanceWASIGetExitCode(self._ctx.wasi)))
         if not ffi.result_ok(result):
             raise GuestTrap(f"guest trapped: {lib.ResultGetMessage(result).decode()}")
         return ffi.get_i32(self._returns[0]) if nresults else 0
@@ -650,7 +643,7 @@ class _BaseInstance(InstanceBase):
             ctx.close()
 
 
-class _EdgeInstance(EdgeProgram, _BaseInstance):
+class _EdgeInstance(program.EdgeProgram, _BaseInstance):
     """An `edge-v1` instance on WasmEdge: the program's hooks as async calls."""
 
     def __init__(self, module: WasmEdgeModule) -> None:
@@ -711,7 +704,7 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
             self._call(self._dealloc, 2, 0)
 
 
-class _WagiInstance(WagiProgram, _BaseInstance):
+class _WagiInstance(program.WagiProgram, _BaseInstance):
     """A WAGI program: fresh contexts per request, `_start` once, stdout is the response."""
 
     def __init__(self, module: WasmEdgeModule) -> None:

@@ -504,10 +504,10 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         return int(args[0].i32)
 
     def _copy_out(self, offset: int, written: int) -> bytes:
-        base, size = self.memory_view()
-        if offset + written > size:
-            raise GuestTrap("response extends past linear memory")
-        return ctypes.string_at(base + offset, written)
+        try:
+            return self.read(offset, written)
+        except IndexError:
+            raise GuestTrap("response extends past linear memory") from None
 
     def _deallocate(self, ptr: int, total: int) -> None:
         if self._dealloc is not None:
