@@ -86,6 +86,10 @@ class InstanceBase:
             self.close()
             raise
 
+    def _arm_deadline(self) -> None:
+        """Start the clock of `max_execution_ms` for the calls that follow."""
+        raise NotImplementedError
+
     def _create(self) -> None:
         """Engine hook: instantiate, bind the exports, run `_initialize` when there is one.
 
@@ -145,7 +149,7 @@ class EdgeProgram(InstanceBase):
         total = len(parts[0]) + len(parts[1]) + len(parts[2]) + len(parts[3]) + cap
         self.host = host
         self.output.reset()
-        self._begin()
+        self._arm_deadline()
         try:
             ptr = self._allocate(total)
             offset = self._copy_in(ptr, total, parts, cap)
@@ -168,18 +172,10 @@ class EdgeProgram(InstanceBase):
                 self.close()
             raise
         finally:
-            self._end()
             self.host = None
             self.output.hand_to(host)
 
     # -- engine hooks ------------------------------------------------------------
-    def _begin(self) -> None:
-        """Arm the deadline (and whatever lets a host call find this instance)."""
-        raise NotImplementedError
-
-    def _end(self) -> None:
-        """Undo what `_begin` set for host calls."""
-
     def _allocate(self, size: int) -> int:
         """Call `alloc(size)`; return the pointer, checked later by `_copy_in`."""
         raise NotImplementedError

@@ -666,9 +666,6 @@ class _EdgeInstance(program.EdgeProgram, _BaseInstance):
     def _set(self, i: int, value: int) -> None:
         ffi.set_i32(self._params[i], value, self._lib.i32)
 
-    def _begin(self) -> None:
-        self._arm_deadline()
-
     def _allocate(self, size: int) -> int:
         self._set(0, size)
         return self._call(self._alloc, 1, 1)  # type: ignore[arg-type]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import importlib.metadata
-import itertools
 import math
 import threading
 import time
@@ -63,10 +62,10 @@ _call_unchecked = _fast("wasmtime_func_call_unchecked", c_void_p)
 _memory_data = _fast("wasmtime_memory_data", c_void_p)
 _memory_data_size = _fast("wasmtime_memory_data_size", ctypes.c_size_t)
 _set_epoch_deadline = _fast("wasmtime_context_set_epoch_deadline", None)
+_caller_context = _fast("wasmtime_caller_context", c_void_p)
 _SIZES = [ctypes.c_size_t(n) for n in range(11)]
 _INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
 
-_current = threading.local()
 
 # Instances, tables and table elements one store may create; generous for any
 # real module, small enough that a hostile one cannot use them to eat memory.
@@ -87,9 +86,9 @@ def _make_callback(
 ) -> Callable:
     fields = [("f64" if t == F64 else "i32") for t in params]
 
-    def callback(env: int, caller: int, args: ctypes.Array, nargs: int) -> int:
+    def callback(env: int, caller: ctypes._Pointer, args: ctypes.Array, nargs: int) -> int:
         # The instance is its own GuestMemory: it reads through its memory view.
-        inst: _EdgeInstance | None = getattr(_current, "instance", None)
+        inst = _INSTANCES.get(_caller_context(caller) or 0)
         values = [getattr(args[i], f) for i, f in enumerate(fields)]
         try:
             result = guarded_host_call(inst, name, adapter, inst, values)  # type: ignore[arg-type]
@@ -102,15 +101,15 @@ def _make_callback(
     return callback
 
 
-# wasmtime calls WASI output callbacks on a thread of its own, so they find their
-# instance through the callback's data pointer: a key into this table.
-_OUTPUT_OWNERS: dict[int, _BaseInstance] = {}
-_owner_ids = itertools.count(1)
+# Every instance by the address of its store's context, which is what a host call
+# is given (through its caller) and what its WASI output callbacks are given as
+# their data pointer (wasmtime may call those on a thread of its own).
+_INSTANCES: dict[int, _BaseInstance] = {}
 
 
 def _make_output_callback(stream: int) -> Callable[[int | None, ctypes.c_void_p, int], int]:
     def callback(data: int | None, buf: ctypes.c_void_p, length: int) -> int:
-        inst = _OUTPUT_OWNERS.get(data or 0)
+        inst = _INSTANCES.get(data or 0)
         if inst is not None:
             inst.capture(stream, ctypes.string_at(buf, length))
         return length
@@ -287,9 +286,13 @@ class WasmtimeModule(ModuleFacts):
         return _WagiInstance(self)
 
     def new_store(
-        self, owner: int, stdin: bytes | None, extra_env: list[tuple[str, str]]
-    ) -> wasmtime.Store:
+        self, owner: _BaseInstance, stdin: bytes | None, extra_env: list[tuple[str, str]]
+    ) -> tuple[wasmtime.Store, int]:
+        """A store with this module's limits and WASI, registered for `owner`; returns
+        it with its key in `_INSTANCES`, which `owner` removes when it closes."""
         store = wasmtime.Store(self._engine._engine)
+        key = ctypes.cast(store._context(), c_void_p).value or 0
+        _INSTANCES[key] = owner
         # A new store's epoch deadline is "now": arm it before any guest code runs.
         ticker = self._engine._ticker
         ticks = ticker.ticks_for(self.limits.max_execution_ms) + ticker.lag()
@@ -305,12 +308,12 @@ class WasmtimeModule(ModuleFacts):
             buf = (ctypes.c_uint8 * len(stdin)).from_buffer_copy(stdin) if stdin else None
             ffi.wasm_byte_vec_new(byref(vec), len(stdin), buf)
             ffi.wasi_config_set_stdin_bytes(config.ptr(), byref(vec))
-        ffi.wasi_config_set_stdout_custom(config.ptr(), _STDOUT_CB, owner, _NO_FINALIZER)
-        ffi.wasi_config_set_stderr_custom(config.ptr(), _STDERR_CB, owner, _NO_FINALIZER)
+        ffi.wasi_config_set_stdout_custom(config.ptr(), _STDOUT_CB, key, _NO_FINALIZER)
+        ffi.wasi_config_set_stderr_custom(config.ptr(), _STDERR_CB, key, _NO_FINALIZER)
         if self.wasi.config_dir:
             config.preopen_dir(self.wasi.config_dir, "/config", fs_mutable=False)
         store.set_wasi(config)
-        return store
+        return store, key
 
     def instantiate_in(self, store: wasmtime.Store) -> wasmtime.Instance:
         return self._pre.instantiate(store)
@@ -331,16 +334,22 @@ class _BaseInstance(InstanceBase):
         self._memory: ffi.wasmtime_memory_t | None = None
         self._trap = POINTER(ffi.wasm_trap_t)()
         self._trap_ref = byref(self._trap)
-        self._owner = next(_owner_ids)
-        _OUTPUT_OWNERS[self._owner] = self
+        self._key = 0
         self._ticker = module._engine._ticker
         self._ticks = self._ticker.ticks_for(self.limits.max_execution_ms)
 
-    def _bind(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
-        self._store = store
-        self._ctx = store._context()
-        self._instance = instance
-        self._exports = instance.exports(store)
+    def _new_store(self, stdin: bytes | None, extra_env: list[tuple[str, str]]) -> None:
+        self._store, self._key = self._module.new_store(self, stdin, extra_env)
+        self._ctx = self._store._context()
+
+    def _instantiate(self) -> None:
+        """Instantiate in the store made by `_new_store` and bind the exports."""
+        assert self._store is not None
+        try:
+            self._instance = self._module.instantiate_in(self._store)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            raise _instantiation_error(exc) from exc
+        self._exports = self._instance.exports(self._store)
         mem = self._exports.get("memory")
         if isinstance(mem, wasmtime.Memory):
             self._memory = mem._memory
@@ -416,7 +425,7 @@ class _BaseInstance(InstanceBase):
         if self.closed:
             return
         self.closed = True
-        _OUTPUT_OWNERS.pop(self._owner, None)
+        _INSTANCES.pop(self._key, None)
         self._exports = None  # type: ignore[assignment]
         self._memory = None
         if self._store is not None:
@@ -446,20 +455,11 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
     def __init__(self, module: WasmtimeModule) -> None:
         super().__init__(module)
         self._args = (_RawArgs * 10)()
-        _current.instance = self
-        try:
-            self._start_instance()
-        finally:
-            _current.instance = None
+        self._start_instance()
 
     def _create(self) -> None:
-        store = self._module.new_store(self._owner, None, [])
-        try:
-            instance = self._module.instantiate_in(store)
-        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            store.close()
-            raise _instantiation_error(exc) from exc
-        self._bind(store, instance)
+        self._new_store(None, [])
+        self._instantiate()
         self._alloc = self._func("alloc")
         self._handle = self._func("handle")
         self._dealloc = self._func("dealloc")
@@ -468,18 +468,11 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
             self._arm_deadline()
             self._call(init, self._args, 0)
 
-    def _begin(self) -> None:
-        _current.instance = self
-        self._arm_deadline()
-
-    def _end(self) -> None:
-        _current.instance = None
-
     def _allocate(self, size: int) -> int:
         args = self._args
         args[0].i32 = size
         self._call(self._alloc, args, 1)  # type: ignore[arg-type]
-        return int(args[0].i32)
+        return args[0].i32
 
     def _copy_in(self, ptr: int, total: int, parts: tuple[bytes, ...], cap: int) -> int:
         base, size = self.memory_view()
@@ -501,13 +494,13 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
     def _call_handle(self) -> int:
         args = self._args
         self._call(self._handle, args, 10)  # type: ignore[arg-type]
-        return int(args[0].i32)
+        return args[0].i32
 
     def _copy_out(self, offset: int, written: int) -> bytes:
-        try:
-            return self.read(offset, written)
-        except IndexError:
-            raise GuestTrap("response extends past linear memory") from None
+        base, size = self.memory_view()
+        if offset + written <= size:
+            return ctypes.string_at(base + offset, written)
+        raise GuestTrap("response extends past linear memory")
 
     def _deallocate(self, ptr: int, total: int) -> None:
         if self._dealloc is not None:
@@ -525,21 +518,13 @@ class _WagiInstance(WagiProgram, _BaseInstance):
         self._init_wagi()
 
     def _run_start(self, request: GuestRequest) -> int:
-        _current.instance = self
-        try:
-            store = self._module.new_store(self._owner, request.body, request.cgi_env)
-            try:
-                instance = self._module.instantiate_in(store)
-            except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-                raise _instantiation_error(exc) from exc
-            self._bind(store, instance)
-            start = self._func("_start")
-            if start is None:
-                raise GuestTrap("module exports no _start")
-            self._call(start, (_RawArgs * 1)(), 0)
-            return 0
-        finally:
-            _current.instance = None
+        self._new_store(request.body, request.cgi_env)
+        self._instantiate()
+        start = self._func("_start")
+        if start is None:
+            raise GuestTrap("module exports no _start")
+        self._call(start, (_RawArgs * 1)(), 0)
+        return 0
 
 
 __all__ = ["WasmtimeEngine", "WasmtimeModule"]
