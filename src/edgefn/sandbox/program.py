@@ -10,7 +10,7 @@ the deadline is a timeout) live here, so the engines cannot drift apart.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgefn.sandbox.abi import check_handle_result
 from edgefn.sandbox.engine import GuestRequest, Host, Limits
@@ -91,9 +91,16 @@ class InstanceBase:
         raise NotImplementedError
 
     def _create(self) -> None:
-        """Engine hook: instantiate, bind the exports, run `_initialize` when there is one.
+        """Instantiate, bind the exports, run `_initialize` when there is one; engine
+        errors are translated into `InvocationError`s on the way."""
+        raise NotImplementedError
 
-        Engine errors are translated here into `InvocationError`s."""
+    def _export(self, name: str) -> Any:
+        """Engine hook: the exported function `name`, or None."""
+        raise NotImplementedError
+
+    def _call_export(self, func: Any) -> None:
+        """Engine hook: call a function of no arguments and no results, under the deadline."""
         raise NotImplementedError
 
     if TYPE_CHECKING:
@@ -141,6 +148,20 @@ class EdgeProgram(InstanceBase):
     them to the raw calls.
     """
 
+    _alloc: Any
+    _handle: Any
+    _dealloc: Any
+
+    def _create(self) -> None:
+        self._instantiate_guest()
+        self._alloc = self._export("alloc")
+        self._handle = self._export("handle")
+        self._dealloc = self._export("dealloc")
+        init = self._export("_initialize")
+        if init is not None:  # a WASI reactor's constructors
+            self._arm_deadline()
+            self._call_export(init)
+
     def invoke(self, request: GuestRequest, host: Host) -> bytes:
         if self.closed:
             raise GuestTrap("instance is closed")
@@ -176,6 +197,10 @@ class EdgeProgram(InstanceBase):
             self.output.hand_to(host)
 
     # -- engine hooks ------------------------------------------------------------
+    def _instantiate_guest(self) -> None:
+        """Make the store (or contexts) and instantiate the module in it."""
+        raise NotImplementedError
+
     def _allocate(self, size: int) -> int:
         """Call `alloc(size)`; return the pointer, checked later by `_copy_in`."""
         raise NotImplementedError

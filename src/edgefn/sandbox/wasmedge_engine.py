@@ -574,6 +574,13 @@ class _BaseInstance(program.InstanceBase):
 
     # --- calls ---
 
+    def _export(self, name: str) -> int | None:
+        assert self._ctx is not None
+        return self._ctx.function(name)
+
+    def _call_export(self, func: int) -> None:
+        self._call(func, 0, 0)
+
     def _arm_deadline(self) -> None:
         self._deadline = time.monotonic() + self.limits.max_execution_ms / 1000
         if self._ctx is not None and self._ctx.stats:
@@ -650,25 +657,16 @@ class _EdgeInstance(program.EdgeProgram, _BaseInstance):
         super().__init__(module)
         self._start_instance()
 
-    def _create(self) -> None:
+    def _instantiate_guest(self) -> None:
         self._arm_deadline()
         self._bind([])
-        ctx = self._ctx
-        assert ctx is not None
-        self._alloc = ctx.function("alloc")
-        self._handle = ctx.function("handle")
-        self._dealloc = ctx.function("dealloc")
-        init = ctx.function("_initialize")
-        if init is not None:
-            self._arm_deadline()
-            self._call(init, 0, 0)
 
     def _set(self, i: int, value: int) -> None:
         ffi.set_i32(self._params[i], value, self._lib.i32)
 
     def _allocate(self, size: int) -> int:
         self._set(0, size)
-        return self._call(self._alloc, 1, 1)  # type: ignore[arg-type]
+        return self._call(self._alloc, 1, 1)
 
     def _copy_in(self, ptr: int, total: int, parts: tuple[bytes, ...], cap: int) -> int:
         if ptr <= 0 or not self._mem.contains(ptr, total):
@@ -686,7 +684,7 @@ class _EdgeInstance(program.EdgeProgram, _BaseInstance):
         return offset
 
     def _call_handle(self) -> int:
-        return self._call(self._handle, 10, 1)  # type: ignore[arg-type]
+        return self._call(self._handle, 10, 1)
 
     def _copy_out(self, offset: int, written: int) -> bytes:
         try:
@@ -712,11 +710,10 @@ class _WagiInstance(program.WagiProgram, _BaseInstance):
         self._stdin = request.body
         self._arm_deadline()
         self._bind(request.cgi_env)
-        assert self._ctx is not None
-        start = self._ctx.function("_start")
+        start = self._export("_start")
         if start is None:
             raise GuestTrap("module exports no _start")
-        self._call(start, 0, 0)
+        self._call_export(start)
         return 0
 
 

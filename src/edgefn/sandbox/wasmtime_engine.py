@@ -356,11 +356,14 @@ class _BaseInstance(InstanceBase):
             self._memory_ref = byref(self._memory)
             self._view_base, self._view_size = 0, -1
 
-    def _func(self, name: str) -> ctypes._Pointer | None:
+    def _export(self, name: str) -> ctypes._Pointer | None:
         f = self._exports.get(name)
         if isinstance(f, wasmtime.Func):
             return ctypes.pointer(f._func)
         return None
+
+    def _call_export(self, func: ctypes._Pointer) -> None:
+        self._call(func, (_RawArgs * 1)(), 0)
 
     def memory_view(self) -> tuple[int, int]:
         """Base address and size of linear memory, valid until the guest runs again.
@@ -457,21 +460,14 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         self._args = (_RawArgs * 10)()
         self._start_instance()
 
-    def _create(self) -> None:
+    def _instantiate_guest(self) -> None:
         self._new_store(None, [])
         self._instantiate()
-        self._alloc = self._func("alloc")
-        self._handle = self._func("handle")
-        self._dealloc = self._func("dealloc")
-        init = self._func("_initialize")
-        if init is not None:
-            self._arm_deadline()
-            self._call(init, self._args, 0)
 
     def _allocate(self, size: int) -> int:
         args = self._args
         args[0].i32 = size
-        self._call(self._alloc, args, 1)  # type: ignore[arg-type]
+        self._call(self._alloc, args, 1)
         return args[0].i32
 
     def _copy_in(self, ptr: int, total: int, parts: tuple[bytes, ...], cap: int) -> int:
@@ -493,7 +489,7 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
 
     def _call_handle(self) -> int:
         args = self._args
-        self._call(self._handle, args, 10)  # type: ignore[arg-type]
+        self._call(self._handle, args, 10)
         return args[0].i32
 
     def _copy_out(self, offset: int, written: int) -> bytes:
@@ -520,10 +516,10 @@ class _WagiInstance(WagiProgram, _BaseInstance):
     def _run_start(self, request: GuestRequest) -> int:
         self._new_store(request.body, request.cgi_env)
         self._instantiate()
-        start = self._func("_start")
+        start = self._export("_start")
         if start is None:
             raise GuestTrap("module exports no _start")
-        self._call(start, (_RawArgs * 1)(), 0)
+        self._call_export(start)
         return 0
 
 
