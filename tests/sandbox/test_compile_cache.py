@@ -148,3 +148,31 @@ def test_wasmtime_refuses_another_modules_compiled_file_and_runs_its_own(
     finally:
         third.close()
     assert third_rejects == [] and echo_file.exists()
+
+
+def test_wasmedge_keeps_aot_code_in_the_cache_it_is_given(tmp_path: Path) -> None:
+    """Needs libwasmedge built with LLVM; skipped, saying so, where it is not."""
+    from edgefn.sandbox import WasmEdgeOptions
+    from edgefn.sandbox.errors import EngineUnavailable
+
+    key = load_or_create_key(tmp_path / "compile.key")
+    root = tmp_path / "compiled"
+    try:
+        engine = create_engine("wasmedge", options=WasmEdgeOptions(aot=True),
+                               compile_cache=CompileCache(root, key))
+    except EngineUnavailable as exc:
+        pytest.skip(f"wasmedge engine unavailable: {exc}")
+    try:
+        if not engine.describe()["compiler"].startswith("LLVM AOT"):
+            pytest.skip("libwasmedge was built without LLVM: nothing to cache")
+        assert b"mine" in run(engine, "echo", b"mine")
+        assert len(list(root.glob("*.cwasm"))) == 1
+    finally:
+        engine.close()
+    again = create_engine("wasmedge", options=WasmEdgeOptions(aot=True),
+                          compile_cache=CompileCache(root, key))
+    try:
+        assert b"again" in run(again, "echo", b"again")
+        assert len(list(root.glob("*.cwasm"))) == 1
+    finally:
+        again.close()

@@ -245,6 +245,50 @@ def test_sized_response_fits_exactly_the_cap(run) -> None:  # type: ignore[no-un
         run("sized", request(target="/?n=4096"), limits=limits)
 
 
+@pytest.mark.parametrize(
+    ("module", "body", "error"),
+    [("echo", b"x" * 90_000, "exceeds the cap"), ("negative", b"x" * 60_000, "error code -1")],
+)
+def test_a_kept_instance_gets_its_request_buffer_back(  # type: ignore[no-untyped-def]
+    compile_fixture, module: str, body: bytes, error: str
+) -> None:
+    """Each request borrows body + response cap (~150 KiB here) from the guest's 1 MiB
+    heap; were it not handed back after a failed but kept call, `alloc` would return 0
+    within a few requests and the instance would fail every request after."""
+    inst = compile_fixture(module, Limits(memory_pages=16)).instantiate()
+    try:
+        for _ in range(20):
+            with pytest.raises(InvocationError, match=error) as info:
+                inst.invoke(request("POST", body=body), FakeHost())
+            assert not info.value.discard
+        assert inst.memory_bytes <= 16 * 65536
+        if module == "echo":
+            assert parse_response(inst.invoke(request(body=b"small"), FakeHost())).body == b"small"
+    finally:
+        inst.close()
+
+
+def test_an_unusable_alloc_pointer_discards_the_instance(compile_fixture) -> None:  # type: ignore[no-untyped-def]
+    """A body larger than the guest's memory: `alloc` returns 0. The heap may be left
+    in any state, so the call is a trap (500) and the instance is closed, never reused."""
+    module = compile_fixture("echo", Limits(memory_pages=16))
+    inst = module.instantiate()
+    try:
+        with pytest.raises(GuestTrap, match="unusable pointer") as info:
+            inst.invoke(request("POST", body=b"x" * (2 << 20)), FakeHost())
+        assert info.value.status == 500 and info.value.discard
+        assert inst.memory_bytes == 0
+        with pytest.raises(GuestTrap, match="closed"):
+            inst.invoke(request(body=b"small"), FakeHost())
+    finally:
+        inst.close()
+    fresh = module.instantiate()
+    try:
+        assert parse_response(fresh.invoke(request(body=b"small"), FakeHost())).body == b"small"
+    finally:
+        fresh.close()
+
+
 # -- section 2: wagi --------------------------------------------------------------
 
 

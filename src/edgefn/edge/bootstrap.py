@@ -29,7 +29,7 @@ from edgefn.edge.runtime import Runtime
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import FunctionSpec
 from edgefn.edge.tracing import OtlpSpanExporter
-from edgefn.sandbox import Engine, create_engine
+from edgefn.sandbox import Engine, WasmtimeOptions, create_engine
 from edgefn.sandbox.compilecache import CompileCache
 
 # Settings the workers never need: the agent in the main process talks to the CP.
@@ -57,8 +57,9 @@ def build_engine(settings: EdgeSettings) -> Engine:
         compile_key_file(settings),
         on_reject=lambda _reason: metrics.COMPILED_REJECTED.inc(),
     )
-    return create_engine(settings.engine, epoch_tick_ms=settings.epoch_tick_ms,
-                         compile_cache=cache)
+    options = WasmtimeOptions(epoch_tick_ms=settings.epoch_tick_ms)  # wasmtime's only
+    return create_engine(settings.engine, compile_cache=cache,
+                         options=options if settings.engine == "wasmtime" else None)
 
 
 def build_cache(settings: EdgeSettings) -> ArtifactCache:

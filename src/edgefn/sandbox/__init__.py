@@ -11,6 +11,7 @@ from edgefn.sandbox.errors import (
     SandboxError,
 )
 from edgefn.sandbox.factory import create_engine
+from edgefn.sandbox.options import WasmEdgeOptions, WasmtimeOptions
 
 __all__ = [
     "Engine",
@@ -26,5 +27,7 @@ __all__ = [
     "ResponseTooLarge",
     "SandboxError",
     "WasiOptions",
+    "WasmEdgeOptions",
+    "WasmtimeOptions",
     "create_engine",
 ]

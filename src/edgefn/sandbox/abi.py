@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from edgefn.sandbox.errors import GuestError, ResponseTooLarge
+from edgefn.sandbox.errors import GuestError, GuestTrap, ResponseTooLarge
 
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"content-length"}
@@ -34,8 +34,10 @@ def check_handle_result(written: int, cap: int) -> None:
         raise ResponseTooLarge(f"response of {written} bytes exceeds the cap of {cap}")
 
 
-def unusable_alloc(total: int, ptr: int) -> GuestError:
-    return GuestError(f"alloc({total}) returned an unusable pointer {ptr}")
+def unusable_alloc(total: int, ptr: int) -> GuestTrap:
+    """`alloc` gave no room (its heap is spent or corrupt): the instance cannot serve
+    another request, so it is a trap (500) and the instance is discarded."""
+    return GuestTrap(f"alloc({total}) returned an unusable pointer {ptr}")
 
 
 def _split_head(raw: bytes) -> tuple[list[bytes], bytes]:

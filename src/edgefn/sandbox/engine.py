@@ -99,8 +99,8 @@ class Instance(Protocol):
     def invoke(self, request: GuestRequest, host: Host) -> bytes:
         """Run the request; return the raw response (edge-v1 encoding, or WAGI stdout).
 
-        Raises an `InvocationError`; when its `discard` is true the instance must
-        not be used again.
+        Raises an `InvocationError`; when its `discard` is true (or on any other
+        exception) the instance has closed itself and must not be used again.
         """
         ...
 

@@ -1,15 +1,14 @@
 """What a guest writes to stdout and stderr, bounded, and how a WAGI run ends.
 
-Shared by the engines: the byte limits and the WAGI outcome rules (exit status,
-response cap) must be the same whichever engine runs the guest.
+Shared by the engines (through `program.py`): the byte limits and the WAGI
+outcome rules (exit status, response cap) must be the same whichever engine runs
+the guest.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from edgefn.sandbox.engine import GuestRequest, Host, Limits
-from edgefn.sandbox.errors import GuestError, GuestTrap, ResponseTooLarge
+from edgefn.sandbox.engine import Host, Limits
+from edgefn.sandbox.errors import GuestError, ResponseTooLarge
 
 
 class GuestOutput:
@@ -52,46 +51,3 @@ def wagi_response(exit_code: int, stdout: GuestOutput, limits: Limits) -> bytes:
             f"WAGI response exceeds the cap of {limits.max_response_bytes} bytes"
         )
     return bytes(stdout.data)
-
-
-class WagiProgram:
-    """The engine-independent half of a WAGI instance: one `_start` per instance, its
-    stdout is the response, its stderr the log. An engine supplies `_run_start`
-    (instantiate with the request's CGI environment and stdin, run `_start`, return
-    the exit status) and `close`."""
-
-    limits: Limits
-    host: Host | None
-
-    def _init_wagi(self) -> None:
-        self._used = False
-        self.stdout = wagi_output(self.limits)
-
-    @property
-    def memory_bytes(self) -> int:
-        return 0
-
-    def capture(self, stream: int, data: bytes) -> None:
-        if stream == 1:
-            self.stdout.add(data)
-        elif self.host is not None:
-            self.host.output(2, data)
-
-    def invoke(self, request: GuestRequest, host: Host) -> bytes:
-        if self._used:
-            raise GuestTrap("a WAGI instance runs one request")
-        self._used = True
-        self.host = host
-        try:
-            code = self._run_start(request)
-        finally:
-            self.host = None
-            self.close()
-        return wagi_response(code, self.stdout, self.limits)
-
-    def _run_start(self, request: GuestRequest) -> int:
-        raise NotImplementedError
-
-    if TYPE_CHECKING:
-        # Provided by the engine's instance class, which comes after this one.
-        def close(self) -> None: ...

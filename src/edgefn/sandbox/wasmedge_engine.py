@@ -13,7 +13,6 @@ import ctypes
 import hashlib
 import math
 import os
-import secrets
 import tempfile
 import threading
 import time
@@ -23,27 +22,21 @@ from pathlib import Path
 
 from edgefn.sandbox import _wasmedge_ffi as ffi
 from edgefn.sandbox import _wasmedge_wasi as wasi_stdio
-from edgefn.sandbox.abi import check_handle_result, unusable_alloc
+from edgefn.sandbox import program
+from edgefn.sandbox.abi import unusable_alloc
 from edgefn.sandbox.compilecache import CompileCache
-from edgefn.sandbox.engine import GuestRequest, Host, Limits, ModuleFacts, WasiOptions
-from edgefn.sandbox.errors import (
-    EngineUnavailable,
-    GuestError,
-    GuestTimeout,
-    GuestTrap,
-    InvalidModule,
-)
+from edgefn.sandbox.engine import GuestRequest, Instance, Limits, ModuleFacts, WasiOptions
+from edgefn.sandbox.errors import EngineUnavailable, GuestTrap, InvalidModule
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
-from edgefn.sandbox.stdio import GuestOutput, WagiProgram
+from edgefn.sandbox.options import WasmEdgeOptions
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
 
 AOT_ENV = "EDGEFN_WASMEDGE_AOT"
 
-# Codes of the user-level WasmEdge_Result a host function fails with; the details
-# are kept on the instance and turned into the right error after the call.
-_HOST_TRAP = 1
-_HOST_TIMEOUT = 2
-_HOST_EXCEPTION = 3
+# The code of the user-level WasmEdge_Result a host function fails with; what
+# happened (trap message, timeout, exception) is kept on the instance and turned
+# into the right error after the call.
+_HOST_FAILED = 1
 
 _MAX_ARGS = 10
 
@@ -62,10 +55,6 @@ def _resident_bytes() -> int:
             return int(statm.read().split()[1]) * _PAGE_BYTES
     except (OSError, IndexError, ValueError):
         return 0
-
-
-class _HostCallTimeout(Exception):
-    """Raised inside a host callback when the deadline has passed."""
 
 
 def _ensure_stdio_fds() -> None:
@@ -189,29 +178,17 @@ class _HostModules:
         decoders = [ffi.get_i32 if t == I32 else ffi.get_f64 for t in params]
 
         def callback(data: int, frame: int, args: ctypes.Array, rets: ctypes.Array) -> int:
+            # WasmEdge runs the call on a thread of its own: the instance is found
+            # through the calling frame, the memory is the frame's.
             inst = self._instance(frame)
-            if inst is None or inst.host is None:
-                if inst is not None:
-                    inst.trap_message = f"edge.{name} called outside an invocation"
-                return ffi.user_error(_HOST_TRAP)
-            host = inst.host
+            values = [decode(args[i]) for i, decode in enumerate(decoders)]
+            mem = _Memory(lib, lib.CallingFrameGetMemoryInstance(frame, 0))
             try:
-                if host.remaining_seconds() <= 0:
-                    raise _HostCallTimeout
-                values = [decode(args[i]) for i, decode in enumerate(decoders)]
-                mem = _Memory(lib, lib.CallingFrameGetMemoryInstance(frame, 0))
-                result = adapter(mem, host, values)
-                if host.remaining_seconds() <= 0:
-                    raise _HostCallTimeout
-            except _HostCallTimeout:
-                inst.timed_out = True
-                return ffi.user_error(_HOST_TIMEOUT)
-            except IndexError as exc:
-                inst.trap_message = f"edge.{name}: {exc}"
-                return ffi.user_error(_HOST_TRAP)
-            except BaseException as exc:  # carried through the trap, re-raised as itself
-                inst.host_exception = exc
-                return ffi.user_error(_HOST_EXCEPTION)
+                result = program.guarded_host_call(inst, name, adapter, mem, values)
+            except program.HostCallFailed as exc:
+                if inst is not None:
+                    inst.trap_message = str(exc)
+                return ffi.user_error(_HOST_FAILED)
             if has_result:
                 ffi.set_i32(rets[0], int(result or 0), lib.i32)
             return 0
@@ -224,14 +201,14 @@ class _HostModules:
         def callback(data: int, frame: int, args: ctypes.Array, rets: ctypes.Array) -> int:
             inst = self._instance(frame)
             if inst is None:
-                return ffi.user_error(_HOST_TRAP)
+                return ffi.user_error(_HOST_FAILED)
             try:
                 values = [ffi.get_i32(args[i]) for i in range(nparams)]
                 mem = _Memory(lib, lib.CallingFrameGetMemoryInstance(frame, 0))
                 errno = wasi_stdio.call(name, mem, inst, values)
             except BaseException as exc:
                 inst.host_exception = exc
-                return ffi.user_error(_HOST_EXCEPTION)
+                return ffi.user_error(_HOST_FAILED)
             ffi.set_i32(rets[0], errno, lib.i32)
             return 0
 
@@ -246,29 +223,28 @@ class _HostModules:
 class WasmEdgeEngine:
     """`Engine` on WasmEdge. Thread-safe; one per process.
 
-    `aot`: compile modules ahead of time with the library's LLVM compiler, when it
-    has one. Off unless asked for (here or with EDGEFN_WASMEDGE_AOT=1): WasmEdge
-    0.14 runs a call on its own thread, which has no alternate signal stack, so a
-    guest that overflows the native stack in AOT code kills the whole process.
-    `cost_limit_per_ms`: an instruction-cost budget per millisecond of
-    `max_execution_ms`, enforced by WasmEdge's statistics as a second guard behind
-    cancellation; off by default, as counting costs every instruction some time.
-    `compile_cache`: where AOT output is kept, sealed, between processes; without
-    one it is sealed with a key of this process's own in a private temporary
-    directory (AOT code carries native code, so even that file is checked).
+    `options.aot`: compile modules ahead of time with the library's LLVM compiler,
+    when it has one. Off unless asked for (there or with EDGEFN_WASMEDGE_AOT=1):
+    WasmEdge 0.14 runs a call on its own thread, which has no alternate signal
+    stack, so a guest that overflows the native stack in AOT code kills the whole
+    process. `options.cost_limit_per_ms`: an instruction-cost budget per
+    millisecond of `max_execution_ms`, enforced by WasmEdge's statistics as a second
+    guard behind cancellation; off by default, as counting costs every instruction
+    some time. `compile_cache`: where AOT output is kept, sealed, between processes
+    (the node's `{data_dir}/compiled`, as with wasmtime); without one, AOT code is
+    compiled in every process. The interpreter has nothing to cache.
     """
 
     name = "wasmedge"
 
     def __init__(
-        self,
-        *,
-        aot: bool | None = None,
-        cost_limit_per_ms: int | None = None,
-        compile_cache: CompileCache | None = None,
+        self, options: WasmEdgeOptions | None = None, *, compile_cache: CompileCache | None = None
     ) -> None:
+        options = options or WasmEdgeOptions()
         self._lib = lib = ffi.load()
         _ensure_stdio_fds()
+        aot = options.aot
+        cost_limit_per_ms = options.cost_limit_per_ms
         if aot is None:
             aot = os.environ.get(AOT_ENV, "") == "1"
         self._cost_limit_per_ms = cost_limit_per_ms
@@ -295,10 +271,9 @@ class WasmEdgeEngine:
         self._aot_available = compiler is not None
         if compiler and aot:
             self._compiler = compiler
+            # Only for the file the compiler writes and `_precompile` reads back.
             self._aot_dir = tempfile.TemporaryDirectory(prefix="edgefn-wasmedge-aot-")
-            self._compile_cache = compile_cache or CompileCache(
-                Path(self._aot_dir.name) / "sealed", secrets.token_bytes(32)
-            )
+            self._compile_cache = compile_cache
         elif compiler:
             lib.CompilerDelete(compiler)
         self._lock = threading.Lock()
@@ -330,9 +305,10 @@ class WasmEdgeEngine:
         """Parse and validate the module (AOT-compiled first when AOT is on)."""
         if not self._compiler:
             return self._parse(prepared)
-        cache = self._compile_cache
-        assert cache is not None
         source = hashlib.sha256(prepared).hexdigest()
+        cache = self._compile_cache
+        if cache is None:
+            return self._parse(self._precompile(prepared, source))
         code = cache.load(source, self._engine_id)
         if code is not None:
             try:
@@ -371,7 +347,9 @@ class WasmEdgeEngine:
     def describe(self) -> dict[str, str]:
         lib = self._lib
         if self._compiler:
-            compiler = "LLVM AOT (universal wasm, interruptible)"
+            compiler = "LLVM AOT (universal wasm, interruptible)" + (
+                ", cached on disk, sealed" if self._compile_cache else ""
+            )
         elif self._aot_available:
             compiler = f"interpreter (LLVM AOT available, off; {AOT_ENV}=1 turns it on)"
         else:
@@ -431,7 +409,7 @@ class WasmEdgeModule(ModuleFacts):
         self._closed = False
         self._lock = threading.Lock()
 
-    def instantiate(self) -> _BaseInstance:
+    def instantiate(self) -> Instance:
         if self.abi == ABI_EDGE_V1:
             return _EdgeInstance(self)
         return _WagiInstance(self)
@@ -552,24 +530,15 @@ class _Contexts:
             self.module = None  # type: ignore[assignment]
 
 
-class _Exit(Exception):
-    def __init__(self, code: int) -> None:
-        self.code = code
-
-
-class _BaseInstance:
-    """What both ABIs share: the contexts, async calls with a deadline, stdio capture."""
+class _BaseInstance(program.InstanceBase):
+    """What both ABIs share on WasmEdge: the contexts, async calls with a deadline, stdio."""
 
     def __init__(self, module: WasmEdgeModule) -> None:
         self._module = module
         self._lib = module.lib
         self._engine = module.engine
-        self.limits = module.limits
-        self.host: Host | None = None
-        self.timed_out = False
-        self.host_exception: BaseException | None = None
+        self._init_state(module.limits)
         self.trap_message: str | None = None
-        self.output = GuestOutput(self.limits.max_output_bytes)
         self._stdin = b""
         self._stdin_pos = 0
         self._ctx: _Contexts | None = None
@@ -577,7 +546,6 @@ class _BaseInstance:
         self._params = (ffi.Value * _MAX_ARGS)()
         self._returns = (ffi.Value * 1)()
         self._deadline = 0.0
-        self.closed = False
 
     def _bind(self, extra_env: list[tuple[str, str]]) -> None:
         """Create this instance's contexts, instantiate, and run the start function."""
@@ -590,9 +558,6 @@ class _BaseInstance:
             self._call(start, 0, 0)
 
     # --- stdio (the `Stdio` protocol of _wasmedge_wasi) ---
-
-    def capture(self, stream: int, data: bytes) -> None:
-        self.output.add(data)
 
     def read_stdin(self, size: int) -> bytes:
         data = self._stdin[self._stdin_pos : self._stdin_pos + size]
@@ -608,6 +573,13 @@ class _BaseInstance:
         return int(handle.value)
 
     # --- calls ---
+
+    def _export(self, name: str) -> int | None:
+        assert self._ctx is not None
+        return self._ctx.function(name)
+
+    def _call_export(self, func: int) -> None:
+        self._call(func, 0, 0)
 
     def _arm_deadline(self) -> None:
         self._deadline = time.monotonic() + self.limits.max_execution_ms / 1000
@@ -650,31 +622,16 @@ class _BaseInstance:
         if self.timed_out:
             raise self._timeout()
         category, code = ffi.result_category(result), ffi.result_code(result)
-        if category == ffi.CATEGORY_USER:
-            if code == _HOST_TIMEOUT:
-                self.timed_out = True
-                raise self._timeout()
+        if category == ffi.CATEGORY_USER:  # a host call failed; a timeout is seen above
             message, self.trap_message = self.trap_message, None
             raise GuestTrap(f"guest trapped: {message or 'host function failed'}")
         if code in (ffi.ERR_INTERRUPTED, ffi.ERR_COST_LIMIT_EXCEEDED):
-            self.timed_out = True
             raise self._timeout()
         if code == ffi.ERR_TERMINATED:
-            raise _Exit(int(lib.ModuleInstanceWASIGetExitCode(self._ctx.wasi)))
+            raise program.ProcExit(int(lib.ModuleInstanceWASIGetExitCode(self._ctx.wasi)))
         if not ffi.result_ok(result):
             raise GuestTrap(f"guest trapped: {lib.ResultGetMessage(result).decode()}")
         return ffi.get_i32(self._returns[0]) if nresults else 0
-
-    def _timeout(self) -> GuestTimeout:
-        return GuestTimeout(f"invocation exceeded max_execution_ms={self.limits.max_execution_ms}")
-
-    def _raise_host_exception(self) -> None:
-        exc, self.host_exception = self.host_exception, None
-        if exc is not None:
-            raise exc
-
-    def invoke(self, request: GuestRequest, host: Host) -> bytes:
-        raise NotImplementedError
 
     @property
     def memory_bytes(self) -> int:
@@ -693,76 +650,56 @@ class _BaseInstance:
             ctx.close()
 
 
-class _EdgeInstance(_BaseInstance):
-    """An `edge-v1` instance: reused across requests until it traps or times out."""
+class _EdgeInstance(program.EdgeProgram, _BaseInstance):
+    """An `edge-v1` instance on WasmEdge: the program's hooks as async calls."""
 
     def __init__(self, module: WasmEdgeModule) -> None:
         super().__init__(module)
-        try:
-            self._arm_deadline()
-            self._bind([])
-            ctx = self._ctx
-            assert ctx is not None
-            self._alloc = ctx.function("alloc")
-            self._handle = ctx.function("handle")
-            self._dealloc = ctx.function("dealloc")
-            init = ctx.function("_initialize")
-            if init is not None:
-                self._arm_deadline()
-                self._call(init, 0, 0)
-        except _Exit as exc:
-            self.close()
-            raise GuestTrap(f"guest called proc_exit({exc.code}) while starting") from None
-        except BaseException:
-            self.close()
-            raise
+        self._start_instance()
+
+    def _instantiate_guest(self) -> None:
+        self._arm_deadline()
+        self._bind([])
 
     def _set(self, i: int, value: int) -> None:
         ffi.set_i32(self._params[i], value, self._lib.i32)
 
-    def invoke(self, request: GuestRequest, host: Host) -> bytes:
-        if self.closed:
-            raise GuestTrap("instance is closed")
-        cap = self.limits.max_response_bytes
-        parts = (request.method, request.path, request.headers, request.body)
-        total = len(parts[0]) + len(parts[1]) + len(parts[2]) + len(parts[3]) + cap
-        self.host = host
-        self.output.reset()
+    def _allocate(self, size: int) -> int:
+        self._set(0, size)
+        return self._call(self._alloc, 1, 1)
+
+    def _copy_in(self, ptr: int, total: int, parts: tuple[bytes, ...], cap: int) -> int:
+        if ptr <= 0 or not self._mem.contains(ptr, total):
+            raise unusable_alloc(total, ptr)
+        offset = ptr
+        for i, part in enumerate(parts):
+            n = len(part)
+            if n:
+                self._mem.write(offset, part)
+            self._set(2 * i, offset)
+            self._set(2 * i + 1, n)
+            offset += n
+        self._set(8, offset)
+        self._set(9, cap)
+        return offset
+
+    def _call_handle(self) -> int:
+        return self._call(self._handle, 10, 1)
+
+    def _copy_out(self, offset: int, written: int) -> bytes:
         try:
-            self._arm_deadline()
-            self._set(0, total)
-            ptr = self._call(self._alloc, 1, 1)  # type: ignore[arg-type]
-            if ptr <= 0 or not self._mem.contains(ptr, total):
-                raise unusable_alloc(total, ptr)
-            offset = ptr
-            for i, part in enumerate(parts):
-                n = len(part)
-                if n:
-                    self._mem.write(offset, part)
-                self._set(2 * i, offset)
-                self._set(2 * i + 1, n)
-                offset += n
-            self._set(8, offset)
-            self._set(9, cap)
-            written = self._call(self._handle, 10, 1)  # type: ignore[arg-type]
-            check_handle_result(written, cap)
-            try:
-                response = self._mem.read(offset, written)
-            except IndexError:
-                raise GuestError("response extends past linear memory") from None
-            if self._dealloc is not None:
-                self._set(0, ptr)
-                self._set(1, total)
-                self._call(self._dealloc, 2, 0)
-            return response
-        except _Exit as exc:
-            raise GuestTrap(f"guest called proc_exit({exc.code})") from None
-        finally:
-            self.host = None
-            self.output.hand_to(host)
+            return self._mem.read(offset, written)
+        except IndexError:
+            raise GuestTrap("response extends past linear memory") from None
+
+    def _deallocate(self, ptr: int, total: int) -> None:
+        if self._dealloc is not None:
+            self._set(0, ptr)
+            self._set(1, total)
+            self._call(self._dealloc, 2, 0)
 
 
-class _WagiInstance(WagiProgram, _BaseInstance):
+class _WagiInstance(program.WagiProgram, _BaseInstance):
     """A WAGI program: fresh contexts per request, `_start` once, stdout is the response."""
 
     def __init__(self, module: WasmEdgeModule) -> None:
@@ -772,15 +709,11 @@ class _WagiInstance(WagiProgram, _BaseInstance):
     def _run_start(self, request: GuestRequest) -> int:
         self._stdin = request.body
         self._arm_deadline()
-        try:
-            self._bind(request.cgi_env)
-            assert self._ctx is not None
-            start = self._ctx.function("_start")
-            if start is None:
-                raise GuestTrap("module exports no _start")
-            self._call(start, 0, 0)
-        except _Exit as exc:
-            return exc.code
+        self._bind(request.cgi_env)
+        start = self._export("_start")
+        if start is None:
+            raise GuestTrap("module exports no _start")
+        self._call_export(start)
         return 0
 
 

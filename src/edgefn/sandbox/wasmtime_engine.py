@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import importlib.metadata
-import itertools
 import math
 import threading
 import time
@@ -24,19 +23,26 @@ import wasmtime
 from wasmtime import _bindings as _raw
 from wasmtime import _ffi as ffi
 
-from edgefn.sandbox.abi import check_handle_result, unusable_alloc
+from edgefn.sandbox.abi import unusable_alloc
 from edgefn.sandbox.compilecache import CompileCache
-from edgefn.sandbox.engine import GuestRequest, Host, Limits, ModuleFacts, WasiOptions
+from edgefn.sandbox.engine import GuestRequest, Instance, Limits, ModuleFacts, WasiOptions
 from edgefn.sandbox.errors import (
     EngineUnavailable,
-    GuestError,
     GuestTimeout,
     GuestTrap,
     InvalidModule,
     InvocationError,
 )
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
-from edgefn.sandbox.stdio import GuestOutput, WagiProgram
+from edgefn.sandbox.options import WasmtimeOptions
+from edgefn.sandbox.program import (
+    EdgeProgram,
+    HostCallFailed,
+    InstanceBase,
+    ProcExit,
+    WagiProgram,
+    guarded_host_call,
+)
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
 
 _RawArgs = ffi.wasmtime_val_raw_t
@@ -56,18 +62,14 @@ _call_unchecked = _fast("wasmtime_func_call_unchecked", c_void_p)
 _memory_data = _fast("wasmtime_memory_data", c_void_p)
 _memory_data_size = _fast("wasmtime_memory_data_size", ctypes.c_size_t)
 _set_epoch_deadline = _fast("wasmtime_context_set_epoch_deadline", None)
+_caller_context = _fast("wasmtime_caller_context", c_void_p)
 _SIZES = [ctypes.c_size_t(n) for n in range(11)]
 _INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
 
-_current = threading.local()
 
 # Instances, tables and table elements one store may create; generous for any
 # real module, small enough that a hostile one cannot use them to eat memory.
 _MAX_TABLE_ELEMENTS = 100_000
-
-
-class _HostCallTimeout(Exception):
-    """Raised inside a host callback when the deadline has passed."""
 
 
 def _trap_result(message: str) -> int:
@@ -84,25 +86,14 @@ def _make_callback(
 ) -> Callable:
     fields = [("f64" if t == F64 else "i32") for t in params]
 
-    def callback(env: int, caller: int, args: ctypes.Array, nargs: int) -> int:
-        inst: _EdgeInstance | None = getattr(_current, "instance", None)
-        if inst is None or inst.host is None:
-            return _trap_result(f"edge.{name} called outside an invocation")
+    def callback(env: int, caller: ctypes._Pointer, args: ctypes.Array, nargs: int) -> int:
+        # The instance is its own GuestMemory: it reads through its memory view.
+        inst = _INSTANCES.get(_caller_context(caller) or 0)
+        values = [getattr(args[i], f) for i, f in enumerate(fields)]
         try:
-            if inst.host.remaining_seconds() <= 0:
-                raise _HostCallTimeout
-            values = [getattr(args[i], f) for i, f in enumerate(fields)]
-            result = adapter(inst, inst.host, values)
-            if inst.host.remaining_seconds() <= 0:
-                raise _HostCallTimeout
-        except _HostCallTimeout:
-            inst.timed_out = True
-            return _trap_result("deadline exceeded in a host call")
-        except IndexError as exc:
-            return _trap_result(f"edge.{name}: {exc}")
-        except BaseException as exc:  # carried through the trap, re-raised as itself
-            inst.host_exception = exc
-            return _trap_result(f"edge.{name} raised {type(exc).__name__}")
+            result = guarded_host_call(inst, name, adapter, inst, values)  # type: ignore[arg-type]
+        except HostCallFailed as exc:
+            return _trap_result(str(exc))
         if has_result:
             args[0].i32 = result
         return 0
@@ -110,15 +101,15 @@ def _make_callback(
     return callback
 
 
-# wasmtime calls WASI output callbacks on a thread of its own, so they find their
-# instance through the callback's data pointer: a key into this table.
-_OUTPUT_OWNERS: dict[int, _BaseInstance] = {}
-_owner_ids = itertools.count(1)
+# Every instance by the address of its store's context, which is what a host call
+# is given (through its caller) and what its WASI output callbacks are given as
+# their data pointer (wasmtime may call those on a thread of its own).
+_INSTANCES: dict[int, _BaseInstance] = {}
 
 
 def _make_output_callback(stream: int) -> Callable[[int | None, ctypes.c_void_p, int], int]:
     def callback(data: int | None, buf: ctypes.c_void_p, length: int) -> int:
-        inst = _OUTPUT_OWNERS.get(data or 0)
+        inst = _INSTANCES.get(data or 0)
         if inst is not None:
             inst.capture(stream, ctypes.string_at(buf, length))
         return length
@@ -185,12 +176,10 @@ class WasmtimeEngine:
     name = "wasmtime"
 
     def __init__(
-        self,
-        *,
-        epoch_tick_ms: float = 1.0,
-        opt_level: str = "speed",
-        compile_cache: CompileCache | None = None,
+        self, options: WasmtimeOptions | None = None, *, compile_cache: CompileCache | None = None
     ) -> None:
+        options = options or WasmtimeOptions()
+        opt_level = options.opt_level
         # Compiled machine code is cached on disk, sealed, by the module's sha256, so
         # a version is compiled once per node, not once per worker or restart.
         self._compile_cache = compile_cache
@@ -203,7 +192,7 @@ class WasmtimeEngine:
             self._engine = wasmtime.Engine(config)
         except (wasmtime.WasmtimeError, OSError) as exc:
             raise EngineUnavailable(f"wasmtime could not start: {exc}") from exc
-        self._ticker = _EpochTicker(self._engine, epoch_tick_ms)
+        self._ticker = _EpochTicker(self._engine, options.epoch_tick_ms)
         self._linker = wasmtime.Linker(self._engine)
         self._linker.define_wasi()
         self._callbacks: list[object] = []
@@ -291,15 +280,19 @@ class WasmtimeModule(ModuleFacts):
         self._module = module
         self._pre = pre
 
-    def instantiate(self) -> _BaseInstance:
+    def instantiate(self) -> Instance:
         if self.abi == ABI_EDGE_V1:
             return _EdgeInstance(self)
         return _WagiInstance(self)
 
     def new_store(
-        self, owner: int, stdin: bytes | None, extra_env: list[tuple[str, str]]
-    ) -> wasmtime.Store:
+        self, owner: _BaseInstance, stdin: bytes | None, extra_env: list[tuple[str, str]]
+    ) -> tuple[wasmtime.Store, int]:
+        """A store with this module's limits and WASI, registered for `owner`; returns
+        it with its key in `_INSTANCES`, which `owner` removes when it closes."""
         store = wasmtime.Store(self._engine._engine)
+        key = ctypes.cast(store._context(), c_void_p).value or 0
+        _INSTANCES[key] = owner
         # A new store's epoch deadline is "now": arm it before any guest code runs.
         ticker = self._engine._ticker
         ticks = ticker.ticks_for(self.limits.max_execution_ms) + ticker.lag()
@@ -315,12 +308,12 @@ class WasmtimeModule(ModuleFacts):
             buf = (ctypes.c_uint8 * len(stdin)).from_buffer_copy(stdin) if stdin else None
             ffi.wasm_byte_vec_new(byref(vec), len(stdin), buf)
             ffi.wasi_config_set_stdin_bytes(config.ptr(), byref(vec))
-        ffi.wasi_config_set_stdout_custom(config.ptr(), _STDOUT_CB, owner, _NO_FINALIZER)
-        ffi.wasi_config_set_stderr_custom(config.ptr(), _STDERR_CB, owner, _NO_FINALIZER)
+        ffi.wasi_config_set_stdout_custom(config.ptr(), _STDOUT_CB, key, _NO_FINALIZER)
+        ffi.wasi_config_set_stderr_custom(config.ptr(), _STDERR_CB, key, _NO_FINALIZER)
         if self.wasi.config_dir:
             config.preopen_dir(self.wasi.config_dir, "/config", fs_mutable=False)
         store.set_wasi(config)
-        return store
+        return store, key
 
     def instantiate_in(self, store: wasmtime.Store) -> wasmtime.Instance:
         return self._pre.instantiate(store)
@@ -330,43 +323,47 @@ class WasmtimeModule(ModuleFacts):
         self._module = None  # type: ignore[assignment]
 
 
-class _BaseInstance:
-    """What both ABIs share: the store, raw calls, trap translation, output capture."""
+class _BaseInstance(InstanceBase):
+    """What both ABIs share on wasmtime: the store, raw calls, trap translation."""
 
     def __init__(self, module: WasmtimeModule) -> None:
         self._module = module
-        self.limits = module.limits
-        self.host: Host | None = None
-        self.timed_out = False
-        self.host_exception: BaseException | None = None
-        self.output = GuestOutput(self.limits.max_output_bytes)
+        self._init_state(module.limits)
         self._store: wasmtime.Store | None = None
         self._ctx: ctypes._Pointer | None = None
         self._memory: ffi.wasmtime_memory_t | None = None
         self._trap = POINTER(ffi.wasm_trap_t)()
         self._trap_ref = byref(self._trap)
-        self._owner = next(_owner_ids)
-        _OUTPUT_OWNERS[self._owner] = self
+        self._key = 0
         self._ticker = module._engine._ticker
         self._ticks = self._ticker.ticks_for(self.limits.max_execution_ms)
-        self.closed = False
 
-    def _bind(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
-        self._store = store
-        self._ctx = store._context()
-        self._instance = instance
-        self._exports = instance.exports(store)
+    def _new_store(self, stdin: bytes | None, extra_env: list[tuple[str, str]]) -> None:
+        self._store, self._key = self._module.new_store(self, stdin, extra_env)
+        self._ctx = self._store._context()
+
+    def _instantiate(self) -> None:
+        """Instantiate in the store made by `_new_store` and bind the exports."""
+        assert self._store is not None
+        try:
+            self._instance = self._module.instantiate_in(self._store)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            raise _instantiation_error(exc) from exc
+        self._exports = self._instance.exports(self._store)
         mem = self._exports.get("memory")
         if isinstance(mem, wasmtime.Memory):
             self._memory = mem._memory
             self._memory_ref = byref(self._memory)
             self._view_base, self._view_size = 0, -1
 
-    def _func(self, name: str) -> ctypes._Pointer | None:
+    def _export(self, name: str) -> ctypes._Pointer | None:
         f = self._exports.get(name)
         if isinstance(f, wasmtime.Func):
             return ctypes.pointer(f._func)
         return None
+
+    def _call_export(self, func: ctypes._Pointer) -> None:
+        self._call(func, (_RawArgs * 1)(), 0)
 
     def memory_view(self) -> tuple[int, int]:
         """Base address and size of linear memory, valid until the guest runs again.
@@ -383,17 +380,11 @@ class _BaseInstance:
             self._view_size = size
         return self._view_base, size
 
-    def invoke(self, request: GuestRequest, host: Host) -> bytes:
-        raise NotImplementedError
-
     @property
     def memory_bytes(self) -> int:
         if self._memory is None or self.closed:
             return 0
         return int(_memory_data_size(self._ctx, self._memory_ref))
-
-    def capture(self, stream: int, data: bytes) -> None:
-        self.output.add(data)
 
     # -- GuestMemory, for the host functions ----------------------------------
     def read(self, ptr: int, length: int) -> bytes:
@@ -415,7 +406,7 @@ class _BaseInstance:
             error_ptr = ctypes.cast(err, POINTER(ffi.wasmtime_error_t))
             error = wasmtime.WasmtimeError._from_ptr(error_ptr)
             if isinstance(error, wasmtime.ExitTrap):
-                raise _Exit(error.code)
+                raise ProcExit(error.code)
             self._raise_host_exception()
             if self.timed_out:  # a host call's trap reaches here as an error, not a trap
                 raise self._timeout()
@@ -430,16 +421,6 @@ class _BaseInstance:
                 raise self._timeout()
             raise GuestTrap(f"guest trapped: {_trap_cause(trap.message)}")
 
-    def _timeout(self) -> GuestTimeout:
-        self.timed_out = True
-        ms = self.limits.max_execution_ms
-        return GuestTimeout(f"invocation exceeded max_execution_ms={ms}")
-
-    def _raise_host_exception(self) -> None:
-        exc, self.host_exception = self.host_exception, None
-        if exc is not None:
-            raise exc
-
     def _arm_deadline(self) -> None:
         _set_epoch_deadline(self._ctx, ctypes.c_uint64(self._ticks + self._ticker.lag()))
 
@@ -447,7 +428,7 @@ class _BaseInstance:
         if self.closed:
             return
         self.closed = True
-        _OUTPUT_OWNERS.pop(self._owner, None)
+        _INSTANCES.pop(self._key, None)
         self._exports = None  # type: ignore[assignment]
         self._memory = None
         if self._store is not None:
@@ -471,84 +452,58 @@ def _instantiation_error(exc: Exception) -> InvocationError:
     return GuestTrap(f"instantiation failed: {_trap_cause(str(exc))}")
 
 
-class _Exit(Exception):
-    def __init__(self, code: int) -> None:
-        self.code = code
-
-
-class _EdgeInstance(_BaseInstance):
-    """An `edge-v1` instance: reused across requests until it traps or times out."""
+class _EdgeInstance(EdgeProgram, _BaseInstance):
+    """An `edge-v1` instance on wasmtime: the program's hooks as raw C calls."""
 
     def __init__(self, module: WasmtimeModule) -> None:
         super().__init__(module)
-        store = module.new_store(self._owner, None, [])
-        _current.instance = self
-        try:
-            instance = module.instantiate_in(store)
-            self._bind(store, instance)
-            self._alloc = self._func("alloc")
-            self._handle = self._func("handle")
-            self._dealloc = self._func("dealloc")
-            self._args = (_RawArgs * 10)()
-            init = self._func("_initialize")
-            if init is not None:
-                self._arm_deadline()
-                self._call(init, self._args, 0)
-        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            self.close()
-            raise _instantiation_error(exc) from exc
-        except InvocationError:
-            self.close()
-            raise
-        finally:
-            _current.instance = None
+        self._args = (_RawArgs * 10)()
+        self._start_instance()
 
-    def invoke(self, request: GuestRequest, host: Host) -> bytes:
-        if self.closed:
-            raise GuestTrap("instance is closed")
-        cap = self.limits.max_response_bytes
-        parts = (request.method, request.path, request.headers, request.body)
-        total = len(parts[0]) + len(parts[1]) + len(parts[2]) + len(parts[3]) + cap
+    def _instantiate_guest(self) -> None:
+        self._new_store(None, [])
+        self._instantiate()
+
+    def _allocate(self, size: int) -> int:
         args = self._args
-        self.host = host
-        self.output.reset()
-        _current.instance = self
-        try:
-            self._arm_deadline()
-            args[0].i32 = total
-            self._call(self._alloc, args, 1)  # type: ignore[arg-type]
-            ptr = args[0].i32
-            base, size = self.memory_view()
-            if ptr <= 0 or ptr + total > size:
-                raise unusable_alloc(total, ptr)
-            offset = ptr
-            for i, part in enumerate(parts):
-                n = len(part)
-                if n:
-                    ctypes.memmove(base + offset, part, n)
-                args[2 * i].i32 = offset
-                args[2 * i + 1].i32 = n
-                offset += n
-            args[8].i32 = offset
-            args[9].i32 = cap
-            self._call(self._handle, args, 10)  # type: ignore[arg-type]
-            written = args[0].i32
-            check_handle_result(written, cap)
-            base, size = self.memory_view()
-            if offset + written > size:
-                raise GuestError("response extends past linear memory")
-            response = ctypes.string_at(base + offset, written)
-            if self._dealloc is not None:
-                args[0].i32 = ptr
-                args[1].i32 = total
-                self._call(self._dealloc, args, 2)
-            return response
-        except _Exit as exc:
-            raise GuestTrap(f"guest called proc_exit({exc.code})") from None
-        finally:
-            _current.instance = None
-            self.host = None
-            self.output.hand_to(host)
+        args[0].i32 = size
+        self._call(self._alloc, args, 1)
+        return args[0].i32
+
+    def _copy_in(self, ptr: int, total: int, parts: tuple[bytes, ...], cap: int) -> int:
+        base, size = self.memory_view()
+        if ptr <= 0 or ptr + total > size:
+            raise unusable_alloc(total, ptr)
+        args = self._args
+        offset = ptr
+        for i, part in enumerate(parts):
+            n = len(part)
+            if n:
+                ctypes.memmove(base + offset, part, n)
+            args[2 * i].i32 = offset
+            args[2 * i + 1].i32 = n
+            offset += n
+        args[8].i32 = offset
+        args[9].i32 = cap
+        return offset
+
+    def _call_handle(self) -> int:
+        args = self._args
+        self._call(self._handle, args, 10)
+        return args[0].i32
+
+    def _copy_out(self, offset: int, written: int) -> bytes:
+        base, size = self.memory_view()
+        if offset + written <= size:
+            return ctypes.string_at(base + offset, written)
+        raise GuestTrap("response extends past linear memory")
+
+    def _deallocate(self, ptr: int, total: int) -> None:
+        if self._dealloc is not None:
+            args = self._args
+            args[0].i32 = ptr
+            args[1].i32 = total
+            self._call(self._dealloc, args, 2)
 
 
 class _WagiInstance(WagiProgram, _BaseInstance):
@@ -559,24 +514,13 @@ class _WagiInstance(WagiProgram, _BaseInstance):
         self._init_wagi()
 
     def _run_start(self, request: GuestRequest) -> int:
-        _current.instance = self
-        try:
-            store = self._module.new_store(self._owner, request.body, request.cgi_env)
-            try:
-                instance = self._module.instantiate_in(store)
-            except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-                raise _instantiation_error(exc) from exc
-            self._bind(store, instance)
-            start = self._func("_start")
-            if start is None:
-                raise GuestTrap("module exports no _start")
-            try:
-                self._call(start, (_RawArgs * 1)(), 0)
-            except _Exit as exc:
-                return exc.code
-            return 0
-        finally:
-            _current.instance = None
+        self._new_store(request.body, request.cgi_env)
+        self._instantiate()
+        start = self._export("_start")
+        if start is None:
+            raise GuestTrap("module exports no _start")
+        self._call_export(start)
+        return 0
 
 
 __all__ = ["WasmtimeEngine", "WasmtimeModule"]

@@ -1,0 +1,33 @@
+"""The settings of each engine, one dataclass per engine, so none is silently ignored.
+
+`create_engine` refuses options made for another engine; both dataclasses import
+without either engine's library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class WasmtimeOptions:
+    """`epoch_tick_ms`: how often the epoch advances; a deadline lands at most one tick
+    late. `opt_level`: Cranelift's optimisation level ("none", "speed",
+    "speed_and_size")."""
+
+    epoch_tick_ms: float = 1.0
+    opt_level: str = "speed"
+
+
+@dataclass(frozen=True, slots=True)
+class WasmEdgeOptions:
+    """`aot`: compile ahead of time with the library's LLVM compiler, when it has one;
+    None reads EDGEFN_WASMEDGE_AOT (off unless "1", see docs/engines.md).
+    `cost_limit_per_ms`: an instruction-cost budget per millisecond of
+    `max_execution_ms`, a second guard behind cancellation; None is off."""
+
+    aot: bool | None = None
+    cost_limit_per_ms: int | None = None
+
+
+EngineOptions = WasmtimeOptions | WasmEdgeOptions

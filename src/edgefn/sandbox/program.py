@@ -1,0 +1,272 @@
+"""The guest programs, written once for every engine: edge-v1 and WAGI.
+
+An engine's instance class supplies a few narrow hooks (make the instance, call
+`alloc`, copy the request in, call `handle`, copy the response out, call
+`dealloc`, run `_start`); the rules of each ABI (docs/edge.md) and the rules of
+every instance's life (a failure that may have left the guest broken closes it,
+a Python exception raised in a host call is re-raised as itself, a host call past
+the deadline is a timeout) live here, so the engines cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgefn.sandbox.abi import check_handle_result
+from edgefn.sandbox.engine import GuestRequest, Host, Limits
+from edgefn.sandbox.errors import GuestTimeout, GuestTrap, InvocationError
+from edgefn.sandbox.hostcalls import Adapter, Args, GuestMemory
+from edgefn.sandbox.stdio import GuestOutput, wagi_output, wagi_response
+
+
+class ProcExit(Exception):
+    """The guest called WASI `proc_exit`; an engine raises it from its call hook."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def as_trap(self, when: str = "") -> GuestTrap:
+        """An edge-v1 guest must not exit: its instance is gone (500)."""
+        return GuestTrap(f"guest called proc_exit({self.code}){when}")
+
+
+class HostCallFailed(Exception):
+    """A host call must end the guest's call with a trap; the message says why.
+
+    What the engine reports after the trap comes from the instance: `timed_out`
+    (504) or `host_exception` (re-raised as itself) when the helper set them.
+    """
+
+
+class _HostCallTimeout(Exception):
+    pass
+
+
+class InstanceBase:
+    """The state every instance of every engine keeps, and how a failed call is told."""
+
+    limits: Limits
+    host: Host | None
+    timed_out: bool
+    host_exception: BaseException | None
+    output: GuestOutput
+    closed: bool
+
+    def _init_state(self, limits: Limits) -> None:
+        self.limits = limits
+        self.host = None
+        self.timed_out = False
+        self.host_exception = None
+        self.output = GuestOutput(limits.max_output_bytes)
+        self.closed = False
+
+    def capture(self, stream: int, data: bytes) -> None:
+        """What the guest wrote to stdout or stderr (the WASI output of either ABI)."""
+        self.output.add(data)
+
+    def _timeout(self) -> GuestTimeout:
+        self.timed_out = True
+        ms = self.limits.max_execution_ms
+        return GuestTimeout(f"invocation exceeded max_execution_ms={ms}")
+
+    def _raise_host_exception(self) -> None:
+        """After a trap: a host call's own exception goes on as itself, not as a trap."""
+        exc, self.host_exception = self.host_exception, None
+        if exc is not None:
+            raise exc
+
+    def _start_instance(self) -> None:
+        """Make the instance (the engine's `_create`); on any failure close what was made."""
+        try:
+            self._create()
+        except ProcExit as exc:
+            self.close()
+            raise exc.as_trap(" while starting") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _arm_deadline(self) -> None:
+        """Start the clock of `max_execution_ms` for the calls that follow."""
+        raise NotImplementedError
+
+    def _create(self) -> None:
+        """Instantiate, bind the exports, run `_initialize` when there is one; engine
+        errors are translated into `InvocationError`s on the way."""
+        raise NotImplementedError
+
+    def _export(self, name: str) -> Any:
+        """Engine hook: the exported function `name`, or None."""
+        raise NotImplementedError
+
+    def _call_export(self, func: Any) -> None:
+        """Engine hook: call a function of no arguments and no results, under the deadline."""
+        raise NotImplementedError
+
+    if TYPE_CHECKING:
+        # Provided by the engine's instance class.
+        def close(self) -> None: ...
+
+
+def guarded_host_call(
+    inst: InstanceBase | None, name: str, adapter: Adapter, mem: GuestMemory, args: Args
+) -> int | None:
+    """One `edge` host call from a guest, under the invocation's deadline.
+
+    Returns the adapter's result, or raises `HostCallFailed` for the engine to turn
+    into a trap, having recorded on `inst` a timeout or the exception to re-raise.
+    """
+    host = inst.host if inst is not None else None
+    if inst is None or host is None:
+        raise HostCallFailed(f"edge.{name} called outside an invocation")
+    try:
+        if host.remaining_seconds() <= 0:
+            raise _HostCallTimeout
+        result = adapter(mem, host, args)
+        if host.remaining_seconds() <= 0:
+            raise _HostCallTimeout
+    except _HostCallTimeout:
+        inst.timed_out = True
+        raise HostCallFailed("deadline exceeded in a host call") from None
+    except IndexError as exc:
+        raise HostCallFailed(f"edge.{name}: {exc}") from None
+    except BaseException as exc:  # carried through the trap, re-raised as itself
+        inst.host_exception = exc
+        raise HostCallFailed(f"edge.{name} raised {type(exc).__name__}") from None
+    return result
+
+
+class EdgeProgram(InstanceBase):
+    """An `edge-v1` instance: reused across requests until a call leaves it broken.
+
+    One request: `alloc` one buffer for the four inputs and the response, copy the
+    inputs in, `handle`, copy the response out, `dealloc` the buffer. The buffer is
+    handed back whenever the instance is kept, including after a negative return or
+    an oversized response; a failure that may have broken the guest (a trap, a
+    timeout, an unusable pointer from `alloc`, an engine error) closes the instance
+    instead, so it is never used again. The hooks are the engine's hot path: keep
+    them to the raw calls.
+    """
+
+    _alloc: Any
+    _handle: Any
+    _dealloc: Any
+
+    def _create(self) -> None:
+        self._instantiate_guest()
+        self._alloc = self._export("alloc")
+        self._handle = self._export("handle")
+        self._dealloc = self._export("dealloc")
+        init = self._export("_initialize")
+        if init is not None:  # a WASI reactor's constructors
+            self._arm_deadline()
+            self._call_export(init)
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        if self.closed:
+            raise GuestTrap("instance is closed")
+        cap = self.limits.max_response_bytes
+        parts = (request.method, request.path, request.headers, request.body)
+        total = len(parts[0]) + len(parts[1]) + len(parts[2]) + len(parts[3]) + cap
+        self.host = host
+        self.output.reset()
+        self._arm_deadline()
+        try:
+            ptr = self._allocate(total)
+            offset = self._copy_in(ptr, total, parts, cap)
+            try:
+                written = self._call_handle()
+                check_handle_result(written, cap)
+                response = self._copy_out(offset, written)
+            except InvocationError as exc:
+                if not exc.discard:
+                    self._deallocate(ptr, total)
+                raise
+            self._deallocate(ptr, total)
+            return response
+        except ProcExit as exc:
+            self.close()
+            raise exc.as_trap() from None
+        except BaseException as exc:
+            # Only an error that says the guest is intact keeps the instance.
+            if not isinstance(exc, InvocationError) or exc.discard:
+                self.close()
+            raise
+        finally:
+            self.host = None
+            self.output.hand_to(host)
+
+    # -- engine hooks ------------------------------------------------------------
+    def _instantiate_guest(self) -> None:
+        """Make the store (or contexts) and instantiate the module in it."""
+        raise NotImplementedError
+
+    def _allocate(self, size: int) -> int:
+        """Call `alloc(size)`; return the pointer, checked later by `_copy_in`."""
+        raise NotImplementedError
+
+    def _copy_in(self, ptr: int, total: int, parts: tuple[bytes, ...], cap: int) -> int:
+        """Write the inputs back to back at `ptr` and stage `handle`'s ten arguments.
+
+        Raise `unusable_alloc` when `ptr..ptr+total` is not in memory; return where
+        the response buffer starts."""
+        raise NotImplementedError
+
+    def _call_handle(self) -> int:
+        """Call `handle` with the staged arguments; return what it returned."""
+        raise NotImplementedError
+
+    def _copy_out(self, offset: int, written: int) -> bytes:
+        """The response bytes; `GuestTrap` when they are not in memory."""
+        raise NotImplementedError
+
+    def _deallocate(self, ptr: int, total: int) -> None:
+        """Call `dealloc(ptr, total)` when the module exports it."""
+        raise NotImplementedError
+
+
+class WagiProgram(InstanceBase):
+    """A WAGI instance: one `_start` per instance, its stdout is the response, its
+    stderr the log. The engine supplies `_run_start` (instantiate with the request's
+    CGI environment and stdin, run `_start`, return the exit status) and `close`."""
+
+    def _init_wagi(self) -> None:
+        self._used = False
+        self.stdout = wagi_output(self.limits)
+
+    @property
+    def memory_bytes(self) -> int:
+        return 0
+
+    def capture(self, stream: int, data: bytes) -> None:
+        if stream == 1:
+            self.stdout.add(data)
+        elif self.host is not None:
+            self.host.output(2, data)
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        if self._used:
+            raise GuestTrap("a WAGI instance runs one request")
+        self._used = True
+        self.host = host
+        try:
+            code = self._run_start(request)
+        except ProcExit as exc:
+            code = exc.code
+        finally:
+            self.host = None
+            self.close()
+        return wagi_response(code, self.stdout, self.limits)
+
+    def _run_start(self, request: GuestRequest) -> int:
+        raise NotImplementedError
+
+
+__all__ = [
+    "EdgeProgram",
+    "HostCallFailed",
+    "InstanceBase",
+    "ProcExit",
+    "WagiProgram",
+    "guarded_host_call",
+]
