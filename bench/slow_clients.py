@@ -24,25 +24,13 @@ import time
 from pathlib import Path
 
 from edgefn.cluster import free_port, spawn, stop_process
+from hot_path import wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = ROOT / "tests" / "fixtures" / "wasm" / "echo.wasm"
 # The attackers are another client than the one measured (per-client limits apply).
 ATTACKER = "127.0.0.2"
 REQUEST = b"POST /echo HTTP/1.1\r\nHost: bench\r\nContent-Length: 10\r\n\r\nhello edge"
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 def one_request(port: int, timeout: float) -> float | None:
