@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from argon2 import PasswordHasher
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgefn import __version__, redact
 from edgefn.atomicfile import private_dir
@@ -168,6 +169,48 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal", "internal error")
+
+
+# Bodies with their own, larger cap (`max_artifact_bytes`), read as they stream in
+# (`uploads`): a version upload and a PUT to a signed upload URL.
+_UPLOAD_PATHS = re.compile(re.escape(API_PREFIX) + r"/(functions/[^/]+/versions|uploads/.+)")
+
+
+class _JsonBodyCap:
+    """413 for any other request body over `limit` bytes, so that no JSON body costs
+    more than that in memory before its fields are checked.
+
+    A Content-Length over the limit is answered before a byte is read. A body sent
+    without one (chunked) is counted as the endpoint reads it, and the read that
+    passes the limit raises: FastAPI lets an HTTPException out of its body parsing,
+    and the error handlers answer it in the contract's shape; the rest is not read.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _UPLOAD_PATHS.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        message = f"request body is over the limit of {self.limit} bytes"
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _error(413, "payload_too_large", message)(scope, receive, send)
+            return
+        seen = 0
+
+        async def capped() -> Message:
+            nonlocal seen
+            got = await receive()
+            if got["type"] == "http.request":
+                seen += len(got.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, message)
+            return got
+
+        await self.app(scope, capped, send)
 
 
 # OpenAPI links: which operations take the id of what an operation created,
@@ -327,6 +370,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
     app.state.grpc = None
     _install_error_handlers(app)
     _install_openapi(app, settings.caps)
+    app.add_middleware(_JsonBodyCap, limit=settings.max_json_body_bytes)
 
     @app.middleware("http")
     async def request_id(
