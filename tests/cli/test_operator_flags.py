@@ -15,7 +15,7 @@ from edgefn.cli.main import cli
 def test_both_take_the_cap_flags(command: list[str]) -> None:
     out = CliRunner().invoke(cli, [*command, "--help"]).output
     for flag in ("--cap-memory-pages", "--cap-execution-ms", "--cap-response-bytes",
-                 "--cap-request-bytes", "--cap-hot-instances"):
+                 "--cap-request-bytes", "--cap-hot-instances", "--cap-fetch-response-bytes"):
         assert flag in out, flag
 
 
@@ -25,6 +25,8 @@ def test_bad_caps_are_usage_errors(command: list[str]) -> None:
     assert below.exit_code == 2 and "functions default to 500" in below.output
     past = CliRunner().invoke(cli, [*command, "--cap-memory-pages", "65537"])
     assert past.exit_code == 2 and "memory_pages" in past.output
+    fetch = CliRunner().invoke(cli, [*command, "--cap-fetch-response-bytes", "1024"])
+    assert fetch.exit_code == 2 and "functions default to 1048576" in fetch.output
 
 
 def test_a_bad_egress_network_is_a_usage_error() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import re
 import uuid
@@ -269,20 +270,45 @@ _CAPPED_FIELDS = {
     "max_hot_instances": "max_hot_instances",
     "min_hot_instances": "max_hot_instances",
 }
+# The same within a nested policy: the function's field, the component of its schema,
+# and that component's capped fields. The inputs get a capped copy of the component
+# (named with an `In` suffix), so that what the API answers, which may predate a
+# lowered cap, is not held to it.
+_CAPPED_NESTED = {
+    "http_fetch": ("HttpFetchPolicy", {"max_response_bytes": "max_fetch_response_bytes"}),
+}
+_CAPPED_INPUTS = ("FunctionIn", "FunctionPatch")
+
+
+def _cap_properties(
+    properties: dict[str, Any], fields: dict[str, str], caps: ResourceCaps
+) -> None:
+    for field, cap in fields.items():
+        prop = properties.get(field)
+        if prop is None:
+            continue
+        for branch in prop.get("anyOf", [prop]):
+            if branch.get("type") == "integer":
+                branch["maximum"] = min(branch.get("maximum", 2**53 - 1), getattr(caps, cap))
 
 
 def _state_caps(models: dict[str, Any], caps: ResourceCaps) -> None:
     """The document states this cluster's caps as the maximum of the fields they
     bound, so that a request valid by it is not refused for a cap."""
-    for name in ("FunctionIn", "FunctionPatch"):
-        properties = models.get(name, {}).get("properties", {})
-        for field, cap in _CAPPED_FIELDS.items():
-            prop = properties.get(field)
-            if prop is None:
-                continue
-            for branch in prop.get("anyOf", [prop]):
-                if branch.get("type") == "integer":
-                    branch["maximum"] = min(branch.get("maximum", 2**53 - 1), getattr(caps, cap))
+    for name in _CAPPED_INPUTS:
+        _cap_properties(models.get(name, {}).get("properties", {}), _CAPPED_FIELDS, caps)
+    for field, (component, fields) in _CAPPED_NESTED.items():
+        if component not in models:
+            continue
+        capped = copy.deepcopy(models[component])
+        _cap_properties(capped.get("properties", {}), fields, caps)
+        models[component + "In"] = capped
+        old, new = f"#/components/schemas/{component}", f"#/components/schemas/{component}In"
+        for name in _CAPPED_INPUTS:
+            prop = models.get(name, {}).get("properties", {}).get(field)
+            for branch in [prop, *prop.get("anyOf", [])] if prop else []:
+                if branch.get("$ref") == old:
+                    branch["$ref"] = new
 
 
 def _install_openapi(app: FastAPI, caps: ResourceCaps) -> None:
