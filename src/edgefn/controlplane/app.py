@@ -311,11 +311,18 @@ def _state_caps(models: dict[str, Any], caps: ResourceCaps) -> None:
                     branch["$ref"] = new
 
 
+_TOO_LARGE = {
+    "description": "error code payload_too_large",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
 def _install_openapi(app: FastAPI, caps: ResourceCaps) -> None:
     """The document as this API behaves. FastAPI documents a 422 on every
     operation with inputs; this API answers invalid input with 400 (`_validation`
     above), which each operation declares with its other errors
-    (`errors.responses`), so the 422 entries go. And the links are added."""
+    (`errors.responses`), so the 422 entries go. Every operation with a body may
+    answer 413. And the links are added."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -325,6 +332,9 @@ def _install_openapi(app: FastAPI, caps: ResourceCaps) -> None:
             for path in paths.values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
+                    if "requestBody" in operation:
+                        # `_JsonBodyCap` (or an upload's own cap, documented with it).
+                        operation["responses"].setdefault("413", _TOO_LARGE)
             models = schema.get("components", {}).get("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
                 models.pop(name, None)

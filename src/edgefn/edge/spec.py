@@ -305,13 +305,20 @@ class ResourceCaps(_Strict):
             if value is not None and value > getattr(self, cap)
         )
 
+
+_QuotaCount = Annotated[int, Field(ge=0, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
+_CpuSeconds = Annotated[float, Strict(), Field(ge=0, le=86_400 * 1000, allow_inf_nan=False)]
+
+
 class QuotaSpec(_Strict):
     """A project's quotas as the admin set them; a field left out (None) takes the
     node's default (docs/edge.md, Quotas). Zero stops the project."""
 
-    max_concurrency: JsonInt | None = Field(None, ge=0, le=_JSON_INT_MAX)
-    invocations_per_minute: JsonInt | None = Field(None, ge=0, le=_JSON_INT_MAX)
-    cpu_seconds_per_day: float | None = Field(None, ge=0, le=86_400 * 1000, allow_inf_nan=False)
+    # Bounds inside the Annotated, so the OpenAPI states them on the integer branch,
+    # and a strict float, so `false` is not taken for 0.
+    max_concurrency: _QuotaCount | None = None
+    invocations_per_minute: _QuotaCount | None = None
+    cpu_seconds_per_day: _CpuSeconds | None = None
 
 
 class NodeState(_Strict):
