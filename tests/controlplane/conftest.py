@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+import uvicorn
 import wasmtime
 from fastapi.testclient import TestClient
 
@@ -325,3 +328,26 @@ def team(cp: CP) -> SimpleNamespace:
         a_owner=cp.member("owner@a.test", a, "owner"),
         a_viewer=cp.member("viewer@a.test", a, "viewer"),
     )
+
+
+@pytest.fixture
+def serve_app() -> Iterator[Any]:
+    """Runs an app under a real uvicorn server on loopback: `start(app, port)`."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app: Any, port: int) -> None:
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        servers.append((server, thread))
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -5,8 +5,6 @@ URLs used with a plain HTTP client."""
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from moto.server import ThreadedMotoServer
 
 from edgefn.controlplane.app import create_app
@@ -48,29 +45,6 @@ def s3_store(moto_url: str, bucket: str) -> S3ArtifactStore:
         secret_access_key="test",
         create_bucket=True,
     )
-
-
-@pytest.fixture
-def serve_app() -> Iterator[Any]:
-    """Runs an app under a real uvicorn server on loopback."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(app: Any, port: int) -> None:
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        servers.append((server, thread))
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _exercise(store: ArtifactStore) -> None:

@@ -19,7 +19,6 @@ from edgefn.controlplane.app import create_app
 from edgefn.controlplane.auth import service as auth_service
 from edgefn.controlplane.auth import throttle
 from tests.controlplane.conftest import ADMIN, CP, PASSWORD, bearer, make_settings
-from tests.controlplane.test_artifacts import serve_app  # noqa: F401  (a fixture)
 
 
 def test_no_or_bad_token_is_401(cp: CP) -> None:
@@ -269,7 +268,7 @@ def test_owner_lists_and_revokes_api_keys(cp: CP, team: SimpleNamespace) -> None
 
 
 def test_concurrent_failures_are_all_counted(
-    tmp_path: Path, database_url: str, serve_app: Any  # noqa: F811
+    tmp_path: Path, database_url: str, serve_app: Any
 ) -> None:
     """20 wrong passwords at once, through a real server: the upserts lose none,
     and exactly one of the requests that reach the limit starts the lockout."""

@@ -71,14 +71,18 @@ def runner(tmp_path: Path) -> CliRunner:
     return CliRunner(env=env)
 
 
-def deploy(runner: CliRunner, cp: LiveCP, path: Path, *args: str) -> Result:
-    return runner.invoke(cli, ["deploy", str(path), "--cp", cp.url, *args])
+def deploy(
+    runner: CliRunner, cp: LiveCP, path: Path, *args: str, token: str | None = None
+) -> Result:
+    """`edgefn deploy PATH --cp URL ARGS`, with `token` in EDGEFN_TOKEN (never argv)."""
+    env = {"EDGEFN_TOKEN": token} if token else None
+    return runner.invoke(cli, ["deploy", str(path), "--cp", cp.url, *args], env=env)
 
 
 def test_deploy_then_again(runner: CliRunner, live_cp: LiveCP) -> None:
     node = live_cp.ok("POST", "/nodes", 201, json={"id": "tokyo-1", "pop_id": "tokyo"})
     with AckingNode(live_cp.grpc_target, node).running() as edge:
-        first = deploy(runner, live_cp, EXAMPLE, "--token", ADMIN_TOKEN)
+        first = deploy(runner, live_cp, EXAMPLE, token=ADMIN_TOKEN)
         assert first.exit_code == 0, first.output
         out = first.output
         assert "project default: created" in out
@@ -100,7 +104,7 @@ def test_deploy_then_again(runner: CliRunner, live_cp: LiveCP) -> None:
         (route,) = live_cp.ok("GET", "/routes")
         assert (route["host"], route["path"], route["methods"]) == ("*", "/hello", ["GET", "POST"])
 
-        again = deploy(runner, live_cp, EXAMPLE, "--token", ADMIN_TOKEN)
+        again = deploy(runner, live_cp, EXAMPLE, token=ADMIN_TOKEN)
         assert again.exit_code == 0, again.output
         assert "function hello-c: up to date" in again.output
         assert "already uploaded, skipped" in again.output
@@ -118,7 +122,7 @@ def test_changed_settings_and_a_version_conflict(
 ) -> None:
     folder = tmp_path / "hello-c"
     shutil.copytree(EXAMPLE, folder)
-    first = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN)
+    first = deploy(runner, live_cp, folder, token=ADMIN_TOKEN)
     assert first.exit_code == 0, first.output
     assert "no node matched" in first.output
 
@@ -126,14 +130,14 @@ def test_changed_settings_and_a_version_conflict(
     manifest["env"] = {"GREETING": "Hi"}
     manifest["max_execution_ms"] = 250
     (folder / "function.json").write_text(json.dumps(manifest))
-    changed = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN, "--no-wait")
+    changed = deploy(runner, live_cp, folder, "--no-wait", token=ADMIN_TOKEN)
     assert changed.exit_code == 0, changed.output
     assert "function hello-c: updated env, max_execution_ms" in changed.output
     (fn,) = live_cp.ok("GET", "/functions")
     assert fn["env"] == {"GREETING": "Hi"} and fn["max_execution_ms"] == 250
 
     (folder / "hello.wasm").write_bytes(wasm.edge_v1)
-    conflict = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN)
+    conflict = deploy(runner, live_cp, folder, token=ADMIN_TOKEN)
     assert conflict.exit_code == 1
     assert "version 1.0.0 already exists with a different module" in conflict.output
     assert "bump `version`" in conflict.output
@@ -157,7 +161,7 @@ def test_policies_from_function_json(
     (folder / "function.json").write_text(json.dumps(manifest))
     node = live_cp.ok("POST", "/nodes", 201, json={"id": "tokyo-1", "pop_id": "tokyo"})
     with AckingNode(live_cp.grpc_target, node).running() as edge:
-        first = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN)
+        first = deploy(runner, live_cp, folder, token=ADMIN_TOKEN)
         assert first.exit_code == 0, first.output
         (fn,) = live_cp.ok("GET", "/functions")
         assert fn["kv"]["enabled"] is True and fn["kv"]["max_keys"] == 5
@@ -165,12 +169,12 @@ def test_policies_from_function_json(
         assert (fn["isolation"], fn["idle_timeout_s"]) == ("per-request", 30.0)
         assert "config_dir" not in fn
 
-        again = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN)
+        again = deploy(runner, live_cp, folder, token=ADMIN_TOKEN)
         assert again.exit_code == 0 and "function hello-c: up to date" in again.output
 
         manifest["kv"] = {"enabled": False}
         (folder / "function.json").write_text(json.dumps(manifest))
-        changed = deploy(runner, live_cp, folder, "--token", ADMIN_TOKEN)
+        changed = deploy(runner, live_cp, folder, token=ADMIN_TOKEN)
         assert changed.exit_code == 0, changed.output
         assert "function hello-c: updated kv (" in changed.output
         assert "already uploaded, skipped" in changed.output
@@ -182,39 +186,76 @@ def test_policies_from_function_json(
 
 def test_deploy_times_out_without_a_node_answering(runner: CliRunner, live_cp: LiveCP) -> None:
     live_cp.ok("POST", "/nodes", 201, json={"id": "silent-1", "pop_id": "tokyo"})
-    result = deploy(runner, live_cp, EXAMPLE, "--token", ADMIN_TOKEN, "--timeout", "0.5")
+    result = deploy(runner, live_cp, EXAMPLE, "--timeout", "0.5", token=ADMIN_TOKEN)
     assert result.exit_code == 1
     assert "node silent-1: pending" in result.output
     assert "not finished after 0.5s; waiting for silent-1" in result.output
 
 
 def test_bad_token_and_usage_errors(runner: CliRunner, live_cp: LiveCP, tmp_path: Path) -> None:
-    bad = deploy(runner, live_cp, EXAMPLE, "--token", "not-a-token")
+    bad = deploy(runner, live_cp, EXAMPLE, token="not-a-token")
     assert bad.exit_code == 1
     assert "401 unauthorized: invalid token" in bad.output
     no_token = deploy(runner, live_cp, EXAMPLE)
     assert no_token.exit_code == 2 and "no token for" in no_token.output
     empty = tmp_path / "empty"
     empty.mkdir()
-    no_manifest = deploy(runner, live_cp, empty, "--token", ADMIN_TOKEN)
+    no_manifest = deploy(runner, live_cp, empty, token=ADMIN_TOKEN)
     assert no_manifest.exit_code == 2 and "function.json" in no_manifest.output
     down = runner.invoke(
-        cli, ["deploy", str(EXAMPLE), "--cp", "http://127.0.0.1:9", "--token", "x"]
+        cli, ["deploy", str(EXAMPLE), "--cp", "http://127.0.0.1:9"], env={"EDGEFN_TOKEN": "x"}
     )
     assert down.exit_code == 1 and "cannot reach the control plane" in down.output
 
 
 def test_login_is_used_by_deploy(runner: CliRunner, live_cp: LiveCP, tmp_path: Path) -> None:
-    refused = runner.invoke(cli, ["login", "--cp", live_cp.url, "--token", "wrong"])
+    refused = runner.invoke(cli, ["login", "--cp", live_cp.url], input="wrong\n")
     assert refused.exit_code == 1 and "unauthorized" in refused.output
     saved = tmp_path / "config" / "edgefn" / "credentials.json"
     assert not saved.exists()
 
-    ok = runner.invoke(cli, ["login", "--cp", live_cp.url + "/", "--token", ADMIN_TOKEN])
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    token_file.chmod(0o600)
+    ok = runner.invoke(cli, ["login", "--cp", live_cp.url + "/", "--token-file", str(token_file)])
     assert ok.exit_code == 0, ok.output
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert json.loads(saved.read_text())["tokens"] == {live_cp.url: ADMIN_TOKEN}
-    # Neither --cp nor --token: both come from the login.
+    # Neither --cp nor a token: both come from the login.
     result = runner.invoke(cli, ["deploy", str(EXAMPLE), "--no-wait"])
     assert result.exit_code == 0, result.output
     assert "function hello-c: created" in result.output
+
+
+@pytest.mark.parametrize("argv", [
+    ["deploy", str(EXAMPLE), "--token", "efk_secret"],
+    ["login", "--token", "efk_secret"],
+])
+def test_a_token_on_the_command_line_is_refused_with_the_way_out(
+    runner: CliRunner, argv: list[str]
+) -> None:
+    result = runner.invoke(cli, argv)
+    assert result.exit_code == 2, result.output
+    assert "readable by every user of the machine" in result.output
+    assert "--token-file" in result.output and "EDGEFN_TOKEN" in result.output
+    help_text = runner.invoke(cli, [argv[0], "--help"]).output
+    assert "--token-file" in help_text and "--token " not in help_text
+
+
+def test_the_token_from_a_file_or_the_environment(
+    runner: CliRunner, live_cp: LiveCP, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("not-a-token\n")
+    token_file.chmod(0o600)
+    # The file given wins over the variable.
+    result = runner.invoke(cli, ["deploy", str(EXAMPLE), "--cp", live_cp.url, "--no-wait",
+                                 "--token-file", str(token_file)],
+                           env={"EDGEFN_TOKEN": ADMIN_TOKEN})
+    assert result.exit_code == 1 and "401 unauthorized" in result.output
+    token_file.write_text(ADMIN_TOKEN)
+    result = runner.invoke(cli, ["deploy", str(EXAMPLE), "--cp", live_cp.url, "--no-wait"],
+                           env={"EDGEFN_TOKEN_FILE": str(token_file)})
+    assert result.exit_code == 0, result.output
+    missing = runner.invoke(cli, ["deploy", str(EXAMPLE), "--token-file", str(tmp_path / "no")])
+    assert missing.exit_code == 2 and "cannot read" in missing.output

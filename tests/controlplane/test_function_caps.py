@@ -18,6 +18,8 @@ OVER_DEFAULT_CAPS: list[tuple[dict[str, Any], str]] = [
     ({"max_request_bytes": 1 << 30}, "max_request_bytes 1073741824 is over the cap"),
     ({"max_hot_instances": 1000}, "max_hot_instances 1000 is over the cap of 16"),
     ({"min_hot_instances": 17}, "min_hot_instances 17 is over the cap of 16"),
+    ({"http_fetch": {"allow_hosts": ["api.example.com"], "max_response_bytes": 16 << 20}},
+     "http_fetch.max_response_bytes 16777216 is over the cap of 8388608"),
 ]
 
 
@@ -80,3 +82,51 @@ def test_caps_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # Flags given on top are merged over the variable, field by field.
     assert CPSettings(caps={"max_execution_ms": 60_000}).caps == ResourceCaps(
         memory_pages=2048, max_execution_ms=60_000)
+
+
+def test_deploy_and_rollback_recheck_caps_lowered_since(
+    cp_factory: Any, team: SimpleNamespace, wasm: SimpleNamespace
+) -> None:
+    """A function created under roomy caps is not deployed once the operator lowered
+    them (same database, restarted with the defaults): 400 with the POST's message,
+    and nothing queued for the node."""
+    roomy = cp_factory(caps=ResourceCaps(memory_pages=4096))
+    fn = roomy.function(team.a_dev, "grown", memory_pages=2048)
+    for version in ("1.0.0", "1.1.0"):
+        assert roomy.upload(team.a_dev, fn["id"], version, wasm.edge_v1).status_code == 201
+    node = roomy.node("pop-a")
+    roomy.ok("POST", f"/functions/{fn['id']}/deploy", team.a_dev, 202, json={"version": "1.0.0"})
+    roomy.ok("POST", f"/functions/{fn['id']}/deploy", team.a_dev, 202, json={"version": "1.1.0"})
+
+    lowered = cp_factory()
+    before = [i["id"] for i in lowered.heartbeat(node)]
+    for path, body in (("deploy", {"version": "1.1.0"}), ("rollback", {"version": "1.0.0"}),
+                       ("rollback", None)):
+        r = lowered.call("POST", f"/functions/{fn['id']}/{path}", team.a_dev, json=body)
+        assert r.status_code == 400, (path, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "validation_error"
+        assert error["message"] == (
+            "over this cluster's resource caps: memory_pages 2048 is over the cap of 1024")
+    assert [i["id"] for i in lowered.heartbeat(node)] == before
+    assert len(lowered.ok("GET", f"/functions/{fn['id']}/deployments", team.a_dev)) == 2
+    # Back within the caps, it deploys again.
+    lowered.ok("PATCH", f"/functions/{fn['id']}", team.a_dev, json={"memory_pages": 1024})
+    lowered.ok("POST", f"/functions/{fn['id']}/deploy", team.a_dev, 202, json={"version": "1.1.0"})
+
+
+def test_the_openapi_document_states_the_caps(cp_factory: Any, team: SimpleNamespace) -> None:
+    """Top-level fields and http_fetch's, on the inputs only: a function stored under
+    roomier caps is still answered as it is."""
+    caps = ResourceCaps(memory_pages=2048, max_fetch_response_bytes=4 << 20)
+    doc = cp_factory(caps=caps).client.get("/openapi.json").json()
+    models = doc["components"]["schemas"]
+    for name in ("FunctionIn", "FunctionPatch"):
+        props = models[name]["properties"]
+        assert [b["maximum"] for b in props["memory_pages"].get("anyOf", [props["memory_pages"]])
+                if b.get("type") == "integer"] == [2048]
+        assert props["http_fetch"]["$ref"] == "#/components/schemas/HttpFetchPolicyIn"
+    assert models["HttpFetchPolicyIn"]["properties"]["max_response_bytes"]["maximum"] == 4 << 20
+    assert models["FunctionOut"]["properties"]["http_fetch"]["$ref"] == (
+        "#/components/schemas/HttpFetchPolicy")
+    assert models["HttpFetchPolicy"]["properties"]["max_response_bytes"]["maximum"] > 4 << 20

@@ -56,6 +56,8 @@ def test_members_read_the_admin_sets(cp: CP, team: SimpleNamespace) -> None:
     {"max_concurrency": -1},
     {"invocations_per_minute": 1.5},
     {"cpu_seconds_per_day": "lots"},
+    {"cpu_seconds_per_day": False},  # not taken for 0
+    {"invocations_per_minute": 2**61},
     {"burst": 3},
 ])
 def test_bad_quotas_are_400(cp: CP, team: SimpleNamespace, body: dict[str, Any]) -> None:
@@ -110,3 +112,12 @@ def test_quotas_reach_a_node_which_answers_429(
         assert [get("/fb/x") for _ in range(3)] == [200, 200, 200]  # seed defaults
     finally:
         runtime.close()
+
+
+def test_the_document_states_the_quota_bounds(cp: CP) -> None:
+    """The bounds sit on the integer branch, where clients and fuzzers read them."""
+    props = cp.client.get("/openapi.json").json()["components"]["schemas"]["QuotasIn"][
+        "properties"]
+    for field in ("max_concurrency", "invocations_per_minute"):
+        (branch,) = [b for b in props[field]["anyOf"] if b.get("type") == "integer"]
+        assert (branch["minimum"], branch["maximum"]) == (0, 2**53 - 1), field

@@ -467,3 +467,94 @@ def test_agent_acks_a_bad_instruction_as_error_and_applies_the_next(
         assert agent.stream_connected.is_set()
     finally:
         agent.stop()
+
+
+# Rows no release writes now: what a hand edit or an older release may have left.
+UNDECODABLE: list[Any] = [
+    {"type": "deploy", "function_id": "ghost"},  # nearly every field missing
+    {"type": "deploy", "function_id": "ghost", "version": "1.0.0", "artifact_url": None,
+     "sha256": "ab" * 32, "abi": "edge-v1", "memory_pages": "lots", "max_execution_ms": 500,
+     "max_response_bytes": 65536, "env": {}, "routes": [], "deployment_id": None},
+    {"type": "config", "routes": [{"id": "r1"}]},  # a route without its fields
+    ["not", "an", "object"],
+]
+
+
+def add_rows(cp: CP, node_id: str, payloads: list[Any]) -> list[int]:
+    with db.session_scope(cp.client.app.state.cp.sessions) as session:  # type: ignore[attr-defined]
+        rows = [OutboxInstruction(node_id=node_id, type="deploy", payload=p) for p in payloads]
+        session.add_all(rows)
+        session.commit()
+        return [r.id for r in rows]
+
+
+def outbox_rows(cp: CP, ids: list[int]) -> list[tuple[str, str | None, str | None]]:
+    with db.session_scope(cp.client.app.state.cp.sessions) as session:  # type: ignore[attr-defined]
+        rows = session.scalars(
+            sa.select(OutboxInstruction).where(OutboxInstruction.id.in_(ids))
+            .order_by(OutboxInstruction.id)
+        )
+        return [(r.state, r.ack_state, r.ack_message) for r in rows]
+
+
+def test_an_undecodable_row_is_skipped_and_the_stream_stays_up(
+    gcp: CP, fn: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row missing fields used to end the node's stream with a KeyError, on every
+    reconnect; it is now marked failed (never sent) and what follows flows."""
+    node = gcp.node("tokyo", "tokyo-1")
+
+    async def scenario() -> None:
+        link = await connected(gcp, node)
+        bad = add_rows(gcp, "tokyo-1", UNDECODABLE)
+        dep = deploy(gcp, fn)  # its commit wakes the stream past the bad rows
+        pushed = await link.recv_kind("deploy")
+        assert pushed.deploy.deployment_id == dep["id"] and pushed.ack_id > max(bad)
+        await link.ack(pushed)
+        await link.heartbeat()  # the stream is still up
+        await link.close()
+        again = await NodeLink(target(gcp), node).open()
+        await again.heartbeat()  # nothing comes back on a reconnect
+        await again.close()
+        for state, ack_state, message in outbox_rows(gcp, bad):
+            assert (state, ack_state) == ("failed", "error")
+            assert message and message.startswith("undecodable 'deploy' instruction: ")
+        assert gcp.ok("GET", f"/deployments/{dep['id']}", ADMIN)["state"] == "succeeded"
+
+    with caplog.at_level("ERROR", logger="edgefn.controlplane.deployments"):
+        run(scenario)
+    skipped = [r for r in caplog.records if "skipped, never sent" in r.getMessage()]
+    assert len(skipped) == len(UNDECODABLE)
+
+
+def test_an_undecodable_row_is_skipped_by_both_heartbeats(gcp: CP, fn: dict[str, Any]) -> None:
+    """The HTTP heartbeat and the unary gRPC one never hand out such a row either,
+    and a deployment whose instruction cannot be sent fails with the reason."""
+    node = gcp.node("tokyo", "tokyo-1")
+    first = gcp.heartbeat(node)  # the route table every new node gets
+    bad = add_rows(gcp, "tokyo-1", UNDECODABLE[:1])
+    dep = deploy(gcp, fn)
+    with db.session_scope(gcp.client.app.state.cp.sessions) as session:  # type: ignore[attr-defined]
+        row = session.scalars(sa.select(OutboxInstruction).where(
+            OutboxInstruction.deployment_id == dep["id"])).one()
+        row.payload = {k: v for k, v in row.payload.items() if k != "sha256"}
+        session.commit()
+        broken = row.id
+    assert [i["id"] for i in gcp.heartbeat(node)] == [i["id"] for i in first]
+    assert [s for s, _, _ in outbox_rows(gcp, [*bad, broken])] == ["failed", "failed"]
+    out = gcp.ok("GET", f"/deployments/{dep['id']}", ADMIN)
+    assert out["state"] == "failed"
+    assert out["nodes"][0]["message"] == "undecodable 'deploy' instruction: KeyError: 'sha256'"
+    # The next deploy flows, on the unary gRPC heartbeat too.
+    bad = add_rows(gcp, "tokyo-1", UNDECODABLE[3:])
+    again = deploy(gcp, fn, "1.1.0")
+
+    async def scenario() -> None:
+        async with grpc.aio.insecure_channel(target(gcp)) as channel:
+            answer = await pb_grpc.EdgeControlStub(channel).Heartbeat(
+                pb.HeartbeatRequest(node_id="tokyo-1"), metadata=metadata(node["token"], "tokyo-1"))
+        deploys = [i for i in answer.instructions if i.WhichOneof("payload") == "deploy"]
+        assert [d.deploy.deployment_id for d in deploys] == [again["id"]]
+
+    run(scenario)
+    assert outbox_rows(gcp, bad)[0][0] == "failed"

@@ -18,7 +18,6 @@ import pytest
 from edgefn.cluster import free_port
 from edgefn.controlplane.app import create_app
 from tests.controlplane.conftest import ADMIN, PASSWORD, bearer, make_settings
-from tests.controlplane.test_artifacts import serve_app  # noqa: F401  (a fixture)
 
 MB = 1024 * 1024
 BOUNDARY = "edgefn-test-boundary"
@@ -26,7 +25,7 @@ BOUNDARY = "edgefn-test-boundary"
 
 @pytest.fixture
 def server(
-    tmp_path: Path, database_url: str, serve_app: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path, database_url: str, serve_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> SimpleNamespace:
     """A CP with a 1 MB artifact limit, a project with a developer, a viewer and a
     function, and a private temp dir (so that the test sees every temp file)."""

@@ -248,10 +248,12 @@ def test_a_deploy_whose_url_fails_falls_back_to_a_fresh_one(
         ({"max_request_bytes": 8 * 1024 * 1024 + 1}, "max_request_bytes 8388609"),
         ({"max_hot_instances": 17}, "max_hot_instances 17 is over the cap of 16"),
         ({"min_hot_instances": 17, "max_hot_instances": 2}, "min_hot_instances 17"),
+        ({"http_fetch": {"max_response_bytes": 8 * 1024 * 1024 + 1}},
+         "http_fetch.max_response_bytes 8388609 is over the cap of 8388608"),
     ],
 )
 def test_a_deploy_over_the_nodes_caps_is_refused_and_the_rest_keeps_serving(
-    controller: NodeController, store: str, asked: dict[str, int], refusal: str
+    controller: NodeController, store: str, asked: dict[str, object], refusal: str
 ) -> None:
     assert controller.apply(deploy(1, store, "echo", "1.0.0", ECHO)).state == "cached"
     other = Instruction.from_json({**deploy(2, store, "counter", "1.0.0", COUNTER).__dict__,

@@ -20,6 +20,7 @@ _CAPS = {
     "cap_response_bytes": ("max_response_bytes", "max_response_bytes"),
     "cap_request_bytes": ("max_request_bytes", "max_request_bytes (request body)"),
     "cap_hot_instances": ("max_hot_instances", "min/max_hot_instances"),
+    "cap_fetch_response_bytes": ("max_fetch_response_bytes", "http_fetch.max_response_bytes"),
 }
 
 

@@ -9,12 +9,16 @@ import click
 from pydantic import ValidationError
 
 from edgefn.cli.caps import cap_options, pop_caps
+from edgefn.cli.secret_options import read_secret_file, refuse_on_command_line
 from edgefn.controlplane.settings import CPSettings
 
 
 def settings_from(**flags: Any) -> CPSettings:
     """Flags given on the command line win over EDGEFN_* variables."""
     caps = pop_caps(flags)
+    key_file = flags.pop("s3_secret_access_key_file", None)
+    if key_file is not None:
+        flags["s3_secret_access_key"] = read_secret_file(key_file, "--s3-secret-access-key-file")
     given = {k: v for k, v in flags.items() if v is not None} | caps
     try:
         return CPSettings(**given)
@@ -58,7 +62,20 @@ def cp() -> None:
 @click.option("--s3-endpoint-url", help="e.g. http://127.0.0.1:9000 for MinIO")
 @click.option("--s3-region")
 @click.option("--s3-access-key-id")
-@click.option("--s3-secret-access-key", help="prefer EDGEFN_S3_SECRET_ACCESS_KEY")
+@click.option(
+    "--s3-secret-access-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File holding the S3 secret access key (mode 0600) [or the key itself in "
+    "EDGEFN_S3_SECRET_ACCESS_KEY]",
+)
+@click.option(
+    "--s3-secret-access-key", hidden=True, expose_value=False,
+    callback=refuse_on_command_line(
+        "--s3-secret-access-key",
+        "put it in a file only this user can read and pass --s3-secret-access-key-file "
+        "FILE, or set EDGEFN_S3_SECRET_ACCESS_KEY",
+    ),
+)
 @click.option("--s3-create-bucket/--no-s3-create-bucket", default=None)
 @click.option("--max-artifact-bytes", type=int)
 @cap_options

@@ -1,8 +1,10 @@
-"""Which control plane to talk to and with what token: flags, then `EDGEFN_CP_URL` /
-`EDGEFN_TOKEN`, then what `edgefn login` saved in the user's config directory."""
+"""Which control plane to talk to and with what token: `--cp` / `--token-file`, then
+`EDGEFN_CP_URL` / `EDGEFN_TOKEN`, then what `edgefn login` saved in the user's config
+directory. A token given as an argument is refused (`secret_options`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from typing import Any
 import click
 
 from edgefn.atomicfile import write_atomic
+from edgefn.cli.secret_options import read_secret_file, refuse_on_command_line
 
 DEFAULT_CP_URL = "http://127.0.0.1:8080"
 
@@ -52,16 +55,43 @@ def resolve(cp_url: str | None, token: str | None) -> tuple[str, str]:
     token = token or (saved.get("tokens") or {}).get(url)
     if not token:
         raise click.UsageError(
-            f"no token for {url}: pass --token, set EDGEFN_TOKEN, or run `edgefn login`"
+            f"no token for {url}: pass --token-file FILE, set EDGEFN_TOKEN, or run `edgefn login`"
         )
     return url, token
 
 
+TOKEN_ALTERNATIVES = (
+    "put it in a file only this user can read and pass --token-file FILE, set "
+    "EDGEFN_TOKEN, or run `edgefn login` once"
+)
+
+
+def token_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--token-file FILE` (env EDGEFN_TOKEN_FILE) and the token in EDGEFN_TOKEN, handed
+    to `f` as `token` (the file first); `--token VALUE` is refused."""
+
+    @functools.wraps(f)
+    def merged(*args: Any, token_file: str | None, token: str | None, **kwargs: Any) -> Any:
+        return f(*args, token=token_file or token, **kwargs)
+
+    merged = click.option(
+        "--token", envvar="EDGEFN_TOKEN", hidden=True,
+        callback=refuse_on_command_line("--token", TOKEN_ALTERNATIVES),
+    )(merged)
+    return click.option(
+        "--token-file",
+        envvar="EDGEFN_TOKEN_FILE",
+        type=click.Path(path_type=Path, dir_okay=False),
+        callback=lambda _ctx, _param, path: read_secret_file(path, "--token-file")
+        if path is not None else None,
+        help="File holding the API token (mode 0600) [env EDGEFN_TOKEN_FILE; or the token "
+        "itself in EDGEFN_TOKEN; else the saved login]",
+    )(merged)
+
+
 def cp_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--cp and --token, shared by the commands that call the control plane."""
-    f = click.option(
-        "--token", envvar="EDGEFN_TOKEN", help="API token [env EDGEFN_TOKEN, or the saved login]"
-    )(f)
+    """--cp and the token options, shared by the commands that call the control plane."""
+    f = token_options(f)
     return click.option(
         "--cp",
         "cp_url",

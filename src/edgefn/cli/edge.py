@@ -2,42 +2,26 @@
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from edgefn.atomicfile import private_dir, read_secret
+from edgefn.atomicfile import private_dir
 from edgefn.cli.caps import cap_options, pop_caps
+from edgefn.cli.secret_options import read_secret_file, refuse_on_command_line
 from edgefn.edge.settings import EdgeSettings
 
-
-def _refuse_token_argument(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value is not None:
-        raise click.BadParameter(
-            "a token on the command line is readable by every user of the machine (ps, "
-            "/proc/PID/cmdline); put it in a file only this user can read and pass "
-            "--node-token-file FILE, or set EDGEFN_NODE_TOKEN",
-            param_hint="--node-token",
-        )
+_refuse_token_argument = refuse_on_command_line(
+    "--node-token",
+    "put it in a file only this user can read and pass --node-token-file FILE, or set "
+    "EDGEFN_NODE_TOKEN",
+)
 
 
 def read_node_token(path: Path) -> str:
-    """The token in `path`; a file that others may read is used, with a warning."""
-    try:
-        token = read_secret(path)
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc}",
-                                 param_hint="--node-token-file") from exc
-    if not token:
-        raise click.BadParameter(f"{path} is empty", param_hint="--node-token-file")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        click.echo(f"warning: {path} is readable by other users (mode "
-                   f"{stat.S_IMODE(mode):04o}); chmod 600 it", err=True)
-    return token
+    return read_secret_file(path, "--node-token-file")
 
 
 @click.group()

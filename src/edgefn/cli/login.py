@@ -5,15 +5,18 @@ from __future__ import annotations
 import click
 
 from edgefn.cli._api import CPClient
-from edgefn.cli.credentials import DEFAULT_CP_URL, credentials_path, save_login
+from edgefn.cli.credentials import DEFAULT_CP_URL, credentials_path, save_login, token_options
 
 
 @click.command()
 @click.option("--cp", "cp_url", envvar="EDGEFN_CP_URL", default=DEFAULT_CP_URL, show_default=True)
-@click.option("--token", prompt=True, hide_input=True, help="an API key, JWT or the admin token")
-def login(cp_url: str, token: str) -> None:
-    """Save a token for a control plane (checked first) in the user's config."""
+@token_options
+def login(cp_url: str, token: str | None) -> None:
+    """Save a token (an API key, JWT or the admin token) for a control plane, checked
+    first, in the user's config. It is asked for unless a file or EDGEFN_TOKEN has it."""
     cp_url = cp_url.rstrip("/")
+    if token is None:
+        token = click.prompt("Token", hide_input=True)
     with CPClient(cp_url, token) as api:
         api.call("GET", "/functions", params={"limit": 1})
     save_login(cp_url, token)

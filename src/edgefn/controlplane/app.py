@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import re
 import uuid
@@ -12,10 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from argon2 import PasswordHasher
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgefn import __version__, redact
 from edgefn.atomicfile import private_dir
@@ -170,6 +172,48 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal", "internal error")
 
 
+# Bodies with their own, larger cap (`max_artifact_bytes`), read as they stream in
+# (`uploads`): a version upload and a PUT to a signed upload URL.
+_UPLOAD_PATHS = re.compile(re.escape(API_PREFIX) + r"/(functions/[^/]+/versions|uploads/.+)")
+
+
+class _JsonBodyCap:
+    """413 for any other request body over `limit` bytes, so that no JSON body costs
+    more than that in memory before its fields are checked.
+
+    A Content-Length over the limit is answered before a byte is read. A body sent
+    without one (chunked) is counted as the endpoint reads it, and the read that
+    passes the limit raises: FastAPI lets an HTTPException out of its body parsing,
+    and the error handlers answer it in the contract's shape; the rest is not read.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _UPLOAD_PATHS.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        message = f"request body is over the limit of {self.limit} bytes"
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _error(413, "payload_too_large", message)(scope, receive, send)
+            return
+        seen = 0
+
+        async def capped() -> Message:
+            nonlocal seen
+            got = await receive()
+            if got["type"] == "http.request":
+                seen += len(got.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, message)
+            return got
+
+        await self.app(scope, capped, send)
+
+
 # OpenAPI links: which operations take the id of what an operation created,
 # `(method, path, status) -> [(method, path, {parameter: where it comes from})]`.
 # Clients and Schemathesis' stateful phase follow them from a create to the
@@ -226,27 +270,59 @@ _CAPPED_FIELDS = {
     "max_hot_instances": "max_hot_instances",
     "min_hot_instances": "max_hot_instances",
 }
+# The same within a nested policy: the function's field, the component of its schema,
+# and that component's capped fields. The inputs get a capped copy of the component
+# (named with an `In` suffix), so that what the API answers, which may predate a
+# lowered cap, is not held to it.
+_CAPPED_NESTED = {
+    "http_fetch": ("HttpFetchPolicy", {"max_response_bytes": "max_fetch_response_bytes"}),
+}
+_CAPPED_INPUTS = ("FunctionIn", "FunctionPatch")
+
+
+def _cap_properties(
+    properties: dict[str, Any], fields: dict[str, str], caps: ResourceCaps
+) -> None:
+    for field, cap in fields.items():
+        prop = properties.get(field)
+        if prop is None:
+            continue
+        for branch in prop.get("anyOf", [prop]):
+            if branch.get("type") == "integer":
+                branch["maximum"] = min(branch.get("maximum", 2**53 - 1), getattr(caps, cap))
 
 
 def _state_caps(models: dict[str, Any], caps: ResourceCaps) -> None:
     """The document states this cluster's caps as the maximum of the fields they
     bound, so that a request valid by it is not refused for a cap."""
-    for name in ("FunctionIn", "FunctionPatch"):
-        properties = models.get(name, {}).get("properties", {})
-        for field, cap in _CAPPED_FIELDS.items():
-            prop = properties.get(field)
-            if prop is None:
-                continue
-            for branch in prop.get("anyOf", [prop]):
-                if branch.get("type") == "integer":
-                    branch["maximum"] = min(branch.get("maximum", 2**53 - 1), getattr(caps, cap))
+    for name in _CAPPED_INPUTS:
+        _cap_properties(models.get(name, {}).get("properties", {}), _CAPPED_FIELDS, caps)
+    for field, (component, fields) in _CAPPED_NESTED.items():
+        if component not in models:
+            continue
+        capped = copy.deepcopy(models[component])
+        _cap_properties(capped.get("properties", {}), fields, caps)
+        models[component + "In"] = capped
+        old, new = f"#/components/schemas/{component}", f"#/components/schemas/{component}In"
+        for name in _CAPPED_INPUTS:
+            prop = models.get(name, {}).get("properties", {}).get(field)
+            for branch in [prop, *prop.get("anyOf", [])] if prop else []:
+                if branch.get("$ref") == old:
+                    branch["$ref"] = new
+
+
+_TOO_LARGE = {
+    "description": "error code payload_too_large",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
 
 
 def _install_openapi(app: FastAPI, caps: ResourceCaps) -> None:
     """The document as this API behaves. FastAPI documents a 422 on every
     operation with inputs; this API answers invalid input with 400 (`_validation`
     above), which each operation declares with its other errors
-    (`errors.responses`), so the 422 entries go. And the links are added."""
+    (`errors.responses`), so the 422 entries go. Every operation with a body may
+    answer 413. And the links are added."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -256,6 +332,9 @@ def _install_openapi(app: FastAPI, caps: ResourceCaps) -> None:
             for path in paths.values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
+                    if "requestBody" in operation:
+                        # `_JsonBodyCap` (or an upload's own cap, documented with it).
+                        operation["responses"].setdefault("413", _TOO_LARGE)
             models = schema.get("components", {}).get("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
                 models.pop(name, None)
@@ -327,6 +406,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
     app.state.grpc = None
     _install_error_handlers(app)
     _install_openapi(app, settings.caps)
+    app.add_middleware(_JsonBodyCap, limit=settings.max_json_body_bytes)
 
     @app.middleware("http")
     async def request_id(

@@ -39,6 +39,11 @@ class CPSettings(BaseSettings):
     s3_create_bucket: bool = False
 
     max_artifact_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Every other request body (JSON): over it is 413 before the body is read, or at
+    # the chunk that passes it, so a huge body costs no more than this in memory.
+    # Above what clients send: a function with a full env (256 values of 16 KiB)
+    # is about 4 MiB, a heartbeat of a node running 10,000 functions about 2 MiB.
+    max_json_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     upload_url_ttl_s: int = Field(default=900, gt=0)
     download_url_ttl_s: int = Field(default=300, gt=0)
     jwt_ttl_s: int = Field(default=3600, gt=0)

@@ -270,6 +270,22 @@ class ResourceCaps(_Strict):
     max_request_bytes: RequestBytes = 8 * 1024 * 1024
     # Per function and worker; also caps min_hot_instances, which are kept warm.
     max_hot_instances: HotInstances = 16
+    # http_fetch.max_response_bytes: what one outgoing fetch may bring into memory.
+    max_fetch_response_bytes: _Limit = 8 * 1024 * 1024
+
+    @staticmethod
+    def _asked(limits: Limits, policy: FunctionPolicy) -> tuple[tuple[str, int | None, str], ...]:
+        """Each capped field of a function: its name, its value, the cap bounding it."""
+        return (
+            ("memory_pages", limits.memory_pages, "memory_pages"),
+            ("max_execution_ms", limits.max_execution_ms, "max_execution_ms"),
+            ("max_response_bytes", limits.max_response_bytes, "max_response_bytes"),
+            ("max_request_bytes", policy.max_request_bytes, "max_request_bytes"),
+            ("min_hot_instances", policy.min_hot_instances, "max_hot_instances"),
+            ("max_hot_instances", policy.max_hot_instances, "max_hot_instances"),
+            ("http_fetch.max_response_bytes", policy.http_fetch.max_response_bytes,
+             "max_fetch_response_bytes"),
+        )
 
     @model_validator(mode="after")
     def _not_below_the_defaults(self) -> ResourceCaps:
@@ -277,31 +293,23 @@ class ResourceCaps(_Strict):
         every such function."""
         defaults = FunctionSpec(id="defaults")
         low = [
-            f"{name} {getattr(self, name)} (functions default to {getattr(defaults, name)})"
-            for name in ("memory_pages", "max_execution_ms", "max_response_bytes",
-                         "max_hot_instances")
-            if getattr(self, name) < getattr(defaults, name)
+            f"{cap} {getattr(self, cap)} (functions default to {value})"
+            for _, value, cap in self._asked(defaults.limits, defaults)
+            if value is not None and getattr(self, cap) < value
         ]
         if low:
-            raise ValueError("caps below the function defaults: " + ", ".join(low))
+            raise ValueError("caps below the function defaults: " + ", ".join(dict.fromkeys(low)))
         return self
 
     def excess(self, limits: Limits, policy: FunctionPolicy) -> str:
         """What of a function (its engine limits and policy) is over these caps, as one
         clause per field; empty when nothing is."""
-        asked = (
-            ("memory_pages", limits.memory_pages, self.memory_pages),
-            ("max_execution_ms", limits.max_execution_ms, self.max_execution_ms),
-            ("max_response_bytes", limits.max_response_bytes, self.max_response_bytes),
-            ("max_request_bytes", policy.max_request_bytes, self.max_request_bytes),
-            ("min_hot_instances", policy.min_hot_instances, self.max_hot_instances),
-            ("max_hot_instances", policy.max_hot_instances, self.max_hot_instances),
-        )
         return "; ".join(
-            f"{name} {value} is over the cap of {cap}"
-            for name, value, cap in asked
-            if value is not None and value > cap
+            f"{name} {value} is over the cap of {getattr(self, cap)}"
+            for name, value, cap in self._asked(limits, policy)
+            if value is not None and value > getattr(self, cap)
         )
+
 
 class QuotaSpec(_Strict):
     """A project's quotas as the admin set them; a field left out (None) takes the

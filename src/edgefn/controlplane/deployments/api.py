@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from edgefn.controlplane.deployments import service
 from edgefn.controlplane.deployments.schemas import DeployIn, DeploymentOut, RollbackIn
-from edgefn.controlplane.deps import DB, Caller
+from edgefn.controlplane.deps import DB, Caller, Ctx
 from edgefn.controlplane.errors import CALLER, Conflict, NotFound, responses
 from edgefn.controlplane.fields import PathId
 from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
@@ -23,7 +23,9 @@ PageDep = Annotated[Page, Depends(page_params)]
     response_model=DeploymentOut,
     responses=responses(NotFound),
 )
-def deploy(function_id: PathId, body: DeployIn, session: DB, who: Caller) -> DeploymentOut:
+def deploy(
+    function_id: PathId, body: DeployIn, session: DB, ctx: Ctx, who: Caller
+) -> DeploymentOut:
     dep = service.deploy(
         session,
         who,
@@ -31,6 +33,7 @@ def deploy(function_id: PathId, body: DeployIn, session: DB, who: Caller) -> Dep
         version=body.version,
         target_pop=body.target_pop,
         strategy=body.strategy,
+        caps=ctx.settings.caps,
     )
     return service.describe(session, dep)
 
@@ -42,9 +45,10 @@ def deploy(function_id: PathId, body: DeployIn, session: DB, who: Caller) -> Dep
     responses=responses(NotFound, Conflict),
 )
 def rollback(
-    function_id: PathId, session: DB, who: Caller, body: RollbackIn | None = None
+    function_id: PathId, session: DB, ctx: Ctx, who: Caller, body: RollbackIn | None = None
 ) -> DeploymentOut:
-    dep = service.rollback(session, who, function_id, version=body.version if body else None)
+    version = body.version if body else None
+    dep = service.rollback(session, who, function_id, version=version, caps=ctx.settings.caps)
     return service.describe(session, dep)
 
 

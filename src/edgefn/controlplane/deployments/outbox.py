@@ -41,6 +41,9 @@ from edgefn.edge.spec import POLICY_FIELDS
 PENDING = "pending"
 ACKED = "acked"
 SUPERSEDED = "superseded"
+# Never sent: the row could not be read as an instruction (written by hand or by an
+# older release); its ack_message says why.
+FAILED = "failed"
 _NEW_FOR = "edgefn.outbox.new_for_nodes"
 
 
@@ -61,20 +64,30 @@ def route_entry(route: Route, project_id: str) -> dict[str, Any]:
     }
 
 
+class Undecodable(ValueError):
+    """An outbox row that is not an instruction a node could be sent."""
+
+
+def function_of(payload: Any) -> Any:
+    """The payload's function_id; None for a payload that is not even an object."""
+    return payload.get("function_id") if isinstance(payload, dict) else None
+
+
 def deployed_functions(session: Session, node_id: str) -> set[str]:
     """Ids of the functions deployed to the node: the last deploy or undeploy
-    instruction queued for it (pending or acked) is a deploy."""
+    instruction queued for it (pending or acked, never one that failed) is a deploy."""
     latest: dict[str, str] = {}
     rows = session.execute(
         select(OutboxInstruction.type, OutboxInstruction.payload)
         .where(
             OutboxInstruction.node_id == node_id,
             OutboxInstruction.type.in_(("deploy", "undeploy")),
+            OutboxInstruction.state != FAILED,
         )
         .order_by(OutboxInstruction.id)
     )
     for kind, payload in rows:
-        fid = (payload or {}).get("function_id")
+        fid = function_of(payload)
         if fid:
             latest[fid] = kind
     return {fid for fid, kind in latest.items() if kind == "deploy"}
@@ -167,7 +180,7 @@ def enqueue_undeploy_everywhere(session: Session, function_id: str) -> None:
     """Undeploy on every node told to deploy it; older pending deploys are dropped."""
     node_ids: set[str] = set()
     for row in session.scalars(select(OutboxInstruction).where(OutboxInstruction.type == "deploy")):
-        if row.payload.get("function_id") == function_id:
+        if function_of(row.payload) == function_id and row.state != FAILED:
             node_ids.add(row.node_id)
             if row.state == PENDING:
                 row.state = SUPERSEDED
@@ -186,7 +199,7 @@ def supersede_deploys(session: Session, node_id: str, function_id: str) -> None:
         )
     )
     for row in rows:
-        if row.payload.get("function_id") == function_id:
+        if function_of(row.payload) == function_id:
             row.state = SUPERSEDED
 
 
@@ -246,8 +259,14 @@ def enqueue_initial(session: Session, node: Node) -> None:
 
 
 def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> dict[str, Any]:
+    """The row as the instruction a node is sent, with a fresh artifact URL; raises
+    Undecodable for a payload that is not an object or names no readable key."""
+    if not isinstance(row.payload, dict):
+        raise Undecodable(f"the payload is a {type(row.payload).__name__}, not an object")
     payload = dict(row.payload)
     key = payload.pop("artifact_key", None)
+    if key is not None and not isinstance(key, str):
+        raise Undecodable("artifact_key is not a string")
     if key:
         payload["artifact_url"] = store.presign_get(key, ttl)
     return {"id": row.id, **payload}

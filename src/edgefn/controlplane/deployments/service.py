@@ -14,6 +14,7 @@ error (`failed`); a newer deployment of the same function makes it `superseded`.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -29,9 +30,13 @@ from edgefn.controlplane.deployments.models import Deployment, DeploymentNode, O
 from edgefn.controlplane.deployments.schemas import Ack, DeploymentNodeOut, DeploymentOut
 from edgefn.controlplane.errors import Conflict, NotFound
 from edgefn.controlplane.functions.models import Function, FunctionVersion
-from edgefn.controlplane.functions.service import get_function
+from edgefn.controlplane.functions.service import check_caps, get_function
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.selector import parse_selector
+from edgefn.controlplane.stream.messages import instruction_to_proto
+from edgefn.edge.spec import ResourceCaps
+
+log = logging.getLogger("edgefn.controlplane.deployments")
 
 IN_PROGRESS, SUCCEEDED, FAILED, SUPERSEDED = "in_progress", "succeeded", "failed", "superseded"
 
@@ -150,8 +155,10 @@ def deploy(
     version: str,
     target_pop: list[str] | None,
     strategy: str,
+    caps: ResourceCaps,
 ) -> Deployment:
     fn = get_function(session, who, function_id, minimum="developer")
+    check_caps(caps, fn)
     row = _version(session, fn, version)
     nodes = select_targets(session, fn, target_pop)
     return _start(session, who, fn, row, nodes, strategy=strategy, kind="deploy",
@@ -159,11 +166,17 @@ def deploy(
 
 
 def rollback(
-    session: Session, who: Principal, function_id: str, *, version: str | None
+    session: Session,
+    who: Principal,
+    function_id: str,
+    *,
+    version: str | None,
+    caps: ResourceCaps,
 ) -> Deployment:
     """Deploy an earlier version (default: the one active before the current) to the
     nodes of the current deployment, all at once."""
     fn = get_function(session, who, function_id, minimum="developer")
+    check_caps(caps, fn)
     current = session.scalar(
         select(Deployment)
         .where(Deployment.function_id == fn.id)
@@ -237,8 +250,39 @@ def pending_instructions(
     session: Session, node_id: str, *, store: ArtifactStore, url_ttl_s: int
 ) -> list[dict[str, Any]]:
     """Every instruction the node has not acked, oldest first; handed out again until
-    acked (at-least-once: the node deduplicates by id)."""
-    return [outbox.render(row, store, url_ttl_s) for row in outbox.pending_rows(session, node_id)]
+    acked (at-least-once: the node deduplicates by id).
+
+    A row that cannot be read as an instruction (fields missing or of the wrong type:
+    written by hand or by an older release) is never sent: it is marked failed, as if
+    the node had acked it `error`, and logged, so the node's stream stays up and the
+    instructions after it flow. The check is the protobuf encoding, the stricter of
+    the two transports, so what the HTTP heartbeat hands out a stream could send too.
+    """
+    out: list[dict[str, Any]] = []
+    failed = False
+    for row in outbox.pending_rows(session, node_id):
+        try:
+            instruction = outbox.render(row, store, url_ttl_s)
+            instruction_to_proto(instruction)
+        except (outbox.Undecodable, KeyError, TypeError, ValueError, AttributeError) as exc:
+            _fail_undecodable(session, row, exc)
+            failed = True
+            continue
+        out.append(instruction)
+    if failed:
+        session.commit()
+    return out
+
+
+def _fail_undecodable(session: Session, row: OutboxInstruction, exc: Exception) -> None:
+    # One line: the message is shown on the deployment and in `edgefn` listings.
+    reason = " ".join(f"undecodable {row.type!r} instruction: {type(exc).__name__}: {exc}".split())
+    log.error("outbox instruction %s for node %s skipped, never sent: %s",
+              row.id, row.node_id, reason)
+    # Recorded as the node's error ack would be: a deploy's deployment fails.
+    ack = Ack.model_construct(id=row.id, state="error", message=reason[:1000])
+    ack_instruction(session, row.node_id, ack)
+    row.state = outbox.FAILED
 
 
 def _advance(session: Session, dep: Deployment) -> None:

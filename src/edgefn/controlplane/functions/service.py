@@ -76,6 +76,12 @@ def _within_caps(caps: ResourceCaps, limits: Limits, policy: FunctionPolicy) -> 
         raise ValidationFailed(f"over this cluster's resource caps: {excess}")
 
 
+def check_caps(caps: ResourceCaps, fn: Function) -> None:
+    """400 for a stored function over the caps: they may have been lowered since it was
+    created, and a deploy must not hand nodes what the cluster no longer allows."""
+    _within_caps(caps, _limits(fn), fn.function_policy())
+
+
 def _limits(source: Any) -> Limits:
     return Limits(
         memory_pages=source.memory_pages,

@@ -182,6 +182,8 @@ def deployed_to(session: Session, node_id: str, function_id: str, version: str) 
             OutboxInstruction.node_id == node_id,
             OutboxInstruction.type.in_(("deploy", "undeploy")),
             OutboxInstruction.payload["function_id"].as_string() == function_id,
+            # Never sent: the node cannot have applied it.
+            OutboxInstruction.state != outbox.FAILED,
         )
         .order_by(OutboxInstruction.id.desc())
     )
