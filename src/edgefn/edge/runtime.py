@@ -300,6 +300,10 @@ class Runtime:
         spec = None
         if match is not None and not isinstance(match, MethodNotAllowed):
             spec = tables.functions.get(match.function_id)
+        return self._body_limit(spec)
+
+    def _body_limit(self, spec: FunctionSpec | None) -> int:
+        """A function's own body limit, else the node's."""
         if spec is None or spec.max_request_bytes is None:
             return self.max_request_body_bytes
         return spec.max_request_bytes
@@ -322,8 +326,7 @@ class Runtime:
             reason = tables.unavailable.get(fid, "function is not deployed on this node")
             return self._refuse(FunctionUnavailable(reason), rid, fid, match.route.project_id)
         project = spec.project_id
-        limit = spec.max_request_bytes
-        limit = self.max_request_body_bytes if limit is None else limit
+        limit = self._body_limit(spec)
         try:
             if req.content_length is not None and req.content_length > limit:
                 raise RequestTooLarge(f"request body over the limit of {limit} bytes")
