@@ -79,13 +79,24 @@ class ControlPlaneSecrets:
             raise CallFailed(f"control plane answered HTTP {resp.status_code}")
         try:
             body = resp.json()
-            return Resolved(
-                values={str(k): str(v).encode() for k, v in body["secrets"].items()},
-                missing=frozenset(body.get("missing") or ()),
-                denied=frozenset(body.get("denied") or ()),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise CallFailed("control plane answered something that is not secrets") from None
+        except ValueError:
+            body = None
+        return _resolved(body, "control plane")
+
+
+def _resolved(body: object, who: str) -> Resolved:
+    """The control plane's answer (`{secrets, missing, denied}`, which the broker
+    passes on in the same shape) as a `Resolved`."""
+    try:
+        if not isinstance(body, dict):
+            raise TypeError("not an object")
+        return Resolved(
+            values={str(k): str(v).encode() for k, v in body["secrets"].items()},
+            missing=frozenset(body.get("missing") or ()),
+            denied=frozenset(body.get("denied") or ()),
+        )
+    except (KeyError, TypeError, AttributeError):
+        raise CallFailed(f"{who} answered something that is not secrets") from None
 
 
 # One request or answer on the broker's socket: a JSON line, bounded.
@@ -156,18 +167,9 @@ class BrokerSecrets:
                     body = json.loads(answer.readline(_BROKER_LINE_MAX))
         except (OSError, ValueError) as exc:
             raise CallFailed(f"node secrets broker unreachable ({type(exc).__name__})") from None
-        if not isinstance(body, dict):
-            raise CallFailed("node secrets broker answered something that is not secrets")
-        if "error" in body:
+        if isinstance(body, dict) and "error" in body:
             raise CallFailed(str(body["error"]))
-        try:
-            return Resolved(
-                values={str(k): str(v).encode() for k, v in body["secrets"].items()},
-                missing=frozenset(body.get("missing") or ()),
-                denied=frozenset(body.get("denied") or ()),
-            )
-        except (KeyError, TypeError, AttributeError):
-            raise CallFailed("node secrets broker answered something that is not secrets") from None
+        return _resolved(body, "node secrets broker")
 
 
 class FileSecrets:
