@@ -157,9 +157,16 @@ def test_a_node_without_a_certificate_is_refused(mcp: CP, tmp_path: Path) -> Non
     no_cert = NodeCertificate(None, None, tokyo.tls.ca_file)
     with pytest.raises(httpx.TransportError):
         beat(mcp, tokyo.node, no_cert)
-    # The API port sees no client certificate: a node token alone is not enough there.
-    r = mcp.call("POST", "/nodes/tokyo-1/heartbeat", {"Authorization": f"Bearer "
-                 f"{tokyo.node['token']}"}, json={"node_id": "tokyo-1"})
+    # The API port sees no client certificate: a node token alone is not enough there,
+    # for any node call.
+    as_node = {"Authorization": f"Bearer {tokyo.node['token']}"}
+    r = mcp.call("POST", "/nodes/tokyo-1/heartbeat", as_node, json={"node_id": "tokyo-1"})
+    assert r.status_code == 401, r.text
+    r = mcp.call("POST", "/nodes/tokyo-1/secrets", as_node,
+                 json={"function_id": "f", "names": ["K"]})
+    assert r.status_code == 401, r.text
+    _, csr = new_key_and_csr("tokyo-1")
+    r = mcp.call("POST", "/nodes/tokyo-1/certificate", as_node, json={"csr": csr})
     assert r.status_code == 401, r.text
     # The node port serves node calls only.
     with httpx.Client(verify=tokyo.tls.ssl_context(), timeout=10) as client:

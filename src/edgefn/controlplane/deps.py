@@ -77,7 +77,12 @@ def get_principal(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     token = bearer.credentials if bearer else None
-    return authenticate(session, ctx.creds, token, request_id=request_id_of(request))
+    who = authenticate(session, ctx.creds, token, request_id=request_id_of(request))
+    # With node mTLS on, a node token counts only with the node's own client
+    # certificate, which only the node listener sees (elsewhere: 401).
+    if who.kind == "node" and ctx.settings.node_mtls:
+        pki.check_peer(session, who.id, client_cert_of(request.scope))
+    return who
 
 
 def get_caller(who: Annotated[Principal, Depends(get_principal)]) -> Principal:
@@ -86,20 +91,9 @@ def get_caller(who: Annotated[Principal, Depends(get_principal)]) -> Principal:
     return who
 
 
-def require_node_peer(request: Request, ctx: CPContext, session: Session,
-                      who: Principal) -> None:
-    """With node mTLS on, a node token counts only with the node's own client
-    certificate, which only the node listener sees (the API port answers 401)."""
-    if who.kind == "node" and ctx.settings.node_mtls:
-        pki.check_peer(session, who.id, client_cert_of(request.scope))
-
-
-def get_node_caller(
-    request: Request, ctx: Ctx, session: DB, who: Annotated[Principal, Depends(get_principal)]
-) -> Principal:
+def get_node_caller(who: Annotated[Principal, Depends(get_principal)]) -> Principal:
     if who.kind != "node":
         raise Forbidden("heartbeats need a node token")
-    require_node_peer(request, ctx, session, who)
     return who
 
 

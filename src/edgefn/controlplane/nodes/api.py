@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from edgefn.controlplane.auth.principal import Principal
-from edgefn.controlplane.deps import DB, Caller, Ctx, NodeCaller, get_principal, require_node_peer
+from edgefn.controlplane.deps import DB, Caller, Ctx, NodeCaller, get_principal
 from edgefn.controlplane.errors import CALLER, BadRequest, Conflict, NotFound, responses
 from edgefn.controlplane.fields import SEMVER_PATTERN, PathId
 from edgefn.controlplane.nodes import service
@@ -104,14 +104,12 @@ def artifact_url(
 def issue_certificate(
     node_id: PathId,
     body: CertificateIn,
-    request: Request,
     session: DB,
     ctx: Ctx,
     who: Annotated[Principal, Depends(get_principal)],
 ) -> CertificateOut:
     """A client certificate for the node from its CSR: the node renewing its own
     before it expires (with its token and current certificate), or an admin."""
-    require_node_peer(request, ctx, session, who)
     return service.issue_certificate(
         session, who, node_id, body.csr, ca=ctx.node_ca, cert_ttl_s=ctx.settings.node_cert_ttl_s
     )

@@ -1,5 +1,5 @@
 """The node HTTPS listener: the CP's node-facing HTTP calls (heartbeats, fresh
-artifact URLs, certificate renewal) on a port of their own that requires a client
+artifact URLs, secret values, certificate renewal) on a port of their own that requires a client
 certificate of the node CA, served by the same application as the API.
 
 uvicorn does not hand the peer's certificate to the application, so this listener
@@ -26,7 +26,7 @@ from uvicorn.server import ServerState
 log = logging.getLogger("edgefn.controlplane.nodes")
 
 # What the listener serves; anything else is 404 here (the API has its own port).
-NODE_PATHS = re.compile(r"/api/v1/nodes/[^/]+/(heartbeat|certificate|artifacts/.+)")
+NODE_PATHS = re.compile(r"/api/v1/nodes/[^/]+/(heartbeat|certificate|secrets|artifacts/.+)")
 
 
 def client_cert_of(scope: Scope) -> str | None:

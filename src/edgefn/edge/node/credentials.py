@@ -9,6 +9,7 @@ import os
 import ssl
 from collections.abc import MutableMapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from cryptography import x509
@@ -17,6 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edgefn.atomicfile import write_atomic
+
+if TYPE_CHECKING:
+    from edgefn.edge.settings import EdgeSettings
 
 # Environment variables holding a credential of the control plane or its stores.
 CREDENTIAL_ENV = (
@@ -44,6 +48,13 @@ def scrub_credentials(environ: MutableMapping[str, str] = os.environ) -> list[st
     return removed
 
 
+def node_certificate(settings: EdgeSettings) -> NodeCertificate | None:
+    """The node's TLS to the control plane; None for plain connections."""
+    if settings.node_cert is None and settings.cp_ca_file is None:
+        return None
+    return NodeCertificate(settings.node_cert, settings.node_key, settings.cp_ca_file)
+
+
 class NodeCertificate:
     """The node's client certificate and key, and the CA it trusts the CP's ports
     with, as files; the key is made on the node and never leaves it.
@@ -58,6 +69,7 @@ class NodeCertificate:
         self.cert_file = cert_file
         self.key_file = key_file
         self.ca_file = ca_file
+        self._context: tuple[tuple[int, ...], ssl.SSLContext] | None = None
 
     @property
     def has_client_cert(self) -> bool:
@@ -84,11 +96,17 @@ class NodeCertificate:
 
     def ssl_context(self) -> ssl.SSLContext:
         """For HTTPS to the CP: trusts the CA file (else the system's), presents the
-        node's certificate when there is one."""
+        node's certificate when there is one. Made again only when a file changed (a
+        renewal), since every call to the CP asks for it."""
         _, _, ca = self.load()  # settles a renewal that stopped half-way
+        files = [f for f in (self.cert_file, self.key_file, self.ca_file) if f is not None]
+        stamp = tuple(f.stat().st_mtime_ns for f in files)
+        if self._context is not None and self._context[0] == stamp:
+            return self._context[1]
         context = ssl.create_default_context(cadata=ca.decode() if ca else None)
         if self.cert_file is not None and self.key_file is not None:
             context.load_cert_chain(self.cert_file, self.key_file)
+        self._context = (stamp, context)
         return context
 
     def lifetime(self) -> tuple[dt.datetime, dt.datetime]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from edgefn import redact
 from edgefn.edge.bootstrap import build_cache, start_secret_broker
-from edgefn.edge.node.credentials import NodeCertificate, scrub_credentials
+from edgefn.edge.node.credentials import node_certificate, scrub_credentials
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import NodeState, load_function_dir, read_state, write_state
 
@@ -68,13 +68,6 @@ def _prepare_metrics_dir(settings: EdgeSettings) -> Path:
     path.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
     return path
-
-
-def node_certificate(settings: EdgeSettings) -> NodeCertificate | None:
-    """The node's TLS to the control plane; None for plain connections."""
-    if settings.node_cert is None and settings.cp_ca_file is None:
-        return None
-    return NodeCertificate(settings.node_cert, settings.node_key, settings.cp_ca_file)
 
 
 def start_agent(settings: EdgeSettings) -> Agent | None:
