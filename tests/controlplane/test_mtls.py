@@ -430,3 +430,49 @@ def test_the_grpc_port_over_tls(tls_cp: SimpleNamespace) -> None:
     ca = tls_cp.ca_file.read_bytes()
     assert asyncio.run(call(grpc.ssl_channel_credentials(ca))) == grpc.StatusCode.UNAUTHENTICATED
     assert asyncio.run(call(None)) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_an_operators_ca_signs_the_node_certificates(cp_factory: Any, tmp_path: Path) -> None:
+    """`--node-ca-cert/--node-ca-key`: the operator's CA (here one trustme makes)
+    signs node certificates and the node ports' server certificate; none is made."""
+    ca = trustme.CA()
+    cert_file, key_file = tmp_path / "op-ca.pem", tmp_path / "op-ca.key"
+    ca.cert_pem.write_to_path(str(cert_file))
+    ca.private_key_pem.write_to_path(str(key_file))
+    cp: CP = cp_factory(grpc_port=0, node_mtls=True, node_port=0,
+                        node_ca_cert=cert_file, node_ca_key=key_file)
+    tokyo = enroll(cp, "tokyo-1", tmp_path)
+    assert tokyo.body["ca_certificate"] == cert_file.read_text()
+    assert not (cp.settings.data_dir / "pki" / "ca.key").exists()
+    assert beat(cp, tokyo.node, tokyo.tls).status_code == 200
+
+    async def scenario() -> None:
+        link = await NodeLink(grpc_target(cp), tokyo.node,
+                              tokyo.tls.channel_credentials()).open()
+        await link.recv_kind("config")
+        await link.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_operators_ca_must_come_with_its_own_key(tmp_path: Path) -> None:
+    from edgefn.controlplane.pki import CertificateAuthority
+
+    ca, other = trustme.CA(), trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    other.private_key_pem.write_to_path(str(tmp_path / "other.key"))
+    with pytest.raises(ValueError, match="is not the key of"):
+        CertificateAuthority.load(tmp_path / "ca.pem", tmp_path / "other.key")
+
+
+def test_edge_csr_makes_the_key_on_the_node(tmp_path: Path) -> None:
+    key_file = tmp_path / "node.key"
+    runner = CliRunner()
+    made = runner.invoke(cli, ["edge", "csr", "--node-id", "tokyo-1", "--key-file", str(key_file)])
+    assert made.exit_code == 0, made.output
+    csr = x509.load_pem_x509_csr(made.output.encode())
+    assert csr.is_signature_valid
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    again = runner.invoke(cli, ["edge", "csr", "--node-id", "tokyo-1", "--key-file",
+                                str(key_file)])
+    assert again.exit_code == 2 and "--force" in again.output
