@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import ssl
+import threading
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +49,11 @@ def scrub_credentials(environ: MutableMapping[str, str] = os.environ) -> list[st
     return removed
 
 
+# Held while the key and certificate files are read or replaced: the agent, its
+# renewal and the secret broker use them from threads of one process.
+_FILES = threading.RLock()
+
+
 def node_certificate(settings: EdgeSettings) -> NodeCertificate | None:
     """The node's TLS to the control plane; None for plain connections."""
     if settings.node_cert is None and settings.cp_ca_file is None:
@@ -69,7 +75,7 @@ class NodeCertificate:
         self.cert_file = cert_file
         self.key_file = key_file
         self.ca_file = ca_file
-        self._context: tuple[tuple[int, ...], ssl.SSLContext] | None = None
+        self._context: tuple[tuple[bytes | None, ...], ssl.SSLContext] | None = None
 
     @property
     def has_client_cert(self) -> bool:
@@ -80,14 +86,15 @@ class NodeCertificate:
         ca = self.ca_file.read_bytes() if self.ca_file is not None else None
         if self.cert_file is None or self.key_file is None:
             return None, None, ca
-        cert = self.cert_file.read_bytes()
-        pending = self._next_key()
-        if pending.exists():
-            if _matches(cert, pending.read_bytes()):
-                os.replace(pending, self.key_file)
-            else:  # a renewal that stopped before its certificate was written
-                pending.unlink()
-        return self.key_file.read_bytes(), cert, ca
+        with _FILES:
+            cert = self.cert_file.read_bytes()
+            pending = self._next_key()
+            if pending.exists():
+                if _matches(cert, pending.read_bytes()):
+                    os.replace(pending, self.key_file)
+                else:  # a renewal that stopped before its certificate was written
+                    pending.unlink()
+            return self.key_file.read_bytes(), cert, ca
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         key, cert, ca = self.load()
@@ -98,16 +105,16 @@ class NodeCertificate:
         """For HTTPS to the CP: trusts the CA file (else the system's), presents the
         node's certificate when there is one. Made again only when a file changed (a
         renewal), since every call to the CP asks for it."""
-        _, _, ca = self.load()  # settles a renewal that stopped half-way
-        files = [f for f in (self.cert_file, self.key_file, self.ca_file) if f is not None]
-        stamp = tuple(f.stat().st_mtime_ns for f in files)
-        if self._context is not None and self._context[0] == stamp:
-            return self._context[1]
-        context = ssl.create_default_context(cadata=ca.decode() if ca else None)
-        if self.cert_file is not None and self.key_file is not None:
-            context.load_cert_chain(self.cert_file, self.key_file)
-        self._context = (stamp, context)
-        return context
+        with _FILES:  # the files ssl reads are the pair `load` read
+            key, cert, ca = self.load()
+            stamp = (key, cert, ca)
+            if self._context is not None and self._context[0] == stamp:
+                return self._context[1]
+            context = ssl.create_default_context(cadata=ca.decode() if ca else None)
+            if self.cert_file is not None and self.key_file is not None:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            self._context = (stamp, context)
+            return context
 
     def lifetime(self) -> tuple[dt.datetime, dt.datetime]:
         """(not before, not after) of the current certificate."""
@@ -132,9 +139,10 @@ class NodeCertificate:
             raise ValueError("no client certificate")
         if not _matches(cert.encode(), key):
             raise ValueError("the certificate is not for the new key")
-        write_atomic(self._next_key(), [key])
-        write_atomic(self.cert_file, [cert.encode()])
-        os.replace(self._next_key(), self.key_file)
+        with _FILES:
+            write_atomic(self._next_key(), [key])
+            write_atomic(self.cert_file, [cert.encode()])
+            os.replace(self._next_key(), self.key_file)
 
     def _next_key(self) -> Path:
         assert self.key_file is not None
