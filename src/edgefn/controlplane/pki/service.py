@@ -33,16 +33,27 @@ def issue(session: Session, ca: CertificateAuthority, node_id: str, csr_pem: str
 def check_peer(session: Session, node_id: str, pem: str | bytes | None) -> None:
     """Unauthorized unless `pem` is a certificate this CA issued to `node_id`, still
     valid and not revoked; Forbidden when it is another node's."""
+    check_serial(session, node_id, peer_serial(node_id, pem))
+
+
+def peer_serial(node_id: str, pem: str | bytes | None) -> str:
+    """The serial of the client certificate `pem` when it names `node_id` (what a
+    stream reads once, then checks with `check_serial` on every pass)."""
     if not pem:
         raise Unauthorized("this node must connect with its client certificate")
     try:
         cert = x509.load_pem_x509_certificate(pem if isinstance(pem, bytes) else pem.encode())
     except ValueError as exc:
         raise Unauthorized("the client certificate does not parse") from exc
-    named = node_id_of(cert)
-    if named != node_id:
+    if node_id_of(cert) != node_id:
         raise Forbidden(f"the client certificate is not node {node_id}'s")
-    row = session.get(NodeCertificate, serial_hex(cert))
+    return serial_hex(cert)
+
+
+def check_serial(session: Session, node_id: str, serial: str) -> None:
+    """Unauthorized unless `serial` was issued to `node_id` and is neither revoked nor
+    expired."""
+    row = session.get(NodeCertificate, serial)
     if row is None or row.node_id != node_id:
         raise Unauthorized("the client certificate was not issued by this control plane")
     if row.revoked_at is not None:

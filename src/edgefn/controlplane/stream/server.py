@@ -97,7 +97,8 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
         if not self._ctx.settings.node_mtls:
             return lambda s: _node_exists(s, node_id)
         certs = (context.auth_context() or {}).get("x509_pem_cert") or [None]
-        return lambda s: pki.check_peer(s, node_id, certs[0])
+        serial = pki.peer_serial(node_id, certs[0])
+        return lambda s: pki.check_serial(s, node_id, serial)
 
     def _pending(
         self, node_id: str, peer_check: Callable[[Session], None]
