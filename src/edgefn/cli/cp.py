@@ -87,7 +87,7 @@ def cp() -> None:
               "gRPC port and the node HTTPS port [off; env EDGEFN_NODE_MTLS]")
 @click.option("--node-port", type=click.IntRange(0, 65535),
               help="Node HTTPS port under mutual TLS: heartbeats, artifact URLs, "
-              "certificate renewal (default 8443; 0 picks one)")
+              "secrets, certificate renewal (default 8443; 0 picks one)")
 @click.option("--node-ca-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="The operator's CA certificate for node certificates (PEM) [one made in "
               "DATA_DIR/pki]")
