@@ -89,6 +89,12 @@ class EdgeSettings(BaseSettings):
     cp_url: str = ""
     grpc_url: str = ""
     node_token: SecretStr | None = None
+    # Mutual TLS with the control plane: the node's client certificate and key (the
+    # agent renews them in place, so they must be writable), and the CA it trusts the
+    # CP's gRPC and HTTPS ports with (default: the system's).
+    node_cert: Path | None = None
+    node_key: Path | None = None
+    cp_ca_file: Path | None = None
     heartbeat_interval_s: float = Field(30.0, gt=0)
     # A node without a control plane: `{function_id: {name: value}}`, mode 0600,
     # where `secret_get` finds the secrets functions list (docs/edge.md).
@@ -98,6 +104,8 @@ class EdgeSettings(BaseSettings):
     def _tls_pair(self) -> EdgeSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
+        if (self.node_cert is None) != (self.node_key is None):
+            raise ValueError("a client certificate needs both node_cert and node_key")
         return self
 
     @model_validator(mode="after")

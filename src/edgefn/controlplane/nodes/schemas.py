@@ -27,6 +27,8 @@ LabelName = Annotated[
 Extra = Scalar | None
 MemBytes = Annotated[int, Field(ge=0, le=JSON_INT_MAX), BeforeValidator(json_integer)]
 MAX_FUNCTIONS = 10_000
+# A PEM CSR of an EC or RSA (up to 8192 bits) key.
+Csr = Annotated[str, Field(min_length=1, max_length=16_384)]
 _MAX_FIELDS = 20
 
 
@@ -40,6 +42,10 @@ class NodeIn(StrictModel):
     ip: Line | None = Field(None, max_length=64)
     labels: dict[LabelName, Scalar] = Field(
         default_factory=dict, max_length=100, json_schema_extra=ONLY_PATTERN_KEYS
+    )
+    csr: Csr | None = Field(
+        None, description="The node's certificate signing request (PEM): the answer "
+        "carries a client certificate for the node id on its key."
     )
 
 
@@ -59,6 +65,23 @@ class NodeOut(BaseModel):
 
 class NodeCreated(NodeOut):
     token: str = Field(description="The node token; shown only in this response.")
+    certificate: str | None = Field(
+        None, description="The node's client certificate (PEM), when a csr was sent."
+    )
+    ca_certificate: str | None = Field(
+        None, description="The node CA (PEM): what the node trusts the CP's ports with."
+    )
+
+
+class CertificateIn(StrictModel):
+    csr: Csr
+
+
+class CertificateOut(BaseModel):
+    certificate: str = Field(description="The node's client certificate (PEM).")
+    ca_certificate: str = Field(description="The node CA (PEM).")
+    serial: str
+    not_after: dt.datetime
 
 
 class FunctionState(BaseModel):

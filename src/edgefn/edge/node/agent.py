@@ -13,6 +13,11 @@ artifact the state names, then checks every few seconds that none went missing
 (a worker deletes a corrupt one when it finds it), and fetches what is gone
 through a fresh URL that the control plane signs for this node
 (`GET /api/v1/nodes/{id}/artifacts/{function}/{version}`).
+
+With a client certificate (mutual TLS), every connection to the control plane
+presents it, and the agent renews it once `renew_fraction` of its lifetime has
+passed: a new key and CSR, sent over an authenticated call; the open stream goes
+on, and the next connection uses the new certificate.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -34,6 +40,7 @@ from google.protobuf.message import Message
 from edgefn import __version__
 from edgefn.edge.errors import ArtifactError
 from edgefn.edge.node.controller import Ack, Instruction, NodeController
+from edgefn.edge.node.credentials import NodeCertificate
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 
@@ -43,6 +50,10 @@ BACKOFF_START_S = 0.2
 BACKOFF_CAP_S = 30.0
 # How often the agent checks that every artifact of the state is still in the cache.
 REPAIR_INTERVAL_S = 2.0
+# A client certificate is renewed once this share of its lifetime has passed,
+# looked at every RENEW_CHECK_S.
+RENEW_FRACTION = 2 / 3
+RENEW_CHECK_S = 60.0
 
 
 def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
@@ -114,6 +125,9 @@ class Agent:
         labels: dict[str, str] | None = None,
         heartbeat_interval_s: float = 30.0,
         repair_interval_s: float = REPAIR_INTERVAL_S,
+        tls: NodeCertificate | None = None,
+        renew_fraction: float = RENEW_FRACTION,
+        renew_check_s: float = RENEW_CHECK_S,
     ) -> None:
         self.controller = controller
         self.node_id = node_id
@@ -123,6 +137,9 @@ class Agent:
         self.labels = labels or {}
         self.heartbeat_interval_s = heartbeat_interval_s
         self.repair_interval_s = repair_interval_s
+        self.tls = tls
+        self.renew_fraction = renew_fraction
+        self.renew_check_s = renew_check_s
         self._metadata = (("authorization", f"Bearer {token}"), ("x-edgefn-node-id", node_id))
         self._token = token
         self._unsent: list[Ack] = []
@@ -152,10 +169,11 @@ class Agent:
         stream = asyncio.create_task(self._stream_forever())
         http = asyncio.create_task(self._http_heartbeats())
         repair = asyncio.create_task(self._repair_forever())
+        renew = asyncio.create_task(self._renew_forever())
         await self._stopping.wait()
-        for task in (stream, http, repair):
+        for task in (stream, http, repair, renew):
             task.cancel()
-        for task in (stream, http, repair):
+        for task in (stream, http, repair, renew):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
@@ -182,7 +200,7 @@ class Agent:
         outbox: asyncio.Queue[pb.EdgeMessage] = asyncio.Queue()
         for ack in self._take_unsent():
             await outbox.put(self._status_message(ack))
-        async with grpc.aio.insecure_channel(self.grpc_url) as channel:
+        async with self._channel() as channel:
             stub = pb_grpc.EdgeControlStub(channel)
             call = stub.StreamControl(self._requests(outbox), metadata=self._metadata)
             beats = asyncio.create_task(self._stream_heartbeats(outbox))
@@ -225,14 +243,15 @@ class Agent:
     async def _http_heartbeats(self) -> None:
         # Give the stream a moment first: when it connects, heartbeats go over it.
         await asyncio.sleep(min(2.0, self.heartbeat_interval_s))
-        async with httpx.AsyncClient(timeout=10) as client:
-            while True:
-                if not self.stream_connected.is_set() and self.cp_url:
-                    try:
+        while True:
+            if not self.stream_connected.is_set() and self.cp_url:
+                try:
+                    # A client per beat: it presents the current certificate.
+                    async with httpx.AsyncClient(timeout=10, verify=self._verify()) as client:
                         await self._http_heartbeat(client)
-                    except (httpx.HTTPError, ValueError) as exc:
-                        log.info("heartbeat to %s failed: %s", self.cp_url, exc)
-                await asyncio.sleep(self.heartbeat_interval_s)
+                except (httpx.HTTPError, ValueError, OSError) as exc:
+                    log.info("heartbeat to %s failed: %s", self.cp_url, exc)
+            await asyncio.sleep(self.heartbeat_interval_s)
 
     async def _http_heartbeat(self, client: httpx.AsyncClient) -> None:
         acks = self._take_unsent()
@@ -264,8 +283,8 @@ class Agent:
         url = f"{self.cp_url}/api/v1/nodes/{self.node_id}/artifacts/{function_id}/{version}"
         try:
             resp = httpx.get(url, headers={"authorization": f"Bearer {self._token}"},
-                             timeout=10)
-        except httpx.HTTPError as exc:
+                             timeout=10, verify=self._verify())
+        except (httpx.HTTPError, OSError) as exc:
             raise ArtifactError(f"no fresh artifact URL: {exc}") from exc
         if resp.status_code != 200:
             raise ArtifactError(
@@ -284,6 +303,42 @@ class Agent:
             except Exception:
                 log.exception("checking the artifact cache failed")
             await asyncio.sleep(self.repair_interval_s)
+
+    # -- channels and the client certificate ----------------------------------
+    def _channel(self) -> grpc.aio.Channel:
+        if self.tls is None:
+            return grpc.aio.insecure_channel(self.grpc_url)
+        return grpc.aio.secure_channel(self.grpc_url, self.tls.channel_credentials())
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        """What httpx checks the CP with, presenting the node's certificate if any."""
+        return self.tls.ssl_context() if self.tls is not None else True
+
+    async def _renew_forever(self) -> None:
+        tls = self.tls
+        if tls is None or not tls.has_client_cert or not self.cp_url:
+            return
+        while True:
+            try:
+                if tls.renewal_due(self.renew_fraction):
+                    await asyncio.to_thread(self.renew_certificate)
+            except Exception as exc:  # tried again at the next check, until it expires
+                log.warning("renewing the client certificate failed: %s", exc)
+            await asyncio.sleep(self.renew_check_s)
+
+    def renew_certificate(self) -> None:
+        """A new key and certificate, from a CSR sent with the current ones."""
+        assert self.tls is not None
+        key, csr = self.tls.new_request(self.node_id)
+        resp = httpx.post(f"{self.cp_url}/api/v1/nodes/{self.node_id}/certificate",
+                          json={"csr": csr}, timeout=10, verify=self._verify(),
+                          headers={"authorization": f"Bearer {self._token}"})
+        if resp.status_code != 200:
+            raise ValueError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+        answer = resp.json()
+        self.tls.install(key, str(answer["certificate"]))
+        log.info("client certificate renewed: serial %s, valid until %s",
+                 answer.get("serial"), answer.get("not_after"))
 
     # -- shared ---------------------------------------------------------------
     async def _apply(self, ack_id: int, decode: Callable[[], Instruction]) -> Ack:
