@@ -13,11 +13,12 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from sqlalchemy.orm import Session
 
+from edgefn.contract import Instruction
 from edgefn.controlplane import db
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.auth.service import authenticate
 from edgefn.controlplane.deployments import service as deployments
-from edgefn.controlplane.deployments.schemas import Ack
+from edgefn.controlplane.deployments.schemas import AckIn
 from edgefn.controlplane.deps import CPContext
 from edgefn.controlplane.errors import BadRequest, CPError, Forbidden, Unauthorized
 from edgefn.controlplane.nodes import service as nodes
@@ -85,7 +86,7 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
             raise Forbidden(f"the token is not node {node_id}'s")
         return who
 
-    def _pending(self, node_id: str) -> Callable[[Session], list[dict[str, Any]]]:
+    def _pending(self, node_id: str) -> Callable[[Session], list[Instruction]]:
         store, ttl = self._ctx.store, self._ctx.settings.download_url_ttl_s
         return lambda s: deployments.pending_instructions(s, node_id, store=store, url_ttl_s=ttl)
 
@@ -141,10 +142,10 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
                             break
                         pending = await self._db(self._pending(who.id))
                         for instruction in pending:
-                            if instruction["id"] not in sent:
+                            if instruction.id not in sent:
                                 yield instruction_to_proto(instruction)
                         # Sent once per stream; a reconnect sends every pending one again.
-                        sent = {int(i["id"]) for i in pending}
+                        sent = {i.id for i in pending}
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(wake.wait(), self._ctx.settings.stream_recheck_s)
                 finally:
@@ -202,7 +203,7 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
         return None
 
 
-def _acker(node_id: str, ack: Ack) -> Callable[[Session], None]:
+def _acker(node_id: str, ack: AckIn) -> Callable[[Session], None]:
     def work(session: Session) -> None:
         deployments.ack_instruction(session, node_id, ack)
         session.commit()
