@@ -264,8 +264,9 @@ def pending_instructions(
     A row that cannot be read as an instruction (fields missing or of the wrong type:
     written by hand or by an older release) is never sent: it is marked failed, as if
     the node had acked it `error`, and logged, so the node's stream stays up and the
-    instructions after it flow. The check is the protobuf encoding, the stricter of
-    the two transports, so what the HTTP heartbeat hands out a stream could send too.
+    instructions after it flow. The checks are the contract's model and the protobuf
+    encoding, the stricter of the two transports, so what the HTTP heartbeat hands out
+    a stream could send too.
     """
     out: list[Instruction] = []
     failed = False

@@ -1,7 +1,7 @@
 """Applying control-plane instructions to the node's desired state, idempotently.
 
-An instruction (from the gRPC stream or a heartbeat answer) becomes a new
-`NodeState` written atomically to disk, which the workers load. A deploy is
+An instruction (the contract's model, from the gRPC stream or a heartbeat answer)
+becomes a new `NodeState` written atomically to disk, which the workers load. A deploy is
 applied only when the function is within the node's resource caps and its
 artifact is in the disk cache with the right sha256 and compiles; otherwise the
 previous version keeps serving and the ack says why.
