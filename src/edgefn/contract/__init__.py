@@ -13,6 +13,7 @@ from edgefn.contract.instructions import (
     Instruction,
     InstructionAck,
     InstructionType,
+    LoadState,
     UndeployInstruction,
 )
 from edgefn.contract.limits import (
@@ -66,6 +67,7 @@ __all__ = [
     "Isolation",
     "JsonInt",
     "KvPolicy",
+    "LoadState",
     "MemoryPages",
     "QuotaSpec",
     "RequestBytes",

@@ -53,6 +53,15 @@ class AckState(StrEnum):
     ERROR = "error"
 
 
+class LoadState(StrEnum):
+    """What a node reports of each function it was told to run (its heartbeat's
+    `functions`): being fetched and compiled, ready, or refused."""
+
+    LOADING = "loading"
+    CACHED = "cached"
+    ERROR = "error"
+
+
 class Instruction(Record):
     """What every instruction has: `id`, its outbox row (the ack id; 0 before it is
     stored), and `type`."""

@@ -12,6 +12,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from edgefn.controlplane.db import Base, UTCDateTime, new_id, utcnow
 
 
+class DeploymentKind(StrEnum):
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"
+
+
 class DeploymentState(StrEnum):
     """A deployment's course: running until every target acked `cached` (succeeded), one
     acked `error` (failed), or a newer deployment of the function took over (superseded)."""
@@ -52,7 +57,7 @@ class Deployment(Base):
     function_id: Mapped[str] = mapped_column(ForeignKey("functions.id", ondelete="CASCADE"))
     version: Mapped[str] = mapped_column(String(100))
     previous_version: Mapped[str | None] = mapped_column(String(100))
-    kind: Mapped[str] = mapped_column(String(16))  # deploy | rollback
+    kind: Mapped[str] = mapped_column(String(16))  # DeploymentKind
     strategy: Mapped[str] = mapped_column(String(16))
     # The deploy's `target_pop`; None: every node the function's selector matches.
     # A node registered later gets the function only if this targets it.

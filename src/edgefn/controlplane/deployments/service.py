@@ -29,6 +29,7 @@ from edgefn.controlplane.db import utcnow
 from edgefn.controlplane.deployments import outbox
 from edgefn.controlplane.deployments.models import (
     Deployment,
+    DeploymentKind,
     DeploymentNode,
     DeploymentState,
     NodeRolloutState,
@@ -106,7 +107,7 @@ def _start(
     nodes: list[Node],
     *,
     strategy: str,
-    kind: str,
+    kind: DeploymentKind,
     target_pop: list[str] | None,
 ) -> Deployment:
     _supersede_running(session, fn)
@@ -170,7 +171,7 @@ def deploy(
     check_caps(caps, fn)
     row = _version(session, fn, version)
     nodes = select_targets(session, fn, target_pop)
-    return _start(session, who, fn, row, nodes, strategy=strategy, kind="deploy",
+    return _start(session, who, fn, row, nodes, strategy=strategy, kind=DeploymentKind.DEPLOY,
                   target_pop=target_pop)
 
 
@@ -205,7 +206,7 @@ def rollback(
         )
     else:
         nodes = select_targets(session, fn, None)
-    return _start(session, who, fn, row, nodes, strategy="pull", kind="rollback",
+    return _start(session, who, fn, row, nodes, strategy="pull", kind=DeploymentKind.ROLLBACK,
                   target_pop=current.target_pop if current else None)
 
 

@@ -29,6 +29,7 @@ from edgefn.contract import (
     DeployInstruction,
     Instruction,
     InstructionAck,
+    LoadState,
     ResourceCaps,
     RouteSpec,
     UndeployInstruction,
@@ -76,8 +77,8 @@ class NodeController:
         self.caps = caps or ResourceCaps()
         self._lock = threading.Lock()
         self.state = read_state(state_path) if state_path.exists() else NodeState()
-        self.function_states: dict[str, tuple[str, str]] = {
-            fn.id: (fn.version, "cached") for fn in self.state.functions
+        self.function_states: dict[str, tuple[str, LoadState]] = {
+            fn.id: (fn.version, LoadState.CACHED) for fn in self.state.functions
         }
 
     def receive(self, ack_id: int, decode: Callable[[], Instruction]) -> InstructionAck:
@@ -116,7 +117,7 @@ class NodeController:
     def _answer(self, instr: Instruction, state: AckState, message: str = "") -> InstructionAck:
         function_id, version = _subject(instr)
         if state is AckState.ERROR and isinstance(instr, DeployInstruction):
-            self.function_states[function_id] = (version, "error")
+            self.function_states[function_id] = (version, LoadState.ERROR)
         return InstructionAck(instr.id, state, message, function_id, version)
 
     def _deploy(self, instr: DeployInstruction) -> None:
@@ -127,7 +128,7 @@ class NodeController:
         if excess:
             # Before any download: the previous version, if any, keeps serving.
             raise OverCaps(f"over this node's resource caps: {excess}")
-        self.function_states[spec.id] = (spec.version, "loading")
+        self.function_states[spec.id] = (spec.version, LoadState.LOADING)
         # The artifact first: a bad one must never replace a good version.
         wasm = self._artifact(spec)
         if self.engine is not None:
@@ -141,11 +142,11 @@ class NodeController:
         unavailable = dict(self.state.unavailable)
         unavailable.pop(spec.id, None)
         if existing == spec and tuple(table) == self.state.route_table:
-            self.function_states[spec.id] = (spec.version, "cached")
+            self.function_states[spec.id] = (spec.version, LoadState.CACHED)
             return
         self._write(functions=tuple(current.values()), route_table=tuple(table),
                     unavailable=unavailable)
-        self.function_states[spec.id] = (spec.version, "cached")
+        self.function_states[spec.id] = (spec.version, LoadState.CACHED)
 
     def _artifact(self, spec: FunctionSpec, *, fresh: bool = False) -> bytes:
         """`spec`'s artifact from the cache, else downloaded: with the URL it came with
