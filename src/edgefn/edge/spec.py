@@ -37,8 +37,8 @@ from edgefn.sandbox.engine import (
     WasiOptions,
 )
 
-# The contract's records a node's spec and state are made of, read from here by the
-# workers.
+# The spec and the state, and the contract's records they are made of; `ResourceCaps`
+# too, which the workers' runtime reads from here.
 __all__ = [
     "FunctionSpec",
     "NodeState",
