@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgefn import __version__, redact
 from edgefn.atomicfile import private_dir
+from edgefn.contract import ResourceCaps
 from edgefn.controlplane import db
 from edgefn.controlplane.artifacts import UrlSigner, open_store
 from edgefn.controlplane.artifacts.api import router as artifacts_router
@@ -48,7 +49,6 @@ from edgefn.controlplane.secrets.api import router as secrets_router
 from edgefn.controlplane.settings import CPSettings
 from edgefn.controlplane.stream.notifier import Notifier
 from edgefn.controlplane.stream.server import ControlServer
-from edgefn.edge.spec import ResourceCaps
 
 log = logging.getLogger("edgefn.controlplane")
 API_PREFIX = "/api/v1"

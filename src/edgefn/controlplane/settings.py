@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from edgefn.edge.spec import ResourceCaps
+from edgefn.contract import ResourceCaps
 
 
 class CPSettings(BaseSettings):

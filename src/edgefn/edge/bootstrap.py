@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache
-from edgefn.edge.capabilities.hosts import EgressRules
+from edgefn.edge.capabilities.egress_rules import EgressRules
 from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
 from edgefn.edge.capabilities.kv import KvCapability
 from edgefn.edge.capabilities.secrets import (

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from edgefn.edge.spec import ResourceCaps
+from edgefn.contract import ResourceCaps
 
 
 class EdgeSettings(BaseSettings):

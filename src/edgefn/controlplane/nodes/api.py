@@ -71,7 +71,8 @@ def heartbeat(
         session, who, node_id, body, store=ctx.store, url_ttl_s=ctx.settings.download_url_ttl_s
     )
     return HeartbeatOut(
-        instructions=instructions, heartbeat_interval_s=ctx.settings.heartbeat_interval_s
+        instructions=[i.model_dump(mode="json") for i in instructions],
+        heartbeat_interval_s=ctx.settings.heartbeat_interval_s,
     )
 
 

@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
+from edgefn.contract import json_integer
 from edgefn.controlplane.auth.schemas import StrictModel
-from edgefn.controlplane.deployments.schemas import Ack
+from edgefn.controlplane.deployments.schemas import AckIn
 from edgefn.controlplane.fields import JSON_INT_MAX, ONLY_PATTERN_KEYS, Id, Line, Scalar, pattern
-from edgefn.edge.spec import json_integer
 
 # A label's name is a NAME of the pop_selector grammar, so a selector can test it.
 LabelName = Annotated[
@@ -111,7 +111,7 @@ class HeartbeatIn(StrictModel):
         Annotated[int, Field(ge=0, le=JSON_INT_MAX), BeforeValidator(json_integer)] | None
     ) = None
     functions: list[FunctionState] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
-    acks: list[Ack] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
+    acks: list[AckIn] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
 
 
 class HeartbeatOut(BaseModel):

@@ -5,11 +5,11 @@ was deployed to a node."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
+from edgefn.contract import Instruction, InstructionType
 from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.audit import service as audit
 from edgefn.controlplane.auth.principal import Principal
@@ -22,7 +22,7 @@ from edgefn.controlplane.auth.service import (
 from edgefn.controlplane.db import new_id, utcnow
 from edgefn.controlplane.deployments import outbox
 from edgefn.controlplane.deployments import service as deployments
-from edgefn.controlplane.deployments.models import OutboxInstruction
+from edgefn.controlplane.deployments.models import OutboxInstruction, OutboxState
 from edgefn.controlplane.errors import BadRequest, Conflict, Forbidden, NotFound
 from edgefn.controlplane.functions.models import FunctionVersion
 from edgefn.controlplane.nodes.models import Node
@@ -152,7 +152,7 @@ def heartbeat(
     *,
     store: ArtifactStore,
     url_ttl_s: int,
-) -> list[dict[str, Any]]:
+) -> list[Instruction]:
     """Record the heartbeat, then answer with every instruction still pending."""
     record_heartbeat(session, who, node_id, body)
     return deployments.pending_instructions(session, node_id, store=store, url_ttl_s=url_ttl_s)
@@ -236,15 +236,15 @@ def deployed_to(session: Session, node_id: str, function_id: str, version: str) 
         select(OutboxInstruction)
         .where(
             OutboxInstruction.node_id == node_id,
-            OutboxInstruction.type.in_(("deploy", "undeploy")),
+            OutboxInstruction.type.in_((InstructionType.DEPLOY, InstructionType.UNDEPLOY)),
             OutboxInstruction.payload["function_id"].as_string() == function_id,
             # Never sent: the node cannot have applied it.
-            OutboxInstruction.state != outbox.FAILED,
+            OutboxInstruction.state != OutboxState.FAILED,
         )
         .order_by(OutboxInstruction.id.desc())
     )
     for row in rows:
-        if row.type == "undeploy":
+        if row.type == InstructionType.UNDEPLOY:
             return False
         if row.payload.get("version") == version:
             return True

@@ -13,11 +13,12 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from sqlalchemy.orm import Session
 
+from edgefn.contract import Instruction
 from edgefn.controlplane import db
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.auth.service import authenticate
 from edgefn.controlplane.deployments import service as deployments
-from edgefn.controlplane.deployments.schemas import Ack
+from edgefn.controlplane.deployments.schemas import AckIn
 from edgefn.controlplane.deps import CPContext
 from edgefn.controlplane.errors import BadRequest, CPError, Forbidden, Unauthorized
 from edgefn.controlplane.nodes import service as nodes
@@ -102,10 +103,10 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
 
     def _pending(
         self, node_id: str, peer_check: Callable[[Session], None]
-    ) -> Callable[[Session], list[dict[str, Any]]]:
+    ) -> Callable[[Session], list[Instruction]]:
         store, ttl = self._ctx.store, self._ctx.settings.download_url_ttl_s
 
-        def work(session: Session) -> list[dict[str, Any]]:
+        def work(session: Session) -> list[Instruction]:
             # Looked at again on every pass, so a stream ends once its node is deleted.
             peer_check(session)
             return deployments.pending_instructions(session, node_id, store=store, url_ttl_s=ttl)
@@ -165,10 +166,10 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
                             break
                         pending = await self._db(pending_work)
                         for instruction in pending:
-                            if instruction["id"] not in sent:
+                            if instruction.id not in sent:
                                 yield instruction_to_proto(instruction)
                         # Sent once per stream; a reconnect sends every pending one again.
-                        sent = {int(i["id"]) for i in pending}
+                        sent = {i.id for i in pending}
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(wake.wait(), self._ctx.settings.stream_recheck_s)
                 finally:
@@ -231,7 +232,7 @@ def _node_exists(session: Session, node_id: str) -> None:
         raise Unauthorized(f"node {node_id} was deleted")
 
 
-def _acker(node_id: str, ack: Ack) -> Callable[[Session], None]:
+def _acker(node_id: str, ack: AckIn) -> Callable[[Session], None]:
     def work(session: Session) -> None:
         deployments.ack_instruction(session, node_id, ack)
         session.commit()

@@ -38,8 +38,9 @@ import psutil
 from google.protobuf.message import Message
 
 from edgefn import __version__
+from edgefn.contract import AckState, Instruction, InstructionAck, InstructionType
 from edgefn.edge.errors import ArtifactError
-from edgefn.edge.node.controller import Ack, Instruction, NodeController
+from edgefn.edge.node.controller import NodeController
 from edgefn.edge.node.credentials import NodeCertificate
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
@@ -57,45 +58,29 @@ RENEW_CHECK_S = 60.0
 
 
 def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
+    """A ControlMessage as the contract's instruction; the one place on the node that
+    knows both shapes. The messages name their fields as the models do, so fields are
+    read by name (a scalar left out, or zero where it has no presence, is absent and
+    takes the model's default)."""
     kind = msg.WhichOneof("payload")
-    if kind == "deploy":
-        d = msg.deploy
-        return Instruction(
-            id=msg.ack_id, type="deploy", function_id=d.function_id,
-            project_id=d.project_id, version=d.version,
-            artifact_url=d.artifact_url, sha256=d.sha256, abi=d.abi,
-            memory_pages=d.memory_pages or None, max_execution_ms=d.max_execution_ms or None,
-            max_response_bytes=d.max_response_bytes or None, env=dict(d.env),
-            routes=tuple(_route_dict(r) for r in d.routes), deployment_id=d.deployment_id,
-            policy=_present_fields(d.policy),
-        )
-    if kind == "undeploy":
-        return Instruction(id=msg.ack_id, type="undeploy", function_id=msg.undeploy.function_id,
-                           deployment_id=msg.undeploy.deployment_id)
-    if kind == "config":
-        return Instruction(id=msg.ack_id, type="config",
-                           routes=tuple(_route_dict(r) for r in msg.config.routes),
-                           quotas={q.project_id: _quota_dict(q) for q in msg.config.quotas})
-    raise ValueError(f"not an instruction: {kind}")
-
-
-def _route_dict(r: pb.Route) -> dict[str, Any]:
-    return {"id": r.id, "host": r.host, "path": r.path, "methods": list(r.methods),
-            "priority": r.priority, "function_id": r.function_id, "project_id": r.project_id}
-
-
-def _quota_dict(q: pb.ProjectQuota) -> dict[str, Any]:
-    fields = _present_fields(q)
-    fields.pop("project_id", None)
-    return fields
+    if kind not in (InstructionType.DEPLOY, InstructionType.UNDEPLOY, InstructionType.CONFIG):
+        raise ValueError(f"not an instruction: {kind}")
+    fields = _present_fields(getattr(msg, kind))
+    if kind == InstructionType.CONFIG:
+        fields["quotas"] = {q.pop("project_id", ""): q for q in fields.get("quotas", ())}
+    return Instruction.from_json({**fields, "id": msg.ack_id, "type": kind})
 
 
 def _present_fields(msg: Message) -> dict[str, Any]:
     """The fields `msg` carries, nested messages as dicts: a scalar with presence
-    that was left out is absent here, so the spec gives it its default."""
+    that was left out is absent here, so the model gives it its default."""
     out: dict[str, Any] = {}
     for fd, value in msg.ListFields():
-        if fd.is_repeated:
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            out[fd.name] = dict(value)
+        elif fd.is_repeated and fd.type == fd.TYPE_MESSAGE:
+            out[fd.name] = [_present_fields(v) for v in value]
+        elif fd.is_repeated:
             out[fd.name] = list(value)
         elif fd.type == fd.TYPE_MESSAGE:
             out[fd.name] = _present_fields(value)
@@ -142,7 +127,7 @@ class Agent:
         self.renew_check_s = renew_check_s
         self._metadata = (("authorization", f"Bearer {token}"), ("x-edgefn-node-id", node_id))
         self._token = token
-        self._unsent: list[Ack] = []
+        self._unsent: list[InstructionAck] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="edgefn-agent", daemon=True)
         self._stopping: asyncio.Event | None = None
@@ -221,7 +206,8 @@ class Agent:
                     item = outbox.get_nowait()
                     if item.WhichOneof("payload") == "deployment_status":
                         s = item.deployment_status
-                        self._unsent.append(Ack(s.ack_id, s.state, s.message))
+                        self._unsent.append(
+                            InstructionAck(s.ack_id, AckState(s.state), s.message))
 
     async def _requests(self, outbox: asyncio.Queue[pb.EdgeMessage]) -> AsyncIterator[
         pb.EdgeMessage
@@ -341,25 +327,18 @@ class Agent:
                  answer.get("serial"), answer.get("not_after"))
 
     # -- shared ---------------------------------------------------------------
-    async def _apply(self, ack_id: int, decode: Callable[[], Instruction]) -> Ack:
-        """Decode and apply one instruction. One that cannot be read is acked as an
-        error like one that fails (the controller acks those), so a bad instruction
-        never ends the stream or the heartbeat loop, and the next one still applies."""
-        try:
-            instr = decode()
-        except Exception as exc:
-            log.warning("instruction %d cannot be read: %s", ack_id, exc)
-            return Ack(ack_id, "error", f"unreadable instruction: {exc}")
-        ack = await asyncio.to_thread(self.controller.apply, instr)
-        log.info("instruction %d %s %s@%s: %s %s", instr.id, instr.type, instr.function_id,
-                 instr.version, ack.state, ack.message)
+    async def _apply(self, ack_id: int, decode: Callable[[], Instruction]) -> InstructionAck:
+        """Decode and apply one instruction (`NodeController.receive`) off the loop."""
+        ack = await asyncio.to_thread(self.controller.receive, ack_id, decode)
+        log.info("instruction %d %s@%s: %s %s", ack.id, ack.function_id, ack.version,
+                 ack.state, ack.message)
         return ack
 
-    def _take_unsent(self) -> list[Ack]:
+    def _take_unsent(self) -> list[InstructionAck]:
         acks, self._unsent = self._unsent, []
         return acks
 
-    def _status_message(self, ack: Ack) -> pb.EdgeMessage:
+    def _status_message(self, ack: InstructionAck) -> pb.EdgeMessage:
         return pb.EdgeMessage(node_id=self.node_id, deployment_status=pb.DeploymentStatus(
             ack_id=ack.id, function_id=ack.function_id, version=ack.version, state=ack.state,
             message=ack.message))
