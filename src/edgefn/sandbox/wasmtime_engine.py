@@ -458,6 +458,9 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
     def __init__(self, module: WasmtimeModule) -> None:
         super().__init__(module)
         self._args = (_RawArgs * 10)()
+        # The same ten 16-byte values seen as int32s (each value's i32 is its first
+        # four bytes): setting an item here makes no ctypes object, `args[i].i32` does.
+        self._i32 = (ctypes.c_int32 * 40).from_buffer(self._args)
         self._start_instance()
 
     def _instantiate_guest(self) -> None:
@@ -465,32 +468,31 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         self._instantiate()
 
     def _allocate(self, size: int) -> int:
-        args = self._args
-        args[0].i32 = size
-        self._call(self._alloc, args, 1)
-        return args[0].i32
+        self._i32[0] = size
+        self._call(self._alloc, self._args, 1)
+        return self._i32[0]
 
     def _copy_in(self, ptr: int, total: int, parts: tuple[bytes, ...], cap: int) -> int:
         base, size = self.memory_view()
         if ptr <= 0 or ptr + total > size:
             raise unusable_alloc(total, ptr)
-        args = self._args
+        data = b"".join(parts)  # one copy into the guest instead of four C calls
+        if data:
+            ctypes.memmove(base + ptr, data, len(data))
+        i32 = self._i32
         offset = ptr
         for i, part in enumerate(parts):
             n = len(part)
-            if n:
-                ctypes.memmove(base + offset, part, n)
-            args[2 * i].i32 = offset
-            args[2 * i + 1].i32 = n
+            i32[8 * i] = offset
+            i32[8 * i + 4] = n
             offset += n
-        args[8].i32 = offset
-        args[9].i32 = cap
+        i32[32] = offset
+        i32[36] = cap
         return offset
 
     def _call_handle(self) -> int:
-        args = self._args
-        self._call(self._handle, args, 10)
-        return args[0].i32
+        self._call(self._handle, self._args, 10)
+        return self._i32[0]
 
     def _copy_out(self, offset: int, written: int) -> bytes:
         base, size = self.memory_view()
@@ -500,10 +502,10 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
 
     def _deallocate(self, ptr: int, total: int) -> None:
         if self._dealloc is not None:
-            args = self._args
-            args[0].i32 = ptr
-            args[1].i32 = total
-            self._call(self._dealloc, args, 2)
+            i32 = self._i32
+            i32[0] = ptr
+            i32[4] = total
+            self._call(self._dealloc, self._args, 2)
 
 
 class _WagiInstance(WagiProgram, _BaseInstance):

@@ -315,6 +315,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = True
         self._head_only = False
         self._write_paused = False
+        self._read_paused = False
         self.in_flight = False
         self._eof = False
         self._closed = False
@@ -362,7 +363,7 @@ class _Connection(asyncio.Protocol):
             self._fail(_refuse(HeadersTooLarge(
                 f"request head over {self.limits.max_header_bytes} bytes")))
             return
-        if self._ready and not self.in_flight:
+        if self._ready and not self.in_flight and not self._write_paused:
             self._dispatch()
 
     def pause_writing(self) -> None:
@@ -467,9 +468,6 @@ class _Connection(asyncio.Protocol):
             remote_addr=self.remote_addr,
         )
         self._ready.append((req, self.parser.should_keep_alive()))
-        if self.transport is not None:
-            # Backpressure: nothing more is read from this client until it has its answer.
-            self.transport.pause_reading()
         self.phase = _RUNNING
         self._head_bytes = 0
         self.deadline = _NO_DEADLINE
@@ -491,7 +489,15 @@ class _Connection(asyncio.Protocol):
             return
         front.pending += 1
         self.in_flight = True
+        # Backpressure: nothing more is read from this client until it has its answer.
+        # (A request answered on the loop is done before anything more can be read.)
+        self._pause_reading()
         front.pool.submit(req, self)
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
 
     def respond(self, resp: HttpResponse) -> None:
         """On the loop, from a request thread: the runtime's answer."""
@@ -510,7 +516,9 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         if self._write_paused:
-            # The client is not reading its answer: it has the body timeout to take it.
+            # The client is not reading its answer: it has the body timeout to take it,
+            # and nothing more is read from it meanwhile.
+            self._pause_reading()
             self.phase = _WRITING
             self.deadline = self.loop.time() + self.limits.body_timeout_s
             return
@@ -523,7 +531,8 @@ class _Connection(asyncio.Protocol):
         if self.phase in (_RUNNING, _WRITING):  # else a pipelined request is half read
             self.phase = _IDLE
             self.deadline = self.loop.time() + self.limits.keepalive_timeout_s
-        if self.transport is not None:
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
             self.transport.resume_reading()
 
     def _fail(self, resp: HttpResponse) -> None:
