@@ -20,6 +20,8 @@ class HttpRequest:
     scheme: str = "http"
     server_port: str = "80"
     remote_addr: str = ""
+    # The route the front found while reading the head (`Runtime.route`), if it did.
+    routed: object = None
 
 
 @dataclass(slots=True)

@@ -43,7 +43,7 @@ from edgefn.edge.worker.runtime import error_response
 if TYPE_CHECKING:
     from edgefn.edge.settings import EdgeSettings
     from edgefn.edge.worker.limiter import ClientLimiter
-    from edgefn.edge.worker.runtime import Runtime
+    from edgefn.edge.worker.runtime import Routed, Runtime
 
 log = logging.getLogger("edgefn.edge.worker.front")
 
@@ -309,6 +309,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._body_limit = 0
+        self._routed: Routed | None = None
         self._content_length: int | None = None
         self._refusal: HttpResponse | None = None
         self._ready: deque[tuple[HttpRequest, bool]] = deque()
@@ -431,13 +432,14 @@ class _Connection(asyncio.Protocol):
         self._method = method
         if self._content_length or chunked:
             # Routing again in the runtime is cheap; a request without a body skips it here.
-            limit = self.front.runtime.body_limit(self._host, self._path, method)
-            self._body_limit = limit
+            self._routed = self.front.runtime.route(self._host, self._path, method)
+            limit = self._body_limit = self._routed.body_limit
             if self._content_length is not None and self._content_length > limit:
                 self._refusal = _too_large(limit)
                 raise _Refused
         else:
             self._body_limit = 0
+            self._routed = None
         self.phase = _BODY
         self.deadline = self.loop.time() + self.limits.body_timeout_s
         if expect and self.transport is not None:
@@ -466,6 +468,7 @@ class _Connection(asyncio.Protocol):
             scheme=self.front.scheme,
             server_port=self.front.server_port,
             remote_addr=self.remote_addr,
+            routed=self._routed,
         )
         self._ready.append((req, self.parser.should_keep_alive()))
         self.phase = _RUNNING

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache, sha256_hex
@@ -38,7 +38,7 @@ from edgefn.edge.worker.exchange import HttpRequest, HttpResponse
 from edgefn.edge.worker.fairness import PenaltyBox
 from edgefn.edge.worker.host_functions import FetchBinding, FunctionHost, InvocationHost, KvBinding
 from edgefn.edge.worker.pool import InstancePool, PoolManager
-from edgefn.edge.worker.routing import MethodNotAllowed, Router
+from edgefn.edge.worker.routing import MethodNotAllowed, RouteMatch, Router
 from edgefn.sandbox.engine import Engine, GuestRequest
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
 
@@ -84,6 +84,14 @@ class LoadedFunction:
     def leave(self) -> None:
         with self._lock:
             self.inflight -= 1
+
+
+class Routed(NamedTuple):
+    """A request's route in one version of the tables (`Runtime.route`)."""
+
+    tables: _Tables
+    match: RouteMatch | MethodNotAllowed | None
+    body_limit: int
 
 
 @dataclass
@@ -279,14 +287,16 @@ class Runtime:
             return loaded
 
     # -- requests -------------------------------------------------------------
-    def body_limit(self, host: str, path: str, method: str) -> int:
-        """The largest body `handle` would take for this request: the HTTP layer reads no more."""
+    def route(self, host: str, path: str, method: str) -> Routed:
+        """The request's route, and the largest body `handle` would take for it: the
+        HTTP layer reads no more, and hands the route over with the request
+        (`HttpRequest.routed`) so that it is not matched twice."""
         tables = self._tables
         match = tables.router.match(host, path, method)
         spec = None
         if match is not None and not isinstance(match, MethodNotAllowed):
             spec = tables.functions.get(match.function_id)
-        return self._body_limit(spec)
+        return Routed(tables, match, self._body_limit(spec))
 
     def _body_limit(self, spec: FunctionSpec | None) -> int:
         """A function's own body limit, else the node's."""
@@ -313,7 +323,11 @@ class Runtime:
         ctx = _RequestContext(req.headers)
         rid = ctx.request_id
         tables = self._tables
-        match = tables.router.match(req.host, req.path, req.method)
+        routed = req.routed
+        if isinstance(routed, Routed) and routed.tables is tables:
+            match = routed.match
+        else:
+            match = tables.router.match(req.host, req.path, req.method)
         if match is None:
             return self._finish(_error(404, "no_route", "no route matches this host and path",
                                        rid), rid)
