@@ -9,8 +9,9 @@ answers after `--delay-ms`, 100 by default). With `--redis-url`, a third,
 1. Bursts: `--concurrency` (100) requests to `wait` sent at once; the figure is
    the time until the last one has its answer (median of `--bursts`). Since the
    fetches overlap, it should be about one delay, not a hundred.
-2. The echo with wrk (`-c50`) alone, then while bursts of waiting requests follow
-   each other without a pause; its req/s and p99 in both phases.
+2. The echo with wrk (`-c50`) alone, then while a burst of waiting requests
+   starts every `--every` seconds (0.5); its req/s and p99 in both phases. The
+   load generator and the slow server share the machine with the node.
 
 The node runs with `--max-connections-per-client 0` (every client here is
 127.0.0.1) and `--allow-private-egress 127.0.0.0/8` (the slow server is local).
@@ -144,6 +145,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--delay-ms", type=float, default=100)
     parser.add_argument("--bursts", type=int, default=5)
+    parser.add_argument("--every", type=float, default=0.5,
+                        help="seconds between bursts while the echo is measured")
     parser.add_argument("--connections", type=int, default=50, help="the echo's wrk -c")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--redis-url", default="", help="also measure KV reads on this Redis")
@@ -201,9 +204,13 @@ def main() -> None:
             counts = {"bursts": 0}
 
             def keep_waiting() -> None:
+                # A burst every `--every` seconds (or as soon as the last one ends): the
+                # same load whatever the node, so that nodes can be compared.
                 while not stop.is_set():
+                    t0 = time.monotonic()
                     asyncio.run(burst(port, waiting[0][1], waiting[0][2], args.concurrency))
                     counts["bursts"] += 1
+                    stop.wait(max(0.0, args.every - (time.monotonic() - t0)))
 
             loader = threading.Thread(target=keep_waiting, daemon=True)
             loader.start()
