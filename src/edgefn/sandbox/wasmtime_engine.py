@@ -13,6 +13,7 @@ import ctypes
 import hashlib
 import importlib.metadata
 import math
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,11 @@ _memory_data_size = _fast("wasmtime_memory_data_size", ctypes.c_size_t)
 _set_epoch_deadline = _fast("wasmtime_context_set_epoch_deadline", None)
 _caller_context = _fast("wasmtime_caller_context", c_void_p)
 _SIZES = [ctypes.c_size_t(n) for n in range(11)]
+# Raw call arguments are 16-byte `wasmtime_val_raw_t`s whose i32 is the first four
+# bytes: written and read with struct, no ctypes object is made per value.
+_I32 = struct.Struct("<i")
+_DEALLOC_ARGS = struct.Struct("<i12xi")
+_HANDLE_ARGS = struct.Struct("<" + "i12x" * 9 + "i")
 _INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
 
 
@@ -458,9 +464,6 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
     def __init__(self, module: WasmtimeModule) -> None:
         super().__init__(module)
         self._args = (_RawArgs * 10)()
-        # The same ten 16-byte values seen as int32s (each value's i32 is its first
-        # four bytes): setting an item here makes no ctypes object, `args[i].i32` does.
-        self._i32 = (ctypes.c_int32 * 40).from_buffer(self._args)
         self._start_instance()
 
     def _instantiate_guest(self) -> None:
@@ -468,9 +471,10 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         self._instantiate()
 
     def _allocate(self, size: int) -> int:
-        self._i32[0] = size
-        self._call(self._alloc, self._args, 1)
-        return self._i32[0]
+        args = self._args
+        _I32.pack_into(args, 0, size)
+        self._call(self._alloc, args, 1)
+        return _I32.unpack_from(args)[0]
 
     def _copy_in(self, ptr: int, total: int, parts: tuple[bytes, ...], cap: int) -> int:
         base, size = self.memory_view()
@@ -479,20 +483,18 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         data = b"".join(parts)  # one copy into the guest instead of four C calls
         if data:
             ctypes.memmove(base + ptr, data, len(data))
-        i32 = self._i32
-        offset = ptr
-        for i, part in enumerate(parts):
-            n = len(part)
-            i32[8 * i] = offset
-            i32[8 * i + 4] = n
-            offset += n
-        i32[32] = offset
-        i32[36] = cap
+        method, path, headers, body = parts
+        p1 = ptr + len(method)
+        p2 = p1 + len(path)
+        p3 = p2 + len(headers)
+        offset = p3 + len(body)
+        _HANDLE_ARGS.pack_into(self._args, 0, ptr, p1 - ptr, p1, p2 - p1, p2, p3 - p2, p3,
+                               offset - p3, offset, cap)
         return offset
 
     def _call_handle(self) -> int:
         self._call(self._handle, self._args, 10)
-        return self._i32[0]
+        return _I32.unpack_from(self._args)[0]
 
     def _copy_out(self, offset: int, written: int) -> bytes:
         base, size = self.memory_view()
@@ -502,10 +504,9 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
 
     def _deallocate(self, ptr: int, total: int) -> None:
         if self._dealloc is not None:
-            i32 = self._i32
-            i32[0] = ptr
-            i32[4] = total
-            self._call(self._dealloc, self._args, 2)
+            args = self._args
+            _DEALLOC_ARGS.pack_into(args, 0, ptr, total)
+            self._call(self._dealloc, args, 2)
 
 
 class _WagiInstance(WagiProgram, _BaseInstance):
