@@ -2,8 +2,10 @@
 
 `Runtime.apply_state` turns a `NodeState` into loaded functions (artifact from
 the disk cache, compiled once, pool warmed) and swaps the routing table in one
-assignment, so requests see either the old state or the new one. `handle` is
-what the HTTP layer calls for every request.
+assignment, so requests see either the old state or the new one. Each loaded
+function keeps what was decided for it once (dispatch.py): its ABI codec and
+whether its calls run on the event loop. The HTTP front calls `handle_on_loop`
+for every request, and `handle` on a request thread for those it declines.
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ _ERROR_CODES = {500: "guest_error", 502: "response_too_large", 504: "timeout"}
 
 
 class Runtime:
-    """One per worker process; thread-safe: many requests run at once on server threads."""
+    """One per worker process; thread-safe: requests run at once on the event loop and
+    on request threads."""
 
     def __init__(
         self,
