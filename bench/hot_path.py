@@ -268,25 +268,30 @@ def main() -> None:
                         help="also run the edge from this other checkout's src/ directory, "
                              "alternating with this one (A B A B), for a before/after figure")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="A B rounds with --baseline-src; the median of each is printed")
+                        help="rounds alternating the node with --baseline-src and/or "
+                             "--also-threaded; the median of each is printed")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows: list[tuple[str, dict[str, float] | str]] = []
+        # Alternated in rounds (A B A B), each printed as its median: the node before
+        # (--baseline-src), the node now, the node now with every call on a thread.
+        variants: list[tuple[str, Path | None, dict[str, str] | None]] = []
         if args.baseline_src:
-            this, base = [], []
-            for _ in range(args.rounds):
-                base.append(bench_edgefn(args, tmp, src=args.baseline_src.resolve()))
-                this.append(bench_edgefn(args, tmp))
-            rows += [("baseline echo (median)", median(base)),
-                     (EDGEFN_ROW + " (median)", median(this))]
-        else:
-            rows.append((EDGEFN_ROW, bench_edgefn(args, tmp)))
+            variants.append(("baseline echo", args.baseline_src.resolve(), None))
+        variants.append((EDGEFN_ROW, None, None))
         if args.also_threaded:
-            rows.append(("edgefn echo, all calls on threads",
-                         bench_edgefn(args, tmp, env={"EDGEFN_INLINE": "false"})))
+            variants.append(("edgefn echo, all calls on threads", None,
+                             {"EDGEFN_INLINE": "false"}))
+        rounds = args.rounds if len(variants) > 1 else 1
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in variants}
+        for _ in range(rounds):
+            for name, src, env in variants:
+                runs[name].append(bench_edgefn(args, tmp, src=src, env=env))
+        rows += [(name + (" (median)" if rounds > 1 else ""), median(runs[name]))
+                 for name, _, _ in variants]
         for threads in args.also_threads:
             rows.append((f"edgefn echo (wasmtime, {threads} thr)",
                          bench_edgefn(args, tmp, threads=threads)))
