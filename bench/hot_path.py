@@ -124,8 +124,10 @@ def bench_edgefn(args: argparse.Namespace, tmp: Path, engine: str = "wasmtime",
     shutil.copy(ECHO, functions / "echo.wasm")
     # As many hot instances as requests can run at once (at most the node's cap, 16).
     hot = min(threads or 16, 16)
+    # A tenant's function, so that its project's quotas are counted on every request
+    # (the full path); the quotas themselves are set high enough never to refuse.
     (functions / "function.json").write_text(json.dumps({
-        "id": "echo", "version": "1.0.0", "artifact": "echo.wasm",
+        "id": "echo", "version": "1.0.0", "artifact": "echo.wasm", "project_id": "bench",
         "min_hot_instances": hot, "max_hot_instances": hot,
         "routes": [{"host": "*", "path": "/*"}],
     }))
@@ -133,7 +135,8 @@ def bench_edgefn(args: argparse.Namespace, tmp: Path, engine: str = "wasmtime",
     cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--functions", str(tmp / "functions"),
            "--port", str(port), "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
            "--workers", str(args.workers), "--log-file", str(tmp / "edge.log"),
-           "--engine", engine]
+           "--engine", engine,
+           "--quota-invocations-per-minute", str(10**9), "--quota-max-concurrency", "1000"]
     if threads:
         cmd += ["--threads", str(threads)]
     env = {**os.environ, **(env or {})}
