@@ -50,20 +50,35 @@ _RawArgs = ffi.wasmtime_val_raw_t
 _WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 
-def _fast(name: str, restype: type | None) -> Any:
+# The same library, its functions called without releasing the GIL (ctypes' PyDLL).
+_HOLDING_GIL = ctypes.PyDLL(_raw.dll._name, handle=_raw.dll._handle)
+
+
+def _fast(name: str, restype: type | None, *, quick: bool = False) -> Any:
     """A private handle on a C function with no argument conversion: the hot path
-    passes only ctypes objects, so ctypes need not check or convert each one."""
-    fn = _raw.dll[name]
+    passes only ctypes objects, so ctypes need not check or convert each one.
+
+    `quick`: a call that returns at once is made holding the GIL. Releasing it
+    around a call of nanoseconds gains nothing and lets another thread (the epoch
+    ticker, a request thread) take it, the call then waiting to get it back. The
+    guest calls release it: a guest may run until its deadline, and the ticker
+    needs the GIL to interrupt it.
+    """
+    fn = (_HOLDING_GIL if quick else _raw.dll)[name]
     fn.restype = restype
     fn.argtypes = None  # type: ignore[assignment]
     return fn
 
 
 _call_unchecked = _fast("wasmtime_func_call_unchecked", c_void_p)
-_memory_data = _fast("wasmtime_memory_data", c_void_p)
-_memory_data_size = _fast("wasmtime_memory_data_size", ctypes.c_size_t)
-_set_epoch_deadline = _fast("wasmtime_context_set_epoch_deadline", None)
-_caller_context = _fast("wasmtime_caller_context", c_void_p)
+_memory_data = _fast("wasmtime_memory_data", c_void_p, quick=True)
+_memory_data_size = _fast("wasmtime_memory_data_size", ctypes.c_size_t, quick=True)
+_set_epoch_deadline = _fast("wasmtime_context_set_epoch_deadline", None, quick=True)
+_caller_context = _fast("wasmtime_caller_context", c_void_p, quick=True)
+# ctypes.memmove releases the GIL; this one, for copies in and out of guest memory
+# on the hot path (a request's size at most), does not.
+_memmove = ctypes.PYFUNCTYPE(c_void_p, c_void_p, c_void_p, ctypes.c_size_t)(
+    ctypes.cast(ctypes.memmove, c_void_p).value)
 _SIZES = [ctypes.c_size_t(n) for n in range(11)]
 # Raw call arguments are 16-byte `wasmtime_val_raw_t`s whose i32 is the first four
 # bytes: written and read with struct, no ctypes object is made per value.
@@ -403,7 +418,7 @@ class _BaseInstance(InstanceBase):
         base, size = self.memory_view()
         if ptr + len(data) > size:
             raise IndexError("guest output buffer out of bounds")
-        ctypes.memmove(base + ptr, data, len(data))
+        _memmove(base + ptr, data, len(data))
 
     def _call(self, func: ctypes._Pointer, args: ctypes.Array, n: int) -> None:
         """One raw call; every failure becomes an `InvocationError`."""
@@ -482,7 +497,7 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
             raise unusable_alloc(total, ptr)
         data = b"".join(parts)  # one copy into the guest instead of four C calls
         if data:
-            ctypes.memmove(base + ptr, data, len(data))
+            _memmove(base + ptr, data, len(data))
         method, path, headers, body = parts
         p1 = ptr + len(method)
         p2 = p1 + len(path)
