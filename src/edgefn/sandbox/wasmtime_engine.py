@@ -78,7 +78,7 @@ _caller_context = _fast("wasmtime_caller_context", c_void_p, quick=True)
 # ctypes.memmove releases the GIL; this one, for copies in and out of guest memory
 # on the hot path (a request's size at most), does not.
 _memmove = ctypes.PYFUNCTYPE(c_void_p, c_void_p, c_void_p, ctypes.c_size_t)(
-    ctypes.cast(ctypes.memmove, c_void_p).value)
+    ctypes.cast(ctypes.memmove, c_void_p).value or 0)
 _SIZES = [ctypes.c_size_t(n) for n in range(11)]
 # Raw call arguments are 16-byte `wasmtime_val_raw_t`s whose i32 is the first four
 # bytes: written and read with struct, no ctypes object is made per value.
