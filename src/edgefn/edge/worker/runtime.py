@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from edgefn.contract import QuotaSpec, ResourceCaps
 from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache, sha256_hex
 from edgefn.edge.capabilities.secrets import SecretsCapability
@@ -34,7 +35,7 @@ from edgefn.edge.errors import (
 )
 from edgefn.edge.logs import Invocation, JsonLog
 from edgefn.edge.quotas import QuotaLimits, QuotaTable, node_defaults
-from edgefn.edge.spec import FunctionSpec, NodeState, QuotaSpec, ResourceCaps, SpecKey
+from edgefn.edge.spec import FunctionSpec, NodeState, SpecKey
 from edgefn.edge.worker.dispatch import Codec, InlinePolicy, Placement, codec_for, may_block
 from edgefn.edge.worker.exchange import HttpRequest, HttpResponse
 from edgefn.edge.worker.fairness import PenaltyBox
