@@ -23,7 +23,7 @@ from edgefn.edge.spec import FunctionPolicy
 from tests.controlplane.conftest import create_pg_schema, drop_pg_schema, require_postgres
 from tests.controlplane.test_artifacts import free_port
 
-HEAD = "0006"
+HEAD = "0008"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -36,6 +36,8 @@ class CPContext:
     notifier: Notifier
     anchor: Anchor
     secrets: SecretStore
+    # This replica's name among several on one database (leases, wake-ups).
+    replica_id: str = ""
 
 
 def get_ctx(request: Request) -> CPContext:

@@ -282,9 +282,16 @@ def pending_rows(session: Session, node_id: str) -> list[OutboxInstruction]:
     )
 
 
-def watch(factory: sessionmaker[Session], notify: Callable[[Iterable[str]], None]) -> None:
+def watch(
+    factory: sessionmaker[Session],
+    notify: Callable[[Iterable[str]], None],
+    *,
+    flushed: Callable[[Session, Iterable[str]], None] | None = None,
+) -> None:
     """Call `notify(node_ids)` after every commit, by a session of `factory`, that
-    added instructions for those nodes.
+    added instructions for those nodes; and `flushed(session, node_ids)` within the
+    transaction, after each flush that added some (for signals the database itself
+    delivers at commit: PostgreSQL's NOTIFY to other replicas, `stream.bus`).
 
     Hooking the commit itself, rather than each endpoint, covers every path that
     writes the outbox (deploys, rollbacks, deletes, routes, new nodes, and rollout
@@ -298,6 +305,8 @@ def watch(factory: sessionmaker[Session], notify: Callable[[Iterable[str]], None
         ids = {obj.node_id for obj in session.new if isinstance(obj, OutboxInstruction)}
         if ids:
             session.info.setdefault(_NEW_FOR, set()).update(ids)
+            if flushed is not None:
+                flushed(session, ids)
 
     @event.listens_for(factory, "after_commit")
     def _committed(session: Session) -> None:

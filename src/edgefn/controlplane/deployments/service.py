@@ -287,7 +287,11 @@ def _fail_undecodable(session: Session, row: OutboxInstruction, exc: Exception) 
 
 def _advance(session: Session, dep: Deployment) -> None:
     members = list(
-        session.scalars(select(DeploymentNode).where(DeploymentNode.deployment_id == dep.id))
+        session.scalars(
+            select(DeploymentNode)
+            .where(DeploymentNode.deployment_id == dep.id)
+            .execution_options(populate_existing=True)
+        )
     )
     if any(m.state == "error" for m in members):
         dep.state = FAILED
@@ -314,6 +318,26 @@ def _advance(session: Session, dep: Deployment) -> None:
                 outbox.enqueue_deploy(session, node, fn, version, dep.id)
 
 
+def _locked(session: Session, deployment_id: str) -> Deployment | None:
+    """The deployment, its row locked until the caller commits (PostgreSQL; SQLite
+    transactions are serialized already)."""
+    return session.get(
+        Deployment, deployment_id, with_for_update=True, populate_existing=True
+    )
+
+
+def advance_stalled(session: Session) -> None:
+    """Move on every rollout that no ack will move: one whose pending nodes were
+    deleted before they acked. A duty of the maintenance lease (`leases.duties`);
+    the caller commits."""
+    ids = list(session.scalars(select(Deployment.id).where(Deployment.state == IN_PROGRESS)))
+    for deployment_id in ids:
+        dep = _locked(session, deployment_id)
+        if dep is not None and dep.state == IN_PROGRESS:
+            _advance(session, dep)
+    session.flush()
+
+
 def ack_instruction(session: Session, node_id: str, ack: Ack) -> None:
     """Record a node's answer to one instruction; unknown or repeated acks are ignored
     so a node may resend them. The caller commits."""
@@ -326,8 +350,11 @@ def ack_instruction(session: Session, node_id: str, ack: Ack) -> None:
     row.acked_at = utcnow()
     if row.deployment_id is None or row.type != "deploy":
         return
-    member = session.get(DeploymentNode, (row.deployment_id, node_id))
-    dep = session.get(Deployment, row.deployment_id)
+    # Acks of one deployment are applied one at a time, whichever replica or thread
+    # takes them: each then sees the others' members, so the ack that completes a
+    # wave is the one that sends the next (exactly once).
+    dep = _locked(session, row.deployment_id)
+    member = session.get(DeploymentNode, (row.deployment_id, node_id), populate_existing=True)
     if member is None or dep is None or member.state not in ("pending", "waiting"):
         return
     member.state = ack.state
