@@ -38,7 +38,11 @@ def database_now(session: Session) -> dt.datetime:
 
 
 def _ensure(session: Session, name: str, now: dt.datetime) -> None:
-    """The lease's row, lapsed and held by nobody, unless it exists."""
+    """The lease's row, lapsed and held by nobody, unless it exists. Looked for
+    first: an insert, even one that does nothing, would wait for the holder's
+    transaction, which updated the row."""
+    if session.scalar(select(Lease.name).where(Lease.name == name)) is not None:
+        return
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(
         insert(Lease)
