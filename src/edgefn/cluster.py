@@ -10,8 +10,10 @@ in a 0600 file, and nodes get no other credential.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -97,6 +99,31 @@ class Edge:
         return httpx.get(self.url + path, timeout=5, **kw)
 
 
+@dataclass
+class Replica:
+    """One control-plane process of a cluster on a shared database."""
+
+    name: str
+    data_dir: Path
+    api_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/api/v1"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+def grpc_targets(replicas: list[Replica]) -> str:
+    """One gRPC target naming every replica: a node connects to the first that
+    answers and, when its stream breaks, reconnects to the next."""
+    return "ipv4:" + ",".join(r.grpc_target for r in replicas)
+
+
 class Cluster:
     def __init__(
         self,
@@ -107,6 +134,7 @@ class Cluster:
         grpc_port: int | None = None,
         heartbeat_interval_s: float = 1.0,
         project: str = "default",
+        database_url: str | None = None,
     ) -> None:
         self.root = root
         self.token = token
@@ -119,6 +147,12 @@ class Cluster:
         self.env = {**os.environ, "EDGEFN_BOOTSTRAP_TOKEN": token,
                     "EDGEFN_HEARTBEAT_INTERVAL_S": str(heartbeat_interval_s),
                     "PYTHONUNBUFFERED": "1"}
+        # Control planes beyond the first (`add_replica`), on `database_url`.
+        self.replicas: dict[str, Replica] = {}
+        # What control planes get and edge nodes never see (`share_database`).
+        self.cp_env: dict[str, str] = {}
+        if database_url is not None:
+            self.share_database(database_url)
 
     # -- processes ------------------------------------------------------------
     @property
@@ -135,7 +169,7 @@ class Cluster:
         self.cp_proc = spawn(
             [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(self.api_port),
              "--grpc-port", str(self.grpc_port), "--data-dir", str(self.root / "cp")],
-            env=self.env, stdout=log, stderr=log,
+            env={**self.env, **self.cp_env}, stdout=log, stderr=log,
         )
 
         def up() -> bool:
@@ -148,6 +182,50 @@ class Cluster:
 
     def stop_cp(self) -> None:
         stop_process(self.cp_proc)
+
+    # -- several control planes -------------------------------------------------
+    def share_database(self, database_url: str) -> None:
+        """Every control plane of this cluster runs on `database_url` (PostgreSQL)
+        with the keys and the artifact directory of the first: what replicas of one
+        cluster must share (docs/operations.md, Several control planes)."""
+        self.cp_env.update({
+            "EDGEFN_DATABASE_URL": database_url,
+            "EDGEFN_SECRET_KEY": secrets.token_urlsafe(48),
+            "EDGEFN_AUDIT_KEY": secrets.token_urlsafe(48),
+            "EDGEFN_SECRETS_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "EDGEFN_ARTIFACT_DIR": str(self.root / "artifacts"),
+            "EDGEFN_REPLICA_ID": "cp",
+        })
+
+    @property
+    def first_replica(self) -> Replica:
+        """The control plane `start_cp` runs, as a replica."""
+        return Replica("cp", self.root / "cp", self.api_port, self.grpc_port, self.cp_proc)
+
+    def add_replica(self, name: str) -> Replica:
+        """Start another control plane on the cluster's database (after `start_cp`,
+        which migrated it)."""
+        replica = Replica(name, self.root / name)
+        log = open_private(self.root / f"{name}.log")
+        replica.proc = spawn(
+            [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(replica.api_port),
+             "--grpc-port", str(replica.grpc_port), "--data-dir", str(replica.data_dir)],
+            env={**self.env, **self.cp_env, "EDGEFN_REPLICA_ID": name}, stdout=log, stderr=log,
+        )
+        self.replicas[name] = replica
+
+        def up() -> bool:
+            if replica.proc is not None and replica.proc.poll() is not None:
+                raise ClusterError((self.root / f"{name}.log").read_text()[-3000:])
+            return httpx.get(f"{replica.api}/nodes", headers=self.headers,
+                             timeout=2).status_code == 200
+
+        wait_until(f"control plane {name}", up)
+        return replica
+
+    def use(self, replica: Replica) -> None:
+        """Send the cluster's API calls to `replica` from now on."""
+        self.api_port = replica.api_port
 
     def register_node(self, node_id: str, pop_id: str, labels: dict[str, str]) -> str:
         """Register a node with the control plane; its token is shown only now."""
@@ -197,6 +275,8 @@ class Cluster:
     def close(self) -> None:
         for edge in self.edges.values():
             stop_process(edge.proc)
+        for replica in self.replicas.values():
+            stop_process(replica.proc)
         stop_process(self.cp_proc)
 
     # -- the API --------------------------------------------------------------
