@@ -145,7 +145,7 @@ class NodeAgents:
         token = self.cluster.register_node(node_id, pop_id, {})
         settings = EdgeSettings(
             node_id=node_id, pop_id=pop_id, data_dir=self.cluster.root / node_id,
-            cp_url=f"http://127.0.0.1:{self.cluster.api_port}", grpc_url=grpc_url,
+            cp_url=self.cluster.cp_url, grpc_url=grpc_url,
             node_token=token, heartbeat_interval_s=30,
         )
         agent = start_agent(settings)

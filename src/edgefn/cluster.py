@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +119,62 @@ class Replica:
         return f"127.0.0.1:{self.grpc_port}"
 
 
+class Balancer:
+    """One HTTP address for several control planes, as a load balancer gives
+    replicas in production: each TCP connection goes to the next backend that
+    accepts it, so a dead replica's share moves to the others. Nodes download
+    artifacts and send heartbeats through it, and the replicas sign artifact URLs
+    with it (`EDGEFN_PUBLIC_URL`), so a URL minted by a replica that died still works.
+    """
+
+    def __init__(self) -> None:
+        self.backends: list[int] = []
+        self._next = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        backends = list(self.backends)
+        self._next += 1
+        for i in range(len(backends)):
+            port = backends[(self._next + i) % len(backends)]
+            try:
+                upstream = socket.create_connection(("127.0.0.1", port), timeout=2)
+            except OSError:
+                continue
+            upstream.settimeout(None)
+            threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+            _pump(client, upstream)
+            return
+        client.close()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    for sock in (src, dst):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+
 def grpc_targets(replicas: list[Replica]) -> str:
     """One gRPC target naming every replica: a node connects to the first that
     answers and, when its stream breaks, reconnects to the next."""
@@ -151,6 +208,8 @@ class Cluster:
         self.replicas: dict[str, Replica] = {}
         # What control planes get and edge nodes never see (`share_database`).
         self.cp_env: dict[str, str] = {}
+        # In front of the replicas' HTTP, once there may be several.
+        self.balancer: Balancer | None = None
         if database_url is not None:
             self.share_database(database_url)
 
@@ -179,6 +238,8 @@ class Cluster:
                              timeout=2).status_code == 200
 
         wait_until("the control plane", up)
+        if self.balancer is not None:
+            self.balancer.backends.append(self.api_port)
 
     def stop_cp(self) -> None:
         stop_process(self.cp_proc)
@@ -196,6 +257,15 @@ class Cluster:
             "EDGEFN_ARTIFACT_DIR": str(self.root / "artifacts"),
             "EDGEFN_REPLICA_ID": "cp",
         })
+        self.balancer = Balancer()
+        self.cp_env["EDGEFN_PUBLIC_URL"] = self.balancer.url
+
+    @property
+    def cp_url(self) -> str:
+        """Where nodes reach the control plane's HTTP: the balancer, once there is one."""
+        if self.balancer is not None:
+            return self.balancer.url
+        return f"http://127.0.0.1:{self.api_port}"
 
     @property
     def first_replica(self) -> Replica:
@@ -213,6 +283,8 @@ class Cluster:
             env={**self.env, **self.cp_env, "EDGEFN_REPLICA_ID": name}, stdout=log, stderr=log,
         )
         self.replicas[name] = replica
+        if self.balancer is not None:
+            self.balancer.backends.append(replica.api_port)
 
         def up() -> bool:
             if replica.proc is not None and replica.proc.poll() is not None:
@@ -247,7 +319,7 @@ class Cluster:
         log = open_private(self.root / f"{edge.node_id}.log")
         cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--port", str(edge.port),
                "--metrics-port", str(edge.metrics_port), "--data-dir", str(edge.data_dir),
-               "--cp-url", f"http://127.0.0.1:{self.api_port}",
+               "--cp-url", self.cp_url,
                "--grpc-url", edge.grpc_url or f"127.0.0.1:{self.grpc_port}",
                "--node-id", edge.node_id,
                "--pop-id", edge.pop_id, "--workers", str(edge.workers), "--threads", "4"]
@@ -278,6 +350,8 @@ class Cluster:
         for replica in self.replicas.values():
             stop_process(replica.proc)
         stop_process(self.cp_proc)
+        if self.balancer is not None:
+            self.balancer.close()
 
     # -- the API --------------------------------------------------------------
     @property
