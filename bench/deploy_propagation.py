@@ -253,6 +253,11 @@ def run(args: argparse.Namespace, nodes: int, database_url: str | None) -> Resul
                 result.kill, result.kill_checks = kill_mid_deploy(
                     cluster, fleet, fid, args.deploys + 1, replicas, database_url)
             return result
+        except Exception:
+            for log in sorted(Path(d).glob("*.log")):  # before the directory goes
+                if log.stem in ("cp", *cluster.replicas):
+                    print(f"--- {log.name}\n{log.read_text()[-3000:]}")
+            raise
         finally:
             fleet.close()
             cluster.close()

@@ -344,16 +344,24 @@ def ack_instruction(session: Session, node_id: str, ack: Ack) -> None:
     row = session.get(OutboxInstruction, ack.id)
     if row is None or row.node_id != node_id or row.state == outbox.ACKED:
         return
+    dep = None
+    if row.deployment_id is not None and row.type == "deploy":
+        # Acks of one deployment are applied one at a time, whichever replica or
+        # thread takes them: each then sees the others' members, so the ack that
+        # completes a wave is the one that sends the next (exactly once). The
+        # deployment is locked before the instruction's row, the order a new deploy
+        # takes them in (superseding the running one, then its pending rows), so
+        # that the two never wait for each other.
+        dep = _locked(session, row.deployment_id)
+        row = session.get(OutboxInstruction, ack.id, populate_existing=True)
+        if row is None or row.state == outbox.ACKED:
+            return
     row.state = outbox.ACKED
     row.ack_state = ack.state
     row.ack_message = ack.message
     row.acked_at = utcnow()
     if row.deployment_id is None or row.type != "deploy":
         return
-    # Acks of one deployment are applied one at a time, whichever replica or thread
-    # takes them: each then sees the others' members, so the ack that completes a
-    # wave is the one that sends the next (exactly once).
-    dep = _locked(session, row.deployment_id)
     member = session.get(DeploymentNode, (row.deployment_id, node_id), populate_existing=True)
     if member is None or dep is None or member.state not in ("pending", "waiting"):
         return

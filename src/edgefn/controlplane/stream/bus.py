@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from sqlalchemy import text
@@ -141,16 +142,22 @@ class RedisBus:
 
         self._url = url
         self.replica = replica
-        self._client = redis.Redis.from_url(url, socket_timeout=2)
+        self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        # Published off the committing thread, in order: a slow or absent Redis
+        # delays other replicas' wake-ups, never a commit.
+        self._publisher = ThreadPoolExecutor(1, thread_name_prefix="edgefn-wake")
 
     def flushed(self, session: Session, node_ids: frozenset[str]) -> None:
         pass
 
     def committed(self, node_ids: frozenset[str]) -> None:
+        self._publisher.submit(self._publish, encode(self.replica, node_ids))
+
+    def _publish(self, message: str) -> None:
         import redis
 
         try:
-            self._client.publish(self.CHANNEL, encode(self.replica, node_ids))
+            self._client.publish(self.CHANNEL, message)
         except redis.RedisError as exc:  # the other replicas' recheck covers it
             log.warning("wake-up not published to Redis: %s", exc)
 
