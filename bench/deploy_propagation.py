@@ -182,8 +182,11 @@ class NodeAgents:
                       push=[r - sent for r, _ in times], apply=[a - r for r, a in times])
 
     def close(self) -> None:
-        for agent in self.agents:
-            agent.stop()
+        stopping = [threading.Thread(target=a.stop) for a in self.agents]
+        for t in stopping:
+            t.start()
+        for t in stopping:
+            t.join()
 
 
 # ---- the run -----------------------------------------------------------------------
@@ -209,8 +212,6 @@ def pg_schema(url: str) -> Iterator[str]:
 class Result:
     nodes: int
     samples: list[Sample]
-    kill: Sample | None = None
-    kill_checks: str = ""
     rss_mb_per_node: float | None = None
 
 
@@ -249,9 +250,12 @@ def run(args: argparse.Namespace, nodes: int, database_url: str | None) -> Resul
                 start = time.perf_counter()
                 samples.append(fleet.wait(tag_of(fleet, i), sent, start, 60))
             result = Result(nodes, samples, rss_mb_per_node=rss if args.agents else None)
+            report(args, result)
             if args.kill_replica:
-                result.kill, result.kill_checks = kill_mid_deploy(
+                kill, checks = kill_mid_deploy(
                     cluster, fleet, fid, args.deploys + 1, replicas, database_url)
+                print(f"{'':>6} replica killed mid-deploy: all done in "
+                      f"{kill.total * 1000:.0f} ms; {checks}")
             return result
         except Exception:
             for log in sorted(Path(d).glob("*.log")):  # before the directory goes
@@ -349,9 +353,6 @@ def report(args: argparse.Namespace, result: Result) -> None:
         what = "applied by" if args.agents else "served by"
         print(f"{'':>6} goal: {what} all {result.nodes}, p99 < {goal * 1000:.0f} ms: "
               f"{verdict} ({p99 * 1000:.0f} ms)")
-    if result.kill is not None:
-        print(f"{'':>6} replica killed mid-deploy: all done in {result.kill.total * 1000:.0f} ms;"
-              f" {result.kill_checks}")
 
 
 def main() -> None:
@@ -379,10 +380,9 @@ def main() -> None:
     for n in args.nodes:
         if args.replicas == 2:
             with pg_schema(args.postgres) as url:
-                result = run(args, n, url)
+                run(args, n, url)
         else:
-            result = run(args, n, None)
-        report(args, result)
+            run(args, n, None)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import os
 import secrets
+import selectors
 import signal
 import socket
 import subprocess
@@ -149,13 +150,25 @@ class Balancer:
     def _forward(self, client: socket.socket) -> None:
         backends = list(self.backends)
         self._next += 1
+        sent: list[bytes] = []  # the client's bytes, until a backend answers
         for i in range(len(backends)):
             port = backends[(self._next + i) % len(backends)]
             try:
                 upstream = socket.create_connection(("127.0.0.1", port), timeout=2)
             except OSError:
                 continue
-            upstream.settimeout(None)
+            try:
+                upstream.settimeout(None)
+                answer = _first_answer(client, upstream, sent)
+            except OSError:
+                answer = b""
+            if not answer:
+                # Refused, or closed before answering (a replica dying takes
+                # connections into its backlog, then resets them): the request
+                # goes to the next one, as a load balancer retries it.
+                upstream.close()
+                continue
+            client.sendall(answer)
             threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
             _pump(client, upstream)
             return
@@ -163,6 +176,25 @@ class Balancer:
 
     def close(self) -> None:
         self._server.close()
+
+
+def _first_answer(client: socket.socket, upstream: socket.socket, sent: list[bytes]) -> bytes:
+    """Send `upstream` what the client sent so far and what it sends next (kept in
+    `sent`), until upstream's first bytes, returned; b"" if it closed first."""
+    for chunk in sent:
+        upstream.sendall(chunk)
+    with selectors.DefaultSelector() as sel:
+        sel.register(client, selectors.EVENT_READ)
+        sel.register(upstream, selectors.EVENT_READ)
+        while True:
+            for key, _ in sel.select():
+                if key.fileobj is upstream:
+                    return upstream.recv(65536)
+                data = client.recv(65536)
+                if not data:
+                    return b""
+                sent.append(data)
+                upstream.sendall(data)
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
