@@ -122,10 +122,16 @@ class Replica:
 
 class Balancer:
     """One HTTP address for several control planes, as a load balancer gives
-    replicas in production: each TCP connection goes to the next backend that
-    accepts it, so a dead replica's share moves to the others. Nodes download
-    artifacts and send heartbeats through it, and the replicas sign artifact URLs
-    with it (`EDGEFN_PUBLIC_URL`), so a URL minted by a replica that died still works.
+    replicas in production: nodes download artifacts and send heartbeats through
+    it, and the replicas sign artifact URLs with it (`EDGEFN_PUBLIC_URL`), so a URL
+    minted by a replica that died still works.
+
+    It forwards bytes, not requests, but retries as an HTTP balancer does: a request
+    sent to a backend that refuses it, or closes before answering (a replica dying
+    takes connections into its backlog, then resets them), goes to the next
+    backend, also on a keep-alive connection. A backend closing after it began an
+    answer closes the client's connection. HTTP/1.1 without pipelining: what the
+    client sends after an answer began is taken as the next request.
     """
 
     def __init__(self) -> None:
@@ -145,66 +151,82 @@ class Balancer:
                 client, _ = self._server.accept()
             except OSError:
                 return  # closed
-            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
-    def _forward(self, client: socket.socket) -> None:
+    def _connect(self, request: list[bytes]) -> socket.socket | None:
+        """A connection to the next backend that takes `request`; None if none does."""
         backends = list(self.backends)
         self._next += 1
-        sent: list[bytes] = []  # the client's bytes, until a backend answers
         for i in range(len(backends)):
-            port = backends[(self._next + i) % len(backends)]
             try:
-                upstream = socket.create_connection(("127.0.0.1", port), timeout=2)
-            except OSError:
-                continue
-            try:
+                upstream = socket.create_connection(
+                    ("127.0.0.1", backends[(self._next + i) % len(backends)]), timeout=2)
                 upstream.settimeout(None)
-                answer = _first_answer(client, upstream, sent)
+                for chunk in request:
+                    upstream.sendall(chunk)
+                return upstream
             except OSError:
-                answer = b""
-            if not answer:
-                # Refused, or closed before answering (a replica dying takes
-                # connections into its backlog, then resets them): the request
-                # goes to the next one, as a load balancer retries it.
-                upstream.close()
                 continue
-            client.sendall(answer)
-            threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
-            _pump(client, upstream)
-            return
-        client.close()
+        return None
+
+    def _serve(self, client: socket.socket) -> None:
+        request: list[bytes] = []  # the client's bytes since the last answer began
+        answering = False  # upstream has sent bytes since the client last did
+        upstream: socket.socket | None = None
+
+        def close() -> None:
+            for sock in (client, upstream):
+                if sock is not None:
+                    sock.close()
+
+        with contextlib.ExitStack() as cleanup, selectors.DefaultSelector() as sel:
+            cleanup.callback(close)
+            cleanup.enter_context(contextlib.suppress(OSError))  # the client went away
+            sel.register(client, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    if key.fileobj is client:
+                        data = client.recv(65536)
+                        if not data:
+                            return
+                        if answering:
+                            request, answering = [], False
+                        request.append(data)
+                        if upstream is not None:
+                            try:
+                                upstream.sendall(data)
+                                continue
+                            except OSError:
+                                sel.unregister(upstream)
+                                upstream.close()
+                        upstream = self._connect(request)
+                        if upstream is None:
+                            return
+                        sel.register(upstream, selectors.EVENT_READ)
+                    else:
+                        assert upstream is not None
+                        try:
+                            data = upstream.recv(65536)
+                        except OSError:
+                            data = b""
+                        if data:
+                            client.sendall(data)
+                            answering = True
+                            continue
+                        sel.unregister(upstream)
+                        upstream.close()
+                        upstream = None
+                        if answering:
+                            # After its answer, or halfway through it (bytes cannot
+                            # tell): the client sees its connection close.
+                            return
+                        upstream = self._connect(request)
+                        if upstream is None:
+                            return
+                        sel.register(upstream, selectors.EVENT_READ)
 
     def close(self) -> None:
         self._server.close()
-
-
-def _first_answer(client: socket.socket, upstream: socket.socket, sent: list[bytes]) -> bytes:
-    """Send `upstream` what the client sent so far and what it sends next (kept in
-    `sent`), until upstream's first bytes, returned; b"" if it closed first."""
-    for chunk in sent:
-        upstream.sendall(chunk)
-    with selectors.DefaultSelector() as sel:
-        sel.register(client, selectors.EVENT_READ)
-        sel.register(upstream, selectors.EVENT_READ)
-        while True:
-            for key, _ in sel.select():
-                if key.fileobj is upstream:
-                    return upstream.recv(65536)
-                data = client.recv(65536)
-                if not data:
-                    return b""
-                sent.append(data)
-                upstream.sendall(data)
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := src.recv(65536):
-            dst.sendall(data)
-    for sock in (src, dst):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
 
 
 def grpc_targets(replicas: list[Replica]) -> str:
