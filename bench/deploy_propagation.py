@@ -27,6 +27,7 @@ the second, with one instruction each, all acked.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -46,7 +47,7 @@ import psutil
 import sqlalchemy as sa
 import wasmtime
 
-from edgefn.cluster import Cluster, Edge, Replica, grpc_targets, wait_until
+from edgefn.cluster import Cluster, ClusterError, Edge, Replica, grpc_targets, wait_until
 from edgefn.edge.node.agent import Agent
 from edgefn.edge.node.controller import Ack, Instruction
 from edgefn.edge.node.server import start_agent
@@ -282,8 +283,10 @@ def kill_mid_deploy(cluster: Cluster, fleet: NodeProcesses | NodeAgents, fid: st
     os.killpg(first.proc.pid, signal.SIGKILL)
     cluster.use(second)
     sample = fleet.wait(tag_of(fleet, i), sent, start, 120)
-    wait_until("the deployment done", lambda: cluster.deployment(dep)["state"] == "succeeded",
-               60)
+    with contextlib.suppress(ClusterError):
+        wait_until("the deployment done",
+                   lambda: cluster.deployment(dep)["state"] != "in_progress", 60)
+    described = cluster.deployment(dep)
     assert database_url is not None
     engine = sa.create_engine(database_url)
     try:
@@ -306,6 +309,9 @@ def kill_mid_deploy(cluster: Cluster, fleet: NodeProcesses | NodeAgents, fid: st
         engine.dispose()
     per_node = {r.node_id for r in rows}
     problems = []
+    if described["state"] != "succeeded":
+        errors = [n for n in described["nodes"] if n["state"] != "cached"]
+        problems.append(f"deployment {described['state']}: {errors[:3]}")
     if len(rows) != len(per_node) or len(per_node) != len(fleet_ids(fleet)):
         problems.append(f"{len(rows)} instructions for {len(per_node)} nodes")
     if {(r.state, r.ack_state) for r in rows} != {("acked", "cached")}:

@@ -129,9 +129,10 @@ class Balancer:
     It forwards bytes, not requests, but retries as an HTTP balancer does: a request
     sent to a backend that refuses it, or closes before answering (a replica dying
     takes connections into its backlog, then resets them), goes to the next
-    backend, also on a keep-alive connection. A backend closing after it began an
-    answer closes the client's connection. HTTP/1.1 without pipelining: what the
-    client sends after an answer began is taken as the next request.
+    backend, also on a keep-alive connection; one whose backend closed after
+    answering goes to the next at its next request. A backend closing halfway
+    through an answer closes the client's connection. HTTP/1.1 without pipelining:
+    what the client sends after an answer began is taken as the next request.
     """
 
     def __init__(self) -> None:
@@ -170,8 +171,8 @@ class Balancer:
         return None
 
     def _serve(self, client: socket.socket) -> None:
-        request: list[bytes] = []  # the client's bytes since the last answer began
-        answering = False  # upstream has sent bytes since the client last did
+        request: list[bytes] = []  # the client's bytes since its last answer began
+        answer = _Answer()  # of `request`
         upstream: socket.socket | None = None
 
         def close() -> None:
@@ -189,8 +190,8 @@ class Balancer:
                         data = client.recv(65536)
                         if not data:
                             return
-                        if answering:
-                            request, answering = [], False
+                        if answer.began:
+                            request, answer = [], _Answer()
                         request.append(data)
                         if upstream is not None:
                             try:
@@ -199,10 +200,6 @@ class Balancer:
                             except OSError:
                                 sel.unregister(upstream)
                                 upstream.close()
-                        upstream = self._connect(request)
-                        if upstream is None:
-                            return
-                        sel.register(upstream, selectors.EVENT_READ)
                     else:
                         assert upstream is not None
                         try:
@@ -211,22 +208,53 @@ class Balancer:
                             data = b""
                         if data:
                             client.sendall(data)
-                            answering = True
+                            answer.feed(data)
                             continue
                         sel.unregister(upstream)
                         upstream.close()
                         upstream = None
-                        if answering:
-                            # After its answer, or halfway through it (bytes cannot
-                            # tell): the client sees its connection close.
-                            return
-                        upstream = self._connect(request)
-                        if upstream is None:
-                            return
-                        sel.register(upstream, selectors.EVENT_READ)
+                        if answer.complete:
+                            continue  # the next request goes to the next backend
+                        if answer.began:
+                            return  # cut halfway: so is the client's connection
+                    upstream = self._connect(request)
+                    if upstream is None:
+                        return
+                    sel.register(upstream, selectors.EVENT_READ)
 
     def close(self) -> None:
         self._server.close()
+
+
+class _Answer:
+    """How much of an HTTP answer has come: complete once its head and the body its
+    Content-Length announces have (never, without one)."""
+
+    def __init__(self) -> None:
+        self.began = False
+        self._head = bytearray()
+        self._left: int | None = None  # body bytes still to come; -1: unknown
+
+    def feed(self, data: bytes) -> None:
+        self.began = True
+        if self._left is not None:
+            if self._left >= 0:
+                self._left -= len(data)
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        length = -1
+        for line in bytes(self._head[:end]).split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length" and value.strip().isdigit():
+                length = int(value.strip())
+        self._left = -1 if length < 0 else end + 4 + length - len(self._head)
+
+    @property
+    def complete(self) -> bool:
+        return self._left == 0
 
 
 def grpc_targets(replicas: list[Replica]) -> str:
