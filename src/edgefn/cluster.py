@@ -157,11 +157,11 @@ class Balancer:
     def _connect(self, request: list[bytes]) -> socket.socket | None:
         """A connection to the next backend that takes `request`; None if none does."""
         backends = list(self.backends)
-        self._next += 1
+        self._next = first = self._next + 1  # threads race on it: any start will do
         for i in range(len(backends)):
             try:
                 upstream = socket.create_connection(
-                    ("127.0.0.1", backends[(self._next + i) % len(backends)]), timeout=2)
+                    ("127.0.0.1", backends[(first + i) % len(backends)]), timeout=10)
                 upstream.settimeout(None)
                 for chunk in request:
                     upstream.sendall(chunk)
