@@ -89,6 +89,7 @@ def first_200(edge: Edge, tag: bytes, start: float, out: dict[str, float]) -> No
 @dataclass
 class Sample:
     total: float  # deploy returned -> the last node done
+    api: float = 0.0  # the deploy call itself (sent -> returned)
     # deploy sent (the commit precedes its answer) -> each node received it (agents)
     push: list[float] = field(default_factory=list)
     apply: list[float] = field(default_factory=list)  # received -> applied (agents)
@@ -122,7 +123,7 @@ class NodeProcesses:
         if len(seen) != len(self.edges):
             missing = sorted({e.node_id for e in self.edges} - set(seen))
             raise RuntimeError(f"{tag}: {missing} did not serve it in {timeout} s")
-        return Sample(max(seen.values()))
+        return Sample(max(seen.values()), api=start - sent)
 
     def close(self) -> None:
         pass  # the cluster stops them
@@ -179,7 +180,7 @@ class NodeAgents:
                                        f"of {len(self.agents)} nodes applied it in {timeout} s")
                 self._lock.wait(left)
             times = list(self._times[version].values())
-        return Sample(max(a for _, a in times) - start,
+        return Sample(max(a for _, a in times) - start, api=start - sent,
                       push=[r - sent for r, _ in times], apply=[a - r for r, a in times])
 
     def close(self) -> None:
@@ -320,8 +321,8 @@ def kill_mid_deploy(cluster: Cluster, fleet: NodeProcesses | NodeAgents, fid: st
         problems.append(f"{pending} instructions still pending")
     checks = "; ".join(problems) or (
         f"all {len(per_node)} nodes on 1.0.{i}, one instruction each, all acked, none "
-        f"pending; the lease on {second.name!r} {moved:.1f} s after the kill "
-        f"(TTL {LEASE_TTL_S} s)")
+        f"pending; the lease on {second.name!r}, seen {moved:.1f} s after the kill "
+        f"(TTL {LEASE_TTL_S} s; looked for once every node was done)")
     return sample, checks
 
 
@@ -346,6 +347,8 @@ def report(args: argparse.Namespace, result: Result) -> None:
     print(f"{result.nodes:>6} {kind:>10} {args.replicas:>8} {len(totals):>8} "
           f"{ms(pct(totals, 0.5))} {ms(pct(totals, 0.99))} {ms(max(totals))} "
           f"{ms(statistics.mean(totals))}")
+    api = [s.api for s in result.samples]
+    print(f"{'':>6} the deploy call: p50 {ms(pct(api, 0.5))} p99 {ms(pct(api, 0.99))} ms")
     if args.agents:
         push = [p for s in result.samples for p in s.push]
         apply = [a for s in result.samples for a in s.apply]
