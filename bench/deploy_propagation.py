@@ -73,7 +73,8 @@ def version_module(tag: str) -> bytes:
     """))
 
 
-def first_200(edge: Edge, tag: bytes, start: float, out: dict[str, float]) -> None:
+def first_200(edge: Edge, tag: bytes, start: float, out: dict[str, float],
+              poll_s: float = POLL_S) -> None:
     with httpx.Client(base_url=edge.url, timeout=5) as client:
         while True:
             try:
@@ -83,7 +84,7 @@ def first_200(edge: Edge, tag: bytes, start: float, out: dict[str, float]) -> No
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(POLL_S)
+            time.sleep(poll_s)
 
 
 @dataclass
@@ -101,9 +102,10 @@ class Sample:
 class NodeProcesses:
     """`edgefn edge serve` processes; done = serving the version."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, poll_s: float = POLL_S) -> None:
         self.cluster = cluster
         self.edges: list[Edge] = []
+        self.poll_s = poll_s
 
     def add(self, node_id: str, pop_id: str, grpc_url: str) -> None:
         token = self.cluster.register_node(node_id, pop_id, {})
@@ -114,7 +116,8 @@ class NodeProcesses:
 
     def wait(self, tag: str, sent: float, start: float, timeout: float) -> Sample:
         seen: dict[str, float] = {}
-        threads = [threading.Thread(target=first_200, args=(e, tag.encode(), start, seen),
+        threads = [threading.Thread(target=first_200,
+                                    args=(e, tag.encode(), start, seen, self.poll_s),
                                     daemon=True) for e in self.edges]
         for t in threads:
             t.start()
@@ -224,7 +227,7 @@ def run(args: argparse.Namespace, nodes: int, database_url: str | None) -> Resul
         cluster.cp_env["EDGEFN_STREAM_RECHECK_S"] = str(args.recheck_s)
         cluster.cp_env["EDGEFN_LEASE_TTL_S"] = str(LEASE_TTL_S)
         fleet: NodeProcesses | NodeAgents = (
-            NodeAgents(cluster) if args.agents else NodeProcesses(cluster))
+            NodeAgents(cluster) if args.agents else NodeProcesses(cluster, args.poll_ms / 1000))
         try:
             cluster.start_cp()
             replicas: list[Replica] = [cluster.first_replica]
@@ -375,6 +378,8 @@ def main() -> None:
                         help="node agents in this process instead of node processes")
     parser.add_argument("--kill-replica", action="store_true",
                         help="SIGKILL the first replica right after a last deploy")
+    parser.add_argument("--poll-ms", type=float, default=POLL_S * 1000,
+                        help="how often each node is asked for the new version (processes)")
     parser.add_argument("--recheck-s", type=float, default=1.0,
                         help="the streams' periodic look at the outbox (EDGEFN_STREAM_RECHECK_S)")
     args = parser.parse_args()
