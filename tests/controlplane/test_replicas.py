@@ -233,3 +233,23 @@ def test_acks_completing_a_wave_together_send_the_next_wave_once(
     states = {n["node_id"]: n["state"] for n in cp.ok("GET", f"/deployments/{dep}", ADMIN)["nodes"]}
     assert states == {"n0": "cached", "n1": "cached", "n2": "cached",
                       "n3": "pending", "n4": "pending"}
+
+
+def test_a_rollout_whose_canary_was_deleted_moves_on(cp: CP, wasm: SimpleNamespace) -> None:
+    """No ack will ever come from a deleted node: the duty sends the next wave."""
+    fid = _fn(cp, wasm)
+    for i in range(2):
+        cp.node("pop", f"n{i}")
+    dep = cp.ok("POST", f"/functions/{fid}/deploy", ADMIN, 202,
+                json={"version": "1.0.0", "strategy": "canary"})["deployment_id"]
+
+    def states() -> dict[str, str]:
+        nodes = cp.ok("GET", f"/deployments/{dep}", ADMIN)["nodes"]
+        return {n["node_id"]: n["state"] for n in nodes}
+
+    assert states() == {"n0": "pending", "n1": "waiting"}
+    cp.ok("DELETE", "/nodes/n0", ADMIN, 204)
+    with db.session_scope(sessions_of(cp)) as session:
+        deployments.advance_stalled(session)
+        session.commit()
+    assert states() == {"n1": "pending"}
