@@ -13,8 +13,10 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+import psycopg
 import pytest
 import redis
+from psycopg import sql
 from sqlalchemy import select, update
 
 from edgefn.controlplane import db
@@ -253,3 +255,20 @@ def test_a_rollout_whose_canary_was_deleted_moves_on(cp: CP, wasm: SimpleNamespa
         deployments.advance_stalled(session)
         session.commit()
     assert states() == {"n1": "pending"}
+
+
+@PG_ONLY
+def test_a_deploy_to_many_nodes_is_one_notification(cp: CP, wasm: SimpleNamespace) -> None:
+    fid = _fn(cp, wasm)
+    for i in range(3):
+        cp.node("pop", f"n{i}")
+    url = cp.client.app.state.cp.engine.url  # type: ignore[attr-defined]
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        channel = conn.execute("SELECT left('edgefn_outbox_' || current_schema(), 63)").fetchone()
+        assert channel is not None
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel[0])))
+        cp.ok("POST", f"/functions/{fid}/deploy", ADMIN, 202, json={"version": "1.0.0"})
+        notes = [n.payload for n in conn.notifies(timeout=1)]
+    replica = cp.client.app.state.cp.replica_id  # type: ignore[attr-defined]
+    assert notes == [f"{replica} n0,n1,n2"]

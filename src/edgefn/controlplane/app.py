@@ -91,7 +91,7 @@ def build_context(settings: CPSettings) -> CPContext:
     checkpoints.attach(sessions, anchor)
     replica_id = settings.resolved_replica_id()
     notifier = Notifier(open_bus(engine.url, replica_id, redis_url=settings.wake_redis_url))
-    outbox.watch(sessions, notifier.notify, flushed=notifier.flushed)
+    outbox.watch(sessions, notifier.notify, committing=notifier.committing)
     return CPContext(
         settings=settings,
         engine=engine,

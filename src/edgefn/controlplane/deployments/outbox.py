@@ -45,6 +45,7 @@ SUPERSEDED = "superseded"
 # older release); its ack_message says why.
 FAILED = "failed"
 _NEW_FOR = "edgefn.outbox.new_for_nodes"
+_TOLD = "edgefn.outbox.told_nodes"
 
 
 def node_labels(node: Node) -> dict[str, Any]:
@@ -286,12 +287,13 @@ def watch(
     factory: sessionmaker[Session],
     notify: Callable[[Iterable[str]], None],
     *,
-    flushed: Callable[[Session, Iterable[str]], None] | None = None,
+    committing: Callable[[Session, Iterable[str]], None] | None = None,
 ) -> None:
     """Call `notify(node_ids)` after every commit, by a session of `factory`, that
-    added instructions for those nodes; and `flushed(session, node_ids)` within the
-    transaction, after each flush that added some (for signals the database itself
-    delivers at commit: PostgreSQL's NOTIFY to other replicas, `stream.bus`).
+    added instructions for those nodes; and `committing(session, node_ids)` within
+    the transaction, just before it commits (for signals the database itself
+    delivers at commit: PostgreSQL's NOTIFY to other replicas, `stream.bus`), once
+    per transaction however many flushes added them.
 
     Hooking the commit itself, rather than each endpoint, covers every path that
     writes the outbox (deploys, rollbacks, deletes, routes, new nodes, and rollout
@@ -305,15 +307,27 @@ def watch(
         ids = {obj.node_id for obj in session.new if isinstance(obj, OutboxInstruction)}
         if ids:
             session.info.setdefault(_NEW_FOR, set()).update(ids)
-            if flushed is not None:
-                flushed(session, ids)
+
+    @event.listens_for(factory, "before_commit")
+    def _committing(session: Session) -> None:
+        if committing is None:
+            return
+        session.flush()  # what the commit would flush counts
+        # Also called when a savepoint is released: each id goes out once.
+        told = session.info.setdefault(_TOLD, set())
+        ids = session.info.get(_NEW_FOR, set()) - told
+        if ids:
+            committing(session, ids)
+            told.update(ids)
 
     @event.listens_for(factory, "after_commit")
     def _committed(session: Session) -> None:
+        session.info.pop(_TOLD, None)
         ids = session.info.pop(_NEW_FOR, None)
         if ids:
             notify(ids)
 
     @event.listens_for(factory, "after_rollback")
     def _rolled_back(session: Session) -> None:
+        session.info.pop(_TOLD, None)
         session.info.pop(_NEW_FOR, None)

@@ -4,10 +4,10 @@ held by the others at once, instead of at their next recheck
 
 A `Bus` has two hooks on the committing side, one of which an implementation uses,
 and a listener:
-- `flushed(session, node_ids)`, in the transaction that added instructions:
-  PostgreSQL's `pg_notify` goes out here, and PostgreSQL delivers it at commit and
-  drops it at rollback, so a signal never runs ahead of what it announces and
-  costs no extra connection;
+- `committing(session, node_ids)`, in the transaction that added instructions,
+  once, just before it commits: PostgreSQL's `pg_notify` goes out here, and
+  PostgreSQL delivers it at commit and drops it at rollback, so a signal never
+  runs ahead of what it announces and costs no extra connection;
 - `committed(node_ids)`, after the commit: Redis pub/sub publishes here;
 - `listen(wake)` runs for the life of the replica and calls `wake(node_ids)` for
   each wake-up from another replica (`None`: every stream here, after connecting
@@ -59,7 +59,7 @@ def decode(payload: str, me: str) -> tuple[bool, frozenset[str] | None]:
 
 
 class Bus(Protocol):
-    def flushed(self, session: Session, node_ids: frozenset[str]) -> None: ...
+    def committing(self, session: Session, node_ids: frozenset[str]) -> None: ...
 
     def committed(self, node_ids: frozenset[str]) -> None: ...
 
@@ -69,7 +69,7 @@ class Bus(Protocol):
 class LocalBus:
     """One replica (SQLite): nobody else to wake."""
 
-    def flushed(self, session: Session, node_ids: frozenset[str]) -> None:
+    def committing(self, session: Session, node_ids: frozenset[str]) -> None:
         pass
 
     def committed(self, node_ids: frozenset[str]) -> None:
@@ -100,7 +100,7 @@ class PostgresBus:
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self.replica = replica
 
-    def flushed(self, session: Session, node_ids: frozenset[str]) -> None:
+    def committing(self, session: Session, node_ids: frozenset[str]) -> None:
         session.connection().execute(
             text(f"SELECT pg_notify({_PG_CHANNEL}, :payload)"),
             {"payload": encode(self.replica, node_ids)},
@@ -147,7 +147,7 @@ class RedisBus:
         # delays other replicas' wake-ups, never a commit.
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="edgefn-wake")
 
-    def flushed(self, session: Session, node_ids: frozenset[str]) -> None:
+    def committing(self, session: Session, node_ids: frozenset[str]) -> None:
         pass
 
     def committed(self, node_ids: frozenset[str]) -> None:

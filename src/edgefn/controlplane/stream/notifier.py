@@ -39,11 +39,12 @@ class Notifier:
     def closed(self) -> bool:
         return self._closed
 
-    def flushed(self, session: Session, node_ids: Iterable[str]) -> None:
-        """In the transaction that queued instructions for `node_ids` (`outbox.watch`)."""
+    def committing(self, session: Session, node_ids: Iterable[str]) -> None:
+        """In the transaction that queued instructions for `node_ids`, as it commits
+        (`outbox.watch`)."""
         ids = frozenset(node_ids)
         if ids:
-            self.bus.flushed(session, ids)
+            self.bus.committing(session, ids)
 
     def notify(self, node_ids: Iterable[str]) -> None:
         """After the commit that queued them: this replica's streams, then the others'.
