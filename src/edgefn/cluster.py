@@ -6,6 +6,11 @@ operator runs, started as a child process with its own data directory. No
 credential is ever on a command line (where `ps` shows it to every user): the
 control plane gets its admin token in its environment, each node its node token
 in a 0600 file, and nodes get no other credential.
+
+On PostgreSQL (`database_url`) the cluster can run several control-plane
+replicas (`add_replica`) sharing their keys and artifacts, with a `Balancer` in
+front of their HTTP; nodes then name every replica in their gRPC target
+(`grpc_targets`).
 """
 
 from __future__ import annotations
