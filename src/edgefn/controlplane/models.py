@@ -5,6 +5,7 @@ from edgefn.controlplane.auth.models import ApiKey, Membership, Project, User
 from edgefn.controlplane.db import Base
 from edgefn.controlplane.deployments.models import Deployment, DeploymentNode, OutboxInstruction
 from edgefn.controlplane.functions.models import Function, FunctionVersion
+from edgefn.controlplane.leases.models import Lease
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.pki.models import NodeCertificate
 from edgefn.controlplane.quotas.models import ProjectQuota
@@ -19,6 +20,7 @@ __all__ = [
     "DeploymentNode",
     "Function",
     "FunctionVersion",
+    "Lease",
     "Membership",
     "Node",
     "NodeCertificate",
