@@ -112,7 +112,8 @@ def compare(expected: GoldenResponse, status: int, headers: list[tuple[str, str]
 
 
 @contextmanager
-def _upstream(stub: Upstream) -> Iterator[str]:
+def stub_upstream(stub: Upstream) -> Iterator[str]:
+    """Serves `stub` on loopback while the block runs; yields its URL."""
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             length = int(self.headers.get("content-length") or 0)
@@ -140,13 +141,13 @@ def _upstream(stub: Upstream) -> Iterator[str]:
         httpd.server_close()
 
 
-def _with_upstream(spec: FunctionSpec, env: str, url: str) -> FunctionSpec:
-    """The spec with the stub's URL in `env` and loopback allowed for its fetches."""
-    fetch = spec.http_fetch.model_copy(
-        update={"allow_hosts": (*spec.http_fetch.allow_hosts, "127.0.0.1"),
-                "allow_private": True}
-    )
-    return spec.model_copy(update={"env": {**spec.env, env: url}, "http_fetch": fetch})
+def with_upstream(manifest: dict[str, Any], env: str, url: str) -> dict[str, Any]:
+    """A `function.json` object with the stub's URL in `env` and loopback allowed for
+    its fetches (the node must also open loopback: `allow_private_egress`)."""
+    fetch = dict(manifest.get("http_fetch") or {})
+    fetch["allow_hosts"] = [*fetch.get("allow_hosts", ()), "127.0.0.1"]
+    fetch["allow_private"] = True
+    return {**manifest, "env": {**manifest.get("env", {}), env: url}, "http_fetch": fetch}
 
 
 def run_golden(folder: Path, *, kv_url: str = "") -> list[CaseResult]:
@@ -162,7 +163,8 @@ def run_golden(folder: Path, *, kv_url: str = "") -> list[CaseResult]:
     with tempfile.TemporaryDirectory(prefix="edgefn-test-") as tmp, \
             _maybe_upstream(golden.upstream) as upstream_url:
         if golden.upstream is not None:
-            spec = _with_upstream(spec, golden.upstream.env, upstream_url)
+            spec = FunctionSpec.model_validate(
+                with_upstream(spec.model_dump(mode="json"), golden.upstream.env, upstream_url))
         settings = EdgeSettings(data_dir=Path(tmp), kv_url=kv_url, node_id="edgefn-test",
                                 allow_private_egress=[LOOPBACK] if upstream_url else [],
                                 penalty_threads=0)
@@ -192,7 +194,7 @@ def _maybe_upstream(stub: Upstream | None) -> Iterator[str]:
     if stub is None:
         yield ""
         return
-    with _upstream(stub) as url:
+    with stub_upstream(stub) as url:
         yield url
 
 
