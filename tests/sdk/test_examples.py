@@ -10,8 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgefn.cli.golden import Upstream, compare, read_golden, run_golden, stub_upstream, \
-    with_upstream
+from edgefn.cli.golden import (
+    Upstream,
+    compare,
+    read_golden,
+    run_golden,
+    stub_upstream,
+    with_upstream,
+)
 from tests.edge.conftest import drop_redis_namespaces, redis_url  # noqa: F401
 from tests.edge.node.test_server import start_node, stop
 from tests.sdk.conftest import EXAMPLE_LIST, BuiltExamples

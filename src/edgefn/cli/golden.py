@@ -89,7 +89,7 @@ def compare(expected: GoldenResponse, status: int, headers: list[tuple[str, str]
     failures = []
     if status != expected.status:
         failures.append(f"status {status}, expected {expected.status}")
-    got = {}
+    got: dict[str, str] = {}
     for name, value in headers:
         got.setdefault(name.lower(), value)
     for name, value in expected.headers.items():
