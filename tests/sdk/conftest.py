@@ -1,88 +1,45 @@
-"""SDK test helpers: the toolchains (missing ones skip, or fail under CI=true), and
-every example of examples/ compiled from source once per session into a temporary
-functions directory."""
+"""SDK test helpers: the examples of examples/ (sdk/examples.py), each compiled from
+source once per session into a temporary folder; a missing toolchain skips, and fails
+under CI=true."""
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
 import shutil
-import subprocess
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import pytest
 
-from edgefn.cli.init import TOOLCHAINS, Toolchain
+from edgefn.cli.init import TOOLCHAINS
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-SDK = ROOT / "sdk"
-LOCAL_ASC = SDK / "assemblyscript" / "node_modules" / ".bin" / "asc"
+_spec = importlib.util.spec_from_file_location(
+    "sdk_examples", Path(__file__).resolve().parents[2] / "sdk" / "examples.py")
+assert _spec is not None and _spec.loader is not None
+examples = importlib.util.module_from_spec(_spec)
+sys.modules["sdk_examples"] = examples
+_spec.loader.exec_module(examples)
 
-
-@dataclass(frozen=True)
-class Example:
-    name: str
-    lang: str
-    source: str
-    wagi: bool = False
-
-    @property
-    def sdk(self) -> Path:
-        return {"c": SDK / "c", "rust": SDK / "rust" / "src" / "lib.rs",
-                "as": SDK / "assemblyscript" / "assembly"}[self.lang]
-
-
-EXAMPLE_LIST = (
-    Example("hello-c", "c", "hello.c"),
-    Example("hello-wagi", "c", "hello.c", wagi=True),
-    Example("c-echo", "c", "echo.c"),
-    Example("c-json", "c", "json.c"),
-    Example("c-kv-counter", "c", "counter.c"),
-    Example("c-fetch", "c", "fetch.c"),
-    Example("rust-hello", "rust", "hello.rs"),
-    Example("rust-echo", "rust", "echo.rs"),
-    Example("rust-json", "rust", "json.rs"),
-    Example("rust-kv-counter", "rust", "counter.rs"),
-    Example("rust-fetch", "rust", "fetch.rs"),
-    Example("rust-wagi", "rust", "wagi.rs", wagi=True),
-    Example("as-hello", "as", "hello.ts"),
-    Example("as-echo", "as", "echo.ts"),
-    Example("as-json", "as", "json.ts"),
-    Example("as-kv-counter", "as", "counter.ts"),
-    Example("as-fetch", "as", "fetch.ts"),
-    Example("as-wagi", "as", "wagi.ts", wagi=True),
-)
+EXAMPLE_LIST = examples.discover()
 EXAMPLES_BY_NAME = {e.name: e for e in EXAMPLE_LIST}
 
 
 def find_tool(lang: str) -> str:
     """The program that builds `lang`; skips the test when it is missing, fails under CI."""
-    chain = TOOLCHAINS[lang]
-    found = chain.find()
-    if found is None and lang == "as" and LOCAL_ASC.exists():
-        found = str(LOCAL_ASC)
+    found: str | None = examples.find_tool(lang)
     if found is None:
+        chain = TOOLCHAINS[lang]
         message = f"no {chain.tool} for {lang}: {chain.install}"
-        if lang == "as":
-            message += " (in sdk/assemblyscript)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
     return found
 
 
-def build(chain: Toolchain, tool: str, source: Path, out: Path, sdk: Path, *,
-          wagi: bool = False) -> None:
-    for argv in chain.commands(source, out, sdk, wagi=wagi):
-        done = subprocess.run([tool, *argv[1:]], cwd=source.parent, capture_output=True,
-                              text=True, timeout=300, check=False)
-        assert done.returncode == 0, f"{' '.join(argv)} failed:\n{done.stdout}{done.stderr}"
-
-
 class BuiltExamples:
-    """Each example copied into `root` and compiled there, at most once a session."""
+    """Each example copied into `root` without its module and compiled there, at most
+    once a session."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -95,11 +52,8 @@ class BuiltExamples:
             return folder
         tool = find_tool(example.lang)
         shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(EXAMPLES / name, folder, ignore=shutil.ignore_patterns("*.wasm"))
-        # Built from the repository's sources, so relative SDK imports resolve.
-        artifact = json.loads((folder / "function.json").read_text())["artifact"]
-        build(TOOLCHAINS[example.lang], tool, EXAMPLES / name / example.source,
-              folder / artifact, example.sdk, wagi=example.wagi)
+        shutil.copytree(example.folder, folder, ignore=shutil.ignore_patterns("*.wasm"))
+        examples.build(example, folder / example.artifact, tool)
         marker.touch()
         return folder
 

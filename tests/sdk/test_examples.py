@@ -18,7 +18,12 @@ from edgefn.cli.golden import (
     stub_upstream,
     with_upstream,
 )
-from tests.edge.conftest import drop_redis_namespaces, redis_url  # noqa: F401
+from tests.edge.conftest import (  # noqa: F401
+    Namespaces,
+    drop_redis_namespaces,
+    new_namespace,
+    redis_url,
+)
 from tests.edge.node.test_server import start_node, stop
 from tests.sdk.conftest import EXAMPLE_LIST, BuiltExamples
 
@@ -35,19 +40,19 @@ def test_example_answers_its_golden_responses(name: str, built_example: BuiltExa
 
 @pytest.mark.parametrize("name", KV_EXAMPLES)
 def test_kv_counter_over_redis(name: str, built_example: BuiltExamples, tmp_path: Path,
-                               redis_url: str) -> None:  # noqa: F811
+                               redis_url: str, new_namespace: Namespaces) -> None:  # noqa: F811
     # A function id of its own: the Redis is shared, the golden count starts at 1.
     folder = tmp_path / name
     shutil.copytree(built_example(name), folder)
     manifest = json.loads((folder / "function.json").read_text())
-    fid = f"sdk-{tmp_path.name[-12:].lower().replace('_', '-')}-{name}"
+    fid = new_namespace()
     manifest["id"] = fid
     (folder / "function.json").write_text(json.dumps(manifest))
     try:
         results = run_golden(folder, kv_url=redis_url)
         assert [(r.name, r.failures) for r in results if not r.ok] == []
     finally:
-        drop_redis_namespaces(redis_url, fid)
+        drop_redis_namespaces(redis_url, new_namespace.prefix)
 
 
 def test_examples_over_http(built_example: BuiltExamples, tmp_path: Path) -> None:
