@@ -14,6 +14,9 @@ import pytest
 
 from edgefn.cli.init import TOOLCHAINS
 
+# The edge tests' fixtures: a runtime harness, Redis, per-test KV namespaces.
+from tests.edge.conftest import make_edge, new_namespace, redis_url  # noqa: F401
+
 _spec = importlib.util.spec_from_file_location(
     "sdk_examples", Path(__file__).resolve().parents[2] / "sdk" / "examples.py")
 assert _spec is not None and _spec.loader is not None

@@ -18,12 +18,7 @@ from edgefn.cli.golden import (
     stub_upstream,
     with_upstream,
 )
-from tests.edge.conftest import (  # noqa: F401
-    Namespaces,
-    drop_redis_namespaces,
-    new_namespace,
-    redis_url,
-)
+from tests.edge.conftest import Namespaces, drop_redis_namespaces
 from tests.edge.node.test_server import start_node, stop
 from tests.sdk.conftest import EXAMPLE_LIST, BuiltExamples
 
@@ -40,7 +35,7 @@ def test_example_answers_its_golden_responses(name: str, built_example: BuiltExa
 
 @pytest.mark.parametrize("name", KV_EXAMPLES)
 def test_kv_counter_over_redis(name: str, built_example: BuiltExamples, tmp_path: Path,
-                               redis_url: str, new_namespace: Namespaces) -> None:  # noqa: F811
+                               redis_url: str, new_namespace: Namespaces) -> None:
     # A function id of its own: the Redis is shared, the golden count starts at 1.
     folder = tmp_path / name
     shutil.copytree(built_example(name), folder)
