@@ -19,10 +19,10 @@ static int32_t serve(const edge_request *req, edge_response *res) {
 
     /* "GET URL\n" + no headers + "\n" */
     char wire[1100];
-    size_t w = 0;
-    memcpy(wire, "GET ", 4), w = 4;
-    memcpy(wire + w, url, (size_t)n), w += (size_t)n;
-    memcpy(wire + w, "\n\n", 2), w += 2;
+    memcpy(wire, "GET ", 4);
+    memcpy(wire + 4, url, (size_t)n);
+    memcpy(wire + 4 + n, "\n\n", 2);
+    size_t w = 4 + (size_t)n + 2;
 
     char *out = malloc(OUT_CAP);
     if (!out) return -1;
@@ -31,27 +31,18 @@ static int32_t serve(const edge_request *req, edge_response *res) {
         free(out);
         return fail(res, got == EDGE_DENIED ? "upstream not allowed\n" : "fetch failed\n");
     }
-    /* The answer is in the edge-v1 encoding: status line, headers, blank line, body. */
-    edge_str answer = {out, (size_t)got};
-    uint32_t status = edge_parse_u32(answer);
-    const char *end = out + got, *line = memchr(out, '\n', (size_t)got);
-    const char *body = end;
-    while (line && line + 1 < end) {
-        const char *next = line + 1, *nl = memchr(next, '\n', (size_t)(end - next));
-        if (!nl) break;
-        if (nl == next || (nl == next + 1 && *next == '\r')) {
-            body = nl + 1;
-            break;
-        }
-        line = nl;
+    edge_fetched answer = edge_parse_response(out, (size_t)got);
+    if (!answer.status) {
+        free(out);
+        return fail(res, "malformed upstream answer\n");
     }
     edge_status(res, 200);
     edge_header(res, "content-type", "text/plain");
     edge_end_headers(res);
     edge_write_str(res, "upstream answered ");
-    edge_write_i32(res, (int32_t)status);
+    edge_write_i32(res, answer.status);
     edge_write_str(res, ": ");
-    edge_write(res, body, (size_t)(end - body));
+    edge_write(res, answer.body.ptr, answer.body.len);
     free(out);
     return 0;
 }
