@@ -42,6 +42,9 @@ def test_a_wrong_golden_response_fails_the_test(tmp_path: Path) -> None:
     project = tmp_path / "p"
     runner = CliRunner()
     assert runner.invoke(cli, ["init", "p", "--lang", "wat", "--dir", str(project)]).exit_code == 0
+    unbuilt = runner.invoke(cli, ["test", str(project)])
+    assert unbuilt.exit_code == 1
+    assert "build the function first" in unbuilt.output
     subprocess.run(["sh", str(project / "build.sh")], check=True, timeout=60,
                    env={**os.environ, "WAT2WASM": tool})
     golden = json.loads((project / "golden.json").read_text())

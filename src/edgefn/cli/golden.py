@@ -160,6 +160,8 @@ def run_golden(folder: Path, *, kv_url: str = "") -> list[CaseResult]:
 
     golden = read_golden(folder)
     spec = load_function_dir(folder)
+    if not Path(spec.artifact).is_file():
+        raise ValueError(f"{spec.artifact} does not exist: build the function first")
     with tempfile.TemporaryDirectory(prefix="edgefn-test-") as tmp, \
             _maybe_upstream(golden.upstream) as upstream_url:
         if golden.upstream is not None:
