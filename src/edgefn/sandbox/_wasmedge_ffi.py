@@ -35,6 +35,7 @@ CATEGORY_USER = 0x01
 ERR_TERMINATED = 0x0001
 ERR_COST_LIMIT_EXCEEDED = 0x0003
 ERR_INTERRUPTED = 0x0007
+ERR_MEMORY_OUT_OF_BOUNDS = 0x0408
 
 COMPILER_OUTPUT_WASM = 1  # WasmEdge_CompilerOutputFormat_Wasm: AOT code in a custom section
 COMPILER_OPT_O2 = 2
@@ -101,6 +102,9 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "ExecutorDelete": (None, [_P]),
     "ExecutorInstantiate": (c_uint32, [_P, POINTER(_P), _P, _P]),
     "ExecutorRegisterImport": (c_uint32, [_P, _P, _P]),
+    "ExecutorInvoke": (
+        c_uint32, [_P, _P, POINTER(Value), c_uint32, POINTER(Value), c_uint32]
+    ),
     "ExecutorAsyncInvoke": (_P, [_P, _P, POINTER(Value), c_uint32]),
     "StoreCreate": (_P, []),
     "StoreDelete": (None, [_P]),

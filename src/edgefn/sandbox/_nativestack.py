@@ -1,0 +1,325 @@
+"""Threads for native guest code: a stack of known size with a wide guard, and an
+alternate signal stack, so that machine code compiled from a guest that overflows
+its stack gets a trap instead of taking the process down.
+
+A native stack overflow is a SIGSEGV on the guard page below the stack. The
+signal handler that turns it into a trap must then run somewhere else than that
+stack: on the thread's alternate signal stack (`sigaltstack`), which the kernel
+uses only for handlers installed with `SA_ONSTACK`. This module makes the threads
+and sets that flag on the handlers already installed; which handlers those are is
+the engine's business (see `wasmedge_engine.py`). Linux (glibc) only: `supported()`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from ctypes import byref, c_int, c_size_t, c_ulong, c_void_p
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# The whole mapping of a call thread: its usable stack is this less `GUARD_BYTES`.
+STACK_BYTES = 8 << 20
+# Made inaccessible at the bottom of the stack, on top of the one page glibc leaves:
+# a function whose frame is larger than the guard could step over it into other
+# memory, so it is wider than any frame a module with sane locals produces.
+GUARD_BYTES = 1 << 20
+# Where the fault handler runs; WasmEdge's handler needs a few hundred bytes.
+ALT_STACK_BYTES = 64 << 10
+# Stack a host function call must find left above the guard, or it is refused:
+# Python code overflowing the stack inside a host call could not be unwound safely.
+HOST_CALL_RESERVE = 256 << 10
+
+FAULT_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE)
+_SA_ONSTACK = 0x08000000
+_SIG_DFL, _SIG_IGN = 0, 1
+_PROT_NONE = 0
+_PROT_READ_WRITE = 3
+_SS_DISABLE = 2
+_MADV_DONTNEED = 4
+_PAGE = 4096
+
+
+class _StackT(ctypes.Structure):
+    """`stack_t`."""
+
+    _fields_ = [("ss_sp", c_void_p), ("ss_flags", c_int), ("ss_size", c_size_t)]
+
+
+class SigAction(ctypes.Structure):
+    """glibc's `struct sigaction` (x86-64 and aarch64 alike)."""
+
+    _fields_ = [
+        ("handler", c_void_p),
+        ("mask", c_ulong * (128 // ctypes.sizeof(c_ulong))),
+        ("flags", c_int),
+        ("restorer", c_void_p),
+    ]
+
+
+_libc: Any = None
+
+
+def supported() -> bool:
+    """Whether native guest code can be contained here (Linux with glibc)."""
+    global _libc
+    if _libc is not None:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for name in ("sigaltstack", "sigaction", "mprotect", "madvise", "mincore", "pthread_self",
+                     "pthread_getattr_np", "pthread_attr_getstack", "pthread_attr_destroy"):
+            getattr(libc, name)  # resolves the symbol or raises
+    except (OSError, AttributeError):
+        return False
+    libc.pthread_self.restype = c_ulong
+    libc.pthread_getattr_np.argtypes = [c_ulong, c_void_p]
+    libc.pthread_attr_getstack.argtypes = [c_void_p, ctypes.POINTER(c_void_p),
+                                           ctypes.POINTER(c_size_t)]
+    libc.pthread_attr_destroy.argtypes = [c_void_p]
+    libc.mprotect.argtypes = [c_void_p, c_size_t, c_int]
+    libc.madvise.argtypes = [c_void_p, c_size_t, c_int]
+    libc.mincore.argtypes = [c_void_p, c_size_t, c_void_p]
+    libc.sigaltstack.argtypes = [ctypes.POINTER(_StackT), ctypes.POINTER(_StackT)]
+    libc.sigaction.argtypes = [c_int, ctypes.POINTER(SigAction), ctypes.POINTER(SigAction)]
+    _libc = libc
+    return True
+
+
+def _fail(what: str) -> OSError:
+    errno = ctypes.get_errno()
+    return OSError(errno, f"{what}: {__import__('os').strerror(errno)}")
+
+
+def _stack_bounds() -> tuple[int, int]:
+    """The calling thread's stack: lowest address and size (glibc's guard excluded)."""
+    attr = ctypes.create_string_buffer(128)  # pthread_attr_t is 56 or 64 bytes
+    if _libc.pthread_getattr_np(_libc.pthread_self(), attr) != 0:
+        raise _fail("pthread_getattr_np")
+    try:
+        addr, size = c_void_p(), c_size_t()
+        if _libc.pthread_attr_getstack(attr, byref(addr), byref(size)) != 0:
+            raise _fail("pthread_attr_getstack")
+        return int(addr.value or 0), int(size.value)
+    finally:
+        _libc.pthread_attr_destroy(attr)
+
+
+Handlers = list[tuple[int, SigAction]]
+
+
+def fault_handlers_on_alt_stack() -> Handlers:
+    """Add `SA_ONSTACK` to the handlers of the fault signals that have one.
+
+    Returns what is installed now, for `reassert` to put back should anything
+    replace it later. Handlers installed after this call are not changed.
+    """
+    assert _libc is not None
+    installed = []
+    for sig in FAULT_SIGNALS:
+        action = SigAction()
+        if _libc.sigaction(sig, None, byref(action)) != 0:
+            raise _fail("sigaction")
+        if (action.handler or 0) in (_SIG_DFL, _SIG_IGN):
+            continue
+        action.flags |= _SA_ONSTACK
+        if _libc.sigaction(sig, byref(action), None) != 0:
+            raise _fail("sigaction")
+        installed.append((int(sig), action))
+    return installed
+
+
+def reassert(installed: Handlers) -> bool:
+    """Put back the handlers `fault_handlers_on_alt_stack` left, if anything replaced
+    them since; True when one had been replaced."""
+    replaced = False
+    current = SigAction()
+    for sig, action in installed:
+        _libc.sigaction(sig, None, byref(current))
+        if current.handler != action.handler or not current.flags & _SA_ONSTACK:
+            _libc.sigaction(sig, byref(action), None)
+            replaced = True
+    return replaced
+
+
+_local = threading.local()
+_stack_size_lock = threading.Lock()
+
+
+class _Worker:
+    """One call thread, parked between jobs; jobs are handed over with two locks."""
+
+    def __init__(self, name: str) -> None:
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._job: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._setup_error: BaseException | None = None
+        self.stack_low = 0  # lowest usable address, above the guard
+        self.stack_top = 0
+        self._guard = (0, 0)
+        self._alt_stack: ctypes.Array[ctypes.c_char] | None = None
+        with _stack_size_lock:
+            previous = threading.stack_size(STACK_BYTES)
+            try:
+                self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+                self._thread.start()
+            finally:
+                threading.stack_size(previous)
+        self._done.acquire()  # set-up finished
+        if self._setup_error is not None:
+            raise self._setup_error
+
+    def _setup(self) -> None:
+        low, size = _stack_bounds()
+        if size < 2 * GUARD_BYTES:
+            raise OSError(f"call thread stack of {size} bytes is too small")
+        guard_start = (low + _PAGE - 1) & ~(_PAGE - 1)
+        guard_end = (low + GUARD_BYTES) & ~(_PAGE - 1)
+        if _libc.mprotect(guard_start, guard_end - guard_start, _PROT_NONE):
+            raise _fail("mprotect")
+        self._guard = (guard_start, guard_end - guard_start)
+        self.stack_low = guard_end
+        self.stack_top = low + size
+        self._alt_stack = ctypes.create_string_buffer(ALT_STACK_BYTES)
+        alt = _StackT(ctypes.addressof(self._alt_stack), 0, ALT_STACK_BYTES)
+        if _libc.sigaltstack(byref(alt), None) != 0:
+            raise _fail("sigaltstack")
+
+    def _main(self) -> None:
+        try:
+            self._setup()
+        except BaseException as exc:
+            self._setup_error = exc
+            self._done.release()
+            return
+        _local.worker = self
+        self._done.release()
+        while True:
+            self._go.acquire()
+            job, self._job = self._job, None
+            if job is None:
+                # glibc keeps the stacks of ended threads for new ones: give it back whole.
+                _libc.sigaltstack(byref(_StackT(None, _SS_DISABLE, 0)), None)
+                _libc.mprotect(self._guard[0], self._guard[1], _PROT_READ_WRITE)
+                return
+            try:
+                self._result = job[0](*job[1])
+            except BaseException as exc:
+                self._error = exc
+            self._done.release()
+
+    def run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        self._job = (fn, args)
+        self._go.release()
+        self._done.acquire()
+        error, self._error = self._error, None
+        result, self._result = self._result, None
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None
+        return result
+
+    def stop(self) -> None:
+        self._job = None
+        self._go.release()
+        self._thread.join(timeout=5)
+
+    def stack_exhausted(self) -> bool:
+        """Whether a call has reached the bottom of the stack since `release_stack`:
+        the page just above the guard is in memory only if something touched it."""
+        resident = ctypes.c_ubyte()
+        if _libc.mincore(self.stack_low, _PAGE, byref(resident)) != 0:
+            return False
+        return bool(resident.value & 1)
+
+    def release_stack(self) -> None:
+        """Give back the pages of the stack a deep call touched; only the top MiB, where
+        the thread is running now, stays."""
+        end = (self.stack_top - (1 << 20)) & ~(_PAGE - 1)
+        if end > self.stack_low:
+            _libc.madvise(self.stack_low, end - self.stack_low, _MADV_DONTNEED)
+
+
+class CallThreads:
+    """Threads that run guest calls: one per concurrent call, made on demand and kept.
+
+    `run(fn, *args)` runs `fn` on an idle thread (or on the calling one, when that is
+    already a call thread) and returns its result or raises its exception.
+    """
+
+    def __init__(self, name: str) -> None:
+        if not supported():
+            raise OSError("native call threads need Linux with glibc")
+        self._name = name
+        self._idle: list[_Worker] = []
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if getattr(_local, "worker", None) is not None:
+            return fn(*args)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("call threads are closed")
+            worker = self._idle.pop() if self._idle else None
+        if worker is None:
+            worker = _Worker(f"{self._name}-{len(self._all)}")
+            with self._lock:
+                self._all.append(worker)
+        try:
+            return worker.run(fn, args)
+        finally:
+            with self._lock:
+                self._idle.append(worker)
+
+    @property
+    def size(self) -> int:
+        return len(self._all)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            workers, self._all, self._idle = self._all, [], []
+        for worker in workers:
+            worker.stop()
+
+
+def current_worker() -> _Worker | None:
+    """The call thread running now, or None on any other thread."""
+    return getattr(_local, "worker", None)
+
+
+def stack_left(address: int) -> int | None:
+    """Bytes of stack between `address` (on the current call thread's stack) and its
+    guard; None off a call thread."""
+    worker = current_worker()
+    if worker is None:
+        return None
+    return address - worker.stack_low
+
+
+__all__ = [
+    "GUARD_BYTES",
+    "HOST_CALL_RESERVE",
+    "STACK_BYTES",
+    "CallThreads",
+    "Handlers",
+    "current_worker",
+    "fault_handlers_on_alt_stack",
+    "reassert",
+    "stack_left",
+    "supported",
+]
