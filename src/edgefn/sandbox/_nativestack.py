@@ -28,6 +28,10 @@ STACK_BYTES = 8 << 20
 # a function whose frame is larger than the guard could step over it into other
 # memory, so it is wider than any frame a module with sane locals produces.
 GUARD_BYTES = 1 << 20
+# A thread with a smaller stack hands its calls over to a call thread.
+MIN_STACK_BYTES = 4 << 20
+# What `ThreadStack.release` leaves of the stack: the thread's own frames.
+_KEEP_BYTES = 2 << 20
 # Where the fault handler runs; WasmEdge's handler needs a few hundred bytes.
 ALT_STACK_BYTES = 64 << 10
 # Stack a host function call must find left above the guard, or it is refused:
@@ -148,8 +152,80 @@ def reassert(installed: Handlers) -> bool:
     return replaced
 
 
+class ThreadStack:
+    """The calling thread's stack, made fit for native guest code: a guard of
+    `GUARD_BYTES` at its bottom and an alternate signal stack. Lives in a
+    thread-local; when the thread ends, the guard is lifted again, since glibc hands
+    the stacks of ended threads to new ones."""
+
+    def __init__(self) -> None:
+        self.ident = threading.get_ident()
+        self._guard = (0, 0)
+        self._alt_stack: ctypes.Array[ctypes.c_char] | None = None
+        low, size = _stack_bounds()
+        if size < MIN_STACK_BYTES:
+            raise OSError(f"a stack of {size >> 10} KiB is too small for native guest code")
+        guard_start = (low + _PAGE - 1) & ~(_PAGE - 1)
+        guard_end = (low + GUARD_BYTES) & ~(_PAGE - 1)
+        # Fails on a stack that is not mapped down to its bottom yet (the main thread's).
+        if _libc.mprotect(guard_start, guard_end - guard_start, _PROT_NONE):
+            raise _fail("mprotect")
+        self._guard = (guard_start, guard_end - guard_start)
+        self.low = guard_end  # lowest usable address
+        self.top = low + size
+        current = _StackT()
+        _libc.sigaltstack(None, byref(current))
+        if current.ss_flags & _SS_DISABLE:  # keep one the thread has (faulthandler's)
+            self._alt_stack = ctypes.create_string_buffer(ALT_STACK_BYTES)
+            alt = _StackT(ctypes.addressof(self._alt_stack), 0, ALT_STACK_BYTES)
+            if _libc.sigaltstack(byref(alt), None) != 0:
+                self.close()
+                raise _fail("sigaltstack")
+
+    def exhausted(self) -> bool:
+        """Whether a call has reached the bottom of the stack since `release`: the page
+        just above the guard is in memory only if something touched it."""
+        resident = ctypes.c_ubyte()
+        if _libc.mincore(self.low, _PAGE, byref(resident)) != 0:
+            return False
+        return bool(resident.value & 1)
+
+    def release(self) -> None:
+        """Give back the pages a deep call touched, all but the top `_KEEP_BYTES`, far
+        more than the thread uses between guest calls."""
+        end = (self.top - _KEEP_BYTES) & ~(_PAGE - 1)
+        if end > self.low:
+            _libc.madvise(self.low, end - self.low, _MADV_DONTNEED)
+
+    def close(self) -> None:
+        if self._alt_stack is not None and threading.get_ident() == self.ident:
+            _libc.sigaltstack(byref(_StackT(None, _SS_DISABLE, 0)), None)
+            self._alt_stack = None
+        if self._guard[1]:
+            _libc.mprotect(self._guard[0], self._guard[1], _PROT_READ_WRITE)
+            self._guard = (0, 0)
+
+    def __del__(self) -> None:
+        # Run as the thread ends and its thread-locals are cleared, before glibc
+        # can give its stack to another thread.
+        self.close()
+
+
 _local = threading.local()
 _stack_size_lock = threading.Lock()
+
+
+def current_stack() -> ThreadStack | None:
+    """The calling thread's stack, made fit for native guest code on first use; None
+    when it cannot be (too small, or the main thread's, which grows on demand)."""
+    stack: ThreadStack | bool | None = getattr(_local, "stack", None)
+    if stack is None:
+        try:
+            stack = ThreadStack()
+        except OSError:
+            stack = False  # not fit: remembered, so that it is not tried again
+        _local.stack = stack
+    return stack if isinstance(stack, ThreadStack) else None
 
 
 class _Worker:
@@ -164,10 +240,6 @@ class _Worker:
         self._result: Any = None
         self._error: BaseException | None = None
         self._setup_error: BaseException | None = None
-        self.stack_low = 0  # lowest usable address, above the guard
-        self.stack_top = 0
-        self._guard = (0, 0)
-        self._alt_stack: ctypes.Array[ctypes.c_char] | None = None
         with _stack_size_lock:
             previous = threading.stack_size(STACK_BYTES)
             try:
@@ -179,38 +251,19 @@ class _Worker:
         if self._setup_error is not None:
             raise self._setup_error
 
-    def _setup(self) -> None:
-        low, size = _stack_bounds()
-        if size < 2 * GUARD_BYTES:
-            raise OSError(f"call thread stack of {size} bytes is too small")
-        guard_start = (low + _PAGE - 1) & ~(_PAGE - 1)
-        guard_end = (low + GUARD_BYTES) & ~(_PAGE - 1)
-        if _libc.mprotect(guard_start, guard_end - guard_start, _PROT_NONE):
-            raise _fail("mprotect")
-        self._guard = (guard_start, guard_end - guard_start)
-        self.stack_low = guard_end
-        self.stack_top = low + size
-        self._alt_stack = ctypes.create_string_buffer(ALT_STACK_BYTES)
-        alt = _StackT(ctypes.addressof(self._alt_stack), 0, ALT_STACK_BYTES)
-        if _libc.sigaltstack(byref(alt), None) != 0:
-            raise _fail("sigaltstack")
-
     def _main(self) -> None:
         try:
-            self._setup()
+            _local.stack = ThreadStack()
         except BaseException as exc:
             self._setup_error = exc
             self._done.release()
             return
-        _local.worker = self
         self._done.release()
         while True:
             self._go.acquire()
             job, self._job = self._job, None
             if job is None:
-                # glibc keeps the stacks of ended threads for new ones: give it back whole.
-                _libc.sigaltstack(byref(_StackT(None, _SS_DISABLE, 0)), None)
-                _libc.mprotect(self._guard[0], self._guard[1], _PROT_READ_WRITE)
+                _local.stack.close()
                 return
             try:
                 self._result = job[0](*job[1])
@@ -236,27 +289,15 @@ class _Worker:
         self._go.release()
         self._thread.join(timeout=5)
 
-    def stack_exhausted(self) -> bool:
-        """Whether a call has reached the bottom of the stack since `release_stack`:
-        the page just above the guard is in memory only if something touched it."""
-        resident = ctypes.c_ubyte()
-        if _libc.mincore(self.stack_low, _PAGE, byref(resident)) != 0:
-            return False
-        return bool(resident.value & 1)
-
-    def release_stack(self) -> None:
-        """Give back the pages of the stack a deep call touched; only the top MiB, where
-        the thread is running now, stays."""
-        end = (self.stack_top - (1 << 20)) & ~(_PAGE - 1)
-        if end > self.stack_low:
-            _libc.madvise(self.stack_low, end - self.stack_low, _MADV_DONTNEED)
-
 
 class CallThreads:
-    """Threads that run guest calls: one per concurrent call, made on demand and kept.
+    """Where guest calls run: on the calling thread when its stack is fit for native
+    code (`current_stack`), else handed to a thread of this pool, made on demand (one
+    per concurrent call) with a stack of `STACK_BYTES` and kept.
 
-    `run(fn, *args)` runs `fn` on an idle thread (or on the calling one, when that is
-    already a call thread) and returns its result or raises its exception.
+    `run(fn, *args)` runs `fn` there and returns its result or raises its exception.
+    Python threads have stacks of 8 MiB and are used as they are; the main thread and
+    threads with small stacks hand over, which costs some tens of microseconds.
     """
 
     def __init__(self, name: str) -> None:
@@ -269,7 +310,7 @@ class CallThreads:
         self._closed = False
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
-        if getattr(_local, "worker", None) is not None:
+        if current_stack() is not None:
             return fn(*args)
         with self._lock:
             if self._closed:
@@ -297,18 +338,13 @@ class CallThreads:
             worker.stop()
 
 
-def current_worker() -> _Worker | None:
-    """The call thread running now, or None on any other thread."""
-    return getattr(_local, "worker", None)
-
-
 def stack_left(address: int) -> int | None:
-    """Bytes of stack between `address` (on the current call thread's stack) and its
-    guard; None off a call thread."""
-    worker = current_worker()
-    if worker is None:
+    """Bytes of stack between `address` (on the calling thread's stack) and its guard;
+    None on a thread that runs no native guest code."""
+    stack = getattr(_local, "stack", None)
+    if not stack:
         return None
-    return address - worker.stack_low
+    return address - stack.low
 
 
 __all__ = [
@@ -317,7 +353,8 @@ __all__ = [
     "STACK_BYTES",
     "CallThreads",
     "Handlers",
-    "current_worker",
+    "ThreadStack",
+    "current_stack",
     "fault_handlers_on_alt_stack",
     "reassert",
     "stack_left",

@@ -58,7 +58,7 @@ _MAX_ARGS = 10
 # unbounded recursion grows the process by hundreds of MiB a second instead of
 # trapping. The watchdog stops an interpreted call during which the process grew by
 # more than this, reported as the stack-exhaustion trap wasmtime gives.
-_RUNAWAY_BYTES = 128 << 20
+_RUNAWAY_BYTES = 64 << 20
 # How often the watchdog looks at the running calls: a deadline lands at most this late.
 WATCH_TICK_S = 0.002
 # Every this many ticks, the fault handlers AOT code needs are checked still in place.
@@ -71,6 +71,8 @@ _RUNAWAY = "runaway"
 _STACK_EXHAUSTED = "guest trapped: call stack exhausted"
 
 _call_ids = itertools.count(1)
+# Argument counts as the unchecked call passes them.
+_COUNTS = [ctypes.c_uint32(n) for n in range(_MAX_ARGS + 1)]
 
 
 def _resident_bytes() -> int:
@@ -100,11 +102,24 @@ def _ensure_stdio_fds() -> None:
 class _Memory:
     """`GuestMemory` over a WasmEdge memory instance; WasmEdge checks every bound."""
 
-    __slots__ = ("_lib", "_mem")
+    __slots__ = ("_base", "_lib", "_mem", "_size")
 
     def __init__(self, lib: ffi.Lib, mem: int | None) -> None:
         self._lib = lib
         self._mem = mem
+        self._base = 0
+        self._size = -1
+
+    def view(self) -> tuple[int, int]:
+        """Base address and size of the memory, valid until the guest runs again.
+
+        The base is looked up again only when the size changed: one C call, not two,
+        on the hot path."""
+        size = self.size
+        if size != self._size:
+            self._base = int(self._lib.MemoryInstanceGetPointer(self._mem, 0, size) or 0)
+            self._size = size
+        return self._base, size
 
     def _address(self, ptr: int, length: int) -> int:
         if not self._mem:
@@ -414,6 +429,11 @@ class WasmEdgeEngine:
     ) -> None:
         options = options or WasmEdgeOptions()
         self._lib = lib = ffi.load()
+        # `WasmEdge_ExecutorInvoke` without ctypes' checks and conversions: the hot
+        # path passes ctypes objects only.
+        self.invoke = lib.dll["WasmEdge_ExecutorInvoke"]
+        self.invoke.restype = ctypes.c_uint32
+        self.invoke.argtypes = None  # type: ignore[assignment]
         _ensure_stdio_fds()
         aot = _aot_setting(options.aot)
         cost_limit_per_ms = options.cost_limit_per_ms
@@ -688,6 +708,7 @@ class _Contexts:
             self.stats = lib.StatisticsCreate()
             lib.StatisticsSetCostLimit(self.stats, module.cost_limit)
         self.executor: int = lib.ExecutorCreate(module.conf, self.stats)
+        self.executor_ref = c_void_p(self.executor)  # for the unchecked call
         self.store: int = lib.StoreCreate()
         self.wasi: int = module.wasi_module(extra_env)
         self.guest: int = 0
@@ -704,9 +725,10 @@ class _Contexts:
             raise GuestTrap(f"instantiation failed: {lib.ResultGetMessage(result).decode()}")
         self.guest = int(guest.value or 0)
 
-    def function(self, name: str) -> int | None:
+    def function(self, name: str) -> c_void_p | None:
         raw = name.encode()
-        return self.lib.ModuleInstanceFindFunction(self.guest, ffi.wrap_string(raw)) or None
+        func = self.lib.ModuleInstanceFindFunction(self.guest, ffi.wrap_string(raw))
+        return c_void_p(func) if func else None
 
     def memory(self) -> int | None:
         raw = b"memory"
@@ -742,6 +764,7 @@ class _BaseInstance(program.InstanceBase):
         self._lib = module.lib
         self._engine = module.engine
         self._threads = module.engine.threads
+        self._invoke = module.engine.invoke
         self._running = module.engine.watchdog.running
         self._init_state(module.limits)
         self.trap_message: str | None = None
@@ -749,7 +772,10 @@ class _BaseInstance(program.InstanceBase):
         self._stdin_pos = 0
         self._ctx: _Contexts | None = None
         self._mem = _Memory(self._lib, None)
+        # Every argument of every call is an i32: the type is written once.
         self._params = (ffi.Value * _MAX_ARGS)()
+        for param in self._params:
+            ffi.set_i32(param, 0, self._lib.i32)
         self._returns = (ffi.Value * 1)()
         self.deadline = 0.0
         # The call running now and, once the watchdog stopped one, why: the executor's
@@ -791,11 +817,11 @@ class _BaseInstance(program.InstanceBase):
 
     # --- calls ---
 
-    def _export(self, name: str) -> int | None:
+    def _export(self, name: str) -> c_void_p | None:
         assert self._ctx is not None
         return self._ctx.function(name)
 
-    def _call_export(self, func: int) -> None:
+    def _call_export(self, func: c_void_p) -> None:
         self._call(func, 0, 0)
 
     def _arm_deadline(self) -> None:
@@ -823,11 +849,10 @@ class _BaseInstance(program.InstanceBase):
                 lib.AsyncWait(handle)
                 lib.AsyncDelete(handle)
 
-    def _call(self, func: int, nparams: int, nresults: int) -> int:
+    def _call(self, func: c_void_p, nparams: int, nresults: int) -> int:
         """One call under the watchdog; returns the i32 result (0 when there is none)."""
-        if self._threads is not None and nativestack.current_worker() is None:
+        if self._threads is not None and nativestack.current_stack() is None:
             return self._threads.run(self._call, func, nparams, nresults)
-        lib = self._lib
         ctx = self._ctx
         assert ctx is not None
         if self._stopped is not None:
@@ -836,14 +861,21 @@ class _BaseInstance(program.InstanceBase):
         self._call_id = call
         self._running[call] = self
         try:
-            result = lib.ExecutorInvoke(
-                ctx.executor, func, self._params, nparams, self._returns, nresults
-            )
+            result = self._invoke(ctx.executor_ref, func, self._params, _COUNTS[nparams],
+                                  self._returns, _COUNTS[nresults])
         finally:
             del self._running[call]
             with self._call_lock:
                 self._call_id = 0
                 stopped = self._stopped
+        if result == 0 and stopped is None and not self.timed_out:
+            return ffi.get_i32(self._returns[0]) if nresults else 0
+        return self._failed(result, stopped)
+
+    def _failed(self, result: int, stopped: str | None) -> int:
+        """Why a call did not succeed, as the error to raise (0 for proc_exit(0) of a
+        call that may end so: never, every caller raises on it)."""
+        lib = self._lib
         self._raise_host_exception()
         if stopped == _RUNAWAY:
             raise GuestTrap(
@@ -861,12 +893,11 @@ class _BaseInstance(program.InstanceBase):
         if code in (ffi.ERR_INTERRUPTED, ffi.ERR_COST_LIMIT_EXCEEDED):
             raise self._timeout()
         if code == ffi.ERR_TERMINATED:
-            raise program.ProcExit(int(lib.ModuleInstanceWASIGetExitCode(ctx.wasi)))
-        if not ffi.result_ok(result):
-            if code == ffi.ERR_MEMORY_OUT_OF_BOUNDS and _stack_exhausted():
-                raise GuestTrap(_STACK_EXHAUSTED)
-            raise GuestTrap(f"guest trapped: {lib.ResultGetMessage(result).decode()}")
-        return ffi.get_i32(self._returns[0]) if nresults else 0
+            assert self._ctx is not None
+            raise program.ProcExit(int(lib.ModuleInstanceWASIGetExitCode(self._ctx.wasi)))
+        if code == ffi.ERR_MEMORY_OUT_OF_BOUNDS and _stack_exhausted():
+            raise GuestTrap(_STACK_EXHAUSTED)
+        raise GuestTrap(f"guest trapped: {lib.ResultGetMessage(result).decode()}")
 
     @property
     def memory_bytes(self) -> int:
@@ -889,10 +920,10 @@ class _BaseInstance(program.InstanceBase):
 def _stack_exhausted() -> bool:
     """After an out-of-bounds fault in AOT code: was it the stack's guard? Then the
     stack the call touched is given back."""
-    worker = nativestack.current_worker()
-    if worker is None or not worker.stack_exhausted():
+    stack = nativestack.current_stack()
+    if stack is None or not stack.exhausted():
         return False
-    worker.release_stack()
+    stack.release()
     return True
 
 
@@ -912,35 +943,37 @@ class _EdgeInstance(program.EdgeProgram, _BaseInstance):
         self._bind([])
 
     def _set(self, i: int, value: int) -> None:
-        ffi.set_i32(self._params[i], value, self._lib.i32)
+        self._params[i].lo = value & 0xFFFFFFFF
 
     def _allocate(self, size: int) -> int:
         self._set(0, size)
         return self._call(self._alloc, 1, 1)
 
     def _copy_in(self, ptr: int, total: int, parts: tuple[bytes, ...], cap: int) -> int:
-        if ptr <= 0 or not self._mem.contains(ptr, total):
+        base, size = self._mem.view()
+        if ptr <= 0 or ptr + total > size:
             raise unusable_alloc(total, ptr)
+        params = self._params
         offset = ptr
         for i, part in enumerate(parts):
             n = len(part)
             if n:
-                self._mem.write(offset, part)
-            self._set(2 * i, offset)
-            self._set(2 * i + 1, n)
+                ctypes.memmove(base + offset, part, n)
+            params[2 * i].lo = offset
+            params[2 * i + 1].lo = n
             offset += n
-        self._set(8, offset)
-        self._set(9, cap)
+        params[8].lo = offset
+        params[9].lo = cap
         return offset
 
     def _call_handle(self) -> int:
         return self._call(self._handle, 10, 1)
 
     def _copy_out(self, offset: int, written: int) -> bytes:
-        try:
-            return self._mem.read(offset, written)
-        except IndexError:
-            raise GuestTrap("response extends past linear memory") from None
+        base, size = self._mem.view()
+        if offset + written <= size:
+            return ctypes.string_at(base + offset, written)
+        raise GuestTrap("response extends past linear memory")
 
     def _deallocate(self, ptr: int, total: int) -> None:
         if self._dealloc is not None:
