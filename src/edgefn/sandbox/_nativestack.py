@@ -20,16 +20,23 @@ from collections.abc import Callable
 from ctypes import byref, c_int, c_size_t, c_ulong, c_void_p
 from typing import Any, TypeVar
 
+from edgefn.sandbox.errors import InvalidModule
+from edgefn.sandbox.wasminfo import _Reader
+
 T = TypeVar("T")
 
-# The whole mapping of a call thread: its usable stack is this less `GUARD_BYTES`.
-STACK_BYTES = 8 << 20
-# Made inaccessible at the bottom of the stack, on top of the one page glibc leaves:
-# a function whose frame is larger than the guard could step over it into other
-# memory, so it is wider than any frame a module with sane locals produces.
+# Made inaccessible at the bottom of a stack, on top of the one page glibc leaves.
+# Compiled wasm does not probe its stack: a function whose frame is larger than the
+# guard could step over it into other memory. So a module runs natively only on a
+# stack whose guard is at least its `frame_bound`.
+# - The calling thread (a Python thread has 8 MiB) gets a guard of `GUARD_BYTES`;
+#   a thread with less than `MIN_STACK_BYTES` is not used.
 GUARD_BYTES = 1 << 20
-# A thread with a smaller stack hands its calls over to a call thread.
 MIN_STACK_BYTES = 4 << 20
+# - Call threads have `STACK_BYTES` to use above a guard of `CALL_GUARD_BYTES`:
+#   address space only, no memory is behind it.
+STACK_BYTES = 8 << 20
+CALL_GUARD_BYTES = 64 << 20
 # What `ThreadStack.release` leaves of the stack: the thread's own frames.
 _KEEP_BYTES = 2 << 20
 # Where the fault handler runs; WasmEdge's handler needs a few hundred bytes.
@@ -158,15 +165,16 @@ class ThreadStack:
     thread-local; when the thread ends, the guard is lifted again, since glibc hands
     the stacks of ended threads to new ones."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard_bytes: int = GUARD_BYTES) -> None:
         self.ident = threading.get_ident()
         self._guard = (0, 0)
         self._alt_stack: ctypes.Array[ctypes.c_char] | None = None
         low, size = _stack_bounds()
-        if size < MIN_STACK_BYTES:
+        if size < guard_bytes + MIN_STACK_BYTES - GUARD_BYTES:
             raise OSError(f"a stack of {size >> 10} KiB is too small for native guest code")
         guard_start = (low + _PAGE - 1) & ~(_PAGE - 1)
-        guard_end = (low + GUARD_BYTES) & ~(_PAGE - 1)
+        guard_end = (low + guard_bytes) & ~(_PAGE - 1)
+        self.guard_bytes = guard_end - low
         # Fails on a stack that is not mapped down to its bottom yet (the main thread's).
         if _libc.mprotect(guard_start, guard_end - guard_start, _PROT_NONE):
             raise _fail("mprotect")
@@ -241,7 +249,7 @@ class _Worker:
         self._error: BaseException | None = None
         self._setup_error: BaseException | None = None
         with _stack_size_lock:
-            previous = threading.stack_size(STACK_BYTES)
+            previous = threading.stack_size(CALL_GUARD_BYTES + STACK_BYTES)
             try:
                 self._thread = threading.Thread(target=self._main, name=name, daemon=True)
                 self._thread.start()
@@ -253,7 +261,7 @@ class _Worker:
 
     def _main(self) -> None:
         try:
-            _local.stack = ThreadStack()
+            _local.stack = ThreadStack(CALL_GUARD_BYTES)
         except BaseException as exc:
             self._setup_error = exc
             self._done.release()
@@ -290,6 +298,62 @@ class _Worker:
         self._thread.join(timeout=5)
 
 
+_TYPE_SECTION, _IMPORT_SECTION, _CODE_SECTION = 1, 2, 10
+_FUNC_TYPE = 0x60
+_REF_TYPES = (0x63, 0x64)  # (ref null ht), (ref ht): a heap type follows
+# Bytes of native frame a wasm value may need (a v128 spill slot, with room to spare).
+_BYTES_PER_VALUE = 32
+_FRAME_OVERHEAD = 64 << 10
+
+
+def _skip_valtype(r: _Reader) -> None:
+    if r.byte() in _REF_TYPES:
+        r.u32()  # heap type (s33; abstract ones are one byte)
+
+
+def frame_bound(wasm: bytes) -> int:
+    """An upper bound of the native stack one frame of `wasm`'s functions can take once
+    compiled: every local and every value its body could push live at once. A value is
+    pushed by one instruction of at least one byte, or by a call, with as many as a
+    function type returns; `_BYTES_PER_VALUE` each. Raises `InvalidModule` for what it
+    cannot read (type forms of the GC proposal, which the engines refuse anyway)."""
+    r = _Reader(wasm, 8)
+    most_results, most_params = 1, 0
+    largest = 0
+    while r.pos < r.end:
+        section_id = r.byte()
+        size = r.u32()
+        end = r.pos + size
+        if section_id == _TYPE_SECTION:
+            body = _Reader(wasm, r.pos, end)
+            for _ in range(body.u32()):
+                if body.byte() != _FUNC_TYPE:
+                    raise InvalidModule("type section has a form other than func")
+                params = body.u32()
+                for _ in range(params):
+                    _skip_valtype(body)
+                most_params = max(most_params, params)
+                results = body.u32()
+                for _ in range(results):
+                    _skip_valtype(body)
+                most_results = max(most_results, results)
+        elif section_id == _CODE_SECTION:
+            body = _Reader(wasm, r.pos, end)
+            for _ in range(body.u32()):
+                func_size = body.u32()
+                func_end = body.pos + func_size
+                func = _Reader(wasm, body.pos, func_end)
+                locals_count = 0
+                for _ in range(func.u32()):
+                    locals_count += func.u32()
+                    _skip_valtype(func)
+                pushed = (func_end - func.pos) * most_results
+                largest = max(largest, most_params + locals_count + pushed)
+                body.pos = func_end
+        r.pos = end
+    return largest * _BYTES_PER_VALUE + _FRAME_OVERHEAD
+
+
 class CallThreads:
     """Where guest calls run: on the calling thread when its stack is fit for native
     code (`current_stack`), else handed to a thread of this pool, made on demand (one
@@ -309,9 +373,12 @@ class CallThreads:
         self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, fn: Callable[..., T], *args: Any) -> T:
-        if current_stack() is not None:
+    def run(self, frame_bound: int, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on a stack whose guard is at least `frame_bound`."""
+        if fits(frame_bound):
             return fn(*args)
+        if frame_bound > CALL_GUARD_BYTES:
+            raise ValueError(f"no call thread has a guard of {frame_bound} bytes")
         with self._lock:
             if self._closed:
                 raise RuntimeError("call threads are closed")
@@ -338,6 +405,12 @@ class CallThreads:
             worker.stop()
 
 
+def fits(frame_bound: int) -> bool:
+    """Whether the calling thread may run code whose frames take up to `frame_bound`."""
+    stack = current_stack()
+    return stack is not None and stack.guard_bytes >= frame_bound
+
+
 def stack_left(address: int) -> int | None:
     """Bytes of stack between `address` (on the calling thread's stack) and its guard;
     None on a thread that runs no native guest code."""
@@ -348,6 +421,7 @@ def stack_left(address: int) -> int | None:
 
 
 __all__ = [
+    "CALL_GUARD_BYTES",
     "GUARD_BYTES",
     "HOST_CALL_RESERVE",
     "STACK_BYTES",
@@ -356,6 +430,8 @@ __all__ = [
     "ThreadStack",
     "current_stack",
     "fault_handlers_on_alt_stack",
+    "fits",
+    "frame_bound",
     "reassert",
     "stack_left",
     "supported",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import itertools
+import logging
 import os
 import tempfile
 import threading
@@ -43,6 +44,8 @@ from edgefn.sandbox.errors import EngineUnavailable, GuestTrap, InvalidModule
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
 from edgefn.sandbox.options import WasmEdgeOptions
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
+
+log = logging.getLogger("edgefn.sandbox")
 
 AOT_ENV = "EDGEFN_WASMEDGE_AOT"
 _T = TypeVar("_T")
@@ -363,9 +366,8 @@ class _Watchdog:
     interruptible AOT code check on every branch and call.
     """
 
-    def __init__(self, watch_growth: bool, fault_handlers: nativestack.Handlers) -> None:
+    def __init__(self, fault_handlers: nativestack.Handlers) -> None:
         self.running: dict[int, _BaseInstance] = {}
-        self._watch_growth = watch_growth
         self._fault_handlers = fault_handlers
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgefn-wasmedge-watchdog",
@@ -384,13 +386,15 @@ class _Watchdog:
                 continue
             calls = list(self.running.items())
             now = time.monotonic()
-            resident = _resident_bytes() if self._watch_growth else 0
+            resident = -1
             for call, inst in calls:
                 if now >= inst.deadline:
                     inst.stop(call, _DEADLINE)
-                elif (self._watch_growth
-                      and resident - baselines.setdefault(call, resident) > _RUNAWAY_BYTES):
-                    inst.stop(call, _RUNAWAY)
+                elif inst.interpreted:
+                    if resident < 0:
+                        resident = _resident_bytes()
+                    if resident - baselines.setdefault(call, resident) > _RUNAWAY_BYTES:
+                        inst.stop(call, _RUNAWAY)
             if len(baselines) > len(calls):
                 for call in set(baselines) - {c for c, _ in calls}:
                     del baselines[call]
@@ -481,7 +485,7 @@ class WasmEdgeEngine:
             else:
                 self._aot_state = "on"
                 self._compile_cache = compile_cache
-        self.watchdog = _Watchdog(self._compiler is None, fault_handlers)
+        self.watchdog = _Watchdog(fault_handlers)
         self._closed = False
 
     def _create_compiler(self, cost_limit_per_ms: int | None) -> int | None:
@@ -512,15 +516,32 @@ class WasmEdgeEngine:
         if config_dir is not None and (":" in config_dir or not os.path.isdir(config_dir)):
             raise InvalidModule(f"config directory {config_dir!r} is not a usable directory")
         prepared = wasi_stdio.prepare(wasm)
+        bound = self._native_frame_bound(prepared)
         with self._lock:
-            ast = self._load(prepared)
-        module = WasmEdgeModule(self, int(ast.value or 0), info, limits, wasi, len(wasm))
+            ast = self._load(prepared, native=bound is not None)
+        module = WasmEdgeModule(self, int(ast.value or 0), info, limits, wasi, len(wasm), bound)
         module.check_links()
         return module
 
-    def _load(self, prepared: bytes) -> c_void_p:
-        """Parse and validate the module (AOT-compiled first when AOT is on)."""
+    def _native_frame_bound(self, prepared: bytes) -> int | None:
+        """The native frame bound of a module AOT code may run, None to interpret it:
+        without a compiler, or when no call thread has a guard that large."""
         if not self._compiler:
+            return None
+        try:
+            bound = nativestack.frame_bound(prepared)
+        except InvalidModule as exc:
+            reason = str(exc)
+        else:
+            if bound <= nativestack.CALL_GUARD_BYTES:
+                return bound
+            reason = f"a frame of its code could take {bound >> 20} MiB of native stack"
+        log.warning("module interpreted, not compiled ahead of time: %s", reason)
+        return None
+
+    def _load(self, prepared: bytes, *, native: bool) -> c_void_p:
+        """Parse and validate the module (AOT-compiled first when it runs natively)."""
+        if not native:
             return self._parse(prepared)
         source = hashlib.sha256(prepared).hexdigest()
         cache = self._compile_cache
@@ -565,9 +586,8 @@ class WasmEdgeEngine:
         lib = self._lib
         if self._compiler:
             compiler = (
-                "LLVM AOT (universal wasm, interruptible; calls on "
-                f"{nativestack.STACK_BYTES >> 20} MiB threads with a "
-                f"{nativestack.GUARD_BYTES >> 20} MiB guard and a signal stack)"
+                "LLVM AOT (universal wasm, interruptible; on stacks with a guard "
+                "and a signal stack)"
             ) + (", cached on disk, sealed" if self._compile_cache else "")
         elif self._aot_state == "missing":
             compiler = "interpreter (library built without LLVM)"
@@ -616,12 +636,15 @@ class WasmEdgeModule(ModuleFacts):
         limits: Limits,
         wasi_options: WasiOptions,
         wasm_size: int,
+        frame_bound: int | None,
     ) -> None:
         super().__init__(info, limits, wasi_options, wasm_size)
         lib = engine.lib
         self.engine = engine
         self.lib = lib
         self.ast = ast
+        # None: interpreted; else AOT code whose frames take at most this much stack.
+        self.frame_bound = frame_bound
         self.conf = lib.ConfigureCreate()
         lib.ConfigureSetMaxMemoryPage(self.conf, limits.memory_pages)
         self.cost_limit: int | None = None
@@ -763,7 +786,9 @@ class _BaseInstance(program.InstanceBase):
         self._module = module
         self._lib = module.lib
         self._engine = module.engine
-        self._threads = module.engine.threads
+        self.interpreted = module.frame_bound is None
+        self._frame_bound = module.frame_bound or 0
+        self._threads = None if self.interpreted else module.engine.threads
         self._invoke = module.engine.invoke
         self._running = module.engine.watchdog.running
         self._init_state(module.limits)
@@ -788,7 +813,7 @@ class _BaseInstance(program.InstanceBase):
         """Run `fn` where guest code may run: on a call thread when the code is native."""
         if self._threads is None:
             return fn(*args)
-        return self._threads.run(fn, *args)
+        return self._threads.run(self._frame_bound, fn, *args)
 
     def _bind(self, extra_env: list[tuple[str, str]]) -> None:
         """Create this instance's contexts, instantiate, and run the start function."""
@@ -851,8 +876,8 @@ class _BaseInstance(program.InstanceBase):
 
     def _call(self, func: c_void_p, nparams: int, nresults: int) -> int:
         """One call under the watchdog; returns the i32 result (0 when there is none)."""
-        if self._threads is not None and nativestack.current_stack() is None:
-            return self._threads.run(self._call, func, nparams, nresults)
+        if self._threads is not None and not nativestack.fits(self._frame_bound):
+            return self._threads.run(self._frame_bound, self._call, func, nparams, nresults)
         ctx = self._ctx
         assert ctx is not None
         if self._stopped is not None:
