@@ -4,11 +4,12 @@ Every instance owns an executor, a store and a WASI module, so stopping one call
 stops that instance only. Calls are synchronous (`WasmEdge_ExecutorInvoke`); one
 watchdog thread per engine stops a call past its deadline (504) through its
 executor's stop flag. Where the library has its LLVM compiler, modules are compiled
-ahead of time and their calls run on call threads whose stack, guard and signal
-stack the engine sizes (`_nativestack`), so a guest overflowing its native stack
-traps instead of killing the process. The `edge` and stdio host modules are built
-once per engine and registered into every store; a host call finds its instance
-through the calling frame's module instance. See docs/engines.md.
+ahead of time and their calls run on a stack with a guard at least as large as the
+module's largest frame and an alternate signal stack (`_nativestack`): the calling
+thread's when it can take them, else a call thread's. So a guest overflowing its
+native stack traps instead of killing the process. The `edge` and stdio host
+modules are built once per engine and registered into every store; a host call
+finds its instance through the calling frame's module instance. See docs/engines.md.
 """
 
 from __future__ import annotations
@@ -416,8 +417,9 @@ class WasmEdgeEngine:
 
     `options.aot`: compile modules ahead of time with the library's LLVM compiler,
     when it has one; on unless turned off (there or with EDGEFN_WASMEDGE_AOT=0). AOT
-    calls run on the engine's call threads (`_nativestack`): an 8 MiB stack with a
-    1 MiB guard and an alternate signal stack, so that a runaway recursion traps.
+    code runs on stacks with a guard and an alternate signal stack (`_nativestack`),
+    so that a runaway recursion traps; a module whose frames could be larger than
+    any guard is interpreted.
     `options.cost_limit_per_ms`: an instruction-cost budget per millisecond of
     `max_execution_ms`, enforced by WasmEdge's statistics as a second guard behind
     the watchdog; off by default, as counting costs every instruction some time.
