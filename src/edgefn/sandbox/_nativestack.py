@@ -227,7 +227,7 @@ def current_stack() -> ThreadStack | None:
     """The calling thread's stack, made fit for native guest code on first use; None
     when it cannot be (too small, or the main thread's, which grows on demand)."""
     stack: ThreadStack | bool | None = getattr(_local, "stack", None)
-    if stack is None:
+    if stack is None and supported():
         try:
             stack = ThreadStack()
         except OSError:
