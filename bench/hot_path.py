@@ -198,9 +198,9 @@ def cold_and_memory(tmp: Path) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
     from edgefn.edge.cache import ArtifactCache
     from edgefn.edge.logs import JsonLog
-    from edgefn.edge.pool import PoolManager
-    from edgefn.edge.runtime import HttpRequest, Runtime
     from edgefn.edge.spec import FunctionSpec, NodeState
+    from edgefn.edge.worker.pool import PoolManager
+    from edgefn.edge.worker.runtime import HttpRequest, Runtime
     from edgefn.sandbox import Limits, WasiOptions, create_engine
     from edgefn.sandbox.compilecache import CompileCache
 

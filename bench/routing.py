@@ -14,8 +14,8 @@ import argparse
 import statistics
 import time
 
-from edgefn.edge.routing import Router
 from edgefn.edge.spec import RouteSpec
+from edgefn.edge.worker.routing import Router
 
 
 def table(projects: int, per_project: int) -> list[RouteSpec]:

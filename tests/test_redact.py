@@ -73,6 +73,6 @@ def test_installed_factory_covers_every_logger(caplog: pytest.LogCaptureFixture)
     redact.install()  # idempotent
     caplog.set_level(logging.INFO)
     logging.getLogger("httpx").info("HTTP Request: %s %s", "GET", httpx.URL(SIGNED))
-    logging.getLogger("edgefn.edge.agent").warning("refused: Bearer %s", NODE_TOKEN)
+    logging.getLogger("edgefn.edge.node.agent").warning("refused: Bearer %s", NODE_TOKEN)
     assert "c2lnbmF0dXJl" not in caplog.text and NODE_TOKEN not in caplog.text
     assert "sig=" + REDACTED in caplog.text

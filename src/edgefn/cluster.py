@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from edgefn.atomicfile import open_private, write_secret
-from edgefn.edge.credentials import without_credentials
+from edgefn.edge.node.credentials import without_credentials
 
 
 class ClusterError(Exception):

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from edgefn.edge.agent import instruction_from_proto
 from edgefn.edge.bootstrap import build_runtime
 from edgefn.edge.cache import ArtifactCache
-from edgefn.edge.controller import NodeController
 from edgefn.edge.logs import JsonLog
-from edgefn.edge.runtime import HttpRequest
+from edgefn.edge.node.agent import instruction_from_proto
+from edgefn.edge.node.controller import NodeController
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import FunctionSpec, QuotaSpec
+from edgefn.edge.worker.runtime import HttpRequest
 from tests.conftest import wasm_path
 from tests.controlplane.conftest import ADMIN, CP
 from tests.controlplane.nodelink import NodeLink

@@ -22,16 +22,16 @@ import redis
 
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.capabilities.secrets import SecretsCapability
-from edgefn.edge.fairness import PenaltyBox
-from edgefn.edge.host import FetchBinding, KvBinding
 from edgefn.edge.kv.base import KvStore
 from edgefn.edge.kv.redis import RedisKvStore
 from edgefn.edge.kv.sqlite import SqliteKvStore
 from edgefn.edge.logs import JsonLog
-from edgefn.edge.pool import PoolManager
-from edgefn.edge.runtime import HttpRequest, HttpResponse, Runtime
 from edgefn.edge.spec import FunctionSpec, NodeState, ResourceCaps
 from edgefn.edge.tracing import Tracer
+from edgefn.edge.worker.fairness import PenaltyBox
+from edgefn.edge.worker.host_functions import FetchBinding, KvBinding
+from edgefn.edge.worker.pool import PoolManager
+from edgefn.edge.worker.runtime import HttpRequest, HttpResponse, Runtime
 from edgefn.sandbox import Engine
 from tests.conftest import wasm_path
 

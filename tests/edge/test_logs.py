@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from edgefn.edge.logs import Invocation, JsonLog, invocation_line
-from tests.edge.test_server import functions, metric_value, start_node, stop
+from tests.edge.node.test_server import functions, metric_value, start_node, stop
 
 __all__ = ["functions"]  # the fixture, shared with test_server
 

@@ -16,7 +16,7 @@ import pytest
 
 from edgefn.edge.spec import ResourceCaps
 from tests.edge.conftest import HarnessFactory, fn
-from tests.edge.test_server import start_node, stop, write_function
+from tests.edge.node.test_server import start_node, stop, write_function
 
 
 def test_the_runtime_does_not_run_a_function_over_the_nodes_caps(

@@ -13,10 +13,10 @@ from prometheus_client import REGISTRY
 
 from edgefn.edge.bootstrap import build_runtime
 from edgefn.edge.logs import Invocation, JsonLog
-from edgefn.edge.runtime import HttpRequest
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import NodeState
 from edgefn.edge.tracing import OtlpSpanExporter
+from edgefn.edge.worker.runtime import HttpRequest
 from tests.edge.conftest import Collector, HarnessFactory, fn
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

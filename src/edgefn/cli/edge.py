@@ -124,6 +124,6 @@ def serve_cmd(
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from exc
     private_dir(settings.data_dir)
-    from edgefn.edge.server import serve
+    from edgefn.edge.node.server import serve
 
     serve(settings)

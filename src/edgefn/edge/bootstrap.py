@@ -20,15 +20,15 @@ from edgefn.edge.capabilities.secrets import (
     SecretsCapability,
     SecretSource,
 )
-from edgefn.edge.fairness import PenaltyBox
 from edgefn.edge.kv import KvStore, create_kv_store
 from edgefn.edge.logs import JsonLog
-from edgefn.edge.pool import PoolManager
 from edgefn.edge.quotas import node_defaults, open_table
-from edgefn.edge.runtime import Runtime
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import FunctionSpec
 from edgefn.edge.tracing import OtlpSpanExporter
+from edgefn.edge.worker.fairness import PenaltyBox
+from edgefn.edge.worker.pool import PoolManager
+from edgefn.edge.worker.runtime import Runtime
 from edgefn.sandbox import Engine, WasmtimeOptions, create_engine
 from edgefn.sandbox.compilecache import CompileCache
 

@@ -33,7 +33,7 @@ class EdgeSettings(BaseSettings):
     # refuse its own traffic at peaks; set it on nodes shared by many tenants).
     max_inflight_per_function: int | None = Field(None, ge=1)
     # Threads per worker for functions that often time out or burn CPU, paced to a
-    # tenth of a core (edge/fairness.py); 0: they run on the request threads like any other.
+    # tenth of a core (edge/worker/fairness.py); 0: they run on the request threads like any other.
     penalty_threads: int = Field(1, ge=0, le=64)
     # Node-wide quotas of a project that the control plane did not set (seed 4.4.2).
     quota_max_concurrency: int = Field(100, ge=0)

@@ -10,7 +10,7 @@ import pytest
 
 from edgefn.edge import metrics
 from edgefn.edge.errors import Overloaded
-from edgefn.edge.fairness import PenaltyBox
+from edgefn.edge.worker.fairness import PenaltyBox
 from tests.edge.conftest import HarnessFactory, fn
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.edge.test_server import Node, functions, start_node, stop, write_function
+from tests.edge.node.test_server import Node, functions, start_node, stop, write_function
 
 __all__ = ["functions"]  # the fixture, shared with test_server
 

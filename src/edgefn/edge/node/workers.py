@@ -63,9 +63,9 @@ def worker_main(raw_settings: str, counts: Any, key: bytes, index: int) -> None:
 
 
 async def _serve(settings: EdgeSettings, counts: Any, key: bytes, index: int) -> None:
-    from edgefn.edge.app import start_runtime
-    from edgefn.edge.front import Front, FrontLimits, RequestPool
-    from edgefn.edge.limiter import ClientLimiter
+    from edgefn.edge.worker.app import start_runtime
+    from edgefn.edge.worker.front import Front, FrontLimits, RequestPool
+    from edgefn.edge.worker.limiter import ClientLimiter
 
     runtime, watcher = start_runtime(settings)
     loop = asyncio.get_running_loop()
@@ -103,7 +103,7 @@ class WorkerSet:
     """The worker processes of a node, replaced when one exits while the node is running."""
 
     def __init__(self, settings: EdgeSettings) -> None:
-        from edgefn.edge.limiter import new_key, shared_counts
+        from edgefn.edge.worker.limiter import new_key, shared_counts
 
         self.settings = settings
         self._raw = worker_config(settings)

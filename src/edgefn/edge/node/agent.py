@@ -32,12 +32,12 @@ import psutil
 from google.protobuf.message import Message
 
 from edgefn import __version__
-from edgefn.edge.controller import Ack, Instruction, NodeController
 from edgefn.edge.errors import ArtifactError
+from edgefn.edge.node.controller import Ack, Instruction, NodeController
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 
-log = logging.getLogger("edgefn.edge.agent")
+log = logging.getLogger("edgefn.edge.node.agent")
 
 BACKOFF_START_S = 0.2
 BACKOFF_CAP_S = 30.0

@@ -7,9 +7,9 @@ import os
 import threading
 from pathlib import Path
 
-from edgefn.edge.runtime import Runtime
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import read_state
+from edgefn.edge.worker.runtime import Runtime
 
 log = logging.getLogger("edgefn.edge")
 

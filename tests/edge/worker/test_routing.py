@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
-from edgefn.edge.routing import MethodNotAllowed, RouteMatch, Router, normalize_host
 from edgefn.edge.spec import NodeState, RouteSpec
 from edgefn.edge.tenancy import Claims, claim_of
+from edgefn.edge.worker.routing import MethodNotAllowed, RouteMatch, Router, normalize_host
 from tests.edge.conftest import EdgeHarness, fn
 
 

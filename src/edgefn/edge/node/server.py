@@ -1,7 +1,7 @@
 """`edgefn edge serve`: the main process of an edge node.
 
 It prepares the node state (from a functions directory, or the state the agent
-keeps on disk), serves `/metrics`, and runs the HTTP workers (`workers.py`):
+keeps on disk), serves `/metrics`, and runs the HTTP workers (`node/workers.py`):
 processes sharing the port, each with its own runtime, all reading one state file.
 """
 
@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 from edgefn import redact
 from edgefn.edge.bootstrap import build_cache, start_secret_broker
-from edgefn.edge.credentials import scrub_credentials
+from edgefn.edge.node.credentials import scrub_credentials
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import NodeState, load_function_dir, read_state, write_state
 
 if TYPE_CHECKING:
-    from edgefn.edge.agent import Agent
+    from edgefn.edge.node.agent import Agent
 
 log = logging.getLogger("edgefn.edge")
 
@@ -77,9 +77,9 @@ def start_agent(settings: EdgeSettings) -> Agent | None:
     if settings.node_token is None:
         raise ValueError("a node needs its token (--node-token-file or EDGEFN_NODE_TOKEN) "
                          "to talk to the control plane")
-    from edgefn.edge.agent import Agent
     from edgefn.edge.bootstrap import build_cache, build_engine
-    from edgefn.edge.controller import NodeController
+    from edgefn.edge.node.agent import Agent
+    from edgefn.edge.node.controller import NodeController
 
     controller = NodeController(settings.state_path, build_cache(settings), build_engine(settings),
                                 caps=settings.caps)
@@ -98,7 +98,7 @@ def start_agent(settings: EdgeSettings) -> Agent | None:
 
 
 def serve(settings: EdgeSettings) -> None:
-    from edgefn.edge.workers import WorkerSet
+    from edgefn.edge.node.workers import WorkerSet
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     redact.install()

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from edgefn.cli.main import cli
 from edgefn.edge.bootstrap import worker_config
-from edgefn.edge.credentials import CREDENTIAL_ENV, scrub_credentials, without_credentials
+from edgefn.edge.node.credentials import CREDENTIAL_ENV, scrub_credentials, without_credentials
 from edgefn.edge.settings import EdgeSettings
 
 TOKEN = "efn_node_secret_value"

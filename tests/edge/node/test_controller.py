@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgefn.edge.cache import ArtifactCache
-from edgefn.edge.controller import Instruction, NodeController
+from edgefn.edge.node.controller import Instruction, NodeController
 from edgefn.edge.spec import (
     POLICY_FIELDS,
     FunctionPolicy,
@@ -211,8 +211,8 @@ def test_repair_that_cannot_get_a_url_keeps_trying_later(
 ) -> None:
     import time
 
-    from edgefn.edge.controller import REPAIR_RETRY_S
     from edgefn.edge.errors import ArtifactError
+    from edgefn.edge.node.controller import REPAIR_RETRY_S
 
     controller.apply(deploy(1, store, "echo", "1.0.0", ECHO))
     generation = read_state(controller.state_path).generation

@@ -39,7 +39,7 @@ from edgefn.edge.spec import (
 from edgefn.sandbox.engine import Engine
 from edgefn.sandbox.errors import InvalidModule
 
-log = logging.getLogger("edgefn.edge.agent")
+log = logging.getLogger("edgefn.edge.node.agent")
 
 # (function_id, version) -> a freshly signed URL of that artifact, from the control
 # plane; raises `ArtifactError` when it cannot be had.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from edgefn.edge.agent import BACKOFF_CAP_S, backoff_delays, instruction_from_proto
+from edgefn.edge.node.agent import BACKOFF_CAP_S, backoff_delays, instruction_from_proto
 from edgefn.proto import edge_control_pb2 as pb
 
 

@@ -25,7 +25,7 @@ from edgefn.edge.metrics import ROUTES_DROPPED
 from edgefn.edge.spec import RouteSpec
 from edgefn.edge.tenancy import Claims, claim_of
 
-log = logging.getLogger("edgefn.edge.routing")
+log = logging.getLogger("edgefn.edge.worker.routing")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefn.edge.pool import INSTANCE_OVERHEAD_BYTES, InstancePool, PoolManager
+from edgefn.edge.worker.pool import INSTANCE_OVERHEAD_BYTES, InstancePool, PoolManager
 from edgefn.sandbox import Engine, GuestTrap
 from tests.edge.conftest import EdgeHarness, fn
 

@@ -30,13 +30,13 @@ from edgefn.edge.errors import (
     QuotaExceeded,
     RequestTooLarge,
 )
-from edgefn.edge.fairness import PenaltyBox
-from edgefn.edge.host import FetchBinding, FunctionHost, InvocationHost, KvBinding
 from edgefn.edge.logs import Invocation, JsonLog
-from edgefn.edge.pool import InstancePool, PoolManager
 from edgefn.edge.quotas import QuotaLimits, QuotaTable, node_defaults
-from edgefn.edge.routing import MethodNotAllowed, Router
 from edgefn.edge.spec import FunctionSpec, NodeState, QuotaSpec, ResourceCaps, SpecKey
+from edgefn.edge.worker.fairness import PenaltyBox
+from edgefn.edge.worker.host_functions import FetchBinding, FunctionHost, InvocationHost, KvBinding
+from edgefn.edge.worker.pool import InstancePool, PoolManager
+from edgefn.edge.worker.routing import MethodNotAllowed, Router
 from edgefn.sandbox.abi import GuestResponse, cgi_environ, encode_headers, parse_cgi, parse_response
 from edgefn.sandbox.engine import Engine, GuestRequest
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError

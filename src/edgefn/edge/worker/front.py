@@ -35,14 +35,14 @@ from edgefn.edge.errors import (
     RequestTimeout,
     RequestTooLarge,
 )
-from edgefn.edge.runtime import HttpRequest, HttpResponse, error_response
+from edgefn.edge.worker.runtime import HttpRequest, HttpResponse, error_response
 
 if TYPE_CHECKING:
-    from edgefn.edge.limiter import ClientLimiter
-    from edgefn.edge.runtime import Runtime
     from edgefn.edge.settings import EdgeSettings
+    from edgefn.edge.worker.limiter import ClientLimiter
+    from edgefn.edge.worker.runtime import Runtime
 
-log = logging.getLogger("edgefn.edge.front")
+log = logging.getLogger("edgefn.edge.worker.front")
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
 

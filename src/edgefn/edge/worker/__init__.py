@@ -1,0 +1,1 @@
+"""An HTTP worker process: the front, the runtime, instance pools, routing, host functions."""
