@@ -61,8 +61,11 @@ _MAX_ARGS = 10
 # WasmEdge's interpreter keeps wasm frames on the heap and sets no depth limit, so
 # unbounded recursion grows the process by hundreds of MiB a second instead of
 # trapping. The watchdog stops an interpreted call during which the process grew by
-# more than this, reported as the stack-exhaustion trap wasmtime gives.
+# more than this, reported as the stack-exhaustion trap wasmtime gives; so is one
+# that reaches its deadline having grown the process by more than its linear memory
+# and `_GROWTH_SLACK` (a recursion starved of CPU, not a loop).
 _RUNAWAY_BYTES = 64 << 20
+_GROWTH_SLACK = 16 << 20
 # How often the watchdog looks at the running calls: a deadline lands at most this late.
 WATCH_TICK_S = 0.002
 # Every this many ticks, the fault handlers AOT code needs are checked still in place.
@@ -389,13 +392,16 @@ class _Watchdog:
             now = time.monotonic()
             resident = -1
             for call, inst in calls:
-                if now >= inst.deadline:
-                    inst.stop(call, _DEADLINE)
-                elif inst.interpreted:
+                growth = 0
+                if inst.interpreted:
                     if resident < 0:
                         resident = _resident_bytes()
-                    if resident - baselines.setdefault(call, resident) > _RUNAWAY_BYTES:
-                        inst.stop(call, _RUNAWAY)
+                    growth = resident - baselines.setdefault(call, resident)
+                late = now >= inst.deadline
+                if growth > _RUNAWAY_BYTES or (late and growth > inst.growth_allowance):
+                    inst.stop(call, _RUNAWAY)
+                elif late:
+                    inst.stop(call, _DEADLINE)
             if len(baselines) > len(calls):
                 for call in set(baselines) - {c for c, _ in calls}:
                     del baselines[call]
@@ -459,6 +465,7 @@ class WasmEdgeEngine:
         self.instances: dict[int, _BaseInstance] = {}
         self.host_modules = _HostModules(lib, self.instances)
         self.threads: nativestack.CallThreads | None = None
+        # "on", "off" (turned off), "missing" (no LLVM) or why AOT cannot be used.
         self._aot_state = "off"
         fault_handlers: nativestack.Handlers = []
         compiler = self._create_compiler(cost_limit_per_ms)
@@ -466,29 +473,36 @@ class WasmEdgeEngine:
             self._aot_state = "missing"
         elif not aot:
             lib.CompilerDelete(compiler)
-        elif not nativestack.supported():
-            lib.CompilerDelete(compiler)
-            self._aot_state = "unsafe here: AOT calls are contained on Linux (glibc) only"
         else:
-            self._compiler = compiler
-            # Only for the file the compiler writes and `_precompile` reads back.
-            self._aot_dir = tempfile.TemporaryDirectory(prefix="edgefn-wasmedge-aot-")
-            try:
-                keeper = self._precompile(_KEEPER_WASM, "keeper")
-                fault_handlers = _keep_fault_handlers(lib, keeper)
-                self.threads = nativestack.CallThreads("edgefn-wasmedge-call")
-            except (EngineUnavailable, InvalidModule, OSError) as exc:
-                self._aot_state = f"not usable: {exc}"
-                lib.CompilerDelete(compiler)
-                self._compiler = None
-                self._aot_dir.cleanup()
-                self._aot_dir = None
-                fault_handlers = []
-            else:
-                self._aot_state = "on"
-                self._compile_cache = compile_cache
+            fault_handlers = self._start_aot(compiler, compile_cache)
         self.watchdog = _Watchdog(fault_handlers)
         self._closed = False
+
+    def _start_aot(self, compiler: int, compile_cache: CompileCache | None) -> nativestack.Handlers:
+        """Compile ahead of time from now on, if AOT code can be contained here; returns
+        the fault handlers it needs, for the watchdog to keep in place."""
+        if not nativestack.supported():
+            self._lib.CompilerDelete(compiler)
+            self._aot_state = "unsafe here: AOT calls are contained on Linux (glibc) only"
+            return []
+        self._compiler = compiler
+        # Only for the file the compiler writes and `_precompile` reads back.
+        self._aot_dir = tempfile.TemporaryDirectory(prefix="edgefn-wasmedge-aot-")
+        try:
+            fault_handlers = _keep_fault_handlers(
+                self._lib, self._precompile(_KEEPER_WASM, "keeper")
+            )
+            self.threads = nativestack.CallThreads("edgefn-wasmedge-call")
+        except (EngineUnavailable, InvalidModule, OSError) as exc:
+            self._aot_state = f"not usable: {exc}"
+            self._lib.CompilerDelete(compiler)
+            self._compiler = None
+            self._aot_dir.cleanup()
+            self._aot_dir = None
+            return []
+        self._aot_state = "on"
+        self._compile_cache = compile_cache
+        return fault_handlers
 
     def _create_compiler(self, cost_limit_per_ms: int | None) -> int | None:
         """WasmEdge's AOT compiler, or None where the library was built without LLVM."""
@@ -789,6 +803,7 @@ class _BaseInstance(program.InstanceBase):
         self._lib = module.lib
         self._engine = module.engine
         self.interpreted = module.frame_bound is None
+        self.growth_allowance = module.limits.memory_pages * PAGE_SIZE + _GROWTH_SLACK
         self._frame_bound = module.frame_bound or 0
         self._threads = None if self.interpreted else module.engine.threads
         self._invoke = module.engine.invoke
@@ -906,8 +921,7 @@ class _BaseInstance(program.InstanceBase):
         self._raise_host_exception()
         if stopped == _RUNAWAY:
             raise GuestTrap(
-                "guest trapped: call stack exhausted (the interpreter's stack grew past "
-                f"{_RUNAWAY_BYTES >> 20} MiB)"
+                "guest trapped: call stack exhausted (the interpreter's stack grew without bound)"
             )
         if stopped is not None:
             self.timed_out = True
