@@ -1,7 +1,7 @@
 """ctypes bindings to the WasmEdge C API (`wasmedge/wasmedge.h`, 0.14 or newer).
 
 Only the calls the WasmEdge engine uses, declared once. The library is found through
-`EDGEFN_WASMEDGE_LIB`, else the standard install places; `load()` raises
+`EDGEFN_WASMEDGE_LIB`, else the usual install places (`candidate_paths`); `load()` raises
 `EngineUnavailable` naming every place it looked. Nothing here owns a context: the
 engine creates and deletes each one (see `wasmedge_engine.py`).
 
@@ -178,7 +178,14 @@ def candidate_paths() -> list[Path]:
     if configured:
         path = Path(configured).expanduser()
         return [path / n for n in LIBRARY_NAMES] if path.is_dir() else [path]
-    dirs = [Path.home() / ".wasmedge" / "lib", Path("/usr/local/lib"), Path("/usr/lib")]
+    # The installer's place, then a build installed by hand: CMake's default prefix,
+    # or /opt/wasmedge as docs/engines.md builds it, then the system's.
+    dirs = [
+        Path.home() / ".wasmedge" / "lib",
+        Path("/usr/local/lib"),
+        Path("/opt/wasmedge/lib"),
+        Path("/usr/lib"),
+    ]
     return [d / n for d in dirs for n in LIBRARY_NAMES]
 
 
