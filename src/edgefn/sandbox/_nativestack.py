@@ -1,18 +1,22 @@
-"""Threads for native guest code: a stack of known size with a wide guard, and an
-alternate signal stack, so that machine code compiled from a guest that overflows
-its stack gets a trap instead of taking the process down.
+"""Stacks for native guest code: a guard below the stack as large as the largest
+frame the code can take, and an alternate signal stack, so that machine code
+compiled from a guest that overflows its stack gets a trap instead of taking the
+process down.
 
-A native stack overflow is a SIGSEGV on the guard page below the stack. The
-signal handler that turns it into a trap must then run somewhere else than that
-stack: on the thread's alternate signal stack (`sigaltstack`), which the kernel
-uses only for handlers installed with `SA_ONSTACK`. This module makes the threads
-and sets that flag on the handlers already installed; which handlers those are is
-the engine's business (see `wasmedge_engine.py`). Linux (glibc) only: `supported()`.
+A native stack overflow is a SIGSEGV on the guard below the stack. The signal
+handler that turns it into a trap must then run somewhere else than that stack:
+on the thread's alternate signal stack (`sigaltstack`), which the kernel uses only
+for handlers installed with `SA_ONSTACK`. This module prepares the calling thread's
+stack when it can (`current_stack`), else runs the call on threads of its own
+(`CallThreads`), and sets that flag on the handlers already installed; which
+handlers those are is the engine's business (see `wasmedge_engine.py`). Linux
+(glibc) only: `supported()`.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
 import threading
@@ -52,7 +56,7 @@ _PROT_NONE = 0
 _PROT_READ_WRITE = 3
 _SS_DISABLE = 2
 _MADV_DONTNEED = 4
-_PAGE = 4096
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class _StackT(ctypes.Structure):
@@ -105,7 +109,7 @@ def supported() -> bool:
 
 def _fail(what: str) -> OSError:
     errno = ctypes.get_errno()
-    return OSError(errno, f"{what}: {__import__('os').strerror(errno)}")
+    return OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
 def _stack_bounds() -> tuple[int, int]:
