@@ -165,8 +165,24 @@ class Lib:
                 f"{'.'.join(map(str, MIN_VERSION))} or newer is required"
             )
         self.version_string = self.VersionGet().decode()
+        # The hot path's calls, without ctypes' checks and conversions: they are
+        # passed ctypes objects only (`c_void_p` for pointers). A getter that returns
+        # at once also keeps the GIL: releasing and taking it back costs more than the
+        # call, and lets another thread in.
+        self._pydll = ctypes.PyDLL(path)
+        self.invoke_unchecked = self._unchecked("ExecutorInvoke", c_uint32)
+        self.memory_pages_unchecked = self._unchecked(
+            "MemoryInstanceGetPageSize", c_uint32, keep_gil=True
+        )
         self.i32 = self.ValTypeGenI32()
         self.f64 = self.ValTypeGenF64()
+
+    def _unchecked(self, name: str, restype: Any, *, keep_gil: bool = False) -> Any:
+        # A handle of its own, apart from the checked one.
+        fn = (self._pydll if keep_gil else self.dll)["WasmEdge_" + name]
+        fn.restype = restype
+        fn.argtypes = None  # type: ignore[assignment]
+        return fn
 
     def __getattr__(self, name: str) -> Any:  # the C functions, set in __init__
         raise AttributeError(name)

@@ -109,11 +109,13 @@ def _ensure_stdio_fds() -> None:
 class _Memory:
     """`GuestMemory` over a WasmEdge memory instance; WasmEdge checks every bound."""
 
-    __slots__ = ("_base", "_lib", "_mem", "_size")
+    __slots__ = ("_base", "_lib", "_mem", "_pages", "_ref", "_size")
 
     def __init__(self, lib: ffi.Lib, mem: int | None) -> None:
         self._lib = lib
         self._mem = mem
+        self._ref = c_void_p(mem or 0)
+        self._pages = lib.memory_pages_unchecked
         self._base = 0
         self._size = -1
 
@@ -122,7 +124,7 @@ class _Memory:
 
         The base is looked up again only when the size changed: one C call, not two,
         on the hot path."""
-        size = self.size
+        size = self._pages(self._ref) * PAGE_SIZE if self._mem else 0
         if size != self._size:
             self._base = int(self._lib.MemoryInstanceGetPointer(self._mem, 0, size) or 0)
             self._size = size
@@ -441,11 +443,6 @@ class WasmEdgeEngine:
     ) -> None:
         options = options or WasmEdgeOptions()
         self._lib = lib = ffi.load()
-        # `WasmEdge_ExecutorInvoke` without ctypes' checks and conversions: the hot
-        # path passes ctypes objects only.
-        self.invoke = lib.dll["WasmEdge_ExecutorInvoke"]
-        self.invoke.restype = ctypes.c_uint32
-        self.invoke.argtypes = None  # type: ignore[assignment]
         _ensure_stdio_fds()
         aot = _aot_setting(options.aot)
         cost_limit_per_ms = options.cost_limit_per_ms
@@ -806,7 +803,7 @@ class _BaseInstance(program.InstanceBase):
         self.growth_allowance = module.limits.memory_pages * PAGE_SIZE + _GROWTH_SLACK
         self._frame_bound = module.frame_bound or 0
         self._threads = None if self.interpreted else module.engine.threads
-        self._invoke = module.engine.invoke
+        self._invoke = module.lib.invoke_unchecked
         self._running = module.engine.watchdog.running
         self._init_state(module.limits)
         self.trap_message: str | None = None
@@ -892,9 +889,10 @@ class _BaseInstance(program.InstanceBase):
                 lib.AsyncDelete(handle)
 
     def _call(self, func: c_void_p, nparams: int, nresults: int) -> int:
-        """One call under the watchdog; returns the i32 result (0 when there is none)."""
-        if self._threads is not None and not nativestack.fits(self._frame_bound):
-            return self._threads.run(self._frame_bound, self._call, func, nparams, nresults)
+        """One call under the watchdog; returns the i32 result (0 when there is none).
+
+        Runs where it is called: every way into guest code (`invoke`, the start of an
+        edge-v1 instance) has gone through `_on_call_thread` already."""
         ctx = self._ctx
         assert ctx is not None
         if self._stopped is not None:
@@ -911,7 +909,10 @@ class _BaseInstance(program.InstanceBase):
                 self._call_id = 0
                 stopped = self._stopped
         if result == 0 and stopped is None and not self.timed_out:
-            return ffi.get_i32(self._returns[0]) if nresults else 0
+            if not nresults:
+                return 0
+            value: int = self._returns[0].lo & 0xFFFFFFFF
+            return value - 0x100000000 if value & 0x80000000 else value
         return self._failed(result, stopped)
 
     def _failed(self, result: int, stopped: str | None) -> int:
