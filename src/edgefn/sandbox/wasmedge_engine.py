@@ -63,7 +63,8 @@ _MAX_ARGS = 10
 # trapping. The watchdog stops an interpreted call during which the process grew by
 # more than this, reported as the stack-exhaustion trap wasmtime gives; so is one
 # that reaches its deadline having grown the process by more than its linear memory
-# and `_GROWTH_SLACK` (a recursion starved of CPU, not a loop).
+# and `_GROWTH_SLACK` with no other interpreted call beside it (a recursion starved
+# of CPU, not a loop).
 _RUNAWAY_BYTES = 64 << 20
 _GROWTH_SLACK = 16 << 20
 # How often the watchdog looks at the running calls: a deadline lands at most this late.
@@ -382,6 +383,8 @@ class _Watchdog:
 
     def _run(self) -> None:
         baselines: dict[int, int] = {}  # call -> resident size when first seen running
+        # Interpreted calls seen running beside another: growth is not theirs alone.
+        shared: set[int] = set()
         ticks = 0
         while not self._stop.wait(WATCH_TICK_S):
             ticks += 1
@@ -389,24 +392,30 @@ class _Watchdog:
                 nativestack.reassert(self._fault_handlers)
             if not self.running:
                 baselines.clear()
+                shared.clear()
                 continue
             calls = list(self.running.items())
+            interpreted = [call for call, inst in calls if inst.interpreted]
+            if len(interpreted) > 1:
+                shared.update(interpreted)
             now = time.monotonic()
-            resident = -1
+            resident = _resident_bytes() if interpreted else 0
             for call, inst in calls:
                 growth = 0
                 if inst.interpreted:
-                    if resident < 0:
-                        resident = _resident_bytes()
                     growth = resident - baselines.setdefault(call, resident)
                 late = now >= inst.deadline
-                if growth > _RUNAWAY_BYTES or (late and growth > inst.growth_allowance):
+                if growth > _RUNAWAY_BYTES or (
+                    late and call not in shared and growth > inst.growth_allowance
+                ):
                     inst.stop(call, _RUNAWAY)
                 elif late:
                     inst.stop(call, _DEADLINE)
             if len(baselines) > len(calls):
-                for call in set(baselines) - {c for c, _ in calls}:
+                live = {call for call, _ in calls}
+                for call in set(baselines) - live:
                     del baselines[call]
+                shared &= live
 
     def close(self) -> None:
         self._stop.set()
