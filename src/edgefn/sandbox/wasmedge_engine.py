@@ -833,7 +833,8 @@ class _BaseInstance(program.InstanceBase):
         self._stopped: str | None = None
 
     def _on_call_thread(self, fn: Callable[..., _T], *args: object) -> _T:
-        """Run `fn` where guest code may run: on a call thread when the code is native."""
+        """Run `fn` where guest code may run: AOT code only on a stack whose guard fits
+        the module's frame bound, the calling thread's or else a call thread's."""
         if self._threads is None:
             return fn(*args)
         return self._threads.run(self._frame_bound, fn, *args)
