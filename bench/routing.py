@@ -14,7 +14,7 @@ import argparse
 import statistics
 import time
 
-from edgefn.edge.spec import RouteSpec
+from edgefn.contract import RouteSpec
 from edgefn.edge.worker.routing import Router
 
 

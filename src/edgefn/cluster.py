@@ -6,6 +6,10 @@ operator runs, started as a child process with its own data directory. No
 credential is ever on a command line (where `ps` shows it to every user): the
 control plane gets its admin token in its environment, each node its node token
 in a 0600 file, and nodes get no other credential.
+
+Nodes and the control plane talk over mutual TLS unless the cluster is made with
+`mtls=False`: each node makes its key, is registered with a CSR for it, and
+connects with the certificate it got (files beside its data directory).
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from typing import Any
 
 import httpx
 
-from edgefn.atomicfile import open_private, write_secret
-from edgefn.edge.node.credentials import without_credentials
+from edgefn.atomicfile import open_private, write_atomic, write_secret
+from edgefn.edge.node.credentials import NodeCertificate, without_credentials, write_new_key
 
 
 class ClusterError(Exception):
@@ -70,6 +74,12 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) ->
     proc.wait()
 
 
+def node_files(directory: Path, node_id: str) -> NodeCertificate:
+    """Where a node of the cluster keeps its certificate, key and the CA it trusts."""
+    return NodeCertificate(directory / f"{node_id}.pem", directory / f"{node_id}.key",
+                           directory / f"{node_id}-ca.pem")
+
+
 @dataclass
 class Edge:
     node_id: str
@@ -93,6 +103,11 @@ class Edge:
         """Where the node reads its token: beside its data directory, not in it."""
         return self.data_dir.parent / f"{self.node_id}.token"
 
+    @property
+    def tls(self) -> NodeCertificate:
+        """Its client certificate, key and CA files, beside its token file."""
+        return node_files(self.data_dir.parent, self.node_id)
+
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.get(self.url + path, timeout=5, **kw)
 
@@ -107,8 +122,12 @@ class Cluster:
         grpc_port: int | None = None,
         heartbeat_interval_s: float = 1.0,
         project: str = "default",
+        mtls: bool = True,
+        node_port: int | None = None,
     ) -> None:
         self.root = root
+        self.mtls = mtls
+        self.node_port = node_port or free_port()
         self.token = token
         self.project = project
         self.api_port = api_port or free_port()
@@ -134,7 +153,8 @@ class Cluster:
         log = open_private(self.root / "cp.log")
         self.cp_proc = spawn(
             [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(self.api_port),
-             "--grpc-port", str(self.grpc_port), "--data-dir", str(self.root / "cp")],
+             "--grpc-port", str(self.grpc_port), "--data-dir", str(self.root / "cp"),
+             *(["--node-mtls", "--node-port", str(self.node_port)] if self.mtls else [])],
             env=self.env, stdout=log, stderr=log,
         )
 
@@ -150,10 +170,28 @@ class Cluster:
         stop_process(self.cp_proc)
 
     def register_node(self, node_id: str, pop_id: str, labels: dict[str, str]) -> str:
-        """Register a node with the control plane; its token is shown only now."""
-        resp = self.call("POST", "/nodes", json={"id": node_id, "pop_id": pop_id,
-                                                 "labels": labels})
+        """Register a node with the control plane; its token is shown only now. Under
+        mTLS the node's key is made first, in its files, and the answer's certificate
+        and CA are kept beside it."""
+        body: dict[str, Any] = {"id": node_id, "pop_id": pop_id, "labels": labels}
+        files = node_files(self.root, node_id)
+        if self.mtls:
+            assert files.key_file is not None
+            body["csr"] = write_new_key(files.key_file, node_id)
+        resp = self.call("POST", "/nodes", json=body)
+        if self.mtls:
+            for path, pem in ((files.cert_file, resp["certificate"]),
+                              (files.ca_file, resp["ca_certificate"])):
+                assert path is not None
+                write_atomic(path, [pem.encode()])
         return str(resp["token"])
+
+    @property
+    def node_url(self) -> str:
+        """Where nodes send HTTP heartbeats: the node HTTPS port under mTLS."""
+        if self.mtls:
+            return f"https://127.0.0.1:{self.node_port}"
+        return f"http://127.0.0.1:{self.api_port}"
 
     def add_edge(self, node_id: str, pop_id: str, *, workers: int = 1,
                  **labels: str) -> Edge:
@@ -169,12 +207,16 @@ class Cluster:
         log = open_private(self.root / f"{edge.node_id}.log")
         cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--port", str(edge.port),
                "--metrics-port", str(edge.metrics_port), "--data-dir", str(edge.data_dir),
-               "--cp-url", f"http://127.0.0.1:{self.api_port}",
+               "--cp-url", self.node_url,
                "--grpc-url", edge.grpc_url or f"127.0.0.1:{self.grpc_port}",
                "--node-id", edge.node_id,
                "--pop-id", edge.pop_id, "--workers", str(edge.workers), "--threads", "4"]
         for k, v in edge.labels.items():
             cmd += ["--label", f"{k}={v}"]
+        if self.mtls:
+            tls = edge.tls
+            cmd += ["--node-cert", str(tls.cert_file), "--node-key", str(tls.key_file),
+                    "--cp-ca-file", str(tls.ca_file)]
         if env is None:
             write_secret(edge.token_file, edge.token)
             cmd += ["--node-token-file", str(edge.token_file)]

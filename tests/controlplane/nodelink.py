@@ -29,9 +29,15 @@ def metadata(token: str | None, node_id: str | None) -> list[tuple[str, str]]:
 class NodeLink:
     """One open StreamControl call of one node."""
 
-    def __init__(self, target: str, node: dict[str, Any]) -> None:
+    def __init__(
+        self, target: str, node: dict[str, Any], credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
         self.node = node
-        self.channel = grpc.aio.insecure_channel(target)
+        self.channel = (
+            grpc.aio.insecure_channel(target)
+            if credentials is None
+            else grpc.aio.secure_channel(target, credentials)
+        )
         self.stub = pb_grpc.EdgeControlStub(self.channel)
         self.call: Any = None
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edgefn.edge.spec import ResourceCaps
+from edgefn.contract import ResourceCaps
 from tests.controlplane.conftest import ADMIN, CP
 
 OVER_DEFAULT_CAPS: list[tuple[dict[str, Any], str]] = [

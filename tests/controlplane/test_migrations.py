@@ -16,14 +16,14 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from edgefn.cli.main import cli
+from edgefn.contract import FunctionPolicy
 from edgefn.controlplane import db
 from edgefn.controlplane.functions.models import Function
 from edgefn.controlplane.models import Base
-from edgefn.edge.spec import FunctionPolicy
 from tests.controlplane.conftest import create_pg_schema, drop_pg_schema, require_postgres
 from tests.controlplane.test_artifacts import free_port
 
-HEAD = "0006"
+HEAD = "0007"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

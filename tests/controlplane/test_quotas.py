@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
+from edgefn.contract import QuotaSpec
 from edgefn.edge.bootstrap import build_runtime
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.logs import JsonLog
 from edgefn.edge.node.agent import instruction_from_proto
 from edgefn.edge.node.controller import NodeController
 from edgefn.edge.settings import EdgeSettings
-from edgefn.edge.spec import FunctionSpec, QuotaSpec
+from edgefn.edge.spec import FunctionSpec
 from edgefn.edge.worker.runtime import HttpRequest
 from tests.conftest import wasm_path
 from tests.controlplane.conftest import ADMIN, CP

@@ -19,14 +19,15 @@ import sqlalchemy as sa
 import uvicorn
 
 from edgefn.cluster import free_port
+from edgefn.contract import FunctionPolicy, Instruction
 from edgefn.controlplane import db
 from edgefn.controlplane.app import create_app
 from edgefn.controlplane.deployments.models import OutboxInstruction
 from edgefn.controlplane.stream.messages import instruction_to_proto
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.node.agent import Agent, instruction_from_proto
-from edgefn.edge.node.controller import Instruction, NodeController
-from edgefn.edge.spec import FunctionPolicy, read_state
+from edgefn.edge.node.controller import NodeController
+from edgefn.edge.spec import read_state
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 from edgefn.sandbox import Engine
@@ -274,7 +275,8 @@ def test_deploy_carries_the_policy(gcp: CP, wasm: SimpleNamespace) -> None:
         assert FunctionPolicy.model_validate(
             instruction_from_proto(pushed).policy
         ) == FunctionPolicy.model_validate(from_json)
-        assert from_json["http_fetch"]["allow_hosts"] == ["api.example.com", "10.0.0.7"]
+        assert from_json is not None
+        assert from_json.http_fetch.allow_hosts == ("api.example.com", "10.0.0.7")
         await link.ack(pushed)
         await link.close()
 
@@ -290,9 +292,9 @@ def test_an_instruction_without_a_policy_means_the_defaults() -> None:
         "memory_pages": 16, "max_execution_ms": 500, "max_response_bytes": 65536,
         "env": {}, "routes": [], "deployment_id": None,
     }
-    msg = instruction_to_proto(old)
+    msg = instruction_to_proto(Instruction.from_json(old))
     assert not msg.deploy.HasField("policy")
-    assert instruction_from_proto(msg).policy == {} == Instruction.from_json(old).policy
+    assert instruction_from_proto(msg).policy is None is Instruction.from_json(old).policy
 
 
 def test_route_changes_and_deletion_push(gcp: CP, fn: dict[str, Any]) -> None:

@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 import redis
 
+from edgefn.contract import ResourceCaps
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.capabilities.secrets import SecretsCapability
 from edgefn.edge.kv.base import KvStore
 from edgefn.edge.kv.redis import RedisKvStore
 from edgefn.edge.kv.sqlite import SqliteKvStore
 from edgefn.edge.logs import JsonLog
-from edgefn.edge.spec import FunctionSpec, NodeState, ResourceCaps
+from edgefn.edge.spec import FunctionSpec, NodeState
 from edgefn.edge.tracing import Tracer
 from edgefn.edge.worker.fairness import PenaltyBox
 from edgefn.edge.worker.host_functions import FetchBinding, KvBinding

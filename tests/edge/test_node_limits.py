@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from edgefn.edge.spec import ResourceCaps
+from edgefn.contract import ResourceCaps
 from tests.edge.conftest import HarnessFactory, fn
 from tests.edge.node.test_server import start_node, stop, write_function
 

@@ -17,12 +17,13 @@ import httpx
 import pytest
 import redis
 
+from edgefn.contract import QuotaSpec
 from edgefn.edge import metrics
 from edgefn.edge.bootstrap import build_runtime
 from edgefn.edge.logs import JsonLog
 from edgefn.edge.quotas import QuotaLimits, open_table
 from edgefn.edge.settings import EdgeSettings
-from edgefn.edge.spec import NodeState, QuotaSpec
+from edgefn.edge.spec import NodeState
 from edgefn.edge.worker.runtime import HttpRequest, HttpResponse, Runtime
 from tests.edge.conftest import fn
 from tests.edge.node.test_server import metric_value, start_node, stop, write_function

@@ -3,10 +3,14 @@ CP's JSON errors turned into click errors that render themselves (exit 1)."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 import click
 import httpx
+
+from edgefn.cli.credentials import trusted_ca
 
 API_PREFIX = "/api/v1"
 _PAGE = 200  # the CP's largest page
@@ -36,12 +40,16 @@ class CPUnreachable(click.ClickException):
 class CPClient:
     """Calls under /api/v1 with a bearer token; non-2xx answers raise CPRequestError."""
 
-    def __init__(self, base_url: str, token: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, *, timeout_s: float = 30.0, ca_file: Path | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        ca_file = ca_file or trusted_ca()
         self._http = httpx.Client(
             base_url=self.base_url + API_PREFIX,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout_s,
+            verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
         )
 
     def __enter__(self) -> CPClient:

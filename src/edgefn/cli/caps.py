@@ -1,5 +1,5 @@
 """The `--cap-*` options that `edgefn edge serve` and `edgefn cp serve` share: the most
-a function may ask for on a node or in a cluster (`edgefn.edge.spec.ResourceCaps`)."""
+a function may ask for on a node or in a cluster (`edgefn.contract.ResourceCaps`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from edgefn.edge.spec import ResourceCaps
+from edgefn.contract import ResourceCaps
 
 F = TypeVar("F", bound=Callable[..., Any])
 

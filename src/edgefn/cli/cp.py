@@ -78,6 +78,26 @@ def cp() -> None:
 )
 @click.option("--s3-create-bucket/--no-s3-create-bucket", default=None)
 @click.option("--max-artifact-bytes", type=int)
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Serve the API and gRPC ports over TLS with this certificate chain (PEM)")
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The key of --tls-cert (PEM, mode 0600)")
+@click.option("--node-mtls/--no-node-mtls", default=None,
+              help="Require nodes to present a client certificate of the node CA on the "
+              "gRPC port and the node HTTPS port [off; env EDGEFN_NODE_MTLS]")
+@click.option("--node-port", type=click.IntRange(0, 65535),
+              help="Node HTTPS port under mutual TLS: heartbeats, artifact URLs, "
+              "secrets, certificate renewal (default 8443; 0 picks one)")
+@click.option("--node-ca-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The operator's CA certificate for node certificates (PEM) [one made in "
+              "DATA_DIR/pki]")
+@click.option("--node-ca-key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The key of --node-ca-cert (PEM, mode 0600)")
+@click.option("--node-cert-ttl", "node_cert_ttl_s", type=click.IntRange(min=60),
+              help="Lifetime of a node certificate in seconds (default 30 days)")
+@click.option("--node-tls-name", "node_tls_names", multiple=True,
+              help="A host name or address nodes reach this CP at, for the server "
+              "certificate the CP issues itself; repeatable")
 @cap_options
 def serve(**flags: Any) -> None:
     """Serve the control-plane API and the EdgeControl gRPC service for edge nodes
@@ -89,6 +109,8 @@ def serve(**flags: Any) -> None:
     from edgefn.controlplane import db
     from edgefn.controlplane.app import create_app
 
+    if not flags.get("node_tls_names"):
+        flags.pop("node_tls_names", None)
     settings = settings_from(**flags)
     app = create_app(settings)
     db.migrate(app.state.cp.engine)
@@ -96,7 +118,10 @@ def serve(**flags: Any) -> None:
         click.echo("warning: EDGEFN_BOOTSTRAP_TOKEN is not set; no admin can log in", err=True)
     # Our loggers (the bound gRPC port among them) beside uvicorn's own.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s %(message)s")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    tls: dict[str, Any] = {}
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", **tls)
 
 
 @cp.command()

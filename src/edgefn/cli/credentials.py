@@ -1,6 +1,8 @@
 """Which control plane to talk to and with what token: `--cp` / `--token-file`, then
 `EDGEFN_CP_URL` / `EDGEFN_TOKEN`, then what `edgefn login` saved in the user's config
-directory. A token given as an argument is refused (`secret_options`)."""
+directory. A token given as an argument is refused (`secret_options`). Which CA an
+https:// control plane is trusted with: `--ca-file` / `EDGEFN_CA_FILE`, else the
+system's."""
 
 from __future__ import annotations
 
@@ -17,6 +19,34 @@ from edgefn.atomicfile import write_atomic
 from edgefn.cli.secret_options import read_secret_file, refuse_on_command_line
 
 DEFAULT_CP_URL = "http://127.0.0.1:8080"
+CA_FILE_ENV = "EDGEFN_CA_FILE"
+_CA_META = "edgefn.ca_file"
+
+
+def _remember_ca_file(ctx: click.Context, _param: click.Parameter, path: Path | None) -> None:
+    if path is not None:
+        ctx.meta[_CA_META] = path
+
+
+def ca_file_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--ca-file FILE` (env EDGEFN_CA_FILE): kept for `trusted_ca`, so that every
+    command calling the CP trusts it without passing it along."""
+    return click.option(
+        "--ca-file", envvar=CA_FILE_ENV, expose_value=False, callback=_remember_ca_file,
+        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        help="CA certificate (PEM) to trust an https:// control plane with, instead of "
+        f"the system's [env {CA_FILE_ENV}]",
+    )(f)
+
+
+def trusted_ca() -> Path | None:
+    """The CA file of this command (`--ca-file`), else EDGEFN_CA_FILE, else None."""
+    ctx = click.get_current_context(silent=True)
+    given = ctx.meta.get(_CA_META) if ctx is not None else None
+    if given is not None:
+        return Path(given)
+    env = os.environ.get(CA_FILE_ENV)
+    return Path(env) if env else None
 
 
 def credentials_path() -> Path:
@@ -90,8 +120,9 @@ def token_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def cp_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--cp and the token options, shared by the commands that call the control plane."""
-    f = token_options(f)
+    """--cp, the token options and --ca-file, shared by the commands that call the
+    control plane."""
+    f = ca_file_option(token_options(f))
     return click.option(
         "--cp",
         "cp_url",

@@ -16,7 +16,8 @@ import click
 
 from edgefn.cli._api import CPClient, CPRequestError
 from edgefn.cli.credentials import cp_options, resolve
-from edgefn.edge.spec import POLICY_FIELDS, FunctionSpec, RouteSpec, load_function_dir
+from edgefn.contract import POLICY_FIELDS, RouteSpec
+from edgefn.edge.spec import FunctionSpec, load_function_dir
 
 # function.json fields that are function settings on the CP; only those the file
 # names are sent, so settings made through the API stay unless the file says otherwise.

@@ -40,7 +40,14 @@ def edge() -> None:
 @click.option("--engine", type=click.Choice(["wasmtime", "wasmedge"]),
               help="WebAssembly engine [wasmtime].")
 @click.option("--workers", type=int, help="Worker processes [number of CPUs].")
-@click.option("--threads", type=int, help="Request threads per worker [8].")
+@click.option("--threads", type=int,
+              help="Request threads per worker at most, started as needed [128].")
+@click.option("--inline/--no-inline", default=None,
+              help="Run functions that cannot block on the worker's event loop once their "
+                   "calls have shown they are short [--inline].")
+@click.option("--inline-budget-ms", type=float,
+              help="CPU a call on the event loop may use; one over it moves its function "
+                   "to the request threads [2].")
 @click.option("--max-inflight-per-function", type=int,
               help="Requests one function may run at once per worker; more get 503 "
                    "[no limit].")
@@ -88,6 +95,16 @@ def edge() -> None:
               envvar="EDGEFN_NODE_TOKEN_FILE",
               help="File holding this node's token from the control plane (mode 0600) "
                    "[env EDGEFN_NODE_TOKEN_FILE; or the token itself in EDGEFN_NODE_TOKEN].")
+@click.option("--node-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="This node's client certificate (PEM) for mutual TLS with the control "
+                   "plane; renewed in place before it expires [env EDGEFN_NODE_CERT].")
+@click.option("--node-key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The key of --node-cert (PEM, mode 0600; replaced on renewal) "
+                   "[env EDGEFN_NODE_KEY].")
+@click.option("--cp-ca-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="CA certificate (PEM) the node trusts the control plane's gRPC and HTTPS "
+                   "ports with [the system's; with mutual TLS, the CA the node was "
+                   "registered with].")
 @click.option("--node-token", hidden=True, expose_value=False, callback=_refuse_token_argument,
               help="Removed: use --node-token-file or EDGEFN_NODE_TOKEN.")
 @click.option("--compile-key-file", type=click.Path(path_type=Path, dir_okay=False),
@@ -127,3 +144,18 @@ def serve_cmd(
     from edgefn.edge.node.server import serve
 
     serve(settings)
+
+
+@edge.command("csr")
+@click.option("--node-id", required=True, help="The id the node will be registered with.")
+@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Where to write the node's new private key (mode 0600).")
+@click.option("--force", is_flag=True, help="Replace an existing key file.")
+def csr_cmd(node_id: str, key_file: Path, force: bool) -> None:
+    """Make this node's private key and print a certificate signing request for it, to
+    register the node with (`POST /api/v1/nodes` with `csr`); the key stays here."""
+    from edgefn.edge.node.credentials import write_new_key
+
+    if key_file.exists() and not force:
+        raise click.UsageError(f"{key_file} exists; pass --force to replace it")
+    click.echo(write_new_key(key_file, node_id), nl=False)

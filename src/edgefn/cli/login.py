@@ -5,12 +5,19 @@ from __future__ import annotations
 import click
 
 from edgefn.cli._api import CPClient
-from edgefn.cli.credentials import DEFAULT_CP_URL, credentials_path, save_login, token_options
+from edgefn.cli.credentials import (
+    DEFAULT_CP_URL,
+    ca_file_option,
+    credentials_path,
+    save_login,
+    token_options,
+)
 
 
 @click.command()
 @click.option("--cp", "cp_url", envvar="EDGEFN_CP_URL", default=DEFAULT_CP_URL, show_default=True)
 @token_options
+@ca_file_option
 def login(cp_url: str, token: str | None) -> None:
     """Save a token (an API key, JWT or the admin token) for a control plane, checked
     first, in the user's config. It is asked for unless a file or EDGEFN_TOKEN has it."""

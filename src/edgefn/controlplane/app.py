@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgefn import __version__, redact
 from edgefn.atomicfile import private_dir
+from edgefn.contract import ResourceCaps
 from edgefn.controlplane import db
 from edgefn.controlplane.artifacts import UrlSigner, open_store
 from edgefn.controlplane.artifacts.api import router as artifacts_router
@@ -39,6 +40,8 @@ from edgefn.controlplane.fields import pattern_meaning
 from edgefn.controlplane.functions.api import router as functions_router
 from edgefn.controlplane.nodes import service as nodes_service
 from edgefn.controlplane.nodes.api import router as nodes_router
+from edgefn.controlplane.nodes.listener import NodeListener
+from edgefn.controlplane.pki.tls import NodeTLS, load_ca
 from edgefn.controlplane.quotas.api import router as quotas_router
 from edgefn.controlplane.routes.api import router as routes_router
 from edgefn.controlplane.secrets import open_secret_store
@@ -46,7 +49,6 @@ from edgefn.controlplane.secrets.api import router as secrets_router
 from edgefn.controlplane.settings import CPSettings
 from edgefn.controlplane.stream.notifier import Notifier
 from edgefn.controlplane.stream.server import ControlServer
-from edgefn.edge.spec import ResourceCaps
 
 log = logging.getLogger("edgefn.controlplane")
 API_PREFIX = "/api/v1"
@@ -97,6 +99,7 @@ def build_context(settings: CPSettings) -> CPContext:
         notifier=notifier,
         anchor=anchor,
         secrets=open_secret_store(settings),
+        node_ca=load_ca(settings),
     )
 
 
@@ -377,12 +380,21 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         with db.session_scope(ctx.sessions) as session:
             await asyncio.to_thread(audit_service.start_checkpoints, session, ctx.anchor)
         ctx.notifier.bind(asyncio.get_running_loop())
+        node_tls = NodeTLS.from_settings(settings, ctx.node_ca)
         grpc_server: ControlServer | None = None
         if settings.grpc_port is not None:
             grpc_server = await ControlServer.start(
-                ctx, host=settings.host, port=settings.grpc_port
+                ctx, host=settings.host, port=settings.grpc_port, tls=node_tls
             )
         running.state.grpc = grpc_server
+        listener: NodeListener | None = None
+        node_port = settings.node_port
+        if node_tls is not None and node_tls.client_ca is not None and node_port is not None:
+            listener = await NodeListener.start(
+                running, host=settings.host, port=node_port,
+                context=node_tls.ssl_context(),
+            )
+        running.state.node_listener = listener
         sweeper = asyncio.create_task(_sweep_stale_nodes(ctx))
         try:
             yield
@@ -390,6 +402,8 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            if listener is not None:
+                await listener.stop()
             if grpc_server is not None:
                 await grpc_server.stop()
             ctx.engine.dispose()
@@ -404,6 +418,8 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
     app.state.cp = ctx
     # The running ControlServer (its `.port` is the bound one) once started.
     app.state.grpc = None
+    # The running NodeListener (node mTLS), likewise.
+    app.state.node_listener = None
     _install_error_handlers(app)
     _install_openapi(app, settings.caps)
     app.add_middleware(_JsonBodyCap, limit=settings.max_json_body_bytes)

@@ -20,6 +20,9 @@ from edgefn.controlplane.audit.checkpoints import Anchor
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.auth.service import Credentials, authenticate
 from edgefn.controlplane.errors import Forbidden
+from edgefn.controlplane.nodes.listener import client_cert_of
+from edgefn.controlplane.pki import service as pki
+from edgefn.controlplane.pki.ca import CertificateAuthority
 from edgefn.controlplane.secrets.base import SecretStore
 from edgefn.controlplane.settings import CPSettings
 from edgefn.controlplane.stream.notifier import Notifier
@@ -36,6 +39,8 @@ class CPContext:
     notifier: Notifier
     anchor: Anchor
     secrets: SecretStore
+    # The CA of node certificates; None while node mTLS is off and none was given.
+    node_ca: CertificateAuthority | None = None
 
 
 def get_ctx(request: Request) -> CPContext:
@@ -72,7 +77,12 @@ def get_principal(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     token = bearer.credentials if bearer else None
-    return authenticate(session, ctx.creds, token, request_id=request_id_of(request))
+    who = authenticate(session, ctx.creds, token, request_id=request_id_of(request))
+    # With node mTLS on, a node token counts only with the node's own client
+    # certificate, which only the node listener sees (elsewhere: 401).
+    if who.kind == "node" and ctx.settings.node_mtls:
+        pki.check_peer(session, who.id, client_cert_of(request.scope))
+    return who
 
 
 def get_caller(who: Annotated[Principal, Depends(get_principal)]) -> Principal:

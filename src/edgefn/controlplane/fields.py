@@ -17,12 +17,13 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import Field, Strict
 
+from edgefn.contract import JSON_INT_MAX
+
 # What the database holds: SQL INTEGER is 32-bit on PostgreSQL; BIGINT, SQLite's
 # INTEGER, and LIMIT/OFFSET are 64-bit. Wider integers fields stop at the
 # largest one every JSON reader holds exactly (a double's 53 bits): a client
 # that reads the document's bound as a double cannot tell 2**63 - 1 from 2**63.
 INT32_MAX = 2**31 - 1
-JSON_INT_MAX = 2**53 - 1
 
 _MEANINGS: dict[str, str] = {}
 

@@ -6,6 +6,7 @@ from edgefn.controlplane.db import Base
 from edgefn.controlplane.deployments.models import Deployment, DeploymentNode, OutboxInstruction
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.nodes.models import Node
+from edgefn.controlplane.pki.models import NodeCertificate
 from edgefn.controlplane.quotas.models import ProjectQuota
 from edgefn.controlplane.routes.models import Route
 from edgefn.controlplane.secrets.models import Secret
@@ -20,6 +21,7 @@ __all__ = [
     "FunctionVersion",
     "Membership",
     "Node",
+    "NodeCertificate",
     "OutboxInstruction",
     "Project",
     "ProjectQuota",

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from edgefn.edge.spec import ResourceCaps
+from edgefn.contract import ResourceCaps
 
 
 class CPSettings(BaseSettings):
@@ -59,6 +59,24 @@ class CPSettings(BaseSettings):
     # fallback for instructions committed by another CP replica.
     stream_recheck_s: float = Field(default=1.0, gt=0)
 
+    # TLS of the API port and the gRPC port (PEM files); without them both are plain.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Mutual TLS with the nodes (docs/operations.md, Certificates and TLS): the gRPC
+    # port then requires a client certificate of the node CA, and node-facing HTTP
+    # (heartbeats, fresh artifact URLs, certificate renewal) moves to `node_port`,
+    # an HTTPS listener that requires one too; None there runs no such listener.
+    node_mtls: bool = False
+    node_port: int | None = Field(default=8443, ge=0, le=65535)
+    # The operator's CA for node certificates; default: one made in data_dir/pki.
+    node_ca_cert: Path | None = None
+    node_ca_key: Path | None = None
+    node_cert_ttl_s: int = Field(default=30 * 86400, ge=60)
+    # Names the node-facing ports answer to, besides `host`, the public URL's host,
+    # localhost and the loopback addresses, when the CP issues its own server
+    # certificate (no tls_cert).
+    node_tls_names: list[str] = Field(default_factory=list)
+
     # Secrets of projects (docs/security.md, Secrets). `builtin` seals them in the
     # database with a key kept outside it: `secrets_key` (base64 of 32 bytes), else
     # the file `secrets_key_file` (default data_dir/secrets.key, created 0600 on
@@ -101,6 +119,10 @@ class CPSettings(BaseSettings):
             raise ValueError("audit_key must be at least 32 characters")
         if self.secret_backend == "vault" and not (self.vault_url and self.vault_token):
             raise ValueError("secret_backend=vault needs vault_url and vault_token")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        if (self.node_ca_cert is None) != (self.node_ca_key is None):
+            raise ValueError("an operator's node CA needs both node_ca_cert and node_ca_key")
         if self.artifact_store == "s3" and not self.s3_bucket:
             raise ValueError("artifact_store=s3 needs s3_bucket (EDGEFN_S3_BUCKET)")
         return self
@@ -117,7 +139,8 @@ class CPSettings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     def resolved_secrets_key_file(self) -> Path:
         return self.secrets_key_file or self.data_dir / "secrets.key"

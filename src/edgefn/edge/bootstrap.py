@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache
-from edgefn.edge.capabilities.hosts import EgressRules
+from edgefn.edge.capabilities.egress_rules import EgressRules
 from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
 from edgefn.edge.capabilities.kv import KvCapability
 from edgefn.edge.capabilities.secrets import (
@@ -79,8 +79,12 @@ def start_secret_broker(settings: EdgeSettings) -> SecretBroker | None:
     the node token answers the workers' secret lookups."""
     if not (settings.cp_url and settings.node_token is not None):
         return None
+    # Here, not at the top: the workers import this module and hold no credential.
+    from edgefn.edge.node.credentials import node_certificate
+
     source = ControlPlaneSecrets(
-        settings.cp_url, settings.node_id, settings.node_token.get_secret_value()
+        settings.cp_url, settings.node_id, settings.node_token.get_secret_value(),
+        tls=node_certificate(settings),
     )
     broker = SecretBroker(secrets_socket(settings), source)
     broker.start()

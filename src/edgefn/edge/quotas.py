@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgefn.contract import QuotaSpec
 from edgefn.edge import metrics
-from edgefn.edge.spec import QuotaSpec
 
 log = logging.getLogger("edgefn.edge")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from edgefn.edge.spec import ResourceCaps
+from edgefn.contract import ResourceCaps
 
 
 class EdgeSettings(BaseSettings):
@@ -24,9 +24,17 @@ class EdgeSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9090, ge=0, le=65535)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
-    # Request threads per worker: fewer give a shorter latency tail for functions that
-    # only compute; more keep a worker responsive while functions wait in http_fetch.
-    threads: int = Field(8, ge=1, le=512)
+    # Request threads per worker, at most: started when a request finds none idle, ended
+    # after 30 s idle (two are kept). Functions that may wait in a host call (http_fetch,
+    # KV, secrets) hold one each while they wait; functions that cannot block run on the
+    # event loop instead, once they have shown they are short (edge/worker/dispatch.py).
+    threads: int = Field(128, ge=1, le=1024)
+    # Run the calls of functions that cannot block on the worker's event loop; false:
+    # every call goes to a request thread.
+    inline: bool = True
+    # A function runs on the loop only while its calls stay under this much CPU (and
+    # never time out); one call over it sends the function back to the threads.
+    inline_budget_ms: float = Field(2.0, gt=0, le=1000)
     # Requests one function may have running in a worker at once; beyond it a request
     # gets 503 at once, so a slow or hostile function cannot hold every thread while
     # others wait. None: no limit (a node serving one busy function would otherwise
@@ -89,6 +97,12 @@ class EdgeSettings(BaseSettings):
     cp_url: str = ""
     grpc_url: str = ""
     node_token: SecretStr | None = None
+    # Mutual TLS with the control plane: the node's client certificate and key (the
+    # agent renews them in place, so they must be writable), and the CA it trusts the
+    # CP's gRPC and HTTPS ports with (default: the system's).
+    node_cert: Path | None = None
+    node_key: Path | None = None
+    cp_ca_file: Path | None = None
     heartbeat_interval_s: float = Field(30.0, gt=0)
     # A node without a control plane: `{function_id: {name: value}}`, mode 0600,
     # where `secret_get` finds the secrets functions list (docs/edge.md).
@@ -98,6 +112,8 @@ class EdgeSettings(BaseSettings):
     def _tls_pair(self) -> EdgeSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
+        if (self.node_cert is None) != (self.node_key is None):
+            raise ValueError("a client certificate needs both node_cert and node_key")
         return self
 
     @model_validator(mode="after")

@@ -1,8 +1,10 @@
 """What an edge node runs: function specs (`function.json`) and the node state.
 
 A `function.json` in a functions directory and a deploy instruction from the
-control plane both become a `FunctionSpec`; the node's whole desired state is a
-`NodeState`, persisted as JSON so the node restarts from disk alone.
+control plane both become a `FunctionSpec`, the contract's policy with the node's
+view of one function version flattened beside it (the workers read
+`spec.memory_pages`, `spec.kv`); the node's whole desired state is a `NodeState`,
+persisted as JSON so the node restarts from disk alone.
 """
 
 from __future__ import annotations
@@ -11,22 +13,21 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    Strict,
-    StrictBool,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator
 
 from edgefn.atomicfile import write_atomic
-from edgefn.edge.capabilities.hosts import HostAllowlist
+from edgefn.contract import (
+    DeployInstruction,
+    ExecutionMs,
+    FunctionPolicy,
+    MemoryPages,
+    QuotaSpec,
+    ResponseBytes,
+    RouteSpec,
+)
+from edgefn.contract._base import Record
 from edgefn.sandbox.engine import (
     DEFAULT_MAX_EXECUTION_MS,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -35,162 +36,24 @@ from edgefn.sandbox.engine import (
     WasiOptions,
 )
 
+# The spec and the state, and the contract's records they are made of.
+__all__ = [
+    "FunctionSpec",
+    "NodeState",
+    "QuotaSpec",
+    "RouteSpec",
+    "SpecKey",
+    "load_function_dir",
+    "read_state",
+    "write_state",
+]
+
 # What identifies a loaded function: (id, version, sha256, digest of its settings).
 SpecKey = tuple[str, str, str, str]
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_HOST = re.compile(r"(\*|(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)")
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RouteSpec(_Strict):
-    """docs/edge.md, Routes: host exact, `*` or `*.domain`; path exact or `prefix/*`."""
-
-    id: str = ""
-    host: str = "*"
-    path: str
-    methods: tuple[str, ...] = ()
-    priority: int = 0
-    function_id: str = ""
-    # The tenant: the project owning `function_id` ("" for a local functions directory).
-    project_id: str = ""
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        v = v.lower()
-        if not _HOST.fullmatch(v):
-            raise ValueError(f"invalid route host {v!r}")
-        return v
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/") or "*" in v[:-1] or (v.endswith("*") and not v.endswith("/*")):
-            raise ValueError(f"invalid route path {v!r}: exact, or a prefix ending in /*")
-        return v
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        upper = tuple(m.upper() for m in v)
-        bad = [m for m in upper if m not in HTTP_METHODS]
-        if bad:
-            raise ValueError(f"unknown HTTP methods {bad}")
-        return upper
-
-
-# Limits travel as int64 in the gRPC deploy instruction, and as JSON numbers in
-# the API, where 2**53 - 1 is the largest integer every reader holds exactly.
-_JSON_INT_MAX = 2**53 - 1
-Isolation = Literal["reuse", "per-request"]
-
-
-def json_integer(value: Any) -> Any:
-    if isinstance(value, bool | str | bytes):
-        raise ValueError("must be an integer")
-    return value
-
-
-# A JSON integer: `5` or `5.0`, not `false` or `"5"`, which pydantic would convert.
-# Bounds go before the validator in an Annotated (after it, the OpenAPI would
-# show them as pydantic's `ge`/`le` instead of `minimum`/`maximum`).
-JsonInt = Annotated[int, BeforeValidator(json_integer)]
-HotInstances = Annotated[int, Field(ge=0, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
-IdleTimeout = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
-RequestBytes = Annotated[int, Field(ge=0, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
-_Limit = Annotated[int, Field(ge=1, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
-Count = Annotated[int, Field(ge=0, le=_JSON_INT_MAX), BeforeValidator(json_integer)]
-# A JSON number of seconds (an integer is one too), not `false` or `"5"`.
-CpuSeconds = Annotated[
-    float, Field(ge=0, le=_JSON_INT_MAX, allow_inf_nan=False), BeforeValidator(json_integer)
-]
-
-
-# `HostAllowlist` decides what an entry may be, which no pattern states; the
-# OpenAPI document names it as a format.
-AllowEntry = Annotated[
-    str,
-    WithJsonSchema(
-        {
-            "type": "string",
-            "format": "host-allowlist-entry",
-            "description": "`*`, `*.example.com`, a host name, or an IP address in canonical form",
-        }
-    ),
-]
-
-# The absolute bounds of a function's engine limits: what no node and no control plane
-# accepts, whatever its operator sets (the operator's `ResourceCaps` sit below them).
-# The deploy instruction carries these three as int32.
-# 4 GiB, all a wasm32 memory addresses
-MemoryPages = Annotated[int, Field(ge=1, le=65536), BeforeValidator(json_integer)]
-ExecutionMs = Annotated[int, Field(ge=1, le=600_000), BeforeValidator(json_integer)]  # 10 min
-ResponseBytes = Annotated[int, Field(ge=1, le=64 * 1024 * 1024), BeforeValidator(json_integer)]
-
-
-class KvPolicy(_Strict):
-    enabled: StrictBool = False
-    max_key_bytes: _Limit = 512
-    max_value_bytes: _Limit = 64 * 1024
-    max_keys: _Limit = 10_000
-    max_ttl_seconds: _Limit = 30 * 86400
-
-
-class HttpFetchPolicy(_Strict):
-    # Hosts the function may reach; `*.example.com` matches subdomains. Empty: none.
-    allow_hosts: tuple[AllowEntry, ...] = Field(default=(), max_length=256)
-    # Asks for the non-public networks the node's operator opened (`edgefn edge serve
-    # --allow-private-egress CIDR`); alone, on a node that opened none, it reaches nothing
-    # more (docs/security.md, Egress).
-    allow_private: StrictBool = False
-    max_response_bytes: _Limit = 1024 * 1024
-    max_redirects: JsonInt = Field(default=3, ge=0, le=10)
-
-    @field_validator("allow_hosts")
-    @classmethod
-    def _allow_hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        """`*`, `*.domain`, a name or an IP address; what `HostAllowlist` reads, checked by it."""
-        normalized = tuple(entry.strip().lower() for entry in v)
-        HostAllowlist(normalized)  # raises ValueError naming the bad entry
-        return normalized
-
-
-# A secret's name: what `secret_get` asks for and `POST /projects/{id}/secrets` stores.
-SecretName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
-MAX_SECRETS_PER_FUNCTION = 64
-
-
-class FunctionPolicy(_Strict):
-    """What a function may use and how its instances are kept, deny by default.
-
-    The same fields in `function.json`, on a control-plane function and in its
-    deploy instruction; the control plane validates them with this model.
-    """
-
-    max_request_bytes: RequestBytes | None = None
-    kv: KvPolicy = KvPolicy()
-    http_fetch: HttpFetchPolicy = HttpFetchPolicy()
-    isolation: Isolation = "reuse"
-    min_hot_instances: HotInstances = 1
-    max_hot_instances: HotInstances = 10
-    idle_timeout_s: IdleTimeout = 300.0
-    # Names of the project's secrets the function may read with `secret_get`; values
-    # never travel with the spec (docs/security.md, Secrets).
-    secrets: tuple[SecretName, ...] = Field(default=(), max_length=MAX_SECRETS_PER_FUNCTION)
-
-    @field_validator("secrets")
-    @classmethod
-    def _secrets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(sorted(set(v)))
-
-
-POLICY_FIELDS: tuple[str, ...] = tuple(FunctionPolicy.model_fields)
+ABIS = ("edge-v1", "wagi")
 
 
 class FunctionSpec(FunctionPolicy):
@@ -231,6 +94,25 @@ class FunctionSpec(FunctionPolicy):
             raise ValueError("sha256 must be 64 hex digits")
         return v
 
+    @classmethod
+    def of(cls, instr: DeployInstruction) -> FunctionSpec:
+        """The function a deploy instruction asks the node to run (its routes go to the
+        node's route table, not to the spec)."""
+        return cls(
+            **dict(instr.policy or FunctionPolicy()),
+            id=instr.function_id,
+            name=instr.function_id,
+            project_id=instr.project_id,
+            version=instr.version,
+            abi=instr.abi if instr.abi in ABIS else "",
+            artifact_url=instr.artifact_url,
+            sha256=instr.sha256,
+            env=instr.env,
+            memory_pages=instr.memory_pages,
+            max_execution_ms=instr.max_execution_ms,
+            max_response_bytes=instr.max_response_bytes,
+        )
+
     @property
     def limits(self) -> Limits:
         return Limits(
@@ -254,73 +136,7 @@ class FunctionSpec(FunctionPolicy):
         return (self.id, self.version, self.sha256, hashlib.sha256(settings).hexdigest())
 
 
-class ResourceCaps(_Strict):
-    """The most a function may ask for where these caps apply, set by the operator of a
-    node (`edgefn edge serve --cap-*`) or of a cluster (`edgefn cp serve --cap-*`).
-
-    The defaults are sized for a node shared by many tenants; each cap can be raised
-    up to the absolute bound of its field, never past it. A function over a cap is
-    refused whole (400 at the control plane, a deploy error on a node), never
-    silently clamped: it would then fail later in ways its author cannot see.
-    """
-
-    memory_pages: MemoryPages = 1024  # 64 MiB of linear memory per instance
-    max_execution_ms: ExecutionMs = 30_000
-    max_response_bytes: ResponseBytes = 8 * 1024 * 1024
-    max_request_bytes: RequestBytes = 8 * 1024 * 1024
-    # Per function and worker; also caps min_hot_instances, which are kept warm.
-    max_hot_instances: HotInstances = 16
-    # http_fetch.max_response_bytes: what one outgoing fetch may bring into memory.
-    max_fetch_response_bytes: _Limit = 8 * 1024 * 1024
-
-    @staticmethod
-    def _asked(limits: Limits, policy: FunctionPolicy) -> tuple[tuple[str, int | None, str], ...]:
-        """Each capped field of a function: its name, its value, the cap bounding it."""
-        return (
-            ("memory_pages", limits.memory_pages, "memory_pages"),
-            ("max_execution_ms", limits.max_execution_ms, "max_execution_ms"),
-            ("max_response_bytes", limits.max_response_bytes, "max_response_bytes"),
-            ("max_request_bytes", policy.max_request_bytes, "max_request_bytes"),
-            ("min_hot_instances", policy.min_hot_instances, "max_hot_instances"),
-            ("max_hot_instances", policy.max_hot_instances, "max_hot_instances"),
-            ("http_fetch.max_response_bytes", policy.http_fetch.max_response_bytes,
-             "max_fetch_response_bytes"),
-        )
-
-    @model_validator(mode="after")
-    def _not_below_the_defaults(self) -> ResourceCaps:
-        """A cap below what a function gets when it leaves the field out would refuse
-        every such function."""
-        defaults = FunctionSpec(id="defaults")
-        low = [
-            f"{cap} {getattr(self, cap)} (functions default to {value})"
-            for _, value, cap in self._asked(defaults.limits, defaults)
-            if value is not None and getattr(self, cap) < value
-        ]
-        if low:
-            raise ValueError("caps below the function defaults: " + ", ".join(dict.fromkeys(low)))
-        return self
-
-    def excess(self, limits: Limits, policy: FunctionPolicy) -> str:
-        """What of a function (its engine limits and policy) is over these caps, as one
-        clause per field; empty when nothing is."""
-        return "; ".join(
-            f"{name} {value} is over the cap of {getattr(self, cap)}"
-            for name, value, cap in self._asked(limits, policy)
-            if value is not None and value > getattr(self, cap)
-        )
-
-
-class QuotaSpec(_Strict):
-    """A project's quotas as the admin set them; a field left out (None) takes the
-    node's default (docs/edge.md, Quotas). Zero stops the project."""
-
-    max_concurrency: Count | None = None
-    invocations_per_minute: Count | None = None
-    cpu_seconds_per_day: CpuSeconds | None = None
-
-
-class NodeState(_Strict):
+class NodeState(Record):
     """The node's desired state: functions with their local artifacts, and routes."""
 
     generation: int = 0

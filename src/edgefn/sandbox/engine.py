@@ -9,7 +9,7 @@ host function (allowlists, quotas) is written once, outside the engines.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, ModuleInfo
 
@@ -87,7 +87,6 @@ class Host(Protocol):
         ...
 
 
-@runtime_checkable
 class Instance(Protocol):
     """A live instance. It serves one invocation at a time and is closed exactly once."""
 
@@ -107,7 +106,6 @@ class Instance(Protocol):
     def close(self) -> None: ...
 
 
-@runtime_checkable
 class Module(Protocol):
     """A compiled and linked module, shared by all instances of one function version."""
 
@@ -162,7 +160,6 @@ class ModuleFacts:
         return self._code_bytes
 
 
-@runtime_checkable
 class Engine(Protocol):
     """A WebAssembly engine. One per process; thread-safe for compile and instantiate."""
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import strategies as st
 
+from edgefn.contract import EgressAllowlist
 from edgefn.controlplane.errors import InvalidSelector
 from edgefn.controlplane.selector import parse_selector
-from edgefn.edge.capabilities.hosts import HostAllowlist
 
 _NAMES = st.sampled_from(["region", "pop", "pop_id", "node_id", "tier", "latency"])
 _VALUES = st.one_of(
@@ -56,14 +56,14 @@ schemathesis.openapi.format(
 
 def _allowed(entry: str) -> bool:
     try:
-        HostAllowlist((entry,))
+        EgressAllowlist((entry,))
     except ValueError:
         return False
     return True
 
 
 _LABELS = st.from_regex(r"[a-z]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
-# What an http_fetch allowlist entry may be, checked by `HostAllowlist` itself.
+# What an http_fetch allowlist entry may be, checked by `EgressAllowlist` itself.
 schemathesis.openapi.format(
     "host-allowlist-entry",
     st.one_of(

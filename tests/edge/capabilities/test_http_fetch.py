@@ -16,9 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from edgefn.edge.capabilities.hosts import EgressRules
+from edgefn.contract import HttpFetchPolicy
+from edgefn.edge.capabilities.egress_rules import EgressRules
 from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
-from edgefn.edge.spec import FunctionSpec, HttpFetchPolicy
+from edgefn.edge.spec import FunctionSpec
 from edgefn.sandbox.abi import GuestResponse, parse_response
 from edgefn.sandbox.hostcodes import DENIED, FAILED, QUOTA_EXCEEDED
 

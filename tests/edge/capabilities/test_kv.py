@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edgefn.contract import KvPolicy
 from edgefn.edge.capabilities.kv import KvCapability
 from edgefn.edge.kv.base import KvStore
 from edgefn.edge.kv.redis import RedisKvStore
 from edgefn.edge.kv.sqlite import SqliteKvStore
-from edgefn.edge.spec import FunctionSpec, KvPolicy
+from edgefn.edge.spec import FunctionSpec
 from edgefn.sandbox.hostcodes import FAILED, NOT_FOUND, QUOTA_EXCEEDED
 from tests.edge.conftest import Namespaces
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from edgefn.contract import RouteSpec
 from edgefn.edge.node.agent import BACKOFF_CAP_S, backoff_delays, instruction_from_proto
 from edgefn.proto import edge_control_pb2 as pb
 
@@ -27,8 +28,8 @@ def test_deploy_instruction_from_proto() -> None:
     assert (instr.id, instr.type, instr.function_id, instr.version) == (7, "deploy", "f", "1.2.0")
     assert (instr.memory_pages, instr.max_execution_ms, instr.max_response_bytes) == (32, 250, 1000)
     assert instr.env == {"K": "V"}
-    assert instr.routes == ({"id": "r", "host": "*", "path": "/x/*", "methods": ["GET"],
-                             "priority": 2, "function_id": "f", "project_id": "p1"},)
+    assert instr.routes == (RouteSpec(id="r", host="*", path="/x/*", methods=("GET",),
+                                      priority=2, function_id="f", project_id="p1"),)
     assert instr.project_id == "p1"
 
 
@@ -38,4 +39,4 @@ def test_undeploy_and_config_from_proto() -> None:
     assert (undeploy.type, undeploy.function_id) == ("undeploy", "f")
     config = instruction_from_proto(pb.ControlMessage(
         ack_id=4, config=pb.ConfigUpdate(routes=[pb.Route(host="a.test", path="/")])))
-    assert config.type == "config" and config.routes[0]["host"] == "a.test"
+    assert config.type == "config" and config.routes[0].host == "a.test"

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from edgefn.contract import POLICY_FIELDS, FunctionPolicy, HttpFetchPolicy, KvPolicy, ResourceCaps
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.node.controller import Instruction, NodeController
-from edgefn.edge.spec import (
-    POLICY_FIELDS,
-    FunctionPolicy,
-    HttpFetchPolicy,
-    KvPolicy,
-    ResourceCaps,
-    read_state,
-)
+from edgefn.edge.spec import read_state
 from edgefn.sandbox import Engine
 from tests.conftest import wasm_path
 from tests.edge.conftest import ArtifactServer
@@ -123,7 +118,7 @@ def test_null_policy_fields_are_the_defaults(controller: NodeController, store: 
     """How undeploy-shaped blanks and older payloads spell "not set"."""
     instr = deploy(1, store, "echo", "1.0.0", ECHO, kv=None, http_fetch=None, isolation=None,
                    max_request_bytes=None)
-    assert instr.policy == {}
+    assert instr.policy is None
     assert controller.apply(instr).state == "cached"
     (spec,) = read_state(controller.state_path).functions
     assert spec.kv == KvPolicy() and spec.max_request_bytes is None
@@ -134,7 +129,8 @@ def test_a_policy_the_node_cannot_read_is_refused(controller: NodeController, st
     for i, bad in enumerate(({"kv": {"enabled": True, "max_keys": 0}},
                              {"kv": {"enabled": True, "shared": True}},
                              {"http_fetch": {"allow_hosts": ["2130706433"]}}), start=2):
-        ack = controller.apply(deploy(i, store, "counter", "2.0.0", COUNTER, **bad))
+        # Refused where it is read: the agent hands the controller its decoding.
+        ack = controller.receive(i, partial(deploy, i, store, "counter", "2.0.0", COUNTER, **bad))
         assert ack.state == "error", bad
     (spec,) = read_state(controller.state_path).functions
     assert spec.version == "1.0.0" and not spec.kv.enabled

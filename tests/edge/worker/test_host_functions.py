@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefn.edge.capabilities.hosts import EgressRules
+from edgefn.edge.capabilities.egress_rules import EgressRules
 from edgefn.edge.capabilities.http_fetch import HttpFetchCapability
 from edgefn.edge.capabilities.kv import KvCapability
 from edgefn.edge.kv.sqlite import SqliteKvStore

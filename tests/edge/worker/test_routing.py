@@ -1,13 +1,14 @@
 """Route matching: the precedence rules of docs/edge.md, and the tenancy rule the
-router applies when it builds its table (edge/tenancy.py)."""
+router applies when it builds its table (contract/tenancy.py)."""
 
 from __future__ import annotations
 
 import pytest
 from prometheus_client import REGISTRY
 
-from edgefn.edge.spec import NodeState, RouteSpec
-from edgefn.edge.tenancy import Claims, claim_of
+from edgefn.contract import RouteSpec
+from edgefn.contract.tenancy import Claims, claim_of
+from edgefn.edge.spec import NodeState
 from edgefn.edge.worker.routing import MethodNotAllowed, RouteMatch, Router, normalize_host
 from tests.edge.conftest import EdgeHarness, fn
 

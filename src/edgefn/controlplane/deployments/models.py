@@ -3,12 +3,51 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from edgefn.controlplane.db import Base, UTCDateTime, new_id, utcnow
+
+
+class DeploymentKind(StrEnum):
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"
+
+
+class DeploymentState(StrEnum):
+    """A deployment's course: running until every target acked `cached` (succeeded), one
+    acked `error` (failed), or a newer deployment of the function took over (superseded)."""
+
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+
+class NodeRolloutState(StrEnum):
+    """Where a deployment stands on one of its nodes: instruction queued (pending), its
+    wave not started (waiting), the node's ack (cached, error), or never sent because
+    the deployment ended first (skipped)."""
+
+    PENDING = "pending"
+    WAITING = "waiting"
+    CACHED = "cached"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+class OutboxState(StrEnum):
+    """An outbox row's delivery: handed out until acked; superseded by a newer
+    instruction before the node acked it (never sent again); failed when the row could
+    not be read as an instruction (never sent; its ack_message says why)."""
+
+    PENDING = "pending"
+    ACKED = "acked"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
 
 
 class Deployment(Base):
@@ -18,7 +57,7 @@ class Deployment(Base):
     function_id: Mapped[str] = mapped_column(ForeignKey("functions.id", ondelete="CASCADE"))
     version: Mapped[str] = mapped_column(String(100))
     previous_version: Mapped[str | None] = mapped_column(String(100))
-    kind: Mapped[str] = mapped_column(String(16))  # deploy | rollback
+    kind: Mapped[str] = mapped_column(String(16))  # DeploymentKind
     strategy: Mapped[str] = mapped_column(String(16))
     # The deploy's `target_pop`; None: every node the function's selector matches.
     # A node registered later gets the function only if this targets it.
@@ -58,7 +97,7 @@ class OutboxInstruction(Base):
         ForeignKey("deployments.id", ondelete="SET NULL")
     )
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING)
     ack_state: Mapped[str | None] = mapped_column(String(16))
     ack_message: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

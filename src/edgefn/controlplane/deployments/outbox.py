@@ -1,21 +1,19 @@
 """The outbox: per-node instructions, built from the registry and route table and
 handed out (with freshly minted artifact URLs) until the node acks them.
 
-Instruction format (docs/api.md): {"id", "type": deploy|undeploy|config,
-"function_id", "project_id", "version", "artifact_url", "sha256", "abi", "memory_pages",
-"max_execution_ms", "max_response_bytes", "env", "routes", "deployment_id",
-and the function's policy: "max_request_bytes", "kv", "http_fetch", "isolation",
-"min_hot_instances", "max_hot_instances", "idle_timeout_s", "secrets" (names only:
-a node resolves the values itself, docs/security.md)}.
+A row's payload is the dump of the contract's instruction model
+(`edgefn.contract.instructions`: deploy, undeploy, config; docs/api.md), plus, for a
+deploy, the `artifact_key` its URL is minted from when it is handed out. A deploy
+carries every policy field, defaults included (names of secrets only: a node
+resolves the values itself, docs/security.md); a config carries the node's route
+table and every quota the admin set.
 
 A node sees only what is deployed to it: a function is deployed to a node from
 its first deploy instruction for that node until an undeploy
 (`deployed_functions`); the node's route table holds only those functions'
 routes, a node registered later gets only what the latest deployment of each
 function targets (its selector, or its `target_pop`), and the secrets call
-answers only for those functions. A config instruction also carries "quotas":
-{project_id: {max_concurrency, invocations_per_minute, cpu_seconds_per_day}}, every
-quota the admin set.
+answers only for those functions.
 
 `watch` reports, after each commit, which nodes got new instructions, so a
 transport that pushes (the gRPC stream) can send them at once.
@@ -26,24 +24,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from edgefn.contract import (
+    ConfigInstruction,
+    DeployInstruction,
+    Instruction,
+    InstructionType,
+    QuotaSpec,
+    RouteSpec,
+    UndeployInstruction,
+)
 from edgefn.controlplane.artifacts import ArtifactStore
-from edgefn.controlplane.deployments.models import Deployment, OutboxInstruction
+from edgefn.controlplane.deployments.models import Deployment, OutboxInstruction, OutboxState
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.quotas.models import ProjectQuota
 from edgefn.controlplane.routes.models import Route, claim_held
 from edgefn.controlplane.selector import matches
-from edgefn.edge.spec import POLICY_FIELDS
 
-PENDING = "pending"
-ACKED = "acked"
-SUPERSEDED = "superseded"
-# Never sent: the row could not be read as an instruction (written by hand or by an
-# older release); its ack_message says why.
-FAILED = "failed"
 _NEW_FOR = "edgefn.outbox.new_for_nodes"
 
 
@@ -52,16 +53,16 @@ def node_labels(node: Node) -> dict[str, Any]:
     return {**(node.labels or {}), "pop_id": node.pop_id, "pop": node.pop_id, "node_id": node.id}
 
 
-def route_entry(route: Route, project_id: str) -> dict[str, Any]:
-    return {
-        "id": route.id,
-        "host": route.host,
-        "path": route.path,
-        "methods": list(route.methods),
-        "priority": route.priority,
-        "function_id": route.function_id,
-        "project_id": project_id,
-    }
+def route_spec(route: Route, project_id: str) -> RouteSpec:
+    return RouteSpec(
+        id=route.id,
+        host=route.host,
+        path=route.path,
+        methods=tuple(route.methods),
+        priority=route.priority,
+        function_id=route.function_id,
+        project_id=project_id,
+    )
 
 
 class Undecodable(ValueError):
@@ -81,8 +82,8 @@ def deployed_functions(session: Session, node_id: str) -> set[str]:
         select(OutboxInstruction.type, OutboxInstruction.payload)
         .where(
             OutboxInstruction.node_id == node_id,
-            OutboxInstruction.type.in_(("deploy", "undeploy")),
-            OutboxInstruction.state != FAILED,
+            OutboxInstruction.type.in_((InstructionType.DEPLOY, InstructionType.UNDEPLOY)),
+            OutboxInstruction.state != OutboxState.FAILED,
         )
         .order_by(OutboxInstruction.id)
     )
@@ -90,12 +91,12 @@ def deployed_functions(session: Session, node_id: str) -> set[str]:
         fid = function_of(payload)
         if fid:
             latest[fid] = kind
-    return {fid for fid, kind in latest.items() if kind == "deploy"}
+    return {fid for fid, kind in latest.items() if kind == InstructionType.DEPLOY}
 
 
 def routes_for(
     session: Session, node: Node, function_id: str | None = None
-) -> list[dict[str, Any]]:
+) -> tuple[RouteSpec, ...]:
     """Routes a node serves: those whose pop_selector matches it, of one function
     (for its deploy instruction) or of every function deployed to it, and whose
     project holds their claim (docs/security.md, Route tenancy)."""
@@ -112,37 +113,34 @@ def routes_for(
         session.flush()  # deploys queued in this transaction count
         deployed = deployed_functions(session, node.id)
     labels = node_labels(node)
-    return [
-        route_entry(r, project_id)
+    return tuple(
+        route_spec(r, project_id)
         for r, project_id in session.execute(query)
         if r.function_id in deployed and matches(r.pop_selector, labels)
-    ]
+    )
 
 
-def quotas_for(session: Session) -> dict[str, dict[str, Any]]:
+def quotas_for(session: Session) -> dict[str, QuotaSpec]:
     """Every project quota the admin set, by project id (the others: node defaults)."""
     return {
-        row.project_id: row.spec().model_dump(mode="json")
+        row.project_id: row.spec()
         for row in session.scalars(select(ProjectQuota).order_by(ProjectQuota.project_id))
     }
 
 
-def _blank(kind: str) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "function_id": None,
-        "project_id": None,
-        "version": None,
-        "artifact_url": None,
-        "sha256": None,
-        "abi": None,
-        "memory_pages": None,
-        "max_execution_ms": None,
-        "max_response_bytes": None,
-        "env": {},
-        "routes": [],
-        "deployment_id": None,
-    } | dict.fromkeys(POLICY_FIELDS)
+def _queue(
+    session: Session, node_id: str, instruction: Instruction, **unsent: Any
+) -> OutboxInstruction:
+    """Add the instruction's row: its dump, and `unsent` fields the control plane keeps
+    for itself (they never reach a node)."""
+    row = OutboxInstruction(
+        node_id=node_id,
+        type=instruction.type,
+        deployment_id=getattr(instruction, "deployment_id", None),
+        payload=instruction.model_dump(mode="json", exclude={"id"}) | unsent,
+    )
+    session.add(row)
+    return row
 
 
 def enqueue_deploy(
@@ -152,41 +150,36 @@ def enqueue_deploy(
     version: FunctionVersion,
     deployment_id: str | None,
 ) -> OutboxInstruction:
-    payload = _blank("deploy") | {
-        "function_id": fn.id,
-        "project_id": fn.project_id,
-        "version": version.version,
-        "sha256": version.sha256,
-        "abi": version.abi,
-        "memory_pages": fn.memory_pages,
-        "max_execution_ms": fn.max_execution_ms,
-        "max_response_bytes": fn.max_response_bytes,
-        "env": dict(fn.env or {}),
+    instruction = DeployInstruction(
+        function_id=fn.id,
+        project_id=fn.project_id,
+        version=version.version,
+        sha256=version.sha256,
+        abi=version.abi,
+        memory_pages=fn.memory_pages,
+        max_execution_ms=fn.max_execution_ms,
+        max_response_bytes=fn.max_response_bytes,
+        env=dict(fn.env or {}),
+        routes=routes_for(session, node, fn.id),
+        deployment_id=deployment_id,
         # Every policy field, defaults included: what the node enforces is on record.
-        **fn.function_policy().model_dump(mode="json"),
-        "routes": routes_for(session, node, fn.id),
-        "deployment_id": deployment_id,
-        # Not sent: the URL is minted from the key when the instruction is handed out.
-        "artifact_key": version.artifact_key,
-    }
-    row = OutboxInstruction(
-        node_id=node.id, type="deploy", deployment_id=deployment_id, payload=payload
+        policy=fn.function_policy(),
     )
-    session.add(row)
-    return row
+    # The URL is minted from the key when the instruction is handed out.
+    return _queue(session, node.id, instruction, artifact_key=version.artifact_key)
 
 
 def enqueue_undeploy_everywhere(session: Session, function_id: str) -> None:
     """Undeploy on every node told to deploy it; older pending deploys are dropped."""
     node_ids: set[str] = set()
-    for row in session.scalars(select(OutboxInstruction).where(OutboxInstruction.type == "deploy")):
-        if function_of(row.payload) == function_id and row.state != FAILED:
+    deploys = select(OutboxInstruction).where(OutboxInstruction.type == InstructionType.DEPLOY)
+    for row in session.scalars(deploys):
+        if function_of(row.payload) == function_id and row.state != OutboxState.FAILED:
             node_ids.add(row.node_id)
-            if row.state == PENDING:
-                row.state = SUPERSEDED
+            if row.state == OutboxState.PENDING:
+                row.state = OutboxState.SUPERSEDED
     for node_id in sorted(node_ids):
-        payload = _blank("undeploy") | {"function_id": function_id}
-        session.add(OutboxInstruction(node_id=node_id, type="undeploy", payload=payload))
+        _queue(session, node_id, UndeployInstruction(function_id=function_id))
 
 
 def supersede_deploys(session: Session, node_id: str, function_id: str) -> None:
@@ -194,13 +187,13 @@ def supersede_deploys(session: Session, node_id: str, function_id: str) -> None:
     rows = session.scalars(
         select(OutboxInstruction).where(
             OutboxInstruction.node_id == node_id,
-            OutboxInstruction.type == "deploy",
-            OutboxInstruction.state == PENDING,
+            OutboxInstruction.type == InstructionType.DEPLOY,
+            OutboxInstruction.state == OutboxState.PENDING,
         )
     )
     for row in rows:
         if function_of(row.payload) == function_id:
-            row.state = SUPERSEDED
+            row.state = OutboxState.SUPERSEDED
 
 
 def enqueue_config(session: Session, node: Node) -> None:
@@ -210,14 +203,13 @@ def enqueue_config(session: Session, node: Node) -> None:
     for row in session.scalars(
         select(OutboxInstruction).where(
             OutboxInstruction.node_id == node.id,
-            OutboxInstruction.type == "config",
-            OutboxInstruction.state == PENDING,
+            OutboxInstruction.type == InstructionType.CONFIG,
+            OutboxInstruction.state == OutboxState.PENDING,
         )
     ):
-        row.state = SUPERSEDED
-    payload = _blank("config") | {"routes": routes_for(session, node),
-                                  "quotas": quotas_for(session)}
-    session.add(OutboxInstruction(node_id=node.id, type="config", payload=payload))
+        row.state = OutboxState.SUPERSEDED
+    config = ConfigInstruction(routes=routes_for(session, node), quotas=quotas_for(session))
+    _queue(session, node.id, config)
 
 
 def broadcast_config(session: Session) -> None:
@@ -258,9 +250,10 @@ def enqueue_initial(session: Session, node: Node) -> None:
     enqueue_config(session, node)
 
 
-def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> dict[str, Any]:
-    """The row as the instruction a node is sent, with a fresh artifact URL; raises
-    Undecodable for a payload that is not an object or names no readable key."""
+def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> Instruction:
+    """The row as the instruction a node is sent, with a fresh artifact URL. A payload
+    that is not an object or names no readable key is `Undecodable`; one missing a
+    field is the KeyError naming it; one the model refuses, its ValidationError."""
     if not isinstance(row.payload, dict):
         raise Undecodable(f"the payload is a {type(row.payload).__name__}, not an object")
     payload = dict(row.payload)
@@ -269,14 +262,23 @@ def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> dict[str, 
         raise Undecodable("artifact_key is not a string")
     if key:
         payload["artifact_url"] = store.presign_get(key, ttl)
-    return {"id": row.id, **payload}
+    try:
+        return Instruction.from_json({**payload, "id": row.id})
+    except ValidationError as exc:
+        missing = [e["loc"] for e in exc.errors() if e["type"] == "missing"]
+        if missing:
+            raise KeyError(".".join(map(str, missing[0]))) from exc
+        raise
 
 
 def pending_rows(session: Session, node_id: str) -> list[OutboxInstruction]:
     return list(
         session.scalars(
             select(OutboxInstruction)
-            .where(OutboxInstruction.node_id == node_id, OutboxInstruction.state == PENDING)
+            .where(
+                OutboxInstruction.node_id == node_id,
+                OutboxInstruction.state == OutboxState.PENDING,
+            )
             .order_by(OutboxInstruction.id)
         )
     )

@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from edgefn.contract import AckState, JsonInt
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.fields import INT32_MAX, Line, Text, Version
-from edgefn.edge.spec import JsonInt
 
 Strategy = Literal["pull", "canary", "gradual"]
 
@@ -45,8 +45,11 @@ class DeploymentOut(BaseModel):
     nodes: list[DeploymentNodeOut]
 
 
-class Ack(StrictModel):
+class AckIn(StrictModel):
+    """A node's answer to one instruction, as it reaches the control plane (an HTTP
+    heartbeat's `acks`, or a DeploymentStatus on the stream)."""
+
     # An outbox row's id: an INTEGER column.
     id: JsonInt = Field(ge=1, le=INT32_MAX)
-    state: Literal["cached", "error"]
+    state: AckState
     message: Text | None = Field(None, max_length=1000)

@@ -21,24 +21,31 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from edgefn.contract import AckState, Instruction, InstructionType, ResourceCaps
 from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.audit import service as audit
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.db import utcnow
 from edgefn.controlplane.deployments import outbox
-from edgefn.controlplane.deployments.models import Deployment, DeploymentNode, OutboxInstruction
-from edgefn.controlplane.deployments.schemas import Ack, DeploymentNodeOut, DeploymentOut
+from edgefn.controlplane.deployments.models import (
+    Deployment,
+    DeploymentKind,
+    DeploymentNode,
+    DeploymentState,
+    NodeRolloutState,
+    OutboxInstruction,
+    OutboxState,
+)
+from edgefn.controlplane.deployments.schemas import AckIn, DeploymentNodeOut, DeploymentOut
 from edgefn.controlplane.errors import Conflict, NotFound
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.functions.service import check_caps, get_function
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.selector import parse_selector
 from edgefn.controlplane.stream.messages import instruction_to_proto
-from edgefn.edge.spec import ResourceCaps
 
 log = logging.getLogger("edgefn.controlplane.deployments")
 
-IN_PROGRESS, SUCCEEDED, FAILED, SUPERSEDED = "in_progress", "succeeded", "failed", "superseded"
 
 
 def plan_waves(strategy: str, nodes: list[Node]) -> list[list[Node]]:
@@ -76,17 +83,20 @@ def _version(session: Session, fn: Function, version: str) -> FunctionVersion:
 
 def _supersede_running(session: Session, fn: Function) -> None:
     running = session.scalars(
-        select(Deployment).where(Deployment.function_id == fn.id, Deployment.state == IN_PROGRESS)
+        select(Deployment).where(
+            Deployment.function_id == fn.id, Deployment.state == DeploymentState.IN_PROGRESS
+        )
     )
     for dep in running:
-        dep.state = SUPERSEDED
+        dep.state = DeploymentState.SUPERSEDED
         dep.updated_at = utcnow()
         for dn in session.scalars(
             select(DeploymentNode).where(
-                DeploymentNode.deployment_id == dep.id, DeploymentNode.state == "waiting"
+                DeploymentNode.deployment_id == dep.id,
+                DeploymentNode.state == NodeRolloutState.WAITING,
             )
         ):
-            dn.state = "skipped"
+            dn.state = NodeRolloutState.SKIPPED
 
 
 def _start(
@@ -97,7 +107,7 @@ def _start(
     nodes: list[Node],
     *,
     strategy: str,
-    kind: str,
+    kind: DeploymentKind,
     target_pop: list[str] | None,
 ) -> Deployment:
     _supersede_running(session, fn)
@@ -108,7 +118,7 @@ def _start(
         kind=kind,
         strategy=strategy,
         target_pop=target_pop,
-        state=IN_PROGRESS if nodes else SUCCEEDED,
+        state=DeploymentState.IN_PROGRESS if nodes else DeploymentState.SUCCEEDED,
         created_by=who.actor,
     )
     session.add(dep)
@@ -120,7 +130,7 @@ def _start(
                     deployment_id=dep.id,
                     node_id=node.id,
                     wave=wave,
-                    state="pending" if wave == 0 else "waiting",
+                    state=NodeRolloutState.PENDING if wave == 0 else NodeRolloutState.WAITING,
                 )
             )
             if wave == 0:
@@ -161,7 +171,7 @@ def deploy(
     check_caps(caps, fn)
     row = _version(session, fn, version)
     nodes = select_targets(session, fn, target_pop)
-    return _start(session, who, fn, row, nodes, strategy=strategy, kind="deploy",
+    return _start(session, who, fn, row, nodes, strategy=strategy, kind=DeploymentKind.DEPLOY,
                   target_pop=target_pop)
 
 
@@ -196,7 +206,7 @@ def rollback(
         )
     else:
         nodes = select_targets(session, fn, None)
-    return _start(session, who, fn, row, nodes, strategy="pull", kind="rollback",
+    return _start(session, who, fn, row, nodes, strategy="pull", kind=DeploymentKind.ROLLBACK,
                   target_pop=current.target_pop if current else None)
 
 
@@ -248,17 +258,18 @@ def get_deployment(session: Session, who: Principal, deployment_id: str) -> Depl
 
 def pending_instructions(
     session: Session, node_id: str, *, store: ArtifactStore, url_ttl_s: int
-) -> list[dict[str, Any]]:
+) -> list[Instruction]:
     """Every instruction the node has not acked, oldest first; handed out again until
     acked (at-least-once: the node deduplicates by id).
 
     A row that cannot be read as an instruction (fields missing or of the wrong type:
     written by hand or by an older release) is never sent: it is marked failed, as if
     the node had acked it `error`, and logged, so the node's stream stays up and the
-    instructions after it flow. The check is the protobuf encoding, the stricter of
-    the two transports, so what the HTTP heartbeat hands out a stream could send too.
+    instructions after it flow. The checks are the contract's model and the protobuf
+    encoding, the stricter of the two transports, so what the HTTP heartbeat hands out
+    a stream could send too.
     """
-    out: list[dict[str, Any]] = []
+    out: list[Instruction] = []
     failed = False
     for row in outbox.pending_rows(session, node_id):
         try:
@@ -280,26 +291,26 @@ def _fail_undecodable(session: Session, row: OutboxInstruction, exc: Exception) 
     log.error("outbox instruction %s for node %s skipped, never sent: %s",
               row.id, row.node_id, reason)
     # Recorded as the node's error ack would be: a deploy's deployment fails.
-    ack = Ack.model_construct(id=row.id, state="error", message=reason[:1000])
+    ack = AckIn.model_construct(id=row.id, state=AckState.ERROR, message=reason[:1000])
     ack_instruction(session, row.node_id, ack)
-    row.state = outbox.FAILED
+    row.state = OutboxState.FAILED
 
 
 def _advance(session: Session, dep: Deployment) -> None:
     members = list(
         session.scalars(select(DeploymentNode).where(DeploymentNode.deployment_id == dep.id))
     )
-    if any(m.state == "error" for m in members):
-        dep.state = FAILED
+    if any(m.state == NodeRolloutState.ERROR for m in members):
+        dep.state = DeploymentState.FAILED
         for m in members:
-            if m.state == "waiting":
-                m.state = "skipped"
+            if m.state == NodeRolloutState.WAITING:
+                m.state = NodeRolloutState.SKIPPED
         return
-    if all(m.state == "cached" for m in members):
-        dep.state = SUCCEEDED
+    if all(m.state == NodeRolloutState.CACHED for m in members):
+        dep.state = DeploymentState.SUCCEEDED
         return
-    waiting = sorted({m.wave for m in members if m.state == "waiting"})
-    if not waiting or any(m.state == "pending" for m in members):
+    waiting = sorted({m.wave for m in members if m.state == NodeRolloutState.WAITING})
+    if not waiting or any(m.state == NodeRolloutState.PENDING for m in members):
         return
     fn = session.get(Function, dep.function_id)
     if fn is None:
@@ -309,31 +320,33 @@ def _advance(session: Session, dep: Deployment) -> None:
         if m.wave == waiting[0]:
             node = session.get(Node, m.node_id)
             if node is not None:
-                m.state = "pending"
+                m.state = NodeRolloutState.PENDING
                 outbox.supersede_deploys(session, node.id, fn.id)
                 outbox.enqueue_deploy(session, node, fn, version, dep.id)
 
 
-def ack_instruction(session: Session, node_id: str, ack: Ack) -> None:
+def ack_instruction(session: Session, node_id: str, ack: AckIn) -> None:
     """Record a node's answer to one instruction; unknown or repeated acks are ignored
     so a node may resend them. The caller commits."""
     row = session.get(OutboxInstruction, ack.id)
-    if row is None or row.node_id != node_id or row.state == outbox.ACKED:
+    if row is None or row.node_id != node_id or row.state == OutboxState.ACKED:
         return
-    row.state = outbox.ACKED
+    row.state = OutboxState.ACKED
     row.ack_state = ack.state
     row.ack_message = ack.message
     row.acked_at = utcnow()
-    if row.deployment_id is None or row.type != "deploy":
+    if row.deployment_id is None or row.type != InstructionType.DEPLOY:
         return
     member = session.get(DeploymentNode, (row.deployment_id, node_id))
     dep = session.get(Deployment, row.deployment_id)
-    if member is None or dep is None or member.state not in ("pending", "waiting"):
+    if member is None or dep is None or member.state not in (
+        NodeRolloutState.PENDING, NodeRolloutState.WAITING
+    ):
         return
     member.state = ack.state
     member.message = ack.message
     member.updated_at = utcnow()
     dep.updated_at = utcnow()
-    if dep.state == IN_PROGRESS:
+    if dep.state == DeploymentState.IN_PROGRESS:
         session.flush()
         _advance(session, dep)

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from edgefn.contract import FunctionPolicy
 from edgefn.controlplane.db import Base, UTCDateTime, new_id, utcnow
-from edgefn.edge.spec import FunctionPolicy
 
 
 class Function(Base):
@@ -27,7 +27,7 @@ class Function(Base):
     pop_selector: Mapped[str | None] = mapped_column(String(500))
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # A `FunctionPolicy` (kv, http_fetch, isolation, instances, request size) as
-    # JSON: validated and read as one unit by the edge's model, never queried by
+    # JSON: validated and read as one unit by the contract's model, never queried by
     # field. `{}` (rows older than revision 0002) means every field at its default.
     policy: Mapped[dict[str, Any]] = mapped_column(
         JSON, default=dict, server_default=text("'{}'")

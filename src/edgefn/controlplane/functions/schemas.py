@@ -8,19 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from edgefn.controlplane.auth.schemas import StrictModel
-from edgefn.controlplane.fields import (
-    ONLY_PATTERN_KEYS,
-    SEMVER_PATTERN,
-    Id,
-    Line,
-    Text,
-    drop_null_defaults,
-    omitted,
-    pattern,
-)
-from edgefn.controlplane.selector import parse_selector
-from edgefn.edge.spec import (
+from edgefn.contract import (
     MAX_SECRETS_PER_FUNCTION,
     ExecutionMs,
     FunctionPolicy,
@@ -34,6 +22,18 @@ from edgefn.edge.spec import (
     ResponseBytes,
     SecretName,
 )
+from edgefn.controlplane.auth.schemas import StrictModel
+from edgefn.controlplane.fields import (
+    ONLY_PATTERN_KEYS,
+    SEMVER_PATTERN,
+    Id,
+    Line,
+    Text,
+    drop_null_defaults,
+    omitted,
+    pattern,
+)
+from edgefn.controlplane.selector import parse_selector
 from edgefn.sandbox.engine import (
     DEFAULT_MAX_EXECUTION_MS,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -91,7 +91,7 @@ def check_selector(value: str | None) -> str | None:
 class _FunctionFields(StrictModel):
     entrypoint: Entrypoint = "handle"
     runtime: Literal["wasm", "wasm-aot"] = "wasm"
-    # The absolute bounds are the edge's (`edgefn.edge.spec`); the cluster's caps
+    # The absolute bounds are the contract's (`edgefn.contract.limits`); the cluster's caps
     # (`CPSettings.caps`), below them, are checked by the service.
     max_execution_ms: ExecutionMs = DEFAULT_MAX_EXECUTION_MS
     memory_pages: MemoryPages = DEFAULT_MEMORY_PAGES
@@ -103,7 +103,7 @@ class _FunctionFields(StrictModel):
 
 
 class FunctionIn(_FunctionFields, FunctionPolicy):
-    """The policy fields (and their validation) are the edge's `FunctionPolicy`."""
+    """The policy fields (and their validation) are the contract's `FunctionPolicy`."""
 
     name: str = Name
     owner_project_id: Id | None = None

@@ -11,6 +11,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from edgefn.contract import POLICY_FIELDS, FunctionPolicy, ResourceCaps
 from edgefn.controlplane.artifacts import ArtifactStore, artifact_key, staging_key
 from edgefn.controlplane.audit import service as audit
 from edgefn.controlplane.auth.models import Project
@@ -28,7 +29,6 @@ from edgefn.controlplane.errors import (
 )
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.functions.schemas import SEMVER, FunctionIn, FunctionPatch
-from edgefn.edge.spec import POLICY_FIELDS, FunctionPolicy, ResourceCaps
 from edgefn.sandbox import errors as sandbox_errors
 from edgefn.sandbox.engine import Limits
 from edgefn.sandbox.wasminfo import validate_module

@@ -7,12 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from edgefn.controlplane.deps import DB, Caller, Ctx, NodeCaller
+from edgefn.controlplane.auth.principal import Principal
+from edgefn.controlplane.deps import DB, Caller, Ctx, NodeCaller, get_principal
 from edgefn.controlplane.errors import CALLER, BadRequest, Conflict, NotFound, responses
 from edgefn.controlplane.fields import SEMVER_PATTERN, PathId
 from edgefn.controlplane.nodes import service
 from edgefn.controlplane.nodes.schemas import (
     ArtifactGrant,
+    CertificateIn,
+    CertificateOut,
     HeartbeatIn,
     HeartbeatOut,
     NodeCreated,
@@ -25,9 +28,14 @@ router = APIRouter(tags=["nodes"], responses=responses(*CALLER))
 
 
 @router.post("/nodes", status_code=201, response_model=NodeCreated, responses=responses(Conflict))
-def register_node(body: NodeIn, session: DB, who: Caller) -> NodeCreated:
-    node, token = service.register_node(session, who, body)
-    return NodeCreated.model_validate({**NodeOut.model_validate(node).model_dump(), "token": token})
+def register_node(body: NodeIn, session: DB, ctx: Ctx, who: Caller) -> NodeCreated:
+    node, token, issued = service.register_node(
+        session, who, body, ca=ctx.node_ca, cert_ttl_s=ctx.settings.node_cert_ttl_s
+    )
+    credentials: dict[str, str] = {"token": token}
+    if issued is not None and ctx.node_ca is not None:
+        credentials |= {"certificate": issued.pem, "ca_certificate": ctx.node_ca.pem.decode()}
+    return NodeCreated.model_validate({**NodeOut.model_validate(node).model_dump(), **credentials})
 
 
 @router.get("/nodes", response_model=list[NodeOut])
@@ -63,7 +71,8 @@ def heartbeat(
         session, who, node_id, body, store=ctx.store, url_ttl_s=ctx.settings.download_url_ttl_s
     )
     return HeartbeatOut(
-        instructions=instructions, heartbeat_interval_s=ctx.settings.heartbeat_interval_s
+        instructions=[i.model_dump(mode="json") for i in instructions],
+        heartbeat_interval_s=ctx.settings.heartbeat_interval_s,
     )
 
 
@@ -85,4 +94,23 @@ def artifact_url(
     return service.artifact_grant(
         session, who, node_id, function_id, version,
         store=ctx.store, url_ttl_s=ctx.settings.download_url_ttl_s,
+    )
+
+
+@router.post(
+    "/nodes/{node_id}/certificate",
+    response_model=CertificateOut,
+    responses=responses(NotFound, BadRequest),
+)
+def issue_certificate(
+    node_id: PathId,
+    body: CertificateIn,
+    session: DB,
+    ctx: Ctx,
+    who: Annotated[Principal, Depends(get_principal)],
+) -> CertificateOut:
+    """A client certificate for the node from its CSR: the node renewing its own
+    before it expires (with its token and current certificate), or an admin."""
+    return service.issue_certificate(
+        session, who, node_id, body.csr, ca=ctx.node_ca, cert_ttl_s=ctx.settings.node_cert_ttl_s
     )

@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
+from edgefn.contract import json_integer
 from edgefn.controlplane.auth.schemas import StrictModel
-from edgefn.controlplane.deployments.schemas import Ack
+from edgefn.controlplane.deployments.schemas import AckIn
 from edgefn.controlplane.fields import JSON_INT_MAX, ONLY_PATTERN_KEYS, Id, Line, Scalar, pattern
-from edgefn.edge.spec import json_integer
 
 # A label's name is a NAME of the pop_selector grammar, so a selector can test it.
 LabelName = Annotated[
@@ -27,6 +27,8 @@ LabelName = Annotated[
 Extra = Scalar | None
 MemBytes = Annotated[int, Field(ge=0, le=JSON_INT_MAX), BeforeValidator(json_integer)]
 MAX_FUNCTIONS = 10_000
+# A PEM CSR of an EC or RSA (up to 8192 bits) key.
+Csr = Annotated[str, Field(min_length=1, max_length=16_384)]
 _MAX_FIELDS = 20
 
 
@@ -40,6 +42,10 @@ class NodeIn(StrictModel):
     ip: Line | None = Field(None, max_length=64)
     labels: dict[LabelName, Scalar] = Field(
         default_factory=dict, max_length=100, json_schema_extra=ONLY_PATTERN_KEYS
+    )
+    csr: Csr | None = Field(
+        None, description="The node's certificate signing request (PEM): the answer "
+        "carries a client certificate for the node id on its key."
     )
 
 
@@ -59,6 +65,23 @@ class NodeOut(BaseModel):
 
 class NodeCreated(NodeOut):
     token: str = Field(description="The node token; shown only in this response.")
+    certificate: str | None = Field(
+        None, description="The node's client certificate (PEM), when a csr was sent."
+    )
+    ca_certificate: str | None = Field(
+        None, description="The node CA (PEM): what the node trusts the CP's ports with."
+    )
+
+
+class CertificateIn(StrictModel):
+    csr: Csr
+
+
+class CertificateOut(BaseModel):
+    certificate: str = Field(description="The node's client certificate (PEM).")
+    ca_certificate: str = Field(description="The node CA (PEM).")
+    serial: str
+    not_after: dt.datetime
 
 
 class FunctionState(BaseModel):
@@ -88,7 +111,7 @@ class HeartbeatIn(StrictModel):
         Annotated[int, Field(ge=0, le=JSON_INT_MAX), BeforeValidator(json_integer)] | None
     ) = None
     functions: list[FunctionState] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
-    acks: list[Ack] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
+    acks: list[AckIn] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
 
 
 class HeartbeatOut(BaseModel):

@@ -5,11 +5,11 @@ was deployed to a node."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
+from edgefn.contract import Instruction, InstructionType
 from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.audit import service as audit
 from edgefn.controlplane.auth.principal import Principal
@@ -22,20 +22,39 @@ from edgefn.controlplane.auth.service import (
 from edgefn.controlplane.db import new_id, utcnow
 from edgefn.controlplane.deployments import outbox
 from edgefn.controlplane.deployments import service as deployments
-from edgefn.controlplane.deployments.models import OutboxInstruction
+from edgefn.controlplane.deployments.models import OutboxInstruction, OutboxState
 from edgefn.controlplane.errors import BadRequest, Conflict, Forbidden, NotFound
 from edgefn.controlplane.functions.models import FunctionVersion
 from edgefn.controlplane.nodes.models import Node
-from edgefn.controlplane.nodes.schemas import ArtifactGrant, FunctionState, HeartbeatIn, NodeIn
+from edgefn.controlplane.nodes.schemas import (
+    ArtifactGrant,
+    CertificateOut,
+    FunctionState,
+    HeartbeatIn,
+    NodeIn,
+)
+from edgefn.controlplane.pki import service as pki
+from edgefn.controlplane.pki.ca import CertificateAuthority, Issued
 
 MISSED_BEATS_OFFLINE = 3
 
 
-def register_node(session: Session, who: Principal, body: NodeIn) -> tuple[Node, str]:
+def register_node(
+    session: Session,
+    who: Principal,
+    body: NodeIn,
+    *,
+    ca: CertificateAuthority | None = None,
+    cert_ttl_s: int = 0,
+) -> tuple[Node, str, Issued | None]:
+    """The node, its token, and its client certificate when the body has a CSR."""
     require_admin(who)
     node_id = body.id or new_id()
     if session.get(Node, node_id) is not None:
         raise Conflict(f"node {node_id} exists")
+    issued = None
+    if body.csr is not None:
+        issued = pki.issue(session, _need_ca(ca), node_id, body.csr, ttl_s=cert_ttl_s)
     token = new_secret_token(NODE_TOKEN_PREFIX)
     node = Node(
         id=node_id,
@@ -55,10 +74,45 @@ def register_node(session: Session, who: Principal, body: NodeIn) -> tuple[Node,
         "node.create",
         target_type="node",
         target_id=node.id,
-        details={"pop_id": body.pop_id, "labels": dict(body.labels)},
+        details={"pop_id": body.pop_id, "labels": dict(body.labels),
+                 **({"certificate_serial": issued.serial} if issued else {})},
     )
     session.commit()
-    return node, token
+    return node, token, issued
+
+
+def issue_certificate(
+    session: Session,
+    who: Principal,
+    node_id: str,
+    csr: str,
+    *,
+    ca: CertificateAuthority | None,
+    cert_ttl_s: int,
+) -> CertificateOut:
+    """A new client certificate for the node: the node renewing its own (with its
+    current certificate, checked by the caller), or an admin re-issuing one for a node
+    whose certificate expired or was lost. Earlier ones stay valid until they expire."""
+    if who.kind == "node":
+        _own_node(session, who, node_id)
+    else:
+        require_admin(who)
+        if session.get(Node, node_id) is None:
+            raise NotFound(f"no node {node_id}")
+    authority = _need_ca(ca)
+    issued = pki.issue(session, authority, node_id, csr, ttl_s=cert_ttl_s)
+    audit.record(session, who, "node.certificate", target_type="node", target_id=node_id,
+                 details={"serial": issued.serial})
+    session.commit()
+    return CertificateOut(certificate=issued.pem, ca_certificate=authority.pem.decode(),
+                          serial=issued.serial, not_after=issued.not_after)
+
+
+def _need_ca(ca: CertificateAuthority | None) -> CertificateAuthority:
+    if ca is None:
+        raise BadRequest("this control plane issues no node certificates (node mTLS is off "
+                         "and no node CA was given)")
+    return ca
 
 
 def delete_node(session: Session, who: Principal, node_id: str) -> None:
@@ -67,6 +121,8 @@ def delete_node(session: Session, who: Principal, node_id: str) -> None:
     if node is None:
         raise NotFound(f"no node {node_id}")
     audit.record(session, who, "node.delete", target_type="node", target_id=node.id)
+    # Its open stream notices at its next look at the outbox and is closed.
+    pki.revoke_node(session, node_id)
     session.delete(node)
     session.commit()
 
@@ -96,7 +152,7 @@ def heartbeat(
     *,
     store: ArtifactStore,
     url_ttl_s: int,
-) -> list[dict[str, Any]]:
+) -> list[Instruction]:
     """Record the heartbeat, then answer with every instruction still pending."""
     record_heartbeat(session, who, node_id, body)
     return deployments.pending_instructions(session, node_id, store=store, url_ttl_s=url_ttl_s)
@@ -180,15 +236,15 @@ def deployed_to(session: Session, node_id: str, function_id: str, version: str) 
         select(OutboxInstruction)
         .where(
             OutboxInstruction.node_id == node_id,
-            OutboxInstruction.type.in_(("deploy", "undeploy")),
+            OutboxInstruction.type.in_((InstructionType.DEPLOY, InstructionType.UNDEPLOY)),
             OutboxInstruction.payload["function_id"].as_string() == function_id,
             # Never sent: the node cannot have applied it.
-            OutboxInstruction.state != outbox.FAILED,
+            OutboxInstruction.state != OutboxState.FAILED,
         )
         .order_by(OutboxInstruction.id.desc())
     )
     for row in rows:
-        if row.type == "undeploy":
+        if row.type == InstructionType.UNDEPLOY:
             return False
         if row.payload.get("version") == version:
             return True

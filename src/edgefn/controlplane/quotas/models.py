@@ -9,8 +9,8 @@ import datetime as dt
 from sqlalchemy import BigInteger, Float, ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
+from edgefn.contract import QuotaSpec
 from edgefn.controlplane.db import Base, UTCDateTime, utcnow
-from edgefn.edge.spec import QuotaSpec
 
 
 class ProjectQuota(Base):

@@ -6,7 +6,7 @@ import datetime as dt
 
 from pydantic import ConfigDict
 
-from edgefn.edge.spec import QuotaSpec
+from edgefn.contract import QuotaSpec
 
 
 class QuotasIn(QuotaSpec):

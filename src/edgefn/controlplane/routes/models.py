@@ -18,9 +18,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from edgefn.contract.tenancy import WHOLE_HOST
 from edgefn.controlplane.db import Base, UTCDateTime, new_id, utcnow
 from edgefn.controlplane.functions.models import Function
-from edgefn.edge.tenancy import WHOLE_HOST
 
 
 class Route(Base):
@@ -40,7 +40,7 @@ class Route(Base):
 
 
 class RouteClaim(Base):
-    """A host, or a path on the `*` host, held by one project (edge/tenancy.py).
+    """A host, or a path on the `*` host, held by one project (contract/tenancy.py).
 
     `path` is `/*` (the whole host) for a host other than `*`. A claim taken by a
     route goes when its project's last route under it does, unless `pinned` (the

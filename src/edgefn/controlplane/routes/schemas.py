@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from edgefn.contract import HTTP_METHODS, JsonInt
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.fields import Id, pattern
 from edgefn.controlplane.functions.schemas import Selector, check_selector
-from edgefn.edge.spec import JsonInt
 
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+METHODS = HTTP_METHODS
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
 # No port: nodes match the request's host without its port, and refuse a route
 # table holding one (every tenant's routes would stop updating on that node).

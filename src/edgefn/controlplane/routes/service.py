@@ -1,5 +1,5 @@
 """Route rules: a route belongs to its function's project, and it may only take a
-host, or a path on the `*` host, that no other project holds (edge/tenancy.py,
+host, or a path on the `*` host, that no other project holds (contract/tenancy.py,
 docs/security.md, Route tenancy). Every change sends each node its new route table.
 
 Claims are taken under one lock (PostgreSQL: an advisory lock; SQLite: every
@@ -16,6 +16,7 @@ from sqlalchemy import Exists, Select, and_, delete, exists, not_, or_, select, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from edgefn.contract.tenancy import WHOLE_HOST, Claims, claim_key, claim_of
 from edgefn.controlplane.audit import service as audit
 from edgefn.controlplane.auth.models import Project
 from edgefn.controlplane.auth.principal import Principal
@@ -26,7 +27,6 @@ from edgefn.controlplane.functions.models import Function
 from edgefn.controlplane.functions.service import get_function
 from edgefn.controlplane.routes.models import Route, RouteClaim, claim_held, claim_path_column
 from edgefn.controlplane.routes.schemas import ClaimIn, RouteIn
-from edgefn.edge.tenancy import WHOLE_HOST, Claims, claim_key, claim_of
 
 # pg_advisory_xact_lock key serializing claims ("edgefn" "rout" as bytes).
 _PG_LOCK_KEY = 0x6564_6766_726F_7574

@@ -6,8 +6,8 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from edgefn.contract import MAX_SECRETS_PER_FUNCTION, SecretName
 from edgefn.controlplane.auth.schemas import StrictModel
-from edgefn.edge.spec import MAX_SECRETS_PER_FUNCTION, SecretName
 
 MAX_SECRET_BYTES = 64 * 1024
 

@@ -1,85 +1,57 @@
-"""Conversions between the outbox's JSON instructions / the heartbeat schemas and
-the EdgeControl protobuf messages; the one place that knows both shapes."""
+"""Conversions between the contract's instructions / the heartbeat schemas and the
+EdgeControl protobuf messages; the one place on the control plane that knows both
+shapes. The messages name their fields as the contract's models do, so an
+instruction converts field by field without listing them
+(tests/contract/test_instructions.py checks that the names agree)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from edgefn.controlplane.deployments.schemas import Ack
+from edgefn.contract import ConfigInstruction, Instruction, InstructionType
+from edgefn.controlplane.deployments.schemas import AckIn
 from edgefn.controlplane.errors import ValidationFailed
 from edgefn.controlplane.nodes.schemas import FunctionState, HeartbeatIn
-from edgefn.edge.spec import POLICY_FIELDS
 from edgefn.proto import edge_control_pb2 as pb
 
-# Ack.message's limit: a node's long error text is cut, not refused, so one
+# AckIn.message's limit: a node's long error text is cut, not refused, so one
 # verbose failure cannot end its stream.
 _ACK_MESSAGE_MAX = 1000
+# Each kind's message, under the ControlMessage field of the kind's name.
+MESSAGES: Mapping[str, Any] = {
+    InstructionType.DEPLOY: pb.DeployInstruction,
+    InstructionType.UNDEPLOY: pb.UndeployInstruction,
+    InstructionType.CONFIG: pb.ConfigUpdate,
+}
 
 
-def _routes(entries: Iterable[Mapping[str, Any]]) -> list[pb.Route]:
-    return [
-        pb.Route(
-            id=r["id"],
-            host=r["host"],
-            path=r["path"],
-            methods=list(r["methods"]),
-            priority=r["priority"],
-            function_id=r["function_id"],
-            project_id=r.get("project_id") or "",
-        )
-        for r in entries
-    ]
+def _wire(value: Any) -> Any:
+    """A field's value as a protobuf constructor takes it: records as dicts, tuples as
+    lists; None is a field left out."""
+    if isinstance(value, BaseModel):
+        return {k: _wire(v) for k, v in value if v is not None}
+    if isinstance(value, tuple):
+        return [_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _wire(v) for k, v in value.items()}
+    return value
 
 
-def _policy(instruction: Mapping[str, Any]) -> pb.FunctionPolicy | None:
-    """The instruction's policy fields; None for one queued before it had them,
-    which the node reads as every field at its default."""
-    values = {k: instruction[k] for k in POLICY_FIELDS if instruction.get(k) is not None}
-    return pb.FunctionPolicy(**values) if values else None
-
-
-def instruction_to_proto(instruction: Mapping[str, Any]) -> pb.ControlMessage:
-    """One instruction of `pending_instructions` as a ControlMessage (ack_id = its id)."""
-    kind = instruction["type"]
-    ack_id = int(instruction["id"])
-    if kind == "deploy":
-        return pb.ControlMessage(
-            ack_id=ack_id,
-            deploy=pb.DeployInstruction(
-                function_id=instruction["function_id"],
-                project_id=instruction.get("project_id") or "",
-                version=instruction["version"],
-                artifact_url=instruction["artifact_url"] or "",
-                sha256=instruction["sha256"],
-                abi=instruction["abi"] or "",
-                memory_pages=instruction["memory_pages"],
-                max_execution_ms=instruction["max_execution_ms"],
-                max_response_bytes=instruction["max_response_bytes"],
-                env=dict(instruction["env"] or {}),
-                routes=_routes(instruction["routes"] or ()),
-                deployment_id=instruction["deployment_id"] or "",
-                policy=_policy(instruction),
-            ),
-        )
-    if kind == "undeploy":
-        return pb.ControlMessage(
-            ack_id=ack_id,
-            undeploy=pb.UndeployInstruction(
-                function_id=instruction["function_id"],
-                deployment_id=instruction["deployment_id"] or "",
-            ),
-        )
-    if kind == "config":
-        quotas = [
-            pb.ProjectQuota(project_id=pid, **{k: v for k, v in q.items() if v is not None})
-            for pid, q in (instruction.get("quotas") or {}).items()
-        ]
-        return pb.ControlMessage(ack_id=ack_id, config=pb.ConfigUpdate(
-            routes=_routes(instruction["routes"] or ()), quotas=quotas))
-    raise ValueError(f"unknown instruction type {kind!r}")
+def instruction_to_proto(instruction: Instruction) -> pb.ControlMessage:
+    """One instruction as a ControlMessage (ack_id = its id); a ValueError or
+    TypeError for one the protobuf encoding cannot carry."""
+    message = MESSAGES.get(instruction.type)
+    if message is None:
+        raise ValueError(f"unknown instruction type {instruction.type!r}")
+    kind = str(instruction.type)
+    fields = _wire(instruction)
+    del fields["id"], fields["type"]
+    if isinstance(instruction, ConfigInstruction):
+        fields["quotas"] = [{"project_id": pid, **q} for pid, q in fields["quotas"].items()]
+    return pb.ControlMessage(ack_id=instruction.id, **{kind: message(**fields)})
 
 
 def _validated(model: Any, **values: Any) -> Any:
@@ -89,10 +61,10 @@ def _validated(model: Any, **values: Any) -> Any:
         raise ValidationFailed(f"{model.__name__}: {exc.errors()[0]['msg']}") from exc
 
 
-def ack_of(status: pb.DeploymentStatus) -> Ack:
+def ack_of(status: pb.DeploymentStatus) -> AckIn:
     """A DeploymentStatus as the ack `ack_instruction` takes."""
-    ack: Ack = _validated(
-        Ack,
+    ack: AckIn = _validated(
+        AckIn,
         id=status.ack_id,
         state=status.state,
         message=status.message[:_ACK_MESSAGE_MAX] or None,

@@ -13,14 +13,18 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from sqlalchemy.orm import Session
 
+from edgefn.contract import Instruction
 from edgefn.controlplane import db
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.auth.service import authenticate
 from edgefn.controlplane.deployments import service as deployments
-from edgefn.controlplane.deployments.schemas import Ack
+from edgefn.controlplane.deployments.schemas import AckIn
 from edgefn.controlplane.deps import CPContext
 from edgefn.controlplane.errors import BadRequest, CPError, Forbidden, Unauthorized
 from edgefn.controlplane.nodes import service as nodes
+from edgefn.controlplane.nodes.models import Node
+from edgefn.controlplane.pki import service as pki
+from edgefn.controlplane.pki.tls import NodeTLS
 from edgefn.controlplane.stream.messages import (
     ack_of,
     functions_of,
@@ -83,11 +87,31 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
             raise Forbidden("EdgeControl takes node tokens only")
         if who.id != node_id:
             raise Forbidden(f"the token is not node {node_id}'s")
+        await self._db(self._peer_check(who.id, context))
         return who
 
-    def _pending(self, node_id: str) -> Callable[[Session], list[dict[str, Any]]]:
+    def _peer_check(
+        self, node_id: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Callable[[Session], None]:
+        """With node mTLS on, the client certificate of the call must be the node's,
+        neither revoked nor expired (the handshake checked it is the CA's)."""
+        if not self._ctx.settings.node_mtls:
+            return lambda s: _node_exists(s, node_id)
+        certs = (context.auth_context() or {}).get("x509_pem_cert") or [None]
+        serial = pki.peer_serial(node_id, certs[0])
+        return lambda s: pki.check_serial(s, node_id, serial)
+
+    def _pending(
+        self, node_id: str, peer_check: Callable[[Session], None]
+    ) -> Callable[[Session], list[Instruction]]:
         store, ttl = self._ctx.store, self._ctx.settings.download_url_ttl_s
-        return lambda s: deployments.pending_instructions(s, node_id, store=store, url_ttl_s=ttl)
+
+        def work(session: Session) -> list[Instruction]:
+            # Looked at again on every pass, so a stream ends once its node is deleted.
+            peer_check(session)
+            return deployments.pending_instructions(session, node_id, store=store, url_ttl_s=ttl)
+
+        return work
 
     # ---- unary -------------------------------------------------------------------
 
@@ -126,6 +150,7 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
                 raise BadRequest("the first message of a stream must be a Hello")
             await self._handle(who, first)
             log.info("node %s connected its control stream", who.id)
+            pending_work = self._pending(who.id, self._peer_check(who.id, context))
             with notifier.subscribe(who.id) as wake:
                 replies: asyncio.Queue[pb.ControlMessage] = asyncio.Queue()
                 reader = asyncio.create_task(self._read(who, messages, replies, wake))
@@ -139,12 +164,12 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
                         if reader.done():
                             reader.result()  # re-raises what ended the reader
                             break
-                        pending = await self._db(self._pending(who.id))
+                        pending = await self._db(pending_work)
                         for instruction in pending:
-                            if instruction["id"] not in sent:
+                            if instruction.id not in sent:
                                 yield instruction_to_proto(instruction)
                         # Sent once per stream; a reconnect sends every pending one again.
-                        sent = {int(i["id"]) for i in pending}
+                        sent = {i.id for i in pending}
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(wake.wait(), self._ctx.settings.stream_recheck_s)
                 finally:
@@ -202,7 +227,12 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
         return None
 
 
-def _acker(node_id: str, ack: Ack) -> Callable[[Session], None]:
+def _node_exists(session: Session, node_id: str) -> None:
+    if session.get(Node, node_id) is None:
+        raise Unauthorized(f"node {node_id} was deleted")
+
+
+def _acker(node_id: str, ack: AckIn) -> Callable[[Session], None]:
     def work(session: Session) -> None:
         deployments.ack_instruction(session, node_id, ack)
         session.commit()
@@ -219,13 +249,19 @@ class ControlServer:
         self.port = port
 
     @classmethod
-    async def start(cls, ctx: CPContext, *, host: str, port: int) -> ControlServer:
-        """Serve EdgeControl on `host:port` in the running event loop."""
+    async def start(
+        cls, ctx: CPContext, *, host: str, port: int, tls: NodeTLS | None = None
+    ) -> ControlServer:
+        """Serve EdgeControl on `host:port` in the running event loop; over TLS when
+        `tls` is given, requiring node client certificates when it has a client CA."""
         server = grpc.aio.server()
         pb_grpc.add_EdgeControlServicer_to_server(EdgeControlService(ctx), server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            bound = server.add_insecure_port(address)
+            if tls is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, tls.grpc_credentials())
         except RuntimeError as exc:
             raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
         await server.start()

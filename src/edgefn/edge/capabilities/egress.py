@@ -1,6 +1,6 @@
-"""The connection layer under `http_fetch`: resolve a host, check every address against the
-node's egress rules (`hosts.EgressRules`), connect to a checked one, and keep every socket
-operation inside the caller's deadline.
+"""The connection layer under `http_fetch`: resolve a host, check every address against
+the node's egress rules (`egress_rules.EgressRules`), connect to a checked one, and keep
+every socket operation inside the caller's deadline.
 
 It is an httpcore network backend, so the check happens where the socket is
 opened: the address connected to is the address checked (no DNS-rebinding gap
@@ -24,8 +24,9 @@ from typing import Any
 
 import httpcore
 
+from edgefn.contract.egress_allowlist import Address
+from edgefn.edge.capabilities.egress_rules import EgressRules
 from edgefn.edge.capabilities.errors import Denied
-from edgefn.edge.capabilities.hosts import Address, EgressRules
 
 _SocketOptions = Iterable[Any]
 

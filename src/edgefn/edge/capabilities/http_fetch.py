@@ -3,7 +3,7 @@ the node's egress rules let it reach (public ones, unless the operator opened mo
 
 Every hop (the first request and each redirect, followed here, never by the
 client) is checked against the allowlist; every connection against the node's
-address rules (`hosts.EgressRules`, applied in `egress.GuardedBackend`). The
+address rules (`egress_rules.EgressRules`, applied in `egress.GuardedBackend`). The
 whole exchange ends within `timeout_s`, the invocation's remaining budget. A
 response body over `max_response_bytes` is refused with -3, not truncated: a
 cut JSON document or image parses as garbage, and the guest can tell a -3
@@ -23,10 +23,11 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from edgefn.contract import HTTP_METHODS, EgressAllowlist, HttpFetchPolicy
 from edgefn.edge.capabilities.egress import GuardedBackend
+from edgefn.edge.capabilities.egress_rules import EgressRules, parse_host
 from edgefn.edge.capabilities.errors import CallFailed, CapabilityError, Denied, QuotaExceeded
-from edgefn.edge.capabilities.hosts import EgressRules, HostAllowlist, parse_host
-from edgefn.edge.spec import HTTP_METHODS, FunctionSpec, HttpFetchPolicy
+from edgefn.edge.spec import FunctionSpec
 from edgefn.sandbox.abi import FetchRequest, encode_response, parse_fetch_request
 from edgefn.sandbox.errors import GuestError
 from edgefn.sandbox.hostcodes import FAILED
@@ -83,11 +84,13 @@ class HttpFetchCapability:
         policy: HttpFetchPolicy,
         egress: EgressRules,
         *,
-        max_connections: int = 32,
-        max_keepalive_connections: int = 8,
+        # As many as a worker's request threads (EdgeSettings.threads), each of which may
+        # wait in one fetch: fewer would queue fetches that could overlap.
+        max_connections: int = 128,
+        max_keepalive_connections: int = 32,
     ) -> None:
         self.policy = policy
-        self._allowlist = HostAllowlist(policy.allow_hosts)
+        self._allowlist = EgressAllowlist(policy.allow_hosts)
         self._backend = GuardedBackend(egress, allow_private=policy.allow_private)
         limits = httpx.Limits(
             max_connections=max_connections,

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 
+from edgefn.contract import KvPolicy
 from edgefn.edge.kv.base import KvStore
 from edgefn.edge.kv.errors import KvError, KvQuotaExceeded
-from edgefn.edge.spec import FunctionSpec, KvPolicy
+from edgefn.edge.spec import FunctionSpec
 from edgefn.sandbox.hostcodes import FAILED, NOT_FOUND, QUOTA_EXCEEDED
 
 log = logging.getLogger(__name__)

@@ -25,13 +25,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
 from edgefn.edge.capabilities.errors import CallFailed
 from edgefn.edge.spec import FunctionSpec
 from edgefn.sandbox.hostcodes import DENIED, FAILED, NOT_FOUND
+
+if TYPE_CHECKING:  # the workers never load the node's credentials
+    from edgefn.edge.node.credentials import NodeCertificate
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +58,14 @@ class SecretSource(Protocol):
 
 
 class ControlPlaneSecrets:
-    """`POST /api/v1/nodes/{node_id}/secrets` with the node's token (docs/api.md)."""
+    """`POST /api/v1/nodes/{node_id}/secrets` with the node's token (docs/api.md), and
+    its client certificate under mutual TLS."""
 
-    def __init__(self, cp_url: str, node_id: str, token: str) -> None:
+    def __init__(self, cp_url: str, node_id: str, token: str,
+                 tls: NodeCertificate | None = None) -> None:
         self._url = f"{cp_url.rstrip('/')}/api/v1/nodes/{node_id}/secrets"
         self._headers = {"authorization": f"Bearer {token}"}
+        self._tls = tls
         # After a transport failure every function fails fast until then: a node
         # loading many functions while the control plane is away must not wait
         # out a timeout for each.
@@ -69,9 +75,10 @@ class ControlPlaneSecrets:
         if time.monotonic() < self._down_until:
             raise CallFailed("control plane unreachable (retrying later)")
         try:
+            verify = self._tls.ssl_context() if self._tls is not None else True
             resp = httpx.post(self._url, json={"function_id": function_id, "names": list(names)},
-                              headers=self._headers, timeout=timeout_s)
-        except httpx.HTTPError as exc:
+                              headers=self._headers, timeout=timeout_s, verify=verify)
+        except (httpx.HTTPError, OSError) as exc:
             self._down_until = time.monotonic() + RETRY_S
             # The exception's text can hold the URL; its class is enough to act on.
             raise CallFailed(f"control plane unreachable ({type(exc).__name__})") from None

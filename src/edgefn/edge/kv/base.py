@@ -8,13 +8,12 @@ backend can make race-free across threads, processes and nodes.
 from __future__ import annotations
 
 import re
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 # Function ids (spec.py) fit this; no ':' so `namespace:key` can never be ambiguous.
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-@runtime_checkable
 class KvStore(Protocol):
     """A thread-safe key-value backend. Every failure raises `KvUnavailable`."""
 

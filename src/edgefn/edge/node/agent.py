@@ -13,6 +13,11 @@ artifact the state names, then checks every few seconds that none went missing
 (a worker deletes a corrupt one when it finds it), and fetches what is gone
 through a fresh URL that the control plane signs for this node
 (`GET /api/v1/nodes/{id}/artifacts/{function}/{version}`).
+
+With a client certificate (mutual TLS), every connection to the control plane
+presents it, and the agent renews it once `renew_fraction` of its lifetime has
+passed: a new key and CSR, sent over an authenticated call; the open stream goes
+on, and the next connection uses the new certificate.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -32,8 +38,10 @@ import psutil
 from google.protobuf.message import Message
 
 from edgefn import __version__
+from edgefn.contract import AckState, Instruction, InstructionAck, InstructionType
 from edgefn.edge.errors import ArtifactError
-from edgefn.edge.node.controller import Ack, Instruction, NodeController
+from edgefn.edge.node.controller import NodeController
+from edgefn.edge.node.credentials import NodeCertificate
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 
@@ -43,48 +51,36 @@ BACKOFF_START_S = 0.2
 BACKOFF_CAP_S = 30.0
 # How often the agent checks that every artifact of the state is still in the cache.
 REPAIR_INTERVAL_S = 2.0
+# A client certificate is renewed once this share of its lifetime has passed,
+# looked at every RENEW_CHECK_S.
+RENEW_FRACTION = 2 / 3
+RENEW_CHECK_S = 60.0
 
 
 def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
+    """A ControlMessage as the contract's instruction; the one place on the node that
+    knows both shapes. The messages name their fields as the models do, so fields are
+    read by name (a scalar left out, or zero where it has no presence, is absent and
+    takes the model's default)."""
     kind = msg.WhichOneof("payload")
-    if kind == "deploy":
-        d = msg.deploy
-        return Instruction(
-            id=msg.ack_id, type="deploy", function_id=d.function_id,
-            project_id=d.project_id, version=d.version,
-            artifact_url=d.artifact_url, sha256=d.sha256, abi=d.abi,
-            memory_pages=d.memory_pages or None, max_execution_ms=d.max_execution_ms or None,
-            max_response_bytes=d.max_response_bytes or None, env=dict(d.env),
-            routes=tuple(_route_dict(r) for r in d.routes), deployment_id=d.deployment_id,
-            policy=_present_fields(d.policy),
-        )
-    if kind == "undeploy":
-        return Instruction(id=msg.ack_id, type="undeploy", function_id=msg.undeploy.function_id,
-                           deployment_id=msg.undeploy.deployment_id)
-    if kind == "config":
-        return Instruction(id=msg.ack_id, type="config",
-                           routes=tuple(_route_dict(r) for r in msg.config.routes),
-                           quotas={q.project_id: _quota_dict(q) for q in msg.config.quotas})
-    raise ValueError(f"not an instruction: {kind}")
-
-
-def _route_dict(r: pb.Route) -> dict[str, Any]:
-    return {"id": r.id, "host": r.host, "path": r.path, "methods": list(r.methods),
-            "priority": r.priority, "function_id": r.function_id, "project_id": r.project_id}
-
-
-def _quota_dict(q: pb.ProjectQuota) -> dict[str, Any]:
-    fields = _present_fields(q)
-    fields.pop("project_id", None)
-    return fields
+    if kind not in (InstructionType.DEPLOY, InstructionType.UNDEPLOY, InstructionType.CONFIG):
+        raise ValueError(f"not an instruction: {kind}")
+    fields = _present_fields(getattr(msg, kind))
+    if kind == InstructionType.CONFIG:
+        fields["quotas"] = {q.pop("project_id", ""): q for q in fields.get("quotas", ())}
+    return Instruction.from_json({**fields, "id": msg.ack_id, "type": kind})
 
 
 def _present_fields(msg: Message) -> dict[str, Any]:
     """The fields `msg` carries, nested messages as dicts: a scalar with presence
-    that was left out is absent here, so the spec gives it its default."""
+    that was left out is absent here, so the model gives it its default."""
     out: dict[str, Any] = {}
     for fd, value in msg.ListFields():
-        if fd.is_repeated:
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            out[fd.name] = dict(value)
+        elif fd.is_repeated and fd.type == fd.TYPE_MESSAGE:
+            out[fd.name] = [_present_fields(v) for v in value]
+        elif fd.is_repeated:
             out[fd.name] = list(value)
         elif fd.type == fd.TYPE_MESSAGE:
             out[fd.name] = _present_fields(value)
@@ -114,6 +110,9 @@ class Agent:
         labels: dict[str, str] | None = None,
         heartbeat_interval_s: float = 30.0,
         repair_interval_s: float = REPAIR_INTERVAL_S,
+        tls: NodeCertificate | None = None,
+        renew_fraction: float = RENEW_FRACTION,
+        renew_check_s: float = RENEW_CHECK_S,
     ) -> None:
         self.controller = controller
         self.node_id = node_id
@@ -123,9 +122,12 @@ class Agent:
         self.labels = labels or {}
         self.heartbeat_interval_s = heartbeat_interval_s
         self.repair_interval_s = repair_interval_s
+        self.tls = tls
+        self.renew_fraction = renew_fraction
+        self.renew_check_s = renew_check_s
         self._metadata = (("authorization", f"Bearer {token}"), ("x-edgefn-node-id", node_id))
         self._token = token
-        self._unsent: list[Ack] = []
+        self._unsent: list[InstructionAck] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="edgefn-agent", daemon=True)
         self._stopping: asyncio.Event | None = None
@@ -152,10 +154,11 @@ class Agent:
         stream = asyncio.create_task(self._stream_forever())
         http = asyncio.create_task(self._http_heartbeats())
         repair = asyncio.create_task(self._repair_forever())
+        renew = asyncio.create_task(self._renew_forever())
         await self._stopping.wait()
-        for task in (stream, http, repair):
+        for task in (stream, http, repair, renew):
             task.cancel()
-        for task in (stream, http, repair):
+        for task in (stream, http, repair, renew):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
@@ -182,7 +185,7 @@ class Agent:
         outbox: asyncio.Queue[pb.EdgeMessage] = asyncio.Queue()
         for ack in self._take_unsent():
             await outbox.put(self._status_message(ack))
-        async with grpc.aio.insecure_channel(self.grpc_url) as channel:
+        async with self._channel() as channel:
             stub = pb_grpc.EdgeControlStub(channel)
             call = stub.StreamControl(self._requests(outbox), metadata=self._metadata)
             beats = asyncio.create_task(self._stream_heartbeats(outbox))
@@ -203,7 +206,8 @@ class Agent:
                     item = outbox.get_nowait()
                     if item.WhichOneof("payload") == "deployment_status":
                         s = item.deployment_status
-                        self._unsent.append(Ack(s.ack_id, s.state, s.message))
+                        self._unsent.append(
+                            InstructionAck(s.ack_id, AckState(s.state), s.message))
 
     async def _requests(self, outbox: asyncio.Queue[pb.EdgeMessage]) -> AsyncIterator[
         pb.EdgeMessage
@@ -225,14 +229,15 @@ class Agent:
     async def _http_heartbeats(self) -> None:
         # Give the stream a moment first: when it connects, heartbeats go over it.
         await asyncio.sleep(min(2.0, self.heartbeat_interval_s))
-        async with httpx.AsyncClient(timeout=10) as client:
-            while True:
-                if not self.stream_connected.is_set() and self.cp_url:
-                    try:
+        while True:
+            if not self.stream_connected.is_set() and self.cp_url:
+                try:
+                    # A client per beat: it presents the current certificate.
+                    async with httpx.AsyncClient(timeout=10, verify=self._verify()) as client:
                         await self._http_heartbeat(client)
-                    except (httpx.HTTPError, ValueError) as exc:
-                        log.info("heartbeat to %s failed: %s", self.cp_url, exc)
-                await asyncio.sleep(self.heartbeat_interval_s)
+                except (httpx.HTTPError, ValueError, OSError) as exc:
+                    log.info("heartbeat to %s failed: %s", self.cp_url, exc)
+            await asyncio.sleep(self.heartbeat_interval_s)
 
     async def _http_heartbeat(self, client: httpx.AsyncClient) -> None:
         acks = self._take_unsent()
@@ -264,8 +269,8 @@ class Agent:
         url = f"{self.cp_url}/api/v1/nodes/{self.node_id}/artifacts/{function_id}/{version}"
         try:
             resp = httpx.get(url, headers={"authorization": f"Bearer {self._token}"},
-                             timeout=10)
-        except httpx.HTTPError as exc:
+                             timeout=10, verify=self._verify())
+        except (httpx.HTTPError, OSError) as exc:
             raise ArtifactError(f"no fresh artifact URL: {exc}") from exc
         if resp.status_code != 200:
             raise ArtifactError(
@@ -285,26 +290,55 @@ class Agent:
                 log.exception("checking the artifact cache failed")
             await asyncio.sleep(self.repair_interval_s)
 
+    # -- channels and the client certificate ----------------------------------
+    def _channel(self) -> grpc.aio.Channel:
+        if self.tls is None:
+            return grpc.aio.insecure_channel(self.grpc_url)
+        return grpc.aio.secure_channel(self.grpc_url, self.tls.channel_credentials())
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        """What httpx checks the CP with, presenting the node's certificate if any."""
+        return self.tls.ssl_context() if self.tls is not None else True
+
+    async def _renew_forever(self) -> None:
+        tls = self.tls
+        if tls is None or not tls.has_client_cert or not self.cp_url:
+            return
+        while True:
+            try:
+                if tls.renewal_due(self.renew_fraction):
+                    await asyncio.to_thread(self.renew_certificate)
+            except Exception as exc:  # tried again at the next check, until it expires
+                log.warning("renewing the client certificate failed: %s", exc)
+            await asyncio.sleep(self.renew_check_s)
+
+    def renew_certificate(self) -> None:
+        """A new key and certificate, from a CSR sent with the current ones."""
+        assert self.tls is not None
+        key, csr = self.tls.new_request(self.node_id)
+        resp = httpx.post(f"{self.cp_url}/api/v1/nodes/{self.node_id}/certificate",
+                          json={"csr": csr}, timeout=10, verify=self._verify(),
+                          headers={"authorization": f"Bearer {self._token}"})
+        if resp.status_code != 200:
+            raise ValueError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+        answer = resp.json()
+        self.tls.install(key, str(answer["certificate"]))
+        log.info("client certificate renewed: serial %s, valid until %s",
+                 answer.get("serial"), answer.get("not_after"))
+
     # -- shared ---------------------------------------------------------------
-    async def _apply(self, ack_id: int, decode: Callable[[], Instruction]) -> Ack:
-        """Decode and apply one instruction. One that cannot be read is acked as an
-        error like one that fails (the controller acks those), so a bad instruction
-        never ends the stream or the heartbeat loop, and the next one still applies."""
-        try:
-            instr = decode()
-        except Exception as exc:
-            log.warning("instruction %d cannot be read: %s", ack_id, exc)
-            return Ack(ack_id, "error", f"unreadable instruction: {exc}")
-        ack = await asyncio.to_thread(self.controller.apply, instr)
-        log.info("instruction %d %s %s@%s: %s %s", instr.id, instr.type, instr.function_id,
-                 instr.version, ack.state, ack.message)
+    async def _apply(self, ack_id: int, decode: Callable[[], Instruction]) -> InstructionAck:
+        """Decode and apply one instruction (`NodeController.receive`) off the loop."""
+        ack = await asyncio.to_thread(self.controller.receive, ack_id, decode)
+        log.info("instruction %d %s@%s: %s %s", ack.id, ack.function_id, ack.version,
+                 ack.state, ack.message)
         return ack
 
-    def _take_unsent(self) -> list[Ack]:
+    def _take_unsent(self) -> list[InstructionAck]:
         acks, self._unsent = self._unsent, []
         return acks
 
-    def _status_message(self, ack: Ack) -> pb.EdgeMessage:
+    def _status_message(self, ack: InstructionAck) -> pb.EdgeMessage:
         return pb.EdgeMessage(node_id=self.node_id, deployment_status=pb.DeploymentStatus(
             ack_id=ack.id, function_id=ack.function_id, version=ack.version, state=ack.state,
             message=ack.message))

@@ -1,7 +1,7 @@
 """Applying control-plane instructions to the node's desired state, idempotently.
 
-An instruction (from the gRPC stream or a heartbeat answer) becomes a new
-`NodeState` written atomically to disk, which the workers load. A deploy is
+An instruction (the contract's model, from the gRPC stream or a heartbeat answer)
+becomes a new `NodeState` written atomically to disk, which the workers load. A deploy is
 applied only when the function is within the node's resource caps and its
 artifact is in the disk cache with the right sha256 and compiles; otherwise the
 previous version keeps serving and the ack says why.
@@ -18,24 +18,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from edgefn.edge.cache import ArtifactCache
-from edgefn.edge.errors import ArtifactError, EdgeError, FunctionUnavailable
-from edgefn.edge.spec import (
-    POLICY_FIELDS,
-    FunctionSpec,
-    NodeState,
-    QuotaSpec,
+from edgefn.contract import (
+    AckState,
+    ConfigInstruction,
+    DeployInstruction,
+    Instruction,
+    InstructionAck,
+    LoadState,
     ResourceCaps,
     RouteSpec,
-    read_state,
-    write_state,
+    UndeployInstruction,
 )
+from edgefn.edge.cache import ArtifactCache
+from edgefn.edge.errors import ArtifactError, EdgeError, FunctionUnavailable
+from edgefn.edge.spec import FunctionSpec, NodeState, read_state, write_state
 from edgefn.sandbox.engine import Engine
 from edgefn.sandbox.errors import InvalidModule
 
@@ -50,81 +51,8 @@ REPAIR_RETRY_S = 5.0
 REPAIR_RETRY_CAP_S = 300.0
 
 
-@dataclass(frozen=True)
-class Instruction:
-    """One instruction in the JSON shape of docs/api.md (the gRPC form converts to it)."""
-
-    id: int
-    type: str
-    function_id: str = ""
-    project_id: str = ""
-    version: str = ""
-    artifact_url: str = ""
-    sha256: str = ""
-    abi: str = ""
-    memory_pages: int | None = None
-    max_execution_ms: int | None = None
-    max_response_bytes: int | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    routes: tuple[dict[str, Any], ...] = ()
-    deployment_id: str = ""
-    # The `FunctionPolicy` fields the instruction carries; one it leaves out (as
-    # an older control plane does) keeps its default, which denies.
-    policy: dict[str, Any] = field(default_factory=dict)
-    # config: the project quotas the admin set, by project id (`QuotaSpec` fields).
-    quotas: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Instruction:
-        return cls(
-            id=int(data["id"]),
-            type=str(data["type"]),
-            function_id=data.get("function_id") or "",
-            project_id=data.get("project_id") or "",
-            version=data.get("version") or "",
-            artifact_url=data.get("artifact_url") or "",
-            sha256=data.get("sha256") or "",
-            abi=data.get("abi") or "",
-            memory_pages=data.get("memory_pages"),
-            max_execution_ms=data.get("max_execution_ms"),
-            max_response_bytes=data.get("max_response_bytes"),
-            env=dict(data.get("env") or {}),
-            routes=tuple(data.get("routes") or ()),
-            deployment_id=data.get("deployment_id") or "",
-            policy={k: data[k] for k in POLICY_FIELDS if data.get(k) is not None},
-            quotas=dict(data.get("quotas") or {}),
-        )
-
-
 class OverCaps(FunctionUnavailable):
     """A deploy asks for more than this node's operator allows."""
-
-
-@dataclass(frozen=True)
-class Ack:
-    id: int
-    state: str  # cached | error
-    message: str = ""
-    function_id: str = ""
-    version: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "state": self.state}
-        if self.message:
-            out["message"] = self.message
-        return out
-
-
-def _route(data: dict[str, Any]) -> RouteSpec:
-    return RouteSpec(
-        id=str(data.get("id") or ""),
-        host=data.get("host") or "*",
-        path=data["path"],
-        methods=tuple(data.get("methods") or ()),
-        priority=int(data.get("priority") or 0),
-        function_id=str(data.get("function_id") or ""),
-        project_id=str(data.get("project_id") or ""),
-    )
 
 
 class NodeController:
@@ -149,65 +77,58 @@ class NodeController:
         self.caps = caps or ResourceCaps()
         self._lock = threading.Lock()
         self.state = read_state(state_path) if state_path.exists() else NodeState()
-        self.function_states: dict[str, tuple[str, str]] = {
-            fn.id: (fn.version, "cached") for fn in self.state.functions
+        self.function_states: dict[str, tuple[str, LoadState]] = {
+            fn.id: (fn.version, LoadState.CACHED) for fn in self.state.functions
         }
 
-    def apply(self, instr: Instruction) -> Ack:
+    def receive(self, ack_id: int, decode: Callable[[], Instruction]) -> InstructionAck:
+        """Decode and apply one instruction. One that cannot be read is acked as an
+        error like one that fails, so a bad instruction never ends the stream or the
+        heartbeat loop, and the next one still applies."""
+        try:
+            instr = decode()
+        except Exception as exc:
+            log.warning("instruction %d cannot be read: %s", ack_id, exc)
+            return InstructionAck(ack_id, AckState.ERROR, f"unreadable instruction: {exc}")
+        return self.apply(instr)
+
+    def apply(self, instr: Instruction) -> InstructionAck:
         with self._lock:
             try:
-                if instr.type == "deploy":
+                if isinstance(instr, DeployInstruction):
                     self._deploy(instr)
-                elif instr.type == "undeploy":
+                elif isinstance(instr, UndeployInstruction):
                     self._undeploy(instr)
-                elif instr.type == "config":
+                elif isinstance(instr, ConfigInstruction):
                     self._config(instr)
                 else:
-                    return Ack(instr.id, "error", f"unknown instruction type {instr.type!r}")
+                    return InstructionAck(instr.id, AckState.ERROR,
+                                          f"unknown instruction type {instr.type!r}")
             except (EdgeError, InvalidModule, ValidationError, ValueError, KeyError) as exc:
-                log.warning("instruction %s (%s %s@%s) failed: %s", instr.id, instr.type,
-                            instr.function_id, instr.version, exc)
-                return self._failed(instr, str(exc))
+                log.warning("instruction %s (%s) failed: %s", instr.id, _about(instr), exc)
+                return self._answer(instr, AckState.ERROR, str(exc))
             except Exception as exc:
                 # Not an error we expect, yet still this instruction's alone: it is
                 # acked as failed and the node goes on with the next one.
-                log.exception("instruction %s (%s %s@%s) failed unexpectedly", instr.id,
-                              instr.type, instr.function_id, instr.version)
-                return self._failed(instr, f"{type(exc).__name__}: {exc}")
-            return Ack(instr.id, "cached", "", instr.function_id, instr.version)
+                log.exception("instruction %s (%s) failed unexpectedly", instr.id, _about(instr))
+                return self._answer(instr, AckState.ERROR, f"{type(exc).__name__}: {exc}")
+            return self._answer(instr, AckState.CACHED)
 
-    def _failed(self, instr: Instruction, message: str) -> Ack:
-        if instr.type == "deploy":
-            self.function_states[instr.function_id] = (instr.version, "error")
-        return Ack(instr.id, "error", message, instr.function_id, instr.version)
+    def _answer(self, instr: Instruction, state: AckState, message: str = "") -> InstructionAck:
+        function_id, version = _subject(instr)
+        if state is AckState.ERROR and isinstance(instr, DeployInstruction):
+            self.function_states[function_id] = (version, LoadState.ERROR)
+        return InstructionAck(instr.id, state, message, function_id, version)
 
-    def _deploy(self, instr: Instruction) -> None:
+    def _deploy(self, instr: DeployInstruction) -> None:
         current = {fn.id: fn for fn in self.state.functions}
         existing = current.get(instr.function_id)
-        limits: dict[str, Any] = {
-            k: v for k, v in (
-                ("memory_pages", instr.memory_pages),
-                ("max_execution_ms", instr.max_execution_ms),
-                ("max_response_bytes", instr.max_response_bytes),
-            ) if v is not None
-        }
-        spec = FunctionSpec(
-            id=instr.function_id,
-            name=instr.function_id,
-            project_id=instr.project_id,
-            version=instr.version,
-            abi=instr.abi if instr.abi in ("edge-v1", "wagi") else "",
-            artifact_url=instr.artifact_url,
-            sha256=instr.sha256,
-            env=instr.env,
-            **limits,
-            **instr.policy,
-        )
+        spec = FunctionSpec.of(instr)
         excess = self.caps.excess(spec.limits, spec)
         if excess:
             # Before any download: the previous version, if any, keeps serving.
             raise OverCaps(f"over this node's resource caps: {excess}")
-        self.function_states[spec.id] = (spec.version, "loading")
+        self.function_states[spec.id] = (spec.version, LoadState.LOADING)
         # The artifact first: a bad one must never replace a good version.
         wasm = self._artifact(spec)
         if self.engine is not None:
@@ -217,17 +138,15 @@ class NodeController:
         table = list(self.state.route_table)
         if instr.routes:
             table = [r for r in table if r.function_id != spec.id]
-            table += [_route({**r, "function_id": r.get("function_id") or spec.id,
-                              "project_id": r.get("project_id") or spec.project_id})
-                      for r in instr.routes]
+            table += [_owned(r, spec) for r in instr.routes]
         unavailable = dict(self.state.unavailable)
         unavailable.pop(spec.id, None)
         if existing == spec and tuple(table) == self.state.route_table:
-            self.function_states[spec.id] = (spec.version, "cached")
+            self.function_states[spec.id] = (spec.version, LoadState.CACHED)
             return
         self._write(functions=tuple(current.values()), route_table=tuple(table),
                     unavailable=unavailable)
-        self.function_states[spec.id] = (spec.version, "cached")
+        self.function_states[spec.id] = (spec.version, LoadState.CACHED)
 
     def _artifact(self, spec: FunctionSpec, *, fresh: bool = False) -> bytes:
         """`spec`'s artifact from the cache, else downloaded: with the URL it came with
@@ -286,18 +205,16 @@ class NodeController:
                 self._write()
             return repaired
 
-    def _undeploy(self, instr: Instruction) -> None:
+    def _undeploy(self, instr: UndeployInstruction) -> None:
         functions = tuple(f for f in self.state.functions if f.id != instr.function_id)
         table = tuple(r for r in self.state.route_table if r.function_id != instr.function_id)
         self.function_states.pop(instr.function_id, None)
         if functions != self.state.functions or table != self.state.route_table:
             self._write(functions=functions, route_table=table)
 
-    def _config(self, instr: Instruction) -> None:
-        table = tuple(_route(r) for r in instr.routes)
-        quotas = {pid: QuotaSpec.model_validate(q) for pid, q in instr.quotas.items()}
-        if table != self.state.route_table or quotas != self.state.quotas:
-            self._write(route_table=table, quotas=quotas)
+    def _config(self, instr: ConfigInstruction) -> None:
+        if instr.routes != self.state.route_table or instr.quotas != self.state.quotas:
+            self._write(route_table=instr.routes, quotas=instr.quotas)
 
     def _write(self, **changes: Any) -> None:
         state = self.state.model_copy(
@@ -311,3 +228,19 @@ class NodeController:
     def statuses(self) -> list[dict[str, str]]:
         return [{"id": fid, "version": v, "state": s}
                 for fid, (v, s) in sorted(self.function_states.items())]
+
+
+def _subject(instr: Instruction) -> tuple[str, str]:
+    """The function and version an instruction is about ("" where it names none)."""
+    return getattr(instr, "function_id", ""), getattr(instr, "version", "")
+
+
+def _about(instr: Instruction) -> str:
+    function_id, version = _subject(instr)
+    return f"{instr.type} {function_id}@{version}"
+
+
+def _owned(route: RouteSpec, spec: FunctionSpec) -> RouteSpec:
+    """A deploy's route, serving its function for its project unless it names others."""
+    return route.model_copy(update={"function_id": route.function_id or spec.id,
+                                    "project_id": route.project_id or spec.project_id})

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from edgefn import redact
 from edgefn.edge.bootstrap import build_cache, start_secret_broker
-from edgefn.edge.node.credentials import scrub_credentials
+from edgefn.edge.node.credentials import node_certificate, scrub_credentials
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import NodeState, load_function_dir, read_state, write_state
 
@@ -92,6 +92,7 @@ def start_agent(settings: EdgeSettings) -> Agent | None:
         pop_id=settings.pop_id,
         labels=settings.labels,
         heartbeat_interval_s=settings.heartbeat_interval_s,
+        tls=node_certificate(settings),
     )
     agent.start()
     return agent

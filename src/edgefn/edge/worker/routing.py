@@ -5,7 +5,7 @@ Hosts are looked up by exact name, then by wildcard suffix (longest first), then
 walking the request path's own ancestors: the cost grows with the path's depth,
 never with the number of routes. Ties go to the higher `priority`.
 
-Tenancy (edge/tenancy.py, docs/security.md) is decided once, when the table is
+Tenancy (contract/tenancy.py, docs/security.md) is decided once, when the table is
 built: a route whose function belongs to another project, or whose host or `*`
 path overlaps one an earlier route of another project took, is dropped with a
 logged error and `edge_routes_dropped`. Table order decides who was first (the
@@ -21,9 +21,9 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from edgefn.contract import RouteSpec
+from edgefn.contract.tenancy import Claims, claim_of
 from edgefn.edge.metrics import ROUTES_DROPPED
-from edgefn.edge.spec import RouteSpec
-from edgefn.edge.tenancy import Claims, claim_of
 
 log = logging.getLogger("edgefn.edge.worker.routing")
 

@@ -2,7 +2,7 @@
 
 Claims are derived from the existing routes, oldest first: a route's project takes
 its claim unless another project already holds one that overlaps it
-(`edgefn.edge.tenancy`, the rule the API and the edge apply). The later of two
+(`edgefn.contract.tenancy`, the rule the API and the edge apply). The later of two
 overlapping routes stays in `routes` but no longer reaches the nodes, and its
 project sees 409 if it creates it again; the admin can reassign the claim.
 
@@ -17,7 +17,7 @@ import uuid
 import sqlalchemy as sa
 from alembic import op
 
-from edgefn.edge.tenancy import Claims, claim_key, claim_of
+from edgefn.contract.tenancy import Claims, claim_key, claim_of
 
 revision = "0005"
 down_revision = "0004"

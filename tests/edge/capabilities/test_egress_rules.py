@@ -1,4 +1,4 @@
-"""Host parsing, the public-address rule and allowlists of outbound HTTP."""
+"""Host parsing as a guest sees it, the public-address rule and the node's egress rules."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 import pytest
 from pydantic import ValidationError
 
-from edgefn.edge.capabilities.errors import Denied
-from edgefn.edge.capabilities.hosts import (
+from edgefn.edge.capabilities.egress_rules import (
     EgressRules,
-    HostAllowlist,
     interface_addresses,
     is_public,
     parse_host,
 )
+from edgefn.edge.capabilities.errors import Denied
 from edgefn.edge.settings import EdgeSettings
-from edgefn.edge.spec import HttpFetchPolicy
 
 
 @pytest.mark.parametrize(
@@ -93,31 +91,6 @@ def test_non_public_addresses(address: str) -> None:
 )
 def test_public_addresses(address: str) -> None:
     assert is_public(ip_address(address))
-
-
-def test_allowlist_matching() -> None:
-    allow = HostAllowlist(["api.example.com", "*.example.org", "127.0.0.1", "[::1]"])
-    assert allow.allows("api.example.com")
-    assert not allow.allows("x.api.example.com")
-    assert allow.allows("a.example.org") and allow.allows("a.b.example.org")
-    assert not allow.allows("example.org")
-    assert not allow.allows("badexample.org")
-    assert allow.allows(IPv4Address("127.0.0.1"))
-    assert allow.allows(IPv6Address("::1"))
-    assert not allow.allows(IPv6Address("::ffff:127.0.0.1"))
-    assert HostAllowlist(["*"]).allows("anything.example")
-    assert not HostAllowlist([])
-
-
-@pytest.mark.parametrize("entry", ["2130706433", "*.10.0.0.1", "http://x.com", "a b", "*.*.com"])
-def test_policy_refuses_bad_allowlist_entries(entry: str) -> None:
-    with pytest.raises(ValidationError):
-        HttpFetchPolicy(allow_hosts=(entry,))
-
-
-def test_policy_normalizes_entries() -> None:
-    policy = HttpFetchPolicy(allow_hosts=(" API.Example.com ", "[::1]"))
-    assert policy.allow_hosts == ("api.example.com", "[::1]")
 
 
 def _denied(rules: EgressRules, address: str, port: int, *, allow_private: bool) -> bool:

@@ -1,15 +1,10 @@
-"""Which hosts and addresses outbound HTTP may reach: strict host parsing, allowlists, the
-public-address rule, and the node's egress rules (what its operator opened, and its own
-ports, which no guest reaches).
-
-Parsing is strict on purpose: resolvers accept `2130706433`, `0x7f.1` or
-`0177.0.0.1` as 127.0.0.1, so any name that ends in a number and is not a
-canonical dotted quad is refused rather than guessed at.
+"""Where a node lets outbound HTTP go: the public-address rule and the node's egress
+rules (what its operator opened, and its own ports, which no guest reaches). What a
+function's allowlist may say is the contract's (`contract/egress_allowlist.py`).
 """
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
 import time
@@ -19,16 +14,15 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from edgefn.contract.egress_allowlist import Address, InvalidHost
+from edgefn.contract.egress_allowlist import parse_host as contract_parse_host
 from edgefn.edge.capabilities.errors import Denied
 
 if TYPE_CHECKING:
     from edgefn.edge.settings import EdgeSettings
 
-Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_DOTTED_QUAD = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
 # Prefixes that carry an IPv4 address in their low 32 bits and reach it when routed.
 _IPV4_COMPATIBLE = IPv6Network("::/96")
 _NAT64 = IPv6Network("64:ff9b::/96")
@@ -38,30 +32,11 @@ _THIS_HOST = IPv4Network("0.0.0.0/8")
 
 
 def parse_host(host: str) -> str | Address:
-    """A lower-case DNS name, or an IP address; `Denied` for anything else.
-
-    IPv6 literals come without brackets (as `httpx.URL.raw_host` gives them).
-    """
-    host = host.lower()
-    if ":" in host:
-        if "%" in host:  # a zone id names a local interface
-            raise Denied(f"IPv6 zone ids are not allowed: {host!r}")
-        try:
-            return IPv6Address(host)
-        except ValueError as exc:
-            raise Denied(f"not an IPv6 address: {host!r}") from exc
-    if _DOTTED_QUAD.fullmatch(host):
-        try:
-            return IPv4Address(host)  # refuses leading zeros (octal) and octets over 255
-        except ValueError as exc:
-            raise Denied(f"not a canonical IPv4 address: {host!r}") from exc
-    labels = host.split(".")
-    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise Denied(f"not a valid host name: {host[:80]!r}")
-    # The URL standard reads a host ending in a numeric label as an IPv4 address.
-    if labels[-1].isdigit() or labels[-1].startswith("0x"):
-        raise Denied(f"non-canonical IPv4 form: {host!r}")
-    return host
+    """The contract's strict host parsing, refusing with `Denied` (what a guest sees)."""
+    try:
+        return contract_parse_host(host)
+    except InvalidHost as exc:
+        raise Denied(str(exc)) from None
 
 
 def canonical(ip: Address) -> Address:
@@ -103,50 +78,6 @@ def is_public(ip: Address) -> bool:
         or (isinstance(ip, IPv6Address) and ip.is_site_local)
     )
     return ip.is_global and not refused
-
-
-class HostAllowlist:
-    """`api.example.com` exact, `*.example.com` any subdomain (not the apex), `*` any host,
-    IP addresses (IPv6 with or without brackets) exactly. Ports are not restricted."""
-
-    __slots__ = ("_any", "_exact", "_suffixes")
-
-    def __init__(self, entries: Iterable[str]) -> None:
-        self._any = False
-        self._exact: set[str | Address] = set()
-        suffixes: list[str] = []
-        for raw in entries:
-            entry = raw.strip().lower()
-            if entry == "*":
-                self._any = True
-            elif entry.startswith("*."):
-                if not isinstance(_entry_host(entry[2:]), str):
-                    raise ValueError(f"invalid allowlist entry {entry!r}: a wildcard needs a name")
-                suffixes.append("." + entry[2:])
-            else:
-                self._exact.add(_entry_host(entry))
-        self._suffixes = tuple(suffixes)
-
-    def __bool__(self) -> bool:
-        return self._any or bool(self._exact) or bool(self._suffixes)
-
-    def allows(self, host: str | Address) -> bool:
-        if self._any or host in self._exact:
-            return True
-        return isinstance(host, str) and host.endswith(self._suffixes)
-
-
-def _entry_host(entry: str) -> str | Address:
-    if entry.startswith("[") and entry.endswith("]"):
-        entry = entry[1:-1]
-    try:
-        return ip_address(entry)
-    except ValueError:
-        pass
-    try:
-        return parse_host(entry)
-    except Denied as exc:
-        raise ValueError(f"invalid allowlist entry {entry!r}: {exc}") from exc
 
 
 def interface_addresses() -> frozenset[Address]:
