@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import signal
 import sys
 import threading
@@ -165,26 +166,19 @@ def reassert(installed: Handlers) -> bool:
 
 class ThreadStack:
     """The calling thread's stack, made fit for native guest code: a guard of
-    `GUARD_BYTES` at its bottom and an alternate signal stack. Lives in a
-    thread-local; when the thread ends, the guard is lifted again, since glibc hands
-    the stacks of ended threads to new ones."""
+    `GUARD_BYTES` at its bottom (the kernel's, on the main thread) and an alternate
+    signal stack. Lives in a thread-local; when the thread ends, the guard is lifted
+    again, since glibc hands the stacks of ended threads to new ones."""
 
     def __init__(self, guard_bytes: int = GUARD_BYTES) -> None:
         self.ident = threading.get_ident()
         self._guard = (0, 0)
         self._alt_stack: ctypes.Array[ctypes.c_char] | None = None
         low, size = _stack_bounds()
-        if size < guard_bytes + MIN_STACK_BYTES - GUARD_BYTES:
-            raise OSError(f"a stack of {size >> 10} KiB is too small for native guest code")
-        guard_start = (low + _PAGE - 1) & ~(_PAGE - 1)
-        guard_end = (low + guard_bytes) & ~(_PAGE - 1)
-        self.guard_bytes = guard_end - low
-        # Fails on a stack that is not mapped down to its bottom yet (the main thread's).
-        if _libc.mprotect(guard_start, guard_end - guard_start, _PROT_NONE):
-            raise _fail("mprotect")
-        self._guard = (guard_start, guard_end - guard_start)
-        self.low = guard_end  # lowest usable address
-        self.top = low + size
+        if threading.get_native_id() == os.getpid():
+            self._main_thread_guard(low, size)
+        else:
+            self._protect_guard(low, size, guard_bytes)
         current = _StackT()
         _libc.sigaltstack(None, byref(current))
         if current.ss_flags & _SS_DISABLE:  # keep one the thread has (faulthandler's)
@@ -193,6 +187,30 @@ class ThreadStack:
             if _libc.sigaltstack(byref(alt), None) != 0:
                 self.close()
                 raise _fail("sigaltstack")
+
+    def _protect_guard(self, low: int, size: int, guard_bytes: int) -> None:
+        if size < guard_bytes + MIN_STACK_BYTES - GUARD_BYTES:
+            raise OSError(f"a stack of {size >> 10} KiB is too small for native guest code")
+        guard_start = (low + _PAGE - 1) & ~(_PAGE - 1)
+        guard_end = (low + guard_bytes) & ~(_PAGE - 1)
+        if _libc.mprotect(guard_start, guard_end - guard_start, _PROT_NONE):
+            raise _fail("mprotect")
+        self._guard = (guard_start, guard_end - guard_start)
+        self.guard_bytes = guard_end - low
+        self.low = guard_end  # lowest usable address
+        self.top = low + size
+
+    def _main_thread_guard(self, low: int, size: int) -> None:
+        """The main thread's stack is the kernel's: it grows on demand up to
+        RLIMIT_STACK (which `low` is computed from), growing past it faults, and
+        the kernel keeps every other mapping at least its stack guard gap (1 MiB by
+        default) below the stack. That gap is the guard; nothing is protected."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_STACK)
+        if soft == resource.RLIM_INFINITY or size < MIN_STACK_BYTES:
+            raise OSError("the main thread's stack has no limit or is too small")
+        self.guard_bytes = GUARD_BYTES
+        self.low = (low + _PAGE - 1) & ~(_PAGE - 1)
+        self.top = low + size
 
     def exhausted(self) -> bool:
         """Whether a call has reached the bottom of the stack since `release`: the page
@@ -229,7 +247,7 @@ _stack_size_lock = threading.Lock()
 
 def current_stack() -> ThreadStack | None:
     """The calling thread's stack, made fit for native guest code on first use; None
-    when it cannot be (too small, or the main thread's, which grows on demand)."""
+    when it cannot be (too small, or a main thread's without a stack limit)."""
     stack: ThreadStack | bool | None = getattr(_local, "stack", None)
     if stack is None and supported():
         try:
@@ -364,8 +382,8 @@ class CallThreads:
     per concurrent call) with a stack of `STACK_BYTES` and kept.
 
     `run(fn, *args)` runs `fn` there and returns its result or raises its exception.
-    Python threads have stacks of 8 MiB and are used as they are; the main thread and
-    threads with small stacks hand over, which costs some tens of microseconds.
+    Python threads (8 MiB) and the main thread are used as they are; threads with
+    small stacks hand over, which costs some tens of microseconds.
     """
 
     def __init__(self, name: str) -> None:
