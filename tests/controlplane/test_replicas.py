@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from edgefn.controlplane import db
 from edgefn.controlplane.deployments import service as deployments
 from edgefn.controlplane.deployments.models import OutboxInstruction
-from edgefn.controlplane.deployments.schemas import Ack
+from edgefn.controlplane.deployments.schemas import AckIn
 from edgefn.controlplane.leases import service as leases
 from edgefn.controlplane.leases.duties import Duties, Duty
 from edgefn.controlplane.leases.models import Lease
@@ -207,7 +207,7 @@ def test_acks_completing_a_wave_together_send_the_next_wave_once(
 
     def ack(session: Any, node_id: str) -> None:
         (row,) = deploy_rows(node_id)
-        deployments.ack_instruction(session, node_id, Ack(id=row.id, state="cached"))
+        deployments.ack_instruction(session, node_id, AckIn(id=row.id, state="cached"))
 
     with db.session_scope(factory) as session:  # the canary
         ack(session, "n0")
