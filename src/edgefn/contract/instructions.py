@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import (
     ConfigDict,
+    Field,
     SerializerFunctionWrapHandler,
     model_serializer,
     model_validator,
@@ -62,15 +63,27 @@ class LoadState(StrEnum):
     ERROR = "error"
 
 
+class TraceContext(Record):
+    """The W3C trace context (`traceparent`, `tracestate` header values) of the
+    control-plane span that queued an instruction: a node that traces makes its
+    spans of applying it children of that span; one that does not ignores it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    traceparent: str = Field(max_length=512)
+    tracestate: str = Field(default="", max_length=512)
+
+
 class Instruction(Record):
     """What every instruction has: `id`, its outbox row (the ack id; 0 before it is
-    stored), and `type`."""
+    stored), `type`, and the trace it belongs to, if any."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     KINDS: ClassVar[dict[str, type[Instruction]]] = {}
 
     id: int = 0
     type: str
+    trace_context: TraceContext | None = None
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
