@@ -102,8 +102,11 @@ class Instruction(Record):
     @model_serializer(mode="wrap")
     def _json_form(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Every kind in the one shape of docs/api.md: a deploy's keys, the policy's
-        fields flat among them, null (`env` and `routes` empty) where a kind has none."""
+        fields flat among them, null (`env` and `routes` empty) where a kind has none.
+        `trace_context` is the exception: left out unless the instruction is traced."""
         out: dict[str, Any] = handler(self)
+        if out.get("trace_context") is None:
+            out.pop("trace_context", None)
         policy = out.pop("policy", None)
         head = {k: out.pop(k) for k in ("id", "type") if k in out}
         return {**head, **_BLANK, **out, **(policy or {})}
@@ -152,7 +155,8 @@ class DeployInstruction(Instruction):
 
 # What the JSON form of an instruction holds where its kind has no such field.
 _BLANK: dict[str, Any] = {
-    **dict.fromkeys(k for k in DeployInstruction.model_fields if k not in ("id", "type", "policy")),
+    **dict.fromkeys(k for k in DeployInstruction.model_fields
+                    if k not in ("id", "type", "policy", "trace_context")),
     **dict.fromkeys(POLICY_FIELDS),
     "env": {},
     "routes": [],
