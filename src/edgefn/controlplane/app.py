@@ -425,6 +425,8 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
     _install_error_handlers(app)
     _install_openapi(app, settings.caps)
     tracing = telemetry.setup(settings.otlp_endpoint, app)
+    # The control plane's Telemetry (None: untraced).
+    app.state.telemetry = tracing
     app.add_middleware(_JsonBodyCap, limit=settings.max_json_body_bytes)
 
     @app.middleware("http")

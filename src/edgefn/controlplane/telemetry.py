@@ -51,6 +51,7 @@ class Telemetry:
             OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces"),
             schedule_delay_millis=1000,
         ))
+        self._grpc: Any = None
 
     def instrument(self, app: Any) -> None:
         """Server spans for every HTTP request of `app` and every gRPC call; the spans
@@ -61,14 +62,19 @@ class Telemetry:
 
         _provider = self.provider
         FastAPIInstrumentor.instrument_app(app, tracer_provider=self.provider)
+        # It wraps `grpc.aio.server` process-wide: undone at shutdown.
         grpc_server = GrpcAioInstrumentorServer()
         if not grpc_server.is_instrumented_by_opentelemetry:
             grpc_server.instrument(tracer_provider=self.provider)
+            self._grpc = grpc_server
 
     def shutdown(self) -> None:
         global _provider
         if _provider is self.provider:
             _provider = None
+        if self._grpc is not None:
+            self._grpc.uninstrument()
+            self._grpc = None
         self.provider.shutdown()
 
 
