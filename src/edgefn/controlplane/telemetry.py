@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -79,7 +81,8 @@ class Telemetry:
 
 
 def setup(endpoint: str, app: Any, *, instance_id: str = "") -> Telemetry | None:
-    """Traces for `app` exported to `endpoint`; None (and no cost) without one."""
+    """Traces for `app` exported to `endpoint`; None (and no cost) without one. The
+    instance id tells replicas apart (default: host name and process id)."""
     if not endpoint:
         return None
     if trace is None:
@@ -87,7 +90,8 @@ def setup(endpoint: str, app: Any, *, instance_id: str = "") -> Telemetry | None
                     "(pip install 'edgefn[otel]'): no traces are exported")
         return None
     try:
-        telemetry = Telemetry(endpoint, instance_id=instance_id)
+        telemetry = Telemetry(
+            endpoint, instance_id=instance_id or f"{socket.gethostname()}:{os.getpid()}")
     except ImportError as exc:
         log.warning("no traces are exported: %s (pip install 'edgefn[otel]')", exc)
         return None
