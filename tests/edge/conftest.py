@@ -35,6 +35,7 @@ from edgefn.edge.worker.pool import PoolManager
 from edgefn.edge.worker.runtime import HttpRequest, HttpResponse, Runtime
 from edgefn.sandbox import Engine
 from tests.conftest import wasm_path
+from tests.loopback import QuietHandler, loopback
 
 
 def fn(fid: str, module: str, path: str = "", host: str = "*", **extra: Any) -> FunctionSpec:
@@ -267,7 +268,7 @@ class Collector:
 def collector() -> Iterator[Collector]:
     state = Collector(url="")
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
             state.posts.append((self.path, self.headers["content-type"], json.loads(body)))
@@ -278,12 +279,5 @@ def collector() -> Iterator[Collector]:
             self.wfile.write(b"{}")
             state.arrived.set()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback(Handler) as state.url:
+        yield state

@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from edgefn.contract import DeployInstruction, TraceContext
 from edgefn.edge.bootstrap import build_runtime
+from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.logs import Invocation, JsonLog
+from edgefn.edge.node.controller import NodeController
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import NodeState
-from edgefn.edge.tracing import OtlpSpanExporter
+from edgefn.edge.tracing import OtlpSpanExporter, parse_traceparent
 from edgefn.edge.worker.runtime import HttpRequest
 from tests.edge.conftest import Collector, HarnessFactory, fn
 
@@ -191,3 +194,51 @@ def test_a_full_queue_drops_and_counts_without_blocking(collector: Collector) ->
     tracer.flush()
     assert [s["spanId"] for s in collector.spans()] == [f"{i:016x}" for i in range(10)]
     tracer.close()
+
+
+def traced_deploy(flags: str, sha256: str) -> DeployInstruction:
+    return DeployInstruction(
+        id=7, function_id="f", version="1", sha256=sha256,
+        trace_context=TraceContext(traceparent=f"00-{TRACE_ID}-{PARENT_SPAN}-{flags}"))
+
+
+def test_a_node_applies_a_traced_instruction_in_child_spans_and_marks_a_failure(
+    tmp_path: Path, collector: Collector
+) -> None:
+    tracer = exporter(collector.url)
+    controller = NodeController(tmp_path / "state.json", ArtifactCache(tmp_path / "cache"),
+                                None, tracer=tracer, node_id="n1")
+    # Not cached and no URL to fetch it from: the deploy fails after the cache look.
+    ack = controller.apply(traced_deploy("01", "a" * 64))
+    assert ack.state == "error"
+    controller.apply(traced_deploy("00", "b" * 64))  # not sampled: no span
+    controller.apply(DeployInstruction(id=8, function_id="f", version="1", sha256="c" * 64))
+    tracer.flush()
+    spans = {s["name"]: s for s in collector.spans()}
+    assert set(spans) == {"apply deploy", "verify", "ack"}
+    apply = spans["apply deploy"]
+    assert (apply["traceId"], apply["parentSpanId"]) == (TRACE_ID, PARENT_SPAN)
+    assert attributes(apply)["edgefn.instruction_id"] == "7"
+    for name in ("verify", "ack"):
+        assert spans[name]["parentSpanId"] == apply["spanId"]
+        assert spans[name]["traceId"] == TRACE_ID
+    assert apply["status"] == spans["ack"]["status"] == {"code": 2, "message": ack.message}
+    assert "status" not in spans["verify"]
+    assert attributes(spans["verify"])["edgefn.cache_hit"] == "false"
+
+
+@pytest.mark.parametrize("value", [
+    f"00-{TRACE_ID}-{PARENT_SPAN}-01",
+    f"01-{TRACE_ID}-{PARENT_SPAN}-01-future",
+])
+def test_a_traceparent_is_read(value: str) -> None:
+    assert parse_traceparent(value) == (TRACE_ID, PARENT_SPAN, "01")
+
+
+@pytest.mark.parametrize("value", [
+    "", "junk", f"ff-{TRACE_ID}-{PARENT_SPAN}-01", f"00-{'0' * 32}-{PARENT_SPAN}-01",
+    f"00-{TRACE_ID}-{'0' * 16}-01", f"00-{TRACE_ID}-{PARENT_SPAN}-01-extra",
+    f"00-{TRACE_ID.upper()}-{PARENT_SPAN}-01",
+])
+def test_a_malformed_traceparent_is_none(value: str) -> None:
+    assert parse_traceparent(value) is None

@@ -51,6 +51,9 @@ def cp() -> None:
 @click.option("--port", type=int, help="default 8080")
 @db_options
 @click.option("--public-url", help="URL nodes and clients reach this CP at")
+@click.option("--otlp-endpoint",
+              help="Send the control plane's traces to this OTLP/HTTP collector "
+                   "(http://host:4318).")
 @click.option(
     "--grpc-port",
     type=click.IntRange(0, 65535),

@@ -14,6 +14,7 @@ from edgefn.contract.instructions import (
     InstructionAck,
     InstructionType,
     LoadState,
+    TraceContext,
     UndeployInstruction,
 )
 from edgefn.contract.limits import (
@@ -75,6 +76,7 @@ __all__ = [
     "ResponseBytes",
     "RouteSpec",
     "SecretName",
+    "TraceContext",
     "UndeployInstruction",
     "json_integer",
     "parse_host",

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import (
     ConfigDict,
+    Field,
     SerializerFunctionWrapHandler,
     model_serializer,
     model_validator,
@@ -62,15 +63,27 @@ class LoadState(StrEnum):
     ERROR = "error"
 
 
+class TraceContext(Record):
+    """The W3C trace context (`traceparent`, `tracestate` header values) of the
+    control-plane span that queued an instruction: a node that traces makes its
+    spans of applying it children of that span; one that does not ignores it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    traceparent: str = Field(max_length=512)
+    tracestate: str = Field(default="", max_length=512)
+
+
 class Instruction(Record):
     """What every instruction has: `id`, its outbox row (the ack id; 0 before it is
-    stored), and `type`."""
+    stored), `type`, and the trace it belongs to, if any."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     KINDS: ClassVar[dict[str, type[Instruction]]] = {}
 
     id: int = 0
     type: str
+    trace_context: TraceContext | None = None
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -89,8 +102,11 @@ class Instruction(Record):
     @model_serializer(mode="wrap")
     def _json_form(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Every kind in the one shape of docs/api.md: a deploy's keys, the policy's
-        fields flat among them, null (`env` and `routes` empty) where a kind has none."""
+        fields flat among them, null (`env` and `routes` empty) where a kind has none.
+        `trace_context` is the exception: left out unless the instruction is traced."""
         out: dict[str, Any] = handler(self)
+        if out.get("trace_context") is None:
+            out.pop("trace_context", None)
         policy = out.pop("policy", None)
         head = {k: out.pop(k) for k in ("id", "type") if k in out}
         return {**head, **_BLANK, **out, **(policy or {})}
@@ -139,7 +155,8 @@ class DeployInstruction(Instruction):
 
 # What the JSON form of an instruction holds where its kind has no such field.
 _BLANK: dict[str, Any] = {
-    **dict.fromkeys(k for k in DeployInstruction.model_fields if k not in ("id", "type", "policy")),
+    **dict.fromkeys(k for k in DeployInstruction.model_fields
+                    if k not in ("id", "type", "policy", "trace_context")),
     **dict.fromkeys(POLICY_FIELDS),
     "env": {},
     "routes": [],

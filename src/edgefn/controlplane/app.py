@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgefn import __version__, redact
 from edgefn.atomicfile import private_dir
 from edgefn.contract import ResourceCaps
-from edgefn.controlplane import db
+from edgefn.controlplane import db, telemetry
 from edgefn.controlplane.artifacts import UrlSigner, open_store
 from edgefn.controlplane.artifacts.api import router as artifacts_router
 from edgefn.controlplane.audit import checkpoints
@@ -423,6 +423,8 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
             if grpc_server is not None:
                 await grpc_server.stop()
             ctx.engine.dispose()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)
 
     app = FastAPI(
         title="edgefn control plane",
@@ -440,6 +442,9 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
     app.state.duties = None
     _install_error_handlers(app)
     _install_openapi(app, settings.caps)
+    tracing = telemetry.setup(settings.otlp_endpoint, app)
+    # The control plane's Telemetry (None: untraced).
+    app.state.telemetry = tracing
     app.add_middleware(_JsonBodyCap, limit=settings.max_json_body_bytes)
 
     @app.middleware("http")

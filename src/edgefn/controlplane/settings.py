@@ -124,6 +124,10 @@ class CPSettings(BaseSettings):
     # A checkpoint after every N committed audit rows (1: after each one).
     audit_checkpoint_every: int = Field(default=1, ge=1)
 
+    # OTLP/HTTP collector of the CP's traces (http://collector:4318); empty: none
+    # are recorded or exported (docs/observability.md).
+    otlp_endpoint: str = ""
+
     @model_validator(mode="after")
     def _check(self) -> CPSettings:
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
@@ -138,6 +142,8 @@ class CPSettings(BaseSettings):
             raise ValueError("an operator's node CA needs both node_ca_cert and node_ca_key")
         if self.artifact_store == "s3" and not self.s3_bucket:
             raise ValueError("artifact_store=s3 needs s3_bucket (EDGEFN_S3_BUCKET)")
+        if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError("otlp_endpoint is an http:// or https:// URL (OTLP/HTTP, port 4318)")
         return self
 
     def resolved_database_url(self) -> str:

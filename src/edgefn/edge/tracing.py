@@ -1,6 +1,8 @@
-"""Invocation spans sent to an OpenTelemetry collector as OTLP/HTTP JSON.
+"""Spans sent to an OpenTelemetry collector as OTLP/HTTP JSON: one per invocation
+(from the workers), and the node's spans of applying a traced instruction (`Spans`,
+in the main process).
 
-Recording a span appends the invocation's record to a bounded deque; a background
+Recording a span appends its record to a bounded deque; a background
 thread turns the queued records into OTLP JSON and posts them in batches. Nothing here ever
 blocks or fails a request: a full queue or a collector that is down drops spans
 and counts them in `edge_trace_spans_dropped_total`.
@@ -9,11 +11,16 @@ and counts them in `edge_trace_spans_dropped_total`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
+import os
+import re
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
@@ -40,7 +47,87 @@ class Tracer(Protocol):
         """Send what is queued, then stop."""
 
 
-# One queued span: the `record` arguments, in order, minus the trace flags.
+@dataclass
+class Span:
+    """A span other than an invocation's: internal (kind 1), open until `end` is set."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    start: float  # the epoch, in seconds
+    end: float = 0.0
+    attributes: dict[str, str | int] = field(default_factory=dict)
+    # Set: the span failed, and this says why.
+    error: str | None = None
+
+    def to_otlp(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "traceId": self.trace_id, "spanId": self.span_id, "name": self.name, "kind": 1,
+            "startTimeUnixNano": str(int(self.start * 1e9)),
+            "endTimeUnixNano": str(int(self.end * 1e9)),
+            "attributes": [
+                {"key": k, "value": {"intValue": str(v)} if isinstance(v, int)
+                 else {"stringValue": v}}
+                for k, v in self.attributes.items()
+            ],
+        }
+        if self.parent_span_id:
+            out["parentSpanId"] = self.parent_span_id
+        if self.error is not None:
+            out["status"] = {"code": 2, "message": self.error}
+        return out
+
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+
+def parse_traceparent(value: str) -> tuple[str, str, str] | None:
+    """(trace id, parent span id, flags) of a W3C `traceparent`; None when it is not
+    one (or is the invalid all-zero id, or version ff)."""
+    m = _TRACEPARENT.fullmatch(value.strip())
+    if m is None:
+        return None
+    version, trace_id, span_id, flags, rest = m.groups()
+    if version == "ff" or (version == "00" and rest) or set(trace_id) == {"0"} \
+            or set(span_id) == {"0"}:
+        return None
+    return trace_id, span_id, flags
+
+
+class Spans:
+    """The spans of one piece of work done for a traced caller: nested children of its
+    `traceparent`, sent through `exporter`. Without an exporter, or with a caller that
+    is not traced or not sampled, every span is a no-op."""
+
+    def __init__(self, exporter: OtlpSpanExporter | None, traceparent: str | None) -> None:
+        parsed = parse_traceparent(traceparent) if exporter and traceparent else None
+        self._exporter = exporter if parsed and parsed[2][-1] in _SAMPLED else None
+        self._trace_id = parsed[0] if parsed else ""
+        self._parents = [parsed[1]] if parsed else []
+
+    @contextlib.contextmanager
+    def span(
+        self, name: str, attributes: dict[str, str | int] | None = None
+    ) -> Iterator[Span | None]:
+        """A child of the innermost open span; an exception leaving it marks it failed.
+        The `Span` (None when not traced) takes attributes or an `error` meanwhile."""
+        exporter = self._exporter
+        if exporter is None:
+            yield None
+            return
+        span = Span(self._trace_id, os.urandom(8).hex(), self._parents[-1], name, time.time(),
+                    attributes=dict(attributes or {}))
+        self._parents.append(span.span_id)
+        try:
+            yield span
+        except BaseException as exc:
+            span.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._parents.pop()
+            span.end = time.time()
+            exporter.export(span)
 
 
 class OtlpSpanExporter:
@@ -62,7 +149,7 @@ class OtlpSpanExporter:
         self.max_queue_size = max_queue_size
         self.batch_size = batch_size
         self.interval_s = interval_s
-        self._queue: deque[Invocation] = deque()
+        self._queue: deque[Invocation | Span] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         # Held while a batch is encoded and sent: by the thread, or by `flush`.
@@ -102,6 +189,13 @@ class OtlpSpanExporter:
         if size + 1 == self.batch_size:
             self._wake.set()
 
+    def export(self, span: Span) -> None:
+        """Queue a finished span of the node's own (not an invocation's)."""
+        if len(self._queue) >= self.max_queue_size:
+            self._dropped_full.inc()
+            return
+        self._queue.append(span)
+
     # -- export ---------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -118,7 +212,7 @@ class OtlpSpanExporter:
                 batch = [queue.popleft() for _ in range(n)]
                 self._send(batch)
 
-    def _send(self, batch: list[Invocation]) -> None:
+    def _send(self, batch: list[Invocation | Span]) -> None:
         try:
             resp = self._client.post(
                 self.url, content=self.encode(batch),
@@ -144,7 +238,7 @@ class OtlpSpanExporter:
             self._last_log = now
             self._unlogged = 0
 
-    def encode(self, batch: list[Invocation]) -> bytes:
+    def encode(self, batch: list[Invocation | Span]) -> bytes:
         """The OTLP/HTTP JSON body (ExportTraceServiceRequest) for `batch`.
 
         Formatted directly, like the invocation log line: `json.dumps` of the
@@ -154,6 +248,9 @@ class OtlpSpanExporter:
         node = _str(self.node_id)
         spans = []
         for inv in batch:
+            if isinstance(inv, Span):
+                spans.append(json.dumps(inv.to_otlp(), separators=(",", ":")))
+                continue
             fid, status, error = inv.function_id, inv.status, inv.error_message
             trace_id, span_id, parent_span_id = inv.trace_id, inv.span_id, inv.parent_span_id
             start, elapsed = inv.start, inv.elapsed

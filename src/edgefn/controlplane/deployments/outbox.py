@@ -37,6 +37,7 @@ from edgefn.contract import (
     RouteSpec,
     UndeployInstruction,
 )
+from edgefn.controlplane import telemetry
 from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.deployments.models import Deployment, OutboxInstruction, OutboxState
 from edgefn.controlplane.functions.models import Function, FunctionVersion
@@ -133,7 +134,12 @@ def _queue(
     session: Session, node_id: str, instruction: Instruction, **unsent: Any
 ) -> OutboxInstruction:
     """Add the instruction's row: its dump, and `unsent` fields the control plane keeps
-    for itself (they never reach a node)."""
+    for itself (they never reach a node). It carries the trace context of its span, a
+    child of the current one, so that the node's spans of it join the trace."""
+    with telemetry.span(f"outbox {instruction.type}", {"edgefn.node_id": node_id}):
+        trace_context = telemetry.current_context()
+    if trace_context is not None:
+        instruction = instruction.model_copy(update={"trace_context": trace_context})
     row = OutboxInstruction(
         node_id=node_id,
         type=instruction.type,

@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from edgefn.contract import AckState, Instruction, InstructionType, ResourceCaps
+from edgefn.contract import AckState, Instruction, InstructionType, ResourceCaps, TraceContext
+from edgefn.controlplane import telemetry
 from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.audit import service as audit
 from edgefn.controlplane.auth.principal import Principal
@@ -157,6 +158,7 @@ def _start(
     return dep
 
 
+@telemetry.traced("deployments.deploy")
 def deploy(
     session: Session,
     who: Principal,
@@ -175,6 +177,7 @@ def deploy(
                   target_pop=target_pop)
 
 
+@telemetry.traced("deployments.rollback")
 def rollback(
     session: Session,
     who: Principal,
@@ -368,6 +371,25 @@ def ack_instruction(session: Session, node_id: str, ack: AckIn) -> None:
         row = session.get(OutboxInstruction, ack.id, populate_existing=True)
         if row is None or row.state == OutboxState.ACKED:
             return
+    # In the trace of the instruction: waves it starts are queued in it too.
+    with telemetry.span(f"ack {row.type}", {
+        "edgefn.node_id": node_id, "edgefn.instruction_id": row.id,
+        "edgefn.ack_state": str(ack.state),
+    }, parent=_trace_context(row)):
+        _record_ack(session, row, dep, node_id, ack)
+
+
+def _trace_context(row: OutboxInstruction) -> TraceContext | None:
+    data = row.payload.get("trace_context") if isinstance(row.payload, dict) else None
+    try:
+        return TraceContext.model_validate(data) if data else None
+    except ValueError:
+        return None
+
+
+def _record_ack(
+    session: Session, row: OutboxInstruction, dep: Deployment | None, node_id: str, ack: AckIn
+) -> None:
     row.state = OutboxState.ACKED
     row.ack_state = ack.state
     row.ack_message = ack.message

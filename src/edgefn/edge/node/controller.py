@@ -7,6 +7,9 @@ artifact is in the disk cache with the right sha256 and compiles; otherwise the
 previous version keeps serving and the ack says why.
 Applying the same instruction twice changes nothing the second time.
 
+An instruction that carries a trace context is applied in spans of that trace:
+`apply <type>` with the download, verify, compile, activate and ack steps inside.
+
 `repair` puts back artifacts of the state that went missing from the cache (a
 corrupt file is deleted where it is found), through a fresh URL from the
 control plane: the one a deploy came with expires within minutes.
@@ -37,6 +40,7 @@ from edgefn.contract import (
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.errors import ArtifactError, EdgeError, FunctionUnavailable
 from edgefn.edge.spec import FunctionSpec, NodeState, read_state, write_state
+from edgefn.edge.tracing import OtlpSpanExporter, Spans
 from edgefn.sandbox.engine import Engine
 from edgefn.sandbox.errors import InvalidModule
 
@@ -66,6 +70,8 @@ class NodeController:
         *,
         fresh_url: FreshUrl | None = None,
         caps: ResourceCaps | None = None,
+        tracer: OtlpSpanExporter | None = None,
+        node_id: str = "",
     ) -> None:
         self.state_path = state_path
         self.cache = cache
@@ -76,6 +82,10 @@ class NodeController:
         # The node operator's caps (the shared-node defaults unless given).
         self.caps = caps or ResourceCaps()
         self._lock = threading.Lock()
+        self.tracer = tracer
+        self.node_id = node_id
+        # The spans of the instruction being applied (no-ops outside `apply`).
+        self._spans = Spans(None, None)
         self.state = read_state(state_path) if state_path.exists() else NodeState()
         self.function_states: dict[str, tuple[str, LoadState]] = {
             fn.id: (fn.version, LoadState.CACHED) for fn in self.state.functions
@@ -94,25 +104,44 @@ class NodeController:
 
     def apply(self, instr: Instruction) -> InstructionAck:
         with self._lock:
+            context = instr.trace_context
+            self._spans = Spans(self.tracer, context.traceparent if context else None)
+            function_id, version = _subject(instr)
             try:
-                if isinstance(instr, DeployInstruction):
-                    self._deploy(instr)
-                elif isinstance(instr, UndeployInstruction):
-                    self._undeploy(instr)
-                elif isinstance(instr, ConfigInstruction):
-                    self._config(instr)
-                else:
-                    return InstructionAck(instr.id, AckState.ERROR,
-                                          f"unknown instruction type {instr.type!r}")
-            except (EdgeError, InvalidModule, ValidationError, ValueError, KeyError) as exc:
-                log.warning("instruction %s (%s) failed: %s", instr.id, _about(instr), exc)
-                return self._answer(instr, AckState.ERROR, str(exc))
-            except Exception as exc:
-                # Not an error we expect, yet still this instruction's alone: it is
-                # acked as failed and the node goes on with the next one.
-                log.exception("instruction %s (%s) failed unexpectedly", instr.id, _about(instr))
-                return self._answer(instr, AckState.ERROR, f"{type(exc).__name__}: {exc}")
-            return self._answer(instr, AckState.CACHED)
+                with self._spans.span(f"apply {instr.type}", {
+                    "edgefn.node_id": self.node_id, "edgefn.instruction_id": instr.id,
+                    "edgefn.function_id": function_id, "edgefn.function_version": version,
+                }) as span:
+                    ack = self._apply(instr)
+                    with self._spans.span("ack", {"edgefn.ack_state": str(ack.state)}) as step:
+                        if ack.state is AckState.ERROR:
+                            for failed in (span, step):
+                                if failed is not None:
+                                    failed.error = ack.message
+                return ack
+            finally:
+                self._spans = Spans(None, None)
+
+    def _apply(self, instr: Instruction) -> InstructionAck:
+        try:
+            if isinstance(instr, DeployInstruction):
+                self._deploy(instr)
+            elif isinstance(instr, UndeployInstruction):
+                self._undeploy(instr)
+            elif isinstance(instr, ConfigInstruction):
+                self._config(instr)
+            else:
+                return InstructionAck(instr.id, AckState.ERROR,
+                                      f"unknown instruction type {instr.type!r}")
+        except (EdgeError, InvalidModule, ValidationError, ValueError, KeyError) as exc:
+            log.warning("instruction %s (%s) failed: %s", instr.id, _about(instr), exc)
+            return self._answer(instr, AckState.ERROR, str(exc))
+        except Exception as exc:
+            # Not an error we expect, yet still this instruction's alone: it is
+            # acked as failed and the node goes on with the next one.
+            log.exception("instruction %s (%s) failed unexpectedly", instr.id, _about(instr))
+            return self._answer(instr, AckState.ERROR, f"{type(exc).__name__}: {exc}")
+        return self._answer(instr, AckState.CACHED)
 
     def _answer(self, instr: Instruction, state: AckState, message: str = "") -> InstructionAck:
         function_id, version = _subject(instr)
@@ -133,7 +162,8 @@ class NodeController:
         wasm = self._artifact(spec)
         if self.engine is not None:
             # Compile here, once per node: the workers then load machine code from disk.
-            self.engine.compile(wasm, spec.limits, spec.wasi).close()
+            with self._spans.span("compile"):
+                self.engine.compile(wasm, spec.limits, spec.wasi).close()
         current[spec.id] = spec
         table = list(self.state.route_table)
         if instr.routes:
@@ -144,27 +174,40 @@ class NodeController:
         if existing == spec and tuple(table) == self.state.route_table:
             self.function_states[spec.id] = (spec.version, LoadState.CACHED)
             return
-        self._write(functions=tuple(current.values()), route_table=tuple(table),
-                    unavailable=unavailable)
+        # The new state is what the workers load (and warm up) the version from.
+        with self._spans.span("activate"):
+            self._write(functions=tuple(current.values()), route_table=tuple(table),
+                        unavailable=unavailable)
         self.function_states[spec.id] = (spec.version, LoadState.CACHED)
 
     def _artifact(self, spec: FunctionSpec, *, fresh: bool = False) -> bytes:
         """`spec`'s artifact from the cache, else downloaded: with the URL it came with
         unless `fresh`, and through a fresh URL from the control plane when that one
         fails (expired, or the store moved)."""
-        pinned = [(f.id, f.version) for f in self.state.functions]
-        if not fresh or self.fresh_url is None:
+        fresh_url = self.fresh_url
+        if not fresh or fresh_url is None:
             try:
-                return self.cache.ensure(spec.id, spec.version, spec.sha256, spec.artifact_url,
-                                         pinned=pinned)
+                return self._cached_or_fetched(spec, lambda: spec.artifact_url)
             except ArtifactError:
-                if self.fresh_url is None:
+                if fresh_url is None:
                     raise
-        data = self.cache.get(spec.id, spec.version, spec.sha256)
+        return self._cached_or_fetched(spec, lambda: fresh_url(spec.id, spec.version))
+
+    def _cached_or_fetched(self, spec: FunctionSpec, url: Callable[[], str]) -> bytes:
+        """The artifact from the cache if it is there and whole, else downloaded from
+        `url()` (its sha256 checked as it streams)."""
+        with self._spans.span("verify") as span:
+            data = self.cache.get(spec.id, spec.version, spec.sha256)
+            if span is not None:
+                span.attributes["edgefn.cache_hit"] = str(data is not None).lower()
         if data is not None:
             return data
-        url = self.fresh_url(spec.id, spec.version)
-        return self.cache.fetch(spec.id, spec.version, spec.sha256, url, pinned=pinned)
+        where = url()
+        if not where:
+            raise ArtifactError(f"{spec.id}@{spec.version} is not cached and has no artifact URL")
+        pinned = [(f.id, f.version) for f in self.state.functions]
+        with self._spans.span("download"):
+            return self.cache.fetch(spec.id, spec.version, spec.sha256, where, pinned=pinned)
 
     def repair(self, *, verify: bool = False, now: float | None = None) -> list[str]:
         """Fetch again every artifact of the state missing from the cache (with `verify`,

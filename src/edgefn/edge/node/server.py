@@ -80,9 +80,13 @@ def start_agent(settings: EdgeSettings) -> Agent | None:
     from edgefn.edge.bootstrap import build_cache, build_engine
     from edgefn.edge.node.agent import Agent
     from edgefn.edge.node.controller import NodeController
+    from edgefn.edge.tracing import OtlpSpanExporter
 
+    # Spans of applying instructions, from this process: a handful per deploy.
+    tracer = (OtlpSpanExporter(settings.otlp_endpoint, node_id=settings.node_id)
+              if settings.otlp_endpoint else None)
     controller = NodeController(settings.state_path, build_cache(settings), build_engine(settings),
-                                caps=settings.caps)
+                                caps=settings.caps, tracer=tracer, node_id=settings.node_id)
     agent = Agent(
         controller,
         node_id=settings.node_id,

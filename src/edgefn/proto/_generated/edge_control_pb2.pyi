@@ -73,7 +73,7 @@ class Route(_message.Message):
     def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., function_id: _Optional[str] = ..., project_id: _Optional[str] = ...) -> None: ...
 
 class DeployInstruction(_message.Message):
-    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy", "project_id")
+    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy", "project_id", "trace_context")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class DeployInstruction(_message.Message):
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     version: str
     artifact_url: str
@@ -107,7 +108,8 @@ class DeployInstruction(_message.Message):
     deployment_id: str
     policy: FunctionPolicy
     project_id: str
-    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ...) -> None: ...
+    trace_context: TraceContext
+    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ...) -> None: ...
 
 class FunctionPolicy(_message.Message):
     __slots__ = ("max_request_bytes", "kv", "http_fetch", "isolation", "min_hot_instances", "max_hot_instances", "idle_timeout_s", "secrets")
@@ -156,20 +158,32 @@ class HttpFetchPolicy(_message.Message):
     def __init__(self, allow_hosts: _Optional[_Iterable[str]] = ..., allow_private: _Optional[bool] = ..., max_response_bytes: _Optional[int] = ..., max_redirects: _Optional[int] = ...) -> None: ...
 
 class UndeployInstruction(_message.Message):
-    __slots__ = ("function_id", "deployment_id")
+    __slots__ = ("function_id", "deployment_id", "trace_context")
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     deployment_id: str
-    def __init__(self, function_id: _Optional[str] = ..., deployment_id: _Optional[str] = ...) -> None: ...
+    trace_context: TraceContext
+    def __init__(self, function_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ...) -> None: ...
 
 class ConfigUpdate(_message.Message):
-    __slots__ = ("routes", "quotas")
+    __slots__ = ("routes", "quotas", "trace_context")
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     routes: _containers.RepeatedCompositeFieldContainer[Route]
     quotas: _containers.RepeatedCompositeFieldContainer[ProjectQuota]
-    def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., quotas: _Optional[_Iterable[_Union[ProjectQuota, _Mapping]]] = ...) -> None: ...
+    trace_context: TraceContext
+    def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., quotas: _Optional[_Iterable[_Union[ProjectQuota, _Mapping]]] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ...) -> None: ...
+
+class TraceContext(_message.Message):
+    __slots__ = ("traceparent", "tracestate")
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    TRACESTATE_FIELD_NUMBER: _ClassVar[int]
+    traceparent: str
+    tracestate: str
+    def __init__(self, traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
 
 class ProjectQuota(_message.Message):
     __slots__ = ("project_id", "max_concurrency", "invocations_per_minute", "cpu_seconds_per_day")
