@@ -1,0 +1,78 @@
+"""What a node sends on its control stream and what it is answered, in neither
+transport's shape: each transport converts its frames to and from these, and the
+session (`session.NodeSession`) works on them alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from edgefn.contract import Instruction
+from edgefn.controlplane.deployments.schemas import AckIn
+from edgefn.controlplane.errors import ValidationFailed
+from edgefn.controlplane.nodes.schemas import HeartbeatIn
+
+# AckIn.message's limit: a node's long error text is cut, not refused, so one
+# verbose failure cannot end its stream.
+_ACK_MESSAGE_MAX = 1000
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The first message of a session: marks the node online with what it runs."""
+
+    node_id: str
+    beat: HeartbeatIn
+
+
+@dataclass(frozen=True)
+class Beat:
+    """A heartbeat on the stream; answered with a HeartbeatAnswer."""
+
+    node_id: str
+    beat: HeartbeatIn
+
+
+@dataclass(frozen=True)
+class Ack:
+    node_id: str
+    ack: AckIn
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Load and function states between heartbeats (only those fields of `beat`)."""
+
+    node_id: str
+    beat: HeartbeatIn
+
+
+NodeEvent = Hello | Beat | Ack | Metrics
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    interval_s: float
+
+
+Outgoing = Instruction | HeartbeatAnswer
+
+
+def validated(model: Any, **values: Any) -> Any:
+    """`model(**values)`, a ValidationFailed (400) naming the model if it does not fit."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise ValidationFailed(f"{model.__name__}: {exc.errors()[0]['msg']}") from exc
+
+
+def ack_in(ack_id: Any, state: Any, message: Any) -> AckIn:
+    """A node's ack as `ack_instruction` takes it, its message cut to the limit."""
+    if isinstance(message, str):
+        message = message[:_ACK_MESSAGE_MAX]
+    ack: AckIn = validated(AckIn, id=ack_id, state=state, message=message or None)
+    return ack
+
+
