@@ -25,8 +25,9 @@ from edgefn.controlplane.app import create_app
 from edgefn.controlplane.deployments.models import OutboxInstruction
 from edgefn.controlplane.stream.messages import instruction_to_proto
 from edgefn.edge.cache import ArtifactCache
-from edgefn.edge.node.agent import Agent, instruction_from_proto
+from edgefn.edge.node.agent import Agent
 from edgefn.edge.node.controller import NodeController
+from edgefn.edge.node.grpc_transport import instruction_from_proto
 from edgefn.edge.spec import read_state
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc

@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 
 from edgefn.contract import RouteSpec
-from edgefn.edge.node.agent import BACKOFF_CAP_S, backoff_delays, instruction_from_proto
+from edgefn.edge.node.agent import BACKOFF_CAP_S, backoff_delays
+from edgefn.edge.node.grpc_transport import instruction_from_proto
 from edgefn.proto import edge_control_pb2 as pb
 
 
