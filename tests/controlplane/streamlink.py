@@ -27,6 +27,7 @@ from edgefn.edge.node.transport import (
     Hello,
     Incoming,
     StreamError,
+    StreamRefused,
     Transport,
 )
 from edgefn.edge.node.websocket_transport import WebSocketTransport
@@ -162,3 +163,21 @@ async def outcome(link: NodeLink) -> StreamError | None:
         return exc
     finally:
         await link.close()
+
+
+# How each transport says the CP refused the node: gRPC's status, or the HTTP status
+# of the refused upgrade (401, 403) or of the close code (4401, 4403).
+_REFUSALS = {"grpc": {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"},
+             "websocket": {401: "401", 403: "403"}}
+
+
+def refused(error: StreamError | None, transport: str, status: int) -> bool:
+    """Whether the stream ended with the CP refusing the node with `status`."""
+    return isinstance(error, StreamRefused) and _REFUSALS[transport][status] in str(error)
+
+
+def failed_at_handshake(error: StreamError | None, transport: str) -> bool:
+    """Whether the stream never opened (no TLS handshake), rather than being refused."""
+    if error is None or isinstance(error, StreamRefused):
+        return False
+    return transport != "grpc" or "UNAVAILABLE" in str(error)

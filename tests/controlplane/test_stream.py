@@ -5,6 +5,7 @@ heartbeats on the stream and the unary fallback."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -594,3 +595,64 @@ def test_an_undecodable_row_is_skipped_by_both_heartbeats(gcp: CP, fn: dict[str,
 
     run(scenario)
     assert outbox_rows(gcp, bad)[0][0] == "failed"
+
+
+def test_websocket_auth_and_frames(gcp: CP) -> None:
+    """The WebSocket endpoint refuses the upgrade as a heartbeat would be refused (status
+    and error body), and closes a stream with 4000 + the status of what ended it."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosedError, InvalidStatus
+
+    tokyo, osaka = gcp.node("tokyo", "tokyo-1"), gcp.node("osaka", "osaka-1")
+    streams = Streams(gcp, "websocket")
+    url = streams.url().replace("http://", "ws://") + "/api/v1/nodes/tokyo-1/stream"
+    refused = {
+        "no token": ({}, 401),
+        "unknown token": ({"authorization": "Bearer efn_nope"}, 401),
+        "bad scheme": ({"authorization": tokyo["token"]}, 401),
+        "another node's": ({"authorization": f"Bearer {osaka['token']}"}, 403),
+        "admin token": ({"authorization": "Bearer test-admin-token"}, 403),
+    }
+    as_tokyo = {"authorization": f"Bearer {tokyo['token']}"}
+
+    async def closed_with(*frames: str) -> tuple[int, str]:
+        async with connect(url, additional_headers=as_tokyo) as ws:
+            for frame in frames:
+                await ws.send(frame)
+            with pytest.raises(ConnectionClosedError) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None
+            return closed.value.rcvd.code, closed.value.rcvd.reason
+
+    async def scenario() -> None:
+        for case, (headers, status) in refused.items():
+            with pytest.raises(InvalidStatus) as denied:
+                await connect(url, additional_headers=headers)
+            response = denied.value.response
+            assert response.status_code == status, case
+            assert json.loads(response.body or b"")["error"]["message"], case
+        hello = json.dumps({"type": "hello", "functions": []})
+        # A stream must start with a Hello.
+        code, reason = await closed_with(json.dumps({"type": "heartbeat", "node_id": "tokyo-1"}))
+        assert code == 4400 and "Hello" in reason
+        # Frames are JSON objects, about this node, that fit their schema.
+        assert (await closed_with(hello, "[1, 2]"))[0] == 4400
+        assert (await closed_with(hello, json.dumps({"type": "ack", "node_id": "osaka-1",
+                                                     "id": 1, "state": "cached"})))[0] == 4400
+        assert (await closed_with(hello, json.dumps({"type": "ack", "id": "x"})))[0] == 4400
+        too_big = json.dumps({"type": "unknown", "pad": "x" * gcp.settings.max_json_body_bytes})
+        assert (await closed_with(hello, too_big))[0] == 1009
+        # A frame type this release does not know is passed over.
+        async with connect(url, additional_headers=as_tokyo) as ws:
+            await ws.send(hello)
+            await ws.send(json.dumps({"type": "from-the-future"}))
+            await ws.send(json.dumps({"type": "heartbeat", "node_id": "tokyo-1", "cpu": 2.5}))
+            kinds = [json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] for _ in range(2)]
+            assert sorted(kinds) == ["heartbeat_ack", "instruction"]
+
+    try:
+        run(scenario)
+    finally:
+        streams.close()
+    assert node_row(gcp, "tokyo-1")["cpu"] == 2.5

@@ -123,10 +123,12 @@ class _GrpcConnection:
     async def send(self, message: Outgoing) -> None:
         try:
             await self._call.write(to_proto(self._node_id, message))
-        except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from exc
-        except grpc.aio.UsageError as exc:
-            raise StreamError(f"the stream is closed: {exc}") from exc
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+            # A write racing the CP's refusal fails with a status of its own; what the
+            # CP ended the call with is the call's.
+            code, details = await self._call.code(), await self._call.details()
+            kind = StreamRefused if code in _REFUSED else StreamError
+            raise kind(f"{code.name}: {details}") from exc
 
     async def receive(self) -> AsyncIterator[Incoming]:
         try:
