@@ -36,6 +36,9 @@ log = logging.getLogger("edgefn.edge.node.agent")
 # after it (close code 4000 + the status).
 _REFUSED_STATUS = (401, 403)
 _REFUSED_CLOSE = (4401, 4403)
+# Closes that end the stream cleanly, as gRPC's OK does: normal, the CP going away
+# (shutdown), or its server restarting; the node reconnects with a fresh backoff.
+_CLEAN_CLOSE = (1000, 1001, 1012)
 
 
 def stream_url(cp_url: str, node_id: str) -> str:
@@ -129,8 +132,8 @@ class _WebSocketConnection:
                 text = await self._ws.recv()
             except ConnectionClosed as exc:
                 close = exc.rcvd
-                if close is not None and close.code in (1000, 1001):
-                    return  # ended by the control plane (it is going away)
+                if close is not None and close.code in _CLEAN_CLOSE:
+                    return
                 raise _closed(exc) from exc
             try:
                 message = decode(text)
