@@ -20,33 +20,30 @@ _ACK_MESSAGE_MAX = 1000
 
 
 @dataclass(frozen=True)
-class Hello:
+class Report:
+    """What a node reports: `node_id` as the message states it ("" when it does not,
+    else it must be the stream's node), `beat` what it says in the heartbeat's shape."""
+
+    node_id: str
+    beat: HeartbeatIn
+
+
+class Hello(Report):
     """The first message of a session: marks the node online with what it runs."""
 
-    node_id: str
-    beat: HeartbeatIn
 
-
-@dataclass(frozen=True)
-class Beat:
+class Beat(Report):
     """A heartbeat on the stream; answered with a HeartbeatAnswer."""
 
-    node_id: str
-    beat: HeartbeatIn
+
+class Metrics(Report):
+    """Load and function states between heartbeats (those fields of `beat` only)."""
 
 
 @dataclass(frozen=True)
 class Ack:
     node_id: str
     ack: AckIn
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """Load and function states between heartbeats (only those fields of `beat`)."""
-
-    node_id: str
-    beat: HeartbeatIn
 
 
 NodeEvent = Hello | Beat | Ack | Metrics

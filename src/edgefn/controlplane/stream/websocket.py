@@ -27,17 +27,7 @@ from edgefn.controlplane.deps import CPContext
 from edgefn.controlplane.errors import BadRequest, CPError
 from edgefn.controlplane.nodes.listener import client_cert_of
 from edgefn.controlplane.nodes.schemas import HeartbeatIn
-from edgefn.controlplane.stream.events import (
-    Ack,
-    Beat,
-    HeartbeatAnswer,
-    Hello,
-    Metrics,
-    NodeEvent,
-    Outgoing,
-    ack_in,
-    validated,
-)
+from edgefn.controlplane.stream import events as ev
 from edgefn.controlplane.stream.session import NodeSession, authorize
 
 log = logging.getLogger("edgefn.controlplane.stream")
@@ -51,14 +41,14 @@ CLOSE_BASE = 4000
 _REASON_MAX = 120  # a close frame's reason holds 123 bytes
 
 
-def encode(out: Outgoing) -> str:
+def encode(out: ev.Outgoing) -> str:
     """One frame for the node."""
-    if isinstance(out, HeartbeatAnswer):
+    if isinstance(out, ev.HeartbeatAnswer):
         return json.dumps({"type": "heartbeat_ack", "heartbeat_interval_s": out.interval_s})
     return json.dumps({"type": "instruction", "instruction": out.model_dump(mode="json")})
 
 
-def decode(node_id: str, text: str) -> NodeEvent | None:
+def decode(node_id: str, text: str) -> ev.NodeEvent | None:
     """A frame from node `node_id` as the session's event; None for a type this
     release does not know (ignored, as a newer node may send it)."""
     try:
@@ -71,20 +61,20 @@ def decode(node_id: str, text: str) -> NodeEvent | None:
     if not isinstance(said, str):
         raise BadRequest("node_id is a string")
     if kind == "hello":
-        return Hello(said, validated(HeartbeatIn, node_id=node_id,
+        return ev.Hello(said, ev.validated(HeartbeatIn, node_id=node_id,
                                      functions=frame.get("functions") or []))
     if kind == "heartbeat":
-        return Beat(said, validated(HeartbeatIn, **frame, node_id=said or node_id))
+        return ev.Beat(said, ev.validated(HeartbeatIn, **frame, node_id=said or node_id))
     if kind == "ack":
-        return Ack(said, ack_in(frame.get("id"), frame.get("state"), frame.get("message")))
+        return ev.Ack(said, ev.ack_in(frame.get("id"), frame.get("state"), frame.get("message")))
     if kind == "metrics":
-        return Metrics(said, validated(HeartbeatIn, node_id=node_id, cpu=frame.get("cpu"),
+        return ev.Metrics(said, ev.validated(HeartbeatIn, node_id=node_id, cpu=frame.get("cpu"),
                                        mem_bytes=frame.get("mem_bytes"),
                                        functions=frame.get("functions") or []))
     return None
 
 
-async def _events(websocket: WebSocket, node_id: str, limit: int) -> AsyncIterator[NodeEvent]:
+async def _events(websocket: WebSocket, node_id: str, limit: int) -> AsyncIterator[ev.NodeEvent]:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":

@@ -19,17 +19,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from edgefn import __version__
 from edgefn.contract import Instruction
+from edgefn.edge.node import transport as t
 from edgefn.edge.node.credentials import NodeCertificate
-from edgefn.edge.node.transport import (
-    Beat,
-    HeartbeatAnswer,
-    Hello,
-    Incoming,
-    Outgoing,
-    Pushed,
-    StreamError,
-    StreamRefused,
-)
 
 log = logging.getLogger("edgefn.edge.node.agent")
 # The control plane's answers refusing the node: before the upgrade (HTTP status) or
@@ -50,31 +41,31 @@ def stream_url(cp_url: str, node_id: str) -> str:
     raise ValueError(f"the control plane URL is http:// or https://, not {cp_url!r}")
 
 
-def encode(node_id: str, message: Outgoing) -> str:
+def encode(node_id: str, message: t.Outgoing) -> str:
     """One frame for the control plane."""
     frame: dict[str, Any]
-    if isinstance(message, Hello):
+    if isinstance(message, t.Hello):
         frame = {"type": "hello", "node_id": node_id, "pop_id": message.pop_id,
                  "labels": message.labels, "agent_version": message.agent_version,
                  "functions": message.functions}
-    elif isinstance(message, Beat):
+    elif isinstance(message, t.Beat):
         frame = {"type": "heartbeat", **message.to_json()}
     else:
         frame = {"type": "ack", "node_id": node_id, **message.to_json()}
     return json.dumps(frame)
 
 
-def decode(text: str | bytes) -> Incoming | None:
+def decode(text: str | bytes) -> t.Incoming | None:
     """A frame from the control plane; None for one this release does not know."""
     frame = json.loads(text)
     kind = frame.get("type") if isinstance(frame, dict) else None
     if kind == "heartbeat_ack":
-        return HeartbeatAnswer(float(frame.get("heartbeat_interval_s") or 0))
+        return t.HeartbeatAnswer(float(frame.get("heartbeat_interval_s") or 0))
     if kind == "instruction":
         data = frame.get("instruction")
         ack_id = data.get("id") if isinstance(data, dict) else None
         if isinstance(ack_id, int):
-            return Pushed(ack_id, partial(Instruction.from_json, data))
+            return t.Pushed(ack_id, partial(Instruction.from_json, data))
         log.warning("an instruction without an integer id was ignored")
     return None
 
@@ -98,20 +89,20 @@ class WebSocketTransport:
         except InvalidStatus as exc:
             response = exc.response
             body = response.body.decode(errors="replace")[:200] if response.body else ""
-            kind = StreamRefused if response.status_code in _REFUSED_STATUS else StreamError
+            kind = t.StreamRefused if response.status_code in _REFUSED_STATUS else t.StreamError
             raise kind(f"HTTP {response.status_code}: {body}") from exc
         except (OSError, TimeoutError, WebSocketException) as exc:
-            raise StreamError(f"{type(exc).__name__}: {exc}") from exc
+            raise t.StreamError(f"{type(exc).__name__}: {exc}") from exc
         try:
             yield _WebSocketConnection(ws, self.node_id)
         finally:
             await ws.close()
 
 
-def _closed(exc: ConnectionClosed) -> StreamError:
+def _closed(exc: ConnectionClosed) -> t.StreamError:
     close = exc.rcvd
     code, reason = (close.code, close.reason) if close is not None else (1006, "")
-    kind = StreamRefused if code in _REFUSED_CLOSE else StreamError
+    kind = t.StreamRefused if code in _REFUSED_CLOSE else t.StreamError
     return kind(f"closed {code}: {reason}")
 
 
@@ -120,13 +111,13 @@ class _WebSocketConnection:
         self._ws = ws
         self._node_id = node_id
 
-    async def send(self, message: Outgoing) -> None:
+    async def send(self, message: t.Outgoing) -> None:
         try:
             await self._ws.send(encode(self._node_id, message))
         except ConnectionClosed as exc:
             raise _closed(exc) from exc
 
-    async def receive(self) -> AsyncIterator[Incoming]:
+    async def receive(self) -> AsyncIterator[t.Incoming]:
         while True:
             try:
                 text = await self._ws.recv()
@@ -138,6 +129,6 @@ class _WebSocketConnection:
             try:
                 message = decode(text)
             except ValueError as exc:
-                raise StreamError(f"a frame that is not JSON: {exc}") from exc
+                raise t.StreamError(f"a frame that is not JSON: {exc}") from exc
             if message is not None:
                 yield message
