@@ -61,16 +61,17 @@ def decode(node_id: str, text: str) -> ev.NodeEvent | None:
     if not isinstance(said, str):
         raise BadRequest("node_id is a string")
     if kind == "hello":
-        return ev.Hello(said, ev.validated(HeartbeatIn, node_id=node_id,
-                                     functions=frame.get("functions") or []))
+        hello = ev.validated(HeartbeatIn, node_id=node_id, functions=frame.get("functions") or [])
+        return ev.Hello(said, hello)
     if kind == "heartbeat":
         return ev.Beat(said, ev.validated(HeartbeatIn, **frame, node_id=said or node_id))
     if kind == "ack":
         return ev.Ack(said, ev.ack_in(frame.get("id"), frame.get("state"), frame.get("message")))
     if kind == "metrics":
-        return ev.Metrics(said, ev.validated(HeartbeatIn, node_id=node_id, cpu=frame.get("cpu"),
-                                       mem_bytes=frame.get("mem_bytes"),
-                                       functions=frame.get("functions") or []))
+        report = ev.validated(HeartbeatIn, node_id=node_id, cpu=frame.get("cpu"),
+                              mem_bytes=frame.get("mem_bytes"),
+                              functions=frame.get("functions") or [])
+        return ev.Metrics(said, report)
     return None
 
 
@@ -120,7 +121,8 @@ async def node_stream(websocket: WebSocket, node_id: str) -> None:
     except _TooBig as exc:
         code, reason = TOO_BIG, exc.message
     except CPError as exc:
-        code, reason = CLOSE_BASE + exc.status, exc.message
+        code = CLOSE_BASE + exc.status if exc.status < 500 else INTERNAL
+        reason = exc.message
     except Exception:
         log.exception("the control stream of node %s failed", who.id)
         code, reason = INTERNAL, "internal error"
