@@ -1,6 +1,8 @@
-"""The EdgeControl gRPC server of a real CP (SQLite and PostgreSQL) against a real
-grpc.aio client on loopback: auth, pushes on commit, acks, redelivery,
-heartbeats on the stream and the unary fallback."""
+"""The control streams of a real CP (SQLite and PostgreSQL) on loopback: the
+distribution tests (pushes on commit, acks, redelivery, re-check, shutdown, the agent)
+on both transports through the node's own transports (`streamlink`); gRPC's auth,
+protobuf encoding, stream heartbeats and unary fallback against a grpc.aio client
+(`nodelink`); the WebSocket endpoint's refusals and close codes."""
 
 from __future__ import annotations
 

@@ -116,8 +116,8 @@ async def node_stream(websocket: WebSocket, node_id: str) -> None:
     try:
         async for out in session.serve(events):
             await websocket.send_text(encode(out))
-    except WebSocketDisconnect:
-        return
+    except (WebSocketDisconnect, OSError):
+        return  # the node went away
     except _TooBig as exc:
         code, reason = TOO_BIG, exc.message
     except CPError as exc:
