@@ -65,3 +65,18 @@ def test_the_s3_secret_from_a_file_or_the_environment(
     result = CliRunner().invoke(cli, ["cp", "serve", "--s3-secret-access-key-file",
                                       str(tmp_path / "missing")])
     assert result.exit_code == 2 and "--s3-secret-access-key-file" in result.output
+
+
+def test_the_control_stream_transport_is_chosen_per_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgefn.edge.settings import EdgeSettings
+
+    help_text = CliRunner().invoke(cli, ["edge", "serve", "--help"]).output
+    assert "--transport [grpc|websocket]" in help_text
+    bad = CliRunner().invoke(cli, ["edge", "serve", "--transport", "http3"])
+    assert bad.exit_code == 2 and "--transport" in bad.output
+    # The WebSocket goes to the CP URL: without one there is nowhere to connect.
+    alone = CliRunner().invoke(cli, ["edge", "serve", "--transport", "websocket"])
+    assert alone.exit_code == 2 and "cp_url" in alone.output
+    assert EdgeSettings().transport == "grpc"
+    monkeypatch.setenv("EDGEFN_TRANSPORT", "websocket")
+    assert EdgeSettings(cp_url="https://cp:8443").transport == "websocket"

@@ -22,7 +22,7 @@ from edgefn.contract import (
     UndeployInstruction,
 )
 from edgefn.controlplane.stream.messages import instruction_to_proto
-from edgefn.edge.node.agent import instruction_from_proto
+from edgefn.edge.node.grpc_transport import instruction_from_proto
 from edgefn.proto import edge_control_pb2 as pb
 
 ROUTE = RouteSpec(id="r1", host="a.test", path="/x/*", methods=("GET",), priority=-3,

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 import trustme
 from click.testing import CliRunner
 from cryptography import x509
+from starlette.testclient import WebSocketDenialResponse
 
 from edgefn.cli.main import cli
 from edgefn.cluster import free_port
@@ -38,11 +39,19 @@ from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.node.agent import Agent
 from edgefn.edge.node.controller import NodeController
 from edgefn.edge.node.credentials import NodeCertificate, new_key_and_csr
+from edgefn.edge.node.transport import StreamError
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 from edgefn.sandbox import Engine
 from tests.controlplane.conftest import ADMIN, CP
 from tests.controlplane.nodelink import NodeLink, metadata
+from tests.controlplane.streamlink import (
+    TRANSPORTS,
+    Streams,
+    failed_at_handshake,
+    outcome,
+    refused,
+)
 
 REFUSED_AT_HANDSHAKE = grpc.StatusCode.UNAVAILABLE
 
@@ -99,9 +108,22 @@ async def stream_error(target: str, node: dict[str, Any],
         await link.close()
 
 
-def refused(target: str, node: dict[str, Any],
-            credentials: grpc.ChannelCredentials | None) -> grpc.StatusCode:
+def grpc_refused(target: str, node: dict[str, Any],
+                 credentials: grpc.ChannelCredentials | None) -> grpc.StatusCode:
     return asyncio.run(stream_error(target, node, credentials))
+
+
+@pytest.fixture(params=TRANSPORTS)
+def streams(request: pytest.FixtureRequest, mcp: CP) -> Iterator[Streams]:
+    built = Streams(mcp, request.param)
+    yield built
+    built.close()
+
+
+def ending(streams: Streams, node: dict[str, Any],
+           tls: NodeCertificate | None) -> StreamError | None:
+    """Open a stream on `streams`' transport and read until it ends: how it ended."""
+    return asyncio.run(outcome(streams.link(node, tls)))
 
 
 def beat(cp: CP, node: dict[str, Any], tls: NodeCertificate) -> httpx.Response:
@@ -133,27 +155,32 @@ def test_registration_issues_a_certificate_for_the_node_id(mcp: CP, tmp_path: Pa
     assert node_id_of(x509.load_pem_x509_certificate(issued["certificate"].encode())) == "kobe-1"
 
 
-def test_a_node_with_its_certificate_streams_and_beats(mcp: CP, tmp_path: Path) -> None:
+def test_a_node_with_its_certificate_streams_and_beats(
+    mcp: CP, streams: Streams, tmp_path: Path
+) -> None:
     tokyo = enroll(mcp, "tokyo-1", tmp_path)
 
     async def scenario() -> None:
-        link = await NodeLink(grpc_target(mcp), tokyo.node,
-                              tokyo.tls.channel_credentials()).open()
+        link = await streams.link(tokyo.node, tokyo.tls).open()
         await link.ack(await link.recv_kind("config"))
-        assert (await link.heartbeat(cpu_percent=1.0)).heartbeat_ack.heartbeat_interval_s > 0
+        assert (await link.heartbeat()).interval_s > 0
         await link.close()
 
     asyncio.run(scenario())
     assert beat(mcp, tokyo.node, tokyo.tls).status_code == 200
 
 
-def test_a_node_without_a_certificate_is_refused(mcp: CP, tmp_path: Path) -> None:
+def test_a_node_without_a_certificate_is_refused(
+    mcp: CP, streams: Streams, tmp_path: Path
+) -> None:
     tokyo = enroll(mcp, "tokyo-1", tmp_path)
     ca = tokyo.tls.ca_file.read_bytes()
+    no_client_cert = NodeCertificate(None, None, tokyo.tls.ca_file)
+    assert failed_at_handshake(ending(streams, tokyo.node, no_client_cert), streams.transport)
     # Trusting the CP, but presenting nothing: the handshake fails.
-    assert refused(grpc_target(mcp), tokyo.node,
-                   grpc.ssl_channel_credentials(root_certificates=ca)) == REFUSED_AT_HANDSHAKE
-    assert refused(grpc_target(mcp), tokyo.node, None) == REFUSED_AT_HANDSHAKE
+    assert grpc_refused(grpc_target(mcp), tokyo.node,
+                        grpc.ssl_channel_credentials(root_certificates=ca)) == REFUSED_AT_HANDSHAKE
+    assert grpc_refused(grpc_target(mcp), tokyo.node, None) == REFUSED_AT_HANDSHAKE
     no_cert = NodeCertificate(None, None, tokyo.tls.ca_file)
     with pytest.raises(httpx.TransportError):
         beat(mcp, tokyo.node, no_cert)
@@ -168,45 +195,48 @@ def test_a_node_without_a_certificate_is_refused(mcp: CP, tmp_path: Path) -> Non
     _, csr = new_key_and_csr("tokyo-1")
     r = mcp.call("POST", "/nodes/tokyo-1/certificate", as_node, json={"csr": csr})
     assert r.status_code == 401, r.text
+    with pytest.raises(WebSocketDenialResponse) as denied, mcp.client.websocket_connect(
+        "/api/v1/nodes/tokyo-1/stream", headers=as_node
+    ):
+        pass
+    assert denied.value.status_code == 401
     # The node port serves node calls only.
     with httpx.Client(verify=tokyo.tls.ssl_context(), timeout=10) as client:
         assert client.get(f"{node_url(mcp)}/api/v1/nodes", headers=ADMIN).status_code == 404
 
 
-def test_another_nodes_certificate_is_refused(mcp: CP, tmp_path: Path) -> None:
+def test_another_nodes_certificate_is_refused(
+    mcp: CP, streams: Streams, tmp_path: Path
+) -> None:
     tokyo, osaka = enroll(mcp, "tokyo-1", tmp_path), enroll(mcp, "osaka-1", tmp_path)
-    # Tokyo's token with Osaka's certificate.
-    assert refused(grpc_target(mcp), tokyo.node,
-                   osaka.tls.channel_credentials()) == grpc.StatusCode.PERMISSION_DENIED
+    # Tokyo's token with Osaka's certificate, and the other way round.
+    assert refused(ending(streams, tokyo.node, osaka.tls), streams.transport, 403)
+    assert refused(ending(streams, {**tokyo.node, "token": osaka.node["token"]}, tokyo.tls),
+                   streams.transport, 403)
     assert beat(mcp, tokyo.node, osaka.tls).status_code == 403
     # A certificate for the right name from a CA that is not the CP's: no handshake.
     foreign = trustme.CA().issue_cert("tokyo-1")
     stranger = NodeCertificate(write(tmp_path / "f.pem", foreign.cert_chain_pems[0].bytes()),
                                write(tmp_path / "f.key", foreign.private_key_pem.bytes()),
                                tokyo.tls.ca_file)
-    assert refused(grpc_target(mcp), tokyo.node,
-                   stranger.channel_credentials()) == REFUSED_AT_HANDSHAKE
+    assert failed_at_handshake(ending(streams, tokyo.node, stranger), streams.transport)
 
 
 def test_deleting_a_node_revokes_its_certificate_and_closes_its_stream(
-    mcp: CP, tmp_path: Path
+    mcp: CP, streams: Streams, tmp_path: Path
 ) -> None:
     tokyo = enroll(mcp, "tokyo-1", tmp_path)
 
-    async def scenario() -> grpc.StatusCode:
-        link = await NodeLink(grpc_target(mcp), tokyo.node,
-                              tokyo.tls.channel_credentials()).open()
+    async def scenario() -> StreamError | None:
+        link = await streams.link(tokyo.node, tokyo.tls).open()
         await link.ack(await link.recv_kind("config"))
         await asyncio.to_thread(mcp.ok, "DELETE", "/nodes/tokyo-1", ADMIN, 204)
         try:
-            while True:
-                await asyncio.wait_for(link.call.read(), 10)
-        except grpc.aio.AioRpcError as exc:
-            return exc.code()
+            return await link.ended()
         finally:
             await link.close()
 
-    assert asyncio.run(scenario()) == grpc.StatusCode.UNAUTHENTICATED
+    assert refused(asyncio.run(scenario()), streams.transport, 401)
     with db.session_scope(mcp.client.app.state.cp.sessions) as session:  # type: ignore[attr-defined]
         row = session.get(CertRow, serial_of(tokyo.body["certificate"]))
         assert row is not None and row.revoked_at is not None
@@ -215,13 +245,12 @@ def test_deleting_a_node_revokes_its_certificate_and_closes_its_stream(
     # is refused, by the stream and by the node port.
     again = mcp.ok("POST", "/nodes", ADMIN, 201, json={"id": "tokyo-1", "pop_id": "tokyo"})
     node = {**tokyo.node, "token": again["token"]}
-    assert refused(grpc_target(mcp), node,
-                   tokyo.tls.channel_credentials()) == grpc.StatusCode.UNAUTHENTICATED
+    assert refused(ending(streams, node, tokyo.tls), streams.transport, 401)
     r = beat(mcp, node, tokyo.tls)
     assert r.status_code == 401 and "revoked" in r.text
 
 
-def test_an_expired_certificate_is_refused(mcp: CP, tmp_path: Path) -> None:
+def test_an_expired_certificate_is_refused(mcp: CP, streams: Streams, tmp_path: Path) -> None:
     tokyo = enroll(mcp, "tokyo-1", tmp_path)
     key, csr = new_key_and_csr("tokyo-1")
     ca = mcp.client.app.state.cp.node_ca  # type: ignore[attr-defined]
@@ -232,8 +261,7 @@ def test_an_expired_certificate_is_refused(mcp: CP, tmp_path: Path) -> None:
         session.commit()
     expired = NodeCertificate(write(tmp_path / "old.pem", old.pem),
                               write(tmp_path / "old.key", key), tokyo.tls.ca_file)
-    assert refused(grpc_target(mcp), tokyo.node,
-                   expired.channel_credentials()) == REFUSED_AT_HANDSHAKE
+    assert failed_at_handshake(ending(streams, tokyo.node, expired), streams.transport)
     with pytest.raises(httpx.TransportError):
         beat(mcp, tokyo.node, expired)
     # Nor can it renew itself; an admin issues the node a new one from a new CSR.
@@ -264,8 +292,10 @@ def test_a_node_renews_its_certificate_on_the_node_port(mcp: CP, tmp_path: Path)
     assert any(e["action"] == "node.certificate" for e in audit), audit
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_rotation_mid_stream_keeps_the_stream(
-    mcp: CP, tmp_path: Path, engine: Engine, caplog: pytest.LogCaptureFixture
+    mcp: CP, tmp_path: Path, engine: Engine, caplog: pytest.LogCaptureFixture,
+    transport: Any,
 ) -> None:
     """The agent renews a certificate two thirds through its life while its stream is
     up; the stream carries on (pushes still arrive and are acked on it), and the next
@@ -287,8 +317,8 @@ def test_rotation_mid_stream_keeps_the_stream(
         controller = NodeController(tmp_path / "node" / "state.json",
                                     ArtifactCache(tmp_path / "node" / "cache"), engine)
         return Agent(controller, node_id="tokyo-1", token=tokyo.node["token"],
-                     cp_url=node_url(mcp), grpc_url=grpc_target(mcp), pop_id="tokyo",
-                     tls=tokyo.tls, renew_check_s=0.2)
+                     cp_url=node_url(mcp), grpc_url=grpc_target(mcp), transport=transport,
+                     pop_id="tokyo", tls=tokyo.tls, renew_check_s=0.2)
 
     def connects() -> int:
         return sum("tokyo-1 connected its control stream" in r.getMessage()

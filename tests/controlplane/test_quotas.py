@@ -17,8 +17,8 @@ from edgefn.contract import QuotaSpec
 from edgefn.edge.bootstrap import build_runtime
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.logs import JsonLog
-from edgefn.edge.node.agent import instruction_from_proto
 from edgefn.edge.node.controller import NodeController
+from edgefn.edge.node.grpc_transport import instruction_from_proto
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import FunctionSpec
 from edgefn.edge.worker.runtime import HttpRequest

@@ -1,10 +1,13 @@
-"""The EdgeControl gRPC server of a real CP (SQLite and PostgreSQL) against a real
-grpc.aio client on loopback: auth, pushes on commit, acks, redelivery,
-heartbeats on the stream and the unary fallback."""
+"""The control streams of a real CP (SQLite and PostgreSQL) on loopback: the
+distribution tests (pushes on commit, acks, redelivery, re-check, shutdown, the agent)
+on both transports through the node's own transports (`streamlink`); gRPC's auth,
+protobuf encoding, stream heartbeats and unary fallback against a grpc.aio client
+(`nodelink`); the WebSocket endpoint's refusals and close codes."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -25,14 +28,17 @@ from edgefn.controlplane.app import create_app
 from edgefn.controlplane.deployments.models import OutboxInstruction
 from edgefn.controlplane.stream.messages import instruction_to_proto
 from edgefn.edge.cache import ArtifactCache
-from edgefn.edge.node.agent import Agent, instruction_from_proto
+from edgefn.edge.node.agent import Agent
 from edgefn.edge.node.controller import NodeController
+from edgefn.edge.node.grpc_transport import instruction_from_proto
 from edgefn.edge.spec import read_state
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 from edgefn.sandbox import Engine
 from tests.controlplane.conftest import ADMIN, CP, make_settings
 from tests.controlplane.nodelink import NodeLink, metadata
+from tests.controlplane.streamlink import TRANSPORTS, Streams
+from tests.controlplane.streamlink import NodeLink as StreamLink
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -69,6 +75,21 @@ def deploy(cp: CP, fn: dict[str, Any], version: str = "1.0.0", **body: Any) -> A
 async def connected(cp: CP, node: dict[str, Any]) -> NodeLink:
     """A node's stream, past the route table every new node is sent first (acked)."""
     link = await NodeLink(target(cp), node).open()
+    await link.ack(await link.recv_kind("config"))
+    return link
+
+
+@pytest.fixture(params=TRANSPORTS)
+def streams(request: pytest.FixtureRequest, gcp: CP) -> Iterator[Streams]:
+    """Where the distribution tests open node streams: each runs on both transports."""
+    built = Streams(gcp, request.param)
+    yield built
+    built.close()
+
+
+async def joined(streams: Streams, node: dict[str, Any]) -> StreamLink:
+    """A node's stream on either transport, past the route table (acked)."""
+    link = await streams.link(node).open()
     await link.ack(await link.recv_kind("config"))
     return link
 
@@ -116,16 +137,15 @@ def test_auth(gcp: CP) -> None:
     assert node_row(gcp, "tokyo-1")["status"] == "registered"
 
 
-def test_deploy_is_pushed_and_acked(gcp: CP, fn: dict[str, Any]) -> None:
+def test_deploy_is_pushed_and_acked(gcp: CP, streams: Streams, fn: dict[str, Any]) -> None:
     node = gcp.node("tokyo", "tokyo-1", region="tokyo")
 
     async def scenario() -> None:
-        link = await connected(gcp, node)
+        link = await joined(streams, node)
         assert node_row(gcp, "tokyo-1")["status"] == "online"  # the Hello marked it
         dep = deploy(gcp, fn)
-        pushed = await link.recv_kind("deploy")
-        assert pushed.ack_id > 0
-        d = pushed.deploy
+        d = await link.recv_kind("deploy")
+        assert d.id > 0
         assert (d.function_id, d.version, d.deployment_id) == (fn["id"], "1.0.0", dep["id"])
         assert d.abi == "edge-v1" and len(d.sha256) == 64 and d.artifact_url.startswith("http")
         assert (d.memory_pages, d.max_execution_ms, d.max_response_bytes) == (16, 500, 65536)
@@ -133,7 +153,7 @@ def test_deploy_is_pushed_and_acked(gcp: CP, fn: dict[str, Any]) -> None:
         assert gcp.ok("GET", f"/deployments/{dep['id']}", ADMIN)["nodes"] == [
             {"node_id": "tokyo-1", "state": "pending", "message": None}
         ]
-        await link.ack(pushed, "cached")
+        await link.ack(d, "cached")
         await link.heartbeat()  # the ack is processed before the heartbeat's answer
         out = gcp.ok("GET", f"/deployments/{dep['id']}", ADMIN)
         assert out["state"] == "succeeded" and out["nodes"][0]["state"] == "cached"
@@ -153,11 +173,13 @@ def test_deploy_is_pushed_and_acked(gcp: CP, fn: dict[str, Any]) -> None:
     run(scenario)
 
 
-def test_unacked_is_redelivered_on_reconnect(gcp: CP, fn: dict[str, Any]) -> None:
+def test_unacked_is_redelivered_on_reconnect(
+    gcp: CP, streams: Streams, fn: dict[str, Any]
+) -> None:
     node = gcp.node("tokyo", "tokyo-1")
 
     async def scenario() -> None:
-        link = await NodeLink(target(gcp), node).open()
+        link = await streams.link(node).open()
         config = await link.recv_kind("config")  # not acked
         deploy(gcp, fn)
         first = await link.recv_kind("deploy")
@@ -165,13 +187,13 @@ def test_unacked_is_redelivered_on_reconnect(gcp: CP, fn: dict[str, Any]) -> Non
         await link.heartbeat()
         await link.close()
 
-        again = await NodeLink(target(gcp), node).open()
-        assert (await again.recv_kind("config")).ack_id == config.ack_id
+        again = await streams.link(node).open()
+        assert (await again.recv_kind("config")).id == config.id
         # Had the acked deploy come back it would precede the heartbeat's answer.
         await again.heartbeat()
         await again.ack(config)
         await again.close()
-        third = await NodeLink(target(gcp), node).open()
+        third = await streams.link(node).open()
         await third.heartbeat()  # nothing pending: the answer is the first message
         await third.close()
 
@@ -297,11 +319,11 @@ def test_an_instruction_without_a_policy_means_the_defaults() -> None:
     assert instruction_from_proto(msg).policy is None is Instruction.from_json(old).policy
 
 
-def test_route_changes_and_deletion_push(gcp: CP, fn: dict[str, Any]) -> None:
+def test_route_changes_and_deletion_push(gcp: CP, streams: Streams, fn: dict[str, Any]) -> None:
     node = gcp.node("tokyo", "tokyo-1")
 
     async def scenario() -> None:
-        link = await connected(gcp, node)
+        link = await joined(streams, node)
         # A node's route table holds only routes to functions deployed to it.
         deploy(gcp, fn)
         await link.ack(await link.recv_kind("deploy"))
@@ -312,29 +334,29 @@ def test_route_changes_and_deletion_push(gcp: CP, fn: dict[str, Any]) -> None:
             201,
             json={"host": "*", "path": "/hello", "function_id": fn["id"], "priority": 3},
         )
-        config = (await link.recv_kind("config")).config
+        config = await link.recv_kind("config")
         assert [(r.id, r.host, r.path, r.priority, r.function_id) for r in config.routes] == [
             (route["id"], "*", "/hello", 3, fn["id"])
         ]
         assert "GET" in config.routes[0].methods
         gcp.ok("DELETE", f"/routes/{route['id']}", ADMIN, 204)
-        assert list((await link.recv_kind("config")).config.routes) == []
+        assert list((await link.recv_kind("config")).routes) == []
 
         gcp.ok("DELETE", f"/functions/{fn['id']}", ADMIN, 204)
         undeploy = await link.recv_kind("undeploy")
-        assert undeploy.ack_id > 0 and undeploy.undeploy.function_id == fn["id"]
+        assert undeploy.id > 0 and undeploy.function_id == fn["id"]
         await link.recv_kind("config")
         await link.close()
 
     run(scenario)
 
 
-def test_canary_ack_pushes_the_next_wave(gcp: CP, fn: dict[str, Any]) -> None:
+def test_canary_ack_pushes_the_next_wave(gcp: CP, streams: Streams, fn: dict[str, Any]) -> None:
     """An ack on one stream commits the next wave; the other node's stream gets it."""
     first, second = gcp.node("a-pop", "node-a"), gcp.node("b-pop", "node-b")
 
     async def scenario() -> None:
-        a, b = await connected(gcp, first), await connected(gcp, second)
+        a, b = await joined(streams, first), await joined(streams, second)
         dep = deploy(gcp, fn, strategy="canary")
         await a.ack(await a.recv_kind("deploy"))
         await b.ack(await b.recv_kind("deploy"))
@@ -346,7 +368,10 @@ def test_canary_ack_pushes_the_next_wave(gcp: CP, fn: dict[str, Any]) -> None:
     run(scenario)
 
 
-def test_another_replica_commit_reaches_the_stream(cp_factory: Any, wasm: SimpleNamespace) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_another_replica_commit_reaches_the_stream(
+    cp_factory: Any, wasm: SimpleNamespace, transport: str
+) -> None:
     """A deploy through a second CP on the same database is found by the re-check."""
     streaming = cp_factory(grpc_port=0, stream_recheck_s=0.1)
     api_only = cp_factory()
@@ -354,28 +379,36 @@ def test_another_replica_commit_reaches_the_stream(cp_factory: Any, wasm: Simple
     project = api_only.project("alpha")
     fn = api_only.function(ADMIN, "hello", owner_project_id=project)
     assert api_only.upload(ADMIN, fn["id"], "1.0.0", wasm.edge_v1).status_code == 201
+    streams = Streams(streaming, transport)
 
     async def scenario() -> None:
-        link = await connected(streaming, node)
+        link = await joined(streams, node)
         deploy(api_only, fn)
-        assert (await link.recv_kind("deploy")).deploy.function_id == fn["id"]
+        assert (await link.recv_kind("deploy")).function_id == fn["id"]
         await link.close()
 
-    run(scenario)
+    try:
+        run(scenario)
+    finally:
+        streams.close()
 
 
-def test_shutdown_ends_streams(cp_factory: Any) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_shutdown_ends_streams(cp_factory: Any, transport: str) -> None:
     cp = cp_factory(grpc_port=0)
     node = cp.node("tokyo", "tokyo-1")
+    streams = Streams(cp, transport)
 
     async def scenario() -> None:
-        link = await connected(cp, node)
+        link = await joined(streams, node)
         await asyncio.to_thread(cp.client.__exit__, None, None, None)
-        assert await asyncio.wait_for(link.call.read(), 10) is grpc.aio.EOF
-        assert await link.call.code() == grpc.StatusCode.OK
+        assert await link.ended() is None  # a clean end (gRPC OK, WebSocket 1001)
         await link.close()
 
-    run(scenario)
+    try:
+        run(scenario)
+    finally:
+        streams.close()
 
 
 @pytest.fixture
@@ -397,8 +430,10 @@ def served_cp(tmp_path: Path, database_url: str) -> Iterator[tuple[str, Any]]:
     thread.join(timeout=10)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_agent_acks_a_bad_instruction_as_error_and_applies_the_next(
-    served_cp: tuple[str, Any], tmp_path: Path, engine: Engine, wasm: SimpleNamespace
+    served_cp: tuple[str, Any], tmp_path: Path, engine: Engine, wasm: SimpleNamespace,
+    transport: Any,
 ) -> None:
     """An instruction the node cannot apply (an artifact URL httpx cannot even
     parse, as a version ending in a newline once made) is acked as an error; the
@@ -443,8 +478,10 @@ def test_agent_acks_a_bad_instruction_as_error_and_applies_the_next(
         controller,
         node_id="tokyo-1",
         token=node["token"],
-        cp_url="",
+        # Without a CP URL the gRPC agent has no HTTP fallback: the stream did the work.
+        cp_url=base if transport == "websocket" else "",
         grpc_url=f"127.0.0.1:{app.state.grpc.port}",
+        transport=transport,
         pop_id="tokyo",
     )
     agent.start()
@@ -500,22 +537,22 @@ def outbox_rows(cp: CP, ids: list[int]) -> list[tuple[str, str | None, str | Non
 
 
 def test_an_undecodable_row_is_skipped_and_the_stream_stays_up(
-    gcp: CP, fn: dict[str, Any], caplog: pytest.LogCaptureFixture
+    gcp: CP, streams: Streams, fn: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A row missing fields used to end the node's stream with a KeyError, on every
     reconnect; it is now marked failed (never sent) and what follows flows."""
     node = gcp.node("tokyo", "tokyo-1")
 
     async def scenario() -> None:
-        link = await connected(gcp, node)
+        link = await joined(streams, node)
         bad = add_rows(gcp, "tokyo-1", UNDECODABLE)
         dep = deploy(gcp, fn)  # its commit wakes the stream past the bad rows
         pushed = await link.recv_kind("deploy")
-        assert pushed.deploy.deployment_id == dep["id"] and pushed.ack_id > max(bad)
+        assert pushed.deployment_id == dep["id"] and pushed.id > max(bad)
         await link.ack(pushed)
         await link.heartbeat()  # the stream is still up
         await link.close()
-        again = await NodeLink(target(gcp), node).open()
+        again = await streams.link(node).open()
         await again.heartbeat()  # nothing comes back on a reconnect
         await again.close()
         for state, ack_state, message in outbox_rows(gcp, bad):
@@ -560,3 +597,64 @@ def test_an_undecodable_row_is_skipped_by_both_heartbeats(gcp: CP, fn: dict[str,
 
     run(scenario)
     assert outbox_rows(gcp, bad)[0][0] == "failed"
+
+
+def test_websocket_auth_and_frames(gcp: CP) -> None:
+    """The WebSocket endpoint refuses the upgrade as a heartbeat would be refused (status
+    and error body), and closes a stream with 4000 + the status of what ended it."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosedError, InvalidStatus
+
+    tokyo, osaka = gcp.node("tokyo", "tokyo-1"), gcp.node("osaka", "osaka-1")
+    streams = Streams(gcp, "websocket")
+    url = streams.url().replace("http://", "ws://") + "/api/v1/nodes/tokyo-1/stream"
+    refused = {
+        "no token": ({}, 401),
+        "unknown token": ({"authorization": "Bearer efn_nope"}, 401),
+        "bad scheme": ({"authorization": tokyo["token"]}, 401),
+        "another node's": ({"authorization": f"Bearer {osaka['token']}"}, 403),
+        "admin token": ({"authorization": "Bearer test-admin-token"}, 403),
+    }
+    as_tokyo = {"authorization": f"Bearer {tokyo['token']}"}
+
+    async def closed_with(*frames: str) -> tuple[int, str]:
+        async with connect(url, additional_headers=as_tokyo) as ws:
+            for frame in frames:
+                await ws.send(frame)
+            with pytest.raises(ConnectionClosedError) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None
+            return closed.value.rcvd.code, closed.value.rcvd.reason
+
+    async def scenario() -> None:
+        for case, (headers, status) in refused.items():
+            with pytest.raises(InvalidStatus) as denied:
+                await connect(url, additional_headers=headers)
+            response = denied.value.response
+            assert response.status_code == status, case
+            assert json.loads(response.body or b"")["error"]["message"], case
+        hello = json.dumps({"type": "hello", "functions": []})
+        # A stream must start with a Hello.
+        code, reason = await closed_with(json.dumps({"type": "heartbeat", "node_id": "tokyo-1"}))
+        assert code == 4400 and "Hello" in reason
+        # Frames are JSON objects, about this node, that fit their schema.
+        assert (await closed_with(hello, "[1, 2]"))[0] == 4400
+        assert (await closed_with(hello, json.dumps({"type": "ack", "node_id": "osaka-1",
+                                                     "id": 1, "state": "cached"})))[0] == 4400
+        assert (await closed_with(hello, json.dumps({"type": "ack", "id": "x"})))[0] == 4400
+        too_big = json.dumps({"type": "unknown", "pad": "x" * gcp.settings.max_json_body_bytes})
+        assert (await closed_with(hello, too_big))[0] == 1009
+        # A frame type this release does not know is passed over.
+        async with connect(url, additional_headers=as_tokyo) as ws:
+            await ws.send(hello)
+            await ws.send(json.dumps({"type": "from-the-future"}))
+            await ws.send(json.dumps({"type": "heartbeat", "node_id": "tokyo-1", "cpu": 2.5}))
+            kinds = [json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] for _ in range(2)]
+            assert sorted(kinds) == ["heartbeat_ack", "instruction"]
+
+    try:
+        run(scenario)
+    finally:
+        streams.close()
+    assert node_row(gcp, "tokyo-1")["cpu"] == 2.5

@@ -13,8 +13,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def transport() -> str:
+    """The nodes' control stream; distribution tests parametrize it over both."""
+    return "grpc"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, transport: str) -> Iterator[Cluster]:
     c = Cluster(tmp_path, token="e2e-admin-token", project="e2e")
+    c.env["EDGEFN_TRANSPORT"] = transport  # read by `edgefn edge serve`
     c.start_cp()
     yield c
     c.close()

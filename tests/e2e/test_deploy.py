@@ -11,6 +11,8 @@ from edgefn.cluster import Cluster, Edge, wait_until
 from tests.e2e.conftest import module
 
 pytestmark = pytest.mark.e2e
+# The distribution tests run on both control-stream transports.
+TRANSPORTS = ["grpc", "websocket"]
 
 HELLO = b"Hello from edgefn!"
 
@@ -25,6 +27,7 @@ def two_nodes(cluster: Cluster) -> tuple[Edge, Edge]:
             cluster.add_edge("osaka-1", "jp-o1", region="osaka"))
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_deploy_reaches_both_nodes_and_serves_the_golden_response(cluster: Cluster) -> None:
     tokyo, osaka = two_nodes(cluster)
     fid = cluster.function("hello")
@@ -39,6 +42,7 @@ def test_deploy_reaches_both_nodes_and_serves_the_golden_response(cluster: Clust
     assert body.startswith(HELLO + b"\n") and b"path: /hello" in body
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_new_version_everywhere_then_one_pop_only(cluster: Cluster) -> None:
     tokyo, osaka = two_nodes(cluster)
     fid = cluster.function("api")
@@ -59,6 +63,7 @@ def test_new_version_everywhere_then_one_pop_only(cluster: Cluster) -> None:
     assert tokyo.get("/hello").headers.get("x-init") == "1"
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_nodes_survive_the_control_plane_and_catch_up(cluster: Cluster) -> None:
     tokyo, osaka = two_nodes(cluster)
     fid = cluster.function("resilient")

@@ -91,6 +91,9 @@ def edge() -> None:
               help="Send invocation spans to this OTLP/HTTP collector (http://host:4318).")
 @click.option("--cp-url", help="Control plane API URL; without it the node runs alone.")
 @click.option("--grpc-url", help="Control plane gRPC address (host:port).")
+@click.option("--transport", type=click.Choice(["grpc", "websocket"]),
+              help="How the control stream reaches the control plane: gRPC on --grpc-url, "
+                   "or a WebSocket on --cp-url where HTTP/2 to it is blocked [grpc].")
 @click.option("--node-token-file", type=click.Path(path_type=Path, dir_okay=False),
               envvar="EDGEFN_NODE_TOKEN_FILE",
               help="File holding this node's token from the control plane (mode 0600) "

@@ -4,7 +4,8 @@ One model per kind, policy nested and routes typed. Their JSON form (the model's
 dump) is what the outbox stores and the HTTP heartbeat hands out: flat, the policy's
 fields beside the others (docs/api.md, Instructions), so nodes and control planes of
 different releases keep reading each other. The gRPC form is converted in exactly two
-places: `controlplane/stream/messages.py` and `edge/node/agent.py`.
+places: `controlplane/stream/messages.py` and `edge/node/grpc_transport.py`; the WebSocket
+stream carries the JSON form.
 
 Every kind has the one JSON shape, null where a kind has no such field. Reading is
 lenient where releases differ: a null field is a field left out, a policy

@@ -53,6 +53,7 @@ from edgefn.controlplane.settings import CPSettings
 from edgefn.controlplane.stream.bus import open_bus
 from edgefn.controlplane.stream.notifier import Notifier
 from edgefn.controlplane.stream.server import ControlServer
+from edgefn.controlplane.stream.websocket import router as stream_router
 
 log = logging.getLogger("edgefn.controlplane")
 API_PREFIX = "/api/v1"
@@ -467,6 +468,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         audit_router,
         artifacts_router,
         secrets_router,
+        stream_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +97,9 @@ class EdgeSettings(BaseSettings):
 
     cp_url: str = ""
     grpc_url: str = ""
+    # How the control stream reaches the CP: gRPC on grpc_url, or a WebSocket on
+    # cp_url where HTTP/2 to the CP is blocked (docs/operations.md, WebSocket transport).
+    transport: Literal["grpc", "websocket"] = "grpc"
     node_token: SecretStr | None = None
     # Mutual TLS with the control plane: the node's client certificate and key (the
     # agent renews them in place, so they must be writable), and the CA it trusts the
@@ -114,6 +118,12 @@ class EdgeSettings(BaseSettings):
             raise ValueError("TLS needs both tls_cert and tls_key")
         if (self.node_cert is None) != (self.node_key is None):
             raise ValueError("a client certificate needs both node_cert and node_key")
+        return self
+
+    @model_validator(mode="after")
+    def _transport_url(self) -> EdgeSettings:
+        if self.transport == "websocket" and not self.cp_url:
+            raise ValueError("the websocket transport connects to cp_url: set it")
         return self
 
     @model_validator(mode="after")

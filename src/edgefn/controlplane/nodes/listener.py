@@ -1,12 +1,14 @@
 """The node HTTPS listener: the CP's node-facing HTTP calls (heartbeats, fresh
-artifact URLs, secret values, certificate renewal) on a port of their own that requires a client
-certificate of the node CA, served by the same application as the API.
+artifact URLs, secret values, certificate renewal) and the WebSocket control stream
+on a port of their own that requires a client certificate of the node CA, served by
+the same application as the API.
 
 uvicorn does not hand the peer's certificate to the application, so this listener
 runs its HTTP/1.1 protocol with one hook: each connection passes its verified
 client certificate to the application in the ASGI TLS extension
-(`scope["extensions"]["tls"]["client_cert_chain"]`), where `deps` reads it. The
-public API port never sets that extension, so no client there passes as a node.
+(`scope["extensions"]["tls"]["client_cert_chain"]`), where `deps` reads it, and so
+does the WebSocket protocol a connection upgrades to. The public API port never sets
+that extension, so no client there passes as a node.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import contextlib
 import logging
 import re
 import ssl
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import uvicorn
@@ -27,6 +31,7 @@ log = logging.getLogger("edgefn.controlplane.nodes")
 
 # What the listener serves; anything else is 404 here (the API has its own port).
 NODE_PATHS = re.compile(r"/api/v1/nodes/[^/]+/(heartbeat|certificate|secrets|artifacts/.+)")
+NODE_SOCKETS = re.compile(r"/api/v1/nodes/[^/]+/stream")
 
 
 def client_cert_of(scope: Scope) -> str | None:
@@ -38,7 +43,10 @@ def client_cert_of(scope: Scope) -> str | None:
 
 def _with_client_cert(app: ASGIApp, pem: str | None) -> ASGIApp:
     async def node_app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not NODE_PATHS.fullmatch(scope["path"]):
+        if scope["type"] == "websocket" and not NODE_SOCKETS.fullmatch(scope["path"]):
+            await send({"type": "websocket.close", "code": 1008})  # refuses the upgrade
+            return
+        if scope["type"] == "http" and not NODE_PATHS.fullmatch(scope["path"]):
             await send({"type": "http.response.start", "status": 404,
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body":
@@ -59,6 +67,17 @@ class _ClientCertProtocol(H11Protocol):
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         pem = ssl.DER_cert_to_PEM_cert(der) if der else None
         self.app = _with_client_cert(self.config.loaded_app, pem)
+        if self.ws_protocol_class is not None:
+            self.ws_protocol_class = partial(  # type: ignore[assignment]
+                _upgraded, self.ws_protocol_class, self.app)
+
+
+def _upgraded(protocol: Callable[..., Any], app: ASGIApp, **kwargs: Any) -> Any:
+    """The WebSocket protocol a connection upgrades to, serving the app that holds
+    the connection's certificate (uvicorn would give it the bare app)."""
+    upgraded = protocol(**kwargs)
+    upgraded.app = app
+    return upgraded
 
 
 class NodeListener:
@@ -73,6 +92,7 @@ class NodeListener:
     async def start(cls, app: Any, *, host: str, port: int,
                     context: ssl.SSLContext) -> NodeListener:
         config = uvicorn.Config(app, host=host, port=port, lifespan="off", http="h11",
+                                ws="websockets-sansio",
                                 proxy_headers=False, log_config=None, access_log=False)
         config.load()
         state = ServerState()

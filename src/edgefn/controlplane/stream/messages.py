@@ -1,25 +1,32 @@
-"""Conversions between the contract's instructions / the heartbeat schemas and the
-EdgeControl protobuf messages; the one place on the control plane that knows both
-shapes. The messages name their fields as the contract's models do, so an
-instruction converts field by field without listing them
+"""Conversions between the session's messages (`session`: the contract's instructions,
+the heartbeat schemas) and the EdgeControl protobuf messages; the one place on the
+control plane that knows both shapes. The messages name their fields as the contract's
+models do, so an instruction converts field by field without listing them
 (tests/contract/test_instructions.py checks that the names agree)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from edgefn.contract import ConfigInstruction, Instruction, InstructionType
 from edgefn.controlplane.deployments.schemas import AckIn
-from edgefn.controlplane.errors import ValidationFailed
 from edgefn.controlplane.nodes.schemas import FunctionState, HeartbeatIn
+from edgefn.controlplane.stream.events import (
+    Ack,
+    Beat,
+    HeartbeatAnswer,
+    Hello,
+    Metrics,
+    NodeEvent,
+    Outgoing,
+    ack_in,
+    validated,
+)
 from edgefn.proto import edge_control_pb2 as pb
 
-# AckIn.message's limit: a node's long error text is cut, not refused, so one
-# verbose failure cannot end its stream.
-_ACK_MESSAGE_MAX = 1000
 # Each kind's message, under the ControlMessage field of the kind's name.
 MESSAGES: Mapping[str, Any] = {
     InstructionType.DEPLOY: pb.DeployInstruction,
@@ -54,27 +61,22 @@ def instruction_to_proto(instruction: Instruction) -> pb.ControlMessage:
     return pb.ControlMessage(ack_id=instruction.id, **{kind: message(**fields)})
 
 
-def _validated(model: Any, **values: Any) -> Any:
-    try:
-        return model(**values)
-    except ValidationError as exc:
-        raise ValidationFailed(f"{model.__name__}: {exc.errors()[0]['msg']}") from exc
+def to_proto(out: Outgoing) -> pb.ControlMessage:
+    """What the session sends, as a ControlMessage."""
+    if isinstance(out, HeartbeatAnswer):
+        return pb.ControlMessage(
+            heartbeat_ack=pb.HeartbeatAck(heartbeat_interval_s=out.interval_s))
+    return instruction_to_proto(out)
 
 
 def ack_of(status: pb.DeploymentStatus) -> AckIn:
     """A DeploymentStatus as the ack `ack_instruction` takes."""
-    ack: AckIn = _validated(
-        AckIn,
-        id=status.ack_id,
-        state=status.state,
-        message=status.message[:_ACK_MESSAGE_MAX] or None,
-    )
-    return ack
+    return ack_in(status.ack_id, status.state, status.message)
 
 
 def functions_of(statuses: Iterable[pb.FunctionStatus]) -> list[FunctionState]:
     return [
-        _validated(
+        validated(
             FunctionState,
             id=f.function_id,
             version=f.version or None,
@@ -88,7 +90,7 @@ def functions_of(statuses: Iterable[pb.FunctionStatus]) -> list[FunctionState]:
 
 def heartbeat_of(node_id: str, beat: pb.HeartbeatRequest) -> HeartbeatIn:
     """A HeartbeatRequest as the HTTP heartbeat's body; its node_id may be left empty."""
-    body: HeartbeatIn = _validated(
+    body: HeartbeatIn = validated(
         HeartbeatIn,
         node_id=beat.node_id or node_id,
         status=beat.status or "online",
@@ -100,9 +102,31 @@ def heartbeat_of(node_id: str, beat: pb.HeartbeatRequest) -> HeartbeatIn:
     return body
 
 
-def hello_as_heartbeat(node_id: str, hello: pb.Hello) -> HeartbeatIn:
-    """A Hello marks the node online like a heartbeat with what it already runs."""
-    body: HeartbeatIn = _validated(
-        HeartbeatIn, node_id=node_id, status="online", functions=functions_of(hello.functions)
-    )
-    return body
+def event_of(node_id: str, message: pb.EdgeMessage) -> NodeEvent | None:
+    """An EdgeMessage of node `node_id`'s stream as the session's event; None for one
+    without a payload this release knows."""
+    said = message.node_id
+    kind = message.WhichOneof("payload")
+    if kind == "hello":
+        hello = validated(HeartbeatIn, node_id=node_id, status="online",
+                          functions=functions_of(message.hello.functions))
+        return Hello(said, hello)
+    if kind == "heartbeat":
+        return Beat(said, heartbeat_of(node_id, message.heartbeat))
+    if kind == "deployment_status":
+        return Ack(said, ack_of(message.deployment_status))
+    if kind == "metrics":
+        report = message.metrics
+        return Metrics(said, validated(HeartbeatIn, node_id=node_id, cpu=report.cpu_percent,
+                                       mem_bytes=report.mem_bytes,
+                                       functions=functions_of(report.functions)))
+    return None
+
+
+async def events_of(node_id: str, messages: AsyncIterator[pb.EdgeMessage]) -> AsyncIterator[
+    NodeEvent
+]:
+    async for message in messages:
+        event = event_of(node_id, message)
+        if event is not None:
+            yield event

@@ -1,42 +1,32 @@
-"""The EdgeControl service on grpc.aio, in the CP's event loop: every call is
-authenticated with the node token, database work runs on worker threads through
-the same services as the HTTP API, and each stream pushes the node's outbox."""
+"""The EdgeControl service on grpc.aio, in the CP's event loop: the gRPC transport
+of a node's control session (`session.NodeSession`). It reads the node's token and id
+from the call's metadata and its certificate from the TLS handshake, converts messages
+(`messages`), and ends a call with the status of the error that ended it."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
 import grpc
-from sqlalchemy.orm import Session
 
-from edgefn.contract import Instruction
-from edgefn.controlplane import db
 from edgefn.controlplane.auth.principal import Principal
-from edgefn.controlplane.auth.service import authenticate
-from edgefn.controlplane.deployments import service as deployments
-from edgefn.controlplane.deployments.schemas import AckIn
 from edgefn.controlplane.deps import CPContext
-from edgefn.controlplane.errors import BadRequest, CPError, Forbidden, Unauthorized
+from edgefn.controlplane.errors import CPError
 from edgefn.controlplane.nodes import service as nodes
-from edgefn.controlplane.nodes.models import Node
-from edgefn.controlplane.pki import service as pki
 from edgefn.controlplane.pki.tls import NodeTLS
 from edgefn.controlplane.stream.messages import (
-    ack_of,
-    functions_of,
+    events_of,
     heartbeat_of,
-    hello_as_heartbeat,
     instruction_to_proto,
+    to_proto,
 )
+from edgefn.controlplane.stream.session import NodeSession, PeerCheck, authorize, run_db
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 
 log = logging.getLogger("edgefn.controlplane.stream")
-T = TypeVar("T")
 NODE_ID_METADATA = "x-edgefn-node-id"
 
 _CODES = {
@@ -64,66 +54,25 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
     def __init__(self, ctx: CPContext) -> None:
         self._ctx = ctx
 
-    async def _db(self, work: Callable[[Session], T]) -> T:
-        """Run `work` with its own session on a worker thread (the services are sync)."""
-
-        def run() -> T:
-            with db.session_scope(self._ctx.sessions) as session:
-                return work(session)
-
-        return await asyncio.to_thread(run)
-
-    async def _authorize(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+    async def _authorize(
+        self, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tuple[Principal, PeerCheck]:
         metadata = dict(context.invocation_metadata() or ())
-        scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("missing bearer token in the authorization metadata")
-        node_id = metadata.get(NODE_ID_METADATA)
-        if not node_id:
-            raise BadRequest(f"missing {NODE_ID_METADATA} metadata")
-        creds = self._ctx.creds
-        who = await self._db(lambda s: authenticate(s, creds, token.strip(), request_id=None))
-        if who.kind != "node":
-            raise Forbidden("EdgeControl takes node tokens only")
-        if who.id != node_id:
-            raise Forbidden(f"the token is not node {node_id}'s")
-        await self._db(self._peer_check(who.id, context))
-        return who
-
-    def _peer_check(
-        self, node_id: str, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Callable[[Session], None]:
-        """With node mTLS on, the client certificate of the call must be the node's,
-        neither revoked nor expired (the handshake checked it is the CA's)."""
-        if not self._ctx.settings.node_mtls:
-            return lambda s: _node_exists(s, node_id)
         certs = (context.auth_context() or {}).get("x509_pem_cert") or [None]
-        serial = pki.peer_serial(node_id, certs[0])
-        return lambda s: pki.check_serial(s, node_id, serial)
-
-    def _pending(
-        self, node_id: str, peer_check: Callable[[Session], None]
-    ) -> Callable[[Session], list[Instruction]]:
-        store, ttl = self._ctx.store, self._ctx.settings.download_url_ttl_s
-
-        def work(session: Session) -> list[Instruction]:
-            # Looked at again on every pass, so a stream ends once its node is deleted.
-            peer_check(session)
-            return deployments.pending_instructions(session, node_id, store=store, url_ttl_s=ttl)
-
-        return work
-
-    # ---- unary -------------------------------------------------------------------
+        return await authorize(self._ctx, str(metadata.get("authorization", "")),
+                               metadata.get(NODE_ID_METADATA), certs[0])
 
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HeartbeatResponse:
+        """The unary alternative: the heartbeat's answer carries the pending instructions."""
         try:
-            who = await self._authorize(context)
+            who, _ = await self._authorize(context)
             body = heartbeat_of(who.id, request)
             store, ttl = self._ctx.store, self._ctx.settings.download_url_ttl_s
-            instructions = await self._db(
-                lambda s: nodes.heartbeat(s, who, who.id, body, store=store, url_ttl_s=ttl)
+            instructions = await run_db(
+                self._ctx,
+                lambda s: nodes.heartbeat(s, who, who.id, body, store=store, url_ttl_s=ttl),
             )
         except Exception as exc:
             await _abort(context, exc)
@@ -132,112 +81,18 @@ class EdgeControlService(pb_grpc.EdgeControlServicer):
             heartbeat_interval_s=self._ctx.settings.heartbeat_interval_s,
         )
 
-    # ---- stream ------------------------------------------------------------------
-
     async def StreamControl(
         self,
         request_iterator: AsyncIterator[pb.EdgeMessage],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.ControlMessage]:
-        notifier = self._ctx.notifier
         try:
-            who = await self._authorize(context)
-            messages = aiter(request_iterator)
-            first = await anext(messages, None)
-            if first is None:
-                return
-            if first.WhichOneof("payload") != "hello":
-                raise BadRequest("the first message of a stream must be a Hello")
-            await self._handle(who, first)
-            log.info("node %s connected its control stream", who.id)
-            pending_work = self._pending(who.id, self._peer_check(who.id, context))
-            with notifier.subscribe(who.id) as wake:
-                replies: asyncio.Queue[pb.ControlMessage] = asyncio.Queue()
-                reader = asyncio.create_task(self._read(who, messages, replies, wake))
-                try:
-                    sent: set[int] = set()
-                    while not notifier.closed:
-                        # Cleared before looking, so a commit during the look wakes us again.
-                        wake.clear()
-                        while not replies.empty():
-                            yield replies.get_nowait()
-                        if reader.done():
-                            reader.result()  # re-raises what ended the reader
-                            break
-                        pending = await self._db(pending_work)
-                        for instruction in pending:
-                            if instruction.id not in sent:
-                                yield instruction_to_proto(instruction)
-                        # Sent once per stream; a reconnect sends every pending one again.
-                        sent = {i.id for i in pending}
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(wake.wait(), self._ctx.settings.stream_recheck_s)
-                finally:
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await reader
-            log.info("node %s control stream ended", who.id)
+            who, peer_check = await self._authorize(context)
+            session = NodeSession(self._ctx, who, peer_check)
+            async for out in session.serve(events_of(who.id, request_iterator)):
+                yield to_proto(out)
         except Exception as exc:
             await _abort(context, exc)
-
-    async def _read(
-        self,
-        who: Principal,
-        messages: AsyncIterator[pb.EdgeMessage],
-        replies: asyncio.Queue[pb.ControlMessage],
-        wake: asyncio.Event,
-    ) -> None:
-        try:
-            async for message in messages:
-                reply = await self._handle(who, message)
-                if reply is not None:
-                    replies.put_nowait(reply)
-                    wake.set()
-        finally:
-            wake.set()  # the writer notices the reader ended
-
-    async def _handle(self, who: Principal, message: pb.EdgeMessage) -> pb.ControlMessage | None:
-        """Apply one message from the node; return what to answer, if anything."""
-        if message.node_id and message.node_id != who.id:
-            raise BadRequest(f"message for node {message.node_id!r} on {who.id!r}'s stream")
-        kind = message.WhichOneof("payload")
-        if kind == "hello":
-            hello = hello_as_heartbeat(who.id, message.hello)
-            await self._db(lambda s: nodes.record_heartbeat(s, who, who.id, hello))
-        elif kind == "heartbeat":
-            beat = heartbeat_of(who.id, message.heartbeat)
-            await self._db(lambda s: nodes.record_heartbeat(s, who, who.id, beat))
-            interval = self._ctx.settings.heartbeat_interval_s
-            return pb.ControlMessage(heartbeat_ack=pb.HeartbeatAck(heartbeat_interval_s=interval))
-        elif kind == "deployment_status":
-            await self._db(_acker(who.id, ack_of(message.deployment_status)))
-        elif kind == "metrics":
-            report = message.metrics
-            functions = functions_of(report.functions)
-            await self._db(
-                lambda s: nodes.record_metrics(
-                    s,
-                    who,
-                    who.id,
-                    cpu=report.cpu_percent,
-                    mem_bytes=report.mem_bytes,
-                    functions=functions,
-                )
-            )
-        return None
-
-
-def _node_exists(session: Session, node_id: str) -> None:
-    if session.get(Node, node_id) is None:
-        raise Unauthorized(f"node {node_id} was deleted")
-
-
-def _acker(node_id: str, ack: AckIn) -> Callable[[Session], None]:
-    def work(session: Session) -> None:
-        deployments.ack_instruction(session, node_id, ack)
-        session.commit()
-
-    return work
 
 
 class ControlServer:

@@ -1,12 +1,14 @@
-"""The edge node's link to the control plane: a gRPC stream, with HTTP heartbeats as fallback.
+"""The edge node's link to the control plane: a control stream, with HTTP heartbeats as fallback.
 
 The agent runs in the node's main process on a thread with its own event loop.
 While the stream is up, instructions arrive the moment the control plane records
 them, and each is acknowledged on the stream once applied. While it is down, the
 agent reconnects with exponential backoff and jitter (capped at 30 s) and sends
 heartbeats by HTTP, whose answers carry the pending instructions, so a node
-behind a proxy that blocks gRPC still converges. Acks that could not be sent are
-kept and go out with the next message, on whichever channel is up.
+behind a proxy that blocks the stream still converges. Acks that could not be sent
+are kept and go out with the next message, on whichever channel is up. The stream
+is written once against `transport.Transport`: gRPC (`grpc_transport`, the default)
+or a WebSocket (`websocket_transport`, for networks that block HTTP/2).
 
 It also keeps the node's artifacts whole: at start it verifies every cached
 artifact the state names, then checks every few seconds that none went missing
@@ -28,22 +30,30 @@ import logging
 import random
 import ssl
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
-import grpc
 import httpx
 import psutil
-from google.protobuf.message import Message
 
 from edgefn import __version__
-from edgefn.contract import AckState, Instruction, InstructionAck, InstructionType
+from edgefn.contract import Instruction, InstructionAck
 from edgefn.edge.errors import ArtifactError
 from edgefn.edge.node.controller import NodeController
 from edgefn.edge.node.credentials import NodeCertificate
-from edgefn.proto import edge_control_pb2 as pb
-from edgefn.proto import edge_control_pb2_grpc as pb_grpc
+from edgefn.edge.node.grpc_transport import GrpcTransport
+from edgefn.edge.node.transport import (
+    Beat,
+    Connection,
+    HeartbeatAnswer,
+    Hello,
+    Outgoing,
+    StreamError,
+    StreamRefused,
+    Transport,
+)
+from edgefn.edge.node.websocket_transport import WebSocketTransport
 
 log = logging.getLogger("edgefn.edge.node.agent")
 
@@ -55,38 +65,6 @@ REPAIR_INTERVAL_S = 2.0
 # looked at every RENEW_CHECK_S.
 RENEW_FRACTION = 2 / 3
 RENEW_CHECK_S = 60.0
-
-
-def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
-    """A ControlMessage as the contract's instruction; the one place on the node that
-    knows both shapes. The messages name their fields as the models do, so fields are
-    read by name (a scalar left out, or zero where it has no presence, is absent and
-    takes the model's default)."""
-    kind = msg.WhichOneof("payload")
-    if kind not in (InstructionType.DEPLOY, InstructionType.UNDEPLOY, InstructionType.CONFIG):
-        raise ValueError(f"not an instruction: {kind}")
-    fields = _present_fields(getattr(msg, kind))
-    if kind == InstructionType.CONFIG:
-        fields["quotas"] = {q.pop("project_id", ""): q for q in fields.get("quotas", ())}
-    return Instruction.from_json({**fields, "id": msg.ack_id, "type": kind})
-
-
-def _present_fields(msg: Message) -> dict[str, Any]:
-    """The fields `msg` carries, nested messages as dicts: a scalar with presence
-    that was left out is absent here, so the model gives it its default."""
-    out: dict[str, Any] = {}
-    for fd, value in msg.ListFields():
-        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            out[fd.name] = dict(value)
-        elif fd.is_repeated and fd.type == fd.TYPE_MESSAGE:
-            out[fd.name] = [_present_fields(v) for v in value]
-        elif fd.is_repeated:
-            out[fd.name] = list(value)
-        elif fd.type == fd.TYPE_MESSAGE:
-            out[fd.name] = _present_fields(value)
-        else:
-            out[fd.name] = value
-    return out
 
 
 def backoff_delays(start: float = BACKOFF_START_S, cap: float = BACKOFF_CAP_S) -> Any:
@@ -105,7 +83,8 @@ class Agent:
         node_id: str,
         token: str,
         cp_url: str,
-        grpc_url: str,
+        grpc_url: str = "",
+        transport: Literal["grpc", "websocket"] = "grpc",
         pop_id: str = "",
         labels: dict[str, str] | None = None,
         heartbeat_interval_s: float = 30.0,
@@ -125,8 +104,12 @@ class Agent:
         self.tls = tls
         self.renew_fraction = renew_fraction
         self.renew_check_s = renew_check_s
-        self._metadata = (("authorization", f"Bearer {token}"), ("x-edgefn-node-id", node_id))
         self._token = token
+        self.transport: Transport = (
+            WebSocketTransport(self.cp_url, node_id=node_id, token=token, tls=tls)
+            if transport == "websocket"
+            else GrpcTransport(grpc_url, node_id=node_id, token=token, tls=tls)
+        )
         self._unsent: list[InstructionAck] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="edgefn-agent", daemon=True)
@@ -169,12 +152,10 @@ class Agent:
             try:
                 await self._stream_once()
                 delays = backoff_delays()  # a clean end: the CP closed it; start over
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                    log.error("control plane refused this node: %s", exc.details())
-                else:
-                    log.info("control stream down: %s", code.name)
+            except StreamRefused as exc:
+                log.error("control plane refused this node: %s", exc)
+            except StreamError as exc:
+                log.info("control stream down: %s", exc)
             except Exception:
                 log.exception("control stream failed")
             self.stream_connected.clear()
@@ -182,48 +163,46 @@ class Agent:
             await asyncio.sleep(delay)
 
     async def _stream_once(self) -> None:
-        outbox: asyncio.Queue[pb.EdgeMessage] = asyncio.Queue()
-        for ack in self._take_unsent():
-            await outbox.put(self._status_message(ack))
-        async with self._channel() as channel:
-            stub = pb_grpc.EdgeControlStub(channel)
-            call = stub.StreamControl(self._requests(outbox), metadata=self._metadata)
+        outbox: asyncio.Queue[Outgoing] = asyncio.Queue()
+        first: list[Outgoing] = [self._hello(), self._beat(), *self._take_unsent()]
+        for message in first:
+            outbox.put_nowait(message)
+        async with self.transport.connect() as conn:
+            writer = asyncio.create_task(self._write(conn, outbox))
             beats = asyncio.create_task(self._stream_heartbeats(outbox))
             try:
-                async for msg in call:
+                async for received in conn.receive():
                     self.stream_connected.set()
-                    kind = msg.WhichOneof("payload")
-                    if kind == "heartbeat_ack":
-                        if msg.heartbeat_ack.heartbeat_interval_s > 0:
-                            self.heartbeat_interval_s = msg.heartbeat_ack.heartbeat_interval_s
+                    if isinstance(received, HeartbeatAnswer):
+                        if received.interval_s > 0:
+                            self.heartbeat_interval_s = received.interval_s
                         continue
-                    ack = await self._apply(msg.ack_id, partial(instruction_from_proto, msg))
-                    await outbox.put(self._status_message(ack))
+                    outbox.put_nowait(await self._apply(received.ack_id, received.decode))
             finally:
-                beats.cancel()
+                for task in (beats, writer):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
                 # Whatever did not leave with the stream goes with the next message.
                 while not outbox.empty():
                     item = outbox.get_nowait()
-                    if item.WhichOneof("payload") == "deployment_status":
-                        s = item.deployment_status
-                        self._unsent.append(
-                            InstructionAck(s.ack_id, AckState(s.state), s.message))
+                    if isinstance(item, InstructionAck):
+                        self._unsent.append(item)
 
-    async def _requests(self, outbox: asyncio.Queue[pb.EdgeMessage]) -> AsyncIterator[
-        pb.EdgeMessage
-    ]:
-        yield pb.EdgeMessage(node_id=self.node_id, hello=pb.Hello(
-            pop_id=self.pop_id, labels=self.labels, agent_version=__version__,
-            functions=self._function_status()))
-        yield pb.EdgeMessage(node_id=self.node_id, heartbeat=self._heartbeat_proto())
+    async def _write(self, conn: Connection, outbox: asyncio.Queue[Outgoing]) -> None:
         while True:
-            yield await outbox.get()
+            message = await outbox.get()
+            try:
+                await conn.send(message)
+            except BaseException:
+                if isinstance(message, InstructionAck):
+                    self._unsent.append(message)
+                raise
 
-    async def _stream_heartbeats(self, outbox: asyncio.Queue[pb.EdgeMessage]) -> None:
+    async def _stream_heartbeats(self, outbox: asyncio.Queue[Outgoing]) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval_s)
-            await outbox.put(pb.EdgeMessage(node_id=self.node_id,
-                                            heartbeat=self._heartbeat_proto()))
+            outbox.put_nowait(self._beat())
 
     # -- the HTTP fallback ----------------------------------------------------
     async def _http_heartbeats(self) -> None:
@@ -241,7 +220,7 @@ class Agent:
 
     async def _http_heartbeat(self, client: httpx.AsyncClient) -> None:
         acks = self._take_unsent()
-        body = {**self._heartbeat_json(), "acks": [a.to_json() for a in acks]}
+        body = self._beat(acks).to_json()
         try:
             resp = await client.post(
                 f"{self.cp_url}/api/v1/nodes/{self.node_id}/heartbeat",
@@ -290,12 +269,7 @@ class Agent:
                 log.exception("checking the artifact cache failed")
             await asyncio.sleep(self.repair_interval_s)
 
-    # -- channels and the client certificate ----------------------------------
-    def _channel(self) -> grpc.aio.Channel:
-        if self.tls is None:
-            return grpc.aio.insecure_channel(self.grpc_url)
-        return grpc.aio.secure_channel(self.grpc_url, self.tls.channel_credentials())
-
+    # -- the client certificate ---------------------------------------------
     def _verify(self) -> ssl.SSLContext | bool:
         """What httpx checks the CP with, presenting the node's certificate if any."""
         return self.tls.ssl_context() if self.tls is not None else True
@@ -338,11 +312,6 @@ class Agent:
         acks, self._unsent = self._unsent, []
         return acks
 
-    def _status_message(self, ack: InstructionAck) -> pb.EdgeMessage:
-        return pb.EdgeMessage(node_id=self.node_id, deployment_status=pb.DeploymentStatus(
-            ack_id=ack.id, function_id=ack.function_id, version=ack.version, state=ack.state,
-            message=ack.message))
-
     def _usage(self) -> tuple[float, int]:
         try:
             procs = [self._proc, *self._proc.children(recursive=True)]
@@ -351,16 +320,9 @@ class Agent:
             mem = 0
         return psutil.cpu_percent(interval=None), mem
 
-    def _function_status(self) -> list[pb.FunctionStatus]:
-        return [pb.FunctionStatus(function_id=s["id"], version=s["version"], state=s["state"])
-                for s in self.controller.statuses()]
+    def _hello(self) -> Hello:
+        return Hello(self.pop_id, self.labels, __version__, self.controller.statuses())
 
-    def _heartbeat_proto(self) -> pb.HeartbeatRequest:
+    def _beat(self, acks: list[InstructionAck] | None = None) -> Beat:
         cpu, mem = self._usage()
-        return pb.HeartbeatRequest(node_id=self.node_id, status="online", cpu_percent=cpu,
-                                   mem_bytes=mem, functions=self._function_status())
-
-    def _heartbeat_json(self) -> dict[str, Any]:
-        cpu, mem = self._usage()
-        return {"node_id": self.node_id, "status": "online", "cpu": cpu, "mem_bytes": mem,
-                "functions": self.controller.statuses()}
+        return Beat(self.node_id, cpu, mem, self.controller.statuses(), acks=acks or [])

@@ -93,6 +93,7 @@ def start_agent(settings: EdgeSettings) -> Agent | None:
         token=settings.node_token.get_secret_value(),
         cp_url=settings.cp_url,
         grpc_url=settings.grpc_url,
+        transport=settings.transport,
         pop_id=settings.pop_id,
         labels=settings.labels,
         heartbeat_interval_s=settings.heartbeat_interval_s,

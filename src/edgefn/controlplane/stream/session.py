@@ -1,0 +1,177 @@
+"""A node's control session, whichever transport carries it: the node is
+authenticated (token, and its client certificate under node mTLS), its pending
+outbox instructions are pushed as commits wake it (and on every re-check), and what
+it sends (hello, heartbeats, acks, metrics) is applied. The gRPC service (`server`)
+and the WebSocket endpoint (`websocket`) only convert frames and errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+
+from edgefn.contract import Instruction
+from edgefn.controlplane import db
+from edgefn.controlplane.auth.principal import Principal
+from edgefn.controlplane.auth.service import authenticate
+from edgefn.controlplane.deployments import service as deployments
+from edgefn.controlplane.deployments.schemas import AckIn
+from edgefn.controlplane.deps import CPContext
+from edgefn.controlplane.errors import BadRequest, Forbidden, Unauthorized
+from edgefn.controlplane.nodes import service as nodes
+from edgefn.controlplane.nodes.models import Node
+from edgefn.controlplane.pki import service as pki
+from edgefn.controlplane.stream.events import Ack, Beat, HeartbeatAnswer, Hello, NodeEvent, Outgoing
+
+log = logging.getLogger("edgefn.controlplane.stream")
+T = TypeVar("T")
+PeerCheck = Callable[[Session], None]
+
+
+# ---- database work and authentication ----------------------------------------------
+
+
+async def run_db(ctx: CPContext, work: Callable[[Session], T]) -> T:
+    """Run `work` with its own session on a worker thread (the services are sync)."""
+
+    def run() -> T:
+        with db.session_scope(ctx.sessions) as session:
+            return work(session)
+
+    return await asyncio.to_thread(run)
+
+
+async def authorize(
+    ctx: CPContext, authorization: str, node_id: str | None, peer_cert: str | bytes | None
+) -> tuple[Principal, PeerCheck]:
+    """The node an `Authorization: Bearer` value names, when it is `node_id`'s token
+    and, under node mTLS, `peer_cert` is the node's certificate; with the check
+    a session repeats on every pass (revoked, expired or deleted since)."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing bearer token in the authorization header")
+    if not node_id:
+        raise BadRequest("missing node id")
+    who = await run_db(ctx, lambda s: authenticate(s, ctx.creds, token.strip(), request_id=None))
+    if who.kind != "node":
+        raise Forbidden("the control stream takes node tokens only")
+    if who.id != node_id:
+        raise Forbidden(f"the token is not node {node_id}'s")
+    check: PeerCheck
+    if ctx.settings.node_mtls:
+        serial = pki.peer_serial(node_id, peer_cert)
+        check = lambda s: pki.check_serial(s, node_id, serial)  # noqa: E731
+    else:
+        check = lambda s: _node_exists(s, node_id)  # noqa: E731
+    await run_db(ctx, check)
+    return who, check
+
+
+def _node_exists(session: Session, node_id: str) -> None:
+    if session.get(Node, node_id) is None:
+        raise Unauthorized(f"node {node_id} was deleted")
+
+
+# ---- the session --------------------------------------------------------------------
+
+
+class NodeSession:
+    """One open stream of an authenticated node."""
+
+    def __init__(self, ctx: CPContext, who: Principal, peer_check: PeerCheck) -> None:
+        self._ctx = ctx
+        self._who = who
+        self._peer_check = peer_check
+
+    async def serve(self, events: AsyncIterator[NodeEvent]) -> AsyncIterator[Outgoing]:
+        """What to send the node while `events` (what it sends) lasts and the CP runs.
+        Raises a CPError to end the stream with (bad message, node deleted or revoked)."""
+        notifier, who = self._ctx.notifier, self._who
+        first = await anext(events, None)
+        if first is None:
+            return
+        if not isinstance(first, Hello):
+            raise BadRequest("the first message of a stream must be a Hello")
+        await self._handle(first)
+        log.info("node %s connected its control stream", who.id)
+        with notifier.subscribe(who.id) as wake:
+            replies: asyncio.Queue[HeartbeatAnswer] = asyncio.Queue()
+            reader = asyncio.create_task(self._read(events, replies, wake))
+            try:
+                sent: set[int] = set()
+                while not notifier.closed:
+                    # Cleared before looking, so a commit during the look wakes us again.
+                    wake.clear()
+                    while not replies.empty():
+                        yield replies.get_nowait()
+                    if reader.done():
+                        reader.result()  # re-raises what ended the reader
+                        break
+                    pending = await run_db(self._ctx, self._pending)
+                    for instruction in pending:
+                        if instruction.id not in sent:
+                            yield instruction
+                    # Sent once per stream; a reconnect sends every pending one again.
+                    sent = {i.id for i in pending}
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), self._ctx.settings.stream_recheck_s)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+        log.info("node %s control stream ended", who.id)
+
+    def _pending(self, session: Session) -> list[Instruction]:
+        # Looked at again on every pass, so a stream ends once its node is deleted.
+        self._peer_check(session)
+        settings = self._ctx.settings
+        return deployments.pending_instructions(
+            session, self._who.id, store=self._ctx.store, url_ttl_s=settings.download_url_ttl_s
+        )
+
+    async def _read(
+        self,
+        events: AsyncIterator[NodeEvent],
+        replies: asyncio.Queue[HeartbeatAnswer],
+        wake: asyncio.Event,
+    ) -> None:
+        try:
+            async for event in events:
+                reply = await self._handle(event)
+                if reply is not None:
+                    replies.put_nowait(reply)
+                    wake.set()
+        finally:
+            wake.set()  # the writer notices the reader ended
+
+    async def _handle(self, event: NodeEvent) -> HeartbeatAnswer | None:
+        """Apply one message from the node; return what to answer, if anything."""
+        who, ctx = self._who, self._ctx
+        if event.node_id and event.node_id != who.id:
+            raise BadRequest(f"message for node {event.node_id!r} on {who.id!r}'s stream")
+        if isinstance(event, Hello | Beat):
+            beat = event.beat
+            await run_db(ctx, lambda s: nodes.record_heartbeat(s, who, who.id, beat))
+            if isinstance(event, Beat):
+                return HeartbeatAnswer(ctx.settings.heartbeat_interval_s)
+        elif isinstance(event, Ack):
+            await run_db(ctx, _acker(who.id, event.ack))
+        else:
+            report = event.beat
+            await run_db(ctx, lambda s: nodes.record_metrics(
+                s, who, who.id, cpu=report.cpu, mem_bytes=report.mem_bytes,
+                functions=report.functions))
+        return None
+
+
+def _acker(node_id: str, ack: AckIn) -> Callable[[Session], None]:
+    def work(session: Session) -> None:
+        deployments.ack_instruction(session, node_id, ack)
+        session.commit()
+
+    return work
