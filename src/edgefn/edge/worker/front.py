@@ -120,16 +120,13 @@ def _too_large(limit: int) -> HttpResponse:
 
 
 def serialize(resp: HttpResponse, *, head_only: bool, keep_alive: bool) -> bytes:
-    parts = [_status_line(resp.status), _date.header()]
-    for name, value in resp.headers:
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-    parts.append(b"content-length: %d\r\n" % len(resp.body))
-    if not keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    if not head_only:
-        parts.append(resp.body)
-    return b"".join(parts)
+    body = resp.body
+    # The header lines encoded at once, not one `encode` a header.
+    head = "".join([f"{name}: {value}\r\n" for name, value in resp.headers]).encode("latin-1")
+    end = b"content-length: %d\r\n\r\n" if keep_alive else (
+        b"content-length: %d\r\nconnection: close\r\n\r\n")
+    return b"".join((_STATUS_LINES.get(resp.status) or _status_line(resp.status),
+                     _date.header(), head, end % len(body), b"" if head_only else body))
 
 
 class RequestPool:
