@@ -65,16 +65,13 @@ class LoadedFunction:
     host: FunctionHost
     codec: Codec
     placement: Placement
-    # Labelled metric children, looked up once instead of on every request.
-    count: Any = None
-    latency: Any = None
+    # Its invocations' count and latency, labelled once instead of on every request.
+    invocations: Any = None
     inflight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        labels = (self.spec.id, self.spec.project_id)
-        self.count = metrics.INVOKE_COUNT.labels(*labels)
-        self.latency = metrics.INVOKE_LATENCY.labels(*labels)
+        self.invocations = metrics.InvocationMetrics(self.spec.id, self.spec.project_id)
 
     def enter(self, limit: int) -> bool:
         """Take one of the function's `limit` request slots in this worker, if free."""
@@ -417,8 +414,7 @@ class Runtime:
             metrics.INVOKE_ERRORS.labels(spec.id, spec.project_id, code).inc()
         cpu[0] = call.cpu
         elapsed = time.monotonic() - call.t0 if call.t0 else 0.0
-        loaded.count.inc()
-        loaded.latency.observe(elapsed)
+        loaded.invocations.observe(elapsed)
         inv = Invocation(rid, spec.id, spec.version, self.node_id, req.method, req.path,
                          resp.status, start, elapsed, ctx.trace_id, ctx.span_id,
                          ctx.parent_span_id, ctx.trace_flags, error, spec.project_id)
@@ -469,6 +465,7 @@ class Runtime:
         self._loaded.clear()
         if self._tracer is not None:
             self._tracer.close()
+        metrics.flush()
         if self._on_close is not None:
             self._on_close()
 
