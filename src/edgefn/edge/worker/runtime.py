@@ -107,6 +107,10 @@ class _Tables:
     # here ("" for a local functions directory) is not counted.
     limits: dict[str, QuotaLimits] = field(default_factory=dict)
     generation: int = -1
+    # Recent routes by (host, path, method): clients repeat a few targets, so most
+    # requests skip the match. Bounded by `_ROUTE_CACHE` entries (then emptied) and
+    # by the length of what it keeps; it goes with these tables when they are swapped.
+    routes: dict[tuple[str, str, str], Routed] = field(default_factory=dict)
 
 
 def _error(status: int, code: str, message: str, request_id: str) -> HttpResponse:
@@ -120,6 +124,9 @@ def error_response(exc: EdgeError, request_id: str) -> HttpResponse:
     resp.headers.append(("x-request-id", request_id))
     return resp
 
+
+_ROUTE_CACHE = 4096
+_ROUTE_KEY_MAX = 512
 
 # Scheduling noise allowed past the deadline before the host-side guard fires.
 _GUARD_S = 0.05
@@ -293,11 +300,20 @@ class Runtime:
         HTTP layer reads no more, and hands the route over with the request
         (`HttpRequest.routed`) so that it is not matched twice."""
         tables = self._tables
+        key = (host, path, method)
+        routed = tables.routes.get(key)
+        if routed is not None:
+            return routed
         match = tables.router.match(host, path, method)
         spec = None
         if match is not None and not isinstance(match, MethodNotAllowed):
             spec = tables.functions.get(match.function_id)
-        return Routed(tables, match, self._body_limit(spec))
+        routed = Routed(tables, match, self._body_limit(spec))
+        if len(host) + len(path) <= _ROUTE_KEY_MAX:
+            if len(tables.routes) >= _ROUTE_CACHE:
+                tables.routes.clear()
+            tables.routes[key] = routed
+        return routed
 
     def _body_limit(self, spec: FunctionSpec | None) -> int:
         """A function's own body limit, else the node's."""
@@ -325,10 +341,10 @@ class Runtime:
         rid = ctx.request_id
         tables = self._tables
         routed = req.routed
-        if isinstance(routed, Routed) and routed.tables is tables:
-            match = routed.match
-        else:
-            match = tables.router.match(req.host, req.path, req.method)
+        if not (isinstance(routed, Routed) and routed.tables is tables):
+            routed = self.route(req.host, req.path, req.method)
+            tables = routed.tables
+        match = routed.match
         if match is None:
             return self._finish(_error(404, "no_route", "no route matches this host and path",
                                        rid), rid)
