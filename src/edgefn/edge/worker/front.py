@@ -222,14 +222,6 @@ class RequestPool:
             t.join(max(0.0, deadline - time.monotonic()))
 
 
-def _handle_on_loop(runtime: Runtime, req: HttpRequest) -> HttpResponse | None:
-    try:
-        return runtime.handle_on_loop(req)
-    except Exception:
-        log.exception("request to %s%s failed in the runtime", req.host, req.path)
-        return _refuse(EdgeError("the node failed this request"))
-
-
 class Front:
     """What every connection of one worker shares: limits, the pool, the open connections."""
 
@@ -478,7 +470,11 @@ class _Connection(asyncio.Protocol):
         self._head_only = req.method == "HEAD"
         front = self.front
         if front.inline:
-            answer = _handle_on_loop(front.runtime, req)
+            try:
+                answer = front.runtime.handle_on_loop(req)
+            except Exception:
+                log.exception("request to %s%s failed in the runtime", req.host, req.path)
+                answer = _refuse(EdgeError("the node failed this request"))
             if answer is not None:
                 self._write(answer)
                 return
