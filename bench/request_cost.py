@@ -142,7 +142,8 @@ async def _drive(settings: Any, requests: int, *, mark: bool, profile: bool) -> 
     if off_loop:
         print(f"{off_loop} of {requests} requests were answered on a thread, not the loop")
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(int(os.environ.get("EDGEFN_PROFILE_ROWS", "30")))
+        rows = int(os.environ.get("EDGEFN_PROFILE_ROWS", "30"))
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(rows)
     conn.connection_lost(None)
     front.close_idle()
     pool.close(timeout=1.0)

@@ -99,8 +99,7 @@ class Placement:
 
 
 def _http(parsed: GuestResponse) -> HttpResponse:
-    return HttpResponse(parsed.status, [(k.decode("latin-1"), v.decode("latin-1"))
-                                        for k, v in parsed.headers], parsed.body)
+    return HttpResponse(parsed.status, [], parsed.body, parsed.headers)
 
 
 class EdgeV1Codec:
