@@ -142,13 +142,55 @@ async def _drive(settings: Any, requests: int, *, mark: bool, profile: bool) -> 
     if off_loop:
         print(f"{off_loop} of {requests} requests were answered on a thread, not the loop")
     if profiler:
+        stats = pstats.Stats(profiler)
         rows = int(os.environ.get("EDGEFN_PROFILE_ROWS", "30"))
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(rows)
+        stats.sort_stats("tottime").print_stats(rows)
+        _print_parts(stats)
     conn.connection_lost(None)
     front.close_idle()
     pool.close(timeout=1.0)
     runtime.close()
     return cpu / requests
+
+
+# The parts of a request, as (label, [(file suffix, function name)]): each part is the
+# cumulative time of those functions (the profiler's, so only the shares mean much).
+_PARTS = [
+    ("guest call: pool checkout, engine, CPU clock", [("runtime.py", "_run")]),
+    ("request to the guest's bytes (edge-v1 codec)", [("dispatch.py", "request")]),
+    ("guest's bytes to the response", [("dispatch.py", "response")]),
+    ("JSON log line", [("logs.py", "write_invocation")]),
+    ("quota table", [("quotas.py", "enter"), ("quotas.py", "leave")]),
+    ("metrics", [("metrics.py", "_add"), ("metrics.py", "_write")]),
+    ("routing", [("runtime.py", "route")]),
+    ("answer serialized", [("front.py", "serialize")]),
+    ("runtime, the rest (ids, limits, records)", [("runtime.py", "_serve")]),
+    ("front, the rest (parse, request object, write)", [("front.py", "data_received")]),
+]
+
+
+def _print_parts(stats: pstats.Stats) -> None:
+    cum: dict[tuple[str, str], float] = {}
+    for (file, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
+        for _label, keys in _PARTS:
+            for suffix, fn in keys:
+                if file.endswith(suffix) and name == fn:
+                    cum[(suffix, fn)] = cum.get((suffix, fn), 0.0) + row[3]
+    total = cum.get(("front.py", "data_received"), 0.0)
+    if not total:
+        return
+    shares = {label: sum(cum.get(k, 0.0) for k in keys) for label, keys in _PARTS}
+    # The two "rest" rows are what their entry point spent outside the parts above.
+    inner = sum(v for label, v in shares.items() if "the rest" not in label)
+    serve = shares["runtime, the rest (ids, limits, records)"]
+    serve_parts = sum(v for label, v in shares.items()
+                      if "the rest" not in label and label not in ("routing", "answer serialized"))
+    shares["runtime, the rest (ids, limits, records)"] = serve - serve_parts
+    shares["front, the rest (parse, request object, write)"] = (
+        total - inner - shares["runtime, the rest (ids, limits, records)"])
+    print("share of a request (cProfile, cumulative):")
+    for label, _keys in _PARTS:
+        print(f"  {shares[label] / total:6.1%}  {label}")
 
 
 def _report(prefix: str, requests: int) -> None:
