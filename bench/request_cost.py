@@ -81,6 +81,8 @@ def _settings(tmp: Path) -> Any:
     (functions / "function.json").write_text(json.dumps({
         "id": "echo", "version": "1.0.0", "artifact": "echo.wasm", "project_id": "bench",
         "min_hot_instances": 2, "max_hot_instances": 2,
+        # The deadline is wall time: under callgrind on a busy machine 500 ms can pass.
+        "max_execution_ms": 30_000,
         "routes": [{"host": "*", "path": "/*"}],
     }))
     return EdgeSettings(functions_dir=tmp / "functions", data_dir=tmp / "data",
