@@ -99,7 +99,8 @@ class Placement:
 
 
 def _http(parsed: GuestResponse) -> HttpResponse:
-    return HttpResponse(parsed.status, [], parsed.body, parsed.headers)
+    return HttpResponse(parsed.status, [(k.decode("latin-1"), v.decode("latin-1"))
+                                        for k, v in parsed.headers], parsed.body)
 
 
 class EdgeV1Codec:

@@ -121,7 +121,8 @@ def _too_large(limit: int) -> HttpResponse:
 
 def serialize(resp: HttpResponse, *, head_only: bool, keep_alive: bool) -> bytes:
     body = resp.body
-    head = resp.head_lines()
+    # The header lines encoded at once, not one `encode` a header.
+    head = "".join([f"{name}: {value}\r\n" for name, value in resp.headers]).encode("latin-1")
     end = b"content-length: %d\r\n\r\n" if keep_alive else (
         b"content-length: %d\r\nconnection: close\r\n\r\n")
     return b"".join((_STATUS_LINES.get(resp.status) or _status_line(resp.status),
@@ -479,7 +480,7 @@ class _Connection(asyncio.Protocol):
                 return
         if front.pending >= self.limits.max_pending_requests:
             resp = _refuse(NodeOverloaded("the node is busy; retry shortly"))
-            resp.add_header("retry-after", "1")
+            resp.headers.append(("retry-after", "1"))
             self._write(resp)
             return
         front.pending += 1

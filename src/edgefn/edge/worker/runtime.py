@@ -121,7 +121,7 @@ def _error(status: int, code: str, message: str, request_id: str) -> HttpRespons
 def error_response(exc: EdgeError, request_id: str) -> HttpResponse:
     """The answer to a request refused with `exc`, `x-request-id` included."""
     resp = _error(exc.status, exc.code, str(exc), request_id)
-    resp.add_header("x-request-id", request_id)
+    resp.headers.append(("x-request-id", request_id))
     return resp
 
 
@@ -439,7 +439,7 @@ class Runtime:
         self.log_sink.write_invocation(inv)
         if self._tracer is not None:
             self._tracer.record(inv)
-        resp.add_header("x-request-id", rid)  # `_finish`, inlined
+        resp.headers.append(("x-request-id", rid))  # `_finish`, inlined
         return resp
 
     def _run(self, call: _Call, boxed: bool) -> bytes:
@@ -462,7 +462,7 @@ class Runtime:
                     loaded.pool.created - created)
 
     def _finish(self, resp: HttpResponse, rid: str) -> HttpResponse:
-        resp.add_header("x-request-id", rid)
+        resp.headers.append(("x-request-id", rid))
         return resp
 
     def _refuse(self, exc: EdgeError, rid: str, fid: str, project: str) -> HttpResponse:
