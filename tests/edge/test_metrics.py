@@ -40,3 +40,10 @@ def test_written_at_once_without_multiprocess_files() -> None:
     m.observe(0.001)
     assert _sample("wasm_invoke_count_total", function_id="direct") == 1
     assert _sample("wasm_invoke_latency_seconds_bucket", function_id="direct", le="0.001") == 1
+
+
+def test_one_per_function_and_project_for_the_process() -> None:
+    # A retired version's last counts are written: its metrics outlive it.
+    first = metrics.invocation_metrics("kept", "tenant-k")
+    assert metrics.invocation_metrics("kept", "tenant-k") is first
+    assert metrics.invocation_metrics("kept", "tenant-other") is not first

@@ -15,7 +15,6 @@ import contextlib
 import os
 import threading
 import time
-import weakref
 from bisect import bisect_left
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,8 +115,7 @@ class InvocationMetrics:
     are written at once.
     """
 
-    __slots__ = ("__weakref__", "_buckets", "_count", "_latency", "_lock", "_n", "_sum",
-                 "observe")
+    __slots__ = ("_buckets", "_count", "_latency", "_lock", "_n", "_sum", "observe")
 
     def __init__(self, function_id: str, project_id: str) -> None:
         self._count = INVOKE_COUNT.labels(function_id, project_id)
@@ -128,7 +126,6 @@ class InvocationMetrics:
         self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: +Inf
         if multiprocess_mode():
             self.observe = self._add
-            _flusher.add(self)
         else:
             self.observe = self._write
 
@@ -160,25 +157,32 @@ class InvocationMetrics:
 
 
 class _Flusher:
-    """The worker's thread that writes every live `InvocationMetrics` each `FLUSH_S`."""
+    """The worker's `InvocationMetrics`, one per function and project for the life of
+    the process (as prometheus_client keeps its labelled children), so that a
+    retired version's last counts are still written; and the thread that writes
+    them every `FLUSH_S`."""
 
     def __init__(self) -> None:
-        self._metrics: weakref.WeakSet[InvocationMetrics] = weakref.WeakSet()
+        self._metrics: dict[tuple[str, str], InvocationMetrics] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, metrics: InvocationMetrics) -> None:
+    def get(self, function_id: str, project_id: str) -> InvocationMetrics:
         with self._lock:
-            self._metrics.add(metrics)
-            if self._thread is None:
+            m = self._metrics.get((function_id, project_id))
+            if m is None:
+                m = self._metrics[(function_id, project_id)] = InvocationMetrics(
+                    function_id, project_id)
+            if self._thread is None and multiprocess_mode():
                 self._thread = threading.Thread(target=self._run, name="edgefn-metrics-flush",
                                                 daemon=True)
                 self._thread.start()
                 atexit.register(self.flush)
+            return m
 
     def flush(self) -> None:
         with self._lock:
-            live = list(self._metrics)
+            live = list(self._metrics.values())
         for m in live:
             m.flush()
 
@@ -189,6 +193,8 @@ class _Flusher:
 
 
 _flusher = _Flusher()
+# The count and latency of a function's invocations in this process.
+invocation_metrics = _flusher.get
 flush = _flusher.flush
 
 

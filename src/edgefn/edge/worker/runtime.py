@@ -71,7 +71,7 @@ class LoadedFunction:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.invocations = metrics.InvocationMetrics(self.spec.id, self.spec.project_id)
+        self.invocations = metrics.invocation_metrics(self.spec.id, self.spec.project_id)
 
     def enter(self, limit: int) -> bool:
         """Take one of the function's `limit` request slots in this worker, if free."""
