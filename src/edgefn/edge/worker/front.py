@@ -120,16 +120,13 @@ def _too_large(limit: int) -> HttpResponse:
 
 
 def serialize(resp: HttpResponse, *, head_only: bool, keep_alive: bool) -> bytes:
-    parts = [_status_line(resp.status), _date.header()]
-    for name, value in resp.headers:
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-    parts.append(b"content-length: %d\r\n" % len(resp.body))
-    if not keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    if not head_only:
-        parts.append(resp.body)
-    return b"".join(parts)
+    body = resp.body
+    # The header lines encoded at once, not one `encode` a header.
+    head = "".join([f"{name}: {value}\r\n" for name, value in resp.headers]).encode("latin-1")
+    end = b"content-length: %d\r\n\r\n" if keep_alive else (
+        b"content-length: %d\r\nconnection: close\r\n\r\n")
+    return b"".join((_STATUS_LINES.get(resp.status) or _status_line(resp.status),
+                     _date.header(), head, end % len(body), b"" if head_only else body))
 
 
 class RequestPool:
@@ -223,14 +220,6 @@ class RequestPool:
         deadline = time.monotonic() + timeout
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
-
-
-def _handle_on_loop(runtime: Runtime, req: HttpRequest) -> HttpResponse | None:
-    try:
-        return runtime.handle_on_loop(req)
-    except Exception:
-        log.exception("request to %s%s failed in the runtime", req.host, req.path)
-        return _refuse(EdgeError("the node failed this request"))
 
 
 class Front:
@@ -481,7 +470,11 @@ class _Connection(asyncio.Protocol):
         self._head_only = req.method == "HEAD"
         front = self.front
         if front.inline:
-            answer = _handle_on_loop(front.runtime, req)
+            try:
+                answer = front.runtime.handle_on_loop(req)
+            except Exception:
+                log.exception("request to %s%s failed in the runtime", req.host, req.path)
+                answer = _refuse(EdgeError("the node failed this request"))
             if answer is not None:
                 self._write(answer)
                 return

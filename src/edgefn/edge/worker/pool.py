@@ -187,9 +187,13 @@ class _Checkout:
         tb: TracebackType | None,
     ) -> None:
         assert self._inst is not None
-        spent = exc is not None and (not isinstance(exc, InvocationError) or exc.discard)
-        self._pool.release(self._inst, spent=spent)
+        self._pool.release(self._inst, spent=exc is not None and spent_by(exc))
         self._inst = None
+
+
+def spent_by(exc: BaseException) -> bool:
+    """Whether an instance whose call raised `exc` must be destroyed, not reused."""
+    return not isinstance(exc, InvocationError) or exc.discard
 
 
 class PoolManager:

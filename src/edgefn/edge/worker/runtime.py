@@ -40,7 +40,7 @@ from edgefn.edge.worker.dispatch import Codec, InlinePolicy, Placement, codec_fo
 from edgefn.edge.worker.exchange import HttpRequest, HttpResponse
 from edgefn.edge.worker.fairness import PenaltyBox
 from edgefn.edge.worker.host_functions import FetchBinding, FunctionHost, InvocationHost, KvBinding
-from edgefn.edge.worker.pool import InstancePool, PoolManager
+from edgefn.edge.worker.pool import InstancePool, PoolManager, spent_by
 from edgefn.edge.worker.routing import MethodNotAllowed, RouteMatch, Router
 from edgefn.sandbox.engine import Engine, GuestRequest
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
@@ -65,16 +65,13 @@ class LoadedFunction:
     host: FunctionHost
     codec: Codec
     placement: Placement
-    # Labelled metric children, looked up once instead of on every request.
-    count: Any = None
-    latency: Any = None
+    # Its invocations' count and latency, labelled once instead of on every request.
+    invocations: Any = None
     inflight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        labels = (self.spec.id, self.spec.project_id)
-        self.count = metrics.INVOKE_COUNT.labels(*labels)
-        self.latency = metrics.INVOKE_LATENCY.labels(*labels)
+        self.invocations = metrics.invocation_metrics(self.spec.id, self.spec.project_id)
 
     def enter(self, limit: int) -> bool:
         """Take one of the function's `limit` request slots in this worker, if free."""
@@ -110,6 +107,10 @@ class _Tables:
     # here ("" for a local functions directory) is not counted.
     limits: dict[str, QuotaLimits] = field(default_factory=dict)
     generation: int = -1
+    # Recent routes by (host, path, method): clients repeat a few targets, so most
+    # requests skip the match. Bounded by `_ROUTE_CACHE` entries (then emptied) and
+    # by the length of what it keeps; it goes with these tables when they are swapped.
+    routes: dict[tuple[str, str, str], Routed] = field(default_factory=dict)
 
 
 def _error(status: int, code: str, message: str, request_id: str) -> HttpResponse:
@@ -123,6 +124,9 @@ def error_response(exc: EdgeError, request_id: str) -> HttpResponse:
     resp.headers.append(("x-request-id", request_id))
     return resp
 
+
+_ROUTE_CACHE = 4096
+_ROUTE_KEY_MAX = 512
 
 # Scheduling noise allowed past the deadline before the host-side guard fires.
 _GUARD_S = 0.05
@@ -296,11 +300,20 @@ class Runtime:
         HTTP layer reads no more, and hands the route over with the request
         (`HttpRequest.routed`) so that it is not matched twice."""
         tables = self._tables
+        key = (host, path, method)
+        routed = tables.routes.get(key)
+        if routed is not None:
+            return routed
         match = tables.router.match(host, path, method)
         spec = None
         if match is not None and not isinstance(match, MethodNotAllowed):
             spec = tables.functions.get(match.function_id)
-        return Routed(tables, match, self._body_limit(spec))
+        routed = Routed(tables, match, self._body_limit(spec))
+        if len(host) + len(path) <= _ROUTE_KEY_MAX:
+            if len(tables.routes) >= _ROUTE_CACHE:
+                tables.routes.clear()
+            tables.routes[key] = routed
+        return routed
 
     def _body_limit(self, spec: FunctionSpec | None) -> int:
         """A function's own body limit, else the node's."""
@@ -328,10 +341,10 @@ class Runtime:
         rid = ctx.request_id
         tables = self._tables
         routed = req.routed
-        if isinstance(routed, Routed) and routed.tables is tables:
-            match = routed.match
-        else:
-            match = tables.router.match(req.host, req.path, req.method)
+        if not (isinstance(routed, Routed) and routed.tables is tables):
+            routed = self.route(req.host, req.path, req.method)
+            tables = routed.tables
+        match = routed.match
         if match is None:
             return self._finish(_error(404, "no_route", "no route matches this host and path",
                                        rid), rid)
@@ -345,7 +358,7 @@ class Runtime:
             reason = tables.unavailable.get(fid, "function is not deployed on this node")
             return self._refuse(FunctionUnavailable(reason), rid, fid, match.route.project_id)
         project = spec.project_id
-        limit = self._body_limit(spec)
+        limit = routed.body_limit  # `_body_limit(spec)`, found with the route
         if req.content_length is not None and req.content_length > limit:
             return self._refuse(RequestTooLarge(f"request body over the limit of {limit} bytes"),
                                 rid, fid, project)
@@ -403,7 +416,9 @@ class Runtime:
         spec, rid = loaded.spec, ctx.request_id
         headers = [(k, v) for k, v in req.headers if k != b"x-request-id"]
         headers.append((b"x-request-id", rid.encode()))
-        host = InvocationHost(loaded.host, rid, headers, 0.0, ctx.traceparent)
+        # Only `http_fetch` sends a traceparent: not formatted for functions without it.
+        host = InvocationHost(loaded.host, rid, headers, 0.0,
+                              ctx.traceparent if loaded.host.fetch is not None else None)
         call = _Call(loaded, loaded.codec.request(req, headers, body, route_path), host)
         start = time.time()
         error: str | None = None
@@ -417,15 +432,15 @@ class Runtime:
             metrics.INVOKE_ERRORS.labels(spec.id, spec.project_id, code).inc()
         cpu[0] = call.cpu
         elapsed = time.monotonic() - call.t0 if call.t0 else 0.0
-        loaded.count.inc()
-        loaded.latency.observe(elapsed)
+        loaded.invocations.observe(elapsed)
         inv = Invocation(rid, spec.id, spec.version, self.node_id, req.method, req.path,
                          resp.status, start, elapsed, ctx.trace_id, ctx.span_id,
                          ctx.parent_span_id, ctx.trace_flags, error, spec.project_id)
         self.log_sink.write_invocation(inv)
         if self._tracer is not None:
             self._tracer.record(inv)
-        return self._finish(resp, rid)
+        resp.headers.append(("x-request-id", rid))  # `_finish`, inlined
+        return resp
 
     def _run(self, call: _Call, boxed: bool) -> bytes:
         """The guest call, on this thread or the penalty box's; what it teaches the
@@ -469,6 +484,7 @@ class Runtime:
         self._loaded.clear()
         if self._tracer is not None:
             self._tracer.close()
+        metrics.flush()
         if self._on_close is not None:
             self._on_close()
 
@@ -500,8 +516,11 @@ class _Call:
         host = self.host
         host.deadline = self.t0 + spec.max_execution_ms / 1000
         c0 = time.thread_time()
+        # `pool.checkout()` without the context manager's three calls: this is the hot path.
+        pool = self.loaded.pool
         try:
-            with self.loaded.pool.checkout() as inst:
+            inst = pool.acquire()
+            try:
                 raw = inst.invoke(self.guest, host)
                 if time.monotonic() > host.deadline + _GUARD_S:
                     # The engine should have interrupted the guest; the host's own clock
@@ -510,6 +529,10 @@ class _Call:
                         f"invocation exceeded max_execution_ms={spec.max_execution_ms} "
                         "(host wall-clock guard)"
                     )
+            except BaseException as exc:
+                pool.release(inst, spent=spent_by(exc))
+                raise
+            pool.release(inst, spent=False)
             return raw
         except GuestTimeout:
             self.timed_out = True
