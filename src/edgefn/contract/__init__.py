@@ -6,6 +6,7 @@ Both halves import this package and neither imports the other
 """
 
 from edgefn.contract.egress_allowlist import EgressAllowlist, InvalidHost, parse_host
+from edgefn.contract.health import LATENCY_BOUNDS, VersionStats, p99
 from edgefn.contract.instructions import (
     AckState,
     ConfigInstruction,
@@ -47,6 +48,7 @@ from edgefn.contract.routes import HTTP_METHODS, RouteSpec
 __all__ = [
     "HTTP_METHODS",
     "JSON_INT_MAX",
+    "LATENCY_BOUNDS",
     "MAX_SECRETS_PER_FUNCTION",
     "POLICY_FIELDS",
     "AckState",
@@ -76,6 +78,8 @@ __all__ = [
     "RouteSpec",
     "SecretName",
     "UndeployInstruction",
+    "VersionStats",
     "json_integer",
+    "p99",
     "parse_host",
 ]

@@ -38,10 +38,11 @@ import psutil
 from google.protobuf.message import Message
 
 from edgefn import __version__
-from edgefn.contract import AckState, Instruction, InstructionAck, InstructionType
+from edgefn.contract import AckState, Instruction, InstructionAck, InstructionType, VersionStats
 from edgefn.edge.errors import ArtifactError
 from edgefn.edge.node.controller import NodeController
 from edgefn.edge.node.credentials import NodeCertificate
+from edgefn.edge.node.health import VersionFigures
 from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 
@@ -113,6 +114,7 @@ class Agent:
         tls: NodeCertificate | None = None,
         renew_fraction: float = RENEW_FRACTION,
         renew_check_s: float = RENEW_CHECK_S,
+        figures: VersionFigures | None = None,
     ) -> None:
         self.controller = controller
         self.node_id = node_id
@@ -133,6 +135,7 @@ class Agent:
         self._stopping: asyncio.Event | None = None
         self.stream_connected = threading.Event()
         self._proc = psutil.Process()
+        self.figures = figures
         if self.cp_url:
             controller.fresh_url = self.fresh_artifact_url
 
@@ -358,9 +361,25 @@ class Agent:
     def _heartbeat_proto(self) -> pb.HeartbeatRequest:
         cpu, mem = self._usage()
         return pb.HeartbeatRequest(node_id=self.node_id, status="online", cpu_percent=cpu,
-                                   mem_bytes=mem, functions=self._function_status())
+                                   mem_bytes=mem, functions=self._function_status(),
+                                   versions=[version_stats_proto(v) for v in self._versions()])
 
     def _heartbeat_json(self) -> dict[str, Any]:
         cpu, mem = self._usage()
         return {"node_id": self.node_id, "status": "online", "cpu": cpu, "mem_bytes": mem,
-                "functions": self.controller.statuses()}
+                "functions": self.controller.statuses(),
+                "versions": [v.model_dump() for v in self._versions()]}
+
+    def _versions(self) -> list[VersionStats]:
+        if self.figures is None:
+            return []
+        try:
+            return self.figures.report(self.controller.statuses())
+        except Exception:  # the heartbeat goes without figures rather than not at all
+            log.exception("reading invocation figures failed")
+            return []
+
+
+def version_stats_proto(stats: VersionStats) -> pb.VersionStats:
+    return pb.VersionStats(function_id=stats.function_id, version=stats.version,
+                           count=stats.count, errors=stats.errors, latency=stats.latency)
