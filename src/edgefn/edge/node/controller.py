@@ -80,6 +80,9 @@ class NodeController:
         self.function_states: dict[str, tuple[str, LoadState]] = {
             fn.id: (fn.version, LoadState.CACHED) for fn in self.state.functions
         }
+        # function id -> the version served before the current one: kept in the cache
+        # like the current one, so that a rollback needs no download.
+        self.previous: dict[str, str] = {}
 
     def receive(self, ack_id: int, decode: Callable[[], Instruction]) -> InstructionAck:
         """Decode and apply one instruction. One that cannot be read is acked as an
@@ -146,13 +149,15 @@ class NodeController:
             return
         self._write(functions=tuple(current.values()), route_table=tuple(table),
                     unavailable=unavailable)
+        if existing is not None and existing.version != spec.version:
+            self.previous[spec.id] = existing.version
         self.function_states[spec.id] = (spec.version, LoadState.CACHED)
 
     def _artifact(self, spec: FunctionSpec, *, fresh: bool = False) -> bytes:
         """`spec`'s artifact from the cache, else downloaded: with the URL it came with
         unless `fresh`, and through a fresh URL from the control plane when that one
         fails (expired, or the store moved)."""
-        pinned = [(f.id, f.version) for f in self.state.functions]
+        pinned = [(f.id, f.version) for f in self.state.functions] + list(self.previous.items())
         if not fresh or self.fresh_url is None:
             try:
                 return self.cache.ensure(spec.id, spec.version, spec.sha256, spec.artifact_url,
