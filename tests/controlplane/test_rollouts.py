@@ -127,3 +127,21 @@ def test_manual_promotion_and_abort(cp: CP, team: SimpleNamespace, fn: dict[str,
     _ack_all(cp, nodes)
     _drive(cp)
     assert _rollout(cp, dep)["rollout"]["state"] == "aborted"
+
+
+def test_a_node_that_cannot_load_the_version_rolls_it_back(
+    cp: CP, team: SimpleNamespace, fn: dict[str, Any]
+) -> None:
+    nodes = [cp.node(f"pop-{i}", f"node-{i}") for i in range(3)]
+    cp.ok("POST", f"/functions/{fn['id']}/deploy", team.a_dev, 202, json={"version": "1.0.0"})
+    _ack_all(cp, nodes)
+    dep = cp.ok("POST", f"/functions/{fn['id']}/deploy", team.a_dev, 202,
+                json={"version": "1.1.0", "strategy": "canary", "gates": {}})
+    ins = [i for i in cp.heartbeat(nodes[0]) if i["type"] == "deploy"]
+    cp.heartbeat(nodes[0], acks=[{"id": ins[0]["id"], "state": "error", "message": "no"}])
+    rollout = _rollout(cp, dep)["rollout"]
+    assert rollout["state"] == "rolling_back"
+    assert rollout["reason"] == "automatic rollback: node node-0 could not load it: no"
+    _ack_all(cp, nodes)
+    _drive(cp)
+    assert _rollout(cp, dep)["rollout"]["state"] == "rolled_back"

@@ -367,11 +367,18 @@ def _advance(session: Session, dep: Deployment) -> None:
             .execution_options(populate_existing=True)
         )
     )
-    if any(m.state == NodeRolloutState.ERROR for m in members):
+    failed = [m for m in members if m.state == NodeRolloutState.ERROR]
+    if failed:
         dep.state = DeploymentState.FAILED
         for m in members:
             if m.state == NodeRolloutState.WAITING:
                 m.state = NodeRolloutState.SKIPPED
+        if dep.rollout_state in _LIVE:
+            # The nodes that took the new version go back with the rest.
+            why = f"node {failed[0].node_id} could not load it: {failed[0].message or 'error'}"
+            _decide(dep, "rollback", why)
+            _roll_back(session, SYSTEM, dep, why=f"automatic rollback: {why}",
+                       final=RolloutState.ROLLED_BACK)
         return
     if all(m.state == NodeRolloutState.CACHED for m in members):
         dep.state = DeploymentState.SUCCEEDED
