@@ -118,6 +118,24 @@ def test_console_renders_functions_versions_and_deployments(
     assert data.startswith(PNG_MAGIC) and len(data) > 10_000
 
 
+def test_console_shows_a_rollouts_timeline(
+    cluster: Cluster, sign_in: Callable[[], Browser]
+) -> None:
+    for i in range(2):
+        cluster.register_node(f"quiet-{i}", "pop", {})
+    fid = cluster.function("console-gated")
+    cluster.upload(fid, "1.0.0", module("hello-c"))
+    cluster.upload(fid, "2.0.0", module("counter"))
+    cluster.deploy(fid, "1.0.0")
+    dep = cluster.deploy(fid, "2.0.0", strategy="canary", gates={})
+    signed_in = sign_in()
+    page = view(signed_in, f"#deployments/{fid}", "No decision yet.")
+    assert "Rollout" in page and "wave 1 of 2" in page and "badge-pending" in page
+    cluster.call("POST", f"/deployments/{dep}/abort")
+    page = view(signed_in, f"#deployments/{fid}/{dep}", "wave 1: abort")
+    assert "aborted by admin" in page and 'aria-label="Rollout timeline"' in page
+
+
 def test_console_without_a_token_asks_for_one(cluster: Cluster, browser: list[str]) -> None:
     cluster.function("hidden-fn")
     page = rendered(browser, f"http://127.0.0.1:{cluster.api_port}/console/")

@@ -8,6 +8,7 @@ exact module is already there, add missing routes, deploy, and follow the nodes.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,9 @@ def _follow(api: CPClient, deployment_id: str, timeout_s: float) -> None:
                 note = f" ({node['message']})" if node.get("message") else ""
                 click.echo(f"  node {node['node_id']}: {node['state']}{note}")
         errors = [n["node_id"] for n in dep["nodes"] if n["state"] == "error"]
+        reason = (dep.get("rollout") or {}).get("reason")
+        if reason:
+            raise DeploymentFailed(f"deployment {deployment_id}: {reason}")
         if errors or dep["state"] == "failed":
             raise DeploymentFailed(f"deployment {deployment_id} failed on {', '.join(errors)}")
         if dep["state"] == "superseded":
@@ -199,6 +203,20 @@ def _follow(api: CPClient, deployment_id: str, timeout_s: float) -> None:
         time.sleep(POLL_S)
 
 
+def _gates(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`NAME=VALUE` pairs as the deploy's gates; the CP checks names and bounds."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--gate")
+        try:
+            out[name] = json.loads(value)
+        except ValueError:
+            out[name] = value
+    return out
+
+
 @click.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @cp_options
@@ -210,6 +228,12 @@ def _follow(api: CPClient, deployment_id: str, timeout_s: float) -> None:
     show_default=True,
 )
 @click.option("--target-pop", multiple=True, help="deploy only to nodes of this POP; repeatable")
+@click.option("--gated", is_flag=True,
+              help="canary/gradual: watch each wave with health gates (docs/rollouts.md)")
+@click.option("--gate", "gate", multiple=True, metavar="NAME=VALUE",
+              help="a health gate other than its default (bake_s=30, min_requests=50, "
+              "max_error_rate_increase=0.02, max_p99_ratio=2, p99_floor_s=0.01, "
+              "wave_percent=25, manual=true); implies --gated; repeatable")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="follow the nodes")
 @click.option(
     "--timeout",
@@ -226,6 +250,8 @@ def deploy(
     project: str | None,
     strategy: str,
     target_pop: tuple[str, ...],
+    gated: bool,
+    gate: tuple[str, ...],
     wait: bool,
     timeout_s: float,
 ) -> None:
@@ -250,6 +276,8 @@ def deploy(
         body: dict[str, Any] = {"version": spec.version, "strategy": strategy}
         if target_pop:
             body["target_pop"] = list(target_pop)
+        if gated or gate:
+            body["gates"] = _gates(gate)
         dep = api.call("POST", f"/functions/{fn['id']}/deploy", json=body)
         click.echo(
             f"deployment {dep['id']}: {spec.version} ({strategy}) to {len(dep['nodes'])} node(s)"

@@ -14,6 +14,7 @@ from edgefn.cli.edge import edge
 from edgefn.cli.golden import test_cmd
 from edgefn.cli.init import init
 from edgefn.cli.login import login
+from edgefn.cli.rollout import rollout
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +32,7 @@ cli.add_command(deploy)
 cli.add_command(login)
 cli.add_command(init)
 cli.add_command(test_cmd)
+cli.add_command(rollout)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Both halves import this package and neither imports the other
 """
 
 from edgefn.contract.egress_allowlist import EgressAllowlist, InvalidHost, parse_host
+from edgefn.contract.health import LATENCY_BOUNDS, VersionStats, p99
 from edgefn.contract.instructions import (
     AckState,
     ConfigInstruction,
@@ -48,6 +49,7 @@ from edgefn.contract.routes import HTTP_METHODS, RouteSpec
 __all__ = [
     "HTTP_METHODS",
     "JSON_INT_MAX",
+    "LATENCY_BOUNDS",
     "MAX_SECRETS_PER_FUNCTION",
     "POLICY_FIELDS",
     "AckState",
@@ -78,6 +80,8 @@ __all__ = [
     "SecretName",
     "TraceContext",
     "UndeployInstruction",
+    "VersionStats",
     "json_integer",
+    "p99",
     "parse_host",
 ]

@@ -372,6 +372,8 @@ def duties(ctx: CPContext) -> Duties:
             Duty("offline_nodes", interval,
                  lambda s: nodes_service.mark_stale(s, interval_s=interval)),
             Duty("stalled_rollouts", interval, deployments_service.advance_stalled),
+            Duty("rollout_gates", ctx.settings.rollout_check_s,
+                 deployments_service.drive_rollouts),
         ],
         holder=ctx.replica_id,
         ttl_s=ctx.settings.lease_ttl_s,

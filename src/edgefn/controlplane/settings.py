@@ -85,6 +85,8 @@ class CPSettings(BaseSettings):
     # How long the maintenance lease lasts unrenewed (renewed every third of it):
     # the longest that periodic duties pause when their replica dies.
     lease_ttl_s: float = Field(default=15.0, gt=0)
+    # How often the lease holder judges gated rollouts' bake windows.
+    rollout_check_s: float = Field(default=5.0, gt=0)
     # Wakes the node streams of other replicas after a commit through Redis pub/sub
     # on this URL; None: PostgreSQL LISTEN/NOTIFY on PostgreSQL, nothing on SQLite
     # (one replica only).

@@ -143,6 +143,22 @@ def test_new_version_replaces_the_old(controller: NodeController, store: str) ->
     assert [(f.id, f.version) for f in state.functions] == [("fn", "2.0.0")]
 
 
+def test_the_previous_version_stays_cached_for_a_rollback(
+    tmp_path: Path, engine: Engine, store: str
+) -> None:
+    cache = ArtifactCache(tmp_path / "cache", max_files=2)
+    node = NodeController(tmp_path / "state.json", cache, engine)
+    node.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    node.apply(deploy(2, store, "counter", "2.0.0", COUNTER))
+    node.apply(deploy(3, store, "counter", "1.0.0", COUNTER, function_id="other"))
+    assert cache.has("fn", "1.0.0")  # the least recent, yet kept: it is fn's previous
+    # Back to 1.0.0 with a URL that no longer answers: served from the cache.
+    ack = node.apply(deploy(4, store, "gone", "1.0.0", ECHO))
+    assert ack.state == "cached", ack.message
+    state = read_state(node.state_path)
+    assert {(f.id, f.version) for f in state.functions} == {("fn", "1.0.0"), ("other", "1.0.0")}
+
+
 def test_config_replaces_the_route_table_and_undeploy_removes(
     controller: NodeController, store: str
 ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -34,6 +34,7 @@ def deploy(
         target_pop=body.target_pop,
         strategy=body.strategy,
         caps=ctx.settings.caps,
+        gates=body.gates,
     )
     return service.describe(session, dep)
 
@@ -57,6 +58,20 @@ def rollback(
 )
 def get_deployment(deployment_id: PathId, session: DB, who: Caller) -> DeploymentOut:
     return service.describe(session, service.get_deployment(session, who, deployment_id))
+
+
+@router.post(
+    "/deployments/{deployment_id}/{action}",
+    response_model=DeploymentOut,
+    responses=responses(NotFound, Conflict),
+)
+def steer(
+    deployment_id: PathId, action: Literal["promote", "abort"], session: DB, who: Caller
+) -> DeploymentOut:
+    """A gated rollout's next wave now (promote), or its nodes back to the previous
+    version (abort)."""
+    step = service.promote if action == "promote" else service.abort
+    return service.describe(session, step(session, who, deployment_id))
 
 
 @router.get(

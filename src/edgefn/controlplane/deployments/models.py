@@ -39,6 +39,22 @@ class NodeRolloutState(StrEnum):
     SKIPPED = "skipped"
 
 
+class RolloutState(StrEnum):
+    """A gated rollout's course (`rollouts`): a wave sent, waiting for its acks
+    (pending for the first, promoting for later ones); a wave serving, watched for one
+    bake window (baking); every wave serving (done); returning its nodes to the
+    previous version (rolling_back) after a failed gate (rolled_back) or an
+    operator's abort (aborted)."""
+
+    PENDING = "pending"
+    BAKING = "baking"
+    PROMOTING = "promoting"
+    DONE = "done"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+
 class OutboxState(StrEnum):
     """An outbox row's delivery: handed out until acked; superseded by a newer
     instruction before the node acked it (never sent again); failed when the row could
@@ -64,6 +80,16 @@ class Deployment(Base):
     target_pop: Mapped[list[str] | None] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16))
     created_by: Mapped[str] = mapped_column(String(100))
+    # A gated rollout (canary, gradual): its RolloutState, the wave it is in, its gates
+    # (`rollouts.Gates`), when the current wave's bake began, every gate's figures,
+    # why it was rolled back, and the deployment that rolled it back.
+    rollout_state: Mapped[str | None] = mapped_column(String(16))
+    wave: Mapped[int] = mapped_column(Integer, default=0)
+    gates: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    bake_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    decisions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    rollback_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

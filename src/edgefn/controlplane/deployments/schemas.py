@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -14,12 +14,31 @@ from edgefn.controlplane.fields import INT32_MAX, Line, Text, Version
 Strategy = Literal["pull", "canary", "gradual"]
 
 
+class Gates(StrictModel):
+    """How a canary or gradual rollout is watched (docs/rollouts.md): each wave bakes
+    `bake_s`; with at least `min_requests` to the new version, an error rate over the
+    previous version's plus `max_error_rate_increase`, or a p99 over `max_p99_ratio`
+    times the previous one's (and over `p99_floor_s`), rolls it back; otherwise the
+    next wave of `wave_percent` of the targets goes out, unless `manual`."""
+
+    bake_s: float = Field(60.0, ge=0, le=86400)
+    min_requests: int = Field(20, ge=1, le=10**9)
+    max_error_rate_increase: float = Field(0.02, ge=0, le=1)
+    max_p99_ratio: float = Field(2.0, ge=1, le=1000)
+    p99_floor_s: float = Field(0.01, ge=0, le=3600)
+    wave_percent: int = Field(25, ge=1, le=100)
+    manual: bool = False
+
+
 class DeployIn(StrictModel):
     version: Version
     target_pop: list[Annotated[Line, Field(min_length=1, max_length=100)]] | None = Field(
         None, max_length=1000
     )
     strategy: Strategy = "pull"
+    # canary and gradual: watch each wave with these gates (`{}`: the defaults);
+    # without them each wave follows the previous one's acks.
+    gates: Gates | None = None
 
 
 class RollbackIn(StrictModel):
@@ -30,6 +49,28 @@ class DeploymentNodeOut(BaseModel):
     node_id: str
     state: str
     message: str | None = None
+
+
+class RolloutNodeOut(BaseModel):
+    node_id: str
+    wave: int
+    state: str
+    # The node's last reported figures of the new and of the previous version.
+    new: dict[str, Any] | None
+    previous: dict[str, Any] | None
+
+
+class RolloutOut(BaseModel):
+    state: str
+    wave: int
+    waves: int
+    gates: dict[str, Any]
+    bake_started_at: dt.datetime | None
+    reason: str | None
+    rollback_id: str | None
+    # Every gate's decision with the figures behind it, oldest first.
+    decisions: list[dict[str, Any]]
+    nodes: list[RolloutNodeOut]
 
 
 class DeploymentOut(BaseModel):
@@ -43,6 +84,7 @@ class DeploymentOut(BaseModel):
     state: str
     created_at: dt.datetime
     nodes: list[DeploymentNodeOut]
+    rollout: RolloutOut | None = None
 
 
 class AckIn(StrictModel):

@@ -10,6 +10,13 @@ Strategies, all recorded on the deployment:
   each sent when every node of the previous wave acked `cached`.
 A deployment is `in_progress` until every node acked (`succeeded`) or one acked an
 error (`failed`); a newer deployment of the same function makes it `superseded`.
+
+A canary or gradual deploy that names `gates` is a gated rollout (`RolloutState`):
+each wave bakes once its nodes acked, and the `rollout_gates` duty, on the replica
+holding the maintenance lease, judges it from the nodes' reported figures
+(`rollouts.judge`): the next wave, a rollback deployment to the previous version,
+or a wait for more requests. Its state is in the deployment's row, so whichever
+replica holds the lease next resumes it.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.audit import service as audit
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.db import utcnow
-from edgefn.controlplane.deployments import outbox
+from edgefn.controlplane.deployments import outbox, rollouts
 from edgefn.controlplane.deployments.models import (
     Deployment,
     DeploymentKind,
@@ -36,8 +43,16 @@ from edgefn.controlplane.deployments.models import (
     NodeRolloutState,
     OutboxInstruction,
     OutboxState,
+    RolloutState,
 )
-from edgefn.controlplane.deployments.schemas import AckIn, DeploymentNodeOut, DeploymentOut
+from edgefn.controlplane.deployments.schemas import (
+    AckIn,
+    DeploymentNodeOut,
+    DeploymentOut,
+    Gates,
+    RolloutNodeOut,
+    RolloutOut,
+)
 from edgefn.controlplane.errors import Conflict, NotFound
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.functions.service import check_caps, get_function
@@ -49,14 +64,14 @@ log = logging.getLogger("edgefn.controlplane.deployments")
 
 
 
-def plan_waves(strategy: str, nodes: list[Node]) -> list[list[Node]]:
+def plan_waves(strategy: str, nodes: list[Node], percent: int = 25) -> list[list[Node]]:
     if not nodes or strategy == "pull":
         return [nodes] if nodes else []
     waves = [nodes[:1]]
     rest = nodes[1:]
     if strategy == "canary":
         return waves + ([rest] if rest else [])
-    size = max(1, math.ceil(len(nodes) / 4))
+    size = max(1, math.ceil(len(nodes) * percent / 100))
     return waves + [rest[i : i + size] for i in range(0, len(rest), size)]
 
 
@@ -91,6 +106,9 @@ def _supersede_running(session: Session, fn: Function) -> None:
     for dep in running:
         dep.state = DeploymentState.SUPERSEDED
         dep.updated_at = utcnow()
+        if dep.rollout_state in _LIVE:
+            dep.rollout_state = RolloutState.ABORTED
+            dep.reason = "superseded by a newer deployment"
         for dn in session.scalars(
             select(DeploymentNode).where(
                 DeploymentNode.deployment_id == dep.id,
@@ -100,7 +118,7 @@ def _supersede_running(session: Session, fn: Function) -> None:
             dn.state = NodeRolloutState.SKIPPED
 
 
-def _start(
+def _begin(
     session: Session,
     who: Principal,
     fn: Function,
@@ -110,8 +128,13 @@ def _start(
     strategy: str,
     kind: DeploymentKind,
     target_pop: list[str] | None,
+    gates: Gates | None,
+    details: dict[str, Any] | None,
 ) -> Deployment:
     _supersede_running(session, fn)
+    # Only a deploy that asks for gates is watched; canary and gradual without them
+    # move on at each wave's acks.
+    gated = strategy != "pull" and bool(nodes) and gates is not None
     dep = Deployment(
         function_id=fn.id,
         version=version.version,
@@ -121,10 +144,15 @@ def _start(
         target_pop=target_pop,
         state=DeploymentState.IN_PROGRESS if nodes else DeploymentState.SUCCEEDED,
         created_by=who.actor,
+        rollout_state=RolloutState.PENDING if gated else None,
+        wave=0,
+        gates=gates.model_dump() if gated and gates is not None else None,
+        decisions=[] if gated else None,
     )
     session.add(dep)
     session.flush()
-    for wave, members in enumerate(plan_waves(strategy, nodes)):
+    percent = gates.wave_percent if gates is not None else 25
+    for wave, members in enumerate(plan_waves(strategy, nodes, percent)):
         for node in members:
             session.add(
                 DeploymentNode(
@@ -152,9 +180,9 @@ def _start(
             "previous_version": dep.previous_version,
             "strategy": strategy,
             "nodes": [n.id for n in nodes],
+            **(details or {}),
         },
     )
-    session.commit()
     return dep
 
 
@@ -168,13 +196,16 @@ def deploy(
     target_pop: list[str] | None,
     strategy: str,
     caps: ResourceCaps,
+    gates: Gates | None = None,
 ) -> Deployment:
     fn = get_function(session, who, function_id, minimum="developer")
     check_caps(caps, fn)
     row = _version(session, fn, version)
     nodes = select_targets(session, fn, target_pop)
-    return _start(session, who, fn, row, nodes, strategy=strategy, kind=DeploymentKind.DEPLOY,
-                  target_pop=target_pop)
+    dep = _begin(session, who, fn, row, nodes, strategy=strategy, kind=DeploymentKind.DEPLOY,
+                 target_pop=target_pop, gates=gates, details=None)
+    session.commit()
+    return dep
 
 
 @telemetry.traced("deployments.rollback")
@@ -199,26 +230,41 @@ def rollback(
     target = version or (current.previous_version if current else None)
     if target is None:
         raise Conflict(f"function {fn.id} has no earlier version to roll back to")
-    row = _version(session, fn, target)
-    if current is not None:
-        node_ids = select(DeploymentNode.node_id).where(DeploymentNode.deployment_id == current.id)
-        nodes = list(
-            session.scalars(
-                select(Node).where(Node.id.in_(node_ids)).order_by(Node.pop_id, Node.id)
-            )
-        )
-    else:
-        nodes = select_targets(session, fn, None)
-    return _start(session, who, fn, row, nodes, strategy="pull", kind=DeploymentKind.ROLLBACK,
-                  target_pop=current.target_pop if current else None)
+    dep = _begin(session, who, fn, _version(session, fn, target), _nodes_of(session, fn, current),
+                 strategy="pull", kind=DeploymentKind.ROLLBACK,
+                 target_pop=current.target_pop if current else None, gates=None, details=None)
+    session.commit()
+    return dep
+
+
+def _nodes_of(session: Session, fn: Function, dep: Deployment | None) -> list[Node]:
+    if dep is None:
+        return select_targets(session, fn, None)
+    node_ids = select(DeploymentNode.node_id).where(DeploymentNode.deployment_id == dep.id)
+    return list(
+        session.scalars(select(Node).where(Node.id.in_(node_ids)).order_by(Node.pop_id, Node.id))
+    )
 
 
 def describe(session: Session, dep: Deployment) -> DeploymentOut:
-    nodes = session.scalars(
+    members = list(session.scalars(
         select(DeploymentNode)
         .where(DeploymentNode.deployment_id == dep.id)
         .order_by(DeploymentNode.wave, DeploymentNode.node_id)
-    )
+    ))
+    rollout = None
+    if dep.rollout_state is not None:
+        rollout = RolloutOut(
+            state=dep.rollout_state,
+            wave=dep.wave,
+            waves=max((m.wave for m in members), default=0) + 1,
+            gates=rollouts.gates_of(dep).model_dump(),
+            bake_started_at=dep.bake_started_at,
+            reason=dep.reason,
+            rollback_id=dep.rollback_id,
+            decisions=dep.decisions or [],
+            nodes=_rollout_nodes(session, dep, members),
+        )
     return DeploymentOut(
         id=dep.id,
         deployment_id=dep.id,
@@ -230,9 +276,26 @@ def describe(session: Session, dep: Deployment) -> DeploymentOut:
         state=dep.state,
         created_at=dep.created_at,
         nodes=[
-            DeploymentNodeOut(node_id=n.node_id, state=n.state, message=n.message) for n in nodes
+            DeploymentNodeOut(node_id=n.node_id, state=n.state, message=n.message)
+            for n in members
         ],
+        rollout=rollout,
     )
+
+
+def _rollout_nodes(
+    session: Session, dep: Deployment, members: list[DeploymentNode]
+) -> list[RolloutNodeOut]:
+    out = []
+    for m in members:
+        node = session.get(Node, m.node_id)
+        stats = rollouts.node_stats(node) if node is not None else {}
+        new = stats.get(f"{dep.function_id}@{dep.version}")
+        old = stats.get(f"{dep.function_id}@{dep.previous_version}")
+        out.append(RolloutNodeOut(
+            node_id=m.node_id, wave=m.wave, state=m.state,
+            new=rollouts.summary(new), previous=rollouts.summary(old)))
+    return out
 
 
 def function_deployments(session: Session, who: Principal, function_id: str) -> Select[Any]:
@@ -307,24 +370,43 @@ def _advance(session: Session, dep: Deployment) -> None:
             .execution_options(populate_existing=True)
         )
     )
-    if any(m.state == NodeRolloutState.ERROR for m in members):
+    failed = [m for m in members if m.state == NodeRolloutState.ERROR]
+    if failed:
         dep.state = DeploymentState.FAILED
         for m in members:
             if m.state == NodeRolloutState.WAITING:
                 m.state = NodeRolloutState.SKIPPED
+        if dep.rollout_state in _LIVE:
+            # The nodes that took the new version go back with the rest.
+            why = f"node {failed[0].node_id} could not load it: {failed[0].message or 'error'}"
+            _decide(dep, "rollback", why)
+            _roll_back(session, SYSTEM, dep, why=f"automatic rollback: {why}",
+                       final=RolloutState.ROLLED_BACK)
         return
     if all(m.state == NodeRolloutState.CACHED for m in members):
         dep.state = DeploymentState.SUCCEEDED
+        if dep.rollout_state is not None:
+            dep.rollout_state = RolloutState.DONE
         return
     waiting = sorted({m.wave for m in members if m.state == NodeRolloutState.WAITING})
     if not waiting or any(m.state == NodeRolloutState.PENDING for m in members):
         return
+    if dep.rollout_state is not None:
+        # A gated rollout's wave serves: it bakes, and the gates duty moves it on.
+        if dep.rollout_state in (RolloutState.PENDING, RolloutState.PROMOTING):
+            dep.rollout_state = RolloutState.BAKING
+            dep.bake_started_at = utcnow()
+        return
+    _send_wave(session, dep, members, waiting[0])
+
+
+def _send_wave(session: Session, dep: Deployment, members: list[DeploymentNode], wave: int) -> None:
     fn = session.get(Function, dep.function_id)
     if fn is None:
         return
     version = _version(session, fn, dep.version)
     for m in members:
-        if m.wave == waiting[0]:
+        if m.wave == wave:
             node = session.get(Node, m.node_id)
             if node is not None:
                 m.state = NodeRolloutState.PENDING
@@ -408,3 +490,152 @@ def _record_ack(
     if dep.state == DeploymentState.IN_PROGRESS:
         session.flush()
         _advance(session, dep)
+
+
+# ---- gated rollouts ------------------------------------------------------------
+
+SYSTEM = Principal(kind="admin", id="rollouts")
+_LIVE = (RolloutState.PENDING, RolloutState.BAKING, RolloutState.PROMOTING)
+
+
+def _members(session: Session, dep: Deployment) -> list[DeploymentNode]:
+    return list(session.scalars(
+        select(DeploymentNode).where(DeploymentNode.deployment_id == dep.id)
+        .execution_options(populate_existing=True)
+    ))
+
+
+def _decide(dep: Deployment, action: str, why: str, **figures: Any) -> None:
+    entry = {"at": utcnow().isoformat(), "wave": dep.wave, "action": action, "why": why,
+             **figures}
+    dep.decisions = [*(dep.decisions or []), entry]
+    dep.updated_at = utcnow()
+
+
+def _promote(session: Session, dep: Deployment) -> None:
+    members = _members(session, dep)
+    waiting = sorted({m.wave for m in members if m.state == NodeRolloutState.WAITING})
+    if not waiting:
+        return
+    dep.wave = waiting[0]
+    dep.rollout_state = RolloutState.PROMOTING
+    dep.bake_started_at = None
+    _send_wave(session, dep, members, waiting[0])
+
+
+def _roll_back(session: Session, who: Principal, dep: Deployment, *, why: str,
+               final: RolloutState) -> None:
+    """Every node of `dep` back to its previous version, by a rollback deployment; `dep`
+    is rolling_back until that one ends, then `final` (`_final_state`)."""
+    fn = session.get(Function, dep.function_id)
+    if fn is None or dep.previous_version is None:
+        dep.rollout_state = final
+        dep.reason = why
+        dep.state = DeploymentState.FAILED
+        return
+    back = _begin(session, who, fn, _version(session, fn, dep.previous_version),
+                  _nodes_of(session, fn, dep), strategy="pull", kind=DeploymentKind.ROLLBACK,
+                  target_pop=dep.target_pop, gates=None,
+                  details={"rolls_back": dep.id, "reason": why,
+                           "automatic": final == RolloutState.ROLLED_BACK})
+    dep.state = DeploymentState.FAILED
+    dep.rollout_state = RolloutState.ROLLING_BACK
+    dep.reason = why
+    dep.rollback_id = back.id
+    dep.updated_at = utcnow()
+
+
+def _gate(session: Session, dep: Deployment) -> None:
+    fn = session.get(Function, dep.function_id)
+    if fn is None:
+        return
+    members = _members(session, dep)
+    wave_ids = {m.node_id for m in members if m.state == NodeRolloutState.CACHED}
+    nodes = list(session.scalars(select(Node).where(
+        Node.id.in_([m.node_id for m in members]))))
+    new = rollouts.figures([n for n in nodes if n.id in wave_ids], fn.id, dep.version)
+    old = rollouts.figures(nodes, fn.id, dep.previous_version)
+    gates = rollouts.gates_of(dep)
+    action, why = rollouts.judge(gates, new, old)
+    figures = {"new": new.as_json(), "previous": old.as_json()}
+    if action == "wait":
+        last = (dep.decisions or [{}])[-1]
+        if last.get("action") != "wait" or last.get("wave") != dep.wave:
+            _decide(dep, "wait", why, **figures)
+        return
+    if action == "rollback":
+        _decide(dep, "rollback", why, **figures)
+        _roll_back(session, SYSTEM, dep, why=f"automatic rollback: {why}",
+                   final=RolloutState.ROLLED_BACK)
+        log.warning("deployment %s rolled back: %s", dep.id, why)
+        return
+    if gates.manual:
+        last = (dep.decisions or [{}])[-1]
+        if last.get("action") != "hold" or last.get("wave") != dep.wave:
+            _decide(dep, "hold", f"gates passed ({why}); waiting for `rollout promote`",
+                    **figures)
+        return
+    _decide(dep, "promote", why, **figures)
+    _promote(session, dep)
+
+
+def drive_rollouts(session: Session) -> None:
+    """Move every gated rollout on: judge each wave whose bake window is over, and
+    close each rollback that has finished. A duty of the maintenance lease; the caller
+    commits, so a replica that takes the lease over resumes from the stored state."""
+    now = utcnow()
+    ids = list(session.scalars(select(Deployment.id).where(Deployment.rollout_state.in_(
+        [RolloutState.BAKING, RolloutState.ROLLING_BACK]))))
+    for deployment_id in ids:
+        dep = _locked(session, deployment_id)
+        if dep is None:
+            continue
+        if dep.rollout_state == RolloutState.BAKING and dep.state == DeploymentState.IN_PROGRESS:
+            if rollouts.baked(dep, now):
+                _gate(session, dep)
+        elif dep.rollout_state == RolloutState.ROLLING_BACK and dep.rollback_id:
+            back = session.get(Deployment, dep.rollback_id)
+            if back is not None and back.state != DeploymentState.IN_PROGRESS:
+                dep.rollout_state = _final_state(dep)
+                dep.updated_at = utcnow()
+    session.flush()
+
+
+def _final_state(dep: Deployment) -> RolloutState:
+    aborted = any(d.get("action") == "abort" for d in dep.decisions or [])
+    return RolloutState.ABORTED if aborted else RolloutState.ROLLED_BACK
+
+
+def promote(session: Session, who: Principal, deployment_id: str) -> Deployment:
+    """Send the next wave now, whatever the gates say (a `manual` rollout's way on)."""
+    dep = get_deployment(session, who, deployment_id)
+    get_function(session, who, dep.function_id, minimum="developer")
+    dep = _locked(session, deployment_id) or dep
+    if dep.rollout_state != RolloutState.BAKING or dep.state != DeploymentState.IN_PROGRESS:
+        raise Conflict(f"deployment {dep.id} is {dep.rollout_state or dep.state}, not baking")
+    _decide(dep, "promote", f"promoted by {who.actor}")
+    _promote(session, dep)
+    audit.record(session, who, "deployment.promote", target_type="deployment",
+                 target_id=dep.id, project_id=_project(session, dep),
+                 details={"wave": dep.wave})
+    session.commit()
+    return dep
+
+
+def abort(session: Session, who: Principal, deployment_id: str) -> Deployment:
+    """Stop a rollout and return its nodes to the previous version."""
+    dep = get_deployment(session, who, deployment_id)
+    get_function(session, who, dep.function_id, minimum="developer")
+    dep = _locked(session, deployment_id) or dep
+    if dep.rollout_state not in _LIVE or dep.state != DeploymentState.IN_PROGRESS:
+        raise Conflict(f"deployment {dep.id} is {dep.rollout_state or dep.state}, not running")
+    why = f"aborted by {who.actor}"
+    _decide(dep, "abort", why)
+    _roll_back(session, who, dep, why=why, final=RolloutState.ABORTED)
+    session.commit()
+    return dep
+
+
+def _project(session: Session, dep: Deployment) -> str | None:
+    fn = session.get(Function, dep.function_id)
+    return fn.project_id if fn else None

@@ -24,4 +24,7 @@ class Node(Base):
     cpu: Mapped[float | None] = mapped_column(Float)
     mem_bytes: Mapped[int | None] = mapped_column(BigInteger)
     functions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The node's invocation figures per function and version (`rollouts.VersionStats`,
+    # keyed "function_id@version"), as its last report gave them.
+    version_stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

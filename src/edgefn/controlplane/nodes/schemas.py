@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
-from edgefn.contract import json_integer
+from edgefn.contract import VersionStats, json_integer
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.deployments.schemas import AckIn
 from edgefn.controlplane.fields import JSON_INT_MAX, ONLY_PATTERN_KEYS, Id, Line, Scalar, pattern
@@ -112,6 +112,8 @@ class HeartbeatIn(StrictModel):
     ) = None
     functions: list[FunctionState] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
     acks: list[AckIn] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
+    # Invocation figures per function version, for rollouts' health gates.
+    versions: list[VersionStats] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
 
 
 class HeartbeatOut(BaseModel):

@@ -168,6 +168,8 @@ def record_heartbeat(session: Session, who: Principal, node_id: str, body: Heart
     node.cpu = body.cpu
     node.mem_bytes = body.mem_bytes
     node.functions = [f.model_dump() for f in body.functions]
+    if body.versions:
+        node.version_stats = {v.key: v.model_dump() for v in body.versions}
     for ack in body.acks:
         deployments.ack_instruction(session, node_id, ack)
     session.commit()

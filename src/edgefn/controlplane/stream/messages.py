@@ -98,6 +98,7 @@ def heartbeat_of(node_id: str, beat: pb.HeartbeatRequest) -> HeartbeatIn:
         mem_bytes=beat.mem_bytes,
         functions=functions_of(beat.functions),
         acks=[ack_of(a) for a in beat.acks],
+        versions=[versions_of(v) for v in beat.versions],
     )
     return body
 
@@ -130,3 +131,8 @@ async def events_of(node_id: str, messages: AsyncIterator[pb.EdgeMessage]) -> As
         event = event_of(node_id, message)
         if event is not None:
             yield event
+
+
+def versions_of(stats: pb.VersionStats) -> dict[str, Any]:
+    return {"function_id": stats.function_id, "version": stats.version, "count": stats.count,
+            "errors": dict(stats.errors), "latency": list(stats.latency)}

@@ -38,11 +38,12 @@ import httpx
 import psutil
 
 from edgefn import __version__
-from edgefn.contract import Instruction, InstructionAck
+from edgefn.contract import Instruction, InstructionAck, VersionStats
 from edgefn.edge.errors import ArtifactError
 from edgefn.edge.node.controller import NodeController
 from edgefn.edge.node.credentials import NodeCertificate
 from edgefn.edge.node.grpc_transport import GrpcTransport
+from edgefn.edge.node.health import VersionFigures
 from edgefn.edge.node.transport import (
     Beat,
     Connection,
@@ -92,6 +93,7 @@ class Agent:
         tls: NodeCertificate | None = None,
         renew_fraction: float = RENEW_FRACTION,
         renew_check_s: float = RENEW_CHECK_S,
+        figures: VersionFigures | None = None,
     ) -> None:
         self.controller = controller
         self.node_id = node_id
@@ -116,6 +118,7 @@ class Agent:
         self._stopping: asyncio.Event | None = None
         self.stream_connected = threading.Event()
         self._proc = psutil.Process()
+        self.figures = figures
         if self.cp_url:
             controller.fresh_url = self.fresh_artifact_url
 
@@ -325,4 +328,14 @@ class Agent:
 
     def _beat(self, acks: list[InstructionAck] | None = None) -> Beat:
         cpu, mem = self._usage()
-        return Beat(self.node_id, cpu, mem, self.controller.statuses(), acks=acks or [])
+        return Beat(self.node_id, cpu, mem, self.controller.statuses(), acks=acks or [],
+                    versions=self._versions())
+
+    def _versions(self) -> list[VersionStats]:
+        if self.figures is None:
+            return []
+        try:
+            return self.figures.report(self.controller.statuses())
+        except Exception:  # the heartbeat goes without figures rather than not at all
+            log.exception("reading invocation figures failed")
+            return []

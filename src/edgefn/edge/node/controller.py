@@ -90,6 +90,9 @@ class NodeController:
         self.function_states: dict[str, tuple[str, LoadState]] = {
             fn.id: (fn.version, LoadState.CACHED) for fn in self.state.functions
         }
+        # function id -> the version served before the current one: kept in the cache
+        # like the current one, so that a rollback needs no download.
+        self.previous: dict[str, str] = {}
 
     def receive(self, ack_id: int, decode: Callable[[], Instruction]) -> InstructionAck:
         """Decode and apply one instruction. One that cannot be read is acked as an
@@ -178,6 +181,8 @@ class NodeController:
         with self._spans.span("activate"):
             self._write(functions=tuple(current.values()), route_table=tuple(table),
                         unavailable=unavailable)
+        if existing is not None and existing.version != spec.version:
+            self.previous[spec.id] = existing.version
         self.function_states[spec.id] = (spec.version, LoadState.CACHED)
 
     def _artifact(self, spec: FunctionSpec, *, fresh: bool = False) -> bytes:
@@ -205,7 +210,8 @@ class NodeController:
         where = url()
         if not where:
             raise ArtifactError(f"{spec.id}@{spec.version} is not cached and has no artifact URL")
-        pinned = [(f.id, f.version) for f in self.state.functions]
+        # The previous version of each function stays too: a rollback needs no download.
+        pinned = [(f.id, f.version) for f in self.state.functions] + list(self.previous.items())
         with self._spans.span("download"):
             return self.cache.fetch(spec.id, spec.version, spec.sha256, where, pinned=pinned)
 

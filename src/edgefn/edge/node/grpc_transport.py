@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from edgefn.contract import Instruction, InstructionAck, InstructionType
+from edgefn.contract import Instruction, InstructionAck, InstructionType, VersionStats
 from edgefn.edge.node.credentials import NodeCertificate
 from edgefn.edge.node.transport import (
     Beat,
@@ -82,8 +82,14 @@ def to_proto(node_id: str, message: Outgoing) -> pb.EdgeMessage:
         return pb.EdgeMessage(node_id=node_id, heartbeat=pb.HeartbeatRequest(
             node_id=message.node_id, status=message.status, cpu_percent=message.cpu,
             mem_bytes=message.mem_bytes, functions=_functions(message.functions),
-            acks=[_status(a) for a in message.acks]))
+            acks=[_status(a) for a in message.acks],
+            versions=[_version_stats(v) for v in message.versions]))
     return pb.EdgeMessage(node_id=node_id, deployment_status=_status(message))
+
+
+def _version_stats(stats: VersionStats) -> pb.VersionStats:
+    return pb.VersionStats(function_id=stats.function_id, version=stats.version,
+                           count=stats.count, errors=stats.errors, latency=stats.latency)
 
 
 def _error(exc: grpc.aio.AioRpcError) -> StreamError:

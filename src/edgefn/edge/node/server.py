@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import NodeState, load_function_dir, read_state, write_state
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from edgefn.edge.node.agent import Agent
 
 log = logging.getLogger("edgefn.edge")
@@ -70,16 +73,18 @@ def _prepare_metrics_dir(settings: EdgeSettings) -> Path:
     return path
 
 
-def start_agent(settings: EdgeSettings) -> Agent | None:
+def start_agent(settings: EdgeSettings, registry: Collector | None = None) -> Agent | None:
     """Connect to the control plane when one is configured; None for a standalone node."""
     if not (settings.cp_url or settings.grpc_url):
         return None
     if settings.node_token is None:
         raise ValueError("a node needs its token (--node-token-file or EDGEFN_NODE_TOKEN) "
                          "to talk to the control plane")
+
     from edgefn.edge.bootstrap import build_cache, build_engine
     from edgefn.edge.node.agent import Agent
     from edgefn.edge.node.controller import NodeController
+    from edgefn.edge.node.health import VersionFigures, read_counts
     from edgefn.edge.tracing import OtlpSpanExporter
 
     # Spans of applying instructions, from this process: a handful per deploy.
@@ -98,6 +103,7 @@ def start_agent(settings: EdgeSettings) -> Agent | None:
         labels=settings.labels,
         heartbeat_interval_s=settings.heartbeat_interval_s,
         tls=node_certificate(settings),
+        figures=VersionFigures(partial(read_counts, registry)) if registry is not None else None,
     )
     agent.start()
     return agent
@@ -117,10 +123,11 @@ def serve(settings: EdgeSettings) -> None:
     _prepare_metrics_dir(settings)
     from edgefn.edge.metrics import MetricsServer, build_registry
 
-    metrics_server = MetricsServer(settings.metrics_host, settings.metrics_port, build_registry())
+    registry = build_registry()
+    metrics_server = MetricsServer(settings.metrics_host, settings.metrics_port, registry)
     metrics_server.start()
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics_server.port)
-    agent = start_agent(settings)
+    agent = start_agent(settings, registry)
     broker = start_secret_broker(settings)
 
     # Workers get absolute paths and no control-plane credential (bootstrap.worker_config).

@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from edgefn.contract import Instruction, InstructionAck
+from edgefn.contract import Instruction, InstructionAck, VersionStats
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,14 @@ class Beat:
     functions: list[dict[str, str]]
     status: str = "online"
     acks: list[InstructionAck] = field(default_factory=list)
+    # Per-version invocation figures, for the control plane's health gates.
+    versions: list[VersionStats] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "status": self.status, "cpu": self.cpu,
                 "mem_bytes": self.mem_bytes, "functions": self.functions,
-                "acks": [a.to_json() for a in self.acks]}
+                "acks": [a.to_json() for a in self.acks],
+                "versions": [v.model_dump() for v in self.versions]}
 
 
 Outgoing = Hello | Beat | InstructionAck

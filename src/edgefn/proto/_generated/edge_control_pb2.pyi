@@ -212,20 +212,43 @@ class DeploymentStatus(_message.Message):
     def __init__(self, ack_id: _Optional[int] = ..., function_id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "status", "cpu_percent", "mem_bytes", "functions", "acks")
+    __slots__ = ("node_id", "status", "cpu_percent", "mem_bytes", "functions", "acks", "versions")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     status: str
     cpu_percent: float
     mem_bytes: int
     functions: _containers.RepeatedCompositeFieldContainer[FunctionStatus]
     acks: _containers.RepeatedCompositeFieldContainer[DeploymentStatus]
-    def __init__(self, node_id: _Optional[str] = ..., status: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., mem_bytes: _Optional[int] = ..., functions: _Optional[_Iterable[_Union[FunctionStatus, _Mapping]]] = ..., acks: _Optional[_Iterable[_Union[DeploymentStatus, _Mapping]]] = ...) -> None: ...
+    versions: _containers.RepeatedCompositeFieldContainer[VersionStats]
+    def __init__(self, node_id: _Optional[str] = ..., status: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., mem_bytes: _Optional[int] = ..., functions: _Optional[_Iterable[_Union[FunctionStatus, _Mapping]]] = ..., acks: _Optional[_Iterable[_Union[DeploymentStatus, _Mapping]]] = ..., versions: _Optional[_Iterable[_Union[VersionStats, _Mapping]]] = ...) -> None: ...
+
+class VersionStats(_message.Message):
+    __slots__ = ("function_id", "version", "count", "errors", "latency")
+    class ErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    version: str
+    count: int
+    errors: _containers.ScalarMap[str, int]
+    latency: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., count: _Optional[int] = ..., errors: _Optional[_Mapping[str, int]] = ..., latency: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FunctionStatus(_message.Message):
     __slots__ = ("function_id", "version", "state", "invocation_count", "avg_latency_ms")

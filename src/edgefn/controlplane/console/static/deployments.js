@@ -1,5 +1,6 @@
-// Deployments of one function: each one's state and its nodes' states, refreshed
-// every two seconds while any is in progress.
+// Deployments of one function: each one's state and its nodes' states, and a gated
+// rollout's timeline of decisions with their figures; refreshed every two seconds
+// while any is in progress or rolling back.
 
 import { get } from "./api.js";
 import { badge, code, h, replace, table, when } from "./dom.js";
@@ -36,7 +37,8 @@ export async function render(main, [functionId, deploymentId], screen) {
     replace(list, deployments.length
       ? deployments.map((d) => card(d, d.id === deploymentId))
       : h("p", { class: "empty" }, "Never deployed."));
-    refreshing = deployments.some((d) => d.state === "in_progress");
+    refreshing = deployments.some((d) => d.state === "in_progress" ||
+      (d.rollout && d.rollout.state === "rolling_back"));
     list.setAttribute("aria-busy", String(refreshing));
   };
   await refresh();
@@ -57,11 +59,38 @@ function card(d, chosen) {
       h("span", { class: "muted right" }, when(d.created_at)),
     ),
     h("p", { class: "muted" }, "ID ", code(d.id)),
+    d.rollout ? rollout(d.rollout) : null,
     table(
       "Nodes",
       ["Node", "State", "Message"],
       d.nodes.map((n) => [code(n.node_id), badge(n.state), n.message ?? ""]),
       "No node matched its targets.",
     ),
+  );
+}
+
+function figures(f) {
+  if (!f) return "no figures";
+  const rate = f.error_rate === null ? "-" : (f.error_rate * 100).toFixed(1) + "%";
+  const p99 = f.p99_s === null ? "-" : +(f.p99_s * 1000).toPrecision(3) + " ms";
+  return `${f.requests} requests, ${f.errors} errors (${rate}), p99 ${p99}`;
+}
+
+// A gated rollout: its state and wave, why it was rolled back, and each decision.
+function rollout(r) {
+  return h(
+    "section",
+    { class: "rollout", "aria-label": "Rollout" },
+    h("p", {}, "Rollout ", badge(r.state), ` wave ${r.wave + 1} of ${r.waves}`,
+      r.rollback_id ? h("span", { class: "muted" }, " rolled back by ", code(r.rollback_id)) : null),
+    r.reason ? h("p", { class: "reason" }, r.reason) : null,
+    h("ol", { class: "timeline", "aria-label": "Rollout timeline" },
+      r.decisions.length
+        ? r.decisions.map((d) => h("li", { class: "decision-" + d.action },
+          h("span", { class: "muted" }, when(d.at)), " ",
+          h("strong", {}, `wave ${d.wave + 1}: ${d.action}`), " ", d.why,
+          d.new ? h("div", { class: "muted" },
+            "new: ", figures(d.new), "; previous: ", figures(d.previous)) : null))
+        : h("li", { class: "empty" }, "No decision yet.")),
   );
 }

@@ -1,0 +1,81 @@
+"""Per-version invocation figures for the control plane's rollout gates, read from
+the node's merged Prometheus registry at each heartbeat.
+
+The workers count by function, not version; a node serves one version of a function
+at a time, so the figures since the version it serves began are the counters minus
+what they were at that moment (a baseline taken when the version changes).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client.registry import Collector
+
+from edgefn.contract import LATENCY_BOUNDS, VersionStats
+
+
+@dataclass
+class _Counts:
+    count: float = 0.0
+    errors: dict[str, float] = field(default_factory=dict)
+    latency: list[float] = field(default_factory=lambda: [0.0] * len(LATENCY_BOUNDS))
+
+    def minus(self, base: _Counts) -> _Counts:
+        return _Counts(
+            max(0.0, self.count - base.count),
+            {k: max(0.0, v - base.errors.get(k, 0.0)) for k, v in self.errors.items()},
+            [max(0.0, a - b) for a, b in zip(self.latency, base.latency, strict=True)],
+        )
+
+
+_INDEX = {bound: i for i, bound in enumerate(LATENCY_BOUNDS)}
+
+
+def read_counts(registry: Collector) -> dict[str, _Counts]:
+    """Invocation counters per function, summed over its label sets."""
+    out: dict[str, _Counts] = defaultdict(_Counts)
+    for family in registry.collect():
+        for sample in family.samples:
+            fid = sample.labels.get("function_id")
+            if fid is None:
+                continue
+            if sample.name == "wasm_invoke_count_total":
+                out[fid].count += sample.value
+            elif sample.name == "wasm_invoke_errors_total":
+                code = sample.labels.get("code", "error")
+                out[fid].errors[code] = out[fid].errors.get(code, 0.0) + sample.value
+            elif sample.name == "wasm_invoke_latency_seconds_bucket":
+                i = _INDEX.get(float(sample.labels.get("le", "nan")))
+                if i is not None:
+                    out[fid].latency[i] += sample.value
+    return out
+
+
+class VersionFigures:
+    """Figures of the versions a node serves, since each began serving."""
+
+    def __init__(self, read: Callable[[], dict[str, _Counts]]) -> None:
+        self._read = read
+        self._base: dict[str, tuple[str, _Counts]] = {}
+
+    def report(self, statuses: Iterable[dict[str, str]]) -> list[VersionStats]:
+        now = self._read()
+        out = []
+        for status in statuses:
+            fid, version = status["id"], status["version"]
+            current = now.get(fid, _Counts())
+            served = self._base.get(fid)
+            if served is None or served[0] != version:
+                # First sight of this version: figures start from here, except at the
+                # node's start, when everything counted is this version's.
+                base = _Counts() if served is None else current
+                self._base[fid] = served = (version, base)
+            since = current.minus(served[1])
+            out.append(VersionStats(
+                function_id=fid, version=version, count=int(since.count),
+                errors={k: int(v) for k, v in since.errors.items() if v},
+                latency=[int(v) for v in since.latency]))
+        return out

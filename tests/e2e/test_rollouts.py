@@ -1,0 +1,127 @@
+"""Gated rollouts on a real cluster: three edge nodes report their figures, the
+control plane promotes a healthy version wave by wave, rolls a failing one back by
+itself, and resumes a bake window after a restart."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edgefn.cluster import Cluster, Edge, wait_until
+from tests.e2e.conftest import module
+
+pytestmark = pytest.mark.e2e
+
+HELLO = b"Hello from edgefn!"
+GATES = {"bake_s": 1, "min_requests": 10, "wave_percent": 50}
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[tuple[Cluster, list[Edge], str]]:
+    """A CP judging gates every 0.3 s, three nodes, and v1 (hello) everywhere."""
+    c = Cluster(tmp_path, token="e2e-admin-token", project="e2e")
+    c.cp_env.update({"EDGEFN_LEASE_TTL_S": "0.9", "EDGEFN_ROLLOUT_CHECK_S": "0.3"})
+    c.start_cp()
+    try:
+        edges = [c.add_edge(f"node-{i}", f"pop-{i}") for i in range(3)]
+        fid = c.function("gated")
+        c.upload(fid, "1.0.0", module("hello-c"))
+        c.upload(fid, "2.0.0", module("counter"))
+        c.upload(fid, "3.0.0", module("trap"))
+        c.route(fid, "/hello")
+        c.deploy(fid, "1.0.0")
+        for edge in edges:
+            wait_until(f"v1 on {edge.node_id}", lambda e=edge: HELLO in e.get("/hello").content)
+        yield c, edges, fid
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def traffic(fleet: tuple[Cluster, list[Edge], str]) -> Iterator[None]:
+    """Requests to every node while the test runs, so that there is something to judge."""
+    stop = threading.Event()
+
+    def run() -> None:
+        with httpx.Client(timeout=5) as client:
+            while not stop.is_set():
+                for edge in fleet[1]:
+                    with contextlib.suppress(httpx.HTTPError):
+                        client.get(f"{edge.url}/hello")
+                stop.wait(0.02)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+
+
+def rollout(cluster: Cluster, dep: str) -> dict[str, Any]:
+    return dict(cluster.deployment(dep)["rollout"])
+
+
+def serves_v2(edge: Edge) -> bool:
+    return edge.get("/hello").headers.get("x-init") == "1"
+
+
+@pytest.mark.usefixtures("traffic")
+def test_a_good_version_goes_canary_waves_done(fleet: tuple[Cluster, list[Edge], str]) -> None:
+    cluster, edges, fid = fleet
+    dep = cluster.deploy(fid, "2.0.0", strategy="gradual", gates=GATES)
+    states: list[str] = []
+
+    def done() -> bool:
+        r = rollout(cluster, dep)
+        if not states or states[-1] != r["state"]:
+            states.append(r["state"])
+        return bool(r["state"] == "done")
+
+    wait_until("rollout done", done, timeout=60)
+    r = rollout(cluster, dep)
+    assert [d["action"] for d in r["decisions"] if d["action"] != "wait"] == ["promote"]
+    promote = next(d for d in r["decisions"] if d["action"] == "promote")
+    assert promote["new"]["requests"] >= 10 and promote["new"]["errors"] == 0
+    assert promote["previous"]["requests"] > 0
+    assert "baking" in states and states[-1] == "done"
+    for edge in edges:
+        assert serves_v2(edge)
+
+
+@pytest.mark.usefixtures("traffic")
+def test_a_version_answering_500_is_rolled_back(fleet: tuple[Cluster, list[Edge], str]) -> None:
+    cluster, edges, fid = fleet
+    good = cluster.deploy(fid, "2.0.0")
+    for edge in edges:
+        wait_until(f"v2 on {edge.node_id}", lambda e=edge: serves_v2(e))
+    wait_until("v2 acked", lambda: cluster.deployment(good)["state"] == "succeeded")
+    dep = cluster.deploy(fid, "3.0.0", strategy="gradual", gates=GATES)
+    wait_until("rolled back", lambda: rollout(cluster, dep)["state"] == "rolled_back",
+               timeout=60)
+    r = rollout(cluster, dep)
+    assert r["reason"].startswith("automatic rollback: error rate 100.0%")
+    assert r["decisions"][-1]["new"]["errors"] >= 10
+    for edge in edges:
+        wait_until(f"v2 again on {edge.node_id}", lambda e=edge: serves_v2(e))
+    audit = cluster.call("GET", "/audit")
+    entry = next(a for a in audit if a["action"] == "function.rollback")
+    assert entry["details"]["automatic"] is True and entry["details"]["rolls_back"] == dep
+
+
+@pytest.mark.usefixtures("traffic")
+def test_a_restart_in_the_bake_window_resumes(fleet: tuple[Cluster, list[Edge], str]) -> None:
+    cluster, edges, fid = fleet
+    dep = cluster.deploy(fid, "2.0.0", strategy="gradual", gates={**GATES, "bake_s": 4})
+    wait_until("baking", lambda: rollout(cluster, dep)["state"] == "baking", timeout=30)
+    cluster.stop_cp()
+    cluster.start_cp()
+    assert rollout(cluster, dep)["state"] == "baking"
+    wait_until("rollout done", lambda: rollout(cluster, dep)["state"] == "done", timeout=60)
+    for edge in edges:
+        assert serves_v2(edge)

@@ -1,0 +1,35 @@
+"""Per-version figures read from a Prometheus registry: counted from the moment a
+version began serving, errors by code, the latency histogram."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from edgefn.contract import LATENCY_BOUNDS, p99
+from edgefn.edge.metrics import LATENCY_BUCKETS
+from edgefn.edge.node.health import VersionFigures, read_counts
+
+
+def test_figures_start_when_a_version_does() -> None:
+    registry = CollectorRegistry()
+    labels = ["function_id", "project_id"]
+    count = Counter("wasm_invoke_count", "", labels, registry=registry)
+    errors = Counter("wasm_invoke_errors", "", [*labels, "code"], registry=registry)
+    latency = Histogram("wasm_invoke_latency_seconds", "", labels, buckets=LATENCY_BUCKETS,
+                        registry=registry)
+    figures = VersionFigures(lambda: read_counts(registry))
+    for _ in range(5):
+        count.labels("fn", "p").inc()
+        latency.labels("fn", "p").observe(0.003)
+    [v1] = figures.report([{"id": "fn", "version": "1", "state": "cached"}])
+    assert (v1.version, v1.count, v1.errors) == ("1", 5, {})
+    assert p99(v1.latency) == 0.005 and len(v1.latency) == len(LATENCY_BOUNDS)
+    [same] = figures.report([{"id": "fn", "version": "2", "state": "cached"}])
+    assert (same.version, same.count) == ("2", 0)  # what came before was version 1's
+    for _ in range(4):
+        count.labels("fn", "p").inc()
+        errors.labels("fn", "p", "guest_error").inc()
+        latency.labels("fn", "p").observe(0.7)
+    [v2] = figures.report([{"id": "fn", "version": "2", "state": "cached"}])
+    assert (v2.count, v2.errors) == (4, {"guest_error": 4})
+    assert p99(v2.latency) == 1.0
