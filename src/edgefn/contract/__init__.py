@@ -43,6 +43,7 @@ from edgefn.contract.policy import (
     SecretName,
 )
 from edgefn.contract.routes import HTTP_METHODS, RouteSpec
+from edgefn.contract.split import TrafficSplit
 
 __all__ = [
     "HTTP_METHODS",
@@ -75,6 +76,7 @@ __all__ = [
     "ResponseBytes",
     "RouteSpec",
     "SecretName",
+    "TrafficSplit",
     "UndeployInstruction",
     "json_integer",
     "parse_host",
