@@ -32,12 +32,13 @@ LATENCY_BUCKETS = (
 )
 
 # Every per-function series also carries the function's project (its tenant), so
-# a tenant's series can be selected, and served, apart from the others'.
+# a tenant's series can be selected, and served, apart from the others'. Invocations
+# carry the version too: a split function serves two (docs/edge.md, Traffic splitting).
 INVOKE_COUNT = Counter(
-    "wasm_invoke_count", "Invocations of a function", ["function_id", "project_id"]
+    "wasm_invoke_count", "Invocations of a function", ["function_id", "project_id", "version"]
 )
 INVOKE_LATENCY = Histogram(
-    "wasm_invoke_latency_seconds", "Invocation latency", ["function_id", "project_id"],
+    "wasm_invoke_latency_seconds", "Invocation latency", ["function_id", "project_id", "version"],
     buckets=LATENCY_BUCKETS,
 )
 INVOKE_ERRORS = Counter(

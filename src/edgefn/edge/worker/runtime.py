@@ -73,7 +73,7 @@ class LoadedFunction:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        labels = (self.spec.id, self.spec.project_id)
+        labels = (self.spec.id, self.spec.project_id, self.spec.version)
         self.count = metrics.INVOKE_COUNT.labels(*labels)
         self.latency = metrics.INVOKE_LATENCY.labels(*labels)
 
