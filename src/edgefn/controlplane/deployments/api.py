@@ -34,6 +34,7 @@ def deploy(
         target_pop=body.target_pop,
         strategy=body.strategy,
         caps=ctx.settings.caps,
+        split=body.split,
     )
     return service.describe(session, dep)
 

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from edgefn.contract import AckState, Instruction, InstructionType, ResourceCaps
+from edgefn.contract import AckState, Instruction, InstructionType, ResourceCaps, TrafficSplit
 from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.audit import service as audit
 from edgefn.controlplane.auth.principal import Principal
@@ -109,6 +109,7 @@ def _start(
     strategy: str,
     kind: DeploymentKind,
     target_pop: list[str] | None,
+    split: TrafficSplit | None = None,
 ) -> Deployment:
     _supersede_running(session, fn)
     dep = Deployment(
@@ -135,7 +136,7 @@ def _start(
             )
             if wave == 0:
                 outbox.supersede_deploys(session, node.id, fn.id)
-                outbox.enqueue_deploy(session, node, fn, version, dep.id)
+                outbox.enqueue_deploy(session, node, fn, version, dep.id, split=split)
     fn.active_version = version.version
     fn.updated_at = utcnow()
     audit.record(
@@ -150,6 +151,7 @@ def _start(
             "version": version.version,
             "previous_version": dep.previous_version,
             "strategy": strategy,
+            "split": split.model_dump() if split is not None else None,
             "nodes": [n.id for n in nodes],
         },
     )
@@ -166,13 +168,14 @@ def deploy(
     target_pop: list[str] | None,
     strategy: str,
     caps: ResourceCaps,
+    split: TrafficSplit | None = None,
 ) -> Deployment:
     fn = get_function(session, who, function_id, minimum="developer")
     check_caps(caps, fn)
     row = _version(session, fn, version)
     nodes = select_targets(session, fn, target_pop)
     return _start(session, who, fn, row, nodes, strategy=strategy, kind=DeploymentKind.DEPLOY,
-                  target_pop=target_pop)
+                  target_pop=target_pop, split=split)
 
 
 def rollback(
