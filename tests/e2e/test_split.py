@@ -33,7 +33,8 @@ def test_a_split_set_through_the_api_then_rolled_back_and_promoted(cluster: Clus
     wait_until("v1", lambda: edge.get("/shop").status_code == 200)
 
     split = {"percent": 10, "key": "header:x-user"}
-    dep = cluster.deploy(fid, "2.0.0", split=split)
+    dep = cluster.deploy(fid, "2.0.0", split=split, strategy="gradual")
+    assert cluster.deployment(dep)["strategy"] == "pull"
     wait_until("split applied", lambda: cluster.node_states(dep) == {"tokyo-1": "cached"})
     salt = zlib.crc32(fid.encode())
     expected = {u: "2.0.0" if bucket(u.encode(), salt) < 10 else "1.0.0" for u in USERS}
@@ -53,7 +54,6 @@ def test_an_invalid_split_is_refused(cluster: Cluster) -> None:
         {"version": "1.0.0", "split": {"percent": 101}},
         {"version": "1.0.0", "split": {"percent": 5, "key": "query:u"}},
         {"version": "1.0.0", "split": {"percent": 5, "extra": 1}},
-        {"version": "1.0.0", "strategy": "canary", "split": {"percent": 5}},
     ):
         resp = httpx.post(f"{cluster.api}/functions/{fid}/deploy", json=body,
                           headers=cluster.headers, timeout=10)

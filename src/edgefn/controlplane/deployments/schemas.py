@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from edgefn.contract import AckState, JsonInt, TrafficSplit
 from edgefn.controlplane.auth.schemas import StrictModel
@@ -21,14 +21,8 @@ class DeployIn(StrictModel):
     )
     strategy: Strategy = "pull"
     # Share the version's traffic with the one before it on every target node
-    # (docs/edge.md, Traffic splitting); itself the canary, so sent to all at once.
+    # (docs/edge.md, Traffic splitting).
     split: TrafficSplit | None = None
-
-    @model_validator(mode="after")
-    def _split_at_once(self) -> DeployIn:
-        if self.split is not None and self.strategy != "pull":
-            raise ValueError("a split deploy goes to every target at once: strategy 'pull'")
-        return self
 
 
 class RollbackIn(StrictModel):

@@ -174,6 +174,10 @@ def deploy(
     check_caps(caps, fn)
     row = _version(session, fn, version)
     nodes = select_targets(session, fn, target_pop)
+    if split is not None:
+        # A split is itself the canary, on every target at once: later waves would
+        # be sent without it.
+        strategy = "pull"
     return _start(session, who, fn, row, nodes, strategy=strategy, kind=DeploymentKind.DEPLOY,
                   target_pop=target_pop, split=split)
 
