@@ -240,8 +240,8 @@ class Runtime:
         out = {}
         for fid, split in state.splits.items():
             prev = split.previous
-            if fid in unavailable or (self.caps is not None and self.caps.excess(prev.limits,
-                                                                                  prev)):
+            over_caps = self.caps is not None and bool(self.caps.excess(prev.limits, prev))
+            if fid in unavailable or over_caps:
                 continue
             key = prev.key
             if prev.min_hot_instances > 0:
