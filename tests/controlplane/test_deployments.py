@@ -161,8 +161,10 @@ def test_deploy_pull_with_selector_and_instruction_format(
         "env",
         "routes",
         "deployment_id",
+        "split",
         *DEFAULT_POLICY,
     }
+    assert deploy["split"] is None
     # A function created without a policy sends every field at its (denying) default.
     assert {k: deploy[k] for k in DEFAULT_POLICY} == DEFAULT_POLICY
     assert deploy["version"] == "1.0.0" and deploy["abi"] == "edge-v1"

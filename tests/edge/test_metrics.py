@@ -16,7 +16,7 @@ def _sample(name: str, **labels: str) -> float:
 
 
 def test_added_in_memory_until_flushed() -> None:
-    m = metrics.InvocationMetrics("flushed", "tenant-f")
+    m = metrics.InvocationMetrics("flushed", "tenant-f", "1.0.0")
     m._add(0.00004)  # the first bucket
     m._add(0.003)  # le=0.005
     m._add(20.0)  # only +Inf
@@ -36,7 +36,7 @@ def test_added_in_memory_until_flushed() -> None:
 
 
 def test_written_at_once_without_multiprocess_files() -> None:
-    m = metrics.InvocationMetrics("direct", "tenant-d")
+    m = metrics.InvocationMetrics("direct", "tenant-d", "1.0.0")
     m.observe(0.001)
     assert _sample("wasm_invoke_count_total", function_id="direct") == 1
     assert _sample("wasm_invoke_latency_seconds_bucket", function_id="direct", le="0.001") == 1
@@ -44,6 +44,6 @@ def test_written_at_once_without_multiprocess_files() -> None:
 
 def test_one_per_function_and_project_for_the_process() -> None:
     # A retired version's last counts are written: its metrics outlive it.
-    first = metrics.invocation_metrics("kept", "tenant-k")
-    assert metrics.invocation_metrics("kept", "tenant-k") is first
-    assert metrics.invocation_metrics("kept", "tenant-other") is not first
+    first = metrics.invocation_metrics("kept", "tenant-k", "1.0.0")
+    assert metrics.invocation_metrics("kept", "tenant-k", "1.0.0") is first
+    assert metrics.invocation_metrics("kept", "tenant-other", "1.0.0") is not first

@@ -45,6 +45,7 @@ from edgefn.contract.policy import (
     SecretName,
 )
 from edgefn.contract.routes import HTTP_METHODS, RouteSpec
+from edgefn.contract.split import TrafficSplit
 
 __all__ = [
     "HTTP_METHODS",
@@ -79,6 +80,7 @@ __all__ = [
     "RouteSpec",
     "SecretName",
     "TraceContext",
+    "TrafficSplit",
     "UndeployInstruction",
     "VersionStats",
     "json_integer",

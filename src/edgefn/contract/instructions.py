@@ -40,6 +40,7 @@ from edgefn.contract.limits import (
 )
 from edgefn.contract.policy import POLICY_FIELDS, FunctionPolicy
 from edgefn.contract.routes import RouteSpec
+from edgefn.contract.split import TrafficSplit
 
 
 class InstructionType(StrEnum):
@@ -142,6 +143,9 @@ class DeployInstruction(Instruction):
     # None: the instruction carries no policy (a control plane older than policies),
     # which a node reads as every field at its default.
     policy: FunctionPolicy | None = None
+    # None: no split, the version serves every request (nodes of releases before
+    # splits ignore the field, and serve it so).
+    split: TrafficSplit | None = None
 
     @model_validator(mode="before")
     @classmethod

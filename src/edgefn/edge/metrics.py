@@ -37,12 +37,13 @@ LATENCY_BUCKETS = (
 )
 
 # Every per-function series also carries the function's project (its tenant), so
-# a tenant's series can be selected, and served, apart from the others'.
+# a tenant's series can be selected, and served, apart from the others'. Invocations
+# carry the version too: a split function serves two (docs/edge.md, Traffic splitting).
 INVOKE_COUNT = Counter(
-    "wasm_invoke_count", "Invocations of a function", ["function_id", "project_id"]
+    "wasm_invoke_count", "Invocations of a function", ["function_id", "project_id", "version"]
 )
 INVOKE_LATENCY = Histogram(
-    "wasm_invoke_latency_seconds", "Invocation latency", ["function_id", "project_id"],
+    "wasm_invoke_latency_seconds", "Invocation latency", ["function_id", "project_id", "version"],
     buckets=LATENCY_BUCKETS,
 )
 INVOKE_ERRORS = Counter(
@@ -106,7 +107,8 @@ def multiprocess_mode() -> bool:
 
 
 class InvocationMetrics:
-    """`wasm_invoke_count` and `wasm_invoke_latency_seconds` of one function in one worker.
+    """`wasm_invoke_count` and `wasm_invoke_latency_seconds` of one function version in
+    one worker.
 
     A value in the multiprocess files costs a lock, a pid check and an mmap write,
     and a request touches three (count, bucket, sum): here a request adds to
@@ -117,9 +119,9 @@ class InvocationMetrics:
 
     __slots__ = ("_buckets", "_count", "_latency", "_lock", "_n", "_sum", "observe")
 
-    def __init__(self, function_id: str, project_id: str) -> None:
-        self._count = INVOKE_COUNT.labels(function_id, project_id)
-        self._latency = INVOKE_LATENCY.labels(function_id, project_id)
+    def __init__(self, function_id: str, project_id: str, version: str) -> None:
+        self._count = INVOKE_COUNT.labels(function_id, project_id, version)
+        self._latency = INVOKE_LATENCY.labels(function_id, project_id, version)
         self._lock = threading.Lock()
         self._n = 0
         self._sum = 0.0
@@ -158,21 +160,21 @@ class InvocationMetrics:
 
 class _Flusher:
     """The worker's `InvocationMetrics`, one per function and project for the life of
-    the process (as prometheus_client keeps its labelled children), so that a
+    the process (as prometheus_client keeps its labelled children), per version, so that a
     retired version's last counts are still written; and the thread that writes
     them every `FLUSH_S`."""
 
     def __init__(self) -> None:
-        self._metrics: dict[tuple[str, str], InvocationMetrics] = {}
+        self._metrics: dict[tuple[str, str, str], InvocationMetrics] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def get(self, function_id: str, project_id: str) -> InvocationMetrics:
+    def get(self, function_id: str, project_id: str, version: str) -> InvocationMetrics:
+        key = (function_id, project_id, version)
         with self._lock:
-            m = self._metrics.get((function_id, project_id))
+            m = self._metrics.get(key)
             if m is None:
-                m = self._metrics[(function_id, project_id)] = InvocationMetrics(
-                    function_id, project_id)
+                m = self._metrics[key] = InvocationMetrics(*key)
             if self._thread is None and multiprocess_mode():
                 self._thread = threading.Thread(target=self._run, name="edgefn-metrics-flush",
                                                 daemon=True)

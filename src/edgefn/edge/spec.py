@@ -26,6 +26,7 @@ from edgefn.contract import (
     QuotaSpec,
     ResponseBytes,
     RouteSpec,
+    TrafficSplit,
 )
 from edgefn.contract._base import Record
 from edgefn.sandbox.engine import (
@@ -43,6 +44,7 @@ __all__ = [
     "QuotaSpec",
     "RouteSpec",
     "SpecKey",
+    "SplitState",
     "load_function_dir",
     "read_state",
     "write_state",
@@ -136,6 +138,13 @@ class FunctionSpec(FunctionPolicy):
         return (self.id, self.version, self.sha256, hashlib.sha256(settings).hexdigest())
 
 
+class SplitState(TrafficSplit):
+    """A function's traffic split on the node: `percent` of its requests to the version
+    in `NodeState.functions`, the others to `previous`, the version before it."""
+
+    previous: FunctionSpec
+
+
 class NodeState(Record):
     """The node's desired state: functions with their local artifacts, and routes."""
 
@@ -148,6 +157,13 @@ class NodeState(Record):
     unavailable: dict[str, str] = Field(default_factory=dict)
     # Quotas the control plane set, by project id; other projects get the node's defaults.
     quotas: dict[str, QuotaSpec] = Field(default_factory=dict)
+    # Functions whose traffic is split with their previous version, by function id.
+    splits: dict[str, SplitState] = Field(default_factory=dict)
+
+    def specs(self) -> list[FunctionSpec]:
+        """Every version the node runs: the functions, and the previous versions their
+        splits keep serving."""
+        return [*self.functions, *(s.previous for s in self.splits.values())]
 
     def routes(self) -> list[RouteSpec]:
         out = list(self.route_table)

@@ -37,7 +37,7 @@ def test_series_and_log_lines_carry_the_project(edge: EdgeHarness) -> None:
     assert edge.request("GET", "/log").status == 200
     after = metrics.GUEST_METRIC.labels("hp", "tenant-x", "hits", "route=a")._value.get()
     assert after - before == 1.5
-    assert metrics.INVOKE_COUNT.labels("hp", "tenant-x")._value.get() >= 2
+    assert metrics.INVOKE_COUNT.labels("hp", "tenant-x", "1.0.0")._value.get() >= 2
     lines = edge.logs()
     assert {r["project_id"] for r in lines if r["function_id"] == "hp"} == {"tenant-x"}
     assert {r["type"] for r in lines} == {"invocation", "function_log"}

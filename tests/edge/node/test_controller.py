@@ -300,3 +300,34 @@ def test_the_operator_sets_the_nodes_caps(tmp_path: Path, engine: Engine, store:
     ack = generous.apply(deploy(1, store, "echo", "1.0.0", ECHO, memory_pages=2048,
                                 max_execution_ms=60_000))
     assert ack.state == "cached", ack.message
+
+
+def test_a_split_deploy_keeps_the_previous_version_until_promoted_or_undeployed(
+    controller: NodeController, store: str
+) -> None:
+    controller.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    split = {"percent": 10, "key": "header:X-User"}
+    assert controller.apply(deploy(2, store, "counter", "2.0.0", COUNTER, split=split)).state == (
+        "cached")
+    state = read_state(controller.state_path)
+    assert [f.version for f in state.functions] == ["2.0.0"]
+    held = state.splits["fn"]
+    assert (held.percent, held.key, held.previous.version) == (10, "header:x-user", "1.0.0")
+    assert controller.cache.has("fn", "1.0.0")
+    # The same version again moves the percentage and keeps what it is split with.
+    controller.apply(deploy(3, store, "counter", "2.0.0", COUNTER, split={"percent": 0}))
+    held = read_state(controller.state_path).splits["fn"]
+    assert (held.percent, held.key, held.previous.version) == (0, "", "1.0.0")
+    controller.apply(deploy(4, store, "counter", "2.0.0", COUNTER, split={"percent": 100}))
+    assert read_state(controller.state_path).splits == {}
+    controller.apply(deploy(5, store, "echo", "3.0.0", ECHO, split={"percent": 5}))
+    assert read_state(controller.state_path).splits["fn"].previous.version == "2.0.0"
+    controller.apply(Instruction.from_json({"id": 6, "type": "undeploy", "function_id": "fn"}))
+    assert read_state(controller.state_path).splits == {}
+
+
+def test_a_split_with_nothing_before_it_is_no_split(
+    controller: NodeController, store: str
+) -> None:
+    controller.apply(deploy(1, store, "echo", "1.0.0", ECHO, split={"percent": 10}))
+    assert read_state(controller.state_path).splits == {}

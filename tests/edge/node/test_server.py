@@ -52,11 +52,13 @@ class Node:
     proc: subprocess.Popen[bytes]
 
 
-def start_node(tmp_path: Path, functions: Path, *extra: str, scheme: str = "http",
+def start_node(tmp_path: Path, functions: Path | None, *extra: str, scheme: str = "http",
                env: dict[str, str] | None = None) -> Node:
+    """`edge serve` on `functions`, or on the state in its data directory when None."""
     port, mport = free_port(), free_port()
     log_file = tmp_path / "edge.log"
-    cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--functions", str(functions),
+    source = ["--functions", str(functions)] if functions is not None else []
+    cmd = [sys.executable, "-m", "edgefn", "edge", "serve", *source,
            "--port", str(port), "--metrics-port", str(mport), "--data-dir",
            str(tmp_path / "data"), "--workers", "2", "--threads", "8",
            "--log-file", str(log_file), "--node-id", "node-http", *extra]

@@ -35,6 +35,7 @@ def deploy(
         strategy=body.strategy,
         caps=ctx.settings.caps,
         gates=body.gates,
+        split=body.split,
     )
     return service.describe(session, dep)
 

@@ -35,6 +35,7 @@ from edgefn.contract import (
     InstructionType,
     QuotaSpec,
     RouteSpec,
+    TrafficSplit,
     UndeployInstruction,
 )
 from edgefn.controlplane import telemetry
@@ -156,6 +157,8 @@ def enqueue_deploy(
     fn: Function,
     version: FunctionVersion,
     deployment_id: str | None,
+    *,
+    split: TrafficSplit | None = None,
 ) -> OutboxInstruction:
     instruction = DeployInstruction(
         function_id=fn.id,
@@ -171,6 +174,7 @@ def enqueue_deploy(
         deployment_id=deployment_id,
         # Every policy field, defaults included: what the node enforces is on record.
         policy=fn.function_policy(),
+        split=split,
     )
     # The URL is minted from the key when the instruction is handed out.
     return _queue(session, node.id, instruction, artifact_key=version.artifact_key)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from edgefn.contract import AckState, JsonInt
+from edgefn.contract import AckState, JsonInt, TrafficSplit
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.fields import INT32_MAX, Line, Text, Version
 
@@ -39,6 +39,9 @@ class DeployIn(StrictModel):
     # canary and gradual: watch each wave with these gates (`{}`: the defaults);
     # without them each wave follows the previous one's acks.
     gates: Gates | None = None
+    # Share the version's traffic with the one before it on every target node
+    # (docs/edge.md, Traffic splitting).
+    split: TrafficSplit | None = None
 
 
 class RollbackIn(StrictModel):

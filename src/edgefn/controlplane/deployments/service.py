@@ -28,7 +28,14 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from edgefn.contract import AckState, Instruction, InstructionType, ResourceCaps, TraceContext
+from edgefn.contract import (
+    AckState,
+    Instruction,
+    InstructionType,
+    ResourceCaps,
+    TraceContext,
+    TrafficSplit,
+)
 from edgefn.controlplane import telemetry
 from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.audit import service as audit
@@ -130,6 +137,7 @@ def _begin(
     target_pop: list[str] | None,
     gates: Gates | None,
     details: dict[str, Any] | None,
+    split: TrafficSplit | None = None,
 ) -> Deployment:
     _supersede_running(session, fn)
     # Only a deploy that asks for gates is watched; canary and gradual without them
@@ -164,7 +172,7 @@ def _begin(
             )
             if wave == 0:
                 outbox.supersede_deploys(session, node.id, fn.id)
-                outbox.enqueue_deploy(session, node, fn, version, dep.id)
+                outbox.enqueue_deploy(session, node, fn, version, dep.id, split=split)
     fn.active_version = version.version
     fn.updated_at = utcnow()
     audit.record(
@@ -179,6 +187,7 @@ def _begin(
             "version": version.version,
             "previous_version": dep.previous_version,
             "strategy": strategy,
+            "split": split.model_dump() if split is not None else None,
             "nodes": [n.id for n in nodes],
             **(details or {}),
         },
@@ -197,13 +206,18 @@ def deploy(
     strategy: str,
     caps: ResourceCaps,
     gates: Gates | None = None,
+    split: TrafficSplit | None = None,
 ) -> Deployment:
     fn = get_function(session, who, function_id, minimum="developer")
     check_caps(caps, fn)
     row = _version(session, fn, version)
     nodes = select_targets(session, fn, target_pop)
+    if split is not None:
+        # A split is itself the canary, on every target at once: later waves would
+        # be sent without it.
+        strategy = "pull"
     dep = _begin(session, who, fn, row, nodes, strategy=strategy, kind=DeploymentKind.DEPLOY,
-                 target_pop=target_pop, gates=gates, details=None)
+                 target_pop=target_pop, gates=gates, details=None, split=split)
     session.commit()
     return dep
 

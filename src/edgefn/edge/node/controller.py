@@ -39,7 +39,7 @@ from edgefn.contract import (
 )
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.errors import ArtifactError, EdgeError, FunctionUnavailable
-from edgefn.edge.spec import FunctionSpec, NodeState, read_state, write_state
+from edgefn.edge.spec import FunctionSpec, NodeState, SplitState, read_state, write_state
 from edgefn.edge.tracing import OtlpSpanExporter, Spans
 from edgefn.sandbox.engine import Engine
 from edgefn.sandbox.errors import InvalidModule
@@ -174,13 +174,18 @@ class NodeController:
             table += [_owned(r, spec) for r in instr.routes]
         unavailable = dict(self.state.unavailable)
         unavailable.pop(spec.id, None)
-        if existing == spec and tuple(table) == self.state.route_table:
+        splits = dict(self.state.splits)
+        split = _split(instr, existing, spec, splits.pop(spec.id, None))
+        if split is not None:
+            splits[spec.id] = split
+        if (existing == spec and tuple(table) == self.state.route_table
+                and splits == self.state.splits):
             self.function_states[spec.id] = (spec.version, LoadState.CACHED)
             return
         # The new state is what the workers load (and warm up) the version from.
         with self._spans.span("activate"):
             self._write(functions=tuple(current.values()), route_table=tuple(table),
-                        unavailable=unavailable)
+                        unavailable=unavailable, splits=splits)
         if existing is not None and existing.version != spec.version:
             self.previous[spec.id] = existing.version
         self.function_states[spec.id] = (spec.version, LoadState.CACHED)
@@ -211,7 +216,7 @@ class NodeController:
         if not where:
             raise ArtifactError(f"{spec.id}@{spec.version} is not cached and has no artifact URL")
         # The previous version of each function stays too: a rollback needs no download.
-        pinned = [(f.id, f.version) for f in self.state.functions] + list(self.previous.items())
+        pinned = [(f.id, f.version) for f in self.state.specs()] + list(self.previous.items())
         with self._spans.span("download"):
             return self.cache.fetch(spec.id, spec.version, spec.sha256, where, pinned=pinned)
 
@@ -225,7 +230,7 @@ class NodeController:
         with self._lock:
             repaired = []
             now = time.monotonic() if now is None else now
-            for spec in self.state.functions:
+            for spec in self.state.specs():
                 if not spec.artifact_url:  # a local functions directory: not ours to fetch
                     continue
                 key = (spec.id, spec.version)
@@ -258,8 +263,10 @@ class NodeController:
         functions = tuple(f for f in self.state.functions if f.id != instr.function_id)
         table = tuple(r for r in self.state.route_table if r.function_id != instr.function_id)
         self.function_states.pop(instr.function_id, None)
-        if functions != self.state.functions or table != self.state.route_table:
-            self._write(functions=functions, route_table=table)
+        splits = {k: v for k, v in self.state.splits.items() if k != instr.function_id}
+        if (functions != self.state.functions or table != self.state.route_table
+                or splits != self.state.splits):
+            self._write(functions=functions, route_table=table, splits=splits)
 
     def _config(self, instr: ConfigInstruction) -> None:
         if instr.routes != self.state.route_table or instr.quotas != self.state.quotas:
@@ -287,6 +294,30 @@ def _subject(instr: Instruction) -> tuple[str, str]:
 def _about(instr: Instruction) -> str:
     function_id, version = _subject(instr)
     return f"{instr.type} {function_id}@{version}"
+
+
+def _split(
+    instr: DeployInstruction,
+    existing: FunctionSpec | None,
+    spec: FunctionSpec,
+    held: SplitState | None,
+) -> SplitState | None:
+    """The function's split after deploying `spec` over `existing` (`held` its split
+    before): none without one in the instruction, at 100% or with no earlier version;
+    the same version deployed again keeps the previous version it was split with."""
+    if instr.split is None or instr.split.percent == 100:
+        return None
+    if existing is not None and _module(existing) == _module(spec):
+        previous = held.previous if held is not None else None
+    else:
+        previous = existing
+    if previous is None:
+        return None
+    return SplitState(percent=instr.split.percent, key=instr.split.key, previous=previous)
+
+
+def _module(spec: FunctionSpec) -> tuple[str, str, str]:
+    return spec.id, spec.version, spec.sha256
 
 
 def _owned(route: RouteSpec, spec: FunctionSpec) -> RouteSpec:

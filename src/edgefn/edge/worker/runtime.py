@@ -42,6 +42,7 @@ from edgefn.edge.worker.fairness import PenaltyBox
 from edgefn.edge.worker.host_functions import FetchBinding, FunctionHost, InvocationHost, KvBinding
 from edgefn.edge.worker.pool import InstancePool, PoolManager, spent_by
 from edgefn.edge.worker.routing import MethodNotAllowed, RouteMatch, Router
+from edgefn.edge.worker.split import VersionChoice
 from edgefn.sandbox.engine import Engine, GuestRequest
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
 
@@ -71,7 +72,8 @@ class LoadedFunction:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.invocations = metrics.invocation_metrics(self.spec.id, self.spec.project_id)
+        self.invocations = metrics.invocation_metrics(
+            self.spec.id, self.spec.project_id, self.spec.version)
 
     def enter(self, limit: int) -> bool:
         """Take one of the function's `limit` request slots in this worker, if free."""
@@ -106,6 +108,8 @@ class _Tables:
     # Each project's effective quotas, resolved once per state; a project absent
     # here ("" for a local functions directory) is not counted.
     limits: dict[str, QuotaLimits] = field(default_factory=dict)
+    # Functions whose traffic is split with their previous version (split.py).
+    splits: dict[str, VersionChoice] = field(default_factory=dict)
     generation: int = -1
     # Recent routes by (host, path, method): clients repeat a few targets, so most
     # requests skip the match. Bounded by `_ROUTE_CACHE` entries (then emptied) and
@@ -209,6 +213,7 @@ class Runtime:
                 except EdgeError as exc:
                     unavailable[fn.id] = str(exc)
                     log.warning("function %s@%s not runnable: %s", fn.id, fn.version, exc)
+            splits = self._load_splits(state, unavailable)
             limits = {}
             if self.quotas is not None:
                 limits = {
@@ -223,13 +228,36 @@ class Runtime:
                 keys=keys,
                 unavailable=unavailable,
                 limits=limits,
+                splits=splits,
                 generation=state.generation,
             )
-            keep = set(keys.values())
+            keep = {*keys.values(), *(c.previous_key for c in splits.values())}
             for key in [k for k in self._loaded if k not in keep]:
                 loaded = self._loaded.pop(key)
                 loaded.pool.retire()
                 loaded.host.close()
+
+    def _load_splits(
+        self, state: NodeState, unavailable: dict[str, str]
+    ) -> dict[str, VersionChoice]:
+        """The version choice of each split function whose previous version can run; a
+        previous version that cannot leaves the new one serving alone."""
+        out = {}
+        for fid, split in state.splits.items():
+            prev = split.previous
+            over_caps = self.caps is not None and bool(self.caps.excess(prev.limits, prev))
+            if fid in unavailable or over_caps:
+                continue
+            key = prev.key
+            if prev.min_hot_instances > 0:
+                try:
+                    self._ensure_loaded(prev, key)
+                except EdgeError as exc:
+                    log.warning("previous version %s@%s of a split not runnable: %s", fid,
+                                prev.version, exc)
+                    continue
+            out[fid] = VersionChoice(fid, split, key)
+        return out
 
     @property
     def generation(self) -> int:
@@ -357,13 +385,16 @@ class Runtime:
         if spec is None or fid in tables.unavailable:
             reason = tables.unavailable.get(fid, "function is not deployed on this node")
             return self._refuse(FunctionUnavailable(reason), rid, fid, match.route.project_id)
+        key = tables.keys[fid]
+        split = tables.splits.get(fid)
+        if split is not None:
+            spec, key = split.choose(req, spec, key)
         project = spec.project_id
         limit = routed.body_limit  # `_body_limit(spec)`, found with the route
         if req.content_length is not None and req.content_length > limit:
             return self._refuse(RequestTooLarge(f"request body over the limit of {limit} bytes"),
                                 rid, fid, project)
         if on_loop:
-            key = tables.keys[fid]
             loaded = self._loaded.get(key)
             if (loaded is None or not loaded.placement.on_loop
                     or self.pools.get(key) is not loaded.pool
@@ -372,7 +403,7 @@ class Runtime:
             boxed = False
         else:
             try:
-                loaded = self._ensure_loaded(spec, tables.keys[fid])
+                loaded = self._ensure_loaded(spec, key)
                 boxed = self.penalty is not None and self.penalty.admit(fid)
             except EdgeError as exc:
                 return self._refuse(exc, rid, fid, project)

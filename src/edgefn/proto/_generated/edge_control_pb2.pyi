@@ -73,7 +73,7 @@ class Route(_message.Message):
     def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., function_id: _Optional[str] = ..., project_id: _Optional[str] = ...) -> None: ...
 
 class DeployInstruction(_message.Message):
-    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy", "project_id", "trace_context")
+    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy", "project_id", "trace_context", "split")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class DeployInstruction(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     version: str
     artifact_url: str
@@ -109,7 +110,16 @@ class DeployInstruction(_message.Message):
     policy: FunctionPolicy
     project_id: str
     trace_context: TraceContext
-    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ...) -> None: ...
+    split: TrafficSplit
+    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ..., split: _Optional[_Union[TrafficSplit, _Mapping]] = ...) -> None: ...
+
+class TrafficSplit(_message.Message):
+    __slots__ = ("percent", "key")
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    percent: int
+    key: str
+    def __init__(self, percent: _Optional[int] = ..., key: _Optional[str] = ...) -> None: ...
 
 class FunctionPolicy(_message.Message):
     __slots__ = ("max_request_bytes", "kv", "http_fetch", "isolation", "min_hot_instances", "max_hot_instances", "idle_timeout_s", "secrets")
