@@ -46,8 +46,10 @@ INVOKE_LATENCY = Histogram(
     "wasm_invoke_latency_seconds", "Invocation latency", ["function_id", "project_id", "version"],
     buckets=LATENCY_BUCKETS,
 )
+# A request refused before a version was chosen has the version "".
 INVOKE_ERRORS = Counter(
-    "wasm_invoke_errors", "Failed invocations by error code", ["function_id", "project_id", "code"]
+    "wasm_invoke_errors", "Failed invocations by error code",
+    ["function_id", "project_id", "version", "code"],
 )
 CACHE_HITS = Counter("wasm_cache_hits", "Artifact loads served by the disk cache")
 CACHE_MISSES = Counter("wasm_cache_misses", "Artifact loads that missed the disk cache")

@@ -33,3 +33,23 @@ def test_figures_start_when_a_version_does() -> None:
     [v2] = figures.report([{"id": "fn", "version": "2", "state": "cached"}])
     assert (v2.count, v2.errors) == (4, {"guest_error": 4})
     assert p99(v2.latency) == 1.0
+
+
+def test_requests_still_served_by_the_previous_version_are_not_the_new_ones() -> None:
+    # The workers label invocations with their version: a request the version before
+    # served after the switch is not counted for the new one.
+    registry = CollectorRegistry()
+    labels = ["function_id", "project_id", "version"]
+    count = Counter("wasm_invoke_count", "", labels, registry=registry)
+    errors = Counter("wasm_invoke_errors", "", [*labels, "code"], registry=registry)
+    figures = VersionFigures(lambda: read_counts(registry))
+    count.labels("fn", "p", "1").inc(3)
+    figures.report([{"id": "fn", "version": "1", "state": "cached"}])
+    figures.report([{"id": "fn", "version": "2", "state": "cached"}])
+    count.labels("fn", "p", "1").inc(2)  # lingering on version 1
+    for _ in range(4):
+        count.labels("fn", "p", "2").inc()
+        errors.labels("fn", "p", "2", "guest_error").inc()
+    errors.labels("fn", "p", "", "quota_exceeded").inc()  # refused before a version
+    [v2] = figures.report([{"id": "fn", "version": "2", "state": "cached"}])
+    assert (v2.count, v2.errors) == (4, {"guest_error": 4, "quota_exceeded": 1})

@@ -1,9 +1,11 @@
 """Per-version invocation figures for the control plane's rollout gates, read from
 the node's merged Prometheus registry at each heartbeat.
 
-The workers count by function, not version; a node serves one version of a function
-at a time, so the figures since the version it serves began are the counters minus
-what they were at that moment (a baseline taken when the version changes).
+The workers count by function and version (a request refused before a version was
+chosen counts under the version ""), from the start of the process; the figures
+since the version a node serves began are the counters minus what they were at
+that moment (a baseline taken when the version changes), so that a version served
+again after a rollback starts afresh.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ class _Counts:
     errors: dict[str, float] = field(default_factory=dict)
     latency: list[float] = field(default_factory=lambda: [0.0] * len(LATENCY_BOUNDS))
 
+    def plus(self, other: _Counts) -> _Counts:
+        codes = self.errors.keys() | other.errors.keys()
+        return _Counts(
+            self.count + other.count,
+            {k: self.errors.get(k, 0.0) + other.errors.get(k, 0.0) for k in codes},
+            [a + b for a, b in zip(self.latency, other.latency, strict=True)],
+        )
+
     def minus(self, base: _Counts) -> _Counts:
         return _Counts(
             max(0.0, self.count - base.count),
@@ -34,30 +44,33 @@ class _Counts:
 _INDEX = {bound: i for i, bound in enumerate(LATENCY_BOUNDS)}
 
 
-def read_counts(registry: Collector) -> dict[str, _Counts]:
-    """Invocation counters per function, summed over its label sets."""
-    out: dict[str, _Counts] = defaultdict(_Counts)
+def read_counts(registry: Collector) -> dict[tuple[str, str], _Counts]:
+    """Invocation counters per function and version, summed over their other labels;
+    a series without a version (a request refused before one was chosen) is under
+    the version ""."""
+    out: dict[tuple[str, str], _Counts] = defaultdict(_Counts)
     for family in registry.collect():
         for sample in family.samples:
             fid = sample.labels.get("function_id")
             if fid is None:
                 continue
+            counts = out[(fid, sample.labels.get("version", ""))]
             if sample.name == "wasm_invoke_count_total":
-                out[fid].count += sample.value
+                counts.count += sample.value
             elif sample.name == "wasm_invoke_errors_total":
                 code = sample.labels.get("code", "error")
-                out[fid].errors[code] = out[fid].errors.get(code, 0.0) + sample.value
+                counts.errors[code] = counts.errors.get(code, 0.0) + sample.value
             elif sample.name == "wasm_invoke_latency_seconds_bucket":
                 i = _INDEX.get(float(sample.labels.get("le", "nan")))
                 if i is not None:
-                    out[fid].latency[i] += sample.value
+                    counts.latency[i] += sample.value
     return out
 
 
 class VersionFigures:
     """Figures of the versions a node serves, since each began serving."""
 
-    def __init__(self, read: Callable[[], dict[str, _Counts]]) -> None:
+    def __init__(self, read: Callable[[], dict[tuple[str, str], _Counts]]) -> None:
         self._read = read
         self._base: dict[str, tuple[str, _Counts]] = {}
 
@@ -66,7 +79,9 @@ class VersionFigures:
         out = []
         for status in statuses:
             fid, version = status["id"], status["version"]
-            current = now.get(fid, _Counts())
+            # The version's own series, and those of no version, which go to the one
+            # serving: a request that lingered on the version before is not counted.
+            current = now.get((fid, version), _Counts()).plus(now.get((fid, ""), _Counts()))
             served = self._base.get(fid)
             if served is None or served[0] != version:
                 # First sight of this version: figures start from here, except at the

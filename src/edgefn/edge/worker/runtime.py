@@ -460,7 +460,7 @@ class Runtime:
             code = (_ERROR_CODES.get(exc.status, "guest_error")
                     if isinstance(exc, InvocationError) else exc.code)
             resp = _error(exc.status, code, error, rid)
-            metrics.INVOKE_ERRORS.labels(spec.id, spec.project_id, code).inc()
+            metrics.INVOKE_ERRORS.labels(spec.id, spec.project_id, spec.version, code).inc()
         cpu[0] = call.cpu
         elapsed = time.monotonic() - call.t0 if call.t0 else 0.0
         loaded.invocations.observe(elapsed)
@@ -498,7 +498,7 @@ class Runtime:
 
     def _refuse(self, exc: EdgeError, rid: str, fid: str, project: str) -> HttpResponse:
         """A request for function `fid` answered without running it; counted as an error."""
-        metrics.INVOKE_ERRORS.labels(fid, project, exc.code).inc()
+        metrics.INVOKE_ERRORS.labels(fid, project, "", exc.code).inc()
         resp = _error(exc.status, exc.code, str(exc), rid)
         if isinstance(exc, QuotaExceeded):
             resp.headers.append(("retry-after", str(exc.retry_after)))
