@@ -73,7 +73,9 @@ def _zip_entries(data: bytes) -> Iterator[_Entry]:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             for info in archive.infolist():
                 mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode) or (mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+                kind = stat.S_IFMT(mode)
+                # Zips from non-Unix tools leave the type bits at 0: a plain file.
+                if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
                     raise ArchiveRefused(f"refused {info.filename!r}: a link or special file")
                 if info.is_dir():
                     yield _Entry(info.filename, True, mode, None)

@@ -188,5 +188,7 @@ def _confinement(network: bool, private: Sequence[Path]) -> list[str]:
     if not namespaces_work():
         return []
     flags = ["--user", "--map-root-user", "--mount"] + ([] if network else ["--net"])
-    hidden = [str(p) for p in private if p.is_dir()]
+    dirs = [p for p in private if p.is_dir()]
+    # A directory inside another one is covered with it (and gone once that is).
+    hidden = [str(p) for p in dirs if not any(q in p.parents for q in dirs)]
     return ["unshare", *flags, "--", "/bin/sh", "-c", _COVER, "cover", *hidden, "--"]

@@ -30,7 +30,9 @@ def audit(jail: Jail, src: Path, npm_env: dict[str, str]) -> dict[str, Any]:
     counts = report.get("metadata", {}).get("vulnerabilities")
     if not isinstance(counts, dict):
         error = report.get("error", {})
-        reason = error.get("summary") if isinstance(error, dict) else None
+        reason = (error.get("summary") if isinstance(error, dict) else None) or report.get(
+            "message"
+        )
         return not_scanned(reason or f"npm audit exited with status {rc} and no report")
     advisories = [
         {"name": name, "severity": v.get("severity"), "range": v.get("range")}
