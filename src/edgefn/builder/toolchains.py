@@ -246,6 +246,11 @@ class AssemblyScriptDriver:
             "npm_config_cache": str(self.npm_cache),
             "npm_config_update_notifier": "false",
             "npm_config_fund": "false",
+            # A registry that does not answer costs seconds, not npm's minutes of
+            # backoff: the build then goes on, "not scanned".
+            "npm_config_fetch_retries": "1",
+            "npm_config_fetch_retry_mintimeout": "1000",
+            "npm_config_fetch_retry_maxtimeout": "3000",
         }
         if self.registry:
             env["npm_config_registry"] = self.registry
