@@ -12,13 +12,17 @@ from edgefn.builder.jail import Jail, JailLimits
 from edgefn.builder.toolchains import AssemblyScriptDriver
 
 
+def _echo(text: str) -> None:
+    sys.stderr.write(text)
+
+
 def main(argv: list[str]) -> int:
     if argv != ["setup"]:
         print("usage: python -m edgefn.builder setup", file=sys.stderr)
         return 2
     tool = AssemblyScriptDriver()
     with tempfile.TemporaryDirectory(prefix="edgefn-setup-") as scratch:
-        jail = Jail(Path(scratch), JailLimits(timeout_s=600), on_output=sys.stderr.write)
+        jail = Jail(Path(scratch), JailLimits(timeout_s=600), on_output=_echo)
         try:
             tool.install(jail)
         except BuildError as exc:
