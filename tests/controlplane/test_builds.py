@@ -4,6 +4,7 @@ scan, and Redis as the queue with a separate `edgefn build-worker` process."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -236,3 +237,45 @@ def test_redis_queue_with_a_separate_build_worker(cp_factory: Any, tmp_path: Any
     finally:
         worker.terminate()
         worker.wait(timeout=10)
+
+
+@sqlite_only
+def test_edgefn_build_remote_over_real_http(
+    tmp_path: Any, database_url: str, serve_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`edgefn build --remote` uploads the tree, follows the log, exits 0 with the
+    version made; a compile error exits 1 with the compiler's message."""
+    _need("wat")
+    import httpx
+    from click.testing import CliRunner
+
+    from edgefn.cli.main import cli
+    from edgefn.controlplane.app import create_app
+    from tests.controlplane.conftest import make_settings
+    from tests.controlplane.test_artifacts import free_port
+
+    port = free_port()
+    serve_app(create_app(make_settings(tmp_path, database_url)), port)
+    url = f"http://127.0.0.1:{port}"
+    project = httpx.post(f"{url}/api/v1/projects", headers=ADMIN, json={"name": "p"}).json()
+    httpx.post(
+        f"{url}/api/v1/functions",
+        headers=ADMIN,
+        json={"name": "hello", "owner_project_id": project["id"]},
+    ).raise_for_status()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "hello.wat").write_bytes(TREES["wat"]["hello.wat"])
+    monkeypatch.setenv("EDGEFN_TOKEN", ADMIN["Authorization"].split()[1])
+    args = ["build", str(src), "--remote", "--function", "hello", "--cp", url]
+    result = CliRunner().invoke(cli, [*args, "--version", "1.0.0", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["ok"] is True and summary["state"] == "succeeded"
+    (src / "hello.wat").write_bytes(b'(module (func (export "f") i32.add))')
+    result = CliRunner().invoke(cli, [*args, "--version", "1.0.1"])
+    assert result.exit_code == 1
+    assert "wat2wasm" in result.output and "failed" in result.output
+    result = CliRunner().invoke(cli, [*args, "--version", "1.0.0"])
+    assert result.exit_code == 4
+    assert "409" in result.output
