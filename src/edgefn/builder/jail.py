@@ -126,11 +126,12 @@ class Jail:
             if proc.poll() is None:
                 _kill(proc)
         reader.join(timeout=5)
-        if rc == -signal.SIGXFSZ:
+        # A signal shows as -N, or as 128+N when a shell ran the process that got it.
+        if rc in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ):
             raise LimitExceeded(
                 f"a file passed the output limit of {self.limits.max_file_bytes} bytes"
             )
-        if rc == -signal.SIGXCPU:
+        if rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
             raise LimitExceeded("the build used up its CPU time")
         return rc, "".join(captured)
 
