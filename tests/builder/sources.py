@@ -25,7 +25,7 @@ __attribute__((export_name("handle"))) int32_t handle(
 """
 
 HELLO_WAT = b"""(module
-  (memory (export "memory") 1)
+  (memory (export "memory") 2)
   (data (i32.const 0) "200\\ncontent-type: text/plain\\n\\nhello from wat\\n")
   (func (export "alloc") (param i32) (result i32) i32.const 4096)
   (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
