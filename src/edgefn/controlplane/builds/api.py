@@ -71,6 +71,7 @@ _BUILD_FORM: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["language", "version", "source"],
+                    "additionalProperties": False,
                     "properties": {
                         "language": {"type": "string", "enum": list(LANGUAGES)},
                         "version": {
