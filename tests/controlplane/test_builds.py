@@ -279,3 +279,14 @@ def test_edgefn_build_remote_over_real_http(
     result = CliRunner().invoke(cli, [*args, "--version", "1.0.0"])
     assert result.exit_code == 4
     assert "409" in result.output
+
+
+@sqlite_only
+def test_builds_lost_in_a_restart_are_marked_failed(cp_factory: Any) -> None:
+    cp = cp_factory(build_workers=0)
+    fn = cp.function(ADMIN, owner_project_id=cp.project("p"))
+    build_id = submit(cp, ADMIN, fn["id"], "wat", tgz(TREES["wat"])).json()["id"]
+    assert cp.ok("GET", f"/builds/{build_id}", ADMIN)["state"] == "queued"
+    again = cp_factory()
+    build = again.ok("GET", f"/builds/{build_id}", ADMIN)
+    assert build["state"] == "failed" and "restarted" in build["error"]

@@ -37,6 +37,13 @@ class BuildRunner:
 
     def start(self) -> None:
         settings = self.ctx.settings
+        if isinstance(self.jobs, MemoryQueue):
+            # Jobs queued in memory died with the previous process; with Redis
+            # they are still there and some worker will run them.
+            with db.session_scope(self.ctx.sessions) as session:
+                lost = service.abandon_unfinished(session)
+            if lost:
+                log.warning("%d builds were lost in a restart and marked failed", lost)
         config = WorkerConfig(
             npm_registry=settings.build_npm_registry,
             private=private_dirs(self.ctx),

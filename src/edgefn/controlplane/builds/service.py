@@ -186,3 +186,24 @@ def finish(
     )
     session.commit()
     return build
+
+
+def abandon_unfinished(session: Session) -> int:
+    """Fail the builds an in-process queue lost when this control plane stopped;
+    how many there were."""
+    lost = list(session.scalars(select(Build).where(Build.finished_at.is_(None))))
+    for build in lost:
+        build.state = "failed"
+        build.error = "the control plane restarted before the build finished; submit it again"
+        build.finished_at = utcnow()
+        audit.record(
+            session,
+            _submitter(build),
+            "build.finish",
+            target_type="build",
+            target_id=build.id,
+            project_id=build.project_id,
+            details={"state": "failed", "version": build.version, "error": build.error},
+        )
+    session.commit()
+    return len(lost)
