@@ -13,12 +13,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The AssemblyScript compiler the SDK's tests and `edgefn init --lang as` use,
+# pinned by sdk/assemblyscript/package-lock.json.
+ASC_STAMP := sdk/assemblyscript/node_modules/.package-lock.json
+
+$(ASC_STAMP): sdk/assemblyscript/package-lock.json
+	cd sdk/assemblyscript && npm ci --no-audit --no-fund --loglevel=error
+
 install: $(STAMP)
 
 dev: $(STAMP)
 	$(BIN)/edgefn dev
 
-test: $(STAMP)
+test: $(STAMP) $(ASC_STAMP)
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/python scripts/check_proto.py

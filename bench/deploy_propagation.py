@@ -1,24 +1,61 @@
-"""Deploy propagation: from `POST /deploy` returning to the first 200 of the new version
-on every node, over 20 deploys, with 2 and with 10 edge processes on loopback.
+"""Deploy propagation: from `POST /deploy` returning to the new version on every node,
+over 20 deploys, with N nodes against one control plane (SQLite) or two replicas on
+one PostgreSQL.
 
     python bench/deploy_propagation.py [--deploys 20] [--nodes 2 10]
+    python bench/deploy_propagation.py --replicas 2 --postgres URL --nodes 10 --kill-replica
+    python bench/deploy_propagation.py --replicas 2 --postgres URL --agents --nodes 100
+
+Nodes are `edgefn edge serve` processes (a main process and one HTTP worker, about
+134 MB together), and "done" is the first 200 carrying the new version's body from
+each. With `--agents` they are node agents in this one process instead: each with
+its own data directory, artifact cache, compile cache, gRPC stream and acks (the
+download, sha256 check, compile and state write a node's main process does), but no
+HTTP serving, so that 100 fit in memory; "done" is then the agent having applied
+the version (a worker polling the state file serves it about 10 ms later), and the
+time is split into the push (deploy returned to instruction received) and the
+apply. With two replicas the nodes alternate which one they stream from, and the
+deploys go through the first replica's API, so half the nodes hear of each deploy
+through the other replica's wake-up (PostgreSQL LISTEN/NOTIFY).
+
+`--kill-replica` ends the run with one more deploy, after which the first replica
+(the API that took the deploy, the streams of half the nodes, and likely the
+maintenance lease) is SIGKILLed: every node must still end on that version through
+the second, with one instruction each, all acked.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import signal
 import statistics
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
+import sqlalchemy as sa
 import wasmtime
 
-from edgefn.cluster import Cluster, Edge, wait_until
+from edgefn.cluster import Cluster, ClusterError, Edge, Replica, grpc_targets, wait_until
+from edgefn.edge.node.agent import Agent
+from edgefn.edge.node.controller import Ack, Instruction
+from edgefn.edge.node.server import start_agent
+from edgefn.edge.settings import EdgeSettings
 
 POLL_S = 0.002
+GOALS_S = {10: 0.5, 100: 2.0}  # served by all of N nodes, p99
+LEASE_TTL_S = 3
 
 
 def version_module(tag: str) -> bytes:
@@ -36,7 +73,8 @@ def version_module(tag: str) -> bytes:
     """))
 
 
-def first_200(edge: Edge, tag: bytes, start: float, out: dict[str, float]) -> None:
+def first_200(edge: Edge, tag: bytes, start: float, out: dict[str, float],
+              poll_s: float = POLL_S) -> None:
     with httpx.Client(base_url=edge.url, timeout=5) as client:
         while True:
             try:
@@ -46,41 +84,256 @@ def first_200(edge: Edge, tag: bytes, start: float, out: dict[str, float]) -> No
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(POLL_S)
+            time.sleep(poll_s)
 
 
-def run(nodes: int, deploys: int) -> list[float]:
+@dataclass
+class Sample:
+    total: float  # deploy returned -> the last node done
+    api: float = 0.0  # the deploy call itself (sent -> returned)
+    # deploy sent (the commit precedes its answer) -> each node received it (agents)
+    push: list[float] = field(default_factory=list)
+    apply: list[float] = field(default_factory=list)  # received -> applied (agents)
+
+
+# ---- nodes as processes --------------------------------------------------------
+
+
+class NodeProcesses:
+    """`edgefn edge serve` processes; done = serving the version."""
+
+    def __init__(self, cluster: Cluster, poll_s: float = POLL_S) -> None:
+        self.cluster = cluster
+        self.edges: list[Edge] = []
+        self.poll_s = poll_s
+
+    def add(self, node_id: str, pop_id: str, grpc_url: str) -> None:
+        token = self.cluster.register_node(node_id, pop_id, {})
+        edge = Edge(node_id, pop_id, {}, token, self.cluster.root / node_id, grpc_url=grpc_url)
+        self.cluster.edges[node_id] = edge
+        self.cluster.start_edge(edge)
+        self.edges.append(edge)
+
+    def wait(self, tag: str, sent: float, start: float, timeout: float) -> Sample:
+        seen: dict[str, float] = {}
+        threads = [threading.Thread(target=first_200,
+                                    args=(e, tag.encode(), start, seen, self.poll_s),
+                                    daemon=True) for e in self.edges]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=timeout)
+        if len(seen) != len(self.edges):
+            missing = sorted({e.node_id for e in self.edges} - set(seen))
+            raise RuntimeError(f"{tag}: {missing} did not serve it in {timeout} s")
+        return Sample(max(seen.values()), api=start - sent)
+
+    def close(self) -> None:
+        pass  # the cluster stops them
+
+
+# ---- nodes as agents in this process ------------------------------------------------
+
+
+class NodeAgents:
+    """Node agents in this process (`start_agent`, as a node's main process runs it),
+    each with its own data directory; done = applied."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.agents: list[Agent] = []
+        self._lock = threading.Condition()
+        # version -> node id -> (received, applied), perf_counter times
+        self._times: dict[str, dict[str, tuple[float, float]]] = {}
+
+    def add(self, node_id: str, pop_id: str, grpc_url: str) -> None:
+        token = self.cluster.register_node(node_id, pop_id, {})
+        settings = EdgeSettings(
+            node_id=node_id, pop_id=pop_id, data_dir=self.cluster.root / node_id,
+            cp_url=self.cluster.cp_url, grpc_url=grpc_url,
+            node_token=token, heartbeat_interval_s=30,
+        )
+        agent = start_agent(settings)
+        assert agent is not None
+        agent.controller.apply = self._timed(node_id, agent.controller.apply)  # type: ignore[method-assign]
+        self.agents.append(agent)
+
+    def _timed(self, node_id: str, apply: Callable[[Instruction], Ack]) -> Callable[
+        [Instruction], Ack
+    ]:
+        def timed(instr: Instruction) -> Ack:
+            received = time.perf_counter()
+            ack = apply(instr)
+            if instr.type == "deploy" and ack.state == "cached" and instr.version:
+                with self._lock:
+                    done = self._times.setdefault(instr.version, {})
+                    done.setdefault(node_id, (received, time.perf_counter()))
+                    self._lock.notify_all()
+            return ack
+
+        return timed
+
+    def wait(self, version: str, sent: float, start: float, timeout: float) -> Sample:
+        deadline = time.perf_counter() + timeout
+        with self._lock:
+            while len(self._times.get(version, {})) < len(self.agents):
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    raise RuntimeError(f"{version}: only {len(self._times.get(version, {}))} "
+                                       f"of {len(self.agents)} nodes applied it in {timeout} s")
+                self._lock.wait(left)
+            times = list(self._times[version].values())
+        return Sample(max(a for _, a in times) - start, api=start - sent,
+                      push=[r - sent for r, _ in times], apply=[a - r for r, a in times])
+
+    def close(self) -> None:
+        stopping = [threading.Thread(target=a.stop) for a in self.agents]
+        for t in stopping:
+            t.start()
+        for t in stopping:
+            t.join()
+
+
+# ---- the run -----------------------------------------------------------------------
+
+
+@contextmanager
+def pg_schema(url: str) -> Iterator[str]:
+    """A fresh schema of the PostgreSQL at `url`, dropped afterwards: its URL."""
+    schema = f"edgefn_bench_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        sep = "&" if "?" in url else "?"
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
+
+
+@dataclass
+class Result:
+    nodes: int
+    samples: list[Sample]
+    rss_mb_per_node: float | None = None
+
+
+def run(args: argparse.Namespace, nodes: int, database_url: str | None) -> Result:
     with tempfile.TemporaryDirectory() as d:
-        cluster = Cluster(Path(d), token="bench-token", project="bench")
+        cluster = Cluster(Path(d), token="bench-token", project="bench",
+                          heartbeat_interval_s=5.0, database_url=database_url,
+                          mtls=database_url is None)
+        cluster.cp_env["EDGEFN_STREAM_RECHECK_S"] = str(args.recheck_s)
+        cluster.cp_env["EDGEFN_LEASE_TTL_S"] = str(LEASE_TTL_S)
+        fleet: NodeProcesses | NodeAgents = (
+            NodeAgents(cluster) if args.agents else NodeProcesses(cluster, args.poll_ms / 1000))
         try:
             cluster.start_cp()
-            edges = [cluster.add_edge(f"node-{i}", f"pop-{i}", region=f"r{i % 3}")
-                     for i in range(nodes)]
+            replicas: list[Replica] = [cluster.first_replica]
+            if args.replicas == 2:
+                replicas.append(cluster.add_replica("b"))
+            rss_before = psutil.Process().memory_info().rss
+            for i in range(nodes):
+                # Half stream from each replica first.
+                order = replicas if i % 2 == 0 else replicas[::-1]
+                fleet.add(f"node-{i}", f"pop-{i}", grpc_targets(order))
             fid = cluster.function("propagation")
             cluster.route(fid, "/p")
-            for i in range(deploys + 1):
+            total = args.deploys + 1 + int(args.kill_replica)
+            for i in range(total):
                 cluster.upload(fid, f"1.0.{i}", version_module(f"v{i}"))
+            now = time.perf_counter()
             cluster.deploy(fid, "1.0.0")  # warm: routes, first pull
-            for edge in edges:
-                wait_until("first version", lambda e=edge: e.get("/p").content == b"v0", 60)
+            fleet.wait(tag_of(fleet, 0), now, now, 120)
+            # What the agents hold with a version loaded (compiled module included).
+            rss = (psutil.Process().memory_info().rss - rss_before) / nodes / 2**20
             samples = []
-            for i in range(1, deploys + 1):
-                tag = f"v{i}".encode()
-                seen: dict[str, float] = {}
+            for i in range(1, args.deploys + 1):
+                sent = time.perf_counter()
                 cluster.deploy(fid, f"1.0.{i}")
                 start = time.perf_counter()
-                threads = [threading.Thread(target=first_200, args=(e, tag, start, seen))
-                           for e in edges]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join(timeout=30)
-                if len(seen) != len(edges):
-                    raise RuntimeError(f"deploy {i}: only {sorted(seen)} served it in 30 s")
-                samples.append(max(seen.values()))
-            return samples
+                samples.append(fleet.wait(tag_of(fleet, i), sent, start, 60))
+            result = Result(nodes, samples, rss_mb_per_node=rss if args.agents else None)
+            report(args, result)
+            if args.kill_replica:
+                kill, checks = kill_mid_deploy(
+                    cluster, fleet, fid, args.deploys + 1, replicas, database_url)
+                print(f"{'':>6} replica killed mid-deploy: all done in "
+                      f"{kill.total * 1000:.0f} ms; {checks}")
+            return result
+        except Exception:
+            for log in sorted(Path(d).glob("*.log")):  # before the directory goes
+                if log.stem in ("cp", *cluster.replicas):
+                    print(f"--- {log.name}\n{log.read_text()[-3000:]}")
+            raise
         finally:
+            fleet.close()
             cluster.close()
+
+
+def tag_of(fleet: NodeProcesses | NodeAgents, i: int) -> str:
+    """What tells that deploy i is done: its body (processes) or its version (agents)."""
+    return f"1.0.{i}" if isinstance(fleet, NodeAgents) else f"v{i}"
+
+
+def kill_mid_deploy(cluster: Cluster, fleet: NodeProcesses | NodeAgents, fid: str, i: int,
+                    replicas: list[Replica], database_url: str | None) -> tuple[Sample, str]:
+    first, second = replicas
+    sent = time.perf_counter()
+    dep = cluster.deploy(fid, f"1.0.{i}")
+    start = time.perf_counter()
+    assert first.proc is not None
+    os.killpg(first.proc.pid, signal.SIGKILL)
+    cluster.use(second)
+    sample = fleet.wait(tag_of(fleet, i), sent, start, 120)
+    with contextlib.suppress(ClusterError):
+        wait_until("the deployment done",
+                   lambda: cluster.deployment(dep)["state"] != "in_progress", 60)
+    described = cluster.deployment(dep)
+    assert database_url is not None
+    engine = sa.create_engine(database_url)
+    try:
+        def holder() -> Any:
+            with engine.connect() as conn:
+                return conn.execute(sa.text(
+                    "SELECT holder FROM leases WHERE name = 'maintenance' "
+                    "AND expires_at > now()")).scalar()
+
+        wait_until("the lease on the second replica", lambda: holder() == second.name,
+                   LEASE_TTL_S * 3)
+        moved = time.perf_counter() - start
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT node_id, state, ack_state FROM outbox WHERE deployment_id = :d"),
+                {"d": dep}).all()
+            pending = conn.execute(sa.text(
+                "SELECT count(*) FROM outbox WHERE state = 'pending'")).scalar()
+    finally:
+        engine.dispose()
+    per_node = {r.node_id for r in rows}
+    problems = []
+    if described["state"] != "succeeded":
+        errors = [n for n in described["nodes"] if n["state"] != "cached"]
+        problems.append(f"deployment {described['state']}: {errors[:3]}")
+    if len(rows) != len(per_node) or len(per_node) != len(fleet_ids(fleet)):
+        problems.append(f"{len(rows)} instructions for {len(per_node)} nodes")
+    if {(r.state, r.ack_state) for r in rows} != {("acked", "cached")}:
+        problems.append("not all acked cached")
+    if pending:
+        problems.append(f"{pending} instructions still pending")
+    checks = "; ".join(problems) or (
+        f"all {len(per_node)} nodes on 1.0.{i}, one instruction each, all acked, none "
+        f"pending; the lease on {second.name!r}, seen {moved:.1f} s after the kill "
+        f"(TTL {LEASE_TTL_S} s; looked for once every node was done)")
+    return sample, checks
+
+
+def fleet_ids(fleet: NodeProcesses | NodeAgents) -> list[str]:
+    if isinstance(fleet, NodeAgents):
+        return [a.node_id for a in fleet.agents]
+    return [e.node_id for e in fleet.edges]
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -88,18 +341,63 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def ms(value: float) -> str:
+    return f"{value * 1000:>8.0f}"
+
+
+def report(args: argparse.Namespace, result: Result) -> None:
+    totals = [s.total for s in result.samples]
+    kind = "agents" if args.agents else "processes"
+    print(f"{result.nodes:>6} {kind:>10} {args.replicas:>8} {len(totals):>8} "
+          f"{ms(pct(totals, 0.5))} {ms(pct(totals, 0.99))} {ms(max(totals))} "
+          f"{ms(statistics.mean(totals))}")
+    api = [s.api for s in result.samples]
+    print(f"{'':>6} the deploy call: p50 {ms(pct(api, 0.5))} p99 {ms(pct(api, 0.99))} ms")
+    if args.agents:
+        push = [p for s in result.samples for p in s.push]
+        apply = [a for s in result.samples for a in s.apply]
+        print(f"{'':>6} per node: push p50 {ms(pct(push, 0.5))} p99 {ms(pct(push, 0.99))} | "
+              f"apply p50 {ms(pct(apply, 0.5))} p99 {ms(pct(apply, 0.99))} ms | "
+              f"~{result.rss_mb_per_node:.0f} MB of RSS per agent")
+    goal = GOALS_S.get(result.nodes)
+    if goal is not None:
+        p99 = pct(totals, 0.99)
+        verdict = "met" if p99 < goal else "NOT met"
+        what = "applied by" if args.agents else "served by"
+        print(f"{'':>6} goal: {what} all {result.nodes}, p99 < {goal * 1000:.0f} ms: "
+              f"{verdict} ({p99 * 1000:.0f} ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deploys", type=int, default=20)
     parser.add_argument("--nodes", type=int, nargs="+", default=[2, 10])
+    parser.add_argument("--replicas", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--postgres", default=os.environ.get("EDGEFN_TEST_POSTGRES_URL"),
+                        help="PostgreSQL for the replicas (a schema is made per run)")
+    parser.add_argument("--agents", action="store_true",
+                        help="node agents in this process instead of node processes")
+    parser.add_argument("--kill-replica", action="store_true",
+                        help="SIGKILL the first replica right after a last deploy")
+    parser.add_argument("--poll-ms", type=float, default=POLL_S * 1000,
+                        help="how often each node is asked for the new version (processes)")
+    parser.add_argument("--recheck-s", type=float, default=1.0,
+                        help="the streams' periodic look at the outbox (EDGEFN_STREAM_RECHECK_S)")
     args = parser.parse_args()
-    print(f"{'edge processes':>14} {'deploys':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'mean ms':>8}")
+    # Agents stopped at the end leave their streams' tasks behind; nothing to report.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    if (args.replicas == 2 or args.kill_replica) and not args.postgres:
+        parser.error("two replicas need --postgres (or EDGEFN_TEST_POSTGRES_URL)")
+    if args.kill_replica and args.replicas != 2:
+        parser.error("--kill-replica needs --replicas 2")
+    print(f"{'nodes':>6} {'as':>10} {'replicas':>8} {'deploys':>8} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'max ms':>8} {'mean ms':>8}")
     for n in args.nodes:
-        samples = run(n, args.deploys)
-        print(f"{n:>14} {len(samples):>8} {pct(samples, 0.5) * 1000:>8.0f} "
-              f"{pct(samples, 0.99) * 1000:>8.0f} {max(samples) * 1000:>8.0f} "
-              f"{statistics.mean(samples) * 1000:>8.0f}")
+        if args.replicas == 2:
+            with pg_schema(args.postgres) as url:
+                run(args, n, url)
+        else:
+            run(args, n, None)
 
 
 if __name__ == "__main__":

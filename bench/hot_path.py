@@ -112,24 +112,36 @@ def run_wrk(url: str, duration: int, connections: int, tmp: Path,
 
 
 def bench_edgefn(args: argparse.Namespace, tmp: Path, engine: str = "wasmtime",
-                 threads: int | None = None, src: Path | None = None) -> dict[str, float]:
-    """`src`: run the edge from another checkout's `src/` (a before/after comparison)."""
+                 threads: int | None = None, src: Path | None = None,
+                 env: dict[str, str] | None = None) -> dict[str, float]:
+    """`src`: run the edge from another checkout's `src/` (a before/after comparison);
+    `threads`: `--threads` (None: the node's default); `env`: more `EDGEFN_*` settings."""
     threads = threads or args.threads
-    tmp = tmp / f"edgefn-{engine}-{threads}-{'base' if src else 'this'}-{time.monotonic_ns()}"
+    name = f"edgefn-{engine}-{threads}-{'base' if src else 'this'}-{time.monotonic_ns()}"
+    tmp = tmp / name
     functions = tmp / "functions" / "echo"
     functions.mkdir(parents=True)
     shutil.copy(ECHO, functions / "echo.wasm")
+    # As many hot instances as requests can run at once (at most the node's cap, 16).
+    hot = min(threads or 16, 16)
+    # A tenant's function, so that its project's quotas are counted on every request
+    # (the full path); the quotas themselves are set high enough never to refuse.
     (functions / "function.json").write_text(json.dumps({
-        "id": "echo", "version": "1.0.0", "artifact": "echo.wasm",
-        "min_hot_instances": threads, "max_hot_instances": threads,
+        "id": "echo", "version": "1.0.0", "artifact": "echo.wasm", "project_id": "bench",
+        "min_hot_instances": hot, "max_hot_instances": hot,
         "routes": [{"host": "*", "path": "/*"}],
     }))
     port, mport = free_port(), free_port()
     cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--functions", str(tmp / "functions"),
            "--port", str(port), "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
-           "--workers", str(args.workers), "--threads", str(threads),
-           "--log-file", str(tmp / "edge.log"), "--engine", engine]
-    env = {**os.environ, "PYTHONPATH": str(src)} if src else None
+           "--workers", str(args.workers), "--log-file", str(tmp / "edge.log"),
+           "--engine", engine,
+           "--quota-invocations-per-minute", str(10**9), "--quota-max-concurrency", "1000"]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    env = {**os.environ, **(env or {})}
+    if src:
+        env["PYTHONPATH"] = str(src)
     proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_port(port, proc)
@@ -243,9 +255,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--also-threads", type=int, nargs="*", default=[2],
+    parser.add_argument("--threads", type=int, default=None,
+                        help="edgefn --threads [the node's default]")
+    parser.add_argument("--also-threads", type=int, nargs="*", default=[],
                         help="extra edgefn runs with these thread counts")
+    parser.add_argument("--also-threaded", action="store_true",
+                        help="also run edgefn with every call on a request thread "
+                             "(EDGEFN_INLINE=false), as before calls ran on the event loop")
     parser.add_argument("--wasmedge", action="store_true",
                         help="also run the edge on WasmEdge (needs libwasmedge)")
     parser.add_argument("--skip-workerd", action="store_true")
@@ -255,22 +271,30 @@ def main() -> None:
                         help="also run the edge from this other checkout's src/ directory, "
                              "alternating with this one (A B A B), for a before/after figure")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="A B rounds with --baseline-src; the median of each is printed")
+                        help="rounds alternating the node with --baseline-src and/or "
+                             "--also-threaded; the median of each is printed")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows: list[tuple[str, dict[str, float] | str]] = []
+        # Alternated in rounds (A B A B), each printed as its median: the node before
+        # (--baseline-src), the node now, the node now with every call on a thread.
+        variants: list[tuple[str, Path | None, dict[str, str] | None]] = []
         if args.baseline_src:
-            this, base = [], []
-            for _ in range(args.rounds):
-                base.append(bench_edgefn(args, tmp, src=args.baseline_src.resolve()))
-                this.append(bench_edgefn(args, tmp))
-            rows += [(f"baseline echo ({args.threads} thr, median)", median(base)),
-                     (f"edgefn echo ({args.threads} thr, median)", median(this))]
-        else:
-            rows.append((f"edgefn echo (wasmtime, {args.threads} thr)", bench_edgefn(args, tmp)))
+            variants.append(("baseline echo", args.baseline_src.resolve(), None))
+        variants.append((EDGEFN_ROW, None, None))
+        if args.also_threaded:
+            variants.append(("edgefn echo, all calls on threads", None,
+                             {"EDGEFN_INLINE": "false"}))
+        rounds = args.rounds if len(variants) > 1 else 1
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in variants}
+        for _ in range(rounds):
+            for name, src, env in variants:
+                runs[name].append(bench_edgefn(args, tmp, src=src, env=env))
+        rows += [(name + (" (median)" if rounds > 1 else ""), median(runs[name]))
+                 for name, _, _ in variants]
         for threads in args.also_threads:
             rows.append((f"edgefn echo (wasmtime, {threads} thr)",
                          bench_edgefn(args, tmp, threads=threads)))
@@ -283,9 +307,9 @@ def main() -> None:
                 ("ceiling: Granian ASGI hello", bench_raw("asgi", args, tmp)),
             ]
         if not args.skip_workerd:
-            rows.append(("peer: workerd echo.wasm", bench_workerd(args, tmp)))
+            rows.append((WORKERD_ROW, bench_workerd(args, tmp)))
         print(f"wrk -t2 -c{args.connections} -d{args.duration}s, POST 10-byte body; "
-              f"edgefn/Granian workers={args.workers}, threads={args.threads}; "
+              f"edgefn/Granian workers={args.workers}, threads={args.threads or 'default'}; "
               f"{os.cpu_count()} CPUs")
         print(f"{'target':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
               f"{'CPU µs/req':>10}")
@@ -300,6 +324,33 @@ def main() -> None:
     print("cold start, first request of a never-instantiated echo: "
           f"p50 {cold['cold_p50_ms']:.2f} ms, p99 {cold['cold_p99_ms']:.2f} ms (200 functions)")
     print(f"idle hot instance of a 16-page function: {cold['idle_instance_kib']:.0f} KiB RSS")
+    print_goals(dict(rows), cold)
+
+
+EDGEFN_ROW = "edgefn echo (wasmtime)"
+WORKERD_ROW = "peer: workerd echo.wasm"
+
+
+def print_goals(rows: dict[str, dict[str, float] | str], cold: dict[str, float]) -> None:
+    """The hot path's goals (docs/performance.md), met or not in this run."""
+    ours = rows.get(EDGEFN_ROW) or rows.get(EDGEFN_ROW + " (median)")
+    peer = rows.get(WORKERD_ROW)
+    goals: list[tuple[str, bool | None, str]] = []
+    if isinstance(ours, dict) and isinstance(peer, dict):
+        ratio = ours["req_s"] / peer["req_s"]
+        goals.append(("req/s at least 3x workerd's", ratio >= 3, f"{ratio:.2f}x"))
+    else:
+        goals.append(("req/s at least 3x workerd's", None, "workerd not measured"))
+    if isinstance(ours, dict):
+        goals.append(("p99 at most 2 ms", ours["p99_ms"] <= 2, f"{ours['p99_ms']:.2f} ms"))
+    goals.append(("cold start p99 at most 1.1 ms", cold["cold_p99_ms"] <= 1.1,
+                  f"{cold['cold_p99_ms']:.2f} ms"))
+    goals.append(("idle instance at most 14 KiB", cold["idle_instance_kib"] <= 14.5,
+                  f"{cold['idle_instance_kib']:.0f} KiB"))
+    print("goals:")
+    for what, met, figure in goals:
+        verdict = "n/a" if met is None else ("met" if met else "NOT met")
+        print(f"  {what:34} {figure:>22}  {verdict}")
 
 
 if __name__ == "__main__":

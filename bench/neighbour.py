@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "tests" / "fixtures" / "wasm"
 
 
-def write_functions(root: Path, threads: int) -> None:
+def write_functions(root: Path) -> None:
     for fid, module, extra in (
-        ("echo", "echo", {"min_hot_instances": threads, "max_hot_instances": threads,
+        ("echo", "echo", {"min_hot_instances": 8, "max_hot_instances": 8,
                           "project_id": "tenant-echo"}),
         ("loop", "loop", {"max_execution_ms": 200, "project_id": "tenant-loop"}),
     ):
@@ -62,15 +62,17 @@ def wrk(url: str, duration: int, connections: int) -> subprocess.Popen[str]:
 
 def measure(args: argparse.Namespace, tmp: Path, penalty_threads: int) -> dict[str, Any]:
     tmp = tmp / f"penalty-{penalty_threads}"
-    write_functions(tmp / "functions", args.threads)
+    write_functions(tmp / "functions")
     port, mport = free_port(), free_port()
     cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--functions", str(tmp / "functions"),
            "--port", str(port), "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
-           "--workers", str(args.workers), "--threads", str(args.threads),
+           "--workers", str(args.workers),
+           *(["--threads", str(args.threads)] if args.threads else []),
            "--log-file", str(tmp / "edge.log"), "--penalty-threads", str(penalty_threads),
            # Quotas out of the way: this measures sharing the CPU, not refusing.
            "--quota-invocations-per-minute", str(10**9), "--quota-max-concurrency", "1000"]
-    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(args.src.resolve())} if args.src else None
+    proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_port(port, proc)
@@ -146,7 +148,11 @@ def main() -> None:
                         help="alone / with the neighbour pairs; medians are printed")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="edgefn --threads [the node's default]")
+    parser.add_argument("--src", type=Path, help="run the edge from this checkout's src/")
+    parser.add_argument("--only-default", action="store_true",
+                        help="measure the node with its penalty threads only")
     parser.add_argument("--quota-cost", action="store_true")
     args = parser.parse_args()
     if args.quota_cost:
@@ -155,17 +161,24 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
     print(f"echo: wrk -t2 -c{args.connections} -d{args.duration}s, {args.rounds} rounds (medians);"
-          f" neighbour: wrk -c8 on a looping function (200 ms deadline); {args.workers} workers"
-          f" x {args.threads} threads")
+          f" neighbour: wrk -c8 on a looping function (200 ms deadline); {args.workers} workers,"
+          f" threads {args.threads or 'default'}")
     with tempfile.TemporaryDirectory() as d:
-        for penalty_threads, label in ((0, "without penalty threads"),
-                                       (1, "with penalty threads (default)")):
+        variants = [(0, "without penalty threads"), (1, "with penalty threads (default)")]
+        for penalty_threads, label in variants[1:] if args.only_default else variants:
             r = measure(args, Path(d), penalty_threads)
             print(f"{label:32} alone {r['alone_req_s']:8.0f} req/s p99 {r['alone_p99_ms']:6.1f} ms"
                   f" | with neighbour {r['busy_req_s']:8.0f} req/s p99 {r['busy_p99_ms']:6.1f} ms"
                   f" | ratio {r['ratio']:.2f} {r['ratios']} | loop {r['loop_req_s']:.0f} req/s"
                   f" ({r['loop_timeouts']:.0f} timeouts, {r['loop_refused']:.0f} refused)"
                   f" | echo non-2xx {r['echo_non_2xx']:.0f}")
+            if not penalty_threads:
+                continue
+            kept = r["ratio"] >= 0.8
+            fast = r["busy_p99_ms"] <= 5
+            print(f"goals (default node): echo keeps >= 80% of its req/s: "
+                  f"{'met' if kept else 'NOT met'} ({r['ratio']:.0%}); its p99 with the "
+                  f"neighbour <= 5 ms: {'met' if fast else 'NOT met'} ({r['busy_p99_ms']:.1f} ms)")
 
 
 if __name__ == "__main__":

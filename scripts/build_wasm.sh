@@ -56,7 +56,8 @@ for name in wagi_hello wagi_env wagi_stdin wagi_exit wagi_loop; do
 done
 
 # Hand-written modules that a C compiler will not produce.
-for name in forbidden_import bad_edge_import nomemory big_initial_memory start_loop; do
+for name in forbidden_import bad_edge_import nomemory big_initial_memory start_loop \
+            recursion_hostcall; do
     build_wat "$FIXTURES/$name.wasm" "$SRC/$name.wat"
 done
 

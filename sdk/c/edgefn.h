@@ -214,11 +214,12 @@ static inline int32_t edge_query(const edge_request *req, const char *name, char
     return -1;
 }
 
-/* The value of the first request header `name` (lower-case), or {0, 0}. */
-static inline edge_str edge_request_header_in(const edge_request *req, const char *name) {
+/* The value of the first line `name: value` of a header block (names lower-case),
+ * or {0, 0}. */
+static inline edge_str edge_header_in(edge_str headers, const char *name) {
     edge_str none = {0, 0};
     size_t nlen = strlen(name);
-    const char *p = req->headers.ptr, *end = p + req->headers.len;
+    const char *p = headers.ptr, *end = p + headers.len;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *stop = nl ? nl : end;
@@ -233,6 +234,48 @@ static inline edge_str edge_request_header_in(const edge_request *req, const cha
         p = stop + 1;
     }
     return none;
+}
+
+/* The value of the first request header `name` (lower-case), or {0, 0}. */
+static inline edge_str edge_request_header_in(const edge_request *req, const char *name) {
+    return edge_header_in(req->headers, name);
+}
+
+/* ---- Outbound responses ----------------------------------------------------
+ *
+ * edge_http_fetch writes the answer in the section-1 encoding; this splits it
+ * into views of the same buffer.
+ */
+
+typedef struct {
+    int status;       /* 0 when the encoding is malformed */
+    edge_str headers; /* "name: value\n" lines, for edge_header_in */
+    edge_str body;
+} edge_fetched;
+
+static inline edge_fetched edge_parse_response(const char *buf, size_t len) {
+    edge_fetched r = {0, {buf, 0}, {buf, 0}};
+    const char *end = buf + len, *nl = memchr(buf, '\n', len);
+    if (!nl || nl - buf < 3) return r;
+    for (int i = 0; i < 3; i++) {
+        if (buf[i] < '0' || buf[i] > '9') return r;
+        r.status = r.status * 10 + (buf[i] - '0');
+    }
+    const char *p = nl + 1;
+    r.headers.ptr = p;
+    while (p < end) {
+        const char *line_end = memchr(p, '\n', (size_t)(end - p));
+        if (!line_end) break;
+        if (line_end == p || (line_end == p + 1 && *p == '\r')) {
+            r.headers.len = (size_t)(p - r.headers.ptr);
+            r.body.ptr = line_end + 1;
+            r.body.len = (size_t)(end - (line_end + 1));
+            return r;
+        }
+        p = line_end + 1;
+    }
+    r.status = 0; /* no blank line ends the headers */
+    return r;
 }
 
 /* ---- The response writer ---------------------------------------------------

@@ -10,16 +10,25 @@ in a 0600 file, and nodes get no other credential.
 Nodes and the control plane talk over mutual TLS unless the cluster is made with
 `mtls=False`: each node makes its key, is registered with a CSR for it, and
 connects with the certificate it got (files beside its data directory).
+
+On PostgreSQL (`database_url`) the cluster can run several control-plane
+replicas (`add_replica`) sharing their keys and artifacts, with a `Balancer` in
+front of their HTTP; nodes then name every replica in their gRPC target
+(`grpc_targets`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import secrets
+import selectors
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,6 +121,168 @@ class Edge:
         return httpx.get(self.url + path, timeout=5, **kw)
 
 
+@dataclass
+class Replica:
+    """One control-plane process of a cluster on a shared database."""
+
+    name: str
+    data_dir: Path
+    api_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/api/v1"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+class Balancer:
+    """One HTTP address for several control planes, as a load balancer gives
+    replicas in production: nodes download artifacts and send heartbeats through
+    it, and the replicas sign artifact URLs with it (`EDGEFN_PUBLIC_URL`), so a URL
+    minted by a replica that died still works.
+
+    It forwards bytes, not requests, but retries as an HTTP balancer does: a request
+    sent to a backend that refuses it, or closes before answering (a replica dying
+    takes connections into its backlog, then resets them), goes to the next
+    backend, also on a keep-alive connection; one whose backend closed after
+    answering goes to the next at its next request. A backend closing halfway
+    through an answer closes the client's connection. HTTP/1.1 without pipelining:
+    what the client sends after an answer began is taken as the next request.
+    """
+
+    def __init__(self) -> None:
+        self.backends: list[int] = []
+        self._next = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _connect(self, request: list[bytes]) -> socket.socket | None:
+        """A connection to the next backend that takes `request`; None if none does."""
+        backends = list(self.backends)
+        self._next = first = self._next + 1  # threads race on it: any start will do
+        for i in range(len(backends)):
+            try:
+                upstream = socket.create_connection(
+                    ("127.0.0.1", backends[(first + i) % len(backends)]), timeout=10)
+                upstream.settimeout(None)
+                for chunk in request:
+                    upstream.sendall(chunk)
+                return upstream
+            except OSError:
+                continue
+        return None
+
+    def _serve(self, client: socket.socket) -> None:
+        request: list[bytes] = []  # the client's bytes since its last answer began
+        answer = _Answer()  # of `request`
+        upstream: socket.socket | None = None
+
+        def close() -> None:
+            for sock in (client, upstream):
+                if sock is not None:
+                    sock.close()
+
+        with contextlib.ExitStack() as cleanup, selectors.DefaultSelector() as sel:
+            cleanup.callback(close)
+            cleanup.enter_context(contextlib.suppress(OSError))  # the client went away
+            sel.register(client, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    if key.fileobj is client:
+                        data = client.recv(65536)
+                        if not data:
+                            return
+                        if answer.began:
+                            request, answer = [], _Answer()
+                        request.append(data)
+                        if upstream is not None:
+                            try:
+                                upstream.sendall(data)
+                                continue
+                            except OSError:
+                                sel.unregister(upstream)
+                                upstream.close()
+                    else:
+                        assert upstream is not None
+                        try:
+                            data = upstream.recv(65536)
+                        except OSError:
+                            data = b""
+                        if data:
+                            client.sendall(data)
+                            answer.feed(data)
+                            continue
+                        sel.unregister(upstream)
+                        upstream.close()
+                        upstream = None
+                        if answer.complete:
+                            continue  # the next request goes to the next backend
+                        if answer.began:
+                            return  # cut halfway: so is the client's connection
+                    upstream = self._connect(request)
+                    if upstream is None:
+                        return
+                    sel.register(upstream, selectors.EVENT_READ)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+class _Answer:
+    """How much of an HTTP answer has come: complete once its head and the body its
+    Content-Length announces have (never, without one)."""
+
+    def __init__(self) -> None:
+        self.began = False
+        self._head = bytearray()
+        self._left: int | None = None  # body bytes still to come; -1: unknown
+
+    def feed(self, data: bytes) -> None:
+        self.began = True
+        if self._left is not None:
+            if self._left >= 0:
+                self._left -= len(data)
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        length = -1
+        for line in bytes(self._head[:end]).split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length" and value.strip().isdigit():
+                length = int(value.strip())
+        self._left = -1 if length < 0 else end + 4 + length - len(self._head)
+
+    @property
+    def complete(self) -> bool:
+        return self._left == 0
+
+
+def grpc_targets(replicas: list[Replica]) -> str:
+    """One gRPC target naming every replica: a node connects to the first that
+    answers and, when its stream breaks, reconnects to the next."""
+    return "ipv4:" + ",".join(r.grpc_target for r in replicas)
+
+
 class Cluster:
     def __init__(
         self,
@@ -124,6 +295,7 @@ class Cluster:
         project: str = "default",
         mtls: bool = True,
         node_port: int | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.root = root
         self.mtls = mtls
@@ -138,6 +310,18 @@ class Cluster:
         self.env = {**os.environ, "EDGEFN_BOOTSTRAP_TOKEN": token,
                     "EDGEFN_HEARTBEAT_INTERVAL_S": str(heartbeat_interval_s),
                     "PYTHONUNBUFFERED": "1"}
+        # Control planes beyond the first (`add_replica`), on `database_url`.
+        self.replicas: dict[str, Replica] = {}
+        # What control planes get and edge nodes never see (`share_database`).
+        self.cp_env: dict[str, str] = {}
+        # In front of the replicas' HTTP, once there may be several.
+        self.balancer: Balancer | None = None
+        if database_url is not None:
+            if mtls:
+                # The balancer in front of the replicas replays plaintext HTTP, and
+                # every replica would need the first one's node CA: not built yet.
+                raise ClusterError("replicas run without node mTLS: pass mtls=False")
+            self.share_database(database_url)
 
     # -- processes ------------------------------------------------------------
     @property
@@ -155,7 +339,7 @@ class Cluster:
             [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(self.api_port),
              "--grpc-port", str(self.grpc_port), "--data-dir", str(self.root / "cp"),
              *(["--node-mtls", "--node-port", str(self.node_port)] if self.mtls else [])],
-            env=self.env, stdout=log, stderr=log,
+            env={**self.env, **self.cp_env}, stdout=log, stderr=log,
         )
 
         def up() -> bool:
@@ -165,9 +349,66 @@ class Cluster:
                              timeout=2).status_code == 200
 
         wait_until("the control plane", up)
+        if self.balancer is not None:
+            self.balancer.backends.append(self.api_port)
 
     def stop_cp(self) -> None:
         stop_process(self.cp_proc)
+
+    # -- several control planes -------------------------------------------------
+    def share_database(self, database_url: str) -> None:
+        """Every control plane of this cluster runs on `database_url` (PostgreSQL)
+        with the keys and the artifact directory of the first: what replicas of one
+        cluster must share (docs/operations.md, Several control planes)."""
+        self.cp_env.update({
+            "EDGEFN_DATABASE_URL": database_url,
+            "EDGEFN_SECRET_KEY": secrets.token_urlsafe(48),
+            "EDGEFN_AUDIT_KEY": secrets.token_urlsafe(48),
+            "EDGEFN_SECRETS_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "EDGEFN_ARTIFACT_DIR": str(self.root / "artifacts"),
+            "EDGEFN_REPLICA_ID": "cp",
+        })
+        self.balancer = Balancer()
+        self.cp_env["EDGEFN_PUBLIC_URL"] = self.balancer.url
+
+    @property
+    def cp_url(self) -> str:
+        """Where nodes reach the control plane's HTTP: the balancer, once there is one."""
+        if self.balancer is not None:
+            return self.balancer.url
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def first_replica(self) -> Replica:
+        """The control plane `start_cp` runs, as a replica."""
+        return Replica("cp", self.root / "cp", self.api_port, self.grpc_port, self.cp_proc)
+
+    def add_replica(self, name: str) -> Replica:
+        """Start another control plane on the cluster's database (after `start_cp`,
+        which migrated it)."""
+        replica = Replica(name, self.root / name)
+        log = open_private(self.root / f"{name}.log")
+        replica.proc = spawn(
+            [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(replica.api_port),
+             "--grpc-port", str(replica.grpc_port), "--data-dir", str(replica.data_dir)],
+            env={**self.env, **self.cp_env, "EDGEFN_REPLICA_ID": name}, stdout=log, stderr=log,
+        )
+        self.replicas[name] = replica
+        if self.balancer is not None:
+            self.balancer.backends.append(replica.api_port)
+
+        def up() -> bool:
+            if replica.proc is not None and replica.proc.poll() is not None:
+                raise ClusterError((self.root / f"{name}.log").read_text()[-3000:])
+            return httpx.get(f"{replica.api}/nodes", headers=self.headers,
+                             timeout=2).status_code == 200
+
+        wait_until(f"control plane {name}", up)
+        return replica
+
+    def use(self, replica: Replica) -> None:
+        """Send the cluster's API calls to `replica` from now on."""
+        self.api_port = replica.api_port
 
     def register_node(self, node_id: str, pop_id: str, labels: dict[str, str]) -> str:
         """Register a node with the control plane; its token is shown only now. Under
@@ -239,7 +480,11 @@ class Cluster:
     def close(self) -> None:
         for edge in self.edges.values():
             stop_process(edge.proc)
+        for replica in self.replicas.values():
+            stop_process(replica.proc)
         stop_process(self.cp_proc)
+        if self.balancer is not None:
+            self.balancer.close()
 
     # -- the API --------------------------------------------------------------
     @property

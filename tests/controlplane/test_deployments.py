@@ -102,6 +102,7 @@ def test_silent_node_goes_offline(cp: CP) -> None:
             assert mark_stale(session, interval_s=30, now=later) == 0  # two intervals: still up
             later = db.utcnow() + dt.timedelta(seconds=91)
             assert mark_stale(session, interval_s=30, now=later) == 1
+            session.commit()
     finally:
         engine.dispose()
     assert cp.ok("GET", "/nodes", ADMIN)[0]["status"] == "offline"

@@ -1,4 +1,5 @@
-"""Sandbox test helpers: every engine by name, and a line saying which ones really ran."""
+"""Sandbox test helpers: every engine (WasmEdge twice: interpreted and compiled ahead
+of time), and a line saying which ones really ran."""
 
 from __future__ import annotations
 
@@ -6,27 +7,52 @@ from collections.abc import Iterator
 
 import pytest
 
-from edgefn.sandbox import Engine, create_engine
+from edgefn.sandbox import Engine, WasmEdgeOptions, create_engine
+from edgefn.sandbox.compilecache import CompileCache
 from edgefn.sandbox.errors import EngineUnavailable
-from edgefn.sandbox.factory import ENGINES
+from edgefn.sandbox.options import EngineOptions
 
-# Engine name -> what happened when the suite asked for it (shown after the run).
+# Test id -> the engine and its options.
+ENGINE_VARIANTS: dict[str, tuple[str, EngineOptions | None]] = {
+    "wasmtime": ("wasmtime", None),
+    "wasmedge-interpreter": ("wasmedge", WasmEdgeOptions(aot=False)),
+    "wasmedge-aot": ("wasmedge", WasmEdgeOptions(aot=True)),
+}
+
+# Test id -> what happened when the suite asked for it (shown after the run).
 ENGINE_STATUS: dict[str, str] = {}
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def any_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    """Each engine in turn; one whose library is missing here is skipped, saying why."""
-    name: str = request.param
+@pytest.fixture(scope="session")
+def sandbox_compile_cache(tmp_path_factory: pytest.TempPathFactory) -> CompileCache:
+    """One sealed cache for the session: each module is compiled ahead of time once."""
+    root = tmp_path_factory.mktemp("compiled")
+    return CompileCache.open(root / "code", root / "compile.key")
+
+
+@pytest.fixture(scope="module", params=list(ENGINE_VARIANTS))
+def any_engine(
+    request: pytest.FixtureRequest, sandbox_compile_cache: CompileCache
+) -> Iterator[Engine]:
+    """Each engine in turn; one whose library (or compiler) is missing here is skipped,
+    saying why."""
+    variant: str = request.param
+    name, options = ENGINE_VARIANTS[variant]
     try:
-        eng = create_engine(name)
+        # Only AOT code is worth keeping between the test modules of a session.
+        cache = sandbox_compile_cache if variant == "wasmedge-aot" else None
+        eng = create_engine(name, options=options, compile_cache=cache)
     except EngineUnavailable as exc:
         if name == "wasmtime":
             raise  # the default engine must always run
-        ENGINE_STATUS[name] = f"NOT TESTED, unavailable here: {exc}"
-        pytest.skip(f"{name} engine unavailable: {exc}")
+        ENGINE_STATUS[variant] = f"NOT TESTED, unavailable here: {exc}"
+        pytest.skip(f"{variant} engine unavailable: {exc}")
     facts = eng.describe()
-    ENGINE_STATUS[name] = "tested: " + ", ".join(
+    if variant == "wasmedge-aot" and not facts["compiler"].startswith("LLVM AOT"):
+        eng.close()
+        ENGINE_STATUS[variant] = f"NOT TESTED: {facts['compiler']}"
+        pytest.skip(f"{variant}: {facts['compiler']}")
+    ENGINE_STATUS[variant] = "tested: " + ", ".join(
         f"{k}={facts[k]}" for k in ("version", "compiler", "library") if k in facts
     )
     yield eng
@@ -37,6 +63,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not ENGINE_STATUS:
         return
     terminalreporter.section("engines")
-    for name in ENGINES:
-        if name in ENGINE_STATUS:
-            terminalreporter.write_line(f"{name}: {ENGINE_STATUS[name]}")
+    for variant in ENGINE_VARIANTS:
+        if variant in ENGINE_STATUS:
+            terminalreporter.write_line(f"{variant}: {ENGINE_STATUS[variant]}")

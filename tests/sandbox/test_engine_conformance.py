@@ -8,7 +8,8 @@ skipped with the reason, and the run's summary says which engines really ran.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -554,6 +555,72 @@ def test_trap_is_500_and_discards(run, name: str) -> None:  # type: ignore[no-un
     with pytest.raises(GuestTrap) as info:
         run(name)
     assert info.value.status == 500 and info.value.discard
+
+
+def _on(where: str, fn: Callable[[], object]) -> object:
+    """Run `fn` on the test's thread or on a thread of its own, as a node's request
+    threads call instances."""
+    if where == "main thread":
+        return fn()
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()
+
+
+@pytest.mark.parametrize("where", ["main thread", "request thread"])
+@pytest.mark.parametrize("name", ["recursion", "recursion_hostcall"])
+def test_runaway_recursion_is_contained_on_any_thread(  # type: ignore[no-untyped-def]
+    compile_fixture, name: str, where: str
+) -> None:
+    """Compiled code overflows the native stack of the thread it runs on, interpreted
+    code grows the heap: either way a trap (500) that discards the instance, twice in
+    a row, also when the recursion calls a host function with little stack left; the
+    process lives on and the same thread serves the next request."""
+    limits = Limits(max_execution_ms=10_000)  # the recursion, not the deadline, ends it
+    module = compile_fixture(name, limits)
+    echo = compile_fixture("echo")
+
+    def attempt() -> tuple[list[GuestTrap], bytes]:
+        traps = []
+        for _ in range(2):
+            inst = module.instantiate()
+            try:
+                with pytest.raises(GuestTrap) as info:
+                    inst.invoke(request(), FakeHost())
+                traps.append(info.value)
+            finally:
+                inst.close()
+        alive = echo.instantiate()
+        try:
+            body = parse_response(alive.invoke(request("POST", body=b"alive"), FakeHost())).body
+        finally:
+            alive.close()
+        return traps, body
+
+    traps, body = _on(where, attempt)  # type: ignore[misc]
+    assert [(t.status, t.discard) for t in traps] == [(500, True), (500, True)]
+    assert body == b"alive"
+
+
+def test_a_deadline_stops_only_its_own_call(compile_fixture) -> None:  # type: ignore[no-untyped-def]
+    looping = compile_fixture("loop", Limits(max_execution_ms=300)).instantiate()
+    echo = compile_fixture("echo").instantiate()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            stuck = pool.submit(looping.invoke, request(), FakeHost())
+            time.sleep(0.05)
+            bodies = [
+                parse_response(echo.invoke(request("POST", body=b"%d" % i), FakeHost())).body
+                for i in range(20)
+            ]
+            assert not stuck.done()
+            with pytest.raises(GuestTimeout):
+                stuck.result()
+        assert bodies == [b"%d" % i for i in range(20)]
+        assert parse_response(echo.invoke(request("POST", body=b"after"), FakeHost())).body == (
+            b"after")
+    finally:
+        looping.close()
+        echo.close()
 
 
 @pytest.mark.parametrize("name", ["forbidden_import", "bad_edge_import", "nomemory"])

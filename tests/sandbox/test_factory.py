@@ -29,3 +29,32 @@ def test_options_of_the_other_engine_are_refused(name: str, options: object) -> 
 def test_unknown_engine_is_unavailable() -> None:
     with pytest.raises(EngineUnavailable, match="unknown engine"):
         create_engine("v8")
+
+
+def test_wasmedge_compiles_ahead_of_time_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AOT is the default where the library has its compiler; the option or
+    EDGEFN_WASMEDGE_AOT=0 turns it off."""
+    monkeypatch.delenv("EDGEFN_WASMEDGE_AOT", raising=False)
+    try:
+        engine = create_engine("wasmedge")
+    except EngineUnavailable as exc:
+        pytest.skip(f"wasmedge engine unavailable: {exc}")
+    try:
+        compiler = engine.describe()["compiler"]
+    finally:
+        engine.close()
+    if "built without LLVM" in compiler:
+        pytest.skip("libwasmedge was built without LLVM")
+    assert compiler.startswith("LLVM AOT"), compiler
+    monkeypatch.setenv("EDGEFN_WASMEDGE_AOT", "0")
+    for options in (None, WasmEdgeOptions(aot=False)):
+        engine = create_engine("wasmedge", options=options)
+        try:
+            assert "turned off" in engine.describe()["compiler"]
+        finally:
+            engine.close()
+    engine = create_engine("wasmedge", options=WasmEdgeOptions(aot=True))  # the option wins
+    try:
+        assert engine.describe()["compiler"].startswith("LLVM AOT")
+    finally:
+        engine.close()

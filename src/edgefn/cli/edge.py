@@ -40,7 +40,14 @@ def edge() -> None:
 @click.option("--engine", type=click.Choice(["wasmtime", "wasmedge"]),
               help="WebAssembly engine [wasmtime].")
 @click.option("--workers", type=int, help="Worker processes [number of CPUs].")
-@click.option("--threads", type=int, help="Request threads per worker [8].")
+@click.option("--threads", type=int,
+              help="Request threads per worker at most, started as needed [128].")
+@click.option("--inline/--no-inline", default=None,
+              help="Run functions that cannot block on the worker's event loop once their "
+                   "calls have shown they are short [--inline].")
+@click.option("--inline-budget-ms", type=float,
+              help="CPU a call on the event loop may use; one over it moves its function "
+                   "to the request threads [2].")
 @click.option("--max-inflight-per-function", type=int,
               help="Requests one function may run at once per worker; more get 503 "
                    "[no limit].")

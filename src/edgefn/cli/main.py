@@ -12,6 +12,8 @@ from edgefn.cli.deploy import deploy
 from edgefn.cli.dev import dev
 from edgefn.cli.doctor import doctor
 from edgefn.cli.edge import edge
+from edgefn.cli.golden import test_cmd
+from edgefn.cli.init import init
 from edgefn.cli.login import login
 
 
@@ -30,6 +32,8 @@ cli.add_command(deploy)
 cli.add_command(login)
 cli.add_command(build)
 cli.add_command(build_worker)
+cli.add_command(init)
+cli.add_command(test_cmd)
 
 
 def main() -> None:

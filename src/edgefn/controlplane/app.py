@@ -1,5 +1,6 @@
 """The FastAPI application: every domain's router mounted under /api/v1 in one
-place, JSON errors for everything, request ids, and the liveness sweeper."""
+place, JSON errors for everything, request ids, and the background tasks: the
+periodic duties under the maintenance lease and the wake-ups from other replicas."""
 
 from __future__ import annotations
 
@@ -34,11 +35,13 @@ from edgefn.controlplane.builds.api import router as builds_router
 from edgefn.controlplane.console import PATH as CONSOLE_PATH
 from edgefn.controlplane.console import ConsoleFiles
 from edgefn.controlplane.deployments import outbox
+from edgefn.controlplane.deployments import service as deployments_service
 from edgefn.controlplane.deployments.api import router as deployments_router
 from edgefn.controlplane.deps import CPContext
 from edgefn.controlplane.errors import CPError
 from edgefn.controlplane.fields import pattern_meaning
 from edgefn.controlplane.functions.api import router as functions_router
+from edgefn.controlplane.leases.duties import Duties, Duty
 from edgefn.controlplane.nodes import service as nodes_service
 from edgefn.controlplane.nodes.api import router as nodes_router
 from edgefn.controlplane.nodes.listener import NodeListener
@@ -48,6 +51,7 @@ from edgefn.controlplane.routes.api import router as routes_router
 from edgefn.controlplane.secrets import open_secret_store
 from edgefn.controlplane.secrets.api import router as secrets_router
 from edgefn.controlplane.settings import CPSettings
+from edgefn.controlplane.stream.bus import open_bus
 from edgefn.controlplane.stream.notifier import Notifier
 from edgefn.controlplane.stream.server import ControlServer
 
@@ -88,8 +92,9 @@ def build_context(settings: CPSettings) -> CPContext:
         every=settings.audit_checkpoint_every,
     )
     checkpoints.attach(sessions, anchor)
-    notifier = Notifier()
-    outbox.watch(sessions, notifier.notify)
+    replica_id = settings.resolved_replica_id()
+    notifier = Notifier(open_bus(engine.url, replica_id, redis_url=settings.wake_redis_url))
+    outbox.watch(sessions, notifier.notify, committing=notifier.committing)
     return CPContext(
         settings=settings,
         engine=engine,
@@ -101,6 +106,7 @@ def build_context(settings: CPSettings) -> CPContext:
         anchor=anchor,
         secrets=open_secret_store(settings),
         node_ca=load_ca(settings),
+        replica_id=replica_id,
     )
 
 
@@ -360,15 +366,19 @@ def _install_openapi(app: FastAPI, caps: ResourceCaps) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def _sweep_stale_nodes(ctx: CPContext) -> None:
+def duties(ctx: CPContext) -> Duties:
+    """The periodic work of the cluster, done by whichever replica holds the lease."""
     interval = ctx.settings.heartbeat_interval_s
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            with db.session_scope(ctx.sessions) as session:
-                await asyncio.to_thread(nodes_service.mark_stale, session, interval_s=interval)
-        except Exception:  # keep sweeping; the next round may succeed
-            log.exception("marking stale nodes failed")
+    return Duties(
+        ctx.sessions,
+        [
+            Duty("offline_nodes", interval,
+                 lambda s: nodes_service.mark_stale(s, interval_s=interval)),
+            Duty("stalled_rollouts", interval, deployments_service.advance_stalled),
+        ],
+        holder=ctx.replica_id,
+        ttl_s=ctx.settings.lease_ttl_s,
+    )
 
 
 def create_app(settings: CPSettings | None = None) -> FastAPI:
@@ -399,13 +409,19 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
                 context=node_tls.ssl_context(),
             )
         running.state.node_listener = listener
-        sweeper = asyncio.create_task(_sweep_stale_nodes(ctx))
+        running.state.duties = leased = duties(ctx)
+        background = [asyncio.create_task(leased.run_forever()),
+                      asyncio.create_task(ctx.notifier.listen())]
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(Exception):  # else it lapses after its TTL
+                await asyncio.to_thread(leased.release)
             if listener is not None:
                 await listener.stop()
             if grpc_server is not None:
@@ -424,6 +440,8 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
     app.state.grpc = None
     # The running NodeListener (node mTLS), likewise.
     app.state.node_listener = None
+    # This replica's periodic duties and whether it holds their lease, once started.
+    app.state.duties = None
     _install_error_handlers(app)
     _install_openapi(app, settings.caps)
     app.add_middleware(_JsonBodyCap, limit=settings.max_json_body_bytes)

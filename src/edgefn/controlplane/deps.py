@@ -41,6 +41,8 @@ class CPContext:
     secrets: SecretStore
     # The CA of node certificates; None while node mTLS is off and none was given.
     node_ca: CertificateAuthority | None = None
+    # This replica's name among several on one database (leases, wake-ups).
+    replica_id: str = ""
 
 
 def get_ctx(request: Request) -> CPContext:

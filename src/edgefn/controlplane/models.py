@@ -6,6 +6,7 @@ from edgefn.controlplane.builds.models import Build
 from edgefn.controlplane.db import Base
 from edgefn.controlplane.deployments.models import Deployment, DeploymentNode, OutboxInstruction
 from edgefn.controlplane.functions.models import Function, FunctionVersion
+from edgefn.controlplane.leases.models import Lease
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.pki.models import NodeCertificate
 from edgefn.controlplane.quotas.models import ProjectQuota
@@ -21,6 +22,7 @@ __all__ = [
     "DeploymentNode",
     "Function",
     "FunctionVersion",
+    "Lease",
     "Membership",
     "Node",
     "NodeCertificate",

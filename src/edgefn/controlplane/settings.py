@@ -3,7 +3,9 @@ validated before anything starts."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -76,6 +78,17 @@ class CPSettings(BaseSettings):
     # localhost and the loopback addresses, when the CP issues its own server
     # certificate (no tls_cert).
     node_tls_names: list[str] = Field(default_factory=list)
+    # Several replicas on one PostgreSQL (docs/operations.md, Several control planes).
+    # This replica's name in the leases table and in its wake-ups; None: host, pid
+    # and a random suffix, new at every start.
+    replica_id: str | None = Field(default=None, min_length=1, max_length=200)
+    # How long the maintenance lease lasts unrenewed (renewed every third of it):
+    # the longest that periodic duties pause when their replica dies.
+    lease_ttl_s: float = Field(default=15.0, gt=0)
+    # Wakes the node streams of other replicas after a commit through Redis pub/sub
+    # on this URL; None: PostgreSQL LISTEN/NOTIFY on PostgreSQL, nothing on SQLite
+    # (one replica only).
+    wake_redis_url: str | None = None
 
     # Secrets of projects (docs/security.md, Secrets). `builtin` seals them in the
     # database with a key kept outside it: `secrets_key` (base64 of 32 bytes), else
@@ -144,6 +157,11 @@ class CPSettings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'controlplane.db').resolve()}"
+
+    def resolved_replica_id(self) -> str:
+        if self.replica_id:
+            return self.replica_id
+        return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
     def resolved_artifact_dir(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"

@@ -24,9 +24,17 @@ class EdgeSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9090, ge=0, le=65535)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
-    # Request threads per worker: fewer give a shorter latency tail for functions that
-    # only compute; more keep a worker responsive while functions wait in http_fetch.
-    threads: int = Field(8, ge=1, le=512)
+    # Request threads per worker, at most: started when a request finds none idle, ended
+    # after 30 s idle (two are kept). Functions that may wait in a host call (http_fetch,
+    # KV, secrets) hold one each while they wait; functions that cannot block run on the
+    # event loop instead, once they have shown they are short (edge/worker/dispatch.py).
+    threads: int = Field(128, ge=1, le=1024)
+    # Run the calls of functions that cannot block on the worker's event loop; false:
+    # every call goes to a request thread.
+    inline: bool = True
+    # A function runs on the loop only while its calls stay under this much CPU (and
+    # never time out); one call over it sends the function back to the threads.
+    inline_budget_ms: float = Field(2.0, gt=0, le=1000)
     # Requests one function may have running in a worker at once; beyond it a request
     # gets 503 at once, so a slow or hostile function cannot hold every thread while
     # others wait. None: no limit (a node serving one busy function would otherwise

@@ -24,7 +24,6 @@ from edgefn.contract import (
     FunctionPolicy,
     MemoryPages,
     QuotaSpec,
-    ResourceCaps,
     ResponseBytes,
     RouteSpec,
 )
@@ -37,13 +36,11 @@ from edgefn.sandbox.engine import (
     WasiOptions,
 )
 
-# The spec and the state, and the contract's records they are made of; `ResourceCaps`
-# too, which the workers' runtime reads from here.
+# The spec and the state, and the contract's records they are made of.
 __all__ = [
     "FunctionSpec",
     "NodeState",
     "QuotaSpec",
-    "ResourceCaps",
     "RouteSpec",
     "SpecKey",
     "load_function_dir",

@@ -1,7 +1,7 @@
 """ctypes bindings to the WasmEdge C API (`wasmedge/wasmedge.h`, 0.14 or newer).
 
 Only the calls the WasmEdge engine uses, declared once. The library is found through
-`EDGEFN_WASMEDGE_LIB`, else the standard install places; `load()` raises
+`EDGEFN_WASMEDGE_LIB`, else the usual install places (`candidate_paths`); `load()` raises
 `EngineUnavailable` naming every place it looked. Nothing here owns a context: the
 engine creates and deletes each one (see `wasmedge_engine.py`).
 
@@ -35,6 +35,7 @@ CATEGORY_USER = 0x01
 ERR_TERMINATED = 0x0001
 ERR_COST_LIMIT_EXCEEDED = 0x0003
 ERR_INTERRUPTED = 0x0007
+ERR_MEMORY_OUT_OF_BOUNDS = 0x0408
 
 COMPILER_OUTPUT_WASM = 1  # WasmEdge_CompilerOutputFormat_Wasm: AOT code in a custom section
 COMPILER_OPT_O2 = 2
@@ -101,6 +102,9 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "ExecutorDelete": (None, [_P]),
     "ExecutorInstantiate": (c_uint32, [_P, POINTER(_P), _P, _P]),
     "ExecutorRegisterImport": (c_uint32, [_P, _P, _P]),
+    "ExecutorInvoke": (
+        c_uint32, [_P, _P, POINTER(Value), c_uint32, POINTER(Value), c_uint32]
+    ),
     "ExecutorAsyncInvoke": (_P, [_P, _P, POINTER(Value), c_uint32]),
     "StoreCreate": (_P, []),
     "StoreDelete": (None, [_P]),
@@ -161,8 +165,24 @@ class Lib:
                 f"{'.'.join(map(str, MIN_VERSION))} or newer is required"
             )
         self.version_string = self.VersionGet().decode()
+        # The hot path's calls, without ctypes' checks and conversions: they are
+        # passed ctypes objects only (`c_void_p` for pointers). A getter that returns
+        # at once also keeps the GIL: releasing and taking it back costs more than the
+        # call, and lets another thread in.
+        self._pydll = ctypes.PyDLL(path)
+        self.invoke_unchecked = self._unchecked("ExecutorInvoke", c_uint32)
+        self.memory_pages_unchecked = self._unchecked(
+            "MemoryInstanceGetPageSize", c_uint32, keep_gil=True
+        )
         self.i32 = self.ValTypeGenI32()
         self.f64 = self.ValTypeGenF64()
+
+    def _unchecked(self, name: str, restype: Any, *, keep_gil: bool = False) -> Any:
+        # A handle of its own, apart from the checked one.
+        fn = (self._pydll if keep_gil else self.dll)["WasmEdge_" + name]
+        fn.restype = restype
+        fn.argtypes = None  # type: ignore[assignment]
+        return fn
 
     def __getattr__(self, name: str) -> Any:  # the C functions, set in __init__
         raise AttributeError(name)
@@ -174,7 +194,14 @@ def candidate_paths() -> list[Path]:
     if configured:
         path = Path(configured).expanduser()
         return [path / n for n in LIBRARY_NAMES] if path.is_dir() else [path]
-    dirs = [Path.home() / ".wasmedge" / "lib", Path("/usr/local/lib"), Path("/usr/lib")]
+    # The installer's place, then a build installed by hand: CMake's default prefix,
+    # or /opt/wasmedge as docs/engines.md builds it, then the system's.
+    dirs = [
+        Path.home() / ".wasmedge" / "lib",
+        Path("/usr/local/lib"),
+        Path("/opt/wasmedge/lib"),
+        Path("/usr/lib"),
+    ]
     return [d / n for d in dirs for n in LIBRARY_NAMES]
 
 

@@ -22,7 +22,7 @@ class WasmtimeOptions:
 @dataclass(frozen=True, slots=True)
 class WasmEdgeOptions:
     """`aot`: compile ahead of time with the library's LLVM compiler, when it has one;
-    None reads EDGEFN_WASMEDGE_AOT (off unless "1", see docs/engines.md).
+    None reads EDGEFN_WASMEDGE_AOT (on unless "0", see docs/engines.md).
     `cost_limit_per_ms`: an instruction-cost budget per millisecond of
     `max_execution_ms`, a second guard behind cancellation; None is off."""
 

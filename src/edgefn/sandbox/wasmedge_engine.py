@@ -1,9 +1,14 @@
 """The WasmEdge engine: WasmEdge's C API through ctypes, behind the wasmtime engine's interface.
 
-Every instance owns an executor, a store and a WASI module, so cancelling one call
-stops that instance only. Calls run with `WasmEdge_ExecutorAsyncInvoke`, waited for
-up to the invocation's deadline and cancelled past it (504). The `edge` and stdio
-host modules are built once per engine and registered into every store; a host call
+Every instance owns an executor, a store and a WASI module, so stopping one call
+stops that instance only. Calls are synchronous (`WasmEdge_ExecutorInvoke`); one
+watchdog thread per engine stops a call past its deadline (504) through its
+executor's stop flag. Where the library has its LLVM compiler, modules are compiled
+ahead of time and their calls run on a stack with a guard at least as large as the
+module's largest frame and an alternate signal stack (`_nativestack`): the calling
+thread's when it can take them, else a call thread's. So a guest overflowing its
+native stack traps instead of killing the process. The `edge` and stdio host
+modules are built once per engine and registered into every store; a host call
 finds its instance through the calling frame's module instance. See docs/engines.md.
 """
 
@@ -11,7 +16,8 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import math
+import itertools
+import logging
 import os
 import tempfile
 import threading
@@ -19,19 +25,31 @@ import time
 from collections.abc import Callable
 from ctypes import byref, c_char_p, c_uint64, c_void_p
 from pathlib import Path
+from typing import TypeVar
 
+from edgefn.sandbox import _nativestack as nativestack
 from edgefn.sandbox import _wasmedge_ffi as ffi
 from edgefn.sandbox import _wasmedge_wasi as wasi_stdio
 from edgefn.sandbox import program
 from edgefn.sandbox.abi import unusable_alloc
 from edgefn.sandbox.compilecache import CompileCache
-from edgefn.sandbox.engine import GuestRequest, Instance, Limits, ModuleFacts, WasiOptions
+from edgefn.sandbox.engine import (
+    GuestRequest,
+    Host,
+    Instance,
+    Limits,
+    ModuleFacts,
+    WasiOptions,
+)
 from edgefn.sandbox.errors import EngineUnavailable, GuestTrap, InvalidModule
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
 from edgefn.sandbox.options import WasmEdgeOptions
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
 
+log = logging.getLogger("edgefn.sandbox")
+
 AOT_ENV = "EDGEFN_WASMEDGE_AOT"
+_T = TypeVar("_T")
 
 # The code of the user-level WasmEdge_Result a host function fails with; what
 # happened (trap message, timeout, exception) is kept on the instance and turned
@@ -42,11 +60,27 @@ _MAX_ARGS = 10
 
 # WasmEdge's interpreter keeps wasm frames on the heap and sets no depth limit, so
 # unbounded recursion grows the process by hundreds of MiB a second instead of
-# trapping. A call is watched in slices; one during which the process grew by more
-# than this is stopped and reported as the stack-exhaustion trap wasmtime gives.
-_RUNAWAY_BYTES = 128 << 20
-_WATCH_SLICE_MS = 20
+# trapping. The watchdog stops an interpreted call during which the process grew by
+# more than this, reported as the stack-exhaustion trap wasmtime gives; so is one
+# that reaches its deadline having grown the process by more than its linear memory
+# and `_GROWTH_SLACK` with no other interpreted call beside it (a recursion starved
+# of CPU, not a loop).
+_RUNAWAY_BYTES = 64 << 20
+_GROWTH_SLACK = 16 << 20
+# How often the watchdog looks at the running calls: a deadline lands at most this late.
+WATCH_TICK_S = 0.002
+# Every this many ticks, the fault handlers AOT code needs are checked still in place.
+_HANDLER_CHECK_TICKS = 50
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+# Why the watchdog stopped a call.
+_DEADLINE = "deadline"
+_RUNAWAY = "runaway"
+_STACK_EXHAUSTED = "guest trapped: call stack exhausted"
+
+_call_ids = itertools.count(1)
+# Argument counts as the unchecked call passes them.
+_COUNTS = [ctypes.c_uint32(n) for n in range(_MAX_ARGS + 1)]
 
 
 def _resident_bytes() -> int:
@@ -76,11 +110,26 @@ def _ensure_stdio_fds() -> None:
 class _Memory:
     """`GuestMemory` over a WasmEdge memory instance; WasmEdge checks every bound."""
 
-    __slots__ = ("_lib", "_mem")
+    __slots__ = ("_base", "_lib", "_mem", "_pages", "_ref", "_size")
 
     def __init__(self, lib: ffi.Lib, mem: int | None) -> None:
         self._lib = lib
         self._mem = mem
+        self._ref = c_void_p(mem or 0)
+        self._pages = lib.memory_pages_unchecked
+        self._base = 0
+        self._size = -1
+
+    def view(self) -> tuple[int, int]:
+        """Base address and size of the memory, valid until the guest runs again.
+
+        The base is looked up again only when the size changed: one C call, not two,
+        on the hot path."""
+        size = self._pages(self._ref) * PAGE_SIZE if self._mem else 0
+        if size != self._size:
+            self._base = int(self._lib.MemoryInstanceGetPointer(self._mem, 0, size) or 0)
+            self._size = size
+        return self._base, size
 
     def _address(self, ptr: int, length: int) -> int:
         if not self._mem:
@@ -129,10 +178,15 @@ class _HostModules:
         self._instances = instances
         self._callbacks: list[object] = []  # the C side keeps only pointers
         self.modules: list[int] = []
+        # A function that takes arguments: invoked without any, it fails at once, and
+        # the handle of that invocation can stop its executor (see `_BaseInstance._stop`).
+        self.stop_func = 0
         edge = self._module(b"edge")
         for name, (params, results, adapter) in EDGE_FUNCTIONS.items():
             cb = self._edge_callback(name, params, adapter, bool(results))
-            self._add(edge, name, params, results, cb)
+            func = self._add(edge, name, params, results, cb)
+            if params and not self.stop_func:
+                self.stop_func = func
         stdio = self._module(wasi_stdio.STDIO_MODULE.encode())
         for name, (nparams, _) in wasi_stdio.HOST_FUNCTIONS.items():
             self._add(stdio, name, (I32,) * nparams, (I32,), self._stdio_callback(name, nparams))
@@ -151,22 +205,11 @@ class _HostModules:
         params: tuple[str, ...],
         results: tuple[str, ...],
         callback: Callable[..., int],
-    ) -> None:
-        lib = self._lib
-        kinds = {I32: lib.i32, F64: lib.f64}
-        ptypes = (c_uint64 * max(1, len(params)))(*(kinds[t] for t in params))
-        rtypes = (c_uint64 * max(1, len(results)))(*(kinds[t] for t in results))
-        functype = lib.FunctionTypeCreate(ptypes, len(params), rtypes, len(results))
-        host_func = ffi.HostFunc(callback)
-        self._callbacks.append(host_func)
-        try:
-            func = lib.FunctionInstanceCreate(functype, host_func, None, 0)
-        finally:
-            lib.FunctionTypeDelete(functype)  # the function instance keeps a copy
-        if not func:
-            raise EngineUnavailable(f"WasmEdge could not create host function {name}")
+    ) -> int:
+        func = _host_function(self._lib, params, results, callback, self._callbacks)
         raw = name.encode()
-        lib.ModuleInstanceAddFunction(module, ffi.wrap_string(raw), func)  # module owns it
+        self._lib.ModuleInstanceAddFunction(module, ffi.wrap_string(raw), func)  # module owns it
+        return func
 
     def _instance(self, frame: int) -> _BaseInstance | None:
         return self._instances.get(self._lib.CallingFrameGetModuleInstance(frame) or 0)
@@ -178,16 +221,19 @@ class _HostModules:
         decoders = [ffi.get_i32 if t == I32 else ffi.get_f64 for t in params]
 
         def callback(data: int, frame: int, args: ctypes.Array, rets: ctypes.Array) -> int:
-            # WasmEdge runs the call on a thread of its own: the instance is found
-            # through the calling frame, the memory is the frame's.
+            # The instance is found through the calling frame, the memory is the frame's.
             inst = self._instance(frame)
+            if _stack_short(frame):
+                if inst is not None:
+                    inst.trap_message = _STACK_EXHAUSTED
+                return ffi.user_error(_HOST_FAILED)
             values = [decode(args[i]) for i, decode in enumerate(decoders)]
             mem = _Memory(lib, lib.CallingFrameGetMemoryInstance(frame, 0))
             try:
                 result = program.guarded_host_call(inst, name, adapter, mem, values)
             except program.HostCallFailed as exc:
                 if inst is not None:
-                    inst.trap_message = str(exc)
+                    inst.trap_message = f"guest trapped: {exc}"
                 return ffi.user_error(_HOST_FAILED)
             if has_result:
                 ffi.set_i32(rets[0], int(result or 0), lib.i32)
@@ -201,6 +247,9 @@ class _HostModules:
         def callback(data: int, frame: int, args: ctypes.Array, rets: ctypes.Array) -> int:
             inst = self._instance(frame)
             if inst is None:
+                return ffi.user_error(_HOST_FAILED)
+            if _stack_short(frame):
+                inst.trap_message = _STACK_EXHAUSTED
                 return ffi.user_error(_HOST_FAILED)
             try:
                 values = [ffi.get_i32(args[i]) for i in range(nparams)]
@@ -220,19 +269,180 @@ class _HostModules:
         self.modules.clear()
 
 
+def _host_function(
+    lib: ffi.Lib,
+    params: tuple[str, ...],
+    results: tuple[str, ...],
+    callback: Callable[..., int],
+    keep: list[object],
+) -> int:
+    """A host function instance calling `callback`; its C callback is kept in `keep`."""
+    kinds = {I32: lib.i32, F64: lib.f64}
+    ptypes = (c_uint64 * max(1, len(params)))(*(kinds[t] for t in params))
+    rtypes = (c_uint64 * max(1, len(results)))(*(kinds[t] for t in results))
+    functype = lib.FunctionTypeCreate(ptypes, len(params), rtypes, len(results))
+    host_func = ffi.HostFunc(callback)
+    keep.append(host_func)
+    try:
+        func = lib.FunctionInstanceCreate(functype, host_func, None, 0)
+    finally:
+        lib.FunctionTypeDelete(functype)  # the function instance keeps a copy
+    if not func:
+        raise EngineUnavailable("WasmEdge could not create a host function")
+    return int(func)
+
+
+def _stack_short(frame: int) -> bool:
+    """On a call thread: too little stack is left to run Python code for a host call.
+
+    The calling frame lives on the stack of the call that made it, so its address
+    says how deep the guest's native code has gone.
+    """
+    left = nativestack.stack_left(frame)
+    return left is not None and left < nativestack.HOST_CALL_RESERVE
+
+
+# (module (import "edgefn_keeper" "park" (func)) (func (export "run") call 0))
+_KEEPER_WASM = bytes.fromhex(
+    "0061736d010000000104016000000216010d65646765666e5f6b6565706572047061726b"
+    "0000030201000707010372756e00010a0601040010000b"
+)
+_keeper_lock = threading.Lock()
+_keeper: dict[str, object] = {}
+
+
+def _keep_fault_handlers(lib: ffi.Lib, aot_code: bytes) -> nativestack.Handlers:
+    """Make WasmEdge's fault handlers permanent and let them run on a signal stack.
+
+    WasmEdge installs its SIGSEGV/SIGBUS/SIGFPE handlers (without `SA_ONSTACK`) when
+    the first call into AOT code starts, and resets them to the default when the
+    last one ends. One call is parked for the life of the process (`aot_code`, the
+    keeper module compiled ahead of time, calls a host function that never returns),
+    so they are installed once; `SA_ONSTACK` is then added to them, and the call
+    threads' alternate stacks catch a native stack overflow. Once per process; the
+    keeper's contexts are never freed.
+    """
+    with _keeper_lock:
+        if "installed" in _keeper:
+            return _keeper["installed"]  # type: ignore[return-value]  # set below, once
+        entered = threading.Event()
+        forever = threading.Event()
+
+        def park(data: int, frame: int, args: ctypes.Array, rets: ctypes.Array) -> int:
+            entered.set()
+            forever.wait()
+            return 0
+
+        keep: list[object] = [forever]
+        conf = lib.ConfigureCreate()
+        loader, validator = lib.LoaderCreate(conf), lib.ValidatorCreate(conf)
+        ast = c_void_p()
+        _check(lib, lib.LoaderParseFromBuffer(loader, byref(ast), aot_code, len(aot_code)),
+               "the fault keeper does not load")
+        _check(lib, lib.ValidatorValidate(validator, ast), "the fault keeper does not validate")
+        host = lib.ModuleInstanceCreate(ffi.wrap_string(b"edgefn_keeper"))
+        func = _host_function(lib, (), (), park, keep)
+        lib.ModuleInstanceAddFunction(host, ffi.wrap_string(b"park"), func)
+        executor, store = lib.ExecutorCreate(conf, None), lib.StoreCreate()
+        _check(lib, lib.ExecutorRegisterImport(executor, store, host), "the fault keeper")
+        guest = c_void_p()
+        _check(lib, lib.ExecutorInstantiate(executor, byref(guest), store, ast),
+               "the fault keeper does not instantiate")
+        run = lib.ModuleInstanceFindFunction(guest, ffi.wrap_string(b"run"))
+        thread = threading.Thread(
+            target=lib.ExecutorInvoke, args=(executor, run, None, 0, None, 0),
+            name="edgefn-wasmedge-fault-keeper", daemon=True,
+        )
+        thread.start()
+        if not entered.wait(10):
+            raise EngineUnavailable("the WasmEdge fault keeper did not start")
+        installed = nativestack.fault_handlers_on_alt_stack()
+        if {sig for sig, _ in installed} != {int(s) for s in nativestack.FAULT_SIGNALS}:
+            raise EngineUnavailable("WasmEdge installed no fault handlers for AOT code")
+        _keeper.update(installed=installed, keep=(keep, thread, conf, loader, validator, ast,
+                                                  host, executor, store, guest))
+        return installed
+
+
+class _Watchdog:
+    """One thread per engine that stops the calls that must end: past their deadline,
+    or, interpreted, growing the process without bound (runaway recursion).
+
+    A call registers in `running` for its duration; every tick the thread looks at
+    them all. Stopping one sets its executor's stop flag, which the interpreter and
+    interruptible AOT code check on every branch and call.
+    """
+
+    def __init__(self, fault_handlers: nativestack.Handlers) -> None:
+        self.running: dict[int, _BaseInstance] = {}
+        self._fault_handlers = fault_handlers
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgefn-wasmedge-watchdog",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        baselines: dict[int, int] = {}  # call -> resident size when first seen running
+        # Interpreted calls seen running beside another: growth is not theirs alone.
+        shared: set[int] = set()
+        ticks = 0
+        while not self._stop.wait(WATCH_TICK_S):
+            ticks += 1
+            if self._fault_handlers and ticks % _HANDLER_CHECK_TICKS == 0:
+                nativestack.reassert(self._fault_handlers)
+            if not self.running:
+                baselines.clear()
+                shared.clear()
+                continue
+            calls = list(self.running.items())
+            interpreted = [call for call, inst in calls if inst.interpreted]
+            if len(interpreted) > 1:
+                shared.update(interpreted)
+            now = time.monotonic()
+            resident = _resident_bytes() if interpreted else 0
+            for call, inst in calls:
+                growth = 0
+                if inst.interpreted:
+                    growth = resident - baselines.setdefault(call, resident)
+                late = now >= inst.deadline
+                if growth > _RUNAWAY_BYTES or (
+                    late and call not in shared and growth > inst.growth_allowance
+                ):
+                    inst.stop(call, _RUNAWAY)
+                elif late:
+                    inst.stop(call, _DEADLINE)
+            if len(baselines) > len(calls):
+                live = {call for call, _ in calls}
+                for call in set(baselines) - live:
+                    del baselines[call]
+                shared &= live
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+
+def _aot_setting(option: bool | None) -> bool:
+    """The `aot` option, or EDGEFN_WASMEDGE_AOT when it is None: on unless "0"."""
+    if option is not None:
+        return option
+    return os.environ.get(AOT_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 class WasmEdgeEngine:
     """`Engine` on WasmEdge. Thread-safe; one per process.
 
     `options.aot`: compile modules ahead of time with the library's LLVM compiler,
-    when it has one. Off unless asked for (there or with EDGEFN_WASMEDGE_AOT=1):
-    WasmEdge 0.14 runs a call on its own thread, which has no alternate signal
-    stack, so a guest that overflows the native stack in AOT code kills the whole
-    process. `options.cost_limit_per_ms`: an instruction-cost budget per
-    millisecond of `max_execution_ms`, enforced by WasmEdge's statistics as a second
-    guard behind cancellation; off by default, as counting costs every instruction
-    some time. `compile_cache`: where AOT output is kept, sealed, between processes
-    (the node's `{data_dir}/compiled`, as with wasmtime); without one, AOT code is
-    compiled in every process. The interpreter has nothing to cache.
+    when it has one; on unless turned off (there or with EDGEFN_WASMEDGE_AOT=0). AOT
+    code runs on stacks with a guard and an alternate signal stack (`_nativestack`),
+    so that a runaway recursion traps; a module whose frames could be larger than
+    any guard is interpreted.
+    `options.cost_limit_per_ms`: an instruction-cost budget per millisecond of
+    `max_execution_ms`, enforced by WasmEdge's statistics as a second guard behind
+    the watchdog; off by default, as counting costs every instruction some time.
+    `compile_cache`: where AOT output is kept, sealed, between processes (the node's
+    `{data_dir}/compiled`, as with wasmtime); without one, AOT code is compiled in
+    every process. The interpreter has nothing to cache.
     """
 
     name = "wasmedge"
@@ -243,10 +453,8 @@ class WasmEdgeEngine:
         options = options or WasmEdgeOptions()
         self._lib = lib = ffi.load()
         _ensure_stdio_fds()
-        aot = options.aot
+        aot = _aot_setting(options.aot)
         cost_limit_per_ms = options.cost_limit_per_ms
-        if aot is None:
-            aot = os.environ.get(AOT_ENV, "") == "1"
         self._cost_limit_per_ms = cost_limit_per_ms
         self._conf = lib.ConfigureCreate()
         if cost_limit_per_ms is not None:
@@ -259,27 +467,62 @@ class WasmEdgeEngine:
         self._engine_id = f"wasmedge-{lib.version_string}-aot-O2-interruptible" + (
             "-cost" if cost_limit_per_ms is not None else ""
         )
+        self._lock = threading.Lock()
+        self.instances: dict[int, _BaseInstance] = {}
+        self.host_modules = _HostModules(lib, self.instances)
+        self.threads: nativestack.CallThreads | None = None
+        # "on", "off" (turned off), "missing" (no LLVM) or why AOT cannot be used.
+        self._aot_state = "off"
+        fault_handlers: nativestack.Handlers = []
+        compiler = self._create_compiler(cost_limit_per_ms)
+        if compiler is None:
+            self._aot_state = "missing"
+        elif not aot:
+            lib.CompilerDelete(compiler)
+        else:
+            fault_handlers = self._start_aot(compiler, compile_cache)
+        self.watchdog = _Watchdog(fault_handlers)
+        self._closed = False
+
+    def _start_aot(self, compiler: int, compile_cache: CompileCache | None) -> nativestack.Handlers:
+        """Compile ahead of time from now on, if AOT code can be contained here; returns
+        the fault handlers it needs, for the watchdog to keep in place."""
+        if not nativestack.supported():
+            self._lib.CompilerDelete(compiler)
+            self._aot_state = "unsafe here: AOT calls are contained on Linux (glibc) only"
+            return []
+        self._compiler = compiler
+        # Only for the file the compiler writes and `_precompile` reads back.
+        self._aot_dir = tempfile.TemporaryDirectory(prefix="edgefn-wasmedge-aot-")
+        try:
+            fault_handlers = _keep_fault_handlers(
+                self._lib, self._precompile(_KEEPER_WASM, "keeper")
+            )
+            self.threads = nativestack.CallThreads("edgefn-wasmedge-call")
+        except (EngineUnavailable, InvalidModule, OSError) as exc:
+            self._aot_state = f"not usable: {exc}"
+            self._lib.CompilerDelete(compiler)
+            self._compiler = None
+            self._aot_dir.cleanup()
+            self._aot_dir = None
+            return []
+        self._aot_state = "on"
+        self._compile_cache = compile_cache
+        return fault_handlers
+
+    def _create_compiler(self, cost_limit_per_ms: int | None) -> int | None:
+        """WasmEdge's AOT compiler, or None where the library was built without LLVM."""
+        lib = self._lib
         compiler_conf = lib.ConfigureCreate()
         lib.ConfigureCompilerSetOutputFormat(compiler_conf, ffi.COMPILER_OUTPUT_WASM)
         lib.ConfigureCompilerSetOptimizationLevel(compiler_conf, ffi.COMPILER_OPT_O2)
-        # Without interruption points, AOT code would not notice a cancel.
+        # Without interruption points, AOT code would not notice the stop flag.
         lib.ConfigureCompilerSetInterruptible(compiler_conf, True)
         if cost_limit_per_ms is not None:
             lib.ConfigureStatisticsSetCostMeasuring(compiler_conf, True)
         compiler = lib.CompilerCreate(compiler_conf) or None  # NULL without LLVM
         lib.ConfigureDelete(compiler_conf)
-        self._aot_available = compiler is not None
-        if compiler and aot:
-            self._compiler = compiler
-            # Only for the file the compiler writes and `_precompile` reads back.
-            self._aot_dir = tempfile.TemporaryDirectory(prefix="edgefn-wasmedge-aot-")
-            self._compile_cache = compile_cache
-        elif compiler:
-            lib.CompilerDelete(compiler)
-        self._lock = threading.Lock()
-        self.instances: dict[int, _BaseInstance] = {}
-        self.host_modules = _HostModules(lib, self.instances)
-        self._closed = False
+        return compiler
 
     @property
     def lib(self) -> ffi.Lib:
@@ -295,15 +538,32 @@ class WasmEdgeEngine:
         if config_dir is not None and (":" in config_dir or not os.path.isdir(config_dir)):
             raise InvalidModule(f"config directory {config_dir!r} is not a usable directory")
         prepared = wasi_stdio.prepare(wasm)
+        bound = self._native_frame_bound(prepared)
         with self._lock:
-            ast = self._load(prepared)
-        module = WasmEdgeModule(self, int(ast.value or 0), info, limits, wasi, len(wasm))
+            ast = self._load(prepared, native=bound is not None)
+        module = WasmEdgeModule(self, int(ast.value or 0), info, limits, wasi, len(wasm), bound)
         module.check_links()
         return module
 
-    def _load(self, prepared: bytes) -> c_void_p:
-        """Parse and validate the module (AOT-compiled first when AOT is on)."""
+    def _native_frame_bound(self, prepared: bytes) -> int | None:
+        """The native frame bound of a module AOT code may run, None to interpret it:
+        without a compiler, or when no call thread has a guard that large."""
         if not self._compiler:
+            return None
+        try:
+            bound = nativestack.frame_bound(prepared)
+        except InvalidModule as exc:
+            reason = str(exc)
+        else:
+            if bound <= nativestack.CALL_GUARD_BYTES:
+                return bound
+            reason = f"a frame of its code could take {bound >> 20} MiB of native stack"
+        log.warning("module interpreted, not compiled ahead of time: %s", reason)
+        return None
+
+    def _load(self, prepared: bytes, *, native: bool) -> c_void_p:
+        """Parse and validate the module (AOT-compiled first when it runs natively)."""
+        if not native:
             return self._parse(prepared)
         source = hashlib.sha256(prepared).hexdigest()
         cache = self._compile_cache
@@ -347,19 +607,22 @@ class WasmEdgeEngine:
     def describe(self) -> dict[str, str]:
         lib = self._lib
         if self._compiler:
-            compiler = "LLVM AOT (universal wasm, interruptible)" + (
-                ", cached on disk, sealed" if self._compile_cache else ""
-            )
-        elif self._aot_available:
-            compiler = f"interpreter (LLVM AOT available, off; {AOT_ENV}=1 turns it on)"
-        else:
+            compiler = (
+                "LLVM AOT (universal wasm, interruptible; on stacks with a guard "
+                "and a signal stack)"
+            ) + (", cached on disk, sealed" if self._compile_cache else "")
+        elif self._aot_state == "missing":
             compiler = "interpreter (library built without LLVM)"
+        elif self._aot_state == "off":
+            compiler = f"interpreter (LLVM AOT available, turned off: {AOT_ENV}=0 or aot=False)"
+        else:
+            compiler = f"interpreter (LLVM AOT {self._aot_state})"
         return {
             "engine": "wasmedge",
             "version": lib.version_string,
             "library": lib.path,
             "compiler": compiler,
-            "timeout": "async invoke with deadline and cancel",
+            "timeout": f"watchdog every {WATCH_TICK_S * 1000:g} ms stopping the executor",
             "cost_limit_per_ms": str(self._cost_limit_per_ms or "off"),
         }
 
@@ -369,6 +632,9 @@ class WasmEdgeEngine:
         self._closed = True
         for inst in list(self.instances.values()):
             inst.close()
+        self.watchdog.close()
+        if self.threads is not None:
+            self.threads.close()
         lib = self._lib
         self.host_modules.close()
         if self._compiler:
@@ -392,12 +658,15 @@ class WasmEdgeModule(ModuleFacts):
         limits: Limits,
         wasi_options: WasiOptions,
         wasm_size: int,
+        frame_bound: int | None,
     ) -> None:
         super().__init__(info, limits, wasi_options, wasm_size)
         lib = engine.lib
         self.engine = engine
         self.lib = lib
         self.ast = ast
+        # None: interpreted; else AOT code whose frames take at most this much stack.
+        self.frame_bound = frame_bound
         self.conf = lib.ConfigureCreate()
         lib.ConfigureSetMaxMemoryPage(self.conf, limits.memory_pages)
         self.cost_limit: int | None = None
@@ -484,6 +753,7 @@ class _Contexts:
             self.stats = lib.StatisticsCreate()
             lib.StatisticsSetCostLimit(self.stats, module.cost_limit)
         self.executor: int = lib.ExecutorCreate(module.conf, self.stats)
+        self.executor_ref = c_void_p(self.executor)  # for the unchecked call
         self.store: int = lib.StoreCreate()
         self.wasi: int = module.wasi_module(extra_env)
         self.guest: int = 0
@@ -500,9 +770,10 @@ class _Contexts:
             raise GuestTrap(f"instantiation failed: {lib.ResultGetMessage(result).decode()}")
         self.guest = int(guest.value or 0)
 
-    def function(self, name: str) -> int | None:
+    def function(self, name: str) -> c_void_p | None:
         raw = name.encode()
-        return self.lib.ModuleInstanceFindFunction(self.guest, ffi.wrap_string(raw)) or None
+        func = self.lib.ModuleInstanceFindFunction(self.guest, ffi.wrap_string(raw))
+        return c_void_p(func) if func else None
 
     def memory(self) -> int | None:
         raw = b"memory"
@@ -531,21 +802,42 @@ class _Contexts:
 
 
 class _BaseInstance(program.InstanceBase):
-    """What both ABIs share on WasmEdge: the contexts, async calls with a deadline, stdio."""
+    """What both ABIs share on WasmEdge: the contexts, calls under the watchdog, stdio."""
 
     def __init__(self, module: WasmEdgeModule) -> None:
         self._module = module
         self._lib = module.lib
         self._engine = module.engine
+        self.interpreted = module.frame_bound is None
+        self.growth_allowance = module.limits.memory_pages * PAGE_SIZE + _GROWTH_SLACK
+        self._frame_bound = module.frame_bound or 0
+        self._threads = None if self.interpreted else module.engine.threads
+        self._invoke = module.lib.invoke_unchecked
+        self._running = module.engine.watchdog.running
         self._init_state(module.limits)
         self.trap_message: str | None = None
         self._stdin = b""
         self._stdin_pos = 0
         self._ctx: _Contexts | None = None
         self._mem = _Memory(self._lib, None)
+        # Every argument of every call is an i32: the type is written once.
         self._params = (ffi.Value * _MAX_ARGS)()
+        for param in self._params:
+            ffi.set_i32(param, 0, self._lib.i32)
         self._returns = (ffi.Value * 1)()
-        self._deadline = 0.0
+        self.deadline = 0.0
+        # The call running now and, once the watchdog stopped one, why: the executor's
+        # stop flag may then still be set, so the instance is spent.
+        self._call_lock = threading.Lock()
+        self._call_id = 0
+        self._stopped: str | None = None
+
+    def _on_call_thread(self, fn: Callable[..., _T], *args: object) -> _T:
+        """Run `fn` where guest code may run: AOT code only on a stack whose guard fits
+        the module's frame bound, the calling thread's or else a call thread's."""
+        if self._threads is None:
+            return fn(*args)
+        return self._threads.run(self._frame_bound, fn, *args)
 
     def _bind(self, extra_env: list[tuple[str, str]]) -> None:
         """Create this instance's contexts, instantiate, and run the start function."""
@@ -574,64 +866,90 @@ class _BaseInstance(program.InstanceBase):
 
     # --- calls ---
 
-    def _export(self, name: str) -> int | None:
+    def _export(self, name: str) -> c_void_p | None:
         assert self._ctx is not None
         return self._ctx.function(name)
 
-    def _call_export(self, func: int) -> None:
+    def _call_export(self, func: c_void_p) -> None:
         self._call(func, 0, 0)
 
     def _arm_deadline(self) -> None:
-        self._deadline = time.monotonic() + self.limits.max_execution_ms / 1000
+        self.deadline = time.monotonic() + self.limits.max_execution_ms / 1000
         if self._ctx is not None and self._ctx.stats:
             self._lib.StatisticsClear(self._ctx.stats)
 
-    def _call(self, func: int, nparams: int, nresults: int) -> int:
-        """One call under the deadline; returns the i32 result (0 when there is none)."""
-        lib = self._lib
-        assert self._ctx is not None
-        handle = lib.ExecutorAsyncInvoke(self._ctx.executor, func, self._params, nparams)
-        if not handle:
-            raise GuestTrap("WasmEdge refused the call")
-        runaway = False
-        try:
-            baseline = _resident_bytes()
-            while True:
-                wait_ms = max(0, math.ceil((self._deadline - time.monotonic()) * 1000))
-                if lib.AsyncWaitFor(handle, min(wait_ms, _WATCH_SLICE_MS)):
-                    break
-                if _resident_bytes() - baseline > _RUNAWAY_BYTES:
-                    runaway = True
-                elif wait_ms > _WATCH_SLICE_MS:
-                    continue
+    def stop(self, call: int, reason: str) -> None:
+        """The watchdog's: stop `call` if it is still running.
+
+        The C API stops an executor only through the handle of an asynchronous
+        invocation; one is made for the purpose, of a function given no arguments
+        where it takes some, which fails before running anything.
+        """
+        with self._call_lock:
+            if self._call_id != call or self._stopped is not None or self._ctx is None:
+                return
+            self._stopped = reason
+            lib = self._lib
+            handle = lib.ExecutorAsyncInvoke(
+                self._ctx.executor, self._engine.host_modules.stop_func, None, 0
+            )
+            if handle:
                 lib.AsyncCancel(handle)
                 lib.AsyncWait(handle)
-                # Cancelling leaves the executor's stop flag set even when the call
-                # had just finished: the instance is spent either way.
-                self.timed_out = not runaway
-                break
-            result = lib.AsyncGet(handle, self._returns, nresults)
+                lib.AsyncDelete(handle)
+
+    def _call(self, func: c_void_p, nparams: int, nresults: int) -> int:
+        """One call under the watchdog; returns the i32 result (0 when there is none).
+
+        Runs where it is called: every way into guest code (`invoke`, the start of an
+        edge-v1 instance) has gone through `_on_call_thread` already."""
+        ctx = self._ctx
+        assert ctx is not None
+        if self._stopped is not None:
+            raise GuestTrap("instance was stopped")
+        call = next(_call_ids)
+        self._call_id = call
+        self._running[call] = self
+        try:
+            result = self._invoke(ctx.executor_ref, func, self._params, _COUNTS[nparams],
+                                  self._returns, _COUNTS[nresults])
         finally:
-            lib.AsyncDelete(handle)
+            del self._running[call]
+            with self._call_lock:
+                self._call_id = 0
+                stopped = self._stopped
+        if result == 0 and stopped is None and not self.timed_out:
+            if not nresults:
+                return 0
+            value: int = self._returns[0].lo & 0xFFFFFFFF
+            return value - 0x100000000 if value & 0x80000000 else value
+        return self._failed(result, stopped)
+
+    def _failed(self, result: int, stopped: str | None) -> int:
+        """Why a call did not succeed, as the error to raise (0 for proc_exit(0) of a
+        call that may end so: never, every caller raises on it)."""
+        lib = self._lib
         self._raise_host_exception()
-        if runaway:
+        if stopped == _RUNAWAY:
             raise GuestTrap(
-                "guest trapped: call stack exhausted (the interpreter's stack grew past "
-                f"{_RUNAWAY_BYTES >> 20} MiB)"
+                "guest trapped: call stack exhausted (the interpreter's stack grew without bound)"
             )
+        if stopped is not None:
+            self.timed_out = True
         if self.timed_out:
             raise self._timeout()
         category, code = ffi.result_category(result), ffi.result_code(result)
         if category == ffi.CATEGORY_USER:  # a host call failed; a timeout is seen above
             message, self.trap_message = self.trap_message, None
-            raise GuestTrap(f"guest trapped: {message or 'host function failed'}")
+            raise GuestTrap(message or "guest trapped: host function failed")
         if code in (ffi.ERR_INTERRUPTED, ffi.ERR_COST_LIMIT_EXCEEDED):
             raise self._timeout()
         if code == ffi.ERR_TERMINATED:
+            assert self._ctx is not None
             raise program.ProcExit(int(lib.ModuleInstanceWASIGetExitCode(self._ctx.wasi)))
-        if not ffi.result_ok(result):
-            raise GuestTrap(f"guest trapped: {lib.ResultGetMessage(result).decode()}")
-        return ffi.get_i32(self._returns[0]) if nresults else 0
+        if code == ffi.ERR_MEMORY_OUT_OF_BOUNDS and _stack_exhausted():
+            raise GuestTrap(_STACK_EXHAUSTED)
+        raise GuestTrap(f"guest trapped: {lib.ResultGetMessage(result).decode()}")
 
     @property
     def memory_bytes(self) -> int:
@@ -643,11 +961,22 @@ class _BaseInstance(program.InstanceBase):
         if self.closed:
             return
         self.closed = True
-        ctx, self._ctx = self._ctx, None
+        with self._call_lock:  # not while the watchdog is stopping a call of it
+            ctx, self._ctx = self._ctx, None
         self._mem = _Memory(self._lib, None)
         if ctx is not None:
             self._engine.instances.pop(ctx.guest, None)
             ctx.close()
+
+
+def _stack_exhausted() -> bool:
+    """After an out-of-bounds fault in AOT code: was it the stack's guard? Then the
+    stack the call touched is given back."""
+    stack = nativestack.current_stack()
+    if stack is None or not stack.exhausted():
+        return False
+    stack.release()
+    return True
 
 
 class _EdgeInstance(program.EdgeProgram, _BaseInstance):
@@ -655,42 +984,48 @@ class _EdgeInstance(program.EdgeProgram, _BaseInstance):
 
     def __init__(self, module: WasmEdgeModule) -> None:
         super().__init__(module)
-        self._start_instance()
+        self._on_call_thread(self._start_instance)
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        # One hand-over to a call thread per request, not one per guest call.
+        return self._on_call_thread(program.EdgeProgram.invoke, self, request, host)
 
     def _instantiate_guest(self) -> None:
         self._arm_deadline()
         self._bind([])
 
     def _set(self, i: int, value: int) -> None:
-        ffi.set_i32(self._params[i], value, self._lib.i32)
+        self._params[i].lo = value & 0xFFFFFFFF
 
     def _allocate(self, size: int) -> int:
         self._set(0, size)
         return self._call(self._alloc, 1, 1)
 
     def _copy_in(self, ptr: int, total: int, parts: tuple[bytes, ...], cap: int) -> int:
-        if ptr <= 0 or not self._mem.contains(ptr, total):
+        base, size = self._mem.view()
+        if ptr <= 0 or ptr + total > size:
             raise unusable_alloc(total, ptr)
+        params = self._params
         offset = ptr
         for i, part in enumerate(parts):
             n = len(part)
             if n:
-                self._mem.write(offset, part)
-            self._set(2 * i, offset)
-            self._set(2 * i + 1, n)
+                ctypes.memmove(base + offset, part, n)
+            params[2 * i].lo = offset
+            params[2 * i + 1].lo = n
             offset += n
-        self._set(8, offset)
-        self._set(9, cap)
+        params[8].lo = offset
+        params[9].lo = cap
         return offset
 
     def _call_handle(self) -> int:
         return self._call(self._handle, 10, 1)
 
     def _copy_out(self, offset: int, written: int) -> bytes:
-        try:
-            return self._mem.read(offset, written)
-        except IndexError:
-            raise GuestTrap("response extends past linear memory") from None
+        base, size = self._mem.view()
+        if offset + written <= size:
+            return ctypes.string_at(base + offset, written)
+        raise GuestTrap("response extends past linear memory")
 
     def _deallocate(self, ptr: int, total: int) -> None:
         if self._dealloc is not None:
@@ -705,6 +1040,9 @@ class _WagiInstance(program.WagiProgram, _BaseInstance):
     def __init__(self, module: WasmEdgeModule) -> None:
         super().__init__(module)
         self._init_wagi()
+
+    def invoke(self, request: GuestRequest, host: Host) -> bytes:
+        return self._on_call_thread(program.WagiProgram.invoke, self, request, host)
 
     def _run_start(self, request: GuestRequest) -> int:
         self._stdin = request.body

@@ -13,6 +13,7 @@ import ctypes
 import hashlib
 import importlib.metadata
 import math
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -49,21 +50,41 @@ _RawArgs = ffi.wasmtime_val_raw_t
 _WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 
-def _fast(name: str, restype: type | None) -> Any:
+# The same library, its functions called without releasing the GIL (ctypes' PyDLL).
+_HOLDING_GIL = ctypes.PyDLL(_raw.dll._name, handle=_raw.dll._handle)
+
+
+def _fast(name: str, restype: type | None, *, quick: bool = False) -> Any:
     """A private handle on a C function with no argument conversion: the hot path
-    passes only ctypes objects, so ctypes need not check or convert each one."""
-    fn = _raw.dll[name]
+    passes only ctypes objects, so ctypes need not check or convert each one.
+
+    `quick`: a call that returns at once is made holding the GIL. Releasing it
+    around a call of nanoseconds gains nothing and lets another thread (the epoch
+    ticker, a request thread) take it, the call then waiting to get it back. The
+    guest calls release it: a guest may run until its deadline, and the ticker
+    needs the GIL to interrupt it.
+    """
+    fn = (_HOLDING_GIL if quick else _raw.dll)[name]
     fn.restype = restype
     fn.argtypes = None  # type: ignore[assignment]
     return fn
 
 
 _call_unchecked = _fast("wasmtime_func_call_unchecked", c_void_p)
-_memory_data = _fast("wasmtime_memory_data", c_void_p)
-_memory_data_size = _fast("wasmtime_memory_data_size", ctypes.c_size_t)
-_set_epoch_deadline = _fast("wasmtime_context_set_epoch_deadline", None)
-_caller_context = _fast("wasmtime_caller_context", c_void_p)
+_memory_data = _fast("wasmtime_memory_data", c_void_p, quick=True)
+_memory_data_size = _fast("wasmtime_memory_data_size", ctypes.c_size_t, quick=True)
+_set_epoch_deadline = _fast("wasmtime_context_set_epoch_deadline", None, quick=True)
+_caller_context = _fast("wasmtime_caller_context", c_void_p, quick=True)
+# ctypes.memmove releases the GIL; this one, for copies in and out of guest memory
+# on the hot path (a request's size at most), does not.
+_memmove = ctypes.PYFUNCTYPE(c_void_p, c_void_p, c_void_p, ctypes.c_size_t)(
+    ctypes.cast(ctypes.memmove, c_void_p).value or 0)
 _SIZES = [ctypes.c_size_t(n) for n in range(11)]
+# Raw call arguments are 16-byte `wasmtime_val_raw_t`s whose i32 is the first four
+# bytes: written and read with struct, no ctypes object is made per value.
+_I32 = struct.Struct("<i")
+_DEALLOC_ARGS = struct.Struct("<i12xi")
+_HANDLE_ARGS = struct.Struct("<" + "i12x" * 9 + "i")
 _INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
 
 
@@ -397,7 +418,7 @@ class _BaseInstance(InstanceBase):
         base, size = self.memory_view()
         if ptr + len(data) > size:
             raise IndexError("guest output buffer out of bounds")
-        ctypes.memmove(base + ptr, data, len(data))
+        _memmove(base + ptr, data, len(data))
 
     def _call(self, func: ctypes._Pointer, args: ctypes.Array, n: int) -> None:
         """One raw call; every failure becomes an `InvocationError`."""
@@ -466,31 +487,29 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
 
     def _allocate(self, size: int) -> int:
         args = self._args
-        args[0].i32 = size
+        _I32.pack_into(args, 0, size)
         self._call(self._alloc, args, 1)
-        return args[0].i32
+        return _I32.unpack_from(args)[0]
 
     def _copy_in(self, ptr: int, total: int, parts: tuple[bytes, ...], cap: int) -> int:
         base, size = self.memory_view()
         if ptr <= 0 or ptr + total > size:
             raise unusable_alloc(total, ptr)
-        args = self._args
-        offset = ptr
-        for i, part in enumerate(parts):
-            n = len(part)
-            if n:
-                ctypes.memmove(base + offset, part, n)
-            args[2 * i].i32 = offset
-            args[2 * i + 1].i32 = n
-            offset += n
-        args[8].i32 = offset
-        args[9].i32 = cap
+        data = b"".join(parts)  # one copy into the guest instead of four C calls
+        if data:
+            _memmove(base + ptr, data, len(data))
+        method, path, headers, body = parts
+        p1 = ptr + len(method)
+        p2 = p1 + len(path)
+        p3 = p2 + len(headers)
+        offset = p3 + len(body)
+        _HANDLE_ARGS.pack_into(self._args, 0, ptr, p1 - ptr, p1, p2 - p1, p2, p3 - p2, p3,
+                               offset - p3, offset, cap)
         return offset
 
     def _call_handle(self) -> int:
-        args = self._args
-        self._call(self._handle, args, 10)
-        return args[0].i32
+        self._call(self._handle, self._args, 10)
+        return _I32.unpack_from(self._args)[0]
 
     def _copy_out(self, offset: int, written: int) -> bytes:
         base, size = self.memory_view()
@@ -501,8 +520,7 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
     def _deallocate(self, ptr: int, total: int) -> None:
         if self._dealloc is not None:
             args = self._args
-            args[0].i32 = ptr
-            args[1].i32 = total
+            _DEALLOC_ARGS.pack_into(args, 0, ptr, total)
             self._call(self._dealloc, args, 2)
 
 

@@ -46,6 +46,7 @@ from edgefn.controlplane.routes.models import Route, claim_held
 from edgefn.controlplane.selector import matches
 
 _NEW_FOR = "edgefn.outbox.new_for_nodes"
+_TOLD = "edgefn.outbox.told_nodes"
 
 
 def node_labels(node: Node) -> dict[str, Any]:
@@ -284,9 +285,17 @@ def pending_rows(session: Session, node_id: str) -> list[OutboxInstruction]:
     )
 
 
-def watch(factory: sessionmaker[Session], notify: Callable[[Iterable[str]], None]) -> None:
+def watch(
+    factory: sessionmaker[Session],
+    notify: Callable[[Iterable[str]], None],
+    *,
+    committing: Callable[[Session, Iterable[str]], None] | None = None,
+) -> None:
     """Call `notify(node_ids)` after every commit, by a session of `factory`, that
-    added instructions for those nodes.
+    added instructions for those nodes; and `committing(session, node_ids)` within
+    the transaction, just before it commits (for signals the database itself
+    delivers at commit: PostgreSQL's NOTIFY to other replicas, `stream.bus`), once
+    per transaction however many flushes added them.
 
     Hooking the commit itself, rather than each endpoint, covers every path that
     writes the outbox (deploys, rollbacks, deletes, routes, new nodes, and rollout
@@ -301,12 +310,26 @@ def watch(factory: sessionmaker[Session], notify: Callable[[Iterable[str]], None
         if ids:
             session.info.setdefault(_NEW_FOR, set()).update(ids)
 
+    @event.listens_for(factory, "before_commit")
+    def _committing(session: Session) -> None:
+        if committing is None:
+            return
+        session.flush()  # what the commit would flush counts
+        # Also called when a savepoint is released: each id goes out once.
+        told = session.info.setdefault(_TOLD, set())
+        ids = session.info.get(_NEW_FOR, set()) - told
+        if ids:
+            committing(session, ids)
+            told.update(ids)
+
     @event.listens_for(factory, "after_commit")
     def _committed(session: Session) -> None:
+        session.info.pop(_TOLD, None)
         ids = session.info.pop(_NEW_FOR, None)
         if ids:
             notify(ids)
 
     @event.listens_for(factory, "after_rollback")
     def _rolled_back(session: Session) -> None:
+        session.info.pop(_TOLD, None)
         session.info.pop(_NEW_FOR, None)

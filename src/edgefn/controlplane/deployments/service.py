@@ -298,7 +298,11 @@ def _fail_undecodable(session: Session, row: OutboxInstruction, exc: Exception) 
 
 def _advance(session: Session, dep: Deployment) -> None:
     members = list(
-        session.scalars(select(DeploymentNode).where(DeploymentNode.deployment_id == dep.id))
+        session.scalars(
+            select(DeploymentNode)
+            .where(DeploymentNode.deployment_id == dep.id)
+            .execution_options(populate_existing=True)
+        )
     )
     if any(m.state == NodeRolloutState.ERROR for m in members):
         dep.state = DeploymentState.FAILED
@@ -325,20 +329,52 @@ def _advance(session: Session, dep: Deployment) -> None:
                 outbox.enqueue_deploy(session, node, fn, version, dep.id)
 
 
+def _locked(session: Session, deployment_id: str) -> Deployment | None:
+    """The deployment, its row locked until the caller commits (PostgreSQL; SQLite
+    transactions are serialized already)."""
+    return session.get(
+        Deployment, deployment_id, with_for_update=True, populate_existing=True
+    )
+
+
+def advance_stalled(session: Session) -> None:
+    """Move on every rollout that no ack will move: one whose pending nodes were
+    deleted before they acked. A duty of the maintenance lease (`leases.duties`);
+    the caller commits."""
+    running = select(Deployment.id).where(Deployment.state == DeploymentState.IN_PROGRESS)
+    ids = list(session.scalars(running))
+    for deployment_id in ids:
+        dep = _locked(session, deployment_id)
+        if dep is not None and dep.state == DeploymentState.IN_PROGRESS:
+            _advance(session, dep)
+    session.flush()
+
+
 def ack_instruction(session: Session, node_id: str, ack: AckIn) -> None:
     """Record a node's answer to one instruction; unknown or repeated acks are ignored
     so a node may resend them. The caller commits."""
     row = session.get(OutboxInstruction, ack.id)
     if row is None or row.node_id != node_id or row.state == OutboxState.ACKED:
         return
+    dep = None
+    if row.deployment_id is not None and row.type == InstructionType.DEPLOY:
+        # Acks of one deployment are applied one at a time, whichever replica or
+        # thread takes them: each then sees the others' members, so the ack that
+        # completes a wave is the one that sends the next (exactly once). The
+        # deployment is locked before the instruction's row, the order a new deploy
+        # takes them in (superseding the running one, then its pending rows), so
+        # that the two never wait for each other.
+        dep = _locked(session, row.deployment_id)
+        row = session.get(OutboxInstruction, ack.id, populate_existing=True)
+        if row is None or row.state == OutboxState.ACKED:
+            return
     row.state = OutboxState.ACKED
     row.ack_state = ack.state
     row.ack_message = ack.message
     row.acked_at = utcnow()
     if row.deployment_id is None or row.type != InstructionType.DEPLOY:
         return
-    member = session.get(DeploymentNode, (row.deployment_id, node_id))
-    dep = session.get(Deployment, row.deployment_id)
+    member = session.get(DeploymentNode, (row.deployment_id, node_id), populate_existing=True)
     if member is None or dep is None or member.state not in (
         NodeRolloutState.PENDING, NodeRolloutState.WAITING
     ):

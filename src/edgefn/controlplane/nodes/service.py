@@ -128,7 +128,8 @@ def delete_node(session: Session, who: Principal, node_id: str) -> None:
 
 
 def mark_stale(session: Session, *, interval_s: float, now: dt.datetime | None = None) -> int:
-    """Mark offline every node whose last heartbeat is older than three intervals."""
+    """Mark offline every node whose last heartbeat is older than three intervals.
+    The caller commits (a duty: under the maintenance lease, `leases.duties`)."""
     cutoff = (now or utcnow()) - dt.timedelta(seconds=interval_s * MISSED_BEATS_OFFLINE)
     result = session.execute(
         update(Node)
@@ -136,7 +137,6 @@ def mark_stale(session: Session, *, interval_s: float, now: dt.datetime | None =
         .where(Node.last_heartbeat < cutoff)
         .values(status="offline")
     )
-    session.commit()
     return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -1,12 +1,16 @@
 """Wakes the control streams of nodes that have new instructions. Commits happen
 on worker threads; the streams wait on the event loop, so signals cross with
-`call_soon_threadsafe`."""
+`call_soon_threadsafe`. Commits on other replicas arrive through the `bus`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator
+
+from sqlalchemy.orm import Session
+
+from edgefn.controlplane.stream.bus import Bus, LocalBus
 
 
 class Notifier:
@@ -17,10 +21,13 @@ class Notifier:
     instruction.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, bus: Bus | None = None) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._closed = False
+        self.bus: Bus = bus or LocalBus()
+        # Wake-ups from other replicas, for tests and operators to see the path used.
+        self.remote_wakeups = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop the streams run on; signals before this are dropped (no stream
@@ -32,18 +39,45 @@ class Notifier:
     def closed(self) -> bool:
         return self._closed
 
+    def committing(self, session: Session, node_ids: Iterable[str]) -> None:
+        """In the transaction that queued instructions for `node_ids`, as it commits
+        (`outbox.watch`)."""
+        ids = frozenset(node_ids)
+        if ids:
+            self.bus.committing(session, ids)
+
     def notify(self, node_ids: Iterable[str]) -> None:
-        """Safe from any thread, including the loop's own."""
-        loop, ids = self._loop, frozenset(node_ids)
-        if loop is None or not ids:
+        """After the commit that queued them: this replica's streams, then the others'.
+        Safe from any thread, including the loop's own."""
+        ids = frozenset(node_ids)
+        if ids:
+            self._signal(ids)
+            self.bus.committed(ids)
+
+    def _signal(self, node_ids: frozenset[str] | None) -> None:
+        loop = self._loop
+        if loop is None:
             return
         # The loop is gone at shutdown; nobody is left to wake.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._wake, ids)
+            loop.call_soon_threadsafe(self._wake, node_ids)
 
-    def _wake(self, node_ids: frozenset[str]) -> None:
-        for node_id in node_ids:
-            for event in self._waiters.get(node_id, ()):
+    def _remote(self, node_ids: frozenset[str] | None) -> None:
+        self.remote_wakeups += 1
+        self._signal(node_ids)
+
+    async def listen(self) -> None:
+        """Wake this replica's streams when another commits (runs until cancelled)."""
+        await self.bus.listen(self._remote)
+
+    def _wake(self, node_ids: frozenset[str] | None) -> None:
+        """The streams of `node_ids`, or every stream for None."""
+        if node_ids is None:
+            groups: Iterable[set[asyncio.Event]] = list(self._waiters.values())
+        else:
+            groups = [self._waiters.get(node_id, set()) for node_id in node_ids]
+        for waiters in groups:
+            for event in waiters:
                 event.set()
 
     @contextlib.contextmanager

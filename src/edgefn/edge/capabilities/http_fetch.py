@@ -84,8 +84,10 @@ class HttpFetchCapability:
         policy: HttpFetchPolicy,
         egress: EgressRules,
         *,
-        max_connections: int = 32,
-        max_keepalive_connections: int = 8,
+        # As many as a worker's request threads (EdgeSettings.threads), each of which may
+        # wait in one fetch: fewer would queue fetches that could overlap.
+        max_connections: int = 128,
+        max_keepalive_connections: int = 32,
     ) -> None:
         self.policy = policy
         self._allowlist = EgressAllowlist(policy.allow_hosts)

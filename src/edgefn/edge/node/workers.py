@@ -76,7 +76,8 @@ async def _serve(settings: EdgeSettings, counts: Any, key: bytes, index: int) ->
                                 settings.max_connections_per_client)
     tls = _tls_context(settings)
     front = Front(runtime, pool, FrontLimits.from_settings(settings), limiter,
-                  scheme="https" if tls else "http", server_port=str(settings.edge_port))
+                  scheme="https" if tls else "http", server_port=str(settings.edge_port),
+                  inline=settings.inline)
     front.start()
     server = await loop.create_server(
         front.protocol, sock=listening_socket(settings.host, settings.edge_port), ssl=tls,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import read_state
+from edgefn.edge.worker.dispatch import InlinePolicy
 from edgefn.edge.worker.runtime import Runtime
 
 log = logging.getLogger("edgefn.edge")
@@ -61,6 +62,9 @@ def start_runtime(settings: EdgeSettings) -> tuple[Runtime, StateWatcher]:
     from edgefn.edge.bootstrap import build_runtime
 
     runtime = build_runtime(settings)
+    # Set before any function is loaded: each placement keeps the policy it was made with.
+    runtime.inline = InlinePolicy(enabled=settings.inline,
+                                  budget_s=settings.inline_budget_ms / 1000)
     watcher = StateWatcher(runtime, settings.state_path, settings.state_poll_s)
     watcher.start()
     runtime.pools.start()

@@ -2,10 +2,12 @@
 
 A request is read entirely on the event loop (headers, then the body, each
 within its deadline), so a client that trickles bytes holds a socket and a
-buffer, never a request thread. Only a complete request goes to the runtime, on
-a bounded pool of threads (host functions are synchronous and may block); while
-it runs, its connection is not read. Deadlines are checked by one sweep per
-worker instead of a timer per request: the hot path only stores a float.
+buffer, never a request thread. Only a complete request goes to the runtime:
+on the event loop itself when its function runs there (short guests that cannot
+block, dispatch.py), else on an elastic pool of request threads (host functions
+are synchronous and may wait). While it runs, its connection is not read.
+Deadlines are checked by one sweep per worker instead of a timer per request:
+the hot path only stores a float.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ from edgefn.edge.errors import (
     RequestTimeout,
     RequestTooLarge,
 )
-from edgefn.edge.worker.runtime import HttpRequest, HttpResponse, error_response
+from edgefn.edge.worker.exchange import HttpRequest, HttpResponse
+from edgefn.edge.worker.runtime import error_response
 
 if TYPE_CHECKING:
     from edgefn.edge.settings import EdgeSettings
     from edgefn.edge.worker.limiter import ClientLimiter
-    from edgefn.edge.worker.runtime import Runtime
+    from edgefn.edge.worker.runtime import Routed, Runtime
 
 log = logging.getLogger("edgefn.edge.worker.front")
 
@@ -130,25 +133,77 @@ def serialize(resp: HttpResponse, *, head_only: bool, keep_alive: bool) -> bytes
 
 
 class RequestPool:
-    """Threads running `Runtime.handle`; each answer goes back to the event loop."""
+    """Threads running `Runtime.handle`; each answer goes back to the event loop.
 
-    def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop, threads: int) -> None:
+    Elastic: a thread is started when a request finds none idle, up to `threads`,
+    and one idle for `idle_s` ends, down to `spare`. Functions that wait (in
+    `http_fetch`, KV) hold a thread each while they wait, without the GIL, so
+    a hundred waiting requests need a hundred threads; at rest a worker keeps
+    `spare`.
+    """
+
+    def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop, threads: int, *,
+                 spare: int = 2, idle_s: float = 30.0) -> None:
         self.runtime = runtime
         self._loop = loop
         self._queue: queue.SimpleQueue[tuple[HttpRequest, _Connection] | None] = (
             queue.SimpleQueue())
-        self._threads = [threading.Thread(target=self._run, name=f"edgefn-req-{i}", daemon=True)
-                         for i in range(threads)]
-        for t in self._threads:
-            t.start()
+        self.max_threads = threads
+        self._spare = min(spare, threads)
+        self._idle_s = idle_s
+        self._lock = threading.Lock()
+        self._started = 0  # threads started and not ended
+        self._idle = 0  # threads waiting for a request
+        self._backlog = 0  # requests submitted and not yet taken
+        self._threads: list[threading.Thread] = []
+        for _ in range(self._spare):
+            self._start()
+
+    @property
+    def threads(self) -> int:
+        return self._started
+
+    def _start(self) -> None:
+        # Called with the lock held, or before any thread runs.
+        self._started += 1
+        t = threading.Thread(target=self._run, name=f"edgefn-req-{len(self._threads)}",
+                             daemon=True)
+        self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        t.start()
 
     def submit(self, req: HttpRequest, conn: _Connection) -> None:
+        with self._lock:
+            self._backlog += 1
+            if self._backlog > self._idle and self._started < self.max_threads:
+                self._start()
         self._queue.put((req, conn))
+
+    def _take(self) -> tuple[HttpRequest, _Connection] | None:
+        """The next request; None when this thread should end."""
+        while True:
+            with self._lock:
+                self._idle += 1
+            try:
+                item = self._queue.get(timeout=self._idle_s)
+            except queue.Empty:
+                with self._lock:
+                    self._idle -= 1
+                    if self._started > self._spare and not self._backlog:
+                        self._started -= 1
+                        return None
+                continue
+            with self._lock:
+                self._idle -= 1
+                if item is not None:
+                    self._backlog -= 1
+                else:
+                    self._started -= 1
+            return item
 
     def _run(self) -> None:
         handle = self.runtime.handle
         call_back = self._loop.call_soon_threadsafe
-        while (item := self._queue.get()) is not None:
+        while (item := self._take()) is not None:
             req, conn = item
             try:
                 resp = handle(req)
@@ -161,11 +216,21 @@ class RequestPool:
                 return
 
     def close(self, timeout: float) -> None:
-        for _ in self._threads:
+        with self._lock:
+            threads = [t for t in self._threads if t.is_alive()]
+        for _ in threads:
             self._queue.put(None)
         deadline = time.monotonic() + timeout
-        for t in self._threads:
+        for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _handle_on_loop(runtime: Runtime, req: HttpRequest) -> HttpResponse | None:
+    try:
+        return runtime.handle_on_loop(req)
+    except Exception:
+        log.exception("request to %s%s failed in the runtime", req.host, req.path)
+        return _refuse(EdgeError("the node failed this request"))
 
 
 class Front:
@@ -180,8 +245,11 @@ class Front:
         *,
         scheme: str,
         server_port: str,
+        inline: bool = True,
     ) -> None:
         self.runtime = runtime
+        # Run the requests of functions placed on the loop here (dispatch.py).
+        self.inline = inline
         self.pool = pool
         self.limits = limits
         self.limiter = limiter
@@ -241,12 +309,14 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._body_limit = 0
+        self._routed: Routed | None = None
         self._content_length: int | None = None
         self._refusal: HttpResponse | None = None
         self._ready: deque[tuple[HttpRequest, bool]] = deque()
         self._keep_alive = True
         self._head_only = False
         self._write_paused = False
+        self._read_paused = False
         self.in_flight = False
         self._eof = False
         self._closed = False
@@ -294,7 +364,7 @@ class _Connection(asyncio.Protocol):
             self._fail(_refuse(HeadersTooLarge(
                 f"request head over {self.limits.max_header_bytes} bytes")))
             return
-        if self._ready and not self.in_flight:
+        if self._ready and not self.in_flight and not self._write_paused:
             self._dispatch()
 
     def pause_writing(self) -> None:
@@ -362,13 +432,14 @@ class _Connection(asyncio.Protocol):
         self._method = method
         if self._content_length or chunked:
             # Routing again in the runtime is cheap; a request without a body skips it here.
-            limit = self.front.runtime.body_limit(self._host, self._path, method)
-            self._body_limit = limit
+            self._routed = self.front.runtime.route(self._host, self._path, method)
+            limit = self._body_limit = self._routed.body_limit
             if self._content_length is not None and self._content_length > limit:
                 self._refusal = _too_large(limit)
                 raise _Refused
         else:
             self._body_limit = 0
+            self._routed = None
         self.phase = _BODY
         self.deadline = self.loop.time() + self.limits.body_timeout_s
         if expect and self.transport is not None:
@@ -397,11 +468,9 @@ class _Connection(asyncio.Protocol):
             scheme=self.front.scheme,
             server_port=self.front.server_port,
             remote_addr=self.remote_addr,
+            routed=self._routed,
         )
         self._ready.append((req, self.parser.should_keep_alive()))
-        if self.transport is not None:
-            # Backpressure: nothing more is read from this client until it has its answer.
-            self.transport.pause_reading()
         self.phase = _RUNNING
         self._head_bytes = 0
         self.deadline = _NO_DEADLINE
@@ -411,6 +480,11 @@ class _Connection(asyncio.Protocol):
         req, self._keep_alive = self._ready.popleft()
         self._head_only = req.method == "HEAD"
         front = self.front
+        if front.inline:
+            answer = _handle_on_loop(front.runtime, req)
+            if answer is not None:
+                self._write(answer)
+                return
         if front.pending >= self.limits.max_pending_requests:
             resp = _refuse(NodeOverloaded("the node is busy; retry shortly"))
             resp.headers.append(("retry-after", "1"))
@@ -418,7 +492,15 @@ class _Connection(asyncio.Protocol):
             return
         front.pending += 1
         self.in_flight = True
+        # Backpressure: nothing more is read from this client until it has its answer.
+        # (A request answered on the loop is done before anything more can be read.)
+        self._pause_reading()
         front.pool.submit(req, self)
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
 
     def respond(self, resp: HttpResponse) -> None:
         """On the loop, from a request thread: the runtime's answer."""
@@ -437,7 +519,9 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         if self._write_paused:
-            # The client is not reading its answer: it has the body timeout to take it.
+            # The client is not reading its answer: it has the body timeout to take it,
+            # and nothing more is read from it meanwhile.
+            self._pause_reading()
             self.phase = _WRITING
             self.deadline = self.loop.time() + self.limits.body_timeout_s
             return
@@ -450,7 +534,8 @@ class _Connection(asyncio.Protocol):
         if self.phase in (_RUNNING, _WRITING):  # else a pipelined request is half read
             self.phase = _IDLE
             self.deadline = self.loop.time() + self.limits.keepalive_timeout_s
-        if self.transport is not None:
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
             self.transport.resume_reading()
 
     def _fail(self, resp: HttpResponse) -> None:

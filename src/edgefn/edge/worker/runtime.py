@@ -2,8 +2,10 @@
 
 `Runtime.apply_state` turns a `NodeState` into loaded functions (artifact from
 the disk cache, compiled once, pool warmed) and swaps the routing table in one
-assignment, so requests see either the old state or the new one. `handle` is
-what the HTTP layer calls for every request.
+assignment, so requests see either the old state or the new one. Each loaded
+function keeps what was decided for it once (dispatch.py): its ABI codec and
+whether its calls run on the event loop. The HTTP front calls `handle_on_loop`
+for every request, and `handle` on a request thread for those it declines.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from edgefn.contract import QuotaSpec, ResourceCaps
 from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache, sha256_hex
 from edgefn.edge.capabilities.secrets import SecretsCapability
@@ -32,15 +35,15 @@ from edgefn.edge.errors import (
 )
 from edgefn.edge.logs import Invocation, JsonLog
 from edgefn.edge.quotas import QuotaLimits, QuotaTable, node_defaults
-from edgefn.edge.spec import FunctionSpec, NodeState, QuotaSpec, ResourceCaps, SpecKey
+from edgefn.edge.spec import FunctionSpec, NodeState, SpecKey
+from edgefn.edge.worker.dispatch import Codec, InlinePolicy, Placement, codec_for, may_block
+from edgefn.edge.worker.exchange import HttpRequest, HttpResponse
 from edgefn.edge.worker.fairness import PenaltyBox
 from edgefn.edge.worker.host_functions import FetchBinding, FunctionHost, InvocationHost, KvBinding
 from edgefn.edge.worker.pool import InstancePool, PoolManager
-from edgefn.edge.worker.routing import MethodNotAllowed, Router
-from edgefn.sandbox.abi import GuestResponse, cgi_environ, encode_headers, parse_cgi, parse_response
+from edgefn.edge.worker.routing import MethodNotAllowed, RouteMatch, Router
 from edgefn.sandbox.engine import Engine, GuestRequest
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
-from edgefn.sandbox.wasminfo import ABI_EDGE_V1
 
 if TYPE_CHECKING:
     from edgefn.edge.tracing import Tracer
@@ -53,33 +56,15 @@ _JSON = [("content-type", "application/json")]
 
 
 @dataclass(slots=True)
-class HttpRequest:
-    """A request as the HTTP layer hands it over; the body is read only once routed."""
-
-    method: str
-    host: str
-    path: str
-    query: str
-    headers: list[tuple[bytes, bytes]]
-    read_body: Callable[[int], bytes]
-    content_length: int | None = None
-    scheme: str = "http"
-    server_port: str = "80"
-    remote_addr: str = ""
-
-
-@dataclass(slots=True)
-class HttpResponse:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-@dataclass(slots=True)
 class LoadedFunction:
+    """A function version ready to serve: its pool, host, codec and placement, all
+    decided when it was loaded (dispatch.py)."""
+
     spec: FunctionSpec
     pool: InstancePool
     host: FunctionHost
+    codec: Codec
+    placement: Placement
     # Labelled metric children, looked up once instead of on every request.
     count: Any = None
     latency: Any = None
@@ -102,6 +87,14 @@ class LoadedFunction:
     def leave(self) -> None:
         with self._lock:
             self.inflight -= 1
+
+
+class Routed(NamedTuple):
+    """A request's route in one version of the tables (`Runtime.route`)."""
+
+    tables: _Tables
+    match: RouteMatch | MethodNotAllowed | None
+    body_limit: int
 
 
 @dataclass
@@ -137,7 +130,8 @@ _ERROR_CODES = {500: "guest_error", 502: "response_too_large", 504: "timeout"}
 
 
 class Runtime:
-    """One per worker process; thread-safe: many requests run at once on server threads."""
+    """One per worker process; thread-safe: requests run at once on the event loop and
+    on request threads."""
 
     def __init__(
         self,
@@ -158,8 +152,11 @@ class Runtime:
         quotas: QuotaTable | None = None,
         quota_defaults: QuotaSpec | None = None,
         penalty: PenaltyBox | None = None,
+        inline: InlinePolicy | None = None,
     ) -> None:
         self.engine = engine
+        # When calls of a function may run on the worker's event loop (dispatch.py).
+        self.inline = inline or InlinePolicy()
         # The node operator's caps: a function over them is never loaded (None: no caps).
         self.caps = caps
         self.cache = cache
@@ -288,19 +285,22 @@ class Runtime:
                 self.pools.remove(key)
                 raise FunctionUnavailable(f"instantiation failed: {exc}") from exc
             metrics.INSTANCES_CREATED.labels(spec.id, spec.project_id).inc(pool.created)
-            loaded = LoadedFunction(spec, pool, host)
+            placement = Placement(self.inline, may_block=may_block(module, host))
+            loaded = LoadedFunction(spec, pool, host, codec_for(module), placement)
             self._loaded[key] = loaded
             return loaded
 
     # -- requests -------------------------------------------------------------
-    def body_limit(self, host: str, path: str, method: str) -> int:
-        """The largest body `handle` would take for this request: the HTTP layer reads no more."""
+    def route(self, host: str, path: str, method: str) -> Routed:
+        """The request's route, and the largest body `handle` would take for it: the
+        HTTP layer reads no more, and hands the route over with the request
+        (`HttpRequest.routed`) so that it is not matched twice."""
         tables = self._tables
         match = tables.router.match(host, path, method)
         spec = None
         if match is not None and not isinstance(match, MethodNotAllowed):
             spec = tables.functions.get(match.function_id)
-        return self._body_limit(spec)
+        return Routed(tables, match, self._body_limit(spec))
 
     def _body_limit(self, spec: FunctionSpec | None) -> int:
         """A function's own body limit, else the node's."""
@@ -309,10 +309,29 @@ class Runtime:
         return spec.max_request_bytes
 
     def handle(self, req: HttpRequest) -> HttpResponse:
+        """Serve `req` on the calling thread (a request thread of the front, or a test)."""
+        resp = self._serve(req, on_loop=False)
+        assert resp is not None
+        return resp
+
+    def handle_on_loop(self, req: HttpRequest) -> HttpResponse | None:
+        """Serve `req` on the event loop when its function runs there, or when it is
+        refused before any function runs; None: it goes to a request thread (`handle`).
+
+        Nothing that may wait is done here: a function not yet loaded, one that may
+        block in a host call, one still on probation or in the penalty box is left
+        to the threads."""
+        return self._serve(req, on_loop=True)
+
+    def _serve(self, req: HttpRequest, *, on_loop: bool) -> HttpResponse | None:
         ctx = _RequestContext(req.headers)
         rid = ctx.request_id
         tables = self._tables
-        match = tables.router.match(req.host, req.path, req.method)
+        routed = req.routed
+        if isinstance(routed, Routed) and routed.tables is tables:
+            match = routed.match
+        else:
+            match = tables.router.match(req.host, req.path, req.method)
         if match is None:
             return self._finish(_error(404, "no_route", "no route matches this host and path",
                                        rid), rid)
@@ -327,13 +346,23 @@ class Runtime:
             return self._refuse(FunctionUnavailable(reason), rid, fid, match.route.project_id)
         project = spec.project_id
         limit = self._body_limit(spec)
-        try:
-            if req.content_length is not None and req.content_length > limit:
-                raise RequestTooLarge(f"request body over the limit of {limit} bytes")
-            loaded = self._ensure_loaded(spec, tables.keys[fid])
-            boxed = self.penalty is not None and self.penalty.admit(fid)
-        except EdgeError as exc:
-            return self._refuse(exc, rid, fid, project)
+        if req.content_length is not None and req.content_length > limit:
+            return self._refuse(RequestTooLarge(f"request body over the limit of {limit} bytes"),
+                                rid, fid, project)
+        if on_loop:
+            key = tables.keys[fid]
+            loaded = self._loaded.get(key)
+            if (loaded is None or not loaded.placement.on_loop
+                    or self.pools.get(key) is not loaded.pool
+                    or (self.penalty is not None and self.penalty.penalized(fid))):
+                return None
+            boxed = False
+        else:
+            try:
+                loaded = self._ensure_loaded(spec, tables.keys[fid])
+                boxed = self.penalty is not None and self.penalty.admit(fid)
+            except EdgeError as exc:
+                return self._refuse(exc, rid, fid, project)
         if not loaded.enter(self.max_inflight_per_function):
             if boxed and self.penalty is not None:
                 self.penalty.release()
@@ -369,61 +398,24 @@ class Runtime:
         self, loaded: LoadedFunction, req: HttpRequest, body: bytes, ctx: _RequestContext,
         route_path: str, cpu: list[float], boxed: bool,
     ) -> HttpResponse:
-        """Run the guest (on the penalized threads when `boxed`); `cpu[0]` gets the
-        CPU time it used (see `_Call`)."""
-        spec = loaded.spec
-        rid = ctx.request_id
+        """Run the guest where its placement says (the penalty box's threads when
+        `boxed`); `cpu[0]` gets the CPU time it used (see `_Call`)."""
+        spec, rid = loaded.spec, ctx.request_id
         headers = [(k, v) for k, v in req.headers if k != b"x-request-id"]
         headers.append((b"x-request-id", rid.encode()))
-        target = req.path + ("?" + req.query if req.query else "")
-        traceparent = f"00-{ctx.trace_id}-{ctx.span_id}-{ctx.trace_flags}"
-        module = loaded.pool.module
-        if module.abi == ABI_EDGE_V1:
-            guest = GuestRequest(req.method.encode(), target.encode(), encode_headers(headers),
-                                 body)
-        else:
-            script = route_path[:-2] if route_path.endswith("/*") else route_path
-            guest = GuestRequest(b"", b"", b"", body, cgi_environ(
-                method=req.method, path=req.path, query=req.query, script_name=script,
-                server_name=req.host.split(":")[0], server_port=req.server_port,
-                headers=headers, body_length=len(body), remote_addr=req.remote_addr,
-            ))
+        host = InvocationHost(loaded.host, rid, headers, 0.0, ctx.traceparent)
+        call = _Call(loaded, loaded.codec.request(req, headers, body, route_path), host)
         start = time.time()
-        call = _Call(loaded, guest, InvocationHost(loaded.host, rid, headers, 0.0, traceparent))
         error: str | None = None
-        timed_out = False
-        penalty = self.penalty
         try:
-            created = loaded.pool.created
-            if boxed and penalty is not None:
-                metrics.PENALIZED.labels(spec.id, spec.project_id).inc()
-                raw = penalty.run(call.run)
-            else:
-                raw = call.run()
-            if loaded.pool.created != created:
-                metrics.INSTANCES_CREATED.labels(spec.id, spec.project_id).inc(
-                    loaded.pool.created - created)
-            parsed: GuestResponse = (
-                parse_response(raw) if module.abi == ABI_EDGE_V1 else parse_cgi(raw)
-            )
-            resp = HttpResponse(
-                parsed.status,
-                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in parsed.headers],
-                parsed.body,
-            )
-        except InvocationError as exc:
+            resp = loaded.codec.response(self._run(call, boxed))
+        except (InvocationError, EdgeError) as exc:
             error = str(exc)
-            code = _ERROR_CODES.get(exc.status, "guest_error")
-            timed_out = isinstance(exc, GuestTimeout)
+            code = (_ERROR_CODES.get(exc.status, "guest_error")
+                    if isinstance(exc, InvocationError) else exc.code)
             resp = _error(exc.status, code, error, rid)
             metrics.INVOKE_ERRORS.labels(spec.id, spec.project_id, code).inc()
-        except EdgeError as exc:
-            error = str(exc)
-            resp = _error(exc.status, exc.code, error, rid)
-            metrics.INVOKE_ERRORS.labels(spec.id, spec.project_id, exc.code).inc()
         cpu[0] = call.cpu
-        if penalty is not None:
-            penalty.record(spec.id, timed_out=timed_out, cpu_s=call.cpu)
         elapsed = time.monotonic() - call.t0 if call.t0 else 0.0
         loaded.count.inc()
         loaded.latency.observe(elapsed)
@@ -434,6 +426,25 @@ class Runtime:
         if self._tracer is not None:
             self._tracer.record(inv)
         return self._finish(resp, rid)
+
+    def _run(self, call: _Call, boxed: bool) -> bytes:
+        """The guest call, on this thread or the penalty box's; what it teaches the
+        function's placement and strikes is recorded even when it fails."""
+        loaded, penalty = call.loaded, self.penalty
+        created = loaded.pool.created
+        try:
+            if boxed and penalty is not None:
+                metrics.PENALIZED.labels(loaded.spec.id, loaded.spec.project_id).inc()
+                return penalty.run(call.run)
+            return call.run()
+        finally:
+            timed_out = call.timed_out
+            loaded.placement.record(cpu_s=call.cpu, timed_out=timed_out)
+            if penalty is not None:
+                penalty.record(loaded.spec.id, timed_out=timed_out, cpu_s=call.cpu)
+            if loaded.pool.created != created:
+                metrics.INSTANCES_CREATED.labels(loaded.spec.id, loaded.spec.project_id).inc(
+                    loaded.pool.created - created)
 
     def _finish(self, resp: HttpResponse, rid: str) -> HttpResponse:
         resp.headers.append(("x-request-id", rid))
@@ -473,7 +484,7 @@ class _Call:
     may run on another thread, `PenaltyBox`), so a queue wait is not charged.
     """
 
-    __slots__ = ("cpu", "guest", "host", "loaded", "t0")
+    __slots__ = ("cpu", "guest", "host", "loaded", "t0", "timed_out")
 
     def __init__(self, loaded: LoadedFunction, guest: GuestRequest, host: InvocationHost) -> None:
         self.loaded = loaded
@@ -481,6 +492,7 @@ class _Call:
         self.host = host
         self.cpu = 0.0
         self.t0 = 0.0
+        self.timed_out = False
 
     def run(self) -> bytes:
         spec = self.loaded.spec
@@ -499,6 +511,9 @@ class _Call:
                         "(host wall-clock guard)"
                     )
             return raw
+        except GuestTimeout:
+            self.timed_out = True
+            raise
         finally:
             self.cpu = time.thread_time() - c0
 
@@ -528,3 +543,8 @@ class _RequestContext:
                 m = _TRACEPARENT.fullmatch(v.decode("latin-1").strip().lower())
                 if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
                     self.trace_id, self.parent_span_id, self.trace_flags = m.groups()
+
+    @property
+    def traceparent(self) -> str:
+        """The `traceparent` that `http_fetch` sends: this invocation's span."""
+        return f"00-{self.trace_id}-{self.span_id}-{self.trace_flags}"

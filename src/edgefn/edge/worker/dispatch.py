@@ -1,0 +1,143 @@
+"""How a loaded function runs, chosen once when it is loaded: its ABI codec and its place.
+
+A request for a function goes through two objects kept with the loaded function
+(`runtime.LoadedFunction`), so that nothing about the module is decided again
+per request:
+
+- its **codec** (`EdgeV1Codec` or `WagiCodec`): the request turned into what the
+  guest reads, and what the guest wrote turned into an HTTP response;
+- its **placement**: whether its calls may run **on the worker's event loop**
+  (no thread hop, no GIL hand-off; the epoch deadline bounds the call) or go to
+  the worker's elastic pool of request threads.
+
+A function runs on the loop only if it cannot block: it imports none of the host
+calls that wait (`http_fetch`, `kv_get`, `kv_put`, `secret_get`), or its policy
+gives it none of those capabilities, so they answer "denied" at once. It earns
+its place: it starts on the threads, and moves to the loop after `probation`
+calls in a row each under `budget_s` of CPU with no timeout. On the loop, one
+call that times out or passes the budget sends it back to the threads, where it
+stays for `hold_s` before it can earn its place again. A looping guest therefore
+never reaches the loop unless it first behaved, and then stalls its loop at most
+once for its deadline per `hold_s`; the penalty box (fairness.py) deals with it
+on the threads.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from edgefn.edge.worker.exchange import HttpRequest, HttpResponse
+from edgefn.sandbox.abi import (
+    GuestResponse,
+    cgi_environ,
+    encode_headers,
+    parse_cgi,
+    parse_response,
+)
+from edgefn.sandbox.engine import GuestRequest
+from edgefn.sandbox.wasminfo import ABI_EDGE_V1
+
+if TYPE_CHECKING:
+    from edgefn.edge.worker.host_functions import FunctionHost
+    from edgefn.sandbox.engine import Module
+
+# Host calls that may wait (network, disk, the secrets broker), with the capability
+# that makes them do more than answer "denied".
+_WAITING_CALLS = {"http_fetch": "fetch", "kv_get": "kv", "kv_put": "kv", "secret_get": "secrets"}
+
+
+def may_block(module: Module, host: FunctionHost) -> bool:
+    """True when a call of this function may wait in a host call."""
+    imported = {imp.name for imp in module.info.imports if imp.module == "edge"}
+    return any(getattr(host, capability) is not None
+               for name, capability in _WAITING_CALLS.items() if name in imported)
+
+
+@dataclass(frozen=True, slots=True)
+class InlinePolicy:
+    """The node's rules for running calls on the event loop (`EdgeSettings.inline*`)."""
+
+    enabled: bool = True
+    budget_s: float = 0.002
+    probation: int = 32
+    hold_s: float = 30.0
+
+
+class Placement:
+    """Where one loaded function's calls run; `on_loop` is read once per request.
+
+    Updated by `record` from any thread; the counters are plain attributes (a lost
+    update under a race only delays a move by a call).
+    """
+
+    __slots__ = ("_good", "_held_until", "may_block", "on_loop", "policy")
+
+    def __init__(self, policy: InlinePolicy, *, may_block: bool) -> None:
+        self.policy = policy
+        self.may_block = may_block
+        self.on_loop = False
+        self._good = 0
+        self._held_until = 0.0
+
+    def record(self, *, cpu_s: float, timed_out: bool) -> None:
+        """After each call of the function: move it on or off the loop."""
+        policy = self.policy
+        if self.may_block or not policy.enabled:
+            return
+        if timed_out or cpu_s > policy.budget_s:
+            self._good = 0
+            if self.on_loop:
+                self.on_loop = False
+                self._held_until = time.monotonic() + policy.hold_s
+            return
+        if not self.on_loop:
+            self._good += 1
+            if self._good >= policy.probation and time.monotonic() >= self._held_until:
+                self.on_loop = True
+
+
+def _http(parsed: GuestResponse) -> HttpResponse:
+    return HttpResponse(parsed.status, [(k.decode("latin-1"), v.decode("latin-1"))
+                                        for k, v in parsed.headers], parsed.body)
+
+
+class EdgeV1Codec:
+    """The `edge-v1` ABI (docs/edge.md): method, target, header block, body; the
+    response encoding back."""
+
+    __slots__ = ()
+
+    def request(self, req: HttpRequest, headers: list[tuple[bytes, bytes]], body: bytes,
+                route_path: str) -> GuestRequest:
+        target = req.path + "?" + req.query if req.query else req.path
+        return GuestRequest(req.method.encode(), target.encode(), encode_headers(headers), body)
+
+    def response(self, raw: bytes) -> HttpResponse:
+        return _http(parse_response(raw))
+
+
+class WagiCodec:
+    """The `wagi` ABI: CGI variables and the body on stdin; a CGI response on stdout."""
+
+    __slots__ = ()
+
+    def request(self, req: HttpRequest, headers: list[tuple[bytes, bytes]], body: bytes,
+                route_path: str) -> GuestRequest:
+        script = route_path[:-2] if route_path.endswith("/*") else route_path
+        return GuestRequest(b"", b"", b"", body, cgi_environ(
+            method=req.method, path=req.path, query=req.query, script_name=script,
+            server_name=req.host.split(":")[0], server_port=req.server_port,
+            headers=headers, body_length=len(body), remote_addr=req.remote_addr,
+        ))
+
+    def response(self, raw: bytes) -> HttpResponse:
+        return _http(parse_cgi(raw))
+
+
+Codec = EdgeV1Codec | WagiCodec
+
+
+def codec_for(module: Module) -> Codec:
+    return EdgeV1Codec() if module.abi == ABI_EDGE_V1 else WagiCodec()

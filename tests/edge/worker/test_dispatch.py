@@ -1,0 +1,171 @@
+"""How a loaded function runs: chosen once (codec, may it block), then on or off the loop.
+
+A function that cannot block earns its place on the event loop after a run of
+short calls on the threads and loses it with one slow call; a function that may
+wait in a host call never gets there; the elastic pool of request threads grows
+with what waits and shrinks back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from io import BytesIO
+from typing import Any
+
+from edgefn.edge.worker.dispatch import EdgeV1Codec, InlinePolicy, Placement, WagiCodec
+from edgefn.edge.worker.front import RequestPool
+from edgefn.edge.worker.runtime import HttpRequest, HttpResponse
+from tests.edge.conftest import EdgeHarness, fn
+
+
+def _request(target: str, body: bytes = b"") -> HttpRequest:
+    path, _, query = target.partition("?")
+    return HttpRequest(method="POST", host="edge.test", path=path, query=query,
+                       headers=[(b"host", b"edge.test")], read_body=BytesIO(body).read,
+                       content_length=len(body))
+
+
+def _loaded(edge: EdgeHarness, fid: str) -> Any:
+    return next(lf for lf in edge.runtime._loaded.values() if lf.spec.id == fid)
+
+
+def test_a_placement_earns_the_loop_and_loses_it_with_one_slow_call() -> None:
+    p = Placement(InlinePolicy(budget_s=0.002, probation=3, hold_s=0.2), may_block=False)
+    for _ in range(2):
+        p.record(cpu_s=0.0001, timed_out=False)
+    assert not p.on_loop
+    p.record(cpu_s=0.0001, timed_out=False)
+    assert p.on_loop
+    p.record(cpu_s=0.01, timed_out=False)  # over the budget
+    assert not p.on_loop
+    for _ in range(5):  # held off the loop for hold_s, however well it behaves
+        p.record(cpu_s=0.0001, timed_out=False)
+    assert not p.on_loop
+    time.sleep(0.25)
+    for _ in range(3):
+        p.record(cpu_s=0.0001, timed_out=False)
+    assert p.on_loop
+    p.record(cpu_s=0.0, timed_out=True)
+    assert not p.on_loop
+
+
+def test_a_slow_call_restarts_the_probation() -> None:
+    p = Placement(InlinePolicy(probation=3, hold_s=0.0), may_block=False)
+    p.record(cpu_s=0.0001, timed_out=False)
+    p.record(cpu_s=0.0001, timed_out=False)
+    p.record(cpu_s=0.0, timed_out=True)
+    p.record(cpu_s=0.0001, timed_out=False)
+    p.record(cpu_s=0.0001, timed_out=False)
+    assert not p.on_loop
+
+
+def test_functions_that_may_block_or_inline_off_never_reach_the_loop() -> None:
+    blocking = Placement(InlinePolicy(probation=1), may_block=True)
+    off = Placement(InlinePolicy(enabled=False, probation=1), may_block=False)
+    for p in (blocking, off):
+        for _ in range(5):
+            p.record(cpu_s=0.0, timed_out=False)
+        assert not p.on_loop
+
+
+def test_may_block_is_decided_from_imports_and_capabilities(edge: EdgeHarness) -> None:
+    class _Kv:
+        def get(self, key: bytes) -> bytes | int:
+            return -1
+
+        def put(self, key: bytes, value: bytes, ttl_seconds: int) -> int:
+            return 0
+
+    edge.runtime._kv_factory = lambda spec: _Kv() if spec.kv.enabled else None
+    edge.deploy(
+        fn("echo", "echo"),
+        fn("denied", "hostcalls"),  # imports kv and http_fetch, but may use neither
+        fn("kv", "hostcalls", kv={"enabled": True}),
+        fn("wagi", "wagi_hello"),
+    )
+    for fid in ("echo", "denied", "kv", "wagi"):
+        edge.request("GET", f"/{fid}/")
+    assert not _loaded(edge, "echo").placement.may_block
+    assert not _loaded(edge, "denied").placement.may_block
+    assert _loaded(edge, "kv").placement.may_block
+    assert isinstance(_loaded(edge, "echo").codec, EdgeV1Codec)
+    assert isinstance(_loaded(edge, "wagi").codec, WagiCodec)
+
+
+def test_the_loop_serves_a_function_only_once_it_has_shown_it_is_short(
+    edge: EdgeHarness,
+) -> None:
+    edge.runtime.inline = InlinePolicy(probation=3)
+    edge.deploy(fn("echo", "echo"), fn("loop", "loop", max_execution_ms=50))
+    runtime = edge.runtime
+    # Not loaded yet: loading may read or download an artifact, never on the loop.
+    assert runtime.handle_on_loop(_request("/echo/x", b"hi")) is None
+    for _ in range(3):
+        assert runtime.handle(_request("/echo/x", b"hi")).status == 200
+    resp = runtime.handle_on_loop(_request("/echo/x", b"hi"))
+    assert resp is not None and resp.status == 200 and resp.body == b"hi"
+    # A looping function times out on the threads and never reaches the loop.
+    for _ in range(4):
+        assert runtime.handle(_request("/loop/")).status == 504
+        assert runtime.handle_on_loop(_request("/loop/")) is None
+    # Answers given before any function runs are given on the loop too.
+    missing = runtime.handle_on_loop(_request("/nowhere"))
+    assert missing is not None and missing.status == 404
+
+
+def test_a_penalized_function_leaves_the_loop(make_edge: Any) -> None:
+    from edgefn.edge.worker.fairness import PenaltyBox
+
+    edge = make_edge(penalty=PenaltyBox(strikes=1, heavy_cpu_s=10.0))
+    edge.runtime.inline = InlinePolicy(probation=1)
+    edge.deploy(fn("echo", "echo"))
+    edge.request("POST", "/echo/", b"x")
+    assert edge.runtime.handle_on_loop(_request("/echo/", b"x")) is not None
+    assert edge.runtime.penalty is not None
+    edge.runtime.penalty.record("echo", timed_out=True, cpu_s=0.0)
+    assert edge.runtime.handle_on_loop(_request("/echo/", b"x")) is None
+
+
+class _Waiting:
+    """A runtime whose requests wait until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.running = 0
+        self.lock = threading.Lock()
+
+    def handle(self, req: HttpRequest) -> HttpResponse:
+        with self.lock:
+            self.running += 1
+        self.release.wait(10)
+        return HttpResponse(200, [], b"")
+
+
+class _Conn:
+    def respond(self, resp: HttpResponse) -> None:
+        pass
+
+
+def test_the_request_pool_grows_with_what_waits_and_shrinks_back() -> None:
+    runtime = _Waiting()
+    loop = asyncio.new_event_loop()
+    try:
+        pool = RequestPool(runtime, loop, 20, spare=2, idle_s=0.2)  # type: ignore[arg-type]
+        assert pool.threads == 2
+        for _ in range(30):
+            pool.submit(_request("/"), _Conn())  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while runtime.running < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runtime.running == 20 and pool.threads == 20  # bounded by its maximum
+        runtime.release.set()
+        deadline = time.monotonic() + 10
+        while (runtime.running < 30 or pool.threads > 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runtime.running == 30  # the queued ten ran too
+        assert pool.threads == 2  # idle threads ended, down to the spare ones
+        pool.close(timeout=2)
+    finally:
+        loop.close()

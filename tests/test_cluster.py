@@ -1,0 +1,57 @@
+"""The local cluster's balancer in front of control-plane replicas: requests move
+to a live backend when one is SIGKILLed, on new and on kept-alive connections."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from edgefn.cluster import Balancer, free_port, spawn, stop_process, wait_until
+
+# A keep-alive HTTP server answering its name, as a process of its own to kill.
+SERVER = """
+import http.server, sys
+class Named(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", "1")
+        self.end_headers()
+        self.wfile.write(sys.argv[2].encode())
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Named).serve_forever()
+"""
+
+
+@pytest.fixture
+def balanced() -> Iterator[tuple[Balancer, dict[str, subprocess.Popen[bytes]]]]:
+    balancer = Balancer()
+    procs = {}
+    for name in ("a", "b"):
+        port = free_port()
+        procs[name] = spawn([sys.executable, "-c", SERVER, str(port), name])
+        wait_until(name, lambda p=port: httpx.get(f"http://127.0.0.1:{p}").status_code == 200)
+        balancer.backends.append(port)
+    yield balancer, procs
+    balancer.close()
+    for proc in procs.values():
+        stop_process(proc)
+
+
+def test_requests_go_round_and_avoid_a_killed_backend(
+    balanced: tuple[Balancer, dict[str, subprocess.Popen[bytes]]],
+) -> None:
+    balancer, procs = balanced
+    assert {httpx.get(balancer.url).text for _ in range(4)} == {"a", "b"}
+    with httpx.Client(base_url=balancer.url) as kept:
+        first = kept.get("/").text
+        procs[first].kill()
+        procs[first].wait()
+        other = "b" if first == "a" else "a"
+        assert {httpx.get(balancer.url).text for _ in range(4)} == {other}
+        assert kept.get("/").text == other
