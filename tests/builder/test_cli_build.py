@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from edgefn.cli.main import cli
@@ -40,3 +41,17 @@ def test_an_unknown_tree_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["build", str(tmp_path)])
     assert result.exit_code == 2
     assert "--lang" in result.output
+
+
+@pytest.mark.parametrize("lang", ["c", "wat", "rust", "as"])
+def test_a_project_from_edgefn_init_builds(tmp_path: Path, lang: str) -> None:
+    """`edgefn build` takes the layout `edgefn init` writes (the Rust SDK as a
+    vendored single-file crate, the AssemblyScript one beside the sources)."""
+    runner = CliRunner()
+    folder = tmp_path / "hello"
+    made = runner.invoke(cli, ["init", "hello", "--lang", lang, "--dir", str(folder)])
+    assert made.exit_code == 0, made.output
+    result = runner.invoke(cli, ["build", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    validate_module(Path(summary["out"]).read_bytes(), memory_pages=64)

@@ -139,7 +139,9 @@ class WatDriver:
 class RustDriver:
     """One crate compiled by rustc alone: no Cargo, so no dependency is fetched and
     no build script runs. The crate is `src/lib.rs` (a reactor, `cdylib`) or
-    `src/main.rs` (a WAGI command)."""
+    `src/main.rs` (a WAGI command); single-file crates vendored as `sdk/NAME.rs`
+    or `vendor/NAME.rs` (the Rust SDK that `edgefn init` copies) are compiled
+    first and linked in as `NAME`."""
 
     language = "rust"
 
@@ -158,6 +160,21 @@ class RustDriver:
             if (Path(sysroot) / "lib" / "rustlib" / name).is_dir():
                 return name
         return None
+
+    def _vendored(self, jail: Jail, src: Path, common: list[str]) -> list[str]:
+        """Compile each single-file crate vendored as `sdk/NAME.rs` or `vendor/NAME.rs`
+        to an rlib; the `--extern` flags that hand them to the main crate."""
+        externs: list[str] = []
+        for folder in ("sdk", "vendor"):
+            for crate in sorted((src / folder).glob("*.rs")):
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", crate.stem):
+                    continue
+                rlib = jail.scratch / "deps" / f"lib{crate.stem}.rlib"
+                rlib.parent.mkdir(exist_ok=True)
+                argv = [*common, "--crate-type", "rlib", "--crate-name", crate.stem]
+                _compile(jail, [*argv, "-o", str(rlib), str(crate.relative_to(src))], src, rlib)
+                externs += ["--extern", f"{crate.stem}={rlib}"]
+        return externs
 
     def probe(self) -> Probe:
         install = "apt-get install rustc libstd-rust-dev-wasm32"
@@ -180,14 +197,10 @@ class RustDriver:
         if root is None:
             raise CompileFailed("a rust build needs src/lib.rs or src/main.rs")
         crate_type = ["--crate-type", "cdylib"] if root == lib else ["--crate-type", "bin"]
+        common = [self.rustc, "--edition", "2021", "--target", target, "-C", "opt-level=s"]
+        externs = self._vendored(jail, src, common)
         argv = [
-            self.rustc,
-            "--edition",
-            "2021",
-            "--target",
-            target,
-            "-C",
-            "opt-level=s",
+            *common,
             "-C",
             "strip=symbols",
             "-C",
@@ -195,6 +208,7 @@ class RustDriver:
             "--crate-name",
             "function",
             *crate_type,
+            *externs,
             "-o",
             str(out),
             str(root.relative_to(src)),
