@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -48,8 +49,7 @@ class Driver(Protocol):
 
 
 def _version(argv: list[str]) -> str | None:
-    import subprocess
-
+    """The first line a tool prints for `argv`, or None when it does not run."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):

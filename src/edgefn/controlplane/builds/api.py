@@ -180,7 +180,7 @@ def build_log(
 ) -> StreamingResponse:
     """The build's log as text; with `follow=1`, streamed as it grows until the
     build ends (the answer's last line then says how it ended)."""
-    build = service.get_build(session, who, build_id)
+    service.get_build(session, who, build_id)  # 404 unless the caller may read it
     session.rollback()
 
     def current() -> tuple[str, str | None]:
@@ -204,5 +204,4 @@ def build_log(
                 return
             await asyncio.sleep(_FOLLOW_POLL_S)
 
-    del build
     return StreamingResponse(chunks(), media_type="text/plain; charset=utf-8")
