@@ -6,6 +6,7 @@ import click
 
 from edgefn import __version__
 from edgefn.cli.audit import audit
+from edgefn.cli.build import build, build_worker
 from edgefn.cli.cp import cp
 from edgefn.cli.deploy import deploy
 from edgefn.cli.dev import dev
@@ -30,6 +31,8 @@ cli.add_command(cp)
 cli.add_command(audit)
 cli.add_command(deploy)
 cli.add_command(login)
+cli.add_command(build)
+cli.add_command(build_worker)
 cli.add_command(init)
 cli.add_command(test_cmd)
 cli.add_command(rollout)

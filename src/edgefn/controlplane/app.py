@@ -31,6 +31,7 @@ from edgefn.controlplane.audit import service as audit_service
 from edgefn.controlplane.audit.api import router as audit_router
 from edgefn.controlplane.auth.api import router as auth_router
 from edgefn.controlplane.auth.service import Credentials
+from edgefn.controlplane.builds.api import router as builds_router
 from edgefn.controlplane.console import PATH as CONSOLE_PATH
 from edgefn.controlplane.console import ConsoleFiles
 from edgefn.controlplane.deployments import outbox
@@ -183,8 +184,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 # Bodies with their own, larger cap (`max_artifact_bytes`), read as they stream in
-# (`uploads`): a version upload and a PUT to a signed upload URL.
-_UPLOAD_PATHS = re.compile(re.escape(API_PREFIX) + r"/(functions/[^/]+/versions|uploads/.+)")
+# (`uploads`): a version upload, a build's source archive and a PUT to a signed
+# upload URL.
+_UPLOAD_PATHS = re.compile(
+    re.escape(API_PREFIX) + r"/(functions/[^/]+/(versions|builds)|uploads/.+)"
+)
 
 
 class _JsonBodyCap:
@@ -471,6 +475,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         artifacts_router,
         secrets_router,
         stream_router,
+        builds_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
 

@@ -2,6 +2,7 @@
 
 from edgefn.controlplane.audit.models import AuditLog
 from edgefn.controlplane.auth.models import ApiKey, Membership, Project, User
+from edgefn.controlplane.builds.models import Build
 from edgefn.controlplane.db import Base
 from edgefn.controlplane.deployments.models import Deployment, DeploymentNode, OutboxInstruction
 from edgefn.controlplane.functions.models import Function, FunctionVersion
@@ -16,6 +17,7 @@ __all__ = [
     "ApiKey",
     "AuditLog",
     "Base",
+    "Build",
     "Deployment",
     "DeploymentNode",
     "Function",

@@ -105,6 +105,19 @@ class CPSettings(BaseSettings):
     vault_mount: str = "secret"
     vault_path_prefix: str = Field(default="edgefn", min_length=1)
 
+    # Builds from source (docs/builds.md). Without `build_redis_url` the jobs go to
+    # `build_workers` threads of this process; with it, to a Redis list that
+    # `edgefn build-worker` processes (and this process's own threads, if any) take
+    # jobs from.
+    build_redis_url: str | None = None
+    build_workers: int = Field(default=2, ge=0)
+    build_timeout_s: float = Field(default=120.0, gt=0)
+    max_source_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # Where AssemblyScript builds fetch and audit npm packages; None: npm's default.
+    build_npm_registry: str | None = None
+    # Parent of each build's scratch directory; None: the system's temporary directory.
+    build_scratch_dir: Path | None = None
+
     # OWASP's second argon2id profile; tests lower these to save CPU.
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19 * 1024, ge=8)

@@ -1,0 +1,1 @@
+"""Builds: source archives compiled by the builder's workers into new versions."""
