@@ -26,6 +26,7 @@ dev: $(STAMP)
 	$(BIN)/edgefn dev
 
 test: $(STAMP) $(ASC_STAMP)
+	$(BIN)/python -m edgefn.builder setup >/dev/null
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/python scripts/check_proto.py
