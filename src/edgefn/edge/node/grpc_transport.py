@@ -4,6 +4,7 @@ the node that knows the protobuf messages."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from functools import partial
@@ -28,6 +29,10 @@ from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 
 _REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+# The status grpc.aio gives a call whose write failed in the core (the CP had already
+# ended the call): a local stand-in, replaced by the CP's status once grpc has read it.
+_WRITE_FAILED = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+_STATUS_WAIT_S = 5.0
 
 
 def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
@@ -86,9 +91,20 @@ def to_proto(node_id: str, message: Outgoing) -> pb.EdgeMessage:
     return pb.EdgeMessage(node_id=node_id, deployment_status=_status(message))
 
 
-def _error(exc: grpc.aio.AioRpcError) -> StreamError:
-    kind = StreamRefused if exc.code() in _REFUSED else StreamError
-    return kind(f"{exc.code().name}: {exc.details()}")
+async def _ended(call: Any) -> StreamError:
+    """How the CP ended `call`. When a write raced the CP's refusal, the call first
+    carries grpc's local INTERNAL status; the CP's own (a refusal, say) follows as soon
+    as grpc reads it, so that one is waited for: what the node reports must not depend
+    on which of the two it looked at first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _STATUS_WAIT_S
+    while True:
+        code, details = await call.code(), await call.details()
+        if (code, details) != _WRITE_FAILED or loop.time() >= deadline:
+            break
+        await asyncio.sleep(0.01)
+    kind = StreamRefused if code in _REFUSED else StreamError
+    return kind(f"{code.name}: {details}")
 
 
 class GrpcTransport:
@@ -123,12 +139,10 @@ class _GrpcConnection:
     async def send(self, message: Outgoing) -> None:
         try:
             await self._call.write(to_proto(self._node_id, message))
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
             # A write racing the CP's refusal fails with a status of its own; what the
             # CP ended the call with is the call's.
-            code, details = await self._call.code(), await self._call.details()
-            kind = StreamRefused if code in _REFUSED else StreamError
-            raise kind(f"{code.name}: {details}") from exc
+            raise await _ended(self._call) from exc
 
     async def receive(self) -> AsyncIterator[Incoming]:
         try:
@@ -141,4 +155,4 @@ class _GrpcConnection:
                 else:
                     yield Pushed(msg.ack_id, partial(instruction_from_proto, msg))
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from exc
+            raise await _ended(self._call) from exc
