@@ -91,20 +91,42 @@ def to_proto(node_id: str, message: Outgoing) -> pb.EdgeMessage:
     return pb.EdgeMessage(node_id=node_id, deployment_status=_status(message))
 
 
-async def _ended(call: Any) -> StreamError:
-    """How the CP ended `call`. When a write raced the CP's refusal, the call first
-    carries grpc's local INTERNAL status; the CP's own (a refusal, say) follows as soon
-    as grpc reads it, so that one is waited for: what the node reports must not depend
-    on which of the two it looked at first."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _STATUS_WAIT_S
-    while True:
-        code, details = await call.code(), await call.details()
-        if (code, details) != _WRITE_FAILED or loop.time() >= deadline:
-            break
-        await asyncio.sleep(0.01)
-    kind = StreamRefused if code in _REFUSED else StreamError
-    return kind(f"{code.name}: {details}")
+def _at_hand(awaitable: Any) -> Any:
+    """The value of a coroutine that returns without waiting (a done call's status)."""
+    try:
+        awaitable.send(None)
+    except StopIteration as stop:
+        return stop.value
+    awaitable.close()
+    raise RuntimeError("the call's status is not at hand")
+
+
+class _Status:
+    """The status the CP ended a call with. When a write raced the CP's refusal, grpc
+    gives the call a local INTERNAL status of its own, before or after the CP's, which
+    it may thus replace: so each status is kept as the call takes it, and the CP's is
+    the one reported. What the node reports must not depend on which came first."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._peer: tuple[grpc.StatusCode, str] | None = None
+        call.add_done_callback(self._taken)
+
+    def _taken(self, call: Any) -> None:
+        status = _at_hand(call.code()), _at_hand(call.details())
+        if status != _WRITE_FAILED:
+            self._peer = status
+
+    async def error(self) -> StreamError:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _STATUS_WAIT_S
+        while True:
+            code, details = self._peer or (await self._call.code(), await self._call.details())
+            if (code, details) != _WRITE_FAILED or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        kind = StreamRefused if code in _REFUSED else StreamError
+        return kind(f"{code.name}: {details}")
 
 
 class GrpcTransport:
@@ -135,6 +157,7 @@ class _GrpcConnection:
     def __init__(self, call: Any, node_id: str) -> None:
         self._call = call
         self._node_id = node_id
+        self._status = _Status(call)
 
     async def send(self, message: Outgoing) -> None:
         try:
@@ -142,7 +165,7 @@ class _GrpcConnection:
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
             # A write racing the CP's refusal fails with a status of its own; what the
             # CP ended the call with is the call's.
-            raise await _ended(self._call) from exc
+            raise await self._status.error() from exc
 
     async def receive(self) -> AsyncIterator[Incoming]:
         try:
@@ -155,4 +178,4 @@ class _GrpcConnection:
                 else:
                     yield Pushed(msg.ack_id, partial(instruction_from_proto, msg))
         except grpc.aio.AioRpcError as exc:
-            raise await _ended(self._call) from exc
+            raise await self._status.error() from exc
