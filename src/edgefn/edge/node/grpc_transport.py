@@ -4,6 +4,7 @@ the node that knows the protobuf messages."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from functools import partial
@@ -28,6 +29,10 @@ from edgefn.proto import edge_control_pb2 as pb
 from edgefn.proto import edge_control_pb2_grpc as pb_grpc
 
 _REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+# The status grpc.aio gives a call whose write failed in the core (the CP had already
+# ended the call): a local stand-in, replaced by the CP's status once grpc has read it.
+_WRITE_FAILED = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+_STATUS_WAIT_S = 5.0
 
 
 def instruction_from_proto(msg: pb.ControlMessage) -> Instruction:
@@ -92,9 +97,42 @@ def _version_stats(stats: VersionStats) -> pb.VersionStats:
                            count=stats.count, errors=stats.errors, latency=stats.latency)
 
 
-def _error(exc: grpc.aio.AioRpcError) -> StreamError:
-    kind = StreamRefused if exc.code() in _REFUSED else StreamError
-    return kind(f"{exc.code().name}: {exc.details()}")
+def _at_hand(awaitable: Any) -> Any:
+    """The value of a coroutine that returns without waiting (a done call's status)."""
+    try:
+        awaitable.send(None)
+    except StopIteration as stop:
+        return stop.value
+    awaitable.close()
+    raise RuntimeError("the call's status is not at hand")
+
+
+class _Status:
+    """The status the CP ended a call with. When a write raced the CP's refusal, grpc
+    gives the call a local INTERNAL status of its own, before or after the CP's, which
+    it may thus replace: so each status is kept as the call takes it, and the CP's is
+    the one reported. What the node reports must not depend on which came first."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._peer: tuple[grpc.StatusCode, str] | None = None
+        call.add_done_callback(self._taken)
+
+    def _taken(self, call: Any) -> None:
+        status = _at_hand(call.code()), _at_hand(call.details())
+        if status != _WRITE_FAILED:
+            self._peer = status
+
+    async def error(self) -> StreamError:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _STATUS_WAIT_S
+        while True:
+            code, details = self._peer or (await self._call.code(), await self._call.details())
+            if (code, details) != _WRITE_FAILED or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        kind = StreamRefused if code in _REFUSED else StreamError
+        return kind(f"{code.name}: {details}")
 
 
 class GrpcTransport:
@@ -125,16 +163,15 @@ class _GrpcConnection:
     def __init__(self, call: Any, node_id: str) -> None:
         self._call = call
         self._node_id = node_id
+        self._status = _Status(call)
 
     async def send(self, message: Outgoing) -> None:
         try:
             await self._call.write(to_proto(self._node_id, message))
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
             # A write racing the CP's refusal fails with a status of its own; what the
             # CP ended the call with is the call's.
-            code, details = await self._call.code(), await self._call.details()
-            kind = StreamRefused if code in _REFUSED else StreamError
-            raise kind(f"{code.name}: {details}") from exc
+            raise await self._status.error() from exc
 
     async def receive(self) -> AsyncIterator[Incoming]:
         try:
@@ -147,4 +184,4 @@ class _GrpcConnection:
                 else:
                     yield Pushed(msg.ack_id, partial(instruction_from_proto, msg))
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from exc
+            raise await self._status.error() from exc
