@@ -6,14 +6,17 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from edgefn.contract._base import Record
+from edgefn.contract.numbers import json_integer
 
-# `cookie:NAME` or `header:NAME` (an HTTP token); "" is the client's address.
-_KEY = re.compile(r"(cookie|header):[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
+# `cookie:NAME` or `header:NAME` (an HTTP token); "" is the client's address. In the
+# field's schema too, so that the API's OpenAPI states what it accepts.
+_KEY_PATTERN = r"^((cookie|header):[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128})?$"
+_KEY = re.compile(_KEY_PATTERN)
 
-Percent = Annotated[int, Field(ge=0, le=100)]
+Percent = Annotated[int, Field(ge=0, le=100), BeforeValidator(json_integer)]
 
 
 class TrafficSplit(Record):
@@ -22,12 +25,12 @@ class TrafficSplit(Record):
     the new version alone (a promote), 0 the previous one alone (a rollback)."""
 
     percent: Percent
-    key: str = ""
+    key: str = Field(default="", pattern=_KEY_PATTERN)
 
     @field_validator("key")
     @classmethod
     def _key(cls, v: str) -> str:
-        if v and not _KEY.fullmatch(v):
+        if not _KEY.fullmatch(v):
             raise ValueError("key is 'cookie:NAME', 'header:NAME' or empty (the client address)")
         kind, _, name = v.partition(":")
         # Header names are matched as the front hands them over: lower-case.
