@@ -2,8 +2,8 @@
 the node's merged Prometheus registry at each heartbeat.
 
 The workers count by function and version (a request refused before a version was
-chosen counts under the version ""), from the start of the process; the figures
-since the version a node serves began are the counters minus what they were at
+chosen counts under the version "", and no version's figures), from the start of the
+process; the figures since the version a node serves began are the counters minus what they were at
 that moment (a baseline taken when the version changes), so that a version served
 again after a rollback starts afresh.
 """
@@ -25,14 +25,6 @@ class _Counts:
     errors: dict[str, float] = field(default_factory=dict)
     latency: list[float] = field(default_factory=lambda: [0.0] * len(LATENCY_BOUNDS))
 
-    def plus(self, other: _Counts) -> _Counts:
-        codes = self.errors.keys() | other.errors.keys()
-        return _Counts(
-            self.count + other.count,
-            {k: self.errors.get(k, 0.0) + other.errors.get(k, 0.0) for k in codes},
-            [a + b for a, b in zip(self.latency, other.latency, strict=True)],
-        )
-
     def minus(self, base: _Counts) -> _Counts:
         return _Counts(
             max(0.0, self.count - base.count),
@@ -42,6 +34,9 @@ class _Counts:
 
 
 _INDEX = {bound: i for i, bound in enumerate(LATENCY_BOUNDS)}
+
+
+_ANY = "\0any"
 
 
 def read_counts(registry: Collector) -> dict[tuple[str, str], _Counts]:
@@ -54,7 +49,8 @@ def read_counts(registry: Collector) -> dict[tuple[str, str], _Counts]:
             fid = sample.labels.get("function_id")
             if fid is None:
                 continue
-            counts = out[(fid, sample.labels.get("version", ""))]
+            # No version label at all (a node of an earlier release): the serving one's.
+            counts = out[(fid, sample.labels.get("version", _ANY))]
             if sample.name == "wasm_invoke_count_total":
                 counts.count += sample.value
             elif sample.name == "wasm_invoke_errors_total":
@@ -79,9 +75,9 @@ class VersionFigures:
         out = []
         for status in statuses:
             fid, version = status["id"], status["version"]
-            # The version's own series, and those of no version, which go to the one
-            # serving: a request that lingered on the version before is not counted.
-            current = now.get((fid, version), _Counts()).plus(now.get((fid, ""), _Counts()))
+            # The version's own series only: a request that lingered on the version
+            # before, or one refused before a version was chosen, is not this one's.
+            current = now.get((fid, version)) or now.get((fid, _ANY)) or _Counts()
             served = self._base.get(fid)
             if served is None or served[0] != version:
                 # First sight of this version: figures start from here, except at the
@@ -89,6 +85,9 @@ class VersionFigures:
                 base = _Counts() if served is None else current
                 self._base[fid] = served = (version, base)
             since = current.minus(served[1])
+            # Every error is an invocation, but workers write their counts a flush
+            # (metrics.FLUSH_S) after their errors: the count is at least the errors.
+            since.count = max(since.count, sum(since.errors.values()))
             out.append(VersionStats(
                 function_id=fid, version=version, count=int(since.count),
                 errors={k: int(v) for k, v in since.errors.items() if v},
