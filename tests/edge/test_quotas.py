@@ -35,7 +35,7 @@ def _get(runtime: Runtime, path: str) -> HttpResponse:
                                       content_length=0))
 
 
-def _one_window(seconds: float = 5) -> None:
+def _one_window(seconds: float = 15) -> None:
     """Wait for the next minute when fewer than `seconds` are left in this one."""
     if time.time() % 60 > 60 - seconds:
         time.sleep(60.5 - time.time() % 60)
@@ -78,7 +78,8 @@ def test_per_minute_quota_answers_429_with_retry_after(tmp_path: Path, project: 
         assert refused.status == 429
         body = json.loads(refused.body)
         assert body["error"]["code"] == "quota_exceeded"
-        assert project in body["error"]["message"]
+        assert "quota" in body["error"]["message"]
+        assert project not in body["error"]["message"]
         retry = int(dict(refused.headers)["retry-after"])
         assert 1 <= retry <= 60
         assert abs(retry - (60 - time.time() % 60)) <= 2
@@ -211,7 +212,7 @@ def test_served_node_with_two_workers_enforces_quotas(
                       "--quota-max-concurrency", "2")
     try:
         # A fresh connection per request: the two workers share them out.
-        _one_window(10)
+        _one_window(20)
         statuses = [httpx.get(node.url + "/echo/x", timeout=10).status_code for _ in range(12)]
         assert statuses.count(200) == 5 and statuses.count(429) == 7, statuses
         last = httpx.get(node.url + "/echo/x", timeout=10)

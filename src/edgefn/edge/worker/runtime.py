@@ -426,7 +426,9 @@ class Runtime:
             rejection = self.quotas.enter(project, quota)
             if rejection is not None:
                 return self._refuse(QuotaExceeded(
-                    f"quota of project {project}: {rejection.message}; retry in "
+                    # The project id stays in the log line and the metric: a client
+                    # may be anonymous, so the answer does not name the tenant.
+                    f"the project's quota: {rejection.message}; retry in "
                     f"{rejection.retry_after} s", rejection.retry_after), rid, fid, project)
             cpu = [0.0]
             try:
