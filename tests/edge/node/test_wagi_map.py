@@ -24,7 +24,7 @@ CORPUS = Path(__file__).parents[2] / "fixtures" / "wagi"
 class Upstream(QuietHandler):
     """Answers with what it was sent: method, the X-Test header and the body."""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         answer = f"{self.command} {self.headers.get('x-test')} ".encode() + body
         self.send_response(200)
@@ -242,7 +242,7 @@ def test_allowed_hosts() -> None:
 def test_unreadable_map_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "modules.toml"
     bad.write_text("[[module]\nroute = ")
-    with pytest.raises(ValueError, match="modules.toml"):
+    with pytest.raises(ValueError, match=r"modules\.toml"):
         load_modules_toml(bad)
     bad.write_text('[[module]]\nroute = "/"\nmodule = "bindle:example.com/x/1.0.0"\n')
     assert "bindle: references are not served" in next(iter(
