@@ -218,7 +218,7 @@ def _spec(entry: dict[str, Any], base: Path, function_id: str, source: Path,
     fields: dict[str, Any] = {
         "id": function_id,
         "name": function_id,
-        "version": f"wagi-{digest[:12]}",
+        "version": f"0.0.0+wagi.{digest[:12]}",  # the CP takes semantic versions
         "abi": "wagi",
         "artifact": str(source),
         "sha256": digest,
