@@ -40,6 +40,11 @@ ENTRY_KEYS = frozenset({
 _IGNORED_KEYS = frozenset({"repository", "bindle_server"})
 _TOP_KEYS = frozenset({"module"})
 _IGNORED_TOP_KEYS = frozenset({"default_host"})
+# WAGI bounds neither memory, nor time, nor the response: a map's functions get
+# limits WAGI programs fit in (Rust and Grain start above the node's 1 MiB default),
+# still bounded. The same for every entry; docs/wagi.md says so.
+MAP_LIMITS = {"memory_pages": 1024, "max_execution_ms": 30_000,
+              "max_response_bytes": 8 * 1024 * 1024}
 # WAGI's `allowed_hosts` entry that lets a program reach any host.
 ALLOW_ALL = "insecure:allow-all"
 _NOT_ID = re.compile(r"[^A-Za-z0-9._-]+")
@@ -224,6 +229,7 @@ def _spec(entry: dict[str, Any], base: Path, function_id: str, source: Path,
         "sha256": digest,
         "entrypoint": entry.get("entrypoint", "_start"),
         "routes": (RouteSpec(path=wagi_route(entry.get("route", ""))),),
+        **MAP_LIMITS,
     }
     if "argv" in entry:
         fields["argv"] = entry["argv"]

@@ -206,6 +206,8 @@ def test_the_map_reads_as_wagi_reads_it(tmp_path: Path) -> None:
     assert [s.id for s in specs.values()][:3] == ["hello", "hello-2", "error"]
     assert all(s.abi == "wagi" for s in specs.values())
     assert specs["/"].entrypoint == "_start" and specs["/ep1"].entrypoint == "ep1"
+    # WAGI sets no limits; Rust programs start above the node's 1 MiB default.
+    assert (specs["/"].memory_pages, specs["/"].max_execution_ms) == (1024, 30_000)
     assert specs["/volume"].volumes == {"/data": str((tmp_path / "app" / "static").resolve())}
     http = specs["/http"]
     assert http.http_fetch.allow_hosts == ("127.0.0.1",) and http.http_fetch.allow_private
