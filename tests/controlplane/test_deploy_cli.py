@@ -275,7 +275,6 @@ module = "hello.wat"
 [[module]]
 route = "/ep/..."
 module = "entrypoints.wat"
-entrypoint = "ep1"
 allowed_hosts = ["https://api.example.com"]
 http_max_concurrency = 2
 {extra}""")
@@ -303,7 +302,7 @@ def test_deploy_a_wagi_module_map(runner: CliRunner, live_cp: LiveCP, tmp_path: 
         deploys = [m.deploy for m in edge.received if m.WhichOneof("payload") == "deploy"]
     functions = {f["name"]: f for f in live_cp.ok("GET", "/functions")}
     assert functions["hello"]["entrypoint"] == "_start"
-    assert functions["entrypoints"]["entrypoint"] == "ep1"
+    assert functions["entrypoints"]["entrypoint"] == "_start"
     assert functions["entrypoints"]["http_fetch"]["allow_hosts"] == ["api.example.com"]
     assert functions["hello"]["active_version"].startswith("0.0.0+wagi.")
     assert {r["path"] for r in live_cp.ok("GET", "/routes")} == {"/", "/ep/*"}
@@ -314,12 +313,15 @@ def test_a_wagi_map_with_volumes_is_refused_whole(
     runner: CliRunner, live_cp: LiveCP, tmp_path: Path
 ) -> None:
     toml = wagi_map(tmp_path, '\n[[module]]\nroute = "/v"\nmodule = "hello.wat"\n'
-                    'volumes = { "/data" = "static" }\n')
+                    'volumes = { "/data" = "static" }\n'
+                    '\n[[module]]\nroute = "/ep1"\nmodule = "entrypoints.wat"\n'
+                    'entrypoint = "ep1"\n')
     result = runner.invoke(cli, ["deploy", "--modules-toml", str(toml), "--cp", live_cp.url],
                            env={"EDGEFN_TOKEN": ADMIN_TOKEN})
     assert result.exit_code == 1
     assert "nothing deployed" in result.output
     assert "module hello.wat (route /v): volumes cannot be deployed" in result.output
+    assert "module entrypoints.wat (route /ep1): entrypoint cannot be deployed" in result.output
     assert live_cp.ok("GET", "/functions") == []
     usage = runner.invoke(cli, ["deploy", "--cp", live_cp.url], env={"EDGEFN_TOKEN": ADMIN_TOKEN})
     assert usage.exit_code == 2 and "--modules-toml" in usage.output

@@ -17,7 +17,7 @@ import click
 
 from edgefn.cli._api import CPClient, CPRequestError
 from edgefn.cli.credentials import cp_options, resolve
-from edgefn.contract import POLICY_FIELDS, RouteSpec
+from edgefn.contract import POLICY_FIELDS, DeployInstruction, RouteSpec
 from edgefn.edge.spec import FunctionSpec, load_function_dir
 from edgefn.edge.wagi_map import ModuleMapError, load_modules_toml
 
@@ -33,10 +33,24 @@ _SETTINGS = (
     "env",
     *POLICY_FIELDS,
 )
-# WAGI settings a node reads from a module map but the control plane does not keep
-# with a function: volumes are host folders (the CP ships no data archive with a
-# version), argv unless the function settings (`_SETTINGS`) come to include it.
-_LOCAL_ONLY = ("volumes", "argv")
+
+def _reaches_nodes(field: str) -> bool:
+    """A function setting the control plane hands its nodes with each version."""
+    return field in DeployInstruction.model_fields or field in POLICY_FIELDS
+
+
+def _local_only(spec: FunctionSpec) -> list[str]:
+    """What a module map's entry asks that a node would not get through the control
+    plane: volumes are host folders (no data archive ships with a version); argv and
+    an entrypoint other than `_start` while deploy instructions do not carry them."""
+    fields = spec.model_fields_set
+    out = ["volumes"] if "volumes" in fields else []
+    if spec.entrypoint != "_start" and not _reaches_nodes("entrypoint"):
+        out.append("entrypoint")
+    if "argv" in fields and not _reaches_nodes("argv"):
+        out.append("argv")
+    return out
+
 DEFAULT_PROJECT = "default"
 POLL_S = 0.5
 
@@ -313,8 +327,7 @@ def wagi_functions(modules_toml: Path) -> list[tuple[FunctionSpec, bytes]]:
     for module in loaded.modules:
         spec = module.spec
         label = f"module {module.source.name} (route {spec.routes[0].path})"
-        local = [f for f in _LOCAL_ONLY if f in spec.model_fields_set
-                 and (f == "volumes" or f not in _SETTINGS)]
+        local = _local_only(spec)
         if local:
             refused.append(
                 f"{label}: {' and '.join(local)} cannot be deployed through the control "
