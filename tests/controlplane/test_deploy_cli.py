@@ -259,3 +259,69 @@ def test_the_token_from_a_file_or_the_environment(
     assert result.exit_code == 0, result.output
     missing = runner.invoke(cli, ["deploy", str(EXAMPLE), "--token-file", str(tmp_path / "no")])
     assert missing.exit_code == 2 and "cannot read" in missing.output
+
+
+WAGI_CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "wagi"
+
+
+def wagi_map(tmp_path: Path, extra: str = "") -> Path:
+    app = tmp_path / "wagi-app"
+    shutil.copytree(WAGI_CORPUS, app)
+    (app / "modules.toml").write_text(f"""
+[[module]]
+route = "/"
+module = "hello.wat"
+
+[[module]]
+route = "/ep/..."
+module = "entrypoints.wat"
+allowed_hosts = ["https://api.example.com"]
+http_max_concurrency = 2
+{extra}""")
+    return app / "modules.toml"
+
+
+def test_deploy_a_wagi_module_map(runner: CliRunner, live_cp: LiveCP, tmp_path: Path) -> None:
+    """One function per [[module]], its module compiled from text, its route and
+    allowlist on the function; deploying it again changes nothing."""
+    toml = wagi_map(tmp_path)
+    node = live_cp.ok("POST", "/nodes", 201, json={"id": "tokyo-1", "pop_id": "tokyo"})
+    args = ["deploy", "--modules-toml", str(toml), "--cp", live_cp.url]
+    env = {"EDGEFN_TOKEN": ADMIN_TOKEN}
+    with AckingNode(live_cp.grpc_target, node).running() as edge:
+        first = runner.invoke(cli, args, env=env)
+        assert first.exit_code == 0, first.output
+        assert "function hello: created" in first.output
+        assert "function entrypoints: created" in first.output
+        assert "route */ep/* [all methods] priority 0: created" in first.output
+        assert "http_max_concurrency is not kept" in first.output
+        again = runner.invoke(cli, args, env=env)
+        assert again.exit_code == 0, again.output
+        assert again.output.count("up to date") == 2
+        assert again.output.count("already uploaded, skipped") == 2
+        deploys = [m.deploy for m in edge.received if m.WhichOneof("payload") == "deploy"]
+    functions = {f["name"]: f for f in live_cp.ok("GET", "/functions")}
+    assert functions["hello"]["entrypoint"] == "_start"
+    assert functions["entrypoints"]["entrypoint"] == "_start"
+    assert functions["entrypoints"]["http_fetch"]["allow_hosts"] == ["api.example.com"]
+    assert functions["hello"]["active_version"].startswith("0.0.0+wagi.")
+    assert {r["path"] for r in live_cp.ok("GET", "/routes")} == {"/", "/ep/*"}
+    assert len(deploys) == 4 and {d.abi for d in deploys} == {"wagi"}
+
+
+def test_a_wagi_map_with_volumes_is_refused_whole(
+    runner: CliRunner, live_cp: LiveCP, tmp_path: Path
+) -> None:
+    toml = wagi_map(tmp_path, '\n[[module]]\nroute = "/v"\nmodule = "hello.wat"\n'
+                    'volumes = { "/data" = "static" }\n'
+                    '\n[[module]]\nroute = "/ep1"\nmodule = "entrypoints.wat"\n'
+                    'entrypoint = "ep1"\n')
+    result = runner.invoke(cli, ["deploy", "--modules-toml", str(toml), "--cp", live_cp.url],
+                           env={"EDGEFN_TOKEN": ADMIN_TOKEN})
+    assert result.exit_code == 1
+    assert "nothing deployed" in result.output
+    assert "module hello.wat (route /v): volumes cannot be deployed" in result.output
+    assert "module entrypoints.wat (route /ep1): entrypoint cannot be deployed" in result.output
+    assert live_cp.ok("GET", "/functions") == []
+    usage = runner.invoke(cli, ["deploy", "--cp", live_cp.url], env={"EDGEFN_TOKEN": ADMIN_TOKEN})
+    assert usage.exit_code == 2 and "--modules-toml" in usage.output

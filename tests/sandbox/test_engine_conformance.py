@@ -24,6 +24,7 @@ from edgefn.sandbox.errors import (
     InvocationError,
     ResponseTooLarge,
 )
+from edgefn.sandbox.wat import wat_to_wasm
 from tests.conftest import wasm_path
 
 
@@ -335,6 +336,58 @@ def test_wagi_runs_one_request_per_instance(compile_fixture) -> None:  # type: i
     with pytest.raises(GuestTrap):
         inst.invoke(wagi_request(), FakeHost())
     inst.close()
+
+
+class UpstreamHost(FakeHost):
+    """A host whose http_fetch answers as an upstream server would, unless denied."""
+
+    def http_fetch(self, request: bytes) -> bytes | int:
+        self.fetches.append(request)
+        if not self.fetch_allowed:
+            return -2
+        return b"200\nx-upstream: seen\ncontent-type: text/plain\n\nPOST wagi ping"
+
+
+_UPSTREAM = WasiOptions(env=(("UPSTREAM", "http://up.test/echo"),))
+
+
+def test_wagi_outbound_http_through_http_fetch(run) -> None:  # type: ignore[no-untyped-def]
+    """Every call of wasi_experimental_http, answered from the host's http_fetch."""
+    resp, host = run("wagi_http", wagi_request(), UpstreamHost(fetch_allowed=True),
+                     wasi=_UPSTREAM)
+    assert resp.body.decode().splitlines() == [
+        "req=0", "status=200", "header_get=0 seen", "missing=5", "small=4",
+        "body=POST wagi ping", "closed=1",
+    ]
+    assert host.fetches == [
+        b"POST http://up.test/echo\nx-test: wagi\ncontent-type: text/plain\n\nping"
+    ]
+
+
+def test_wagi_outbound_http_denied_is_destination_not_allowed(run) -> None:  # type: ignore[no-untyped-def]
+    resp, host = run("wagi_http", wagi_request(), UpstreamHost(), wasi=_UPSTREAM)
+    assert resp.body == b"req=7\n"
+    assert len(host.fetches) == 1
+
+
+def test_wagi_outbound_http_bounded_open_responses(run) -> None:  # type: ignore[no-untyped-def]
+    """With no response allowed open, `req` answers TooManySessions without fetching."""
+    host = UpstreamHost(fetch_allowed=True)
+    resp, _ = run("wagi_http", wagi_request(), host, wasi=_UPSTREAM,
+                  limits=Limits(max_http_responses=0))
+    assert resp.body == b"req=13\n"
+    assert host.fetches == []
+
+
+def test_edge_v1_may_not_import_wasi_http(any_engine: Engine) -> None:
+    wat = """(module
+      (import "wasi_experimental_http" "close" (func (param i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "alloc") (param i32) (result i32) (i32.const 0))
+      (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+        (i32.const 0)))"""
+    with pytest.raises(InvalidModule, match="only a WAGI program"):
+        any_engine.compile(wat_to_wasm(wat), Limits(), WasiOptions())
 
 
 def test_wagi_response_over_the_cap_is_502(run) -> None:  # type: ignore[no-untyped-def]

@@ -17,8 +17,9 @@ import click
 
 from edgefn.cli._api import CPClient, CPRequestError
 from edgefn.cli.credentials import cp_options, resolve
-from edgefn.contract import POLICY_FIELDS, RouteSpec
+from edgefn.contract import POLICY_FIELDS, DeployInstruction, RouteSpec
 from edgefn.edge.spec import FunctionSpec, load_function_dir
+from edgefn.edge.wagi_map import ModuleMapError, load_modules_toml
 
 # function.json fields that are function settings on the CP; only those the file
 # names are sent, so settings made through the API stay unless the file says otherwise.
@@ -32,6 +33,24 @@ _SETTINGS = (
     "env",
     *POLICY_FIELDS,
 )
+
+def _reaches_nodes(field: str) -> bool:
+    """A function setting the control plane hands its nodes with each version."""
+    return field in DeployInstruction.model_fields or field in POLICY_FIELDS
+
+
+def _local_only(spec: FunctionSpec) -> list[str]:
+    """What a module map's entry asks that a node would not get through the control
+    plane: volumes are host folders (no data archive ships with a version); argv and
+    an entrypoint other than `_start` while deploy instructions do not carry them."""
+    fields = spec.model_fields_set
+    out = ["volumes"] if "volumes" in fields else []
+    if spec.entrypoint != "_start" and not _reaches_nodes("entrypoint"):
+        out.append("entrypoint")
+    if "argv" in fields and not _reaches_nodes("argv"):
+        out.append("argv")
+    return out
+
 DEFAULT_PROJECT = "default"
 POLL_S = 0.5
 
@@ -218,7 +237,12 @@ def _gates(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 @click.command()
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("path", required=False,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--modules-toml", "modules_toml",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Deploy a WAGI module map instead: one function per [[module]] "
+              "(docs/wagi.md).")
 @cp_options
 @click.option("--project", help="project id or name for a new function")
 @click.option(
@@ -244,7 +268,8 @@ def _gates(pairs: tuple[str, ...]) -> dict[str, Any]:
     help="seconds to wait for the nodes",
 )
 def deploy(
-    path: Path,
+    path: Path | None,
+    modules_toml: Path | None,
     cp_url: str | None,
     token: str | None,
     project: str | None,
@@ -255,37 +280,86 @@ def deploy(
     wait: bool,
     timeout_s: float,
 ) -> None:
-    """Deploy the function in PATH (its function.json and module) to the edge.
+    """Deploy the function in PATH (its function.json and module) to the edge, or
+    every module of a WAGI module map (--modules-toml).
 
     Exits 0 when every target node cached the version (or without --wait, once the
     deployment is recorded), 1 when it failed, timed out or the CP refused a step.
     """
+    if (path is None) == (modules_toml is None):
+        raise click.UsageError("give a function folder PATH or --modules-toml FILE")
+    if modules_toml is not None:
+        functions = wagi_functions(modules_toml)
+    else:
+        assert path is not None
+        functions = [_function_folder(path)]
+    body: dict[str, Any] = {"strategy": strategy}
+    if target_pop:
+        body["target_pop"] = list(target_pop)
+    if gated or gate:
+        body["gates"] = _gates(gate)
+    url, token = resolve(cp_url, token)
+    with CPClient(url, token) as api:
+        for spec, data in functions:
+            _deploy_one(api, spec, data, project, body, wait=wait, timeout_s=timeout_s)
+
+
+def _function_folder(path: Path) -> tuple[FunctionSpec, bytes]:
     try:
         spec = load_function_dir(path)
     except ValueError as exc:  # pydantic's ValidationError is one
         raise click.BadParameter(str(exc), param_hint="PATH") from exc
     try:
-        data = Path(spec.artifact).read_bytes()
+        return spec, Path(spec.artifact).read_bytes()
     except OSError as exc:
         raise click.BadParameter(f"cannot read the module: {exc}", param_hint="PATH") from exc
-    url, token = resolve(cp_url, token)
-    with CPClient(url, token) as api:
-        fn = _function(api, spec, project)
-        _upload(api, fn["id"], spec, data)
-        _routes(api, fn["id"], spec)
-        body: dict[str, Any] = {"version": spec.version, "strategy": strategy}
-        if target_pop:
-            body["target_pop"] = list(target_pop)
-        if gated or gate:
-            body["gates"] = _gates(gate)
-        dep = api.call("POST", f"/functions/{fn['id']}/deploy", json=body)
-        click.echo(
-            f"deployment {dep['id']}: {spec.version} ({strategy}) to {len(dep['nodes'])} node(s)"
-        )
-        if not wait:
-            return
-        if not dep["nodes"]:
-            click.echo("no node matched; nodes registered later get this version")
-            return
-        _follow(api, dep["id"], timeout_s)
-        click.echo(f"deployed {spec.name} {spec.version}")
+
+
+def wagi_functions(modules_toml: Path) -> list[tuple[FunctionSpec, bytes]]:
+    """The map's functions with their modules, or a refusal naming every entry that
+    cannot go through the control plane, before anything is changed."""
+    try:
+        loaded = load_modules_toml(modules_toml, warn=lambda m: click.echo(f"warning: {m}"))
+    except ModuleMapError as exc:
+        raise click.BadParameter(str(exc), param_hint="--modules-toml") from exc
+    refused = [f"{label}: {reason}" for label, reason in loaded.problems.items()]
+    out = []
+    for module in loaded.modules:
+        spec = module.spec
+        label = f"module {module.source.name} (route {spec.routes[0].path})"
+        local = _local_only(spec)
+        if local:
+            refused.append(
+                f"{label}: {' and '.join(local)} cannot be deployed through the control "
+                "plane (it ships no files or settings for them with a version); serve this "
+                "map with `edgefn edge serve --modules-toml`"
+            )
+            continue
+        if "http_max_concurrency" in spec.model_fields_set:
+            click.echo(f"warning: {label}: http_max_concurrency is not kept by the control "
+                       "plane; the node's default applies")
+        wasm_name = str(Path(spec.artifact).with_suffix(".wasm"))
+        out.append((spec.model_copy(update={"artifact": wasm_name}), module.wasm))
+    if refused:
+        raise click.ClickException("nothing deployed:\n  " + "\n  ".join(refused))
+    return out
+
+
+def _deploy_one(api: CPClient, spec: FunctionSpec, data: bytes, project: str | None,
+                body: dict[str, Any], *, wait: bool, timeout_s: float) -> None:
+    fn = _function(api, spec, project)
+    _upload(api, fn["id"], spec, data)
+    _routes(api, fn["id"], spec)
+    dep = api.call("POST", f"/functions/{fn['id']}/deploy",
+                   json={"version": spec.version, **body})
+    click.echo(
+        f"deployment {dep['id']}: {spec.version} ({body['strategy']}) to "
+        f"{len(dep['nodes'])} node(s)"
+    )
+    if not wait:
+        return
+    if not dep["nodes"]:
+        click.echo("no node matched; nodes registered later get this version")
+        return
+    _follow(api, dep["id"], timeout_s)
+    click.echo(f"deployed {spec.name} {spec.version}")

@@ -32,6 +32,9 @@ def edge() -> None:
 @edge.command("serve")
 @click.option("--functions", "functions_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Serve the functions in this directory (one folder each, with function.json).")
+@click.option("--modules-toml", "modules_toml",
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Serve a WAGI module map (modules.toml) as it is (docs/wagi.md).")
 @click.option("--host", help="Address to listen on [127.0.0.1].")
 @click.option("--port", "--edge-port", "edge_port", type=int, help="HTTP port [8000].")
 @click.option("--metrics-port", type=int, help="Port of /metrics [9090].")
@@ -145,8 +148,12 @@ def serve_cmd(
         raise click.UsageError(str(exc)) from exc
     private_dir(settings.data_dir)
     from edgefn.edge.node.server import serve
+    from edgefn.edge.wagi_map import ModuleMapError
 
-    serve(settings)
+    try:
+        serve(settings)
+    except ModuleMapError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @edge.command("csr")

@@ -67,6 +67,8 @@ class EdgeSettings(BaseSettings):
 
     data_dir: Path = Path(".edgefn/edge")
     functions_dir: Path | None = None
+    # A WAGI module map served as it is (edge/wagi_map.py); not with functions_dir.
+    modules_toml: Path | None = None
     engine: str = "wasmtime"
     # The key sealing compiled code in {data_dir}/compiled; None: {data_dir}/compile.key.
     compile_key_file: Path | None = None
@@ -118,6 +120,12 @@ class EdgeSettings(BaseSettings):
             raise ValueError("TLS needs both tls_cert and tls_key")
         if (self.node_cert is None) != (self.node_key is None):
             raise ValueError("a client certificate needs both node_cert and node_key")
+        return self
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EdgeSettings:
+        if self.functions_dir is not None and self.modules_toml is not None:
+            raise ValueError("serve functions_dir or modules_toml, not both")
         return self
 
     @model_validator(mode="after")

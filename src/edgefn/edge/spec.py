@@ -31,6 +31,7 @@ from edgefn.contract import (
 from edgefn.contract._base import Record
 from edgefn.sandbox.engine import (
     DEFAULT_MAX_EXECUTION_MS,
+    DEFAULT_MAX_HTTP_RESPONSES,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MEMORY_PAGES,
     Limits,
@@ -79,6 +80,13 @@ class FunctionSpec(FunctionPolicy):
     pop_selector: str = ""
     env: dict[str, str] = Field(default_factory=dict)
     config_dir: str | None = None
+    # WAGI: the argv template (`${SCRIPT_NAME} ${ARGS}` when None) and read-only
+    # volumes, guest path -> host directory.
+    argv: str | None = None
+    volumes: dict[str, str] = Field(default_factory=dict)
+    # WAGI's `http_max_concurrency`: responses of `wasi_experimental_http` one
+    # invocation may hold open at once; None: the node's default.
+    http_max_concurrency: int | None = Field(default=None, ge=1, le=1024)
     routes: tuple[RouteSpec, ...] = ()
 
     @field_validator("id")
@@ -121,6 +129,7 @@ class FunctionSpec(FunctionPolicy):
             memory_pages=self.memory_pages,
             max_execution_ms=self.max_execution_ms,
             max_response_bytes=self.max_response_bytes,
+            max_http_responses=self.http_max_concurrency or DEFAULT_MAX_HTTP_RESPONSES,
         )
 
     @property

@@ -17,6 +17,7 @@ DEFAULT_MEMORY_PAGES = 16
 DEFAULT_MAX_EXECUTION_MS = 500
 DEFAULT_MAX_RESPONSE_BYTES = 65536
 DEFAULT_MAX_OUTPUT_BYTES = 65536
+DEFAULT_MAX_HTTP_RESPONSES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,8 @@ class Limits:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     # stdout/stderr bytes kept per invocation; the rest is dropped and counted.
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    # Responses of `wasi_experimental_http` a WAGI invocation may hold open at once.
+    max_http_responses: int = DEFAULT_MAX_HTTP_RESPONSES
 
 
 @dataclass(frozen=True, slots=True)

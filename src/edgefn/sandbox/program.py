@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from edgefn.sandbox import wasi_http
 from edgefn.sandbox.abi import check_handle_result
 from edgefn.sandbox.engine import GuestRequest, Host, Limits
 from edgefn.sandbox.errors import GuestTimeout, GuestTrap, InvocationError
@@ -250,7 +251,8 @@ class WagiProgram(InstanceBase):
         self._used = True
         self.host = host
         try:
-            code = self._run_start(request)
+            with wasi_http.session(host, self.limits.max_http_responses):
+                code = self._run_start(request)
         except ProcExit as exc:
             code = exc.code
         finally:

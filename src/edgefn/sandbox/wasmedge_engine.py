@@ -30,7 +30,7 @@ from typing import TypeVar
 from edgefn.sandbox import _nativestack as nativestack
 from edgefn.sandbox import _wasmedge_ffi as ffi
 from edgefn.sandbox import _wasmedge_wasi as wasi_stdio
-from edgefn.sandbox import program
+from edgefn.sandbox import program, wasi_http
 from edgefn.sandbox.abi import unusable_alloc
 from edgefn.sandbox.compilecache import CompileCache
 from edgefn.sandbox.engine import (
@@ -187,6 +187,10 @@ class _HostModules:
             func = self._add(edge, name, params, results, cb)
             if params and not self.stop_func:
                 self.stop_func = func
+        http = self._module(wasi_http.MODULE.encode())
+        for name, (params, results, adapter) in wasi_http.FUNCTIONS.items():
+            self._add(http, name, params, results,
+                      self._edge_callback(name, params, adapter, bool(results)))
         stdio = self._module(wasi_stdio.STDIO_MODULE.encode())
         for name, (nparams, _) in wasi_stdio.HOST_FUNCTIONS.items():
             self._add(stdio, name, (I32,) * nparams, (I32,), self._stdio_callback(name, nparams))

@@ -17,7 +17,11 @@ PAGE_SIZE = 65536
 ABI_EDGE_V1 = "edge-v1"
 ABI_WAGI = "wagi"
 
-ALLOWED_IMPORT_MODULES = frozenset({"edge", "wasi_snapshot_preview1"})
+# WAGI's outbound HTTP (sandbox/wasi_http.py): a WAGI program may import it; the
+# edge loads such a module only where its policy allows outbound HTTP.
+WASI_HTTP_MODULE = "wasi_experimental_http"
+WASI_HTTP_IMPORTS = frozenset({"req", "close", "header_get", "headers_get_all", "body_read"})
+ALLOWED_IMPORT_MODULES = frozenset({"edge", "wasi_snapshot_preview1", WASI_HTTP_MODULE})
 EDGE_IMPORTS = frozenset(
     {
         "log",
@@ -181,19 +185,30 @@ def check_imports(info: ModuleInfo) -> None:
         if imp.module not in ALLOWED_IMPORT_MODULES:
             raise InvalidModule(
                 f"import {imp.module}.{imp.name} is not allowed "
-                "(only 'edge' and 'wasi_snapshot_preview1')"
+                "(only 'edge', 'wasi_snapshot_preview1' and, for WAGI programs, "
+                f"'{WASI_HTTP_MODULE}')"
             )
         if imp.module == "edge" and (imp.kind != "func" or imp.name not in EDGE_IMPORTS):
             raise InvalidModule(f"unknown host function edge.{imp.name}")
         if imp.module == "wasi_snapshot_preview1" and imp.kind != "func":
             raise InvalidModule(f"import {imp.module}.{imp.name} must be a function")
+        if imp.module == WASI_HTTP_MODULE and (
+            imp.kind != "func" or imp.name not in WASI_HTTP_IMPORTS
+        ):
+            raise InvalidModule(f"unknown host function {WASI_HTTP_MODULE}.{imp.name}")
+
+
+def uses_wasi_http(info: ModuleInfo) -> bool:
+    """The module imports WAGI's outbound HTTP (`wasi_experimental_http`)."""
+    return any(imp.module == WASI_HTTP_MODULE for imp in info.imports)
 
 
 def validate_module(wasm: bytes, *, memory_pages: int) -> ModuleInfo:
     """Everything an upload or a load must pass; returns the module's facts."""
     info = inspect_module(wasm)
     check_imports(info)
-    _ = info.abi
+    if info.abi != ABI_WAGI and uses_wasi_http(info):
+        raise InvalidModule(f"only a WAGI program (_start) may import {WASI_HTTP_MODULE}")
     if info.initial_pages > memory_pages:
         raise InvalidModule(
             f"initial memory of {info.initial_pages} pages exceeds memory_pages={memory_pages}"

@@ -24,6 +24,7 @@ import wasmtime
 from wasmtime import _bindings as _raw
 from wasmtime import _ffi as ffi
 
+from edgefn.sandbox import wasi_http
 from edgefn.sandbox.abi import unusable_alloc
 from edgefn.sandbox.compilecache import CompileCache
 from edgefn.sandbox.engine import GuestRequest, Instance, Limits, ModuleFacts, WasiOptions
@@ -219,9 +220,12 @@ class WasmtimeEngine:
         self._callbacks: list[object] = []
         for fname, (params, results, adapter) in EDGE_FUNCTIONS.items():
             self._define_host_function(fname, params, results, adapter)
+        for fname, (params, results, adapter) in wasi_http.FUNCTIONS.items():
+            self._define_host_function(fname, params, results, adapter, wasi_http.MODULE)
 
     def _define_host_function(
-        self, fname: str, params: tuple[str, ...], results: tuple[str, ...], adapter: Adapter
+        self, fname: str, params: tuple[str, ...], results: tuple[str, ...], adapter: Adapter,
+        module_name: str = "edge",
     ) -> None:
         functype = wasmtime.FuncType([_VALTYPES[t] for t in params],
                                      [_VALTYPES[t] for t in results])
@@ -229,7 +233,7 @@ class WasmtimeEngine:
             _make_callback(fname, params, adapter, bool(results))
         )
         self._callbacks.append(cb)  # the C side keeps only a pointer
-        module, name = b"edge", fname.encode()
+        module, name = module_name.encode(), fname.encode()
         err = ffi.wasmtime_linker_define_func_unchecked(
             self._linker.ptr(),
             ctypes.create_string_buffer(module),

@@ -20,6 +20,7 @@ from edgefn.edge.bootstrap import build_cache, start_secret_broker
 from edgefn.edge.node.credentials import node_certificate, scrub_credentials
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import NodeState, load_function_dir, read_state, write_state
+from edgefn.edge.wagi_map import state_from_modules_toml
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
@@ -46,14 +47,20 @@ def state_from_functions_dir(root: Path, generation: int = 1) -> NodeState:
 
 def prepare_state(settings: EdgeSettings) -> NodeState:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.functions_dir is not None:
+    if settings.functions_dir is not None or settings.modules_toml is not None:
         previous = 0
         if settings.state_path.exists():
             try:
                 previous = read_state(settings.state_path).generation
             except ValueError:
                 previous = 0
-        state = state_from_functions_dir(settings.functions_dir, previous + 1)
+        if settings.modules_toml is not None:
+            state = state_from_modules_toml(
+                settings.modules_toml, settings.data_dir / "wagi", previous + 1
+            )
+        else:
+            assert settings.functions_dir is not None
+            state = state_from_functions_dir(settings.functions_dir, previous + 1)
         write_state(settings.state_path, state)
         return state
     if settings.state_path.exists():

@@ -37,7 +37,7 @@ from edgefn.sandbox.abi import (
     parse_response,
 )
 from edgefn.sandbox.engine import GuestRequest
-from edgefn.sandbox.wasminfo import ABI_EDGE_V1
+from edgefn.sandbox.wasminfo import ABI_EDGE_V1, uses_wasi_http
 
 if TYPE_CHECKING:
     from edgefn.edge.worker.host_functions import FunctionHost
@@ -51,6 +51,8 @@ _WAITING_CALLS = {"http_fetch": "fetch", "kv_get": "kv", "kv_put": "kv", "secret
 def may_block(module: Module, host: FunctionHost) -> bool:
     """True when a call of this function may wait in a host call."""
     imported = {imp.name for imp in module.info.imports if imp.module == "edge"}
+    if uses_wasi_http(module.info):
+        imported.add("http_fetch")  # its `req` is an http_fetch
     return any(getattr(host, capability) is not None
                for name, capability in _WAITING_CALLS.items() if name in imported)
 

@@ -45,6 +45,7 @@ from edgefn.edge.worker.routing import MethodNotAllowed, RouteMatch, Router
 from edgefn.edge.worker.split import VersionChoice
 from edgefn.sandbox.engine import Engine, GuestRequest
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
+from edgefn.sandbox.wasminfo import uses_wasi_http
 
 if TYPE_CHECKING:
     from edgefn.edge.tracing import Tracer
@@ -309,6 +310,13 @@ class Runtime:
                 fetch=self._fetch_factory(spec) if self._fetch_factory else None,
                 secrets=self._secrets_factory(spec) if self._secrets_factory else None,
             )
+            if uses_wasi_http(module.info) and host.fetch is None:
+                host.close()
+                module.close()
+                raise FunctionUnavailable(
+                    "module refused: it imports wasi_experimental_http and its policy "
+                    "allows no outbound HTTP (http_fetch.allow_hosts is empty)"
+                )
             pool = InstancePool(spec, module, self.pools)
             self.pools.add(pool)
             try:
