@@ -53,7 +53,7 @@ class Node:
 
 
 def start_node(tmp_path: Path, functions: Path | None, *extra: str, scheme: str = "http",
-               env: dict[str, str] | None = None, start_timeout_s: float = 30) -> Node:
+               env: dict[str, str] | None = None, start_timeout_s: float = 90) -> Node:
     """`edge serve` on `functions`, or on the state in its data directory when None."""
     port, mport = free_port(), free_port()
     log_file = tmp_path / "edge.log"
@@ -258,3 +258,22 @@ def test_a_worker_that_dies_is_replaced(node: Node) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_workers_stop_when_their_node_is_killed(node: Node) -> None:
+    import psutil
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        spawned = [p for p in psutil.Process(node.proc.pid).children()
+                   if "spawn_main" in " ".join(p.cmdline())]
+        if len(spawned) >= 2:
+            break
+        time.sleep(0.1)
+    assert len(spawned) >= 2
+    node.proc.kill()  # SIGKILL: the node cannot tell its workers anything
+    node.proc.wait()
+    _gone, alive = psutil.wait_procs(spawned, timeout=20)
+    assert alive == [], f"workers outlived their node: {[p.pid for p in alive]}"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(node.url + "/echo/x", timeout=2)

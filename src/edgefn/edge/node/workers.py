@@ -86,6 +86,11 @@ async def _serve(settings: EdgeSettings, counts: Any, key: bytes, index: int) ->
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, runtime.log_sink.reopen)
+    # A node killed outright (SIGKILL, OOM) sends no SIGTERM: its workers stop when
+    # the pipe to it closes, rather than serve on, unmanaged, on its port.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        loop.add_reader(parent.sentinel, stopping.set)
     try:
         await stopping.wait()
     finally:
