@@ -11,9 +11,7 @@ Exit codes of `edgefn build`, stable for scripts:
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import click
 
 from edgefn.builder import LANGUAGES, BuildLimits, BuildSpec, run_build
+from edgefn.builder.archive import pack
 from edgefn.builder.queue import RedisQueue
 from edgefn.builder.toolchains import driver
 from edgefn.builder.worker import WorkerConfig, serve
@@ -29,7 +28,6 @@ from edgefn.cli._api import CPClient, CPRequestError, CPUnreachable
 from edgefn.cli.credentials import cp_options, credentials_path, resolve
 
 EXIT_FAILED, EXIT_TOOLCHAIN, EXIT_CP = 1, 3, 4
-_SKIP = {".git", "node_modules", "target", "build", "__pycache__"}
 
 
 def detect_language(root: Path) -> str | None:
@@ -43,20 +41,6 @@ def detect_language(root: Path) -> str | None:
     if any(root.glob("*.wat")):
         return "wat"
     return None
-
-
-def pack(root: Path) -> bytes:
-    """The tree as a tar.gz, leaving out VCS data, dependencies and build output."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if _SKIP & set(rel.parts) or not path.is_file() or path.is_symlink():
-                continue
-            if path.suffix == ".wasm":
-                continue
-            tar.add(path, arcname=str(rel), recursive=False)
-    return buf.getvalue()
 
 
 def _finish(result: dict[str, Any], as_json: bool, code: int) -> None:

@@ -117,6 +117,13 @@ class CPSettings(BaseSettings):
     build_npm_registry: str | None = None
     # Parent of each build's scratch directory; None: the system's temporary directory.
     build_scratch_dir: Path | None = None
+    # Builds from git (docs/builds.md): the URL schemes a function may link to
+    # (`https`; add `http`, `git` or `file` only for repositories you trust), whether
+    # a repository host may resolve to a private or loopback address, and how long a
+    # fetch may take.
+    git_url_schemes: list[Literal["https", "http", "git", "file"]] = ["https"]
+    git_allow_private_hosts: bool = False
+    git_fetch_timeout_s: float = Field(default=60.0, gt=0)
 
     # OWASP's second argon2id profile; tests lower these to save CPU.
     argon2_time_cost: int = Field(default=2, ge=1)
