@@ -187,12 +187,43 @@ def _remote(
     type=click.Path(file_okay=False, path_type=Path),
     help="parent of each build's scratch directory [default: the system's]",
 )
+@click.option(
+    "--queue-prefix",
+    envvar="EDGEFN_BUILD_QUEUE_PREFIX",
+    default="edgefn:builds",
+    show_default=True,
+    help="the control plane's build_queue_prefix",
+)
+@click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(min=1),
+    envvar="EDGEFN_BUILD_LEASE_S",
+    default=60.0,
+    show_default=True,
+    help="seconds a job stays this worker's without renewal (renewed every third)",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    envvar="EDGEFN_BUILD_MAX_ATTEMPTS",
+    default=3,
+    show_default=True,
+    help="workers that may take a job whose worker stopped, before the build fails",
+)
 def build_worker(
-    redis_url: str, concurrency: int, npm_registry: str | None, scratch_dir: Path | None
+    redis_url: str,
+    concurrency: int,
+    npm_registry: str | None,
+    scratch_dir: Path | None,
+    queue_prefix: str,
+    lease_s: float,
+    max_attempts: int,
 ) -> None:
     """Take build jobs from Redis and run them until interrupted. The worker needs
-    no database or artifact store: sources, logs and modules travel through Redis."""
-    jobs = RedisQueue(redis_url)
+    no database or artifact store: sources, logs and modules travel through Redis.
+    A job whose worker dies goes to another worker once its lease runs out."""
+    jobs = RedisQueue(redis_url, prefix=queue_prefix, lease_s=lease_s, max_attempts=max_attempts)
     config = WorkerConfig(
         npm_registry=npm_registry, private=[credentials_path().parent], scratch_root=scratch_dir
     )
