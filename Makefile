@@ -13,19 +13,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The AssemblyScript compiler the SDK's tests and `edgefn init --lang as` use,
-# pinned by sdk/assemblyscript/package-lock.json.
-ASC_STAMP := sdk/assemblyscript/node_modules/.package-lock.json
-
-$(ASC_STAMP): sdk/assemblyscript/package-lock.json
-	cd sdk/assemblyscript && npm ci --no-audit --no-fund --loglevel=error
-
 install: $(STAMP)
 
 dev: $(STAMP)
 	$(BIN)/edgefn dev
 
-test: $(STAMP) $(ASC_STAMP)
+# The pinned AssemblyScript compiler (src/edgefn/builder/assemblyscript/, one
+# definition for the build service, the SDK tests and `edgefn init`), installed
+# once per machine into $EDGEFN_BUILDER_HOME.
+test: $(STAMP)
 	$(BIN)/python -m edgefn.builder setup >/dev/null
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy

@@ -20,7 +20,6 @@ from edgefn.cli.init import TOOLCHAINS
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SDK = ROOT / "sdk"
-LOCAL_ASC = SDK / "assemblyscript" / "node_modules" / ".bin" / "asc"
 SOURCE_LANGS = {".c": "c", ".rs": "rust", ".ts": "as"}
 SDK_PATHS = {"c": SDK / "c", "rust": SDK / "rust" / "src" / "lib.rs",
              "as": SDK / "assemblyscript" / "assembly"}
@@ -53,10 +52,7 @@ def discover(root: Path = EXAMPLES) -> list[Example]:
 
 
 def find_tool(lang: str) -> str | None:
-    found = TOOLCHAINS[lang].find()
-    if found is None and lang == "as" and LOCAL_ASC.exists():
-        return str(LOCAL_ASC)
-    return found
+    return TOOLCHAINS[lang].find()
 
 
 def build(example: Example, out: Path, tool: str) -> None:

@@ -199,6 +199,9 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> CPSett
         "argon2_time_cost": 1,
         "argon2_memory_kib": 64,
         "argon2_parallelism": 1,
+        # Git links to local repositories (file://, git daemon on loopback).
+        "git_url_schemes": ["https", "http", "git", "file"],
+        "git_allow_private_hosts": True,
     }
     values.update(overrides)
     return CPSettings(**values)

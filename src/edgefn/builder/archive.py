@@ -137,3 +137,20 @@ def extract(data: bytes, dest: Path, limits: ArchiveLimits = ArchiveLimits()) ->
     if not written:
         raise ArchiveRefused("the archive holds no files")
     return written
+
+
+_SKIP = {".git", "node_modules", "target", "build", "__pycache__"}
+
+
+def pack(root: Path) -> bytes:
+    """The tree as a tar.gz, leaving out VCS data, dependencies and build output."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if _SKIP & set(rel.parts) or not path.is_file() or path.is_symlink():
+                continue
+            if path.suffix == ".wasm":
+                continue
+            tar.add(path, arcname=str(rel), recursive=False)
+    return buf.getvalue()

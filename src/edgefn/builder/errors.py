@@ -6,7 +6,9 @@
     ├── ToolchainMissing        the driver's compiler is not installed here
     ├── CompileFailed           the compiler ran and failed (its output is in the log)
     ├── LimitExceeded           the time limit or the output size limit was passed
-    └── VulnerableDependencies  the dependency scan found critical advisories
+    ├── VulnerableDependencies  the dependency scan found critical advisories
+    ├── RepositoryRefused       a repository URL this builder will not fetch from
+    └── FetchFailed             git could not fetch the commit asked for
 
 Library errors (tarfile, zipfile, OSError, subprocess) are translated where they
 are raised, in `archive` and `jail`.
@@ -42,4 +44,12 @@ class LimitExceeded(BuildError):
 
 
 class VulnerableDependencies(BuildError):
+    pass
+
+
+class RepositoryRefused(BuildError):
+    pass
+
+
+class FetchFailed(BuildError):
     pass

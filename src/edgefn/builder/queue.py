@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import queue
+import socket
 import threading
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -66,7 +69,11 @@ class BuildQueue(Protocol):
     def forget(self, build_id: str) -> None: ...
 
     # -- the worker side
+    # How often a worker building a job calls `renew` for it.
+    renew_every_s: float
+
     def take(self, timeout_s: float) -> Job | None: ...
+    def renew(self, build_id: str) -> None: ...
     def append_log(self, build_id: str, text: str) -> None: ...
     def complete(self, build_id: str, result: BuildResult) -> None: ...
 
@@ -74,7 +81,10 @@ class BuildQueue(Protocol):
 
 
 class MemoryQueue:
-    """Jobs, logs and results in this process's memory."""
+    """Jobs, logs and results in this process's memory: its workers die with it,
+    so there is no lease to renew."""
+
+    renew_every_s = 60.0
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[Job] = queue.Queue()
@@ -95,6 +105,9 @@ class MemoryQueue:
             self._running.add(job.build_id)
             self._logs.setdefault(job.build_id, [])
         return job
+
+    def renew(self, build_id: str) -> None:
+        pass
 
     def append_log(self, build_id: str, text: str) -> None:
         with self._lock:
@@ -128,17 +141,45 @@ class MemoryQueue:
 
 
 class RedisQueue:
-    """The same over Redis: a list of pending job ids, one key per job, log and
-    result, and a list of finished ids that the control planes pop from. Keys
-    expire after `ttl_s`, so a build whose collector vanished leaves nothing."""
+    """The same over Redis. Jobs are entries of a stream read by one consumer
+    group, so a job taken is pending against the worker that took it until that
+    worker acknowledges it with the result. A worker renews its lease on a job
+    every `lease_s / 3` while it builds; a job whose lease ran out (its worker was
+    killed, or lost Redis) is claimed by the next worker that asks for one
+    (XAUTOCLAIM), at most `max_attempts` deliveries in all, after which the build
+    fails saying so. The archive, log and result are keys of their own; a list of
+    finished ids is what the control planes pop from. Keys expire after `ttl_s`,
+    so a build whose collector vanished leaves nothing."""
 
-    def __init__(self, url: str, *, prefix: str = "edgefn:builds", ttl_s: int = 86400) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "edgefn:builds",
+        ttl_s: int = 86400,
+        lease_s: float = 60.0,
+        max_attempts: int = 3,
+    ) -> None:
         import redis
 
         self._redis = redis.Redis.from_url(url)
         self._prefix = prefix
         self._ttl = ttl_s
+        self._lease_ms = max(1, int(lease_s * 1000))
+        self.renew_every_s = lease_s / 3
+        self._max_attempts = max_attempts
+        self._stream = f"{prefix}:jobs"
+        self._group = "workers"
+        # One consumer per queue object; the threads of a worker share it.
+        self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._entries: dict[str, str] = {}  # build id -> stream entry id, jobs taken here
+        self._lock = threading.Lock()
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
+        try:
+            self._redis.xgroup_create(self._stream, self._group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     def _key(self, build_id: str, what: str) -> str:
         return f"{self._prefix}:{build_id}:{what}"
@@ -146,20 +187,73 @@ class RedisQueue:
     def submit(self, job: Job) -> None:
         pipe = self._redis.pipeline()
         pipe.set(self._key(job.build_id, "job"), job.to_json(), ex=self._ttl)
-        pipe.rpush(f"{self._prefix}:pending", job.build_id)
+        pipe.xadd(self._stream, {"build": job.build_id})
         pipe.execute()
 
     def take(self, timeout_s: float) -> Job | None:
-        popped = self._redis.blpop([f"{self._prefix}:pending"], timeout=max(1, int(timeout_s)))
-        if popped is None:
+        """A job whose worker stopped, else a new one (waiting up to `timeout_s`)."""
+        claimed: Any
+        _next, claimed, *_ = self._redis.xautoclaim(
+            self._stream, self._group, self._consumer, self._lease_ms, "0-0", count=1
+        )
+        if claimed:
+            entry_id, fields = claimed[0]
+            return self._start(_text(entry_id), fields, redelivered=True)
+        answer: Any = self._redis.xreadgroup(
+            self._group, self._consumer, {self._stream: ">"}, count=1,
+            block=max(1, int(timeout_s * 1000)),
+        )
+        if not answer:
             return None
-        build_id = _text(popped[1])
-        text = self._redis.get(self._key(build_id, "job"))
-        if text is None:
+        entry_id, fields = answer[0][1][0]
+        return self._start(_text(entry_id), fields, redelivered=False)
+
+    def _start(self, entry_id: str, fields: Any, *, redelivered: bool) -> Job | None:
+        build_id = _text(fields.get(b"build") or fields.get("build") or b"") if fields else ""
+        text = self._redis.get(self._key(build_id, "job")) if build_id else None
+        if text is None:  # forgotten or expired meanwhile
+            self._done_with(entry_id)
             return None
-        self._redis.set(self._key(build_id, "running"), "1", ex=self._ttl)
-        self._redis.delete(self._key(build_id, "job"))
+        if redelivered:
+            pending = self._redis.xpending_range(
+                self._stream, self._group, min=entry_id, max=entry_id, count=1
+            )
+            attempt = int(pending[0]["times_delivered"]) if pending else self._max_attempts + 1
+            if attempt > self._max_attempts:
+                self.append_log(
+                    build_id, f"[the build's worker stopped; {self._max_attempts} attempts made]\n"
+                )
+                with self._lock:
+                    self._entries[build_id] = entry_id
+                self.complete(build_id, BuildResult(error=(
+                    f"no build worker finished the build in {self._max_attempts} attempts: "
+                    "each one stopped (killed, or cut off from Redis) before it ended"
+                )))
+                return None
+            self.append_log(
+                build_id,
+                f"[the worker building this stopped; attempt {attempt} of {self._max_attempts}]\n",
+            )
+        with self._lock:
+            self._entries[build_id] = entry_id
+        self._redis.set(self._key(build_id, "running"), "1", px=self._lease_ms)
         return Job.from_json(text)
+
+    def renew(self, build_id: str) -> None:
+        """Keep the lease on a job this worker is building."""
+        with self._lock:
+            entry_id = self._entries.get(build_id)
+        if entry_id is None:
+            return
+        pending: Any = self._redis.xpending_range(
+            self._stream, self._group, min=entry_id, max=entry_id, count=1
+        )
+        if not pending or _text(pending[0]["consumer"]) != self._consumer:
+            return  # another worker took it over; its result will count
+        self._redis.xclaim(
+            self._stream, self._group, self._consumer, 0, [entry_id], justid=True
+        )
+        self._redis.set(self._key(build_id, "running"), "1", px=self._lease_ms)
 
     def append_log(self, build_id: str, text: str) -> None:
         key = self._key(build_id, "log")
@@ -170,6 +264,17 @@ class RedisQueue:
         pipe = self._redis.pipeline()
         pipe.set(self._key(build_id, "result"), result_to_json(result), ex=self._ttl)
         pipe.rpush(f"{self._prefix}:done", build_id)
+        pipe.delete(self._key(build_id, "job"))
+        pipe.execute()
+        with self._lock:
+            entry_id = self._entries.pop(build_id, None)
+        if entry_id is not None:
+            self._done_with(entry_id)
+
+    def _done_with(self, entry_id: str) -> None:
+        pipe = self._redis.pipeline()
+        pipe.xack(self._stream, self._group, entry_id)
+        pipe.xdel(self._stream, entry_id)
         pipe.execute()
 
     def collect(self, timeout_s: float) -> tuple[str, BuildResult] | None:

@@ -231,6 +231,14 @@ def _pinned() -> resources.abc.Traversable:
     return resources.files("edgefn.builder") / "assemblyscript"
 
 
+def pinned_assemblyscript() -> str:
+    """The `assemblyscript` version every AssemblyScript build uses: the builder's,
+    `edgefn init` projects', the SDK tests'. Its one definition is the lockfile of
+    `src/edgefn/builder/assemblyscript/`."""
+    lock = json.loads((_pinned() / "package-lock.json").read_text())
+    return str(lock["packages"]["node_modules/assemblyscript"]["version"])
+
+
 class AssemblyScriptDriver:
     """asc from the pinned package, installed with `npm ci` into the builder's home
     (from its npm cache when it has the packages, else from the registry)."""
@@ -243,13 +251,16 @@ class AssemblyScriptDriver:
 
     @property
     def prefix(self) -> Path:
-        lock = json.loads((_pinned() / "package-lock.json").read_text())
-        version = lock["packages"]["node_modules/assemblyscript"]["version"]
-        return self.home / f"assemblyscript-{version}"
+        return self.home / f"assemblyscript-{pinned_assemblyscript()}"
 
     @property
     def asc(self) -> Path:
         return self.prefix / "node_modules" / "assemblyscript" / "bin" / "asc.js"
+
+    @property
+    def asc_command(self) -> Path:
+        """`asc` as a program (npm's link to `asc`, run by node from PATH)."""
+        return self.prefix / "node_modules" / ".bin" / "asc"
 
     @property
     def npm_cache(self) -> Path:
@@ -277,10 +288,9 @@ class AssemblyScriptDriver:
             return Probe(self.language, False, "node and npm are missing", install)
         if not self.asc.is_file():
             return Probe(self.language, False, f"asc is not installed in {self.prefix}", install)
-        version = self.prefix.name.split("-", 1)[1]
-        return Probe(
-            self.language, True, f"asc {version} ({_version([node, '--version'])})", install
-        )
+        node_version = _version([node, "--version"])
+        detail = f"asc {pinned_assemblyscript()} ({node_version}) at {self.asc_command}"
+        return Probe(self.language, True, detail, install)
 
     def install(self, jail: Jail) -> None:
         """`npm ci` the pinned package into `prefix`, preferring the cache."""

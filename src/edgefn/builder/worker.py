@@ -32,13 +32,31 @@ def run_job(jobs: BuildQueue, job: Job, config: WorkerConfig) -> BuildResult:
         private=config.private,
         scratch_root=config.scratch_root,
     )
+    done = threading.Event()
+    heartbeat = threading.Thread(
+        target=_renew, args=(jobs, job.build_id, done), name=f"lease-{job.build_id}", daemon=True
+    )
+    heartbeat.start()
     try:
         result = run_build(spec, job.source, lambda text: jobs.append_log(job.build_id, text))
     except Exception as exc:  # a worker outlives any one job
         log.exception("build %s crashed", job.build_id)
         result = BuildResult(error=f"the build worker failed: {exc}")
+    finally:
+        done.set()
+        heartbeat.join(timeout=5)
     jobs.complete(job.build_id, result)
     return result
+
+
+def _renew(jobs: BuildQueue, build_id: str, done: threading.Event) -> None:
+    """Keep this worker's lease on the job until it is done; a worker that dies
+    stops renewing, and the queue hands the job to another."""
+    while not done.wait(jobs.renew_every_s):
+        try:
+            jobs.renew(build_id)
+        except Exception:  # the next renewal may get through
+            log.exception("renewing the lease on build %s failed", build_id)
 
 
 def serve(jobs: BuildQueue, config: WorkerConfig, stop: threading.Event) -> None:

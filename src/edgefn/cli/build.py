@@ -11,9 +11,7 @@ Exit codes of `edgefn build`, stable for scripts:
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import click
 
 from edgefn.builder import LANGUAGES, BuildLimits, BuildSpec, run_build
+from edgefn.builder.archive import pack
 from edgefn.builder.queue import RedisQueue
 from edgefn.builder.toolchains import driver
 from edgefn.builder.worker import WorkerConfig, serve
@@ -29,7 +28,6 @@ from edgefn.cli._api import CPClient, CPRequestError, CPUnreachable
 from edgefn.cli.credentials import cp_options, credentials_path, resolve
 
 EXIT_FAILED, EXIT_TOOLCHAIN, EXIT_CP = 1, 3, 4
-_SKIP = {".git", "node_modules", "target", "build", "__pycache__"}
 
 
 def detect_language(root: Path) -> str | None:
@@ -43,20 +41,6 @@ def detect_language(root: Path) -> str | None:
     if any(root.glob("*.wat")):
         return "wat"
     return None
-
-
-def pack(root: Path) -> bytes:
-    """The tree as a tar.gz, leaving out VCS data, dependencies and build output."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if _SKIP & set(rel.parts) or not path.is_file() or path.is_symlink():
-                continue
-            if path.suffix == ".wasm":
-                continue
-            tar.add(path, arcname=str(rel), recursive=False)
-    return buf.getvalue()
 
 
 def _finish(result: dict[str, Any], as_json: bool, code: int) -> None:
@@ -203,12 +187,43 @@ def _remote(
     type=click.Path(file_okay=False, path_type=Path),
     help="parent of each build's scratch directory [default: the system's]",
 )
+@click.option(
+    "--queue-prefix",
+    envvar="EDGEFN_BUILD_QUEUE_PREFIX",
+    default="edgefn:builds",
+    show_default=True,
+    help="the control plane's build_queue_prefix",
+)
+@click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(min=1),
+    envvar="EDGEFN_BUILD_LEASE_S",
+    default=60.0,
+    show_default=True,
+    help="seconds a job stays this worker's without renewal (renewed every third)",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    envvar="EDGEFN_BUILD_MAX_ATTEMPTS",
+    default=3,
+    show_default=True,
+    help="workers that may take a job whose worker stopped, before the build fails",
+)
 def build_worker(
-    redis_url: str, concurrency: int, npm_registry: str | None, scratch_dir: Path | None
+    redis_url: str,
+    concurrency: int,
+    npm_registry: str | None,
+    scratch_dir: Path | None,
+    queue_prefix: str,
+    lease_s: float,
+    max_attempts: int,
 ) -> None:
     """Take build jobs from Redis and run them until interrupted. The worker needs
-    no database or artifact store: sources, logs and modules travel through Redis."""
-    jobs = RedisQueue(redis_url)
+    no database or artifact store: sources, logs and modules travel through Redis.
+    A job whose worker dies goes to another worker once its lease runs out."""
+    jobs = RedisQueue(redis_url, prefix=queue_prefix, lease_s=lease_s, max_attempts=max_attempts)
     config = WorkerConfig(
         npm_registry=npm_registry, private=[credentials_path().parent], scratch_root=scratch_dir
     )

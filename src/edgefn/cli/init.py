@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from edgefn.builder.toolchains import AssemblyScriptDriver, pinned_assemblyscript
 from edgefn.cli.golden import GOLDEN_FILE
 
 LANGS = ("c", "rust", "as", "wat")
@@ -43,7 +44,12 @@ class Toolchain:
             # Debian's rustc carries the wasm32-wasi standard library; a rustup one
             # earlier on PATH often does not.
             return "/usr/bin/rustc"
-        return shutil.which(self.tool)
+        found = shutil.which(self.tool)
+        if found is None and self.lang == "as":
+            # The pinned compiler `python -m edgefn.builder setup` installed.
+            installed = AssemblyScriptDriver().asc_command
+            return str(installed) if installed.exists() else None
+        return found
 
     def commands(self, source: Path, out: Path, sdk: Path, *, wagi: bool = False,
                  work: Path | None = None) -> list[list[str]]:
@@ -83,7 +89,8 @@ TOOLCHAINS = {
     "rust": Toolchain("rust", "rustc", "RUSTC",
                       "apt-get install rustc libstd-rust-dev-wasm32"),
     "as": Toolchain("as", "asc", "ASC",
-                    "npm install (assemblyscript, pinned in package.json)"),
+                    "python -m edgefn.builder setup (the pinned assemblyscript), or "
+                    "npm install in the project"),
     "wat": Toolchain("wat", "wat2wasm", "WAT2WASM", "apt-get install wabt"),
 }
 
@@ -173,9 +180,8 @@ def write_project(folder: Path, name: str, lang: str) -> None:
     files["build.sh"] = build_script(lang).encode()
     ignored = ["*.wasm", "target/"] if lang == "rust" else ["*.wasm"]
     if lang == "as":
-        sdk_package = json.loads((templates / "sdk" / "edgefn-as" / "package.json").read_text())
         package = {"name": name, "version": "0.1.0", "private": True,
-                   "devDependencies": sdk_package["devDependencies"]}
+                   "devDependencies": {"assemblyscript": pinned_assemblyscript()}}
         files["package.json"] = (json.dumps(package, indent=2) + "\n").encode()
         ignored.append("node_modules/")
     files[".gitignore"] = ("\n".join(ignored) + "\n").encode()

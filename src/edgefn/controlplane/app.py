@@ -41,6 +41,7 @@ from edgefn.controlplane.deps import CPContext
 from edgefn.controlplane.errors import CPError
 from edgefn.controlplane.fields import pattern_meaning
 from edgefn.controlplane.functions.api import router as functions_router
+from edgefn.controlplane.gitlinks.api import router as gitlinks_router
 from edgefn.controlplane.leases.duties import Duties, Duty
 from edgefn.controlplane.nodes import service as nodes_service
 from edgefn.controlplane.nodes.api import router as nodes_router
@@ -476,6 +477,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         secrets_router,
         stream_router,
         builds_router,
+        gitlinks_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
 

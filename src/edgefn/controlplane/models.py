@@ -6,6 +6,7 @@ from edgefn.controlplane.builds.models import Build
 from edgefn.controlplane.db import Base
 from edgefn.controlplane.deployments.models import Deployment, DeploymentNode, OutboxInstruction
 from edgefn.controlplane.functions.models import Function, FunctionVersion
+from edgefn.controlplane.gitlinks.models import GitDelivery, GitLink
 from edgefn.controlplane.leases.models import Lease
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.pki.models import NodeCertificate
@@ -22,6 +23,8 @@ __all__ = [
     "DeploymentNode",
     "Function",
     "FunctionVersion",
+    "GitDelivery",
+    "GitLink",
     "Lease",
     "Membership",
     "Node",

@@ -110,6 +110,12 @@ class CPSettings(BaseSettings):
     # `edgefn build-worker` processes (and this process's own threads, if any) take
     # jobs from.
     build_redis_url: str | None = None
+    # With Redis: the keys' prefix (clusters sharing one Redis need their own), how
+    # long a worker's lease on a job lasts without renewal (a job whose worker died
+    # goes to another worker after it), and how many workers may take one job.
+    build_queue_prefix: str = Field(default="edgefn:builds", min_length=1)
+    build_lease_s: float = Field(default=60.0, ge=1)
+    build_max_attempts: int = Field(default=3, ge=1)
     build_workers: int = Field(default=2, ge=0)
     build_timeout_s: float = Field(default=120.0, gt=0)
     max_source_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
@@ -117,6 +123,13 @@ class CPSettings(BaseSettings):
     build_npm_registry: str | None = None
     # Parent of each build's scratch directory; None: the system's temporary directory.
     build_scratch_dir: Path | None = None
+    # Builds from git (docs/builds.md): the URL schemes a function may link to
+    # (`https`; add `http`, `git` or `file` only for repositories you trust), whether
+    # a repository host may resolve to a private or loopback address, and how long a
+    # fetch may take.
+    git_url_schemes: list[Literal["https", "http", "git", "file"]] = ["https"]
+    git_allow_private_hosts: bool = False
+    git_fetch_timeout_s: float = Field(default=60.0, gt=0)
 
     # OWASP's second argon2id profile; tests lower these to save CPU.
     argon2_time_cost: int = Field(default=2, ge=1)

@@ -57,9 +57,7 @@ Runner = Annotated[BuildRunner, Depends(_runner)]
 
 
 def _out(build: Build, runner: BuildRunner) -> BuildOut:
-    out = BuildOut.model_validate(build)
-    out.state = service.live_state(build, runner.jobs)  # type: ignore[assignment]
-    return out
+    return service.describe(build, runner.jobs)
 
 
 _FIELDS = {"language": 32, "version": 100, "allow_critical": 5}

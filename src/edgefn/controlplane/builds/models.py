@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from edgefn.controlplane.db import Base, UTCDateTime, new_id, utcnow
@@ -35,3 +35,6 @@ class Build(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # Builds a git push started: the commit, and whether success deploys the version.
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    auto_deploy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

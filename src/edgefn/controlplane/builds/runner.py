@@ -13,12 +13,20 @@ from edgefn.builder.worker import WorkerConfig, serve
 from edgefn.controlplane import db
 from edgefn.controlplane.builds import service
 from edgefn.controlplane.deps import CPContext
+from edgefn.controlplane.settings import CPSettings
 
 log = logging.getLogger("edgefn.controlplane.builds")
 
 
-def open_queue(url: str | None) -> BuildQueue:
-    return RedisQueue(url) if url else MemoryQueue()
+def open_queue(settings: CPSettings) -> BuildQueue:
+    if not settings.build_redis_url:
+        return MemoryQueue()
+    return RedisQueue(
+        settings.build_redis_url,
+        prefix=settings.build_queue_prefix,
+        lease_s=settings.build_lease_s,
+        max_attempts=settings.build_max_attempts,
+    )
 
 
 def private_dirs(ctx: CPContext) -> list[Path]:
@@ -31,7 +39,7 @@ def private_dirs(ctx: CPContext) -> list[Path]:
 class BuildRunner:
     def __init__(self, ctx: CPContext) -> None:
         self.ctx = ctx
-        self.jobs = open_queue(ctx.settings.build_redis_url)
+        self.jobs = open_queue(ctx.settings)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 

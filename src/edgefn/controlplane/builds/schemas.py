@@ -29,6 +29,9 @@ class BuildOut(BaseModel):
     sha256: str | None = None
     created_at: dt.datetime
     finished_at: dt.datetime | None = None
+    # Set when a git push started the build (docs/builds.md, "Builds from git").
+    git_commit: str | None = None
+    auto_deploy: bool = False
 
 
 class BuildDetail(BuildOut):

@@ -16,7 +16,9 @@ from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.audit import service as audit
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.builds.models import Build
+from edgefn.controlplane.builds.schemas import BuildOut
 from edgefn.controlplane.db import utcnow
+from edgefn.controlplane.deployments import service as deployments
 from edgefn.controlplane.errors import Conflict, CPError, NotFound, ValidationFailed
 from edgefn.controlplane.functions import service as functions
 from edgefn.controlplane.functions.models import FunctionVersion
@@ -35,6 +37,8 @@ def submit(
     version: str,
     source: bytes,
     allow_critical: bool,
+    git_commit: str | None = None,
+    auto_deploy: bool = False,
 ) -> Build:
     """Record the build and queue it; the version is checked now so that a clash
     fails the request, not the build minutes later."""
@@ -61,6 +65,8 @@ def submit(
         actor_kind=who.kind,
         actor_id=who.id,
         log="",
+        git_commit=git_commit,
+        auto_deploy=auto_deploy,
     )
     session.add(build)
     session.flush()
@@ -77,6 +83,7 @@ def submit(
             "version": version,
             "source_sha256": build.source_sha256,
             "allow_critical": allow_critical,
+            "git_commit": git_commit,
         },
     )
     session.commit()
@@ -114,15 +121,30 @@ def live_state(build: Build, jobs: BuildQueue) -> str:
     return build.state
 
 
+def describe(build: Build, jobs: BuildQueue) -> BuildOut:
+    """The build as the API shows it, its state as the queue knows it now."""
+    out = BuildOut.model_validate(build)
+    out.state = live_state(build, jobs)  # type: ignore[assignment]
+    return out
+
+
 def live_log(build: Build, jobs: BuildQueue) -> str:
     return build.log if build.finished_at is not None else jobs.log(build.id)
 
 
+def acting_for(kind: str, actor_id: str, project_id: str) -> Principal:
+    """The caller a build acts for, as a developer of its project. Their role was
+    checked when they asked for it (or linked the repository that pushed); the
+    version and any deploy are created, and audited, in their name."""
+    return Principal(
+        kind=cast(Literal["admin", "user", "api_key"], kind),
+        id=actor_id,
+        roles={project_id: "developer"},
+    )
+
+
 def _submitter(build: Build) -> Principal:
-    """The caller the build acts for. Their role was checked when they asked; the
-    version is created (and audited) in their name."""
-    kind = cast(Literal["admin", "user", "api_key"], build.actor_kind)
-    return Principal(kind=kind, id=build.actor_id, roles={build.project_id: "developer"})
+    return acting_for(build.actor_kind, build.actor_id, build.project_id)
 
 
 def finish(
@@ -163,6 +185,8 @@ def finish(
         build = session.get(Build, build_id)
         if build is None:
             return None
+        if sha256 is not None and build.auto_deploy:
+            log += _deploy(session, who, settings, build)
     build.state = "succeeded" if error is None else "failed"
     build.error = error
     build.log = log
@@ -186,6 +210,22 @@ def finish(
     )
     session.commit()
     return build
+
+
+def _deploy(session: Session, who: Principal, settings: CPSettings, build: Build) -> str:
+    """Deploy the version a build made (its function asked for it); the log line
+    saying how that went. A refused deploy leaves the build succeeded: the version
+    exists, and the log says why it is not live."""
+    version = build.version
+    try:
+        dep = deployments.deploy(
+            session, who, build.function_id, version=version, target_pop=None,
+            strategy="pull", caps=settings.caps,
+        )
+    except CPError as exc:
+        session.rollback()
+        return f"deploying {version} was refused: {exc.message}\n"
+    return f"deployed {version} (deployment {dep.id})\n"
 
 
 def abandon_unfinished(session: Session) -> int:
