@@ -5,7 +5,6 @@ read them."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -18,23 +17,9 @@ import httpx
 import pytest
 
 from edgefn.cluster import Cluster, Edge, wait_until
-from tests.e2e.conftest import module
+from tests.e2e.conftest import cli_env, edgefn, module
 
 pytestmark = pytest.mark.e2e
-
-
-def cli_env(cluster: Cluster, token: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEFN_")}
-    return {**env, "EDGEFN_TOKEN": token,
-            "EDGEFN_CP_URL": cluster.api.removesuffix("/api/v1"),
-            "XDG_CONFIG_HOME": str(cluster.root / "cli-config")}
-
-
-def edgefn(cluster: Cluster, *args: str, token: str | None = None) -> subprocess.CompletedProcess[
-    str
-]:
-    return subprocess.run([sys.executable, "-m", "edgefn", *args], capture_output=True,
-                          text=True, timeout=60, env=cli_env(cluster, token or cluster.token))
 
 
 class Follower:
