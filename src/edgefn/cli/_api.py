@@ -1,6 +1,6 @@
 """The control-plane HTTP API as the command line uses it: one httpx client, the
 CP's JSON errors turned into click errors that render themselves, with the exit
-codes of `_output` (3 unreachable, 4 refused credentials, 5 not found, else 1)."""
+codes of `_output` (3 unreachable, 4 refused, 5 not found, 1 for the CP's own faults)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import click
 import httpx
 
-from edgefn.cli._output import EXIT_DENIED, EXIT_NOT_FOUND, EXIT_UNREACHABLE
+from edgefn.cli._output import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_UNREACHABLE
 from edgefn.cli.credentials import trusted_ca
 
 API_PREFIX = "/api/v1"
@@ -36,8 +36,8 @@ class CPRequestError(click.ClickException):
         )
 
 
-class CPDenied(CPRequestError):
-    exit_code = EXIT_DENIED
+class CPRefused(CPRequestError):
+    exit_code = EXIT_REFUSED
 
 
 class CPNotFound(CPRequestError):
@@ -46,9 +46,10 @@ class CPNotFound(CPRequestError):
 
 def cp_error(response: httpx.Response) -> CPRequestError:
     """The error of a CP answer, of the class its exit code goes with."""
-    kind = {401: CPDenied, 403: CPDenied, 404: CPNotFound}.get(response.status_code,
-                                                              CPRequestError)
-    return kind(response)
+    status = response.status_code
+    if status == 404:
+        return CPNotFound(response)
+    return CPRefused(response) if 400 <= status < 500 else CPRequestError(response)
 
 
 class CPUnreachable(click.ClickException):

@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 
 import click
 
-# Exit codes: 0 done; 1 failed (a deployment or rollout failed or timed out, the CP
-# refused a step for another reason); 2 usage (click's own: bad arguments).
+# Exit codes: 0 done; 1 failed (a deployment, rollout or build failed or timed out,
+# or the CP failed: 5xx); 2 usage (click's own: bad arguments).
 EXIT_UNREACHABLE = 3  # the control plane did not answer
-EXIT_DENIED = 4  # 401 or 403: no, bad or insufficient credentials
+EXIT_REFUSED = 4  # the CP refused the request: 4xx but 404 (credentials, role, conflict)
 EXIT_NOT_FOUND = 5  # 404, or no function of that name visible to the token
+EXIT_MISSING_TOOL = 6  # a toolchain the command needs is not installed here
 
 F = TypeVar("F", bound=Callable[..., Any])
 
