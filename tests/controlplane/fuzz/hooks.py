@@ -73,13 +73,3 @@ schemathesis.openapi.format(
     ).filter(_allowed),
 )
 
-
-@schemathesis.hook
-def map_query(context: schemathesis.HookContext, query: dict[str, object] | None) -> object:
-    """A follow of a function's logs never ends by itself (it streams until the client
-    goes): the fuzzer reads the recent lines instead."""
-    operation = context.operation
-    if query and operation is not None and operation.path.endswith("/logs") and (
-            query.get("follow") in (True, "true", "1", 1, "True")):
-        query["follow"] = False
-    return query
