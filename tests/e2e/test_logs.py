@@ -142,5 +142,20 @@ def test_logs_follow_the_function_tenancy(tmp_path: Path) -> None:
         # The CLI says so with its exit codes: 5 not found, 4 refused.
         assert edgefn(cluster, "logs", "private", token=key[other]).returncode == 5
         assert edgefn(cluster, "logs", "private", token="wrong").returncode == 4
+
+        # An open follow does not hold the control plane up when it stops; the
+        # command line then says the connection was lost.
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "edgefn", "logs", "private", "--follow"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=cli_env(cluster, key[cluster.project_id]))
+        with httpx.stream("GET", url, params={"follow": "true"}, timeout=30,
+                          headers={"authorization": f"Bearer {key[cluster.project_id]}"}) as r:
+            assert r.status_code == 200
+            assert cluster.cp_proc is not None
+            cluster.cp_proc.terminate()
+            assert cluster.cp_proc.wait(60) == 0
+        _, err = follower.communicate(timeout=60)
+        assert follower.returncode == 3, err
     finally:
         cluster.close()
