@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from edgefn.controlplane.stream.bus import subscribe_redis
 from edgefn.redact import redact
 
 log = logging.getLogger("edgefn.controlplane.logs")
@@ -38,7 +39,6 @@ MAX_FUNCTIONS = 10000
 FOLLOWER_QUEUE = 2000
 # Redis publications waiting for the publisher thread; more are dropped.
 PUBLISH_BACKLOG = 100
-RETRY_S = 1.0
 
 
 class LogLine(NamedTuple):
@@ -159,31 +159,12 @@ class RedisLogFanout:
             log.warning("log lines not published to Redis: %s", exc)
 
     async def listen(self, deliver: Callable[[list[LogLine]], None]) -> None:
-        while True:
-            try:
-                await self._listen_once(deliver)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("Redis log listener down (%s); retrying", exc)
-            await asyncio.sleep(RETRY_S)
+        def handle(data: bytes) -> None:
+            lines = _decode(data, self.replica)
+            if lines:
+                deliver(lines)
 
-    async def _listen_once(self, deliver: Callable[[list[LogLine]], None]) -> None:
-        from redis import asyncio as aioredis
-
-        client = aioredis.Redis.from_url(self._url)
-        try:
-            async with client.pubsub() as pubsub:
-                await pubsub.subscribe(self.CHANNEL)
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    lines = _decode(message["data"], self.replica)
-                    if lines:
-                        deliver(lines)
-        finally:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        await subscribe_redis(self._url, self.CHANNEL, handle)
 
 
 def _decode(data: bytes, me: str) -> list[LogLine]:
