@@ -171,6 +171,9 @@ class NodeSession:
             await run_db(ctx, _acker(who.id, event.ack))
         elif isinstance(event, Logs):
             ctx.logs.publish(event.lines, dropped=event.dropped)
+            if event.dropped:
+                log.warning("node %s dropped %d log lines (its queue was full)", who.id,
+                            event.dropped)
         else:
             report = event.beat
             await run_db(ctx, lambda s: nodes.record_metrics(
