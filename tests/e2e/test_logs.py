@@ -5,6 +5,7 @@ read them."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -154,7 +155,9 @@ def test_logs_follow_the_function_tenancy(tmp_path: Path) -> None:
             assert r.status_code == 200
             assert cluster.cp_proc is not None
             cluster.cp_proc.terminate()
-            assert cluster.cp_proc.wait(60) == 0
+            # Ended (uvicorn ends by the signal it caught, after its shutdown), where
+            # a follow left to itself would hold it up for good.
+            assert cluster.cp_proc.wait(60) in (0, -signal.SIGTERM)
         _, err = follower.communicate(timeout=60)
         assert follower.returncode == 3, err
     finally:
