@@ -194,7 +194,7 @@ def test_deploy_times_out_without_a_node_answering(runner: CliRunner, live_cp: L
 
 def test_bad_token_and_usage_errors(runner: CliRunner, live_cp: LiveCP, tmp_path: Path) -> None:
     bad = deploy(runner, live_cp, EXAMPLE, token="not-a-token")
-    assert bad.exit_code == 1
+    assert bad.exit_code == 4  # refused credentials (docs/cli.md, Exit codes)
     assert "401 unauthorized: invalid token" in bad.output
     no_token = deploy(runner, live_cp, EXAMPLE)
     assert no_token.exit_code == 2 and "no token for" in no_token.output
@@ -205,12 +205,12 @@ def test_bad_token_and_usage_errors(runner: CliRunner, live_cp: LiveCP, tmp_path
     down = runner.invoke(
         cli, ["deploy", str(EXAMPLE), "--cp", "http://127.0.0.1:9"], env={"EDGEFN_TOKEN": "x"}
     )
-    assert down.exit_code == 1 and "cannot reach the control plane" in down.output
+    assert down.exit_code == 3 and "cannot reach the control plane" in down.output
 
 
 def test_login_is_used_by_deploy(runner: CliRunner, live_cp: LiveCP, tmp_path: Path) -> None:
     refused = runner.invoke(cli, ["login", "--cp", live_cp.url], input="wrong\n")
-    assert refused.exit_code == 1 and "unauthorized" in refused.output
+    assert refused.exit_code == 4 and "unauthorized" in refused.output
     saved = tmp_path / "config" / "edgefn" / "credentials.json"
     assert not saved.exists()
 
@@ -252,7 +252,7 @@ def test_the_token_from_a_file_or_the_environment(
     result = runner.invoke(cli, ["deploy", str(EXAMPLE), "--cp", live_cp.url, "--no-wait",
                                  "--token-file", str(token_file)],
                            env={"EDGEFN_TOKEN": ADMIN_TOKEN})
-    assert result.exit_code == 1 and "401 unauthorized" in result.output
+    assert result.exit_code == 4 and "401 unauthorized" in result.output
     token_file.write_text(ADMIN_TOKEN)
     result = runner.invoke(cli, ["deploy", str(EXAMPLE), "--cp", live_cp.url, "--no-wait"],
                            env={"EDGEFN_TOKEN_FILE": str(token_file)})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,3 +34,18 @@ def module(name: str) -> bytes:
     if name in ("hello-c", "hello-wagi"):
         return (ROOT / "examples" / name / "hello.wasm").read_bytes()
     return (ROOT / "tests" / "fixtures" / "wasm" / f"{name}.wasm").read_bytes()
+
+
+def cli_env(cluster: Cluster, token: str) -> dict[str, str]:
+    """The command line's environment: the cluster's API and `token`, nothing else of ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEFN_")}
+    return {**env, "EDGEFN_TOKEN": token,
+            "EDGEFN_CP_URL": cluster.api.removesuffix("/api/v1"),
+            "XDG_CONFIG_HOME": str(cluster.root / "cli-config")}
+
+
+def edgefn(cluster: Cluster, *args: str,
+           token: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`edgefn ARGS` as a process against the cluster, as its admin unless `token`."""
+    return subprocess.run([sys.executable, "-m", "edgefn", *args], capture_output=True,
+                          text=True, timeout=60, env=cli_env(cluster, token or cluster.token))

@@ -1,15 +1,19 @@
 """The control-plane HTTP API as the command line uses it: one httpx client, the
-CP's JSON errors turned into click errors that render themselves (exit 1)."""
+CP's JSON errors turned into click errors that render themselves, with the exit
+codes of `_output` (3 unreachable, 4 refused, 5 not found, 1 for the CP's own faults)."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 
+from edgefn.cli._output import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_UNREACHABLE
 from edgefn.cli.credentials import trusted_ca
 
 API_PREFIX = "/api/v1"
@@ -32,7 +36,25 @@ class CPRequestError(click.ClickException):
         )
 
 
+class CPRefused(CPRequestError):
+    exit_code = EXIT_REFUSED
+
+
+class CPNotFound(CPRequestError):
+    exit_code = EXIT_NOT_FOUND
+
+
+def cp_error(response: httpx.Response) -> CPRequestError:
+    """The error of a CP answer, of the class its exit code goes with."""
+    status = response.status_code
+    if status == 404:
+        return CPNotFound(response)
+    return CPRefused(response) if 400 <= status < 500 else CPRequestError(response)
+
+
 class CPUnreachable(click.ClickException):
+    exit_code = EXIT_UNREACHABLE
+
     def __init__(self, url: str, exc: httpx.HTTPError) -> None:
         super().__init__(f"cannot reach the control plane at {url}: {exc}")
 
@@ -68,8 +90,28 @@ class CPClient:
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.send(method, path, **kwargs)
         if response.is_error:
-            raise CPRequestError(response)
+            raise cp_error(response)
         return response.json() if response.content else None
+
+    @contextlib.contextmanager
+    def stream(self, path: str, *, read_timeout_s: float | None,
+               **params: Any) -> Iterator[Iterator[str]]:
+        """The lines of a streamed GET answer as they arrive; a non-2xx answer raises."""
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout_s)
+        try:
+            with self._http.stream("GET", path, params=params, timeout=timeout) as response:
+                if response.is_error:
+                    response.read()
+                    raise cp_error(response)
+                yield self._lines(response)
+        except httpx.HTTPError as exc:
+            raise CPUnreachable(self.base_url, exc) from exc
+
+    def _lines(self, response: httpx.Response) -> Iterator[str]:
+        try:
+            yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise CPUnreachable(self.base_url, exc) from exc
 
     def list_all(self, path: str, **params: Any) -> list[Any]:
         """Every item of a paged list."""

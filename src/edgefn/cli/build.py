@@ -25,9 +25,10 @@ from edgefn.builder.queue import RedisQueue
 from edgefn.builder.toolchains import driver
 from edgefn.builder.worker import WorkerConfig, serve
 from edgefn.cli._api import CPClient, CPRequestError, CPUnreachable
+from edgefn.cli._output import EXIT_MISSING_TOOL
 from edgefn.cli.credentials import cp_options, credentials_path, resolve
 
-EXIT_FAILED, EXIT_TOOLCHAIN, EXIT_CP = 1, 3, 4
+EXIT_FAILED = 1
 
 
 def detect_language(root: Path) -> str | None:
@@ -93,7 +94,7 @@ def build(
     probe = driver(language).probe()
     if not probe.ok and language != "assemblyscript":
         click.echo(f"{language}: {probe.detail}; install: {probe.install}", err=True)
-        _finish({"ok": False, "error": probe.detail}, as_json, EXIT_TOOLCHAIN)
+        _finish({"ok": False, "error": probe.detail}, as_json, EXIT_MISSING_TOOL)
     spec = BuildSpec(
         language=language,
         allow_critical=allow_critical,
@@ -157,7 +158,7 @@ def _remote(
             final = api.call("GET", f"/builds/{b['id']}")
     except (CPRequestError, CPUnreachable) as exc:
         click.echo(f"Error: {exc.message}", err=True)
-        _finish({"ok": False, "error": exc.message}, as_json, EXIT_CP)
+        _finish({"ok": False, "error": exc.message}, as_json, exc.exit_code)
         return
     final.pop("log", None)
     ok = final["state"] == "succeeded"

@@ -12,6 +12,8 @@ from edgefn.cli.caps import cap_options, pop_caps
 from edgefn.cli.secret_options import read_secret_file, refuse_on_command_line
 from edgefn.controlplane.settings import CPSettings
 
+SHUTDOWN_GRACE_S = 10
+
 
 def settings_from(**flags: Any) -> CPSettings:
     """Flags given on the command line win over EDGEFN_* variables."""
@@ -124,7 +126,10 @@ def serve(**flags: Any) -> None:
     tls: dict[str, Any] = {}
     if settings.tls_cert is not None and settings.tls_key is not None:
         tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", **tls)
+    # Followers of a function's logs stream until they go away: at shutdown, requests
+    # still open after this long are cut, so a follower cannot hold the CP up.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S, **tls)
 
 
 @cp.command()

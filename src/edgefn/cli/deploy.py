@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from edgefn.cli._api import CPClient, CPRequestError
+from edgefn.cli._api import CPClient, cp_error
+from edgefn.cli._output import Progress, ProgressReader, human_size
 from edgefn.cli.credentials import cp_options, resolve
 from edgefn.contract import POLICY_FIELDS, DeployInstruction, RouteSpec
 from edgefn.edge.spec import FunctionSpec, load_function_dir
@@ -92,7 +93,7 @@ def _project(api: CPClient, wanted: str | None) -> str:
             f"pass --project: this token may use several projects or none ({names})"
         )
     if response.is_error:
-        raise CPRequestError(response)
+        raise cp_error(response)
     click.echo(f"project {DEFAULT_PROJECT}: created")
     return str(response.json()["id"])
 
@@ -137,15 +138,18 @@ def _upload(api: CPClient, function_id: str, spec: FunctionSpec, data: bytes) ->
     label = f"upload {spec.version}: {len(data)} bytes, sha256 {digest}"
     existing = _version_of(api, function_id, spec.version)
     if existing is None:
+        bar = Progress(f"upload {spec.version}", len(data), fmt=human_size)
         response = api.send(
             "POST",
             f"/functions/{function_id}/versions",
             data={"version": spec.version, "sha256": digest},
-            files={"artifact": (Path(spec.artifact).name, data, "application/wasm")},
+            files={"artifact": (Path(spec.artifact).name, ProgressReader(data, bar),
+                                "application/wasm")},
         )
+        bar.finish()
         if response.status_code != 409:  # 409: uploaded meanwhile; compare below
             if response.is_error:
-                raise CPRequestError(response)
+                raise cp_error(response)
             click.echo(f"{label}: uploaded")
             return
         existing = _version_of(api, function_id, spec.version) or {}
@@ -192,34 +196,54 @@ def _routes(api: CPClient, function_id: str, spec: FunctionSpec) -> None:
             click.echo(f"{_route_label(route)}: exists")
 
 
-def _follow(api: CPClient, deployment_id: str, timeout_s: float) -> None:
-    """Print each node's state as it changes until the deployment ends or time runs out."""
+def follow(api: CPClient, deployment_id: str, timeout_s: float, *, quiet: bool = False) -> None:
+    """Print each node's state as it changes until the deployment ends or time runs out,
+    with a bar of the nodes done on a terminal (`quiet`: neither)."""
     deadline = time.monotonic() + timeout_s
     shown: dict[str, str] = {}
-    while True:
-        dep = api.call("GET", f"/deployments/{deployment_id}")
-        for node in dep["nodes"]:
-            if shown.get(node["node_id"]) != node["state"]:
-                shown[node["node_id"]] = node["state"]
-                note = f" ({node['message']})" if node.get("message") else ""
-                click.echo(f"  node {node['node_id']}: {node['state']}{note}")
-        errors = [n["node_id"] for n in dep["nodes"] if n["state"] == "error"]
-        reason = (dep.get("rollout") or {}).get("reason")
-        if reason:
-            raise DeploymentFailed(f"deployment {deployment_id}: {reason}")
-        if errors or dep["state"] == "failed":
-            raise DeploymentFailed(f"deployment {deployment_id} failed on {', '.join(errors)}")
-        if dep["state"] == "superseded":
-            raise DeploymentFailed(f"deployment {deployment_id} was superseded by a newer one")
-        if dep["state"] == "succeeded":
-            return
-        if time.monotonic() >= deadline:
-            waiting = sorted(n for n, state in shown.items() if state != "cached")
-            raise DeploymentFailed(
-                f"deployment {deployment_id} not finished after {timeout_s:g}s; "
-                f"waiting for {', '.join(waiting)}"
-            )
-        time.sleep(POLL_S)
+    bar: Progress | None = None
+    try:
+        while True:
+            dep = api.call("GET", f"/deployments/{deployment_id}")
+            if bar is None:
+                bar = Progress("nodes", len(dep["nodes"]), enabled=not quiet)
+            bar.clear()
+            for node in dep["nodes"]:
+                if shown.get(node["node_id"]) != node["state"]:
+                    shown[node["node_id"]] = node["state"]
+                    note = f" ({node['message']})" if node.get("message") else ""
+                    if not quiet:
+                        click.echo(f"  node {node['node_id']}: {node['state']}{note}")
+            bar.update(sum(1 for state in shown.values() if state == "cached"))
+            if _ended(dep, timeout_s, deadline, shown):
+                return
+            time.sleep(POLL_S)
+    finally:
+        if bar is not None:
+            bar.finish()
+
+
+def _ended(dep: dict[str, Any], timeout_s: float, deadline: float,
+           shown: dict[str, str]) -> bool:
+    """True once the deployment succeeded; DeploymentFailed once it cannot."""
+    deployment_id = dep["id"]
+    errors = [n["node_id"] for n in dep["nodes"] if n["state"] == "error"]
+    reason = (dep.get("rollout") or {}).get("reason")
+    if reason:
+        raise DeploymentFailed(f"deployment {deployment_id}: {reason}")
+    if errors or dep["state"] == "failed":
+        raise DeploymentFailed(f"deployment {deployment_id} failed on {', '.join(errors)}")
+    if dep["state"] == "superseded":
+        raise DeploymentFailed(f"deployment {deployment_id} was superseded by a newer one")
+    if dep["state"] == "succeeded":
+        return True
+    if time.monotonic() >= deadline:
+        waiting = sorted(n for n, state in shown.items() if state != "cached")
+        raise DeploymentFailed(
+            f"deployment {deployment_id} not finished after {timeout_s:g}s; "
+            f"waiting for {', '.join(waiting)}"
+        )
+    return False
 
 
 def _gates(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -361,5 +385,5 @@ def _deploy_one(api: CPClient, spec: FunctionSpec, data: bytes, project: str | N
     if not dep["nodes"]:
         click.echo("no node matched; nodes registered later get this version")
         return
-    _follow(api, dep["id"], timeout_s)
+    follow(api, dep["id"], timeout_s)
     click.echo(f"deployed {spec.name} {spec.version}")

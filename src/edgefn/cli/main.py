@@ -12,9 +12,11 @@ from edgefn.cli.deploy import deploy
 from edgefn.cli.dev import dev
 from edgefn.cli.doctor import doctor
 from edgefn.cli.edge import edge
+from edgefn.cli.functions import functions, rollback, versions
 from edgefn.cli.golden import test_cmd
 from edgefn.cli.init import init
 from edgefn.cli.login import login
+from edgefn.cli.logs import logs
 from edgefn.cli.rollout import rollout
 
 
@@ -36,6 +38,10 @@ cli.add_command(build_worker)
 cli.add_command(init)
 cli.add_command(test_cmd)
 cli.add_command(rollout)
+cli.add_command(functions)
+cli.add_command(versions)
+cli.add_command(rollback)
+cli.add_command(logs)
 
 
 def main() -> None:

@@ -43,6 +43,8 @@ from edgefn.controlplane.fields import pattern_meaning
 from edgefn.controlplane.functions.api import router as functions_router
 from edgefn.controlplane.gitlinks.api import router as gitlinks_router
 from edgefn.controlplane.leases.duties import Duties, Duty
+from edgefn.controlplane.logs.api import router as logs_router
+from edgefn.controlplane.logs.hub import LogHub, RedisLogFanout
 from edgefn.controlplane.nodes import service as nodes_service
 from edgefn.controlplane.nodes.api import router as nodes_router
 from edgefn.controlplane.nodes.listener import NodeListener
@@ -109,6 +111,8 @@ def build_context(settings: CPSettings) -> CPContext:
         secrets=open_secret_store(settings),
         node_ca=load_ca(settings),
         replica_id=replica_id,
+        logs=LogHub(fanout=RedisLogFanout(settings.wake_redis_url, replica_id)
+                    if settings.wake_redis_url else None),
     )
 
 
@@ -415,7 +419,8 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         running.state.node_listener = listener
         running.state.duties = leased = duties(ctx)
         background = [asyncio.create_task(leased.run_forever()),
-                      asyncio.create_task(ctx.notifier.listen())]
+                      asyncio.create_task(ctx.notifier.listen()),
+                      asyncio.create_task(ctx.logs.listen())]
         try:
             yield
         finally:
@@ -478,6 +483,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         stream_router,
         builds_router,
         gitlinks_router,
+        logs_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
 

@@ -7,7 +7,7 @@ valid token and 403 to a node token; only heartbeats take `NodeCaller`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,6 +20,7 @@ from edgefn.controlplane.audit.checkpoints import Anchor
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.auth.service import Credentials, authenticate
 from edgefn.controlplane.errors import Forbidden
+from edgefn.controlplane.logs.hub import LogHub
 from edgefn.controlplane.nodes.listener import client_cert_of
 from edgefn.controlplane.pki import service as pki
 from edgefn.controlplane.pki.ca import CertificateAuthority
@@ -43,6 +44,8 @@ class CPContext:
     node_ca: CertificateAuthority | None = None
     # This replica's name among several on one database (leases, wake-ups).
     replica_id: str = ""
+    # Functions' log lines from this replica's nodes (and the others', over Redis).
+    logs: LogHub = field(default_factory=LogHub)
 
 
 def get_ctx(request: Request) -> CPContext:

@@ -22,6 +22,7 @@ from edgefn.edge.capabilities.secrets import (
 )
 from edgefn.edge.kv import KvStore, create_kv_store
 from edgefn.edge.logs import JsonLog
+from edgefn.edge.node.logship import LogTap, log_socket
 from edgefn.edge.quotas import node_defaults, open_table
 from edgefn.edge.settings import EdgeSettings
 from edgefn.edge.spec import FunctionSpec
@@ -111,12 +112,20 @@ def penalty_box(settings: EdgeSettings) -> PenaltyBox | None:
     return PenaltyBox(threads=settings.penalty_threads, queue=queue)
 
 
+def log_tap(settings: EdgeSettings) -> LogTap | None:
+    """Forwarding of the functions' log lines to the agent, on a node that follows a
+    control plane."""
+    if not (settings.cp_url or settings.grpc_url):
+        return None
+    return LogTap(log_socket(settings.data_dir))
+
+
 def build_runtime(settings: EdgeSettings, *, log_sink: JsonLog | None = None) -> Runtime:
     """Everything a worker process needs; the KV store is opened on first use."""
     engine = build_engine(settings)
     sink = log_sink or JsonLog(
         settings.log_file, max_bytes=settings.log_max_bytes, backups=settings.log_backups,
-        sample_success=settings.log_sample_success,
+        sample_success=settings.log_sample_success, tap=log_tap(settings),
     )
     pools = PoolManager(memory_budget_bytes=settings.memory_budget_bytes)
     pools.on_tick.append(sink.flush)

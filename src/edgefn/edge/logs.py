@@ -17,6 +17,7 @@ import json
 import os
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -94,8 +95,11 @@ class JsonLog:
         max_bytes: int = 0,
         backups: int = 5,
         sample_success: float = 1.0,
+        tap: Callable[[bytes], None] | None = None,
     ) -> None:
         self.path = path
+        # Also given every line written (the node's forwarding to the control plane).
+        self.tap = tap
         self.max_bytes = max_bytes if path is not None else 0
         self.backups = backups
         self.sample_success = sample_success
@@ -128,6 +132,8 @@ class JsonLog:
         self.write_line(invocation_line(inv))
 
     def write_line(self, line: bytes) -> None:
+        if self.tap is not None:
+            self.tap(line)
         with self._lock:
             self._out.write(line)
             if self.max_bytes:

@@ -86,6 +86,10 @@ LOG_LINES_SAMPLED_OUT = Counter(
     "edge_log_lines_sampled_out",
     "Invocation log lines of successful requests left out by --log-sample-success",
 )
+LOG_LINES_FORWARD_DROPPED = Counter(
+    "edge_log_lines_forward_dropped",
+    "Function log lines not forwarded to the control plane (its queue full or no agent)",
+)
 TRACE_SPANS_DROPPED = Counter(
     "edge_trace_spans_dropped",
     "Invocation spans not delivered to the OTLP collector (queue_full, export_failed)",

@@ -72,3 +72,4 @@ schemathesis.openapi.format(
         st.lists(_LABELS, min_size=1, max_size=3).map(lambda labels: "*." + ".".join(labels)),
     ).filter(_allowed),
 )
+

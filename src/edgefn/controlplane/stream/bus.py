@@ -162,25 +162,37 @@ class RedisBus:
             log.warning("wake-up not published to Redis: %s", exc)
 
     async def listen(self, wake: Wake) -> None:
-        await _forever("Redis subscribe", lambda: self._listen_once(wake))
+        def handle(data: bytes) -> None:
+            theirs, ids = decode(data.decode(), self.replica)
+            if theirs:
+                wake(ids)
 
-    async def _listen_once(self, wake: Wake) -> None:
-        from redis import asyncio as aioredis
+        await subscribe_redis(self._url, self.CHANNEL, handle, subscribed=lambda: wake(None))
 
-        client = aioredis.Redis.from_url(self._url)
-        try:
-            async with client.pubsub() as pubsub:
-                await pubsub.subscribe(self.CHANNEL)
-                wake(None)
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    theirs, ids = decode(message["data"].decode(), self.replica)
-                    if theirs:
-                        wake(ids)
-        finally:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+
+async def subscribe_redis(url: str, channel: str, handle: Callable[[bytes], None], *,
+                          subscribed: Callable[[], None] = lambda: None) -> None:
+    """`handle(data)` for each message on a Redis channel, until cancelled; after each
+    (re)subscription, `subscribed()` (what came meanwhile was missed)."""
+    await _forever(f"Redis subscribe {channel}",
+                   lambda: _subscribe_once(url, channel, handle, subscribed))
+
+
+async def _subscribe_once(url: str, channel: str, handle: Callable[[bytes], None],
+                          subscribed: Callable[[], None]) -> None:
+    from redis import asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        async with client.pubsub() as pubsub:
+            await pubsub.subscribe(channel)
+            subscribed()
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    handle(message["data"])
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
 
 
 def open_bus(url: URL, replica: str, *, redis_url: str | None) -> Bus:

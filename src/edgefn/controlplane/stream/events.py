@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from edgefn.contract import Instruction
 from edgefn.controlplane.deployments.schemas import AckIn
 from edgefn.controlplane.errors import ValidationFailed
+from edgefn.controlplane.logs.hub import LogLine
 from edgefn.controlplane.nodes.schemas import HeartbeatIn
 
 # AckIn.message's limit: a node's long error text is cut, not refused, so one
@@ -46,7 +47,16 @@ class Ack:
     ack: AckIn
 
 
-NodeEvent = Hello | Beat | Ack | Metrics
+@dataclass(frozen=True)
+class Logs:
+    """Functions' log lines, and how many the node dropped before them."""
+
+    node_id: str
+    lines: list[LogLine]
+    dropped: int = 0
+
+
+NodeEvent = Hello | Beat | Ack | Metrics | Logs
 
 
 @dataclass(frozen=True)

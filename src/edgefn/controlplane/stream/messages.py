@@ -13,12 +13,14 @@ from pydantic import BaseModel
 
 from edgefn.contract import ConfigInstruction, Instruction, InstructionType
 from edgefn.controlplane.deployments.schemas import AckIn
+from edgefn.controlplane.logs.hub import LogLine
 from edgefn.controlplane.nodes.schemas import FunctionState, HeartbeatIn
 from edgefn.controlplane.stream.events import (
     Ack,
     Beat,
     HeartbeatAnswer,
     Hello,
+    Logs,
     Metrics,
     NodeEvent,
     Outgoing,
@@ -116,6 +118,10 @@ def event_of(node_id: str, message: pb.EdgeMessage) -> NodeEvent | None:
         return Beat(said, heartbeat_of(node_id, message.heartbeat))
     if kind == "deployment_status":
         return Ack(said, ack_of(message.deployment_status))
+    if kind == "logs":
+        batch = message.logs
+        return Logs(said, [LogLine(t.function_id, t.project_id, t.line) for t in batch.lines],
+                    batch.dropped)
     if kind == "metrics":
         report = message.metrics
         return Metrics(said, validated(HeartbeatIn, node_id=node_id, cpu=report.cpu_percent,

@@ -26,7 +26,15 @@ from edgefn.controlplane.errors import BadRequest, Forbidden, Unauthorized
 from edgefn.controlplane.nodes import service as nodes
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.pki import service as pki
-from edgefn.controlplane.stream.events import Ack, Beat, HeartbeatAnswer, Hello, NodeEvent, Outgoing
+from edgefn.controlplane.stream.events import (
+    Ack,
+    Beat,
+    HeartbeatAnswer,
+    Hello,
+    Logs,
+    NodeEvent,
+    Outgoing,
+)
 
 log = logging.getLogger("edgefn.controlplane.stream")
 T = TypeVar("T")
@@ -161,6 +169,11 @@ class NodeSession:
                 return HeartbeatAnswer(ctx.settings.heartbeat_interval_s)
         elif isinstance(event, Ack):
             await run_db(ctx, _acker(who.id, event.ack))
+        elif isinstance(event, Logs):
+            ctx.logs.publish(event.lines, dropped=event.dropped)
+            if event.dropped:
+                log.warning("node %s dropped %d log lines (its queue was full)", who.id,
+                            event.dropped)
         else:
             report = event.beat
             await run_db(ctx, lambda s: nodes.record_metrics(

@@ -25,6 +25,7 @@ from starlette.websockets import WebSocketState
 
 from edgefn.controlplane.deps import CPContext
 from edgefn.controlplane.errors import BadRequest, CPError
+from edgefn.controlplane.logs.hub import LogLine
 from edgefn.controlplane.nodes.listener import client_cert_of
 from edgefn.controlplane.nodes.schemas import HeartbeatIn
 from edgefn.controlplane.stream import events as ev
@@ -67,12 +68,30 @@ def decode(node_id: str, text: str) -> ev.NodeEvent | None:
         return ev.Beat(said, ev.validated(HeartbeatIn, **frame, node_id=said or node_id))
     if kind == "ack":
         return ev.Ack(said, ev.ack_in(frame.get("id"), frame.get("state"), frame.get("message")))
+    if kind == "logs":
+        return ev.Logs(said, _log_lines(frame.get("lines")), _count(frame.get("dropped")))
     if kind == "metrics":
         report = ev.validated(HeartbeatIn, node_id=node_id, cpu=frame.get("cpu"),
                               mem_bytes=frame.get("mem_bytes"),
                               functions=frame.get("functions") or [])
         return ev.Metrics(said, report)
     return None
+
+
+def _log_lines(value: Any) -> list[LogLine]:
+    if not isinstance(value, list):
+        raise BadRequest("lines is a list")
+    lines = []
+    for item in value:
+        if not isinstance(item, dict) or not all(
+                isinstance(item.get(k), str) for k in LogLine._fields):
+            raise BadRequest("a log line is {function_id, project_id, line}, all strings")
+        lines.append(LogLine(item["function_id"], item["project_id"], item["line"]))
+    return lines
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
 
 
 async def _events(websocket: WebSocket, node_id: str, limit: int) -> AsyncIterator[ev.NodeEvent]:

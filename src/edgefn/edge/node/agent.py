@@ -44,11 +44,13 @@ from edgefn.edge.node.controller import NodeController
 from edgefn.edge.node.credentials import NodeCertificate
 from edgefn.edge.node.grpc_transport import GrpcTransport
 from edgefn.edge.node.health import VersionFigures
+from edgefn.edge.node.logship import FORWARD_INTERVAL_S, LogInbox
 from edgefn.edge.node.transport import (
     Beat,
     Connection,
     HeartbeatAnswer,
     Hello,
+    LogBatch,
     Outgoing,
     StreamError,
     StreamRefused,
@@ -94,6 +96,7 @@ class Agent:
         renew_fraction: float = RENEW_FRACTION,
         renew_check_s: float = RENEW_CHECK_S,
         figures: VersionFigures | None = None,
+        logs: LogInbox | None = None,
     ) -> None:
         self.controller = controller
         self.node_id = node_id
@@ -119,6 +122,9 @@ class Agent:
         self.stream_connected = threading.Event()
         self._proc = psutil.Process()
         self.figures = figures
+        # Functions' log lines from the workers, sent on the stream (logship).
+        self.logs = logs
+        self._logs_in_flight = False
         if self.cp_url:
             controller.fresh_url = self.fresh_artifact_url
 
@@ -130,6 +136,8 @@ class Agent:
         if self._stopping is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(timeout=5)
+        if self.logs is not None:
+            self.logs.close()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -173,6 +181,7 @@ class Agent:
         async with self.transport.connect() as conn:
             writer = asyncio.create_task(self._write(conn, outbox))
             beats = asyncio.create_task(self._stream_heartbeats(outbox))
+            ship = asyncio.create_task(self._ship_logs(outbox))
             try:
                 async for received in conn.receive():
                     self.stream_connected.set()
@@ -182,7 +191,8 @@ class Agent:
                         continue
                     outbox.put_nowait(await self._apply(received.ack_id, received.decode))
             finally:
-                for task in (beats, writer):
+                self._logs_in_flight = False
+                for task in (ship, beats, writer):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
@@ -197,10 +207,26 @@ class Agent:
             message = await outbox.get()
             try:
                 await conn.send(message)
+                if isinstance(message, LogBatch):
+                    self._logs_in_flight = False
             except BaseException:
                 if isinstance(message, InstructionAck):
                     self._unsent.append(message)
                 raise
+
+    async def _ship_logs(self, outbox: asyncio.Queue[Outgoing]) -> None:
+        """A batch of the workers' log lines every FORWARD_INTERVAL_S, one at a time: while
+        one waits to be written, lines stay in the bounded inbox (the oldest dropped)."""
+        if self.logs is None:
+            return
+        while True:
+            await asyncio.sleep(FORWARD_INTERVAL_S)
+            if self._logs_in_flight:
+                continue
+            lines, dropped = self.logs.take()
+            if lines or dropped:
+                self._logs_in_flight = True
+                outbox.put_nowait(LogBatch(lines, dropped))
 
     async def _stream_heartbeats(self, outbox: asyncio.Queue[Outgoing]) -> None:
         while True:

@@ -20,6 +20,7 @@ from edgefn.edge.node.transport import (
     HeartbeatAnswer,
     Hello,
     Incoming,
+    LogBatch,
     Outgoing,
     Pushed,
     StreamError,
@@ -89,6 +90,10 @@ def to_proto(node_id: str, message: Outgoing) -> pb.EdgeMessage:
             mem_bytes=message.mem_bytes, functions=_functions(message.functions),
             acks=[_status(a) for a in message.acks],
             versions=[_version_stats(v) for v in message.versions]))
+    if isinstance(message, LogBatch):
+        return pb.EdgeMessage(node_id=node_id, logs=pb.LogBatch(
+            lines=[pb.LogLine(function_id=t.function_id, project_id=t.project_id, line=t.line)
+                   for t in message.lines], dropped=message.dropped))
     return pb.EdgeMessage(node_id=node_id, deployment_status=_status(message))
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
     from edgefn.edge.node.agent import Agent
+    from edgefn.edge.node.logship import LogInbox
 
 log = logging.getLogger("edgefn.edge")
 
@@ -80,6 +81,16 @@ def _prepare_metrics_dir(settings: EdgeSettings) -> Path:
     return path
 
 
+def _log_inbox(settings: EdgeSettings) -> LogInbox | None:
+    from edgefn.edge.node.logship import LogInbox, log_socket
+
+    try:
+        return LogInbox(log_socket(settings.data_dir.resolve()))
+    except OSError as exc:  # e.g. a socket path over the kernel's 107 bytes
+        log.warning("functions' log lines will not reach the control plane: %s", exc)
+        return None
+
+
 def start_agent(settings: EdgeSettings, registry: Collector | None = None) -> Agent | None:
     """Connect to the control plane when one is configured; None for a standalone node."""
     if not (settings.cp_url or settings.grpc_url):
@@ -111,6 +122,7 @@ def start_agent(settings: EdgeSettings, registry: Collector | None = None) -> Ag
         heartbeat_interval_s=settings.heartbeat_interval_s,
         tls=node_certificate(settings),
         figures=VersionFigures(partial(read_counts, registry)) if registry is not None else None,
+        logs=_log_inbox(settings),
     )
     agent.start()
     return agent

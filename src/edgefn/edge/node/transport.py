@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgefn.contract import Instruction, InstructionAck, VersionStats
+from edgefn.edge.node.logship import Tagged
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,15 @@ class Beat:
                 "versions": [v.model_dump() for v in self.versions]}
 
 
-Outgoing = Hello | Beat | InstructionAck
+@dataclass(frozen=True)
+class LogBatch:
+    """Functions' log lines (`logship.Tagged`), and how many were dropped before them."""
+
+    lines: list[Tagged]
+    dropped: int = 0
+
+
+Outgoing = Hello | Beat | InstructionAck | LogBatch
 
 
 @dataclass(frozen=True)

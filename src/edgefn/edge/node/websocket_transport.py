@@ -50,6 +50,9 @@ def encode(node_id: str, message: t.Outgoing) -> str:
                  "functions": message.functions}
     elif isinstance(message, t.Beat):
         frame = {"type": "heartbeat", **message.to_json()}
+    elif isinstance(message, t.LogBatch):
+        frame = {"type": "logs", "node_id": node_id, "dropped": message.dropped,
+                 "lines": [tag._asdict() for tag in message.lines]}
     else:
         frame = {"type": "ack", "node_id": node_id, **message.to_json()}
     return json.dumps(frame)

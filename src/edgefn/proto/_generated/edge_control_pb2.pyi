@@ -8,18 +8,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EdgeMessage(_message.Message):
-    __slots__ = ("node_id", "heartbeat", "deployment_status", "metrics", "hello")
+    __slots__ = ("node_id", "heartbeat", "deployment_status", "metrics", "hello", "logs")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_STATUS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     heartbeat: HeartbeatRequest
     deployment_status: DeploymentStatus
     metrics: MetricsReport
     hello: Hello
-    def __init__(self, node_id: _Optional[str] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., deployment_status: _Optional[_Union[DeploymentStatus, _Mapping]] = ..., metrics: _Optional[_Union[MetricsReport, _Mapping]] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ...) -> None: ...
+    logs: LogBatch
+    def __init__(self, node_id: _Optional[str] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., deployment_status: _Optional[_Union[DeploymentStatus, _Mapping]] = ..., metrics: _Optional[_Union[MetricsReport, _Mapping]] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., logs: _Optional[_Union[LogBatch, _Mapping]] = ...) -> None: ...
+
+class LogBatch(_message.Message):
+    __slots__ = ("lines", "dropped")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[LogLine]
+    dropped: int
+    def __init__(self, lines: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ..., dropped: _Optional[int] = ...) -> None: ...
+
+class LogLine(_message.Message):
+    __slots__ = ("function_id", "project_id", "line")
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    project_id: str
+    line: str
+    def __init__(self, function_id: _Optional[str] = ..., project_id: _Optional[str] = ..., line: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("pop_id", "labels", "agent_version", "functions")

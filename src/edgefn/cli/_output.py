@@ -1,0 +1,105 @@
+"""What the author's commands print: tables or `--json` for listings, a progress bar
+on a terminal, and the exit codes every command keeps (docs/cli.md, Exit codes).
+
+The bar is drawn on stderr with a carriage return, only when stderr is a terminal
+and the command is not asked for JSON: piped output and scripts never see it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+# Exit codes: 0 done; 1 failed (a deployment, rollout or build failed or timed out,
+# or the CP failed: 5xx); 2 usage (click's own: bad arguments).
+EXIT_UNREACHABLE = 3  # the control plane did not answer
+EXIT_REFUSED = 4  # the CP refused the request: 4xx but 404 (credentials, role, conflict)
+EXIT_NOT_FOUND = 5  # 404, or no function of that name visible to the token
+EXIT_MISSING_TOOL = 6  # a toolchain the command needs is not installed here
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class NotFoundError(click.ClickException):
+    exit_code = EXIT_NOT_FOUND
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="print JSON (for scripts) instead of a table")(f)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Left-aligned columns, two spaces apart; "-" for an empty cell."""
+    cells = [[str(c) if c not in (None, "") else "-" for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    for row in [list(headers), *cells]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def human_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+class Progress:
+    """`label [#####.....] done/total` redrawn in place; silent when not on a terminal."""
+
+    def __init__(self, label: str, total: int, *, enabled: bool = True,
+                 fmt: Callable[[int], str] = str) -> None:
+        self.label = label
+        self.total = max(total, 0)
+        self.done = 0
+        self.enabled = enabled and sys.stderr.isatty()
+        self._fmt = fmt
+        self._drawn = False
+
+    def update(self, done: int) -> None:
+        self.done = min(done, self.total)
+        if not self.enabled:
+            return
+        width = max(10, min(40, shutil.get_terminal_size((80, 24)).columns - 40))
+        filled = width * self.done // self.total if self.total else width
+        bar = "#" * filled + "." * (width - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {self._fmt(self.done)}/{self._fmt(self.total)}")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def clear(self) -> None:
+        """Wipe the bar, so a line can be printed where it was (redraw with `update`)."""
+        if self._drawn:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self._drawn = False
+
+    def finish(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._drawn = False
+
+
+class ProgressReader(io.BytesIO):
+    """Bytes read by httpx's multipart encoder in chunks, each moving the bar."""
+
+    def __init__(self, data: bytes, progress: Progress) -> None:
+        super().__init__(data)
+        self._progress = progress
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self._progress.update(self.tell())
+        return chunk

@@ -1,0 +1,1 @@
+"""Functions' log lines from every node, kept briefly and followed (`edgefn logs`)."""
