@@ -78,7 +78,13 @@ class FunctionSpec(FunctionPolicy):
     max_response_bytes: ResponseBytes = DEFAULT_MAX_RESPONSE_BYTES
     pop_selector: str = ""
     env: dict[str, str] = Field(default_factory=dict)
+    # Host directory mounted read-only at /config (a path on this node).
     config_dir: str | None = None
+    # More read-only mounts, guest path -> host directory (paths on this node).
+    volumes: dict[str, str] = Field(default_factory=dict)
+    # WAGI only: the argv template (`${SCRIPT_NAME}`, `${ARGS}`); None: WAGI's default,
+    # the request path then the query's `&`-separated items (docs/wagi.md).
+    argv: str | None = None
     routes: tuple[RouteSpec, ...] = ()
 
     @field_validator("id")
@@ -125,7 +131,8 @@ class FunctionSpec(FunctionPolicy):
 
     @property
     def wasi(self) -> WasiOptions:
-        return WasiOptions(env=tuple(sorted(self.env.items())), config_dir=self.config_dir)
+        return WasiOptions(env=tuple(sorted(self.env.items())), config_dir=self.config_dir,
+                           volumes=tuple(sorted(self.volumes.items())))
 
     @property
     def key(self) -> SpecKey:
@@ -188,6 +195,10 @@ def load_function_dir(path: Path) -> FunctionSpec:
     if not artifact:
         raise ValueError(f"{path}: no artifact named and no .wasm file found")
     raw["artifact"] = str((path / artifact).resolve())
+    # A volume's relative host directory is the function folder's.
+    if isinstance(raw.get("volumes"), dict):
+        raw["volumes"] = {guest: str((path / host).resolve()) if isinstance(host, str) else host
+                          for guest, host in raw["volumes"].items()}
     raw.setdefault("id", path.name)
     raw.setdefault("name", raw["id"])
     return FunctionSpec.model_validate(raw)

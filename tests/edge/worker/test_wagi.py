@@ -1,0 +1,241 @@
+"""WAGI programs served as WAGI serves them (docs/wagi.md), through a real `edgefn
+edge serve --functions` on loopback: the CGI variables and argv of exact, wildcard
+and dynamic routes (the expectations of WAGI's own tests), named entrypoints,
+read-only volumes, the 500 rule, trap messages and stderr lines, on each engine."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edgefn.sandbox import create_engine
+from edgefn.sandbox.errors import EngineUnavailable
+from tests.edge.node.test_server import Node, start_node, stop, write_function
+
+
+def _engine_or_skip(name: str) -> str:
+    try:
+        create_engine(name).close()
+    except EngineUnavailable as exc:
+        pytest.skip(f"{name} engine unavailable: {exc}")
+    return name
+
+
+@pytest.fixture(scope="module", params=["wasmtime", "wasmedge"])
+def wagi_node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[tuple[Node, Path]]:
+    engine = _engine_or_skip(request.param)
+    tmp = tmp_path_factory.mktemp(f"wagi-{engine}")
+    root = tmp / "functions"
+    routes = "wagi_routes"
+    write_function(root, "root", routes, [{"path": "/"}])
+    write_function(root, "test", routes, [{"path": "/test/*"}])
+    write_function(root, "exactparent", routes, [{"path": "/exactparent"}])
+    write_function(root, "wildcardparent", routes, [{"path": "/wildcardparent/*"}])
+    write_function(root, "slashparent", routes, [{"path": "/exactparentslash/"}])
+    write_function(root, "entry", routes, [{"path": "/entry1"}], entrypoint="entry1")
+    write_function(root, "argv", routes, [{"path": "/argv/*"}],
+                   argv="tool ${SCRIPT_NAME} --flags ${ARGS}")
+    data = tmp / "data"
+    for d, name in ((data / "root", "top.txt"), (data / "one", "a.txt"),
+                    (data / "two", "b.txt")):
+        d.mkdir(parents=True)
+        (d / name).write_text(f"{d.name} {name}\n")
+    (data / "secret.txt").write_text("outside\n")
+    write_function(root, "cases", "wagi_cases", [{"path": "/cases"}],
+                   volumes={"/": str(data / "root"), "/data/one": str(data / "one"),
+                            "/two": str(data / "two")})
+    # A relative host directory is the function folder's.
+    write_function(root, "cases2", "wagi_cases", [{"path": "/cases2"}], volumes={"/files": "files"})
+    (root / "cases2" / "files").mkdir()
+    (root / "cases2" / "files" / "f.txt").write_text("relative\n")
+    node = start_node(tmp, root, "--engine", engine)
+    yield node, data
+    stop(node)
+
+
+def raw_get(node: Node, target: str, headers: str = "") -> tuple[int, dict[str, str], bytes]:
+    """GET `target` exactly as written (no client-side normalisation)."""
+    host, port = node.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: wagi.test:{port}\r\n{headers}"
+                  "Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    hdrs = {k.lower(): v for k, v in fields.items()}
+    if hdrs.get("transfer-encoding") == "chunked":
+        out, rest = b"", body
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size, 16)
+            if not n:
+                break
+            out, rest = out + rest[:n], rest[n + 2 :]
+        body = out
+    return int(lines[0].split()[1]), hdrs, body
+
+
+def report(node: Node, target: str, headers: str = "") -> tuple[str, list[str], dict[str, str]]:
+    status, hdrs, body = raw_get(node, target, headers)
+    assert status == 200, (target, status, body)
+    assert hdrs["content-type"] == "text/plain"
+    first, *rest = body.decode().splitlines()
+    argv = [line.split("=", 1)[1] for line in rest if line.startswith("argv[")]
+    env = dict(line.split("=", 1) for line in rest if not line.startswith("argv["))
+    return first, argv, env
+
+
+def paths(env: dict[str, str]) -> tuple[str, str, str, str, str]:
+    return (env["SCRIPT_NAME"], env["PATH_INFO"], env["PATH_TRANSLATED"],
+            env["X_MATCHED_ROUTE"], env["X_RAW_PATH_INFO"])
+
+
+MAIN = "This is the main entry point"
+EXACT = "This is the .../exact handler"
+WILD = "This is the .../wildcard/... handler"
+
+
+def test_exact_route_variables(wagi_node: tuple[Node, Path]) -> None:
+    node, _ = wagi_node
+    first, argv, env = report(node, "/")
+    assert first == MAIN
+    assert paths(env) == ("/", "", "", "/", "")
+    assert argv == ["/"]
+
+
+def test_wildcard_route_variables(wagi_node: tuple[Node, Path]) -> None:
+    node, _ = wagi_node
+    first, argv, env = report(node, "/test/fizz/buzz?a=1&b=2",
+                              "Authorization: Basic c2VjcmV0\r\nX-Thing: T\r\n")
+    port = node.url.rsplit(":", 1)[1]
+    assert first == MAIN
+    assert paths(env) == ("/test", "/fizz/buzz", "/fizz/buzz", "/test/...", "/fizz/buzz")
+    assert argv == ["/test/fizz/buzz", "a=1", "b=2"]
+    assert env["X_FULL_URL"] == f"http://wagi.test:{port}/test/fizz/buzz?a=1&b=2"
+    assert env["SERVER_NAME"] == "wagi.test" and env["SERVER_PORT"] == port
+    assert env["REMOTE_ADDR"] == env["REMOTE_HOST"] == "127.0.0.1"
+    assert env["AUTH_TYPE"] == env["REMOTE_USER"] == ""
+    assert env["GATEWAY_INTERFACE"] == "CGI/1.1" and env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["QUERY_STRING"] == "a=1&b=2" and env["HTTP_X_THING"] == "T"
+    for absent in ("HTTP_AUTHORIZATION", "HTTP_CONNECTION", "HTTP_CONTENT_LENGTH",
+                   "HTTP_CONTENT_TYPE"):
+        assert absent not in env
+
+
+def test_path_info_is_decoded_and_raw_path_info_is_not(wagi_node: tuple[Node, Path]) -> None:
+    node, _ = wagi_node
+    _, argv, env = report(node, "/test/a%2Fb%20c+d%7E")
+    assert env["PATH_INFO"] == env["PATH_TRANSLATED"] == "/a/b c+d~"
+    assert env["X_RAW_PATH_INFO"] == "/a%2Fb%20c+d%7E"
+    assert env["X_FULL_URL"].endswith("/test/a%2Fb%20c+d%7E")
+    assert argv == ["/test/a%2Fb%20c+d%7E"]
+
+
+@pytest.mark.parametrize(("target", "first", "expected"), [
+    ("/exactparent", MAIN, ("/exactparent", "", "", "/exactparent", "")),
+    ("/exactparent/exact", EXACT, ("/exactparent/exact", "", "", "/exactparent/exact", "")),
+    ("/exactparent/wildcard/fizz/buzz", WILD,
+     ("/exactparent/wildcard", "/fizz/buzz", "/fizz/buzz", "/exactparent/wildcard/...",
+      "/fizz/buzz")),
+    ("/wildcardparent", MAIN, ("/wildcardparent", "", "", "/wildcardparent/...", "")),
+    ("/wildcardparent/fizz/buzz", MAIN,
+     ("/wildcardparent", "/fizz/buzz", "/fizz/buzz", "/wildcardparent/...", "/fizz/buzz")),
+    ("/wildcardparent/exact", EXACT,
+     ("/wildcardparent/exact", "", "", "/wildcardparent/exact", "")),
+    ("/wildcardparent/wildcard/fizz/buzz", WILD,
+     ("/wildcardparent/wildcard", "/fizz/buzz", "/fizz/buzz", "/wildcardparent/wildcard/...",
+      "/fizz/buzz")),
+    ("/exactparentslash/exact", EXACT,
+     ("/exactparentslash/exact", "", "", "/exactparentslash/exact", "")),
+    ("/exactparentslash/wildcard/fizz/buzz", WILD,
+     ("/exactparentslash/wildcard", "/fizz/buzz", "/fizz/buzz",
+      "/exactparentslash/wildcard/...", "/fizz/buzz")),
+    ("/exact", EXACT, ("/exact", "", "", "/exact", "")),
+])
+def test_dynamic_routes(wagi_node: tuple[Node, Path], target: str, first: str,
+                        expected: tuple[str, ...]) -> None:
+    node, _ = wagi_node
+    got_first, _, env = report(node, target)
+    assert got_first == first
+    assert paths(env) == expected
+
+
+def test_dynamic_routes_do_not_widen_an_exact_route(wagi_node: tuple[Node, Path]) -> None:
+    node, _ = wagi_node
+    assert raw_get(node, "/exactparent/other")[0] == 404
+    assert raw_get(node, "/exactparent/exactly")[0] == 404
+
+
+def test_the_named_entrypoint_is_called(wagi_node: tuple[Node, Path]) -> None:
+    node, _ = wagi_node
+    first, _, env = report(node, "/entry1")
+    assert first == "Entrypoint 1" and env["SCRIPT_NAME"] == "/entry1"
+
+
+def test_argv_template(wagi_node: tuple[Node, Path]) -> None:
+    node, _ = wagi_node
+    _, argv, _ = report(node, "/argv/run?x=1&y=2")
+    assert argv == ["tool", "/argv/run", "--flags", "x=1", "y=2"]
+
+
+def _cases(node: Node, query: str) -> tuple[int, bytes]:
+    status, _, body = raw_get(node, "/cases?" + query)
+    return status, body
+
+
+def test_volumes(wagi_node: tuple[Node, Path]) -> None:
+    node, data = wagi_node
+    assert _cases(node, "case=read&path=/top.txt") == (200, b"root top.txt\n")
+    assert _cases(node, "case=read&path=/data/one/a.txt") == (200, b"one a.txt\n")
+    assert _cases(node, "case=read&path=/two/b.txt") == (200, b"two b.txt\n")
+    assert raw_get(node, "/cases2?case=read&path=/files/f.txt")[2] == b"relative\n"
+    for path in ("/new.txt", "/two/new.txt", "/data/one/a.txt"):
+        assert _cases(node, f"case=write&path={path}")[1].startswith(b"denied errno=")
+    assert not (data / "root" / "new.txt").exists()
+    assert (data / "one" / "a.txt").read_text() == "one a.txt\n"
+    for path in ("/../secret.txt", "/two/../../secret.txt", "/etc/passwd"):
+        assert _cases(node, f"case=read&path={path}")[1].startswith(b"denied errno=")
+
+
+def _log_records(node: Node, predicate: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = node.log_file.read_text() if node.log_file.exists() else ""
+        records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        found = [r for r in records if predicate(r)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_cgi_errors(wagi_node: tuple[Node, Path]) -> None:
+    node, _ = wagi_node
+    status, body = _cases(node, "case=noheader")
+    assert status == 500
+    assert "'location' or 'content-type'" in json.loads(body)["error"]["message"]
+    assert _cases(node, "case=status") == (404, b"missing\n")
+    status, body = _cases(node, "case=trap")
+    assert status == 500
+    assert "unreachable" in json.loads(body)["error"]["message"]
+
+
+def test_stderr_is_logged_one_line_per_text_line(wagi_node: tuple[Node, Path]) -> None:
+    node, _ = wagi_node
+    with httpx.Client(base_url=node.url, timeout=10) as c:
+        r = c.get("/cases", params={"case": "stderr"})
+    assert r.status_code == 200 and r.content == b"logged\n"
+    rid = r.headers["x-request-id"]
+    lines = _log_records(node, lambda rec: rec.get("request_id") == rid
+                         and rec.get("source") == "stderr")
+    assert [rec["message"] for rec in lines] == ["first line", "second line", "third"], lines
