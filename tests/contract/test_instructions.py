@@ -36,7 +36,7 @@ INSTRUCTIONS: list[Instruction] = [
             max_request_bytes=0, kv=KvPolicy(enabled=True, max_keys=5),
             http_fetch=HttpFetchPolicy(allow_hosts=("api.example.com",), max_redirects=0),
             isolation="per-request", min_hot_instances=0, idle_timeout_s=2.5,
-            secrets=("B", "A")),
+            secrets=("B", "A"), argv="prog ${SCRIPT_NAME} ${ARGS}"),
     ),
     DeployInstruction(id=8, function_id="f", version="1.0.0", sha256="cd" * 32),
     UndeployInstruction(id=9, function_id="f", deployment_id="d"),

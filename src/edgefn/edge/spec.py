@@ -82,9 +82,6 @@ class FunctionSpec(FunctionPolicy):
     config_dir: str | None = None
     # More read-only mounts, guest path -> host directory (paths on this node).
     volumes: dict[str, str] = Field(default_factory=dict)
-    # WAGI only: the argv template (`${SCRIPT_NAME}`, `${ARGS}`); None: WAGI's default,
-    # the request path then the query's `&`-separated items (docs/wagi.md).
-    argv: str | None = None
     routes: tuple[RouteSpec, ...] = ()
 
     @field_validator("id")

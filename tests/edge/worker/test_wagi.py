@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 from edgefn.sandbox import create_engine
-from edgefn.sandbox.errors import EngineUnavailable
+from edgefn.sandbox.abi import WagiRoute, parse_wagi_routes
+from edgefn.sandbox.errors import EngineUnavailable, GuestError
+from tests.edge.conftest import EdgeHarness, fn
 from tests.edge.node.test_server import Node, start_node, stop, write_function
 
 
@@ -239,3 +241,40 @@ def test_stderr_is_logged_one_line_per_text_line(wagi_node: tuple[Node, Path]) -
     lines = _log_records(node, lambda rec: rec.get("request_id") == rid
                          and rec.get("source") == "stderr")
     assert [rec["message"] for rec in lines] == ["first line", "second line", "third"], lines
+
+
+# -- in one process (wasmtime): loading, refusals, the route text --------------
+
+
+def test_sub_routes_of_a_function_loaded_on_demand(edge: EdgeHarness) -> None:
+    edge.deploy(fn("dyn", "wagi_routes", path="/dyn", min_hot_instances=0))
+    resp = edge.request("GET", "/dyn/exact")
+    assert resp.status == 200 and resp.body.startswith(EXACT.encode() + b"\n")
+    assert edge.request("GET", "/dyn").body.startswith(MAIN.encode() + b"\n")
+
+
+def test_an_entrypoint_the_module_lacks_makes_it_unavailable(edge: EdgeHarness) -> None:
+    edge.deploy(fn("bad", "wagi_routes", path="/bad", entrypoint="nope"),
+                fn("good", "wagi_routes", path="/good", entrypoint="entry1"))
+    resp = edge.request("GET", "/bad")
+    assert resp.status == 503 and b"nope" in resp.body
+    assert edge.request("GET", "/good").body.startswith(b"Entrypoint 1\n")
+
+
+def test_the_route_text_of_a_routes_export() -> None:
+    routes = parse_wagi_routes("/hello hello\n\n  /files/... serve  \n")
+    assert routes == [(WagiRoute("/hello"), "hello"), (WagiRoute("/files", True), "serve")]
+    for bad in ("", "/hello", "/hello hello\n/goodbye", "/a b c"):
+        with pytest.raises(GuestError):
+            parse_wagi_routes(bad)
+
+
+@pytest.mark.parametrize(("parent", "sub", "joined"), [
+    ("/exactparent", "/exact", "/exactparent/exact"),
+    ("/exactparentslash/", "/wildcard/...", "/exactparentslash/wildcard/..."),
+    ("/wildcardparent/...", "/exact", "/wildcardparent/exact"),
+    ("/...", "/x/...", "/x/..."),
+    ("/", "/exact", "/exact"),
+])
+def test_sub_routes_join_as_in_wagi(parent: str, sub: str, joined: str) -> None:
+    assert WagiRoute.parse(parent).append(WagiRoute.parse(sub)).text == joined

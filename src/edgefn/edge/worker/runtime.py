@@ -54,7 +54,7 @@ from edgefn.edge.worker.split import VersionChoice
 from edgefn.sandbox.abi import WagiRoute, parse_wagi_routes
 from edgefn.sandbox.engine import Engine, GuestRequest, Module
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
-from edgefn.sandbox.wasminfo import ABI_WAGI
+from edgefn.sandbox.wasminfo import ABI_WAGI, inspect_module
 
 if TYPE_CHECKING:
     from edgefn.edge.tracing import Tracer
@@ -219,9 +219,9 @@ class Runtime:
                     log.warning("function %s@%s not runnable: %s", fn.id, fn.version,
                                 unavailable[fn.id])
                     continue
-                if fn.min_hot_instances <= 0:
-                    continue
                 try:
+                    if fn.min_hot_instances <= 0 and not self._declares_routes(fn):
+                        continue
                     self._ensure_loaded(fn, keys[fn.id])
                 except EdgeError as exc:
                     unavailable[fn.id] = str(exc)
@@ -250,6 +250,14 @@ class Runtime:
                 loaded = self._loaded.pop(key)
                 loaded.pool.retire()
                 loaded.host.close()
+
+    def _declares_routes(self, spec: FunctionSpec) -> bool:
+        """Whether a function loaded only on demand must be loaded now anyway: its
+        module exports `_routes`, whose sub-routes go in the route table."""
+        try:
+            return inspect_module(self._artifact(spec)).exports.get("_routes") == "func"
+        except InvalidModule as exc:
+            raise FunctionUnavailable(f"module refused: {exc}") from exc
 
     def _with_sub_routes(self, routes: list[RouteSpec], keys: dict[str, SpecKey]
                          ) -> list[RouteSpec]:

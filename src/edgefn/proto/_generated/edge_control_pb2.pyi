@@ -122,7 +122,7 @@ class TrafficSplit(_message.Message):
     def __init__(self, percent: _Optional[int] = ..., key: _Optional[str] = ...) -> None: ...
 
 class FunctionPolicy(_message.Message):
-    __slots__ = ("max_request_bytes", "kv", "http_fetch", "isolation", "min_hot_instances", "max_hot_instances", "idle_timeout_s", "secrets")
+    __slots__ = ("max_request_bytes", "kv", "http_fetch", "isolation", "min_hot_instances", "max_hot_instances", "idle_timeout_s", "secrets", "argv")
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     KV_FIELD_NUMBER: _ClassVar[int]
     HTTP_FETCH_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class FunctionPolicy(_message.Message):
     MAX_HOT_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
     max_request_bytes: int
     kv: KvPolicy
     http_fetch: HttpFetchPolicy
@@ -139,7 +140,8 @@ class FunctionPolicy(_message.Message):
     max_hot_instances: int
     idle_timeout_s: float
     secrets: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, max_request_bytes: _Optional[int] = ..., kv: _Optional[_Union[KvPolicy, _Mapping]] = ..., http_fetch: _Optional[_Union[HttpFetchPolicy, _Mapping]] = ..., isolation: _Optional[str] = ..., min_hot_instances: _Optional[int] = ..., max_hot_instances: _Optional[int] = ..., idle_timeout_s: _Optional[float] = ..., secrets: _Optional[_Iterable[str]] = ...) -> None: ...
+    argv: str
+    def __init__(self, max_request_bytes: _Optional[int] = ..., kv: _Optional[_Union[KvPolicy, _Mapping]] = ..., http_fetch: _Optional[_Union[HttpFetchPolicy, _Mapping]] = ..., isolation: _Optional[str] = ..., min_hot_instances: _Optional[int] = ..., max_hot_instances: _Optional[int] = ..., idle_timeout_s: _Optional[float] = ..., secrets: _Optional[_Iterable[str]] = ..., argv: _Optional[str] = ...) -> None: ...
 
 class KvPolicy(_message.Message):
     __slots__ = ("enabled", "max_key_bytes", "max_value_bytes", "max_keys", "max_ttl_seconds")
