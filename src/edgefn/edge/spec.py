@@ -110,6 +110,7 @@ class FunctionSpec(FunctionPolicy):
             project_id=instr.project_id,
             version=instr.version,
             abi=instr.abi if instr.abi in ABIS else "",
+            entrypoint=instr.entrypoint or "handle",
             artifact_url=instr.artifact_url,
             sha256=instr.sha256,
             env=instr.env,
