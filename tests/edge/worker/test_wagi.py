@@ -15,6 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from edgefn.contract import DeployInstruction, FunctionPolicy
+from edgefn.edge.spec import FunctionSpec
+from edgefn.edge.worker.dispatch import wagi_entrypoint
 from edgefn.sandbox import create_engine
 from edgefn.sandbox.abi import WagiRoute, parse_wagi_routes
 from edgefn.sandbox.errors import EngineUnavailable, GuestError
@@ -273,3 +276,12 @@ def test_the_route_text_of_a_routes_export() -> None:
 ])
 def test_sub_routes_join_as_in_wagi(parent: str, sub: str, joined: str) -> None:
     assert WagiRoute.parse(parent).append(WagiRoute.parse(sub)).text == joined
+
+
+def test_a_deploy_instruction_carries_the_entrypoint_and_argv() -> None:
+    instr = DeployInstruction(function_id="f", version="1.0.0", sha256="ab" * 32, abi="wagi",
+                              entrypoint="entry1", policy=FunctionPolicy(argv="x ${ARGS}"))
+    spec = FunctionSpec.of(instr)
+    assert (spec.entrypoint, spec.argv, wagi_entrypoint(spec)) == ("entry1", "x ${ARGS}", "entry1")
+    plain = FunctionSpec.of(DeployInstruction(function_id="f", version="1.0.0", sha256="ab" * 32))
+    assert (plain.entrypoint, plain.argv, wagi_entrypoint(plain)) == ("handle", None, "_start")
