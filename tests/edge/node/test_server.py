@@ -53,7 +53,7 @@ class Node:
 
 
 def start_node(tmp_path: Path, functions: Path | None, *extra: str, scheme: str = "http",
-               env: dict[str, str] | None = None) -> Node:
+               env: dict[str, str] | None = None, start_timeout_s: float = 30) -> Node:
     """`edge serve` on `functions`, or on the state in its data directory when None."""
     port, mport = free_port(), free_port()
     log_file = tmp_path / "edge.log"
@@ -66,7 +66,7 @@ def start_node(tmp_path: Path, functions: Path | None, *extra: str, scheme: str 
         proc = spawn(cmd, env={**os.environ, **(env or {})},
                      stdout=subprocess.DEVNULL, stderr=stderr)
     node = Node(f"{scheme}://127.0.0.1:{port}", f"http://127.0.0.1:{mport}", log_file, proc)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + start_timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError((tmp_path / "stderr").read_text())

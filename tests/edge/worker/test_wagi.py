@@ -60,7 +60,8 @@ def wagi_node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
                             "/two": str(data / "two"), "/files": "files"}, **SLACK)
     (root / "cases" / "files").mkdir()
     (root / "cases" / "files" / "f.txt").write_text("relative\n")
-    node = start_node(tmp, root, "--engine", engine)
+    # Four modules compiled by the node and each worker: minutes on a busy machine.
+    node = start_node(tmp, root, "--engine", engine, start_timeout_s=180)
     yield node, data
     stop(node)
 
