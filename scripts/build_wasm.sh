@@ -51,7 +51,7 @@ done
 build_c "$FIXTURES/echo16.wasm" "$SRC/echo.c" "${REACTOR[@]}" -Wl,--initial-memory=1048576
 
 # WAGI fixtures: WASI commands exporting _start.
-for name in wagi_hello wagi_env wagi_stdin wagi_exit wagi_loop wagi_http wagi_volume; do
+for name in wagi_hello wagi_env wagi_stdin wagi_exit wagi_loop wagi_http wagi_volume wagi_routes wagi_cases; do
     build_c "$FIXTURES/$name.wasm" "$SRC/$name.c"
 done
 

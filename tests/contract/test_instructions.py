@@ -30,13 +30,13 @@ ROUTE = RouteSpec(id="r1", host="a.test", path="/x/*", methods=("GET",), priorit
 INSTRUCTIONS: list[Instruction] = [
     DeployInstruction(
         id=7, function_id="f", project_id="p", version="1.2.0", artifact_url="http://cp/a",
-        sha256="ab" * 32, abi="wagi", memory_pages=32, max_execution_ms=250,
+        sha256="ab" * 32, abi="wagi", entrypoint="serve", memory_pages=32, max_execution_ms=250,
         max_response_bytes=1000, env={"K": "V"}, routes=(ROUTE,), deployment_id="d",
         policy=FunctionPolicy(
             max_request_bytes=0, kv=KvPolicy(enabled=True, max_keys=5),
             http_fetch=HttpFetchPolicy(allow_hosts=("api.example.com",), max_redirects=0),
             isolation="per-request", min_hot_instances=0, idle_timeout_s=2.5,
-            secrets=("B", "A")),
+            secrets=("B", "A"), argv="prog ${SCRIPT_NAME} ${ARGS}"),
     ),
     DeployInstruction(id=8, function_id="f", version="1.0.0", sha256="cd" * 32),
     UndeployInstruction(id=9, function_id="f", deployment_id="d"),

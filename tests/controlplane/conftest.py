@@ -55,6 +55,7 @@ DEFAULT_POLICY: dict[str, Any] = {
     "max_hot_instances": 10,
     "idle_timeout_s": 300.0,
     "secrets": [],
+    "argv": None,
 }
 
 EDGE_V1_WAT = """(module (memory (export "memory") 1)

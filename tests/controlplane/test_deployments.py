@@ -155,6 +155,7 @@ def test_deploy_pull_with_selector_and_instruction_format(
         "artifact_url",
         "sha256",
         "abi",
+        "entrypoint",
         "memory_pages",
         "max_execution_ms",
         "max_response_bytes",
@@ -168,6 +169,7 @@ def test_deploy_pull_with_selector_and_instruction_format(
     # A function created without a policy sends every field at its (denying) default.
     assert {k: deploy[k] for k in DEFAULT_POLICY} == DEFAULT_POLICY
     assert deploy["version"] == "1.0.0" and deploy["abi"] == "edge-v1"
+    assert deploy["entrypoint"] == "handle"
     assert deploy["sha256"] == hashlib.sha256(wasm.edge_v1).hexdigest()
     assert deploy["env"] == {"K": "v"} and deploy["deployment_id"] == dep["id"]
     assert deploy["routes"] == [

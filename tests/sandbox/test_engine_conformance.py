@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from edgefn.sandbox import Engine, GuestRequest, Instance, Limits, Module, WasiOptions
-from edgefn.sandbox.abi import GuestResponse, cgi_environ, parse_cgi, parse_response
+from edgefn.sandbox.abi import (
+    GuestResponse,
+    WagiRoute,
+    cgi_environ,
+    parse_cgi,
+    parse_response,
+    wagi_argv,
+)
 from edgefn.sandbox.errors import (
     GuestError,
     GuestTimeout,
@@ -113,13 +120,16 @@ def request(
     return GuestRequest(method.encode(), target.encode(), head, body)
 
 
-def wagi_request(target: str = "/", body: bytes = b"", method: str = "POST") -> GuestRequest:
+def wagi_request(
+    target: str = "/", body: bytes = b"", method: str = "POST", *, route: str = "/...",
+    entrypoint: str = "_start", argv: str | None = None,
+) -> GuestRequest:
     path, _, query = target.partition("?")
     env = cgi_environ(
         method=method,
         path=path,
         query=query,
-        script_name="",
+        route=WagiRoute.parse(route),
         server_name="edge.test",
         server_port="80",
         headers=[(b"host", b"edge.test"), (b"x-custom", b"yes")],
@@ -127,6 +137,8 @@ def wagi_request(target: str = "/", body: bytes = b"", method: str = "POST") -> 
     )
     req = request(method, target, body)
     req.cgi_env = env
+    req.argv = wagi_argv(argv, path, query)
+    req.entrypoint = entrypoint
     return req
 
 
@@ -168,6 +180,12 @@ def run(compile_fixture):  # type: ignore[no-untyped-def]
         parse = parse_response if module.abi == "edge-v1" else parse_cgi
         return parse(raw), host
 
+    def raw_(name: str, req: GuestRequest) -> bytes:
+        inst = compile_fixture(name).instantiate()
+        instances.append(inst)
+        return inst.invoke(req, FakeHost())
+
+    run_.raw = raw_  # type: ignore[attr-defined]
     yield run_
     for inst in instances:
         inst.close()
@@ -314,6 +332,113 @@ def test_wagi_gets_the_cgi_environment_and_declared_env(run) -> None:  # type: i
         "GREETING=hi",
     ):
         assert expected in lines
+
+
+def _report(resp: GuestResponse) -> tuple[str, list[str], dict[str, str]]:
+    """What `wagi_routes` answers: its description, argv, and environment."""
+    first, *rest = resp.body.decode().splitlines()
+    argv = [line.split("=", 1)[1] for line in rest if line.startswith("argv[")]
+    env = dict(line.split("=", 1) for line in rest if not line.startswith("argv["))
+    return first, argv, env
+
+
+def test_wagi_argv_is_the_path_and_the_query_items(run) -> None:  # type: ignore[no-untyped-def]
+    resp, _ = run("wagi_routes", wagi_request("/app/run?a=1&b=two"))
+    assert _report(resp)[1] == ["/app/run", "a=1", "b=two"]
+    resp, _ = run("wagi_routes", wagi_request("/app/run"))
+    assert _report(resp)[1] == ["/app/run"]
+
+
+def test_wagi_argv_template(run) -> None:  # type: ignore[no-untyped-def]
+    req = wagi_request("/app/run?a=1&b=2", argv="prog --path ${SCRIPT_NAME} ${ARGS} end")
+    resp, _ = run("wagi_routes", req)
+    assert _report(resp)[1] == ["prog", "--path", "/app/run", "a=1", "b=2", "end"]
+
+
+def test_wagi_calls_the_named_export(run) -> None:  # type: ignore[no-untyped-def]
+    resp, _ = run("wagi_routes", wagi_request(entrypoint="entry1"))
+    assert _report(resp)[0] == "Entrypoint 1"
+    resp, _ = run("wagi_routes", wagi_request())
+    assert _report(resp)[0] == "This is the main entry point"
+    with pytest.raises(GuestTrap, match="no function 'missing'"):
+        run("wagi_routes", wagi_request(entrypoint="missing"))
+
+
+def test_wagi_routes_export_lists_its_sub_routes(run) -> None:  # type: ignore[no-untyped-def]
+    inst_req = GuestRequest(b"", b"", b"", b"", entrypoint="_routes")
+    module_raw = run.raw("wagi_routes", inst_req)
+    assert module_raw == b"/exact exact\n/wildcard/... wildcard\n"
+
+
+def test_wagi_cgi_variables_override_the_function_env(run) -> None:  # type: ignore[no-untyped-def]
+    wasi = WasiOptions(env=(("PATH_INFO", "spoofed"), ("GREETING", "hi")))
+    resp, _ = run("wagi_routes", wagi_request("/x/y"), wasi=wasi)
+    env = _report(resp)[2]
+    assert env["PATH_INFO"] == "/x/y" and env["GREETING"] == "hi"
+
+
+def test_wagi_without_content_type_or_location_is_500(run) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(GuestError, match="'location' or 'content-type'") as info:
+        run("wagi_cases", wagi_request("/?case=noheader"))
+    assert info.value.status == 500
+    resp, _ = run("wagi_cases", wagi_request("/?case=status"))
+    assert resp.status == 404 and resp.body == b"missing\n"
+
+
+def test_wagi_trap_names_the_trap(run) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(GuestTrap) as info:
+        run("wagi_cases", wagi_request("/?case=trap"))
+    assert info.value.status == 500
+    assert "unreachable" in str(info.value), str(info.value)
+
+
+def test_wagi_stderr_is_logged_a_line_at_a_time(run) -> None:  # type: ignore[no-untyped-def]
+    resp, host = run("wagi_cases", wagi_request("/?case=stderr"))
+    assert resp.body == b"logged\n"
+    assert host.outputs == [(2, b"first line"), (2, b"second line"), (2, b"third")]
+
+
+def _volumes(tmp_path: Path) -> tuple[WasiOptions, Path]:
+    root, one, two = tmp_path / "root", tmp_path / "one", tmp_path / "two"
+    for d, name in ((root, "top.txt"), (one, "a.txt"), (two, "b.txt")):
+        d.mkdir()
+        (d / name).write_text(f"{d.name} {name}\n")
+    (tmp_path / "secret.txt").write_text("outside\n")
+    wasi = WasiOptions(volumes=(("/", str(root)), ("/data/one", str(one)), ("/two", str(two))))
+    return wasi, tmp_path
+
+
+def _case(run, query: str, wasi: WasiOptions) -> bytes:  # type: ignore[no-untyped-def]
+    resp, _ = run("wagi_cases", wagi_request("/?" + query), wasi=wasi)
+    return bytes(resp.body)
+
+
+def test_volumes_are_readable(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    wasi, _ = _volumes(tmp_path)
+    assert _case(run, "case=read&path=/top.txt", wasi) == b"root top.txt\n"
+    assert _case(run, "case=read&path=/data/one/a.txt", wasi) == b"one a.txt\n"
+    assert _case(run, "case=read&path=/two/b.txt", wasi) == b"two b.txt\n"
+    assert _case(run, "case=list&path=/two", wasi) == b"b.txt\n"
+
+
+def test_volumes_are_read_only_and_closed(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    wasi, base = _volumes(tmp_path)
+    for path in ("/new.txt", "/two/new.txt", "/data/one/a.txt"):
+        assert _case(run, f"case=write&path={path}", wasi).startswith(b"denied errno="), path
+    assert not (base / "root" / "new.txt").exists() and not (base / "two" / "new.txt").exists()
+    assert (base / "one" / "a.txt").read_text() == "one a.txt\n"
+    for path in ("/../secret.txt", "/two/../../secret.txt", "/data/one/../../secret.txt",
+                 "/etc/passwd"):
+        body = _case(run, f"case=read&path={path}", wasi)
+        assert body.startswith(b"denied errno="), (path, body)
+
+
+@pytest.mark.parametrize("volumes", [(("data", "/tmp"),), (("/a/../b", "/tmp"),),
+                                     (("/x", "/no/such/dir"),), (("/", "/tmp"), ("/", "/tmp"))])
+def test_unusable_volumes_are_refused(any_engine: Engine, volumes) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidModule):
+        any_engine.compile(wasm_path("wagi_cases").read_bytes(), Limits(),
+                           WasiOptions(volumes=volumes))
 
 
 def test_wagi_body_is_stdin_and_status_header_counts(run) -> None:  # type: ignore[no-untyped-def]

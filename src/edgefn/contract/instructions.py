@@ -134,6 +134,8 @@ class DeployInstruction(Instruction):
     artifact_url: str = ""
     sha256: str
     abi: str = ""
+    # The export a WAGI program's routes call; "" the ABI's default (docs/wagi.md).
+    entrypoint: str = ""
     memory_pages: MemoryPages = DEFAULT_MEMORY_PAGES
     max_execution_ms: ExecutionMs = DEFAULT_MAX_EXECUTION_MS
     max_response_bytes: ResponseBytes = DEFAULT_MAX_RESPONSE_BYTES

@@ -75,6 +75,9 @@ class FunctionPolicy(Record):
     # Names of the project's secrets the function may read with `secret_get`; values
     # never travel with the spec (docs/security.md, Secrets).
     secrets: tuple[SecretName, ...] = Field(default=(), max_length=MAX_SECRETS_PER_FUNCTION)
+    # WAGI only: the argv template (`${SCRIPT_NAME}`, `${ARGS}`, docs/wagi.md); None:
+    # WAGI's default, the request path then the query's `&`-separated items.
+    argv: str | None = Field(default=None, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")
 
     @field_validator("secrets")
     @classmethod

@@ -79,10 +79,9 @@ class FunctionSpec(FunctionPolicy):
     max_response_bytes: ResponseBytes = DEFAULT_MAX_RESPONSE_BYTES
     pop_selector: str = ""
     env: dict[str, str] = Field(default_factory=dict)
+    # Host directory mounted read-only at /config (a path on this node).
     config_dir: str | None = None
-    # WAGI: the argv template (`${SCRIPT_NAME} ${ARGS}` when None) and read-only
-    # volumes, guest path -> host directory.
-    argv: str | None = None
+    # WAGI: read-only volumes, guest path -> host directory (paths on this node).
     volumes: dict[str, str] = Field(default_factory=dict)
     # WAGI's `http_max_concurrency`: responses of `wasi_experimental_http` one
     # invocation may hold open at once; None: the node's default.
@@ -115,6 +114,7 @@ class FunctionSpec(FunctionPolicy):
             project_id=instr.project_id,
             version=instr.version,
             abi=instr.abi if instr.abi in ABIS else "",
+            entrypoint=instr.entrypoint or "handle",
             artifact_url=instr.artifact_url,
             sha256=instr.sha256,
             env=instr.env,
@@ -134,7 +134,8 @@ class FunctionSpec(FunctionPolicy):
 
     @property
     def wasi(self) -> WasiOptions:
-        return WasiOptions(env=tuple(sorted(self.env.items())), config_dir=self.config_dir)
+        return WasiOptions(env=tuple(sorted(self.env.items())), config_dir=self.config_dir,
+                           volumes=tuple(sorted(self.volumes.items())))
 
     @property
     def key(self) -> SpecKey:
@@ -197,6 +198,10 @@ def load_function_dir(path: Path) -> FunctionSpec:
     if not artifact:
         raise ValueError(f"{path}: no artifact named and no .wasm file found")
     raw["artifact"] = str((path / artifact).resolve())
+    # A volume's relative host directory is the function folder's.
+    if isinstance(raw.get("volumes"), dict):
+        raw["volumes"] = {guest: str((path / host).resolve()) if isinstance(host, str) else host
+                          for guest, host in raw["volumes"].items()}
     raw.setdefault("id", path.name)
     raw.setdefault("name", raw["id"])
     return FunctionSpec.model_validate(raw)

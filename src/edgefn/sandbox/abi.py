@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from edgefn.sandbox.errors import GuestError, GuestTrap, ResponseTooLarge
 
@@ -77,17 +78,28 @@ def parse_response(raw: bytes) -> GuestResponse:
     return GuestResponse(status, [h for h in headers if h[0] not in _HOP_BY_HOP], body)
 
 
+# WAGI's rule (RFC 3875 §6.2): a response names its content or where to go; a
+# `Status` alone is accepted too, as WAGI accepts it.
+_SUFFICIENT = frozenset({b"content-type", b"location", b"status"})
+INSUFFICIENT_CGI = "Exactly one of 'location' or 'content-type' must be specified"
+
+
 def parse_cgi(stdout: bytes) -> GuestResponse:
-    """CGI response: header lines (`Status: 200 OK` optional), a blank line, the body."""
+    """CGI response: header lines (`Status: 200 OK` optional), a blank line, the body.
+
+    A header block with none of `Content-Type`, `Location` and `Status` is a 500,
+    with WAGI's own message."""
     if b"\n" not in stdout:
         raise GuestError("WAGI program wrote no CGI header")
     lines, body = _split_head(stdout)
     status = 200
     headers: list[tuple[bytes, bytes]] = []
+    sufficient = False
     for line in lines:
         if not line:
             continue
         name, value = _header(line)
+        sufficient = sufficient or name in _SUFFICIENT
         if name == b"status":
             code = value.split(b" ", 1)[0]
             if len(code) != 3 or not code.isdigit():
@@ -98,6 +110,8 @@ def parse_cgi(stdout: bytes) -> GuestResponse:
             headers.append((name, value))
         elif name not in _HOP_BY_HOP:
             headers.append((name, value))
+    if not sufficient:
+        raise GuestError(INSUFFICIENT_CGI)
     return GuestResponse(status, headers, body)
 
 
@@ -106,40 +120,148 @@ def encode_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(name.lower() + b": " + value + b"\n" for name, value in headers)
 
 
+@dataclass(frozen=True, slots=True)
+class WagiRoute:
+    """A WAGI route pattern: `base` exactly, or (`prefix`) `base` and everything below
+    `base/` (WAGI's `/base/...`; `/...` is the prefix "")."""
+
+    base: str
+    prefix: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> WagiRoute:
+        """WAGI's notation: `/path` or `/path/...`."""
+        if text.endswith("/..."):
+            return cls(text[:-4], True)
+        return cls(text)
+
+    @classmethod
+    def of_route(cls, path: str) -> WagiRoute:
+        """An edgefn route path: `/path` or `/path/*`."""
+        if path.endswith("/*"):
+            return cls(path[:-2], True)
+        return cls(path)
+
+    @property
+    def text(self) -> str:
+        """`X_MATCHED_ROUTE`: the pattern as WAGI writes it."""
+        return self.base + "/..." if self.prefix else self.base
+
+    @property
+    def route_path(self) -> str:
+        """The pattern as an edgefn route path."""
+        return self.base + "/*" if self.prefix else self.base
+
+    @property
+    def script_name(self) -> str:
+        if self.prefix and not self.base.startswith("/"):
+            return "/" + self.base
+        return self.base
+
+    def matches(self, path: str) -> bool:
+        if not self.prefix:
+            return path == self.base
+        return path == self.base or path.startswith(self.base + "/")
+
+    def relative(self, path: str) -> str:
+        """What follows the pattern's base in `path` ("" when `path` is not under it)."""
+        return path[len(self.base):] if path.startswith(self.base) else ""
+
+    def append(self, sub: WagiRoute) -> WagiRoute:
+        """A sub-route (from a module's `_routes`) under this route."""
+        base = self.base[:-1] if self.base.endswith("/") else self.base
+        tail = sub.base[1:] if sub.base.startswith("/") else sub.base
+        return WagiRoute(f"{base}/{tail}", sub.prefix)
+
+
+def parse_wagi_routes(text: str) -> list[tuple[WagiRoute, str]]:
+    """The stdout of a module's `_routes` export: `pattern entrypoint` lines."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise GuestError(f"_routes wrote an invalid line {line[:80]!r}")
+        out.append((WagiRoute.parse(parts[0]), parts[1]))
+    if not out:
+        raise GuestError("_routes wrote no route")
+    return out
+
+
+def wagi_argv(template: str | None, raw_path: str, query: str) -> list[str]:
+    """WAGI's argv: the request path, then the query's `&`-separated items; or the
+    function's template with `${SCRIPT_NAME}` (the request path, as WAGI has it) and
+    `${ARGS}` (the items, space-separated) replaced, split on whitespace."""
+    if template is None:
+        return [raw_path, *query.split("&")] if query else [raw_path]
+    text = template.replace("${SCRIPT_NAME}", raw_path).replace("${ARGS}", query.replace("&", " "))
+    return text.split()
+
+
+# Request headers a program is not given (RFC 3875 §4.1.18), or has as CGI variables.
+_NOT_PASSED = frozenset({b"authorization", b"proxy-authorization", b"connection",
+                         b"content-length", b"content-type"})
+
+
 def cgi_environ(
     *,
     method: str,
     path: str,
     query: str,
-    script_name: str,
+    route: WagiRoute,
     server_name: str,
     server_port: str,
     headers: list[tuple[bytes, bytes]],
     body_length: int,
     remote_addr: str = "",
+    raw_path: str = "",
+    scheme: str = "http",
 ) -> list[tuple[str, str]]:
-    """The CGI/1.1 variables of the WAGI ABI (docs/edge.md) for one request."""
+    """The CGI/1.1 variables of one request as WAGI sets them (docs/wagi.md).
+
+    `path` is the normalised path the request was routed on, `raw_path` the path as
+    the client sent it (percent-escapes kept; "" when the same). `server_port` is
+    the server's: a port in the `Host` header wins, as in WAGI.
+    """
+    raw = raw_path or path
+    relative = route.relative(raw) if raw.startswith(route.base) else route.relative(path)
+    decoded = unquote(relative, errors="replace")
+    content_type = ""
+    for name, value in headers:
+        if name == b"host":
+            host, sep, port = value.decode("latin-1").partition(":")
+            server_name = host or server_name
+            server_port = port if sep and port else server_port
+        elif name == b"content-type":
+            content_type = value.decode("latin-1")
+    target = raw + "?" + query if query else raw
     env = {
+        "AUTH_TYPE": "",
+        "CONTENT_LENGTH": str(body_length),
+        "CONTENT_TYPE": content_type,
         "GATEWAY_INTERFACE": "CGI/1.1",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "SERVER_SOFTWARE": "edgefn",
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": script_name,
-        "PATH_INFO": path[len(script_name) :] if path.startswith(script_name) else path,
+        "PATH_INFO": decoded,
+        "PATH_TRANSLATED": decoded,
         "QUERY_STRING": query,
+        "REMOTE_ADDR": remote_addr,
+        "REMOTE_HOST": remote_addr,
+        "REMOTE_USER": "",
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": route.script_name,
         "SERVER_NAME": server_name,
         "SERVER_PORT": server_port,
-        "CONTENT_LENGTH": str(body_length),
-        "CONTENT_TYPE": "",
-        "REMOTE_ADDR": remote_addr,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_SOFTWARE": "edgefn",
+        "X_FULL_URL": f"{scheme}://{server_name}:{server_port}{target}",
+        "X_MATCHED_ROUTE": route.text,
+        "X_RAW_PATH_INFO": relative,
     }
     for name, value in headers:
-        key = name.decode("latin-1")
-        text = value.decode("latin-1")
-        if key == "content-type":
-            env["CONTENT_TYPE"] = text
+        if name in _NOT_PASSED:
             continue
-        var = "HTTP_" + key.upper().replace("-", "_")
+        var = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        text = value.decode("latin-1")
         env[var] = env[var] + "," + text if var in env else text
     return list(env.items())
 

@@ -8,9 +8,11 @@ host function (allowlists, quotas) is written once, outside the engines.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from edgefn.sandbox.errors import InvalidModule
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, ModuleInfo
 
 DEFAULT_MEMORY_PAGES = 16
@@ -38,8 +40,37 @@ class WasiOptions:
     """The WASI capabilities an instance gets: nothing beyond these."""
 
     env: tuple[tuple[str, str], ...] = ()
-    # Host directory preopened read-only at /config, or None for no filesystem.
+    # Host directory preopened read-only at /config, or None.
     config_dir: str | None = None
+    # More host directories preopened read-only, as (guest path, host directory);
+    # no directory at all: no filesystem.
+    volumes: tuple[tuple[str, str], ...] = ()
+
+    def preopens(self) -> list[tuple[str, str]]:
+        """Every read-only directory, (guest path, host directory), `/config` first;
+        `InvalidModule` when one cannot be mounted."""
+        out = [("/config", self.config_dir)] if self.config_dir else []
+        for guest, host in [*out, *self.volumes]:
+            parts = guest.split("/")
+            if not guest.startswith("/") or ".." in parts or "." in parts or ":" in guest:
+                raise InvalidModule(f"volume guest path {guest!r} is not an absolute path")
+            if ":" in host or not os.path.isdir(host):
+                raise InvalidModule(f"volume directory {host!r} is not a usable directory")
+        guests = [g for g, _ in out]
+        for guest, host in self.volumes:
+            guest = guest.rstrip("/") or "/"
+            if guest in guests:
+                raise InvalidModule(f"guest path {guest!r} is mounted twice")
+            guests.append(guest)
+            out.append((guest, host))
+        return out
+
+    def environ(self, extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The function's variables with `extra` (a request's CGI variables) over them."""
+        if not extra:
+            return list(self.env)
+        names = {name for name, _ in extra}
+        return [kv for kv in self.env if kv[0] not in names] + extra
 
 
 @dataclass(slots=True)
@@ -50,8 +81,11 @@ class GuestRequest:
     path: bytes
     headers: bytes
     body: bytes
-    # WAGI only: the CGI/1.1 environment for this request.
+    # WAGI only: the CGI/1.1 environment for this request, its argv, and the export
+    # to call.
     cgi_env: list[tuple[str, str]] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
+    entrypoint: str = "_start"
 
 
 class Host(Protocol):

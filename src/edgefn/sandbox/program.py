@@ -17,7 +17,7 @@ from edgefn.sandbox.abi import check_handle_result
 from edgefn.sandbox.engine import GuestRequest, Host, Limits
 from edgefn.sandbox.errors import GuestTimeout, GuestTrap, InvocationError
 from edgefn.sandbox.hostcalls import Adapter, Args, GuestMemory
-from edgefn.sandbox.stdio import GuestOutput, wagi_output, wagi_response
+from edgefn.sandbox.stdio import GuestOutput, LineLog, wagi_output, wagi_response
 
 
 class ProcExit(Exception):
@@ -234,6 +234,7 @@ class WagiProgram(InstanceBase):
     def _init_wagi(self) -> None:
         self._used = False
         self.stdout = wagi_output(self.limits)
+        self.stderr = LineLog(self.limits.max_output_bytes)
 
     @property
     def memory_bytes(self) -> int:
@@ -242,21 +243,22 @@ class WagiProgram(InstanceBase):
     def capture(self, stream: int, data: bytes) -> None:
         if stream == 1:
             self.stdout.add(data)
-        elif self.host is not None:
-            self.host.output(2, data)
+        else:
+            self.stderr.add(data)
 
     def invoke(self, request: GuestRequest, host: Host) -> bytes:
         if self._used:
             raise GuestTrap("a WAGI instance runs one request")
         self._used = True
-        self.host = host
+        self.host = self.stderr.host = host
         try:
             with wasi_http.session(host, self.limits.max_http_responses):
                 code = self._run_start(request)
         except ProcExit as exc:
             code = exc.code
         finally:
-            self.host = None
+            self.stderr.flush()
+            self.host = self.stderr.host = None
             self.close()
         return wagi_response(code, self.stdout, self.limits)
 

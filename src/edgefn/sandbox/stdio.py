@@ -37,6 +37,43 @@ class GuestOutput:
             host.output(stream, bytes(self.data))
 
 
+class LineLog:
+    """A guest's stderr as log lines: one per text line, however the guest split its
+    writes; a line longer than `limit` bytes is logged in pieces of `limit`, and what
+    is left unterminated is logged by `flush`."""
+
+    __slots__ = ("_pending", "host", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self._pending = bytearray()
+        self.host: Host | None = None
+
+    def add(self, data: bytes) -> None:
+        pending = self._pending
+        pending += data
+        start = 0
+        while True:
+            end = pending.find(b"\n", start)
+            if end == -1:
+                break
+            self._emit(bytes(pending[start:end]).removesuffix(b"\r"))
+            start = end + 1
+        del pending[:start]
+        while len(pending) >= self.limit:
+            self._emit(bytes(pending[: self.limit]))
+            del pending[: self.limit]
+
+    def flush(self) -> None:
+        if self._pending:
+            self._emit(bytes(self._pending))
+            self._pending.clear()
+
+    def _emit(self, line: bytes) -> None:
+        if self.host is not None:
+            self.host.output(2, line)
+
+
 def wagi_output(limits: Limits) -> GuestOutput:
     """A WAGI program's stdout: one byte past the cap, so an overflow is seen."""
     return GuestOutput(limits.max_response_bytes + 1)

@@ -538,9 +538,7 @@ class WasmEdgeEngine:
 
     def compile(self, wasm: bytes, limits: Limits, wasi: WasiOptions) -> WasmEdgeModule:
         info = validate_module(wasm, memory_pages=limits.memory_pages)
-        config_dir = wasi.config_dir
-        if config_dir is not None and (":" in config_dir or not os.path.isdir(config_dir)):
-            raise InvalidModule(f"config directory {config_dir!r} is not a usable directory")
+        wasi.preopens()  # refuses a directory that cannot be mounted
         prepared = wasi_stdio.prepare(wasm)
         bound = self._native_frame_bound(prepared)
         with self._lock:
@@ -671,6 +669,8 @@ class WasmEdgeModule(ModuleFacts):
         self.ast = ast
         # None: interpreted; else AOT code whose frames take at most this much stack.
         self.frame_bound = frame_bound
+        self._preopens = [f"{guest}:{host}:readonly".encode()
+                          for guest, host in wasi_options.preopens()]
         self.conf = lib.ConfigureCreate()
         lib.ConfigureSetMaxMemoryPage(self.conf, limits.memory_pages)
         self.cost_limit: int | None = None
@@ -701,14 +701,15 @@ class WasmEdgeModule(ModuleFacts):
         finally:
             scratch.close()
 
-    def wasi_module(self, extra_env: list[tuple[str, str]]) -> int:
-        envs = [f"{k}={v}".encode() for k, v in (*self.wasi.env, *extra_env)]
-        config_dir = self.wasi.config_dir
-        preopens = [f"/config:{config_dir}:readonly".encode()] if config_dir else []
+    def wasi_module(self, extra_env: list[tuple[str, str]], argv: list[str] | None = None) -> int:
+        envs = [f"{k}={v}".encode() for k, v in self.wasi.environ(extra_env)]
+        args = [a.encode() for a in argv or ()]
+        preopens = self._preopens
         env_arr = (c_char_p * max(1, len(envs)))(*envs)
+        arg_arr = (c_char_p * max(1, len(args)))(*args)
         pre_arr = (c_char_p * max(1, len(preopens)))(*preopens)
         module = self.lib.ModuleInstanceCreateWASI(
-            None, 0, env_arr, len(envs), pre_arr, len(preopens)
+            arg_arr, len(args), env_arr, len(envs), pre_arr, len(preopens)
         )
         if not module:
             raise GuestTrap("WasmEdge could not create the WASI module")
@@ -748,7 +749,10 @@ class WasmEdgeModule(ModuleFacts):
 class _Contexts:
     """The WasmEdge contexts of one instance, each deleted exactly once by `close`."""
 
-    def __init__(self, module: WasmEdgeModule, extra_env: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, module: WasmEdgeModule, extra_env: list[tuple[str, str]],
+        argv: list[str] | None = None,
+    ) -> None:
         module.acquire()
         self.module = module
         self.lib = lib = module.lib
@@ -759,7 +763,7 @@ class _Contexts:
         self.executor: int = lib.ExecutorCreate(module.conf, self.stats)
         self.executor_ref = c_void_p(self.executor)  # for the unchecked call
         self.store: int = lib.StoreCreate()
-        self.wasi: int = module.wasi_module(extra_env)
+        self.wasi: int = module.wasi_module(extra_env, argv)
         self.guest: int = 0
 
     def instantiate(self) -> None:
@@ -843,9 +847,9 @@ class _BaseInstance(program.InstanceBase):
             return fn(*args)
         return self._threads.run(self._frame_bound, fn, *args)
 
-    def _bind(self, extra_env: list[tuple[str, str]]) -> None:
+    def _bind(self, extra_env: list[tuple[str, str]], argv: list[str] | None = None) -> None:
         """Create this instance's contexts, instantiate, and run the start function."""
-        self._ctx = ctx = _Contexts(self._module, extra_env)
+        self._ctx = ctx = _Contexts(self._module, extra_env, argv)
         ctx.instantiate()
         self._engine.instances[ctx.guest] = self
         self._mem = _Memory(self._lib, ctx.memory())
@@ -1051,10 +1055,10 @@ class _WagiInstance(program.WagiProgram, _BaseInstance):
     def _run_start(self, request: GuestRequest) -> int:
         self._stdin = request.body
         self._arm_deadline()
-        self._bind(request.cgi_env)
-        start = self._export("_start")
+        self._bind(request.cgi_env, request.argv)
+        start = self._export(request.entrypoint)
         if start is None:
-            raise GuestTrap("module exports no _start")
+            raise GuestTrap(f"module exports no function {request.entrypoint!r}")
         self._call_export(start)
         return 0
 

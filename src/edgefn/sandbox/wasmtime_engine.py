@@ -304,6 +304,7 @@ class WasmtimeModule(ModuleFacts):
         self._engine = engine
         self._module = module
         self._pre = pre
+        self._preopens = wasi.preopens()
 
     def instantiate(self) -> Instance:
         if self.abi == ABI_EDGE_V1:
@@ -311,7 +312,8 @@ class WasmtimeModule(ModuleFacts):
         return _WagiInstance(self)
 
     def new_store(
-        self, owner: _BaseInstance, stdin: bytes | None, extra_env: list[tuple[str, str]]
+        self, owner: _BaseInstance, stdin: bytes | None, extra_env: list[tuple[str, str]],
+        argv: list[str] | None = None,
     ) -> tuple[wasmtime.Store, int]:
         """A store with this module's limits and WASI, registered for `owner`; returns
         it with its key in `_INSTANCES`, which `owner` removes when it closes."""
@@ -325,8 +327,9 @@ class WasmtimeModule(ModuleFacts):
         memory_bytes = self.limits.memory_pages * PAGE_SIZE
         ffi.wasmtime_store_limiter(store.ptr(), memory_bytes, _MAX_TABLE_ELEMENTS, 1, 1, 1)
         config = wasmtime.WasiConfig()
-        env = list(self.wasi.env) + extra_env
-        config.env = env
+        config.env = self.wasi.environ(extra_env)
+        if argv:
+            config.argv = argv
         if stdin is not None:
             # The config takes ownership of the vector (and its copy of the bytes).
             vec = ffi.wasm_byte_vec_t()
@@ -335,8 +338,8 @@ class WasmtimeModule(ModuleFacts):
             ffi.wasi_config_set_stdin_bytes(config.ptr(), byref(vec))
         ffi.wasi_config_set_stdout_custom(config.ptr(), _STDOUT_CB, key, _NO_FINALIZER)
         ffi.wasi_config_set_stderr_custom(config.ptr(), _STDERR_CB, key, _NO_FINALIZER)
-        if self.wasi.config_dir:
-            config.preopen_dir(self.wasi.config_dir, "/config", fs_mutable=False)
+        for guest, host in self._preopens:
+            config.preopen_dir(host, guest, fs_mutable=False)
         store.set_wasi(config)
         return store, key
 
@@ -363,8 +366,9 @@ class _BaseInstance(InstanceBase):
         self._ticker = module._engine._ticker
         self._ticks = self._ticker.ticks_for(self.limits.max_execution_ms)
 
-    def _new_store(self, stdin: bytes | None, extra_env: list[tuple[str, str]]) -> None:
-        self._store, self._key = self._module.new_store(self, stdin, extra_env)
+    def _new_store(self, stdin: bytes | None, extra_env: list[tuple[str, str]],
+                   argv: list[str] | None = None) -> None:
+        self._store, self._key = self._module.new_store(self, stdin, extra_env, argv)
         self._ctx = self._store._context()
 
     def _instantiate(self) -> None:
@@ -463,12 +467,20 @@ class _BaseInstance(InstanceBase):
 
 
 def _trap_cause(message: str) -> str:
-    """The line that says why (`wasm trap: ...`), not wasmtime's backtrace header."""
+    """Why it trapped (`wasm trap: ...`, or what follows `Caused by:`), with the
+    innermost frame of wasmtime's backtrace when it has a name, not the backtrace."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
+    frame = next((line.split(" - ", 1)[1] for line in lines
+                  if " - " in line and "!" in line and "<wasm function" not in line), "")
+    where = f" (in {frame})" if frame else ""
     for line in lines:
-        if "wasm trap:" in line or line.startswith("Caused by"):
-            return line
-    return lines[-1] if lines else "trap"
+        if line.startswith("wasm trap:"):
+            return line.removeprefix("wasm trap:").strip() + where
+    if "Caused by:" in lines:
+        cause = lines[lines.index("Caused by:") + 1 :]
+        if cause:
+            return "; ".join(cause) + where
+    return (lines[-1] if lines else "trap") + where
 
 
 def _instantiation_error(exc: Exception) -> InvocationError:
@@ -536,11 +548,11 @@ class _WagiInstance(WagiProgram, _BaseInstance):
         self._init_wagi()
 
     def _run_start(self, request: GuestRequest) -> int:
-        self._new_store(request.body, request.cgi_env)
+        self._new_store(request.body, request.cgi_env, request.argv)
         self._instantiate()
-        start = self._export("_start")
+        start = self._export(request.entrypoint)
         if start is None:
-            raise GuestTrap("module exports no _start")
+            raise GuestTrap(f"module exports no function {request.entrypoint!r}")
         self._call_export(start)
         return 0
 

@@ -171,7 +171,6 @@ def test_outbound_http_goes_through_the_egress_policy(app_node: tuple[Node, Path
         assert "wasi_experimental_http" in r.text
 
 
-@pytest.mark.xfail(strict=True, reason="entrypoints and volumes are the WAGI runtime's part")
 def test_entrypoints_and_volumes(app_node: tuple[Node, Path]) -> None:
     node, _ = app_node
     with httpx.Client(base_url=node.url, timeout=10) as c:

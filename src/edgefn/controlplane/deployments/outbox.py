@@ -166,6 +166,7 @@ def enqueue_deploy(
         version=version.version,
         sha256=version.sha256,
         abi=version.abi,
+        entrypoint=fn.entrypoint,
         memory_pages=fn.memory_pages,
         max_execution_ms=fn.max_execution_ms,
         max_response_bytes=fn.max_response_bytes,

@@ -28,18 +28,22 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edgefn.contract import RouteSpec
 from edgefn.edge.worker.exchange import HttpRequest, HttpResponse
 from edgefn.sandbox.abi import (
     GuestResponse,
+    WagiRoute,
     cgi_environ,
     encode_headers,
     parse_cgi,
     parse_response,
+    wagi_argv,
 )
 from edgefn.sandbox.engine import GuestRequest
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, uses_wasi_http
 
 if TYPE_CHECKING:
+    from edgefn.edge.spec import FunctionSpec
     from edgefn.edge.worker.host_functions import FunctionHost
     from edgefn.sandbox.engine import Module
 
@@ -112,7 +116,7 @@ class EdgeV1Codec:
     __slots__ = ()
 
     def request(self, req: HttpRequest, headers: list[tuple[bytes, bytes]], body: bytes,
-                route_path: str) -> GuestRequest:
+                route: RouteSpec) -> GuestRequest:
         target = req.path + "?" + req.query if req.query else req.path
         return GuestRequest(req.method.encode(), target.encode(), encode_headers(headers), body)
 
@@ -120,19 +124,45 @@ class EdgeV1Codec:
         return _http(parse_response(raw))
 
 
-class WagiCodec:
-    """The `wagi` ABI: CGI variables and the body on stdin; a CGI response on stdout."""
+class SubRoute(RouteSpec):
+    """A route a WAGI module declared with its `_routes` export, under one of its
+    function's routes: served by the export `entrypoint` (docs/wagi.md)."""
 
-    __slots__ = ()
+    entrypoint: str
+
+
+# What a WAGI function names as its entrypoint when it names none: `handle` is the
+# field's default, an export no WAGI module has (wasminfo.py).
+_WAGI_DEFAULTS = ("", "handle")
+
+
+def wagi_entrypoint(spec: FunctionSpec) -> str:
+    """The export a WAGI function's own routes call."""
+    return "_start" if spec.entrypoint in _WAGI_DEFAULTS else spec.entrypoint
+
+
+class WagiCodec:
+    """The `wagi` ABI: CGI variables, argv and the body on stdin; the export to call
+    (the function's entrypoint, or a sub-route's); a CGI response on stdout."""
+
+    __slots__ = ("argv", "entrypoint")
+
+    def __init__(self, entrypoint: str = "_start", argv: str | None = None) -> None:
+        self.entrypoint = entrypoint
+        self.argv = argv
 
     def request(self, req: HttpRequest, headers: list[tuple[bytes, bytes]], body: bytes,
-                route_path: str) -> GuestRequest:
-        script = route_path[:-2] if route_path.endswith("/*") else route_path
-        return GuestRequest(b"", b"", b"", body, cgi_environ(
-            method=req.method, path=req.path, query=req.query, script_name=script,
-            server_name=req.host.split(":")[0], server_port=req.server_port,
-            headers=headers, body_length=len(body), remote_addr=req.remote_addr,
-        ))
+                route: RouteSpec) -> GuestRequest:
+        raw = req.raw_path or req.path
+        env = cgi_environ(
+            method=req.method, path=req.path, raw_path=raw, query=req.query,
+            route=WagiRoute.of_route(route.path), server_name=req.host.split(":")[0],
+            server_port=req.server_port, scheme=req.scheme, headers=headers,
+            body_length=len(body), remote_addr=req.remote_addr,
+        )
+        entrypoint = route.entrypoint if isinstance(route, SubRoute) else self.entrypoint
+        return GuestRequest(b"", b"", b"", body, env, wagi_argv(self.argv, raw, req.query),
+                            entrypoint)
 
     def response(self, raw: bytes) -> HttpResponse:
         return _http(parse_cgi(raw))
@@ -141,5 +171,7 @@ class WagiCodec:
 Codec = EdgeV1Codec | WagiCodec
 
 
-def codec_for(module: Module) -> Codec:
-    return EdgeV1Codec() if module.abi == ABI_EDGE_V1 else WagiCodec()
+def codec_for(module: Module, spec: FunctionSpec) -> Codec:
+    if module.abi == ABI_EDGE_V1:
+        return EdgeV1Codec()
+    return WagiCodec(wagi_entrypoint(spec), spec.argv)

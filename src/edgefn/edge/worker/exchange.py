@@ -22,6 +22,9 @@ class HttpRequest:
     remote_addr: str = ""
     # The route the front found while reading the head (`Runtime.route`), if it did.
     routed: object = None
+    # The path as the client sent it (`path` has its percent-escapes normalised);
+    # "" when it is `path`.
+    raw_path: str = ""
 
 
 @dataclass(slots=True)

@@ -416,6 +416,7 @@ class _Connection(asyncio.Protocol):
                 raise _Refused from None
             path, query = parsed.path or b"/", parsed.query or b""
         self._path = _request_path(path)
+        self._raw_path = path.decode("latin-1") if path else "/"
         self._query = query.decode("latin-1")
         self._host = host.decode("latin-1")
         self._method = method
@@ -458,6 +459,7 @@ class _Connection(asyncio.Protocol):
             server_port=self.front.server_port,
             remote_addr=self.remote_addr,
             routed=self._routed,
+            raw_path=self._raw_path,
         )
         self._ready.append((req, self.parser.should_keep_alive()))
         self.phase = _RUNNING

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from edgefn.contract import QuotaSpec, ResourceCaps
+from edgefn.contract import QuotaSpec, ResourceCaps, RouteSpec
 from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache, sha256_hex
 from edgefn.edge.capabilities.secrets import SecretsCapability
@@ -36,16 +36,25 @@ from edgefn.edge.errors import (
 from edgefn.edge.logs import Invocation, JsonLog
 from edgefn.edge.quotas import QuotaLimits, QuotaTable, node_defaults
 from edgefn.edge.spec import FunctionSpec, NodeState, SpecKey
-from edgefn.edge.worker.dispatch import Codec, InlinePolicy, Placement, codec_for, may_block
+from edgefn.edge.worker.dispatch import (
+    Codec,
+    InlinePolicy,
+    Placement,
+    SubRoute,
+    codec_for,
+    may_block,
+    wagi_entrypoint,
+)
 from edgefn.edge.worker.exchange import HttpRequest, HttpResponse
 from edgefn.edge.worker.fairness import PenaltyBox
 from edgefn.edge.worker.host_functions import FetchBinding, FunctionHost, InvocationHost, KvBinding
 from edgefn.edge.worker.pool import InstancePool, PoolManager, spent_by
 from edgefn.edge.worker.routing import MethodNotAllowed, RouteMatch, Router
 from edgefn.edge.worker.split import VersionChoice
-from edgefn.sandbox.engine import Engine, GuestRequest
+from edgefn.sandbox.abi import WagiRoute, parse_wagi_routes
+from edgefn.sandbox.engine import Engine, GuestRequest, Module
 from edgefn.sandbox.errors import GuestTimeout, InvalidModule, InvocationError
-from edgefn.sandbox.wasminfo import uses_wasi_http
+from edgefn.sandbox.wasminfo import ABI_WAGI, inspect_module, uses_wasi_http
 
 if TYPE_CHECKING:
     from edgefn.edge.tracing import Tracer
@@ -67,6 +76,9 @@ class LoadedFunction:
     host: FunctionHost
     codec: Codec
     placement: Placement
+    # WAGI: the sub-routes its `_routes` export declared, (pattern, export), in the
+    # order they are tried.
+    sub_routes: tuple[tuple[WagiRoute, str], ...] = ()
     # Its invocations' count and latency, labelled once instead of on every request.
     invocations: Any = None
     inflight: int = 0
@@ -207,9 +219,9 @@ class Runtime:
                     log.warning("function %s@%s not runnable: %s", fn.id, fn.version,
                                 unavailable[fn.id])
                     continue
-                if fn.min_hot_instances <= 0:
-                    continue
                 try:
+                    if fn.min_hot_instances <= 0 and not self._declares_routes(fn):
+                        continue
                     self._ensure_loaded(fn, keys[fn.id])
                 except EdgeError as exc:
                     unavailable[fn.id] = str(exc)
@@ -224,7 +236,8 @@ class Runtime:
                 }
                 self.quotas.track(sorted(limits))
             self._tables = _Tables(
-                router=Router(state.routes(), {f.id: f.project_id for f in state.functions}),
+                router=Router(self._with_sub_routes(state.routes(), keys),
+                              {f.id: f.project_id for f in state.functions}),
                 functions=functions,
                 keys=keys,
                 unavailable=unavailable,
@@ -237,6 +250,31 @@ class Runtime:
                 loaded = self._loaded.pop(key)
                 loaded.pool.retire()
                 loaded.host.close()
+
+    def _declares_routes(self, spec: FunctionSpec) -> bool:
+        """Whether a function loaded only on demand must be loaded now anyway: its
+        module exports `_routes`, whose sub-routes go in the route table."""
+        try:
+            return inspect_module(self._artifact(spec)).exports.get("_routes") == "func"
+        except InvalidModule as exc:
+            raise FunctionUnavailable(f"module refused: {exc}") from exc
+
+    def _with_sub_routes(self, routes: list[RouteSpec], keys: dict[str, SpecKey]
+                         ) -> list[RouteSpec]:
+        """The routes, each of a WAGI function with sub-routes (`_routes`) preceded by
+        them, joined to it as WAGI joins them, so that they are tried first."""
+        out: list[RouteSpec] = []
+        for route in routes:
+            key = keys.get(route.function_id)
+            loaded = self._loaded.get(key) if key is not None else None
+            if loaded is not None and loaded.sub_routes:
+                parent = WagiRoute.of_route(route.path)
+                for pattern, export in loaded.sub_routes:
+                    path = parent.append(pattern).route_path
+                    out.append(SubRoute(**{**dict(route), "path": path or "/"},
+                                        entrypoint=export))
+            out.append(route)
+        return out
 
     def _load_splits(
         self, state: NodeState, unavailable: dict[str, str]
@@ -326,9 +364,43 @@ class Runtime:
                 raise FunctionUnavailable(f"instantiation failed: {exc}") from exc
             metrics.INSTANCES_CREATED.labels(spec.id, spec.project_id).inc(pool.created)
             placement = Placement(self.inline, may_block=may_block(module, host))
-            loaded = LoadedFunction(spec, pool, host, codec_for(module), placement)
+            try:
+                sub_routes = self._wagi_routes(spec, module, host)
+            except (EdgeError, InvocationError) as exc:
+                self.pools.remove(key)
+                raise FunctionUnavailable(str(exc)) from exc
+            loaded = LoadedFunction(spec, pool, host, codec_for(module, spec), placement,
+                                    sub_routes=sub_routes)
             self._loaded[key] = loaded
             return loaded
+
+    def _wagi_routes(self, spec: FunctionSpec, module: Module, host: FunctionHost
+                     ) -> tuple[tuple[WagiRoute, str], ...]:
+        """A WAGI module's sub-routes: its `_routes` export run once, as WAGI runs it
+        (no CGI variable, no argv), its stdout `pattern export` lines; and every export
+        they or the function name checked now, not on a request."""
+        if module.abi != ABI_WAGI:
+            return ()
+        exports = module.info.exports
+        routes: tuple[tuple[WagiRoute, str], ...] = ()
+        if exports.get("_routes") == "func":
+            inst = module.instantiate()
+            call = InvocationHost(host, f"{spec.id}:_routes", [], 0.0)
+            call.deadline = time.monotonic() + spec.max_execution_ms / 1000
+            try:
+                raw = inst.invoke(GuestRequest(b"", b"", b"", b"", entrypoint="_routes"), call)
+            finally:
+                inst.close()
+            routes = tuple(reversed(parse_wagi_routes(raw.decode("utf-8", "replace"))))
+            for pattern, _ in routes:
+                try:  # joined to any route, the path stays a route's path
+                    RouteSpec(path=WagiRoute("").append(pattern).route_path or "/")
+                except ValueError as exc:
+                    raise FunctionUnavailable(f"_routes: {exc}") from None
+        for name in {wagi_entrypoint(spec), *(export for _, export in routes)}:
+            if exports.get(name) != "func":
+                raise FunctionUnavailable(f"module exports no function {name!r}")
+        return routes
 
     # -- requests -------------------------------------------------------------
     def route(self, host: str, path: str, method: str) -> Routed:
@@ -430,7 +502,7 @@ class Runtime:
             # not hold the project's executions.
             quota = tables.limits.get(project)
             if quota is None or self.quotas is None:
-                return self._invoke(loaded, req, body, ctx, match.route.path, [0.0], boxed)
+                return self._invoke(loaded, req, body, ctx, match.route, [0.0], boxed)
             rejection = self.quotas.enter(project, quota)
             if rejection is not None:
                 return self._refuse(QuotaExceeded(
@@ -440,7 +512,7 @@ class Runtime:
                     f"{rejection.retry_after} s", rejection.retry_after), rid, fid, project)
             cpu = [0.0]
             try:
-                return self._invoke(loaded, req, body, ctx, match.route.path, cpu, boxed)
+                return self._invoke(loaded, req, body, ctx, match.route, cpu, boxed)
             finally:
                 self.quotas.leave(project, cpu[0])
         finally:
@@ -450,7 +522,7 @@ class Runtime:
 
     def _invoke(
         self, loaded: LoadedFunction, req: HttpRequest, body: bytes, ctx: _RequestContext,
-        route_path: str, cpu: list[float], boxed: bool,
+        route: RouteSpec, cpu: list[float], boxed: bool,
     ) -> HttpResponse:
         """Run the guest where its placement says (the penalty box's threads when
         `boxed`); `cpu[0]` gets the CPU time it used (see `_Call`)."""
@@ -460,7 +532,7 @@ class Runtime:
         # Only `http_fetch` sends a traceparent: not formatted for functions without it.
         host = InvocationHost(loaded.host, rid, headers, 0.0,
                               ctx.traceparent if loaded.host.fetch is not None else None)
-        call = _Call(loaded, loaded.codec.request(req, headers, body, route_path), host)
+        call = _Call(loaded, loaded.codec.request(req, headers, body, route), host)
         start = time.time()
         error: str | None = None
         try:

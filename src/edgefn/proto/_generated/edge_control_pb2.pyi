@@ -93,7 +93,7 @@ class Route(_message.Message):
     def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., function_id: _Optional[str] = ..., project_id: _Optional[str] = ...) -> None: ...
 
 class DeployInstruction(_message.Message):
-    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy", "project_id", "trace_context", "split")
+    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy", "project_id", "trace_context", "split", "entrypoint")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class DeployInstruction(_message.Message):
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
+    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     version: str
     artifact_url: str
@@ -131,7 +132,8 @@ class DeployInstruction(_message.Message):
     project_id: str
     trace_context: TraceContext
     split: TrafficSplit
-    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ..., split: _Optional[_Union[TrafficSplit, _Mapping]] = ...) -> None: ...
+    entrypoint: str
+    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ..., split: _Optional[_Union[TrafficSplit, _Mapping]] = ..., entrypoint: _Optional[str] = ...) -> None: ...
 
 class TrafficSplit(_message.Message):
     __slots__ = ("percent", "key")
@@ -142,7 +144,7 @@ class TrafficSplit(_message.Message):
     def __init__(self, percent: _Optional[int] = ..., key: _Optional[str] = ...) -> None: ...
 
 class FunctionPolicy(_message.Message):
-    __slots__ = ("max_request_bytes", "kv", "http_fetch", "isolation", "min_hot_instances", "max_hot_instances", "idle_timeout_s", "secrets")
+    __slots__ = ("max_request_bytes", "kv", "http_fetch", "isolation", "min_hot_instances", "max_hot_instances", "idle_timeout_s", "secrets", "argv")
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     KV_FIELD_NUMBER: _ClassVar[int]
     HTTP_FETCH_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +153,7 @@ class FunctionPolicy(_message.Message):
     MAX_HOT_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
     max_request_bytes: int
     kv: KvPolicy
     http_fetch: HttpFetchPolicy
@@ -159,7 +162,8 @@ class FunctionPolicy(_message.Message):
     max_hot_instances: int
     idle_timeout_s: float
     secrets: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, max_request_bytes: _Optional[int] = ..., kv: _Optional[_Union[KvPolicy, _Mapping]] = ..., http_fetch: _Optional[_Union[HttpFetchPolicy, _Mapping]] = ..., isolation: _Optional[str] = ..., min_hot_instances: _Optional[int] = ..., max_hot_instances: _Optional[int] = ..., idle_timeout_s: _Optional[float] = ..., secrets: _Optional[_Iterable[str]] = ...) -> None: ...
+    argv: str
+    def __init__(self, max_request_bytes: _Optional[int] = ..., kv: _Optional[_Union[KvPolicy, _Mapping]] = ..., http_fetch: _Optional[_Union[HttpFetchPolicy, _Mapping]] = ..., isolation: _Optional[str] = ..., min_hot_instances: _Optional[int] = ..., max_hot_instances: _Optional[int] = ..., idle_timeout_s: _Optional[float] = ..., secrets: _Optional[_Iterable[str]] = ..., argv: _Optional[str] = ...) -> None: ...
 
 class KvPolicy(_message.Message):
     __slots__ = ("enabled", "max_key_bytes", "max_value_bytes", "max_keys", "max_ttl_seconds")
