@@ -23,6 +23,7 @@ from edgefn.controlplane.errors import Forbidden
 from edgefn.controlplane.nodes.listener import client_cert_of
 from edgefn.controlplane.pki import service as pki
 from edgefn.controlplane.pki.ca import CertificateAuthority
+from edgefn.controlplane.precompiled.service import Precompiler
 from edgefn.controlplane.secrets.base import SecretStore
 from edgefn.controlplane.settings import CPSettings
 from edgefn.controlplane.stream.notifier import Notifier
@@ -43,6 +44,8 @@ class CPContext:
     node_ca: CertificateAuthority | None = None
     # This replica's name among several on one database (leases, wake-ups).
     replica_id: str = ""
+    # Precompiles versions for the nodes' engine tags; None when turned off.
+    precompiler: Precompiler | None = None
 
 
 def get_ctx(request: Request) -> CPContext:

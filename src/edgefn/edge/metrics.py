@@ -78,6 +78,17 @@ PENALIZED = Counter(
     "Invocations of functions that time out or burn CPU often, run on low-priority threads",
     ["function_id", "project_id"],
 )
+PRECOMPILED_LOADED = Counter(
+    "edge_precompiled_loaded",
+    "Deploys whose code was loaded from the control plane's precompiled artifact",
+)
+PRECOMPILED_FALLBACK = Counter(
+    "edge_precompiled_fallback",
+    "Deploys compiled from the .wasm on the node instead, by why: none for this node's "
+    "engine tag (missing), download failed (download), sha256 mismatch (digest), "
+    "refused by the engine (refused)",
+    ["reason"],
+)
 COMPILED_REJECTED = Counter(
     "edge_compiled_code_rejected",
     "Compiled code files refused (seal mismatch or refused by the engine) and compiled again",

@@ -43,6 +43,7 @@ from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.deployments.models import Deployment, OutboxInstruction, OutboxState
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.nodes.models import Node
+from edgefn.controlplane.precompiled import service as precompiled
 from edgefn.controlplane.quotas.models import ProjectQuota
 from edgefn.controlplane.routes.models import Route, claim_held
 from edgefn.controlplane.selector import matches
@@ -176,8 +177,9 @@ def enqueue_deploy(
         policy=fn.function_policy(),
         split=split,
     )
-    # The URL is minted from the key when the instruction is handed out.
-    return _queue(session, node.id, instruction, artifact_key=version.artifact_key)
+    # The URLs are minted from the keys when the instruction is handed out.
+    return _queue(session, node.id, instruction, artifact_key=version.artifact_key,
+                  precompiled_keys=precompiled.for_node(session, node, fn.id, version.version))
 
 
 def enqueue_undeploy_everywhere(session: Session, function_id: str) -> None:
@@ -273,6 +275,7 @@ def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> Instructio
         raise Undecodable("artifact_key is not a string")
     if key:
         payload["artifact_url"] = store.presign_get(key, ttl)
+    payload["precompiled"] = _precompiled(payload.pop("precompiled_keys", None), store, ttl)
     try:
         return Instruction.from_json({**payload, "id": row.id})
     except ValidationError as exc:
@@ -280,6 +283,19 @@ def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> Instructio
         if missing:
             raise KeyError(".".join(map(str, missing[0]))) from exc
         raise
+
+
+def _precompiled(entries: Any, store: ArtifactStore, ttl: int) -> list[dict[str, str]]:
+    """The stored precompiled objects of a deploy, each with a freshly signed URL.
+    Rows from before precompiled artifacts have none; a malformed entry is dropped:
+    the node then compiles, as it would without it."""
+    out = []
+    for entry in entries if isinstance(entries, list) else ():
+        key = entry.get("artifact_key") if isinstance(entry, dict) else None
+        if isinstance(key, str) and key:
+            out.append({"engine_tag": entry.get("engine_tag"), "sha256": entry.get("sha256"),
+                        "url": store.presign_get(key, ttl)})
+    return out
 
 
 def pending_rows(session: Session, node_id: str) -> list[OutboxInstruction]:
