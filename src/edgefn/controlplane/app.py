@@ -46,6 +46,7 @@ from edgefn.controlplane.nodes import service as nodes_service
 from edgefn.controlplane.nodes.api import router as nodes_router
 from edgefn.controlplane.nodes.listener import NodeListener
 from edgefn.controlplane.pki.tls import NodeTLS, load_ca
+from edgefn.controlplane.precompiled.api import router as precompiled_router
 from edgefn.controlplane.precompiled.service import Precompiler
 from edgefn.controlplane.quotas.api import router as quotas_router
 from edgefn.controlplane.routes.api import router as routes_router
@@ -485,6 +486,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         secrets_router,
         stream_router,
         builds_router,
+        precompiled_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
 
