@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import wasmtime
 
-from edgefn.cluster import Cluster, ClusterError, Edge, wait_until
+from edgefn.cluster import Cluster, Edge, wait_until
 
 POLL_S = 0.005
 
@@ -86,25 +86,14 @@ def first_200(edge: Edge, body: bytes, start: float, out: dict[str, tuple[float,
             time.sleep(POLL_S)
 
 
-def start_cp(cluster: Cluster) -> None:
-    """`start_cp`, waiting longer than its 30 s on a loaded machine."""
-    try:
-        cluster.start_cp()
-    except ClusterError:
-        if cluster.cp_proc is None or cluster.cp_proc.poll() is not None:
-            raise
-        wait_until("the control plane", lambda: httpx.get(
-            f"{cluster.api}/nodes", headers=cluster.headers, timeout=5).status_code == 200,
-            timeout=300)
-
-
 def run(mode: str, args: argparse.Namespace, root: Path) -> Result:
     cluster = Cluster(root / mode, token="bench-admin-token", project="bench")
     cluster.env["EDGEFN_PRECOMPILE_ENGINES"] = "wasmtime" if mode == "on" else ""
     cluster.env["EDGEFN_PRECOMPILE_POLL_S"] = "0.5"
+    cluster.start_timeout_s = 300  # the processes start slowly on a loaded machine
     result = Result(mode)
     try:
-        start_cp(cluster)
+        cluster.start_cp()
         edges = [cluster.add_edge(f"node-{i}", "jp-t1") for i in range(args.nodes)]
         fid = cluster.function("p")
         cluster.route(fid, "/p")

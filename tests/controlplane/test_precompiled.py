@@ -13,22 +13,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
-from edgefn.cluster import free_port
 from edgefn.sandbox import Limits, WasiOptions, create_engine
 from tests.controlplane.conftest import ADMIN, CP, bearer
 
 OTHER_TAG = "wasmtime-0.0.1-speed-epoch-riscv64"
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")
