@@ -151,8 +151,11 @@ def main() -> None:
     t = time.perf_counter()
     code = wasmtime.Module(engine, sample).serialize()
     compile_s = time.perf_counter() - t
-    print(f"module: {len(sample) // 1024} KiB wasm, {len(code) // 1024} KiB compiled, "
-          f"{compile_s * 1000:.0f} ms to compile here")
+    t = time.perf_counter()
+    wasmtime.Module.deserialize(engine, code)
+    load_s = time.perf_counter() - t
+    print(f"module: {len(sample) // 1024} KiB wasm, {len(code) // 1024} KiB compiled; "
+          f"here {compile_s * 1000:.0f} ms to compile, {load_s * 1000:.1f} ms to load compiled")
     results = []
     with tempfile.TemporaryDirectory(prefix="edgefn-bench-precompiled-") as tmp:
         for mode in args.modes:

@@ -43,7 +43,6 @@ from edgefn.controlplane.artifacts import ArtifactStore
 from edgefn.controlplane.deployments.models import Deployment, OutboxInstruction, OutboxState
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.nodes.models import Node
-from edgefn.controlplane.precompiled import service as precompiled
 from edgefn.controlplane.quotas.models import ProjectQuota
 from edgefn.controlplane.routes.models import Route, claim_held
 from edgefn.controlplane.selector import matches
@@ -177,9 +176,9 @@ def enqueue_deploy(
         policy=fn.function_policy(),
         split=split,
     )
-    # The URLs are minted from the keys when the instruction is handed out.
-    return _queue(session, node.id, instruction, artifact_key=version.artifact_key,
-                  precompiled_keys=precompiled.for_node(session, node, fn.id, version.version))
+    # The URL is minted from the key when the instruction is handed out, and the
+    # precompiled code looked up then: whatever is ready by the time it is sent.
+    return _queue(session, node.id, instruction, artifact_key=version.artifact_key)
 
 
 def enqueue_undeploy_everywhere(session: Session, function_id: str) -> None:
@@ -263,8 +262,13 @@ def enqueue_initial(session: Session, node: Node) -> None:
     enqueue_config(session, node)
 
 
-def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> Instruction:
-    """The row as the instruction a node is sent, with a fresh artifact URL. A payload
+def render(
+    row: OutboxInstruction, store: ArtifactStore, ttl: int,
+    precompiled_code: list[dict[str, str]] | None = None,
+) -> Instruction:
+    """The row as the instruction a node is sent, with a fresh artifact URL, and for
+    a deploy the ready precompiled code `precompiled_code` names (`precompiled.for_node`:
+    engine tag, store key, sha256), each with a fresh URL too. A payload
     that is not an object or names no readable key is `Undecodable`; one missing a
     field is the KeyError naming it; one the model refuses, its ValidationError."""
     if not isinstance(row.payload, dict):
@@ -275,7 +279,10 @@ def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> Instructio
         raise Undecodable("artifact_key is not a string")
     if key:
         payload["artifact_url"] = store.presign_get(key, ttl)
-    payload["precompiled"] = _precompiled(payload.pop("precompiled_keys", None), store, ttl)
+    if precompiled_code:
+        payload["precompiled"] = [
+            {"engine_tag": p["engine_tag"], "sha256": p["sha256"],
+             "url": store.presign_get(p["artifact_key"], ttl)} for p in precompiled_code]
     try:
         return Instruction.from_json({**payload, "id": row.id})
     except ValidationError as exc:
@@ -283,19 +290,6 @@ def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> Instructio
         if missing:
             raise KeyError(".".join(map(str, missing[0]))) from exc
         raise
-
-
-def _precompiled(entries: Any, store: ArtifactStore, ttl: int) -> list[dict[str, str]]:
-    """The stored precompiled objects of a deploy, each with a freshly signed URL.
-    Rows from before precompiled artifacts have none; a malformed entry is dropped:
-    the node then compiles, as it would without it."""
-    out = []
-    for entry in entries if isinstance(entries, list) else ():
-        key = entry.get("artifact_key") if isinstance(entry, dict) else None
-        if isinstance(key, str) and key:
-            out.append({"engine_tag": entry.get("engine_tag"), "sha256": entry.get("sha256"),
-                        "url": store.presign_get(key, ttl)})
-    return out
 
 
 def pending_rows(session: Session, node_id: str) -> list[OutboxInstruction]:
