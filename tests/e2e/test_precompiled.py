@@ -43,6 +43,7 @@ def cluster(tmp_path: Path, engine_name: str) -> Iterator[Cluster]:
     c = Cluster(tmp_path, token="e2e-admin-token", project="e2e")
     c.env["EDGEFN_PRECOMPILE_POLL_S"] = "0.3"
     c.env["EDGEFN_ENGINE"] = engine_name  # read by `edgefn edge serve`
+    c.start_timeout_s = 120  # two nodes and a control plane compiling share the cores
     c.start_cp()
     yield c
     c.close()
