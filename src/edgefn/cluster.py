@@ -316,6 +316,8 @@ class Cluster:
         self.cp_env: dict[str, str] = {}
         # In front of the replicas' HTTP, once there may be several.
         self.balancer: Balancer | None = None
+        # How long a control plane or node may take to listen (more on a loaded machine).
+        self.start_timeout_s = 30.0
         if database_url is not None:
             if mtls:
                 # The balancer in front of the replicas replays plaintext HTTP, and
@@ -348,7 +350,7 @@ class Cluster:
             return httpx.get(f"{self.api}/nodes", headers=self.headers,
                              timeout=2).status_code == 200
 
-        wait_until("the control plane", up)
+        wait_until("the control plane", up, self.start_timeout_s)
         if self.balancer is not None:
             self.balancer.backends.append(self.api_port)
 
@@ -472,7 +474,7 @@ class Cluster:
             with socket.create_connection(("127.0.0.1", edge.port), timeout=0.2):
                 return True
 
-        wait_until(f"edge {edge.node_id}", listening)
+        wait_until(f"edge {edge.node_id}", listening, self.start_timeout_s)
 
     def stop_edge(self, edge: Edge) -> None:
         stop_process(edge.proc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 import uvicorn
 import wasmtime
 from fastapi.testclient import TestClient
+from moto.server import ThreadedMotoServer
 
 from edgefn.controlplane import db
 from edgefn.controlplane.app import create_app
@@ -355,3 +357,15 @@ def serve_app() -> Iterator[Any]:
     for server, thread in servers:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's S3 server on loopback: the real wire protocol, for the S3 store."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

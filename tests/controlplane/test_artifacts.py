@@ -5,14 +5,12 @@ URLs used with a plain HTTP client."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from edgefn.controlplane.app import create_app
 from edgefn.controlplane.artifacts import ArtifactStore, LocalArtifactStore, UrlSigner
@@ -25,15 +23,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 def s3_store(moto_url: str, bucket: str) -> S3ArtifactStore:

@@ -163,9 +163,11 @@ def test_deploy_pull_with_selector_and_instruction_format(
         "routes",
         "deployment_id",
         "split",
+        "precompiled",
         *DEFAULT_POLICY,
     }
     assert deploy["split"] is None
+    assert deploy["precompiled"] == []  # the node reported no engine tag
     # A function created without a policy sends every field at its (denying) default.
     assert {k: deploy[k] for k in DEFAULT_POLICY} == DEFAULT_POLICY
     assert deploy["version"] == "1.0.0" and deploy["abi"] == "edge-v1"

@@ -15,6 +15,7 @@ from edgefn.contract.instructions import (
     InstructionAck,
     InstructionType,
     LoadState,
+    PrecompiledCode,
     TraceContext,
     UndeployInstruction,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "KvPolicy",
     "LoadState",
     "MemoryPages",
+    "PrecompiledCode",
     "QuotaSpec",
     "RequestBytes",
     "ResourceCaps",

@@ -76,6 +76,19 @@ class TraceContext(Record):
     tracestate: str = Field(default="", max_length=512)
 
 
+class PrecompiledCode(Record):
+    """The version compiled ahead for one engine tag (docs/engines.md, Precompiled
+    artifacts): a node whose engine has this tag may load it, after checking its
+    sha256, instead of compiling the `.wasm`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    engine_tag: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    # Minted when the instruction is handed out, like `artifact_url`.
+    url: str = Field(min_length=1, max_length=4096)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class Instruction(Record):
     """What every instruction has: `id`, its outbox row (the ack id; 0 before it is
     stored), `type`, and the trace it belongs to, if any."""
@@ -148,6 +161,13 @@ class DeployInstruction(Instruction):
     # None: no split, the version serves every request (nodes of releases before
     # splits ignore the field, and serve it so).
     split: TrafficSplit | None = None
+    # The version compiled ahead, for the node's engine tags; empty: the node compiles
+    # the `.wasm` (as nodes of releases before precompiled artifacts always do).
+    precompiled: tuple[PrecompiledCode, ...] = ()
+
+    def precompiled_for(self, tag: str) -> PrecompiledCode | None:
+        """The code compiled for an engine of `tag`, if the instruction carries any."""
+        return next((p for p in self.precompiled if tag and p.engine_tag == tag), None)
 
     @model_validator(mode="before")
     @classmethod
@@ -167,6 +187,7 @@ _BLANK: dict[str, Any] = {
     **dict.fromkeys(POLICY_FIELDS),
     "env": {},
     "routes": [],
+    "precompiled": [],
 }
 
 

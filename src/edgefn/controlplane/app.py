@@ -49,6 +49,8 @@ from edgefn.controlplane.nodes import service as nodes_service
 from edgefn.controlplane.nodes.api import router as nodes_router
 from edgefn.controlplane.nodes.listener import NodeListener
 from edgefn.controlplane.pki.tls import NodeTLS, load_ca
+from edgefn.controlplane.precompiled.api import router as precompiled_router
+from edgefn.controlplane.precompiled.service import Precompiler
 from edgefn.controlplane.quotas.api import router as quotas_router
 from edgefn.controlplane.routes.api import router as routes_router
 from edgefn.controlplane.secrets import open_secret_store
@@ -99,11 +101,13 @@ def build_context(settings: CPSettings) -> CPContext:
     replica_id = settings.resolved_replica_id()
     notifier = Notifier(open_bus(engine.url, replica_id, redis_url=settings.wake_redis_url))
     outbox.watch(sessions, notifier.notify, committing=notifier.committing)
+    store = open_store(settings, signer)
+    engines = [e for e in settings.precompile_engines.split(",") if e]
     return CPContext(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        store=open_store(settings, signer),
+        store=store,
         signer=signer,
         creds=creds,
         notifier=notifier,
@@ -113,6 +117,8 @@ def build_context(settings: CPSettings) -> CPContext:
         replica_id=replica_id,
         logs=LogHub(fanout=RedisLogFanout(settings.wake_redis_url, replica_id)
                     if settings.wake_redis_url else None),
+        precompiler=Precompiler(sessions, store, engines, poll_s=settings.precompile_poll_s)
+        if engines else None,
     )
 
 
@@ -418,6 +424,8 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
             )
         running.state.node_listener = listener
         running.state.duties = leased = duties(ctx)
+        if ctx.precompiler is not None:
+            ctx.precompiler.start()
         background = [asyncio.create_task(leased.run_forever()),
                       asyncio.create_task(ctx.notifier.listen()),
                       asyncio.create_task(ctx.logs.listen())]
@@ -431,6 +439,8 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
                     await task
             with contextlib.suppress(Exception):  # else it lapses after its TTL
                 await asyncio.to_thread(leased.release)
+            if ctx.precompiler is not None:
+                await asyncio.to_thread(ctx.precompiler.stop)
             if listener is not None:
                 await listener.stop()
             if grpc_server is not None:
@@ -484,6 +494,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         builds_router,
         gitlinks_router,
         logs_router,
+        precompiled_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
 

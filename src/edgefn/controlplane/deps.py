@@ -24,6 +24,7 @@ from edgefn.controlplane.logs.hub import LogHub
 from edgefn.controlplane.nodes.listener import client_cert_of
 from edgefn.controlplane.pki import service as pki
 from edgefn.controlplane.pki.ca import CertificateAuthority
+from edgefn.controlplane.precompiled.service import Precompiler
 from edgefn.controlplane.secrets.base import SecretStore
 from edgefn.controlplane.settings import CPSettings
 from edgefn.controlplane.stream.notifier import Notifier
@@ -46,6 +47,8 @@ class CPContext:
     replica_id: str = ""
     # Functions' log lines from this replica's nodes (and the others', over Redis).
     logs: LogHub = field(default_factory=LogHub)
+    # Precompiles versions for the nodes' engine tags; None when turned off.
+    precompiler: Precompiler | None = None
 
 
 def get_ctx(request: Request) -> CPContext:

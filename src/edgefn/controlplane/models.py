@@ -10,6 +10,7 @@ from edgefn.controlplane.gitlinks.models import GitDelivery, GitLink
 from edgefn.controlplane.leases.models import Lease
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.pki.models import NodeCertificate
+from edgefn.controlplane.precompiled.models import PrecompiledArtifact
 from edgefn.controlplane.quotas.models import ProjectQuota
 from edgefn.controlplane.routes.models import Route
 from edgefn.controlplane.secrets.models import Secret
@@ -30,6 +31,7 @@ __all__ = [
     "Node",
     "NodeCertificate",
     "OutboxInstruction",
+    "PrecompiledArtifact",
     "Project",
     "ProjectQuota",
     "Route",

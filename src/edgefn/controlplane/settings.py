@@ -131,6 +131,14 @@ class CPSettings(BaseSettings):
     git_allow_private_hosts: bool = False
     git_fetch_timeout_s: float = Field(default=60.0, gt=0)
 
+    # Precompiled artifacts (docs/engines.md): the engines this control plane compiles
+    # each version with, for the nodes reporting their tags, comma-separated; "" is
+    # off (every node compiles for itself). Engines missing here are skipped.
+    precompile_engines: str = Field(default="wasmtime,wasmedge",
+                                    pattern=r"^((wasmtime|wasmedge)(,(wasmtime|wasmedge))*)?$")
+    # How often the precompiler looks for new engine tags without being woken.
+    precompile_poll_s: float = Field(default=5.0, gt=0)
+
     # OWASP's second argon2id profile; tests lower these to save CPU.
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19 * 1024, ge=8)

@@ -58,7 +58,8 @@ def build_engine(settings: EdgeSettings) -> Engine:
         compile_key_file(settings),
         on_reject=lambda _reason: metrics.COMPILED_REJECTED.inc(),
     )
-    options = WasmtimeOptions(epoch_tick_ms=settings.epoch_tick_ms)  # wasmtime's only
+    options = WasmtimeOptions(  # wasmtime's only
+        epoch_tick_ms=settings.epoch_tick_ms, opt_level=settings.wasmtime_opt_level)
     return create_engine(settings.engine, compile_cache=cache,
                          options=options if settings.engine == "wasmtime" else None)
 

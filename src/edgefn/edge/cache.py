@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from edgefn.atomicfile import PARTIAL_PREFIX, private_dir, write_atomic
-from edgefn.edge.errors import ArtifactError
+from edgefn.edge.errors import ArtifactError, DigestMismatch
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _CHUNK = 256 * 1024
@@ -137,7 +137,17 @@ class ArtifactCache:
         self.evict(pinned=[*pinned, (function_id, version)])
         return b"".join(chunks)
 
+    def download(self, url: str, sha256: str, what: str) -> bytes:
+        """`url`'s bytes, not kept: `DigestMismatch` unless they hash to `sha256`
+        (checked as they stream, within the artifact size limit)."""
+        if not sha256:
+            raise ArtifactError(f"refusing to download {what} without its sha256")
+        return b"".join(self._stream(url, sha256, what))
+
     def _download(self, function_id: str, version: str, sha256: str, url: str) -> list[bytes]:
+        return self._stream(url, sha256, f"{function_id}@{version}")
+
+    def _stream(self, url: str, sha256: str, what: str) -> list[bytes]:
         digest = hashlib.sha256()
         chunks: list[bytes] = []
         size = 0
@@ -159,9 +169,8 @@ class ArtifactCache:
             raise ArtifactError(f"artifact download failed: {exc}") from exc
         if digest.hexdigest() != sha256:
             self.stats.rejected += 1
-            raise ArtifactError(
-                f"sha256 mismatch for {function_id}@{version}: expected {sha256}, "
-                f"got {digest.hexdigest()}"
+            raise DigestMismatch(
+                f"sha256 mismatch for {what}: expected {sha256}, got {digest.hexdigest()}"
             )
         return chunks
 

@@ -2,6 +2,7 @@
 
     EdgeError
     ├── ArtifactError          an artifact is missing, corrupt or cannot be fetched
+    │   └── DigestMismatch     what was downloaded is not what the sha256 names
     ├── FunctionUnavailable    known but not runnable on this node (503)
     ├── RequestTooLarge        request body over the limit (413)
     ├── Overloaded             the function has its share of request threads (503)
@@ -23,6 +24,10 @@ class EdgeError(Exception):
 class ArtifactError(EdgeError):
     status = 503
     code = "artifact_unavailable"
+
+
+class DigestMismatch(ArtifactError):
+    """Downloaded bytes whose sha256 is not the one the control plane gave."""
 
 
 class FunctionUnavailable(EdgeError):

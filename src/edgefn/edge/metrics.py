@@ -18,6 +18,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import psutil
 from prometheus_client import (
@@ -77,6 +78,17 @@ PENALIZED = Counter(
     "edge_penalized_invocations",
     "Invocations of functions that time out or burn CPU often, run on low-priority threads",
     ["function_id", "project_id"],
+)
+PRECOMPILED_LOADED = Counter(
+    "edge_precompiled_loaded",
+    "Deploys whose code was loaded from the control plane's precompiled artifact",
+)
+PRECOMPILED_FALLBACK = Counter(
+    "edge_precompiled_fallback",
+    "Deploys compiled from the .wasm on the node instead, by why: none for this node's "
+    "engine tag (missing), download failed (download), sha256 mismatch (digest), "
+    "refused by the engine (refused)",
+    ["reason"],
 )
 COMPILED_REJECTED = Counter(
     "edge_compiled_code_rejected",
@@ -243,10 +255,29 @@ class NodeCollector(Collector):
         )
 
 
+# Whether this process's metrics went to the multiprocess files from the start.
+_FILES_AT_IMPORT = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class MainProcessCollector(Collector):
+    """Counters only the node's main process moves (applying deploys). It imported
+    prometheus_client before choosing the multiprocess directory, so they live in its
+    memory, not in the workers' files the multiprocess collector reads."""
+
+    def __init__(self, *counters: Counter) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterable[Any]:
+        for counter in self._counters:
+            yield from counter.collect()
+
+
 def build_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     if multiprocess_mode():
         multiprocess.MultiProcessCollector(registry)
+        if not _FILES_AT_IMPORT:  # else the files already hold them
+            registry.register(MainProcessCollector(PRECOMPILED_LOADED, PRECOMPILED_FALLBACK))
     else:
         from prometheus_client import REGISTRY
 

@@ -73,6 +73,9 @@ class EdgeSettings(BaseSettings):
     # The key sealing compiled code in {data_dir}/compiled; None: {data_dir}/compile.key.
     compile_key_file: Path | None = None
     epoch_tick_ms: float = Field(1.0, gt=0, le=100)
+    # Cranelift's optimisation level; part of the engine tag, so a node set apart
+    # from the control plane's default ("speed") compiles every module itself.
+    wasmtime_opt_level: Literal["none", "speed", "speed_and_size"] = "speed"
 
     # Per worker process: idle instances and compiled modules beyond this are evicted.
     memory_budget_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)

@@ -7,6 +7,7 @@ from edgefn.sandbox.errors import (
     GuestTrap,
     InvalidModule,
     InvocationError,
+    PrecompiledRefused,
     ResponseTooLarge,
     SandboxError,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "InvocationError",
     "Limits",
     "Module",
+    "PrecompiledRefused",
     "ResponseTooLarge",
     "SandboxError",
     "WasiOptions",

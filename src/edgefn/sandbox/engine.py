@@ -202,8 +202,29 @@ class Engine(Protocol):
 
     name: str
 
-    def compile(self, wasm: bytes, limits: Limits, wasi: WasiOptions) -> Module:
-        """Validate, compile and link `wasm`; raise `InvalidModule` when it cannot run here."""
+    @property
+    def tag(self) -> str:
+        """What code this engine compiles loads into (`enginetag`): engine, version,
+        code-affecting settings, host CPU. "" when it compiles nothing ahead (an
+        interpreter): then there is nothing to precompile for it."""
+        ...
+
+    def compile(
+        self, wasm: bytes, limits: Limits, wasi: WasiOptions, *, precompiled: bytes | None = None
+    ) -> Module:
+        """Validate, compile and link `wasm`; raise `InvalidModule` when it cannot run here.
+
+        `precompiled`: code `precompile` made of these very bytes under this engine's
+        tag, already verified by its digest; it is loaded instead of compiling, and
+        `PrecompiledRefused` says the engine would not load it. Loading it runs it:
+        only pass code from a source as trusted as the `.wasm` itself.
+        """
+        ...
+
+    def precompile(self, wasm: bytes) -> bytes:
+        """`wasm` compiled to what `compile(precompiled=...)` loads on an engine of the
+        same tag; `InvalidModule` when it does not compile or this engine has no
+        ahead-of-time form of it."""
         ...
 
     def describe(self) -> dict[str, str]:

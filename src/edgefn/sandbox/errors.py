@@ -3,6 +3,7 @@
     SandboxError
     ├── EngineUnavailable      the engine's library cannot be loaded
     ├── InvalidModule          a module that must not run here (upload 400, load refused)
+    ├── PrecompiledRefused     precompiled code the engine would not load (compile the .wasm)
     └── InvocationError        one call failed; `discard` says whether the instance is spent
         ├── GuestTrap          the guest trapped (500), instance discarded
         ├── GuestTimeout       ran past max_execution_ms (504), instance discarded
@@ -23,6 +24,11 @@ class EngineUnavailable(SandboxError):
 
 class InvalidModule(SandboxError):
     """The module is malformed or breaks the platform's rules."""
+
+
+class PrecompiledRefused(SandboxError):
+    """Precompiled code the engine refused (another engine, version or CPU, or
+    damaged); the caller compiles the `.wasm` instead."""
 
 
 class InvocationError(SandboxError):

@@ -41,7 +41,8 @@ from edgefn.sandbox.engine import (
     ModuleFacts,
     WasiOptions,
 )
-from edgefn.sandbox.errors import EngineUnavailable, GuestTrap, InvalidModule
+from edgefn.sandbox.enginetag import engine_tag
+from edgefn.sandbox.errors import EngineUnavailable, GuestTrap, InvalidModule, PrecompiledRefused
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
 from edgefn.sandbox.options import WasmEdgeOptions
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
@@ -468,8 +469,11 @@ class WasmEdgeEngine:
         self._compiler: int | None = None
         self._aot_dir: tempfile.TemporaryDirectory[str] | None = None
         self._compile_cache: CompileCache | None = None
-        self._engine_id = f"wasmedge-{lib.version_string}-aot-O2-interruptible" + (
-            "-cost" if cost_limit_per_ms is not None else ""
+        # AOT code loads into a library of the same version, compiled with the same
+        # options, on a CPU with the features LLVM compiled for (the host's).
+        self._aot_tag = engine_tag(
+            "wasmedge", lib.version_string, "aot-O2-interruptible",
+            *(["cost"] if cost_limit_per_ms is not None else []),
         )
         self._lock = threading.Lock()
         self.instances: dict[int, _BaseInstance] = {}
@@ -536,13 +540,25 @@ class WasmEdgeEngine:
     def cost_limit_per_ms(self) -> int | None:
         return self._cost_limit_per_ms
 
-    def compile(self, wasm: bytes, limits: Limits, wasi: WasiOptions) -> WasmEdgeModule:
+    @property
+    def tag(self) -> str:
+        # The interpreter compiles nothing ahead: nothing to precompile for it.
+        return self._aot_tag if self._compiler else ""
+
+    def compile(
+        self, wasm: bytes, limits: Limits, wasi: WasiOptions, *, precompiled: bytes | None = None
+    ) -> WasmEdgeModule:
         info = validate_module(wasm, memory_pages=limits.memory_pages)
         wasi.preopens()  # refuses a directory that cannot be mounted
         prepared = wasi_stdio.prepare(wasm)
         bound = self._native_frame_bound(prepared)
         with self._lock:
-            ast = self._load(prepared, native=bound is not None)
+            if precompiled is not None and bound is not None:
+                ast = self._adopt(prepared, precompiled)
+            else:
+                # Interpreted here (no compiler, or frames too large for a guard):
+                # precompiled code is not run, whatever it is.
+                ast = self._load(prepared, native=bound is not None)
         module = WasmEdgeModule(self, int(ast.value or 0), info, limits, wasi, len(wasm), bound)
         module.check_links()
         return module
@@ -571,15 +587,36 @@ class WasmEdgeEngine:
         cache = self._compile_cache
         if cache is None:
             return self._parse(self._precompile(prepared, source))
-        code = cache.load(source, self._engine_id)
+        code = cache.load(source, self._aot_tag)
         if code is not None:
             try:
                 return self._parse(code)
             except InvalidModule as exc:
-                cache.reject(source, self._engine_id, f"WasmEdge refused it: {exc}")
+                cache.reject(source, self._aot_tag, f"WasmEdge refused it: {exc}")
         code = self._precompile(prepared, source)
-        cache.store(source, self._engine_id, code)
+        cache.store(source, self._aot_tag, code)
         return self._parse(code)
+
+    def precompile(self, wasm: bytes) -> bytes:
+        # What `compile` runs natively: the module with its stdio prepared, if its
+        # frames fit a call thread's guard.
+        prepared = wasi_stdio.prepare(wasm)
+        if self._native_frame_bound(prepared) is None:
+            raise InvalidModule("the module is interpreted, not compiled ahead of time, here")
+        with self._lock:
+            return self._precompile(prepared, hashlib.sha256(prepared).hexdigest())
+
+    def _adopt(self, prepared: bytes, code: bytes) -> c_void_p:
+        """Precompiled AOT code, parsed and kept (sealed) in the compile cache, so that
+        the workers load it as if this node had compiled it."""
+        try:
+            # Safe only because the caller verified its digest from the control plane.
+            ast = self._parse(code)
+        except InvalidModule as exc:
+            raise PrecompiledRefused(f"WasmEdge refused the precompiled code: {exc}") from exc
+        if self._compile_cache is not None:
+            self._compile_cache.store(hashlib.sha256(prepared).hexdigest(), self._aot_tag, code)
+        return ast
 
     def _parse(self, code: bytes) -> c_void_p:
         lib = self._lib
@@ -626,6 +663,7 @@ class WasmEdgeEngine:
             "compiler": compiler,
             "timeout": f"watchdog every {WATCH_TICK_S * 1000:g} ms stopping the executor",
             "cost_limit_per_ms": str(self._cost_limit_per_ms or "off"),
+            "tag": self.tag or "none (interpreter)",
         }
 
     def close(self) -> None:

@@ -28,12 +28,14 @@ from edgefn.sandbox import wasi_http
 from edgefn.sandbox.abi import unusable_alloc
 from edgefn.sandbox.compilecache import CompileCache
 from edgefn.sandbox.engine import GuestRequest, Instance, Limits, ModuleFacts, WasiOptions
+from edgefn.sandbox.enginetag import engine_tag
 from edgefn.sandbox.errors import (
     EngineUnavailable,
     GuestTimeout,
     GuestTrap,
     InvalidModule,
     InvocationError,
+    PrecompiledRefused,
 )
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
 from edgefn.sandbox.options import WasmtimeOptions
@@ -205,8 +207,11 @@ class WasmtimeEngine:
         # Compiled machine code is cached on disk, sealed, by the module's sha256, so
         # a version is compiled once per node, not once per worker or restart.
         self._compile_cache = compile_cache
-        # Serialized code only loads into an engine of the same version and settings.
-        self._engine_id = f"wasmtime-{_WASMTIME_VERSION}-{opt_level}-epoch"
+        # Serialized code only loads into an engine of the same version and settings,
+        # on a CPU with the features Cranelift compiled for (it detects the host's).
+        # Every setting below that changes the code is in the tag; memory settings are
+        # wasmtime's defaults, which its version pins.
+        self._tag = engine_tag("wasmtime", _WASMTIME_VERSION, opt_level, "epoch")
         try:
             config = wasmtime.Config()
             config.epoch_interruption = True
@@ -248,29 +253,57 @@ class WasmtimeEngine:
         if err:
             raise EngineUnavailable(str(wasmtime.WasmtimeError._from_ptr(err)))
 
-    def compile(self, wasm: bytes, limits: Limits, wasi: WasiOptions) -> WasmtimeModule:
+    @property
+    def tag(self) -> str:
+        return self._tag
+
+    def compile(
+        self, wasm: bytes, limits: Limits, wasi: WasiOptions, *, precompiled: bytes | None = None
+    ) -> WasmtimeModule:
         info = validate_module(wasm, memory_pages=limits.memory_pages)
         try:
-            module = self._load_or_compile(wasm)
+            if precompiled is not None:
+                module = self._adopt(wasm, precompiled)
+            else:
+                module = self._load_or_compile(wasm)
             pre = self._linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             raise InvalidModule(f"module does not compile: {exc}") from exc
         return WasmtimeModule(self, module, pre, info, limits, wasi, len(wasm))
+
+    def precompile(self, wasm: bytes) -> bytes:
+        # The module was validated against the platform's rules when it was uploaded.
+        try:
+            return bytes(wasmtime.Module(self._engine, wasm).serialize())
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidModule(f"module does not compile: {exc}") from exc
+
+    def _adopt(self, wasm: bytes, code: bytes) -> wasmtime.Module:
+        """Precompiled code, loaded and kept (sealed) in the compile cache, so that the
+        workers load it as if this node had compiled it."""
+        try:
+            # Safe only because the caller verified its digest from the control plane.
+            module = wasmtime.Module.deserialize(self._engine, code)
+        except wasmtime.WasmtimeError as exc:
+            raise PrecompiledRefused(f"wasmtime refused the precompiled code: {exc}") from exc
+        if self._compile_cache is not None:
+            self._compile_cache.store(hashlib.sha256(wasm).hexdigest(), self._tag, code)
+        return module
 
     def _load_or_compile(self, wasm: bytes) -> wasmtime.Module:
         cache = self._compile_cache
         if cache is None:
             return wasmtime.Module(self._engine, wasm)
         source = hashlib.sha256(wasm).hexdigest()
-        code = cache.load(source, self._engine_id)
+        code = cache.load(source, self._tag)
         if code is not None:
             try:
                 # Safe only because the seal proves this node compiled these bytes.
                 return wasmtime.Module.deserialize(self._engine, code)
             except wasmtime.WasmtimeError as exc:
-                cache.reject(source, self._engine_id, f"wasmtime refused it: {exc}")
+                cache.reject(source, self._tag, f"wasmtime refused it: {exc}")
         module = wasmtime.Module(self._engine, wasm)
-        cache.store(source, self._engine_id, bytes(module.serialize()))
+        cache.store(source, self._tag, bytes(module.serialize()))
         return module
 
     def describe(self) -> dict[str, str]:
@@ -281,6 +314,7 @@ class WasmtimeEngine:
             if self._compile_cache
             else "cranelift (compiled at load)",
             "epoch_tick_ms": str(self._ticker.tick_ms),
+            "tag": self._tag,
         }
 
     def close(self) -> None:

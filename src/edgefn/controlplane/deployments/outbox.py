@@ -177,7 +177,8 @@ def enqueue_deploy(
         policy=fn.function_policy(),
         split=split,
     )
-    # The URL is minted from the key when the instruction is handed out.
+    # The URL is minted from the key when the instruction is handed out, and the
+    # precompiled code looked up then: whatever is ready by the time it is sent.
     return _queue(session, node.id, instruction, artifact_key=version.artifact_key)
 
 
@@ -262,8 +263,13 @@ def enqueue_initial(session: Session, node: Node) -> None:
     enqueue_config(session, node)
 
 
-def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> Instruction:
-    """The row as the instruction a node is sent, with a fresh artifact URL. A payload
+def render(
+    row: OutboxInstruction, store: ArtifactStore, ttl: int,
+    precompiled_code: list[dict[str, str]] | None = None,
+) -> Instruction:
+    """The row as the instruction a node is sent, with a fresh artifact URL, and for
+    a deploy the ready precompiled code `precompiled_code` names (`precompiled.for_node`:
+    engine tag, store key, sha256), each with a fresh URL too. A payload
     that is not an object or names no readable key is `Undecodable`; one missing a
     field is the KeyError naming it; one the model refuses, its ValidationError."""
     if not isinstance(row.payload, dict):
@@ -274,6 +280,10 @@ def render(row: OutboxInstruction, store: ArtifactStore, ttl: int) -> Instructio
         raise Undecodable("artifact_key is not a string")
     if key:
         payload["artifact_url"] = store.presign_get(key, ttl)
+    if precompiled_code:
+        payload["precompiled"] = [
+            {"engine_tag": p["engine_tag"], "sha256": p["sha256"],
+             "url": store.presign_get(p["artifact_key"], ttl)} for p in precompiled_code]
     try:
         return Instruction.from_json({**payload, "id": row.id})
     except ValidationError as exc:

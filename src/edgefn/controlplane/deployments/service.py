@@ -64,6 +64,7 @@ from edgefn.controlplane.errors import Conflict, NotFound
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.functions.service import check_caps, get_function
 from edgefn.controlplane.nodes.models import Node
+from edgefn.controlplane.precompiled import service as precompiled
 from edgefn.controlplane.selector import parse_selector
 from edgefn.controlplane.stream.messages import instruction_to_proto
 
@@ -351,9 +352,10 @@ def pending_instructions(
     """
     out: list[Instruction] = []
     failed = False
+    node = session.get(Node, node_id)
     for row in outbox.pending_rows(session, node_id):
         try:
-            instruction = outbox.render(row, store, url_ttl_s)
+            instruction = outbox.render(row, store, url_ttl_s, _precompiled(session, node, row))
             instruction_to_proto(instruction)
         except (outbox.Undecodable, KeyError, TypeError, ValueError, AttributeError) as exc:
             _fail_undecodable(session, row, exc)
@@ -363,6 +365,19 @@ def pending_instructions(
     if failed:
         session.commit()
     return out
+
+
+def _precompiled(
+    session: Session, node: Node | None, row: OutboxInstruction
+) -> list[dict[str, str]] | None:
+    """The precompiled code a deploy row is sent with: what is ready, when it is
+    handed out, for the tags the node reports (none before it reports any)."""
+    payload = row.payload
+    if (row.type != InstructionType.DEPLOY or node is None or not node.engine_tags
+            or not isinstance(payload, dict)):
+        return None
+    return precompiled.for_node(session, node, str(payload.get("function_id")),
+                                str(payload.get("version")))
 
 
 def _fail_undecodable(session: Session, row: OutboxInstruction, exc: Exception) -> None:

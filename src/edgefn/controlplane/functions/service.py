@@ -29,6 +29,7 @@ from edgefn.controlplane.errors import (
 )
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.functions.schemas import SEMVER, FunctionIn, FunctionPatch
+from edgefn.controlplane.precompiled import service as precompiled
 from edgefn.sandbox import errors as sandbox_errors
 from edgefn.sandbox.engine import Limits
 from edgefn.sandbox.wasminfo import validate_module
@@ -183,7 +184,7 @@ def delete_function(
         session.scalars(
             select(FunctionVersion.artifact_key).where(FunctionVersion.function_id == fn.id)
         )
-    )
+    ) + precompiled.keys_of(session, fn.id)
     outbox.enqueue_undeploy_everywhere(session, fn.id)
     audit.record(
         session,

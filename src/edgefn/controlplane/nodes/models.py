@@ -27,4 +27,7 @@ class Node(Base):
     # The node's invocation figures per function and version (`rollouts.VersionStats`,
     # keyed "function_id@version"), as its last report gave them.
     version_stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The engine tags the node loads compiled code of (`sandbox.enginetag`), as it
+    # last said; None until it says (nodes of releases before precompiled artifacts).
+    engine_tags: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

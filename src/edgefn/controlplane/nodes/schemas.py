@@ -30,6 +30,8 @@ MAX_FUNCTIONS = 10_000
 # A PEM CSR of an EC or RSA (up to 8192 bits) key.
 Csr = Annotated[str, Field(min_length=1, max_length=16_384)]
 _MAX_FIELDS = 20
+MAX_ENGINE_TAGS = 8
+EngineTag = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
 class NodeIn(StrictModel):
@@ -60,6 +62,9 @@ class NodeOut(BaseModel):
     cpu: float | None
     mem_bytes: int | None
     functions: list[dict[str, Any]]
+    engine_tags: list[str] | None = Field(
+        None, description="The engine tags the node loads compiled code of "
+        "(docs/engines.md, Precompiled artifacts); null until it reports them.")
     created_at: dt.datetime
 
 
@@ -114,6 +119,8 @@ class HeartbeatIn(StrictModel):
     acks: list[AckIn] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
     # Invocation figures per function version, for rollouts' health gates.
     versions: list[VersionStats] = Field(default_factory=list, max_length=MAX_FUNCTIONS)
+    # The engine tags the node loads precompiled code of; None: not said (kept as it was).
+    engine_tags: list[EngineTag] | None = Field(None, max_length=MAX_ENGINE_TAGS)
 
 
 class HeartbeatOut(BaseModel):

@@ -170,6 +170,8 @@ def record_heartbeat(session: Session, who: Principal, node_id: str, body: Heart
     node.functions = [f.model_dump() for f in body.functions]
     if body.versions:
         node.version_stats = {v.key: v.model_dump() for v in body.versions}
+    if body.engine_tags is not None and body.engine_tags != node.engine_tags:
+        node.engine_tags = list(body.engine_tags)
     for ack in body.acks:
         deployments.ack_instruction(session, node_id, ack)
     session.commit()

@@ -112,7 +112,8 @@ def event_of(node_id: str, message: pb.EdgeMessage) -> NodeEvent | None:
     kind = message.WhichOneof("payload")
     if kind == "hello":
         hello = validated(HeartbeatIn, node_id=node_id, status="online",
-                          functions=functions_of(message.hello.functions))
+                          functions=functions_of(message.hello.functions),
+                          engine_tags=list(message.hello.engine_tags))
         return Hello(said, hello)
     if kind == "heartbeat":
         return Beat(said, heartbeat_of(node_id, message.heartbeat))

@@ -62,7 +62,8 @@ def decode(node_id: str, text: str) -> ev.NodeEvent | None:
     if not isinstance(said, str):
         raise BadRequest("node_id is a string")
     if kind == "hello":
-        hello = ev.validated(HeartbeatIn, node_id=node_id, functions=frame.get("functions") or [])
+        hello = ev.validated(HeartbeatIn, node_id=node_id, functions=frame.get("functions") or [],
+                             engine_tags=frame.get("engine_tags"))
         return ev.Hello(said, hello)
     if kind == "heartbeat":
         return ev.Beat(said, ev.validated(HeartbeatIn, **frame, node_id=said or node_id))

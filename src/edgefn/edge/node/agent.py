@@ -350,12 +350,13 @@ class Agent:
         return psutil.cpu_percent(interval=None), mem
 
     def _hello(self) -> Hello:
-        return Hello(self.pop_id, self.labels, __version__, self.controller.statuses())
+        return Hello(self.pop_id, self.labels, __version__, self.controller.statuses(),
+                     engine_tags=self.controller.engine_tags())
 
     def _beat(self, acks: list[InstructionAck] | None = None) -> Beat:
         cpu, mem = self._usage()
         return Beat(self.node_id, cpu, mem, self.controller.statuses(), acks=acks or [],
-                    versions=self._versions())
+                    versions=self._versions(), engine_tags=self.controller.engine_tags())
 
     def _versions(self) -> list[VersionStats]:
         if self.figures is None:

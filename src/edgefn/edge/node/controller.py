@@ -37,12 +37,13 @@ from edgefn.contract import (
     RouteSpec,
     UndeployInstruction,
 )
+from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache
-from edgefn.edge.errors import ArtifactError, EdgeError, FunctionUnavailable
+from edgefn.edge.errors import ArtifactError, DigestMismatch, EdgeError, FunctionUnavailable
 from edgefn.edge.spec import FunctionSpec, NodeState, SplitState, read_state, write_state
 from edgefn.edge.tracing import OtlpSpanExporter, Spans
 from edgefn.sandbox.engine import Engine
-from edgefn.sandbox.errors import InvalidModule
+from edgefn.sandbox.errors import InvalidModule, PrecompiledRefused
 
 log = logging.getLogger("edgefn.edge.node.agent")
 
@@ -165,8 +166,10 @@ class NodeController:
         wasm = self._artifact(spec)
         if self.engine is not None:
             # Compile here, once per node: the workers then load machine code from disk.
-            with self._spans.span("compile"):
-                self.engine.compile(wasm, spec.limits, spec.wasi).close()
+            with self._spans.span("compile") as span:
+                used = self._compile(self.engine, instr, spec, wasm)
+                if span is not None:
+                    span.attributes["edgefn.precompiled"] = str(used).lower()
         current[spec.id] = spec
         table = list(self.state.route_table)
         if instr.routes:
@@ -189,6 +192,53 @@ class NodeController:
         if existing is not None and existing.version != spec.version:
             self.previous[spec.id] = existing.version
         self.function_states[spec.id] = (spec.version, LoadState.CACHED)
+
+    def _compile(
+        self, engine: Engine, instr: DeployInstruction, spec: FunctionSpec, wasm: bytes
+    ) -> bool:
+        """Load the control plane's precompiled code for this engine's tag when the
+        deploy carries it, its sha256 verifies and the engine takes it; else compile
+        the `.wasm` (counted, with why). Either way the code lands in the sealed
+        compile cache the workers load from. True when precompiled code was used."""
+        code = self._precompiled(engine, instr, spec)
+        if code is not None:
+            try:
+                engine.compile(wasm, spec.limits, spec.wasi, precompiled=code).close()
+                metrics.PRECOMPILED_LOADED.inc()
+                return True
+            except PrecompiledRefused as exc:
+                log.warning("precompiled code of %s@%s refused, compiling the module: %s",
+                            spec.id, spec.version, exc)
+                metrics.PRECOMPILED_FALLBACK.labels(reason="refused").inc()
+        engine.compile(wasm, spec.limits, spec.wasi).close()
+        return False
+
+    def _precompiled(
+        self, engine: Engine, instr: DeployInstruction, spec: FunctionSpec
+    ) -> bytes | None:
+        """The deploy's precompiled code for `engine`'s tag, verified against the sha256
+        it came with over the authenticated stream; None (counted) when there is none
+        or it cannot be had whole."""
+        entry = instr.precompiled_for(engine.tag)
+        if entry is None:
+            metrics.PRECOMPILED_FALLBACK.labels(reason="missing").inc()
+            return None
+        what = f"precompiled code of {spec.id}@{spec.version} for {entry.engine_tag}"
+        try:
+            with self._spans.span("download precompiled"):
+                return self.cache.download(entry.url, entry.sha256, what)
+        except DigestMismatch as exc:
+            log.warning("%s refused, compiling the module: %s", what, exc)
+            metrics.PRECOMPILED_FALLBACK.labels(reason="digest").inc()
+        except ArtifactError as exc:
+            log.warning("%s not fetched, compiling the module: %s", what, exc)
+            metrics.PRECOMPILED_FALLBACK.labels(reason="download").inc()
+        return None
+
+    def engine_tags(self) -> list[str]:
+        """The tags this node loads precompiled code of (none without an engine here)."""
+        tag = self.engine.tag if self.engine is not None else ""
+        return [tag] if tag else []
 
     def _artifact(self, spec: FunctionSpec, *, fresh: bool = False) -> bytes:
         """`spec`'s artifact from the cache, else downloaded: with the URL it came with

@@ -83,7 +83,7 @@ def to_proto(node_id: str, message: Outgoing) -> pb.EdgeMessage:
     if isinstance(message, Hello):
         return pb.EdgeMessage(node_id=node_id, hello=pb.Hello(
             pop_id=message.pop_id, labels=message.labels, agent_version=message.agent_version,
-            functions=_functions(message.functions)))
+            functions=_functions(message.functions), engine_tags=message.engine_tags))
     if isinstance(message, Beat):
         return pb.EdgeMessage(node_id=node_id, heartbeat=pb.HeartbeatRequest(
             node_id=message.node_id, status=message.status, cpu_percent=message.cpu,

@@ -27,6 +27,8 @@ class Hello:
     labels: dict[str, str]
     agent_version: str
     functions: list[dict[str, str]]
+    # What the node loads precompiled code of (docs/engines.md, Precompiled artifacts).
+    engine_tags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,15 @@ class Beat:
     acks: list[InstructionAck] = field(default_factory=list)
     # Per-version invocation figures, for the control plane's health gates.
     versions: list[VersionStats] = field(default_factory=list)
+    # Said again on every JSON heartbeat: a node on the HTTP fallback sends no Hello.
+    engine_tags: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "status": self.status, "cpu": self.cpu,
                 "mem_bytes": self.mem_bytes, "functions": self.functions,
                 "acks": [a.to_json() for a in self.acks],
-                "versions": [v.model_dump() for v in self.versions]}
+                "versions": [v.model_dump() for v in self.versions],
+                "engine_tags": self.engine_tags}
 
 
 @dataclass(frozen=True)

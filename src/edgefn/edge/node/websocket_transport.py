@@ -47,7 +47,7 @@ def encode(node_id: str, message: t.Outgoing) -> str:
     if isinstance(message, t.Hello):
         frame = {"type": "hello", "node_id": node_id, "pop_id": message.pop_id,
                  "labels": message.labels, "agent_version": message.agent_version,
-                 "functions": message.functions}
+                 "functions": message.functions, "engine_tags": message.engine_tags}
     elif isinstance(message, t.Beat):
         frame = {"type": "heartbeat", **message.to_json()}
     elif isinstance(message, t.LogBatch):

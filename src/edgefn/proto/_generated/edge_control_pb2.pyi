@@ -42,7 +42,7 @@ class LogLine(_message.Message):
     def __init__(self, function_id: _Optional[str] = ..., project_id: _Optional[str] = ..., line: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("pop_id", "labels", "agent_version", "functions")
+    __slots__ = ("pop_id", "labels", "agent_version", "functions", "engine_tags")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,11 +54,13 @@ class Hello(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_TAGS_FIELD_NUMBER: _ClassVar[int]
     pop_id: str
     labels: _containers.ScalarMap[str, str]
     agent_version: str
     functions: _containers.RepeatedCompositeFieldContainer[FunctionStatus]
-    def __init__(self, pop_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., agent_version: _Optional[str] = ..., functions: _Optional[_Iterable[_Union[FunctionStatus, _Mapping]]] = ...) -> None: ...
+    engine_tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pop_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., agent_version: _Optional[str] = ..., functions: _Optional[_Iterable[_Union[FunctionStatus, _Mapping]]] = ..., engine_tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
     __slots__ = ("ack_id", "deploy", "undeploy", "config", "heartbeat_ack")
@@ -93,7 +95,7 @@ class Route(_message.Message):
     def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., function_id: _Optional[str] = ..., project_id: _Optional[str] = ...) -> None: ...
 
 class DeployInstruction(_message.Message):
-    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy", "project_id", "trace_context", "split", "entrypoint")
+    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy", "project_id", "trace_context", "split", "entrypoint", "precompiled")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +119,7 @@ class DeployInstruction(_message.Message):
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    PRECOMPILED_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     version: str
     artifact_url: str
@@ -133,7 +136,18 @@ class DeployInstruction(_message.Message):
     trace_context: TraceContext
     split: TrafficSplit
     entrypoint: str
-    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ..., split: _Optional[_Union[TrafficSplit, _Mapping]] = ..., entrypoint: _Optional[str] = ...) -> None: ...
+    precompiled: _containers.RepeatedCompositeFieldContainer[PrecompiledCode]
+    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ..., split: _Optional[_Union[TrafficSplit, _Mapping]] = ..., entrypoint: _Optional[str] = ..., precompiled: _Optional[_Iterable[_Union[PrecompiledCode, _Mapping]]] = ...) -> None: ...
+
+class PrecompiledCode(_message.Message):
+    __slots__ = ("engine_tag", "url", "sha256")
+    ENGINE_TAG_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    engine_tag: str
+    url: str
+    sha256: str
+    def __init__(self, engine_tag: _Optional[str] = ..., url: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class TrafficSplit(_message.Message):
     __slots__ = ("percent", "key")
