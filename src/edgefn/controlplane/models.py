@@ -12,6 +12,7 @@ from edgefn.controlplane.pki.models import NodeCertificate
 from edgefn.controlplane.quotas.models import ProjectQuota
 from edgefn.controlplane.routes.models import Route
 from edgefn.controlplane.secrets.models import Secret
+from edgefn.controlplane.series.models import VersionSample
 
 __all__ = [
     "ApiKey",
@@ -32,4 +33,5 @@ __all__ = [
     "Route",
     "Secret",
     "User",
+    "VersionSample",
 ]
