@@ -314,12 +314,16 @@ def test_a_split_deploy_keeps_the_previous_version_until_promoted_or_undeployed(
     held = state.splits["fn"]
     assert (held.percent, held.key, held.previous.version) == (10, "header:x-user", "1.0.0")
     assert controller.cache.has("fn", "1.0.0")
+    # Both versions serve, and both are reported.
+    assert [(s["id"], s["version"]) for s in controller.served()] == [
+        ("fn", "2.0.0"), ("fn", "1.0.0")]
     # The same version again moves the percentage and keeps what it is split with.
     controller.apply(deploy(3, store, "counter", "2.0.0", COUNTER, split={"percent": 0}))
     held = read_state(controller.state_path).splits["fn"]
     assert (held.percent, held.key, held.previous.version) == (0, "", "1.0.0")
     controller.apply(deploy(4, store, "counter", "2.0.0", COUNTER, split={"percent": 100}))
     assert read_state(controller.state_path).splits == {}
+    assert [s["version"] for s in controller.served()] == ["2.0.0"]
     controller.apply(deploy(5, store, "echo", "3.0.0", ECHO, split={"percent": 5}))
     assert read_state(controller.state_path).splits["fn"].previous.version == "2.0.0"
     controller.apply(Instruction.from_json({"id": 6, "type": "undeploy", "function_id": "fn"}))

@@ -285,6 +285,14 @@ class NodeController:
         return [{"id": fid, "version": v, "state": s}
                 for fid, (v, s) in sorted(self.function_states.items())]
 
+    def served(self) -> list[dict[str, str]]:
+        """The statuses, and the previous version of each split that still serves."""
+        previous = [{"id": fid, "version": split.previous.version, "state": "cached"}
+                    for fid, split in sorted(self.state.splits.items())
+                    if split.percent < 100 and split.previous.version
+                    != self.function_states.get(fid, ("", ""))[0]]
+        return [*self.statuses(), *previous]
+
 
 def _subject(instr: Instruction) -> tuple[str, str]:
     """The function and version an instruction is about ("" where it names none)."""

@@ -5,7 +5,8 @@ The workers count by function and version (a request refused before a version wa
 chosen counts under the version "", and no version's figures), from the start of the
 process; the figures since the version a node serves began are the counters minus what they were at
 that moment (a baseline taken when the version changes), so that a version served
-again after a rollback starts afresh.
+again after a rollback starts afresh. During a traffic split both versions are
+reported.
 """
 
 from __future__ import annotations
@@ -64,27 +65,30 @@ def read_counts(registry: Collector) -> dict[tuple[str, str], _Counts]:
 
 
 class VersionFigures:
-    """Figures of the versions a node serves, since each began serving."""
+    """Figures of the versions a node serves (with a traffic split, both), since each
+    began serving."""
 
     def __init__(self, read: Callable[[], dict[tuple[str, str], _Counts]]) -> None:
         self._read = read
-        self._base: dict[str, tuple[str, _Counts]] = {}
+        self._base: dict[tuple[str, str], _Counts] = {}
 
-    def report(self, statuses: Iterable[dict[str, str]]) -> list[VersionStats]:
+    def report(self, served: Iterable[dict[str, str]]) -> list[VersionStats]:
         now = self._read()
+        known = {fid for fid, _ in self._base}
+        base: dict[tuple[str, str], _Counts] = {}
         out = []
-        for status in statuses:
+        for status in served:
             fid, version = status["id"], status["version"]
             # The version's own series only: a request that lingered on the version
             # before, or one refused before a version was chosen, is not this one's.
             current = now.get((fid, version)) or now.get((fid, _ANY)) or _Counts()
-            served = self._base.get(fid)
-            if served is None or served[0] != version:
+            start = self._base.get((fid, version))
+            if start is None:
                 # First sight of this version: figures start from here, except at the
                 # node's start, when everything counted is this version's.
-                base = _Counts() if served is None else current
-                self._base[fid] = served = (version, base)
-            since = current.minus(served[1])
+                start = _Counts() if fid not in known else current
+            base[fid, version] = start
+            since = current.minus(start)
             # Every error is an invocation, but workers write their counts a flush
             # (metrics.FLUSH_S) after their errors: the count is at least the errors.
             since.count = max(since.count, sum(since.errors.values()))
@@ -92,4 +96,6 @@ class VersionFigures:
                 function_id=fid, version=version, count=int(since.count),
                 errors={k: int(v) for k, v in since.errors.items() if v},
                 latency=[int(v) for v in since.latency]))
+        # A version no longer served starts afresh if it is served again.
+        self._base = base
         return out
