@@ -67,8 +67,23 @@ def test_a_split_reports_both_versions_and_the_previous_one_keeps_counting() -> 
     count.labels("fn", "1").inc(9)
     count.labels("fn", "2").inc(1)
     assert [(v.version, v.count) for v in figures.report(both)] == [("2", 1), ("1", 19)]
-    # Split promoted: 1 is gone; served again later, it starts afresh.
+    # Split promoted: 1 is gone; served again later, it starts afresh from the
+    # report before it came back (what it served since is its own).
     figures.report(both[:1])
     count.labels("fn", "1").inc(3)
+    figures.report(both[:1])
+    count.labels("fn", "1").inc(2)
     [again] = figures.report(both[1:])
-    assert (again.version, again.count) == ("1", 0)
+    assert (again.version, again.count) == ("1", 2)
+
+
+def test_what_a_new_version_serves_before_its_first_report_is_its_own() -> None:
+    registry = CollectorRegistry()
+    count = Counter("wasm_invoke_count", "", ["function_id", "version"], registry=registry)
+    figures = VersionFigures(lambda: read_counts(registry))
+    count.labels("fn", "1").inc(10)
+    figures.report([{"id": "fn", "version": "1", "state": "cached"}])
+    count.labels("fn", "2").inc(7)  # deployed and serving before the next report
+    count.labels("fn", "1").inc(1)  # lingering
+    [v2] = figures.report([{"id": "fn", "version": "2", "state": "cached"}])
+    assert (v2.version, v2.count) == ("2", 7)

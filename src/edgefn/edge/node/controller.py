@@ -286,12 +286,13 @@ class NodeController:
                 for fid, (v, s) in sorted(self.function_states.items())]
 
     def served(self) -> list[dict[str, str]]:
-        """The statuses, and the previous version of each split that still serves."""
-        previous = [{"id": fid, "version": split.previous.version, "state": "cached"}
-                    for fid, split in sorted(self.state.splits.items())
-                    if split.percent < 100 and split.previous.version
-                    != self.function_states.get(fid, ("", ""))[0]]
-        return [*self.statuses(), *previous]
+        """The statuses, and every other version the node's state still serves: a
+        split's previous version, or the version serving while its successor loads."""
+        statuses = self.statuses()
+        seen = {(s["id"], s["version"]) for s in statuses}
+        return [*statuses, *({"id": spec.id, "version": spec.version, "state": "cached"}
+                             for spec in self.state.specs()
+                             if (spec.id, spec.version) not in seen)]
 
 
 def _subject(instr: Instruction) -> tuple[str, str]:
