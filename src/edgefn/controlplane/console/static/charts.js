@@ -136,7 +136,7 @@ function chart(series, metric, colourOf) {
     grid,
     svg("line", { class: "axis", x1: left, x2: left, y1: top, y2: top + plotH }),
     svg("line", { class: "axis", x1: left, x2: width - right, y1: top + plotH, y2: top + plotH }),
-    svg("text", { class: "unit", x: 4, y: top + 4, transform: `rotate(-90 4 ${top + 4})`,
+    svg("text", { class: "unit", x: 12, y: top, transform: `rotate(-90 12 ${top})`,
       "text-anchor": "end" }, metric.unit),
     svg("text", { class: "unit", x: width - right, y: height - 2, "text-anchor": "end" }, "UTC"),
     drawn),
