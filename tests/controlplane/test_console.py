@@ -43,6 +43,7 @@ def test_index_is_served_with_the_app_script(cp: CP) -> None:
         ("deployments.js", "javascript"),
         ("nodes.js", "javascript"),
         ("audit.js", "javascript"),
+        ("charts.js", "javascript"),
         ("console.css", "text/css"),
     ],
 )

@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from edgefn.cluster import Cluster
+from edgefn.cluster import Cluster, ClusterError, wait_until
 from tests.e2e.cdp import Browser
 from tests.e2e.conftest import module
 
@@ -134,6 +136,80 @@ def test_console_shows_a_rollouts_timeline(
     cluster.call("POST", f"/deployments/{dep}/abort")
     page = view(signed_in, f"#deployments/{fid}/{dep}", "wave 1: abort")
     assert "aborted by admin" in page and 'aria-label="Rollout timeline"' in page
+
+
+_CHARTS = """(() => [...document.querySelectorAll('#view figure.chart')].map(f => ({
+  metric: f.dataset.metric,
+  caption: f.querySelector('figcaption').textContent,
+  lines: [...f.querySelectorAll('path.line')].map(p => p.dataset.version),
+  drawn: [...f.querySelectorAll('path.line')]
+    .every(p => /^M[0-9.]+,[0-9.]+/.test(p.getAttribute('d'))),
+  tips: [...f.querySelectorAll('circle.dot > title')].map(t => t.textContent),
+  ticks: [...f.querySelectorAll('text.tick')].map(t => t.textContent),
+})))()"""
+
+
+def test_a_functions_page_charts_each_versions_traffic(
+    cluster: Cluster, sign_in: Callable[[], Browser]
+) -> None:
+    edge = cluster.add_edge("tokyo-1", "jp-t1")
+    fid = cluster.function("charted")
+    cluster.upload(fid, "1.0.0", module("echo"))
+    cluster.upload(fid, "2.0.0", module("headers"))
+    cluster.route(fid, "/charted")
+    quiet = cluster.function("quiet")
+    cluster.deploy(fid, "1.0.0")
+    wait_until("1.0.0 serving", lambda: edge.get("/charted").status_code == 200)
+    # Half the clients on 2.0.0, the others still on 1.0.0: both serve at once.
+    dep = cluster.deploy(fid, "2.0.0", split={"percent": 50, "key": "header:x-user"})
+    wait_until("split applied", lambda: cluster.node_states(dep) == {"tokyo-1": "cached"})
+    with httpx.Client(base_url=edge.url, timeout=5) as c:
+        for i in range(60):
+            assert c.get("/charted", headers={"x-user": f"user-{i}"}).status_code == 200
+
+    def counted() -> dict[str, int]:
+        """What the node counted per version, from its own /metrics."""
+        text = httpx.get(f"http://127.0.0.1:{edge.metrics_port}/metrics", timeout=5).text
+        out: dict[str, int] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (sample.name == "wasm_invoke_count_total"
+                        and sample.labels.get("function_id") == fid):
+                    version = sample.labels["version"]
+                    out[version] = out.get(version, 0) + int(sample.value)
+        return out
+
+    def totals() -> dict[str, int]:
+        out = cluster.call("GET", f"/functions/{fid}/series?step_s=10")
+        return {v["version"]: sum(p["requests"] for p in v["points"]) for v in out["versions"]}
+
+    try:
+        wait_until("every request reported", lambda: totals() == counted())
+    except ClusterError as exc:
+        raise AssertionError(f"series {totals()}, node {counted()}") from exc
+    assert sum(totals().values()) >= 60 and len(totals()) == 2
+    tab = sign_in()
+    view(tab, f"#functions/{fid}", "Traffic per version")
+    tab.wait_for("document.querySelectorAll('#view figure.chart').length === 3")
+    charts = tab.evaluate(_CHARTS)
+    assert [c["metric"] for c in charts] == ["requests", "errors", "p99"]
+    assert [c["caption"] for c in charts] == [
+        "Requests (req/s)", "Errors (errors/s)", "p99 latency (ms)"]
+    for chart in charts:
+        assert sorted(chart["lines"]) == ["1.0.0", "2.0.0"], chart
+        assert chart["drawn"] and len(chart["ticks"]) == 5 + 4, chart
+    # Each point's tooltip: its version, time and figures; they add up to what was sent.
+    per_version = {v: sum(int(t.split(": ", 1)[1].split(" requests", 1)[0])
+                          for t in charts[0]["tips"] if t.startswith(v + " at "))
+                   for v in ("1.0.0", "2.0.0")}
+    assert per_version == totals() and 0 < per_version["2.0.0"] < 60
+    legend = tab.evaluate("[...document.querySelectorAll('#view .legend li')]"
+                          ".map(li => li.textContent)")
+    assert sorted(legend) == [f"{v} {n} requests, 0 errors" for v, n in per_version.items()]
+
+    # A function nothing served: no chart, a sentence saying so.
+    page = view(tab, f"#functions/{quiet}", "No requests reported")
+    assert "<svg" not in page.split("Traffic per version", 1)[1].split("Settings", 1)[0]
 
 
 def test_console_without_a_token_asks_for_one(cluster: Cluster, browser: list[str]) -> None:

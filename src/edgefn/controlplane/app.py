@@ -55,6 +55,8 @@ from edgefn.controlplane.quotas.api import router as quotas_router
 from edgefn.controlplane.routes.api import router as routes_router
 from edgefn.controlplane.secrets import open_secret_store
 from edgefn.controlplane.secrets.api import router as secrets_router
+from edgefn.controlplane.series import service as series_service
+from edgefn.controlplane.series.api import router as series_router
 from edgefn.controlplane.settings import CPSettings
 from edgefn.controlplane.stream.bus import open_bus
 from edgefn.controlplane.stream.notifier import Notifier
@@ -389,6 +391,8 @@ def duties(ctx: CPContext) -> Duties:
             Duty("stalled_rollouts", interval, deployments_service.advance_stalled),
             Duty("rollout_gates", ctx.settings.rollout_check_s,
                  deployments_service.drive_rollouts),
+            Duty("series_retention", 300.0,
+                 lambda s: series_service.prune(s, retention_s=ctx.settings.series_retention_s)),
         ],
         holder=ctx.replica_id,
         ttl_s=ctx.settings.lease_ttl_s,
@@ -495,6 +499,7 @@ def create_app(settings: CPSettings | None = None) -> FastAPI:
         gitlinks_router,
         logs_router,
         precompiled_router,
+        series_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
 

@@ -14,6 +14,7 @@ from edgefn.controlplane.precompiled.models import PrecompiledArtifact
 from edgefn.controlplane.quotas.models import ProjectQuota
 from edgefn.controlplane.routes.models import Route
 from edgefn.controlplane.secrets.models import Secret
+from edgefn.controlplane.series.models import VersionSample
 
 __all__ = [
     "ApiKey",
@@ -37,4 +38,5 @@ __all__ = [
     "Route",
     "Secret",
     "User",
+    "VersionSample",
 ]

@@ -87,6 +87,8 @@ class CPSettings(BaseSettings):
     lease_ttl_s: float = Field(default=15.0, gt=0)
     # How often the lease holder judges gated rollouts' bake windows.
     rollout_check_s: float = Field(default=5.0, gt=0)
+    # How long the per-version series of the console's charts are kept.
+    series_retention_s: float = Field(default=86_400.0, gt=0)
     # Wakes the node streams of other replicas after a commit through Redis pub/sub
     # on this URL; None: PostgreSQL LISTEN/NOTIFY on PostgreSQL, nothing on SQLite
     # (one replica only).

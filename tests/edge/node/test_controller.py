@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from edgefn.contract import POLICY_FIELDS, FunctionPolicy, HttpFetchPolicy, KvPolicy, ResourceCaps
+from edgefn.contract import (
+    POLICY_FIELDS,
+    FunctionPolicy,
+    HttpFetchPolicy,
+    KvPolicy,
+    LoadState,
+    ResourceCaps,
+)
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.node.controller import Instruction, NodeController
 from edgefn.edge.spec import read_state
@@ -314,16 +321,30 @@ def test_a_split_deploy_keeps_the_previous_version_until_promoted_or_undeployed(
     held = state.splits["fn"]
     assert (held.percent, held.key, held.previous.version) == (10, "header:x-user", "1.0.0")
     assert controller.cache.has("fn", "1.0.0")
+    # Both versions serve, and both are reported.
+    assert [(s["id"], s["version"]) for s in controller.served()] == [
+        ("fn", "2.0.0"), ("fn", "1.0.0")]
     # The same version again moves the percentage and keeps what it is split with.
     controller.apply(deploy(3, store, "counter", "2.0.0", COUNTER, split={"percent": 0}))
     held = read_state(controller.state_path).splits["fn"]
     assert (held.percent, held.key, held.previous.version) == (0, "", "1.0.0")
     controller.apply(deploy(4, store, "counter", "2.0.0", COUNTER, split={"percent": 100}))
     assert read_state(controller.state_path).splits == {}
+    assert [s["version"] for s in controller.served()] == ["2.0.0"]
     controller.apply(deploy(5, store, "echo", "3.0.0", ECHO, split={"percent": 5}))
     assert read_state(controller.state_path).splits["fn"].previous.version == "2.0.0"
     controller.apply(Instruction.from_json({"id": 6, "type": "undeploy", "function_id": "fn"}))
     assert read_state(controller.state_path).splits == {}
+
+
+def test_the_version_serving_while_its_successor_loads_is_reported(
+    controller: NodeController, store: str
+) -> None:
+    controller.apply(deploy(1, store, "echo", "1.0.0", ECHO))
+    # What `_deploy` says while it downloads and compiles 2.0.0: 1.0.0 still serves.
+    controller.function_states["fn"] = ("2.0.0", LoadState.LOADING)
+    assert [(s["version"], s["state"]) for s in controller.served()] == [
+        ("2.0.0", "loading"), ("1.0.0", "cached")]
 
 
 def test_a_split_with_nothing_before_it_is_no_split(

@@ -53,3 +53,37 @@ def test_requests_still_served_by_the_previous_version_are_not_the_new_ones() ->
     errors.labels("fn", "p", "", "quota_exceeded").inc()  # refused before a version
     [v2] = figures.report([{"id": "fn", "version": "2", "state": "cached"}])
     assert (v2.count, v2.errors) == (4, {"guest_error": 4})
+
+
+def test_a_split_reports_both_versions_and_the_previous_one_keeps_counting() -> None:
+    registry = CollectorRegistry()
+    count = Counter("wasm_invoke_count", "", ["function_id", "version"], registry=registry)
+    figures = VersionFigures(lambda: read_counts(registry))
+    count.labels("fn", "1").inc(10)
+    figures.report([{"id": "fn", "version": "1", "state": "cached"}])
+    both = [{"id": "fn", "version": "2", "state": "cached"},
+            {"id": "fn", "version": "1", "state": "cached"}]
+    figures.report(both)
+    count.labels("fn", "1").inc(9)
+    count.labels("fn", "2").inc(1)
+    assert [(v.version, v.count) for v in figures.report(both)] == [("2", 1), ("1", 19)]
+    # Split promoted: 1 is gone; served again later, it starts afresh from the
+    # report before it came back (what it served since is its own).
+    figures.report(both[:1])
+    count.labels("fn", "1").inc(3)
+    figures.report(both[:1])
+    count.labels("fn", "1").inc(2)
+    [again] = figures.report(both[1:])
+    assert (again.version, again.count) == ("1", 2)
+
+
+def test_what_a_new_version_serves_before_its_first_report_is_its_own() -> None:
+    registry = CollectorRegistry()
+    count = Counter("wasm_invoke_count", "", ["function_id", "version"], registry=registry)
+    figures = VersionFigures(lambda: read_counts(registry))
+    count.labels("fn", "1").inc(10)
+    figures.report([{"id": "fn", "version": "1", "state": "cached"}])
+    count.labels("fn", "2").inc(7)  # deployed and serving before the next report
+    count.labels("fn", "1").inc(1)  # lingering
+    [v2] = figures.report([{"id": "fn", "version": "2", "state": "cached"}])
+    assert (v2.version, v2.count) == ("2", 7)

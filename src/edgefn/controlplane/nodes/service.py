@@ -20,7 +20,7 @@ from edgefn.controlplane.auth.service import (
     token_digest,
 )
 from edgefn.controlplane.db import new_id, utcnow
-from edgefn.controlplane.deployments import outbox
+from edgefn.controlplane.deployments import outbox, rollouts
 from edgefn.controlplane.deployments import service as deployments
 from edgefn.controlplane.deployments.models import OutboxInstruction, OutboxState
 from edgefn.controlplane.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -35,6 +35,7 @@ from edgefn.controlplane.nodes.schemas import (
 )
 from edgefn.controlplane.pki import service as pki
 from edgefn.controlplane.pki.ca import CertificateAuthority, Issued
+from edgefn.controlplane.series import service as series
 
 MISSED_BEATS_OFFLINE = 3
 
@@ -163,12 +164,13 @@ def record_heartbeat(session: Session, who: Principal, node_id: str, body: Heart
     if body.node_id != node_id:
         raise BadRequest(f"body node_id {body.node_id!r} differs from the path's {node_id!r}")
     node = _own_node(session, who, node_id)
-    node.last_heartbeat = utcnow()
+    node.last_heartbeat = now = utcnow()
     node.status = body.status
     node.cpu = body.cpu
     node.mem_bytes = body.mem_bytes
     node.functions = [f.model_dump() for f in body.functions]
     if body.versions:
+        series.record(session, node_id, rollouts.node_stats(node), body.versions, now)
         node.version_stats = {v.key: v.model_dump() for v in body.versions}
     if body.engine_tags is not None and body.engine_tags != node.engine_tags:
         node.engine_tags = list(body.engine_tags)

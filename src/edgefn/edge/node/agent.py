@@ -362,7 +362,7 @@ class Agent:
         if self.figures is None:
             return []
         try:
-            return self.figures.report(self.controller.statuses())
+            return self.figures.report(self.controller.served())
         except Exception:  # the heartbeat goes without figures rather than not at all
             log.exception("reading invocation figures failed")
             return []

@@ -335,6 +335,15 @@ class NodeController:
         return [{"id": fid, "version": v, "state": s}
                 for fid, (v, s) in sorted(self.function_states.items())]
 
+    def served(self) -> list[dict[str, str]]:
+        """The statuses, and every other version the node's state still serves: a
+        split's previous version, or the version serving while its successor loads."""
+        statuses = self.statuses()
+        seen = {(s["id"], s["version"]) for s in statuses}
+        return [*statuses, *({"id": spec.id, "version": spec.version, "state": "cached"}
+                             for spec in self.state.specs()
+                             if (spec.id, spec.version) not in seen)]
+
 
 def _subject(instr: Instruction) -> tuple[str, str]:
     """The function and version an instruction is about ("" where it names none)."""

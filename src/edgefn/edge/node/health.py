@@ -4,8 +4,9 @@ the node's merged Prometheus registry at each heartbeat.
 The workers count by function and version (a request refused before a version was
 chosen counts under the version "", and no version's figures), from the start of the
 process; the figures since the version a node serves began are the counters minus what they were at
-that moment (a baseline taken when the version changes), so that a version served
-again after a rollback starts afresh.
+the report before it began (a baseline taken when the version changes), so that a
+version served again after a rollback starts afresh. During a traffic split both
+versions are reported.
 """
 
 from __future__ import annotations
@@ -64,27 +65,33 @@ def read_counts(registry: Collector) -> dict[tuple[str, str], _Counts]:
 
 
 class VersionFigures:
-    """Figures of the versions a node serves, since each began serving."""
+    """Figures of the versions a node serves (with a traffic split, both), since each
+    began serving."""
 
     def __init__(self, read: Callable[[], dict[tuple[str, str], _Counts]]) -> None:
         self._read = read
-        self._base: dict[str, tuple[str, _Counts]] = {}
+        self._base: dict[tuple[str, str], _Counts] = {}
+        # Every series as the previous report read it.
+        self._seen: dict[tuple[str, str], _Counts] = {}
 
-    def report(self, statuses: Iterable[dict[str, str]]) -> list[VersionStats]:
+    def report(self, served: Iterable[dict[str, str]]) -> list[VersionStats]:
         now = self._read()
+        base: dict[tuple[str, str], _Counts] = {}
         out = []
-        for status in statuses:
+        for status in served:
             fid, version = status["id"], status["version"]
             # The version's own series only: a request that lingered on the version
             # before, or one refused before a version was chosen, is not this one's.
-            current = now.get((fid, version)) or now.get((fid, _ANY)) or _Counts()
-            served = self._base.get(fid)
-            if served is None or served[0] != version:
-                # First sight of this version: figures start from here, except at the
-                # node's start, when everything counted is this version's.
-                base = _Counts() if served is None else current
-                self._base[fid] = served = (version, base)
-            since = current.minus(served[1])
+            key = (fid, version) if (fid, version) in now else (fid, _ANY)
+            current = now.get(key) or _Counts()
+            start = self._base.get((fid, version))
+            if start is None:
+                # First sight of this version: what its series counted since the
+                # previous report is its own (it began serving in between); at the
+                # node's start, everything counted.
+                start = self._seen.get(key) or _Counts()
+            base[fid, version] = start
+            since = current.minus(start)
             # Every error is an invocation, but workers write their counts a flush
             # (metrics.FLUSH_S) after their errors: the count is at least the errors.
             since.count = max(since.count, sum(since.errors.values()))
@@ -92,4 +99,7 @@ class VersionFigures:
                 function_id=fid, version=version, count=int(since.count),
                 errors={k: int(v) for k, v in since.errors.items() if v},
                 latency=[int(v) for v in since.latency]))
+        # A version no longer served starts afresh if it is served again.
+        self._base = base
+        self._seen = now
         return out

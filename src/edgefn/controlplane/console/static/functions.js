@@ -1,7 +1,8 @@
-// Functions: the list, and one function's settings, versions (deploy each) and
-// routes, with rollback.
+// Functions: the list, and one function's traffic per version, settings, versions
+// (deploy each) and routes, with rollback.
 
 import { call, get, post } from "./api.js";
+import { traffic } from "./charts.js";
 import { badge, bytes, code, h, replace, shortId, table, when } from "./dom.js";
 
 export async function render(main, [id], screen) {
@@ -96,6 +97,7 @@ async function detail(main, id, screen) {
     main,
     h("p", { class: "crumbs" }, h("a", { href: "#functions" }, "Functions"), " / ", fn.name),
     h("h2", {}, fn.name, " ", fn.active_version ? badge(fn.active_version) : null),
+    traffic(fn.id, screen),
     h("section", { "aria-labelledby": "settings-title" },
       h("h3", { id: "settings-title" }, "Settings"),
       h("dl", { class: "settings" }, SETTINGS.map(([label, value]) => [
