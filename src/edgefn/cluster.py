@@ -331,6 +331,8 @@ class Cluster:
         self.grpc_port = grpc_port or free_port()
         self.cp_proc: subprocess.Popen[bytes] | None = None
         self.edges: dict[str, Edge] = {}
+        # Flags every edge node of the cluster starts with, besides its own.
+        self.edge_args: list[str] = []
         self.project_id = ""
         self.env = {**os.environ, "EDGEFN_BOOTSTRAP_TOKEN": token,
                     "EDGEFN_HEARTBEAT_INTERVAL_S": str(heartbeat_interval_s),
@@ -498,7 +500,8 @@ class Cluster:
                "--cp-url", self.node_url,
                "--grpc-url", edge.grpc_url or f"127.0.0.1:{self.grpc_port}",
                "--node-id", edge.node_id,
-               "--pop-id", edge.pop_id, "--workers", str(edge.workers), "--threads", "4"]
+               "--pop-id", edge.pop_id, "--workers", str(edge.workers), "--threads", "4",
+               *self.edge_args]
         for k, v in edge.labels.items():
             cmd += ["--label", f"{k}={v}"]
         if self.mtls:
