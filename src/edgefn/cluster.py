@@ -522,7 +522,7 @@ class Cluster:
             with socket.create_connection(("127.0.0.1", edge.port), timeout=0.2):
                 return True
 
-        wait_until(f"edge {edge.node_id}", listening)
+        wait_until(f"edge {edge.node_id}", listening, 90)
 
     def stop_edge(self, edge: Edge) -> None:
         stop_process(edge.proc)
