@@ -373,7 +373,7 @@ class Cluster:
             return httpx.get(f"{self.api}/nodes", headers=self.headers,
                              timeout=2).status_code == 200
 
-        wait_until("the control plane", up)
+        wait_until("the control plane", up, 90)
         if self.balancer is not None:
             self.balancer.backends.append(self.api_port)
         if self.node_balancer is not None:
@@ -449,7 +449,7 @@ class Cluster:
             return httpx.get(f"{replica.api}/nodes", headers=self.headers,
                              timeout=2).status_code == 200
 
-        wait_until(f"control plane {name}", up)
+        wait_until(f"control plane {name}", up, 90)
         return replica
 
     def use(self, replica: Replica) -> None:
