@@ -47,9 +47,17 @@ import psutil
 import sqlalchemy as sa
 import wasmtime
 
-from edgefn.cluster import Cluster, ClusterError, Edge, Replica, grpc_targets, wait_until
+from edgefn.cluster import (
+    Cluster,
+    ClusterError,
+    Edge,
+    Replica,
+    grpc_targets,
+    node_files,
+    wait_until,
+)
+from edgefn.contract import Instruction, InstructionAck
 from edgefn.edge.node.agent import Agent
-from edgefn.edge.node.controller import Ack, Instruction
 from edgefn.edge.node.server import start_agent
 from edgefn.edge.settings import EdgeSettings
 
@@ -94,6 +102,39 @@ class Sample:
     # deploy sent (the commit precedes its answer) -> each node received it (agents)
     push: list[float] = field(default_factory=list)
     apply: list[float] = field(default_factory=list)  # received -> applied (agents)
+    # Per node (agents): the artifact's download and sha256 check (wall), and the
+    # compile's CPU (0 when the host's shared compile cache already had it).
+    fetch: list[float] = field(default_factory=list)
+    compile_cpu: list[float] = field(default_factory=list)
+    # CPU seconds every process of the cluster and this one used from the deploy
+    # call to the last node done, and the 1-minute load average then.
+    cpu: float = 0.0
+    load: float = 0.0
+
+
+class CpuMeter:
+    """CPU time (user + system) of this process and of every process of the cluster
+    (control planes, nodes and their workers): what a deploy costs beside how long
+    it waits."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        procs = [cluster.cp_proc, *(r.proc for r in cluster.replicas.values()),
+                 *(e.proc for e in cluster.edges.values())]
+        self._procs = [psutil.Process()]
+        for proc in procs:
+            if proc is None or proc.poll() is not None:
+                continue
+            with contextlib.suppress(psutil.Error):
+                parent = psutil.Process(proc.pid)
+                self._procs += [parent, *parent.children(recursive=True)]
+
+    def seconds(self) -> float:
+        total = 0.0
+        for proc in self._procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
 
 
 # ---- nodes as processes --------------------------------------------------------
@@ -139,35 +180,66 @@ class NodeAgents:
     """Node agents in this process (`start_agent`, as a node's main process runs it),
     each with its own data directory; done = applied."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, shared_compile_cache: bool = False) -> None:
         self.cluster = cluster
+        self.shared_compile_cache = shared_compile_cache
         self.agents: list[Agent] = []
         self._lock = threading.Condition()
-        # version -> node id -> (received, applied), perf_counter times
-        self._times: dict[str, dict[str, tuple[float, float]]] = {}
+        # version -> node id -> (received, applied, fetch wall, compile CPU)
+        self._times: dict[str, dict[str, tuple[float, float, float, float]]] = {}
+        # What the apply running on this thread spent fetching and compiling.
+        self._step = threading.local()
 
     def add(self, node_id: str, pop_id: str, grpc_url: str) -> None:
         token = self.cluster.register_node(node_id, pop_id, {})
+        extra: dict[str, Any] = {}
+        if self.cluster.mtls:
+            tls = node_files(self.cluster.root, node_id)
+            extra |= {"node_cert": tls.cert_file, "node_key": tls.key_file,
+                      "cp_ca_file": tls.ca_file}
+        if self.shared_compile_cache:
+            extra |= shared_compile_cache(self.cluster.root)
         settings = EdgeSettings(
             node_id=node_id, pop_id=pop_id, data_dir=self.cluster.root / node_id,
-            cp_url=self.cluster.cp_url, grpc_url=grpc_url,
-            node_token=token, heartbeat_interval_s=30,
+            cp_url=self.cluster.node_url, grpc_url=grpc_url,
+            node_token=token, heartbeat_interval_s=30, **extra,
         )
         agent = start_agent(settings)
         assert agent is not None
-        agent.controller.apply = self._timed(node_id, agent.controller.apply)  # type: ignore[method-assign]
+        controller = agent.controller
+        controller.apply = self._timed(  # type: ignore[method-assign, assignment]
+            node_id, controller.apply)
+        controller._artifact = self._step_timer(  # type: ignore[method-assign]
+            "fetch", controller._artifact, time.perf_counter)
+        if controller.engine is not None:
+            controller.engine.compile = self._step_timer(  # type: ignore[method-assign]
+                "compile", controller.engine.compile, time.thread_time)
         self.agents.append(agent)
 
-    def _timed(self, node_id: str, apply: Callable[[Instruction], Ack]) -> Callable[
-        [Instruction], Ack
+    def _step_timer(self, step: str, fn: Callable[..., Any],
+                    clock: Callable[[], float]) -> Callable[..., Any]:
+        def timed(*args: Any, **kw: Any) -> Any:
+            began = clock()
+            try:
+                return fn(*args, **kw)
+            finally:
+                setattr(self._step, step, getattr(self._step, step, 0.0) + clock() - began)
+
+        return timed
+
+    def _timed(self, node_id: str, apply: Callable[[Instruction], InstructionAck]) -> Callable[
+        [Instruction], InstructionAck
     ]:
-        def timed(instr: Instruction) -> Ack:
+        def timed(instr: Instruction) -> InstructionAck:
             received = time.perf_counter()
+            self._step.fetch = self._step.compile = 0.0
             ack = apply(instr)
-            if instr.type == "deploy" and ack.state == "cached" and instr.version:
+            version = getattr(instr, "version", "")
+            if instr.type == "deploy" and ack.state == "cached" and version:
                 with self._lock:
-                    done = self._times.setdefault(instr.version, {})
-                    done.setdefault(node_id, (received, time.perf_counter()))
+                    done = self._times.setdefault(version, {})
+                    done.setdefault(node_id, (received, time.perf_counter(),
+                                              self._step.fetch, self._step.compile))
                     self._lock.notify_all()
             return ack
 
@@ -183,8 +255,10 @@ class NodeAgents:
                                        f"of {len(self.agents)} nodes applied it in {timeout} s")
                 self._lock.wait(left)
             times = list(self._times[version].values())
-        return Sample(max(a for _, a in times) - start, api=start - sent,
-                      push=[r - sent for r, _ in times], apply=[a - r for r, a in times])
+        return Sample(max(a for _, a, _, _ in times) - start, api=start - sent,
+                      push=[r - sent for r, _, _, _ in times],
+                      apply=[a - r for r, a, _, _ in times],
+                      fetch=[f for _, _, f, _ in times], compile_cpu=[c for *_, c in times])
 
     def close(self) -> None:
         stopping = [threading.Thread(target=a.stop) for a in self.agents]
@@ -223,12 +297,15 @@ class Result:
 def run(args: argparse.Namespace, nodes: int, database_url: str | None) -> Result:
     with tempfile.TemporaryDirectory() as d:
         cluster = Cluster(Path(d), token="bench-token", project="bench",
-                          heartbeat_interval_s=5.0, database_url=database_url,
-                          mtls=database_url is None)
+                          heartbeat_interval_s=5.0, database_url=database_url)
+        if args.shared_compile_cache:
+            cluster.edge_args = [f"--{k.replace('_', '-')}={v}"
+                                 for k, v in shared_compile_cache(cluster.root).items()]
         cluster.cp_env["EDGEFN_STREAM_RECHECK_S"] = str(args.recheck_s)
         cluster.cp_env["EDGEFN_LEASE_TTL_S"] = str(LEASE_TTL_S)
         fleet: NodeProcesses | NodeAgents = (
-            NodeAgents(cluster) if args.agents else NodeProcesses(cluster, args.poll_ms / 1000))
+            NodeAgents(cluster, args.shared_compile_cache) if args.agents
+            else NodeProcesses(cluster, args.poll_ms / 1000))
         try:
             cluster.start_cp()
             replicas: list[Replica] = [cluster.first_replica]
@@ -250,11 +327,16 @@ def run(args: argparse.Namespace, nodes: int, database_url: str | None) -> Resul
             # What the agents hold with a version loaded (compiled module included).
             rss = (psutil.Process().memory_info().rss - rss_before) / nodes / 2**20
             samples = []
+            meter = CpuMeter(cluster)
             for i in range(1, args.deploys + 1):
                 sent = time.perf_counter()
+                cpu = meter.seconds()
                 cluster.deploy(fid, f"1.0.{i}")
                 start = time.perf_counter()
-                samples.append(fleet.wait(tag_of(fleet, i), sent, start, 60))
+                sample = fleet.wait(tag_of(fleet, i), sent, start, 60)
+                sample.cpu = meter.seconds() - cpu
+                sample.load = os.getloadavg()[0]
+                samples.append(sample)
             result = Result(nodes, samples, rss_mb_per_node=rss if args.agents else None)
             report(args, result)
             if args.kill_replica:
@@ -271,6 +353,11 @@ def run(args: argparse.Namespace, nodes: int, database_url: str | None) -> Resul
         finally:
             fleet.close()
             cluster.close()
+
+
+def shared_compile_cache(root: Path) -> dict[str, Path]:
+    """The settings that make the nodes of one host share their compiled code."""
+    return {"compile_cache_dir": root / "compiled", "compile_key_file": root / "compile.key"}
 
 
 def tag_of(fleet: NodeProcesses | NodeAgents, i: int) -> str:
@@ -353,12 +440,27 @@ def report(args: argparse.Namespace, result: Result) -> None:
           f"{ms(statistics.mean(totals))}")
     api = [s.api for s in result.samples]
     print(f"{'':>6} the deploy call: p50 {ms(pct(api, 0.5))} p99 {ms(pct(api, 0.99))} ms")
+    cores = os.cpu_count() or 1
+    cpu = [s.cpu for s in result.samples]
+    busy = [s.cpu / (s.total + s.api) / cores for s in result.samples]
+    loads = [s.load for s in result.samples]
+    print(f"{'':>6} CPU of every process from the deploy call to the last node done: "
+          f"p50 {ms(pct(cpu, 0.5))} ms, {pct(busy, 0.5):.0%} of {cores} cores over the "
+          f"deploy (the floor it sets: {ms(pct(cpu, 0.5) / cores)} ms); "
+          f"load average {min(loads):.1f}-{max(loads):.1f}")
     if args.agents:
         push = [p for s in result.samples for p in s.push]
         apply = [a for s in result.samples for a in s.apply]
+        fetch = [f for s in result.samples for f in s.fetch]
+        compiles = [sum(s.compile_cpu) for s in result.samples]
+        compiled = [sum(c > 0.001 for c in s.compile_cpu) for s in result.samples]
         print(f"{'':>6} per node: push p50 {ms(pct(push, 0.5))} p99 {ms(pct(push, 0.99))} | "
-              f"apply p50 {ms(pct(apply, 0.5))} p99 {ms(pct(apply, 0.99))} ms | "
+              f"apply p50 {ms(pct(apply, 0.5))} p99 {ms(pct(apply, 0.99))} ms, of which "
+              f"download+sha256 p50 {ms(pct(fetch, 0.5))} p99 {ms(pct(fetch, 0.99))} ms | "
               f"~{result.rss_mb_per_node:.0f} MB of RSS per agent")
+        print(f"{'':>6} compiles per deploy: {statistics.median(compiled):.0f} of "
+              f"{result.nodes} nodes compiled, CPU summed p50 {ms(pct(compiles, 0.5))} ms "
+              f"(the rest loaded the host's compiled code)")
     goal = GOALS_S.get(result.nodes)
     if goal is not None:
         p99 = pct(totals, 0.99)
@@ -379,6 +481,9 @@ def main() -> None:
                         help="node agents in this process instead of node processes")
     parser.add_argument("--kill-replica", action="store_true",
                         help="SIGKILL the first replica right after a last deploy")
+    parser.add_argument("--shared-compile-cache", action="store_true",
+                        help="the nodes share one compiled-code cache, as nodes of one host "
+                             "can (--compile-cache-dir and --compile-key-file)")
     parser.add_argument("--poll-ms", type=float, default=POLL_S * 1000,
                         help="how often each node is asked for the new version (processes)")
     parser.add_argument("--recheck-s", type=float, default=1.0,
@@ -390,6 +495,8 @@ def main() -> None:
         parser.error("two replicas need --postgres (or EDGEFN_TEST_POSTGRES_URL)")
     if args.kill_replica and args.replicas != 2:
         parser.error("--kill-replica needs --replicas 2")
+    print(f"load average at the start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} cores")
     print(f"{'nodes':>6} {'as':>10} {'replicas':>8} {'deploys':>8} {'p50 ms':>8} "
           f"{'p99 ms':>8} {'max ms':>8} {'mean ms':>8}")
     for n in args.nodes:

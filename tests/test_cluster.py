@@ -55,3 +55,19 @@ def test_requests_go_round_and_avoid_a_killed_backend(
         other = "b" if first == "a" else "a"
         assert {httpx.get(balancer.url).text for _ in range(4)} == {other}
         assert kept.get("/").text == other
+
+
+def test_passthrough_forwards_connections_to_a_live_backend(
+    balanced: tuple[Balancer, dict[str, subprocess.Popen[bytes]]],
+) -> None:
+    # What TLS to the replicas' node ports goes through: bytes it cannot read.
+    http, procs = balanced
+    balancer = Balancer(passthrough=True)
+    balancer.backends.extend(http.backends)
+    try:
+        assert {httpx.get(balancer.url).text for _ in range(4)} == {"a", "b"}
+        procs["a"].kill()
+        procs["a"].wait()
+        assert {httpx.get(balancer.url).text for _ in range(4)} == {"b"}
+    finally:
+        balancer.close()

@@ -12,8 +12,9 @@ Nodes and the control plane talk over mutual TLS unless the cluster is made with
 connects with the certificate it got (files beside its data directory).
 
 On PostgreSQL (`database_url`) the cluster can run several control-plane
-replicas (`add_replica`) sharing their keys and artifacts, with a `Balancer` in
-front of their HTTP; nodes then name every replica in their gRPC target
+replicas (`add_replica`) sharing their keys, artifacts and node CA, with a
+`Balancer` in front of their HTTP (and, under mTLS, one passing TLS through to
+their node HTTPS ports); nodes then name every replica in their gRPC target
 (`grpc_targets`).
 """
 
@@ -37,7 +38,8 @@ from typing import Any
 
 import httpx
 
-from edgefn.atomicfile import open_private, write_atomic, write_secret
+from edgefn.atomicfile import open_private, private_dir, write_atomic, write_secret
+from edgefn.controlplane.pki.ca import CertificateAuthority
 from edgefn.edge.node.credentials import NodeCertificate, without_credentials, write_new_key
 
 
@@ -130,6 +132,7 @@ class Replica:
     api_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    node_port: int = field(default_factory=free_port)  # its node HTTPS listener (mTLS)
 
     @property
     def api(self) -> str:
@@ -146,7 +149,11 @@ class Balancer:
     it, and the replicas sign artifact URLs with it (`EDGEFN_PUBLIC_URL`), so a URL
     minted by a replica that died still works.
 
-    It forwards bytes, not requests, but retries as an HTTP balancer does: a request
+    With `passthrough` it forwards a connection, not requests (TLS to the replicas'
+    node HTTPS ports, which it cannot read): to the next backend that accepts it,
+    closed when that backend closes; the client's retry goes to the next one.
+
+    Otherwise it forwards bytes, not requests, but retries as an HTTP balancer does: a request
     sent to a backend that refuses it, or closes before answering (a replica dying
     takes connections into its backlog, then resets them), goes to the next
     backend, also on a keep-alive connection; one whose backend closed after
@@ -155,8 +162,9 @@ class Balancer:
     what the client sends after an answer began is taken as the next request.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, passthrough: bool = False) -> None:
         self.backends: list[int] = []
+        self.passthrough = passthrough
         self._next = 0
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._server.getsockname()[1])
@@ -172,7 +180,8 @@ class Balancer:
                 client, _ = self._server.accept()
             except OSError:
                 return  # closed
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+            serve = self._pipe if self.passthrough else self._serve
+            threading.Thread(target=serve, args=(client,), daemon=True).start()
 
     def _connect(self, request: list[bytes]) -> socket.socket | None:
         """A connection to the next backend that takes `request`; None if none does."""
@@ -189,6 +198,22 @@ class Balancer:
             except OSError:
                 continue
         return None
+
+    def _pipe(self, client: socket.socket) -> None:
+        upstream = self._connect([])
+        if upstream is None:
+            client.close()
+            return
+        with contextlib.closing(client), contextlib.closing(upstream), \
+                contextlib.suppress(OSError), selectors.DefaultSelector() as sel:
+            sel.register(client, selectors.EVENT_READ, upstream)
+            sel.register(upstream, selectors.EVENT_READ, client)
+            while True:
+                for key, _ in sel.select():
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
 
     def _serve(self, client: socket.socket) -> None:
         request: list[bytes] = []  # the client's bytes since its last answer began
@@ -306,6 +331,8 @@ class Cluster:
         self.grpc_port = grpc_port or free_port()
         self.cp_proc: subprocess.Popen[bytes] | None = None
         self.edges: dict[str, Edge] = {}
+        # Flags every edge node of the cluster starts with, besides its own.
+        self.edge_args: list[str] = []
         self.project_id = ""
         self.env = {**os.environ, "EDGEFN_BOOTSTRAP_TOKEN": token,
                     "EDGEFN_HEARTBEAT_INTERVAL_S": str(heartbeat_interval_s),
@@ -317,12 +344,10 @@ class Cluster:
         # In front of the replicas' HTTP, once there may be several.
         self.balancer: Balancer | None = None
         # How long a control plane or node may take to listen (more on a loaded machine).
-        self.start_timeout_s = 30.0
+        self.start_timeout_s = 90.0
+        # In front of the replicas' node HTTPS ports, under mTLS.
+        self.node_balancer: Balancer | None = None
         if database_url is not None:
-            if mtls:
-                # The balancer in front of the replicas replays plaintext HTTP, and
-                # every replica would need the first one's node CA: not built yet.
-                raise ClusterError("replicas run without node mTLS: pass mtls=False")
             self.share_database(database_url)
 
     # -- processes ------------------------------------------------------------
@@ -340,7 +365,7 @@ class Cluster:
         self.cp_proc = spawn(
             [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(self.api_port),
              "--grpc-port", str(self.grpc_port), "--data-dir", str(self.root / "cp"),
-             *(["--node-mtls", "--node-port", str(self.node_port)] if self.mtls else [])],
+             *self._mtls_flags(self.node_port)],
             env={**self.env, **self.cp_env}, stdout=log, stderr=log,
         )
 
@@ -353,6 +378,11 @@ class Cluster:
         wait_until("the control plane", up, self.start_timeout_s)
         if self.balancer is not None:
             self.balancer.backends.append(self.api_port)
+        if self.node_balancer is not None:
+            self.node_balancer.backends.append(self.node_port)
+
+    def _mtls_flags(self, node_port: int) -> list[str]:
+        return ["--node-mtls", "--node-port", str(node_port)] if self.mtls else []
 
     def stop_cp(self) -> None:
         stop_process(self.cp_proc)
@@ -360,8 +390,14 @@ class Cluster:
     # -- several control planes -------------------------------------------------
     def share_database(self, database_url: str) -> None:
         """Every control plane of this cluster runs on `database_url` (PostgreSQL)
-        with the keys and the artifact directory of the first: what replicas of one
-        cluster must share (docs/operations.md, Several control planes)."""
+        with the keys, the artifact directory and (under mTLS) the node CA of the
+        first: what replicas of one cluster must share (docs/operations.md, Several
+        control planes).
+
+        The node CA is made here, once, in a directory every replica is given (as an
+        operator gives them the same `--node-ca-cert/--node-ca-key` files), rather
+        than by the first replica at its start: replicas starting together would
+        each make one, and its key stays out of the database and its backups."""
         self.cp_env.update({
             "EDGEFN_DATABASE_URL": database_url,
             "EDGEFN_SECRET_KEY": secrets.token_urlsafe(48),
@@ -372,6 +408,12 @@ class Cluster:
         })
         self.balancer = Balancer()
         self.cp_env["EDGEFN_PUBLIC_URL"] = self.balancer.url
+        if self.mtls:
+            ca_dir = private_dir(self.root / "node-ca")
+            CertificateAuthority.load_or_create(ca_dir)
+            self.cp_env.update({"EDGEFN_NODE_CA_CERT": str(ca_dir / "ca.pem"),
+                                "EDGEFN_NODE_CA_KEY": str(ca_dir / "ca.key")})
+            self.node_balancer = Balancer(passthrough=True)
 
     @property
     def cp_url(self) -> str:
@@ -383,7 +425,8 @@ class Cluster:
     @property
     def first_replica(self) -> Replica:
         """The control plane `start_cp` runs, as a replica."""
-        return Replica("cp", self.root / "cp", self.api_port, self.grpc_port, self.cp_proc)
+        return Replica("cp", self.root / "cp", self.api_port, self.grpc_port, self.cp_proc,
+                       self.node_port)
 
     def add_replica(self, name: str) -> Replica:
         """Start another control plane on the cluster's database (after `start_cp`,
@@ -392,12 +435,15 @@ class Cluster:
         log = open_private(self.root / f"{name}.log")
         replica.proc = spawn(
             [sys.executable, "-m", "edgefn", "cp", "serve", "--port", str(replica.api_port),
-             "--grpc-port", str(replica.grpc_port), "--data-dir", str(replica.data_dir)],
+             "--grpc-port", str(replica.grpc_port), "--data-dir", str(replica.data_dir),
+             *self._mtls_flags(replica.node_port)],
             env={**self.env, **self.cp_env, "EDGEFN_REPLICA_ID": name}, stdout=log, stderr=log,
         )
         self.replicas[name] = replica
         if self.balancer is not None:
             self.balancer.backends.append(replica.api_port)
+        if self.node_balancer is not None:
+            self.node_balancer.backends.append(replica.node_port)
 
         def up() -> bool:
             if replica.proc is not None and replica.proc.poll() is not None:
@@ -405,7 +451,7 @@ class Cluster:
             return httpx.get(f"{replica.api}/nodes", headers=self.headers,
                              timeout=2).status_code == 200
 
-        wait_until(f"control plane {name}", up)
+        wait_until(f"control plane {name}", up, 90)
         return replica
 
     def use(self, replica: Replica) -> None:
@@ -431,7 +477,10 @@ class Cluster:
 
     @property
     def node_url(self) -> str:
-        """Where nodes send HTTP heartbeats: the node HTTPS port under mTLS."""
+        """Where nodes send HTTP heartbeats: the node HTTPS port under mTLS (through
+        the balancer in front of every replica's, once there is one)."""
+        if self.node_balancer is not None:
+            return self.node_balancer.url.replace("http://", "https://")
         if self.mtls:
             return f"https://127.0.0.1:{self.node_port}"
         return f"http://127.0.0.1:{self.api_port}"
@@ -453,7 +502,8 @@ class Cluster:
                "--cp-url", self.node_url,
                "--grpc-url", edge.grpc_url or f"127.0.0.1:{self.grpc_port}",
                "--node-id", edge.node_id,
-               "--pop-id", edge.pop_id, "--workers", str(edge.workers), "--threads", "4"]
+               "--pop-id", edge.pop_id, "--workers", str(edge.workers), "--threads", "4",
+               *self.edge_args]
         for k, v in edge.labels.items():
             cmd += ["--label", f"{k}={v}"]
         if self.mtls:
@@ -485,8 +535,9 @@ class Cluster:
         for replica in self.replicas.values():
             stop_process(replica.proc)
         stop_process(self.cp_proc)
-        if self.balancer is not None:
-            self.balancer.close()
+        for balancer in (self.balancer, self.node_balancer):
+            if balancer is not None:
+                balancer.close()
 
     # -- the API --------------------------------------------------------------
     @property

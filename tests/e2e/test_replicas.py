@@ -1,7 +1,8 @@
-"""Two control-plane processes on one PostgreSQL: a node streaming from one gets a
-deploy made through the other at once, and when the replica the other nodes
-stream from is SIGKILLed mid-rollout, every node still ends on the new version
-through the survivor, each sent it once, and the maintenance lease moves."""
+"""Two control-plane processes on one PostgreSQL, one node CA, nodes on mutual TLS:
+a node registered on one replica and streaming from the other gets a deploy made
+through the first at once, and when the replica the other nodes stream from is
+SIGKILLed mid-rollout, every node still ends on the new version through the
+survivor, each sent it once, and the maintenance lease moves."""
 
 from __future__ import annotations
 
@@ -42,8 +43,7 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def replicated(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, token="e2e-admin-token", project="e2e", database_url=pg_url,
-                mtls=False)
+    c = Cluster(tmp_path, token="e2e-admin-token", project="e2e", database_url=pg_url)
     c.cp_env.update({"EDGEFN_STREAM_RECHECK_S": str(RECHECK_S),
                      "EDGEFN_LEASE_TTL_S": str(LEASE_TTL_S)})
     try:
@@ -68,15 +68,18 @@ def test_two_replicas_one_killed_mid_deploy(replicated: Cluster, pg_url: str) ->
     on_b.grpc_url = b.grpc_target
     cluster.stop_edge(on_b)
     cluster.start_edge(on_b)
-    # The others stream from `a` first, `b` when `a` is gone.
+    # The others stream from `a` first, `b` when `a` is gone; n3 is registered
+    # through b's API, so its certificate is b's issue and a must accept it.
     others = []
     for i in range(1, 4):
+        cluster.use(b if i == 3 else a)
         token = cluster.register_node(f"n{i}", f"pop-{i}", {})
         edge = Edge(f"n{i}", f"pop-{i}", {}, token, cluster.root / f"n{i}",
                     grpc_url=grpc_targets([a, b]))
         cluster.edges[edge.node_id] = edge
         cluster.start_edge(edge)
         others.append(edge)
+    cluster.use(a)
     edges = [on_b, *others]
     fid = cluster.function("api")
     cluster.upload(fid, "1.0.0", module("hello-c"))
@@ -118,9 +121,15 @@ def test_two_replicas_one_killed_mid_deploy(replicated: Cluster, pg_url: str) ->
             ), {"d": dep}).all()
             pending = conn.execute(sa.text(
                 "SELECT count(*) FROM outbox WHERE state = 'pending'")).scalar()
+            certified = conn.execute(sa.text(
+                "SELECT DISTINCT node_id FROM node_certificates WHERE revoked_at IS NULL"
+            )).scalars().all()
     finally:
         engine.dispose()
     # One instruction per node (no wave sent twice), each acked; none left behind.
     assert sorted(r.node_id for r in rows) == sorted(e.node_id for e in edges)
     assert {(r.state, r.ack_state) for r in rows} == {("acked", "cached")}
     assert pending == 0
+    # Every node connected with a certificate of the one CA both replicas share.
+    assert sorted(certified) == sorted(e.node_id for e in edges)
+    assert all(e.tls.cert_file is not None and e.tls.cert_file.exists() for e in edges)

@@ -116,6 +116,10 @@ def edge() -> None:
 @click.option("--compile-key-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Key sealing the compiled code cache; created if missing "
                    "[DATA_DIR/compile.key].")
+@click.option("--compile-cache-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where compiled code is kept, sealed with --compile-key-file; nodes of "
+                   "one host given the same two compile each module once "
+                   "[DATA_DIR/compiled].")
 @click.option("--allow-private-egress", "private_egress", multiple=True, metavar="CIDR",
               help="Let functions that set http_fetch.allow_private reach this non-public "
                    "network (loopback, private, link-local, the node's own addresses); "

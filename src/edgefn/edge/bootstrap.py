@@ -43,6 +43,7 @@ def worker_config(settings: EdgeSettings) -> str:
     worker = settings.model_copy(update={
         "data_dir": settings.data_dir.resolve(),
         "compile_key_file": compile_key_file(settings).resolve(),
+        "compile_cache_dir": compile_cache_dir(settings).resolve(),
     })
     return worker.model_dump_json(exclude=_MAIN_PROCESS_ONLY)
 
@@ -51,10 +52,15 @@ def compile_key_file(settings: EdgeSettings) -> Path:
     return settings.compile_key_file or settings.data_dir / "compile.key"
 
 
+def compile_cache_dir(settings: EdgeSettings) -> Path:
+    return settings.compile_cache_dir or settings.data_dir / "compiled"
+
+
 def build_engine(settings: EdgeSettings) -> Engine:
-    """The engine, with the node's sealed compile cache (`{data_dir}/compiled`)."""
+    """The engine, with the node's sealed compile cache (`{data_dir}/compiled` unless
+    the host's nodes share one)."""
     cache = CompileCache.open(
-        settings.data_dir / "compiled",
+        compile_cache_dir(settings),
         compile_key_file(settings),
         on_reject=lambda _reason: metrics.COMPILED_REJECTED.inc(),
     )

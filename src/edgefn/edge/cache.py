@@ -45,6 +45,9 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_RESCAN_EVERY = 64
+
+
 class ArtifactCache:
     """Thread-safe; several processes may share one root (each write is a rename)."""
 
@@ -65,6 +68,13 @@ class ArtifactCache:
         self.stats = CacheStats()
         self._lock = threading.Lock()
         self._failed: dict[str, tuple[float, str]] = {}
+        # Files and bytes this process believes the cache holds, from its last scan
+        # plus what it stored since; None: scan at the next store. A scan lists and
+        # stats every file, which after every store made a node with N functions pay
+        # N stats a download (N² to fill it). Other processes sharing the root store
+        # too, so the belief is checked by a scan every `_RESCAN_EVERY` stores.
+        self._usage: tuple[int, int] | None = None
+        self._stores = 0
         private_dir(root)
 
     def path_for(self, function_id: str, version: str) -> Path:
@@ -112,9 +122,22 @@ class ArtifactCache:
                 f"sha256 mismatch for {function_id}@{version}: expected {sha256}, got {actual}"
             )
         path = self.path_for(function_id, version)
-        write_atomic(path, [data])
-        self.evict(pinned=[*pinned, (function_id, version)])
+        self._store(path, [data], pinned=[*pinned, (function_id, version)])
         return path
+
+    def _store(self, path: Path, chunks: list[bytes], *, pinned: list[tuple[str, str]]) -> None:
+        """Write `path` and evict if the cache may now be over a limit."""
+        replaced = path.is_file()
+        write_atomic(path, chunks)
+        with self._lock:
+            self._stores += 1
+            usage = self._usage
+            if usage is not None and not replaced and self._stores % _RESCAN_EVERY:
+                usage = self._usage = (usage[0] + 1, usage[1] + sum(map(len, chunks)))
+            else:
+                usage = None
+        if usage is None or usage[0] > self.max_files or usage[1] > self.max_bytes:
+            self.evict(pinned=pinned)
 
     def fetch(
         self, function_id: str, version: str, sha256: str, url: str,
@@ -133,8 +156,7 @@ class ArtifactCache:
             self._failed[url] = (time.monotonic() + FETCH_RETRY_S, str(exc))
             raise
         self._failed.pop(url, None)
-        write_atomic(path, chunks)
-        self.evict(pinned=[*pinned, (function_id, version)])
+        self._store(path, chunks, pinned=[*pinned, (function_id, version)])
         return b"".join(chunks)
 
     def download(self, url: str, sha256: str, what: str) -> bytes:
@@ -214,6 +236,7 @@ class ArtifactCache:
                 total -= size
                 removed.append(path)
                 self.stats.evictions += 1
+            self._usage = (count, total)
         return removed
 
     def clean_partials(self) -> int:

@@ -72,6 +72,10 @@ class EdgeSettings(BaseSettings):
     engine: str = "wasmtime"
     # The key sealing compiled code in {data_dir}/compiled; None: {data_dir}/compile.key.
     compile_key_file: Path | None = None
+    # Where sealed compiled code is kept; None: {data_dir}/compiled. Nodes of one host
+    # given the same directory and the same compile_key_file compile each module
+    # once between them (docs/performance.md, Deploy propagation).
+    compile_cache_dir: Path | None = None
     epoch_tick_ms: float = Field(1.0, gt=0, le=100)
     # Cranelift's optimisation level; part of the engine tag, so a node set apart
     # from the control plane's default ("speed") compiles every module itself.

@@ -335,3 +335,19 @@ def test_one_function_cannot_hold_every_request_thread(make_edge) -> None:  # ty
         t.join(timeout=10)
     assert results == [504, 504]
     assert edge.request("GET", "/loop/").status == 504  # its slots are free again
+
+
+def test_a_deploy_that_changes_no_route_keeps_the_router(edge: EdgeHarness) -> None:
+    """Rebuilding the router costs every worker a pass over every route: a new version
+    on the same routes keeps it, a route changed gets a new one that serves it."""
+    edge.deploy(fn("f", "counter"), fn("g", "echo", path="/g/*"))
+    router = edge.runtime._tables.router
+    edge.deploy(fn("f", "echo").model_copy(update={"version": "2.0.0"}),
+                fn("g", "echo", path="/g/*"))
+    assert edge.runtime._tables.router is router
+    assert edge.request("POST", "/f/", b"v2").body == b"v2"
+    edge.deploy(fn("f", "echo").model_copy(update={"version": "2.0.0"}),
+                fn("g", "echo", path="/h/*"))
+    assert edge.runtime._tables.router is not router
+    assert edge.request("POST", "/h/", b"moved").body == b"moved"
+    assert edge.request("POST", "/g/", b"gone").status == 404

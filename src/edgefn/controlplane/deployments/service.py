@@ -25,7 +25,7 @@ import logging
 import math
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from edgefn.contract import (
@@ -392,15 +392,18 @@ def _fail_undecodable(session: Session, row: OutboxInstruction, exc: Exception) 
 
 
 def _advance(session: Session, dep: Deployment) -> None:
-    members = list(
-        session.scalars(
-            select(DeploymentNode)
-            .where(DeploymentNode.deployment_id == dep.id)
-            .execution_options(populate_existing=True)
+    # Every ack of a deployment comes here, one at a time: counting its members by
+    # state keeps an ack's cost flat, where reading them all made N acks cost N².
+    members_of = DeploymentNode.deployment_id == dep.id
+    counts = {
+        str(state): count for state, count in session.execute(
+            select(DeploymentNode.state, func.count()).where(members_of)
+            .group_by(DeploymentNode.state)
         )
-    )
-    failed = [m for m in members if m.state == NodeRolloutState.ERROR]
-    if failed:
+    }
+    if counts.get(NodeRolloutState.ERROR):
+        members = _members(session, dep)
+        failed = [m for m in members if m.state == NodeRolloutState.ERROR]
         dep.state = DeploymentState.FAILED
         for m in members:
             if m.state == NodeRolloutState.WAITING:
@@ -412,13 +415,12 @@ def _advance(session: Session, dep: Deployment) -> None:
             _roll_back(session, SYSTEM, dep, why=f"automatic rollback: {why}",
                        final=RolloutState.ROLLED_BACK)
         return
-    if all(m.state == NodeRolloutState.CACHED for m in members):
+    if set(counts) <= {NodeRolloutState.CACHED}:
         dep.state = DeploymentState.SUCCEEDED
         if dep.rollout_state is not None:
             dep.rollout_state = RolloutState.DONE
         return
-    waiting = sorted({m.wave for m in members if m.state == NodeRolloutState.WAITING})
-    if not waiting or any(m.state == NodeRolloutState.PENDING for m in members):
+    if not counts.get(NodeRolloutState.WAITING) or counts.get(NodeRolloutState.PENDING):
         return
     if dep.rollout_state is not None:
         # A gated rollout's wave serves: it bakes, and the gates duty moves it on.
@@ -426,7 +428,10 @@ def _advance(session: Session, dep: Deployment) -> None:
             dep.rollout_state = RolloutState.BAKING
             dep.bake_started_at = utcnow()
         return
-    _send_wave(session, dep, members, waiting[0])
+    wave = session.scalar(select(func.min(DeploymentNode.wave)).where(
+        members_of, DeploymentNode.state == NodeRolloutState.WAITING))
+    if wave is not None:
+        _send_wave(session, dep, _members(session, dep, wave=wave), wave)
 
 
 def _send_wave(session: Session, dep: Deployment, members: list[DeploymentNode], wave: int) -> None:
@@ -527,11 +532,12 @@ SYSTEM = Principal(kind="admin", id="rollouts")
 _LIVE = (RolloutState.PENDING, RolloutState.BAKING, RolloutState.PROMOTING)
 
 
-def _members(session: Session, dep: Deployment) -> list[DeploymentNode]:
-    return list(session.scalars(
-        select(DeploymentNode).where(DeploymentNode.deployment_id == dep.id)
-        .execution_options(populate_existing=True)
-    ))
+def _members(session: Session, dep: Deployment, *, wave: int | None = None) -> list[DeploymentNode]:
+    """The deployment's members (those of `wave` only, when given), read afresh."""
+    query = select(DeploymentNode).where(DeploymentNode.deployment_id == dep.id)
+    if wave is not None:
+        query = query.where(DeploymentNode.wave == wave)
+    return list(session.scalars(query.execution_options(populate_existing=True)))
 
 
 def _decide(dep: Deployment, action: str, why: str, **figures: Any) -> None:

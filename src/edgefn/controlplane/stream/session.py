@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from edgefn.contract import Instruction
 from edgefn.controlplane import db
+from edgefn.controlplane.artifacts.base import ArtifactStore
 from edgefn.controlplane.auth.principal import Principal
 from edgefn.controlplane.auth.service import authenticate
 from edgefn.controlplane.deployments import service as deployments
@@ -80,6 +82,77 @@ async def authorize(
     return who, check
 
 
+class PendingReads:
+    """Reads the pending instructions of every stream that asks in one turn of the event
+    loop with one session on one worker thread. A commit for N nodes wakes their N
+    streams at once: a thread hop and a session each would queue them behind the
+    loop's few worker threads (and take N connections), one read each."""
+
+    def __init__(self, sessions: sessionmaker[Session], store: ArtifactStore,
+                 url_ttl_s: int) -> None:
+        self._sessions, self._store, self._url_ttl_s = sessions, store, url_ttl_s
+        self._asked: list[tuple[str, PeerCheck, asyncio.Future[list[Instruction]]]] = []
+
+    async def read(self, node_id: str, check: PeerCheck) -> list[Instruction]:
+        """The node's pending instructions, after `check` (raising what it raises)."""
+        future: asyncio.Future[list[Instruction]] = asyncio.get_running_loop().create_future()
+        self._asked.append((node_id, check, future))
+        if len(self._asked) == 1:
+            # After the streams woken with this one have asked too.
+            asyncio.get_running_loop().call_soon(
+                lambda: _keep(asyncio.ensure_future(self._flush())))
+        return await future
+
+    async def _flush(self) -> None:
+        asked, self._asked = self._asked, []
+
+        def work() -> list[list[Instruction] | Exception]:
+            out: list[list[Instruction] | Exception] = []
+            with db.session_scope(self._sessions) as session:
+                for node_id, check, _ in asked:
+                    try:
+                        # On every pass, so a stream ends once its node is deleted or
+                        # its certificate revoked.
+                        check(session)
+                        out.append(deployments.pending_instructions(
+                            session, node_id, store=self._store, url_ttl_s=self._url_ttl_s))
+                    except Exception as exc:  # this node's, delivered to its stream alone
+                        session.rollback()
+                        out.append(exc)
+            return out
+
+        try:
+            results = await asyncio.to_thread(work)
+        except Exception as exc:
+            results = [exc] * len(asked)
+        for (_, _, future), result in zip(asked, results, strict=True):
+            if future.done():
+                continue  # its stream went away meanwhile
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+# One per running control plane (its notifier), made by the first stream.
+_reads: weakref.WeakKeyDictionary[object, PendingReads] = weakref.WeakKeyDictionary()
+_flushing: set[asyncio.Future[None]] = set()
+
+
+def _keep(task: asyncio.Future[None]) -> None:
+    """Hold a reference to a running flush until it ends (the loop keeps weak ones)."""
+    _flushing.add(task)
+    task.add_done_callback(_flushing.discard)
+
+
+def pending_reads(ctx: CPContext) -> PendingReads:
+    reads = _reads.get(ctx.notifier)
+    if reads is None:
+        reads = _reads[ctx.notifier] = PendingReads(
+            ctx.sessions, ctx.store, ctx.settings.download_url_ttl_s)
+    return reads
+
+
 def _node_exists(session: Session, node_id: str) -> None:
     if session.get(Node, node_id) is None:
         raise Unauthorized(f"node {node_id} was deleted")
@@ -120,7 +193,7 @@ class NodeSession:
                     if reader.done():
                         reader.result()  # re-raises what ended the reader
                         break
-                    pending = await run_db(self._ctx, self._pending)
+                    pending = await pending_reads(self._ctx).read(who.id, self._peer_check)
                     for instruction in pending:
                         if instruction.id not in sent:
                             yield instruction
@@ -133,14 +206,6 @@ class NodeSession:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reader
         log.info("node %s control stream ended", who.id)
-
-    def _pending(self, session: Session) -> list[Instruction]:
-        # Looked at again on every pass, so a stream ends once its node is deleted.
-        self._peer_check(session)
-        settings = self._ctx.settings
-        return deployments.pending_instructions(
-            session, self._who.id, store=self._ctx.store, url_ttl_s=settings.download_url_ttl_s
-        )
 
     async def _read(
         self,
