@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 # pinned by sdk/assemblyscript/package-lock.json.
 ASC_STAMP := sdk/assemblyscript/node_modules/.package-lock.json
 
+# The suite runs on parallel workers (pytest-xdist); TEST_WORKERS=0 runs it in one
+# process. A test waits on processes and the network as much as on the CPU, so there
+# are more workers than cores; each test is sent to the first free worker.
+TEST_WORKERS ?= 4
+TEST_ARGS ?=
+
 $(ASC_STAMP): sdk/assemblyscript/package-lock.json
 	cd sdk/assemblyscript && npm ci --no-audit --no-fund --loglevel=error
 
@@ -30,7 +36,7 @@ test: $(STAMP) $(ASC_STAMP)
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/python scripts/check_proto.py
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal $(TEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
