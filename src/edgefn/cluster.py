@@ -45,6 +45,12 @@ class ClusterError(Exception):
     """A process of the cluster failed to start, or the API refused a call."""
 
 
+# How long a process of the cluster may take to answer once started. Its death ends
+# the wait at once; a live one importing on a loaded machine (tests on parallel
+# workers, a busy CI runner) can take tens of seconds.
+START_TIMEOUT_S = 90.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -348,7 +354,7 @@ class Cluster:
             return httpx.get(f"{self.api}/nodes", headers=self.headers,
                              timeout=2).status_code == 200
 
-        wait_until("the control plane", up)
+        wait_until("the control plane", up, START_TIMEOUT_S)
         if self.balancer is not None:
             self.balancer.backends.append(self.api_port)
 
@@ -403,7 +409,7 @@ class Cluster:
             return httpx.get(f"{replica.api}/nodes", headers=self.headers,
                              timeout=2).status_code == 200
 
-        wait_until(f"control plane {name}", up)
+        wait_until(f"control plane {name}", up, START_TIMEOUT_S)
         return replica
 
     def use(self, replica: Replica) -> None:
@@ -472,7 +478,7 @@ class Cluster:
             with socket.create_connection(("127.0.0.1", edge.port), timeout=0.2):
                 return True
 
-        wait_until(f"edge {edge.node_id}", listening)
+        wait_until(f"edge {edge.node_id}", listening, START_TIMEOUT_S)
 
     def stop_edge(self, edge: Edge) -> None:
         stop_process(edge.proc)
