@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 # pinned by sdk/assemblyscript/package-lock.json.
 ASC_STAMP := sdk/assemblyscript/node_modules/.package-lock.json
 
-# The suite runs on parallel workers (pytest-xdist); TEST_WORKERS=0 runs it in one
-# process. A test waits on processes and the network as much as on the CPU, so there
-# are more workers than cores; each test is sent to the first free worker.
-TEST_WORKERS ?= 4
+# The suite runs on parallel workers (pytest-xdist), one per core by default, each
+# test sent to the first free worker; TEST_WORKERS=0 runs it in one process. More
+# workers than cores overlap more waiting, at the cost of the timing margins of the
+# end-to-end tests.
+TEST_WORKERS ?= auto
 TEST_ARGS ?=
 
 $(ASC_STAMP): sdk/assemblyscript/package-lock.json
