@@ -13,6 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The suite runs on parallel workers (pytest-xdist), one per core by default, each
+# test sent to the first free worker; TEST_WORKERS=0 runs it in one process. More
+# workers than cores overlap more waiting, at the cost of the timing margins of the
+# end-to-end tests.
+TEST_WORKERS ?= auto
+TEST_ARGS ?=
+
 install: $(STAMP)
 
 dev: $(STAMP)
@@ -26,7 +33,7 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/python scripts/check_proto.py
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal $(TEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

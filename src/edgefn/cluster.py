@@ -47,6 +47,12 @@ class ClusterError(Exception):
     """A process of the cluster failed to start, or the API refused a call."""
 
 
+# How long a process of the cluster may take to answer once started. Its death ends
+# the wait at once; a live one importing on a loaded machine (tests on parallel
+# workers, a busy CI runner) can take tens of seconds.
+START_TIMEOUT_S = 90.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -344,7 +350,7 @@ class Cluster:
         # In front of the replicas' HTTP, once there may be several.
         self.balancer: Balancer | None = None
         # How long a control plane or node may take to listen (more on a loaded machine).
-        self.start_timeout_s = 90.0
+        self.start_timeout_s = START_TIMEOUT_S
         # In front of the replicas' node HTTPS ports, under mTLS.
         self.node_balancer: Balancer | None = None
         if database_url is not None:
@@ -451,7 +457,7 @@ class Cluster:
             return httpx.get(f"{replica.api}/nodes", headers=self.headers,
                              timeout=2).status_code == 200
 
-        wait_until(f"control plane {name}", up, 90)
+        wait_until(f"control plane {name}", up, self.start_timeout_s)
         return replica
 
     def use(self, replica: Replica) -> None:

@@ -1,5 +1,5 @@
 """Sandbox test helpers: every engine (WasmEdge twice: interpreted and compiled ahead
-of time), and a line saying which ones really ran."""
+of time), and a line saying which ones really ran (printed by tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from edgefn.sandbox import Engine, WasmEdgeOptions, create_engine
 from edgefn.sandbox.compilecache import CompileCache
 from edgefn.sandbox.errors import EngineUnavailable
 from edgefn.sandbox.options import EngineOptions
+from tests.conftest import ENGINES_PROPERTY
 
 # Test id -> the engine and its options.
 ENGINE_VARIANTS: dict[str, tuple[str, EngineOptions | None]] = {
@@ -59,10 +60,13 @@ def any_engine(
     eng.close()
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not ENGINE_STATUS:
-        return
-    terminalreporter.section("engines")
-    for variant in ENGINE_VARIANTS:
-        if variant in ENGINE_STATUS:
-            terminalreporter.write_line(f"{variant}: {ENGINE_STATUS[variant]}")
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Each report carries the engines' status, so that the run's summary (tests/conftest.py)
+    shows it however many worker processes ran the tests."""
+    outcome = yield
+    if ENGINE_STATUS:
+        report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+        report.user_properties.append(
+            (ENGINES_PROPERTY, {v: ENGINE_STATUS[v] for v in ENGINE_VARIANTS if v in ENGINE_STATUS})
+        )

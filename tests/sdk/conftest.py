@@ -1,5 +1,5 @@
 """SDK test helpers: the examples of examples/ (sdk/examples.py), each compiled from
-source once per session into a temporary folder; a missing toolchain skips, and fails
+source once per run into a temporary folder; a missing toolchain skips, and fails
 under CI=true."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgefn.cli.init import TOOLCHAINS
+from tests.conftest import SharedBuilds
 
 # The edge tests' fixtures: a runtime harness, Redis, per-test KV namespaces.
 from tests.edge.conftest import make_edge, new_namespace, redis_url  # noqa: F401
@@ -41,26 +42,24 @@ def find_tool(lang: str) -> str:
 
 
 class BuiltExamples:
-    """Each example copied into `root` without its module and compiled there, at most
-    once a session."""
+    """Each example copied without its module and compiled there, at most once a run
+    (the workers of a parallel run share the builds)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, builds: SharedBuilds) -> None:
+        self.builds = builds
 
     def __call__(self, name: str) -> Path:
         example = EXAMPLES_BY_NAME[name]
-        folder = self.root / name
-        marker = folder / ".built"
-        if marker.exists():
-            return folder
         tool = find_tool(example.lang)
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(example.folder, folder, ignore=shutil.ignore_patterns("*.wasm"))
-        examples.build(example, folder / example.artifact, tool)
-        marker.touch()
-        return folder
+
+        def build(folder: Path) -> None:
+            shutil.copytree(example.folder, folder, ignore=shutil.ignore_patterns("*.wasm"),
+                            dirs_exist_ok=True)
+            examples.build(example, folder / example.artifact, tool)
+
+        return self.builds(f"example-{name}", build)
 
 
 @pytest.fixture(scope="session")
-def built_example(tmp_path_factory: pytest.TempPathFactory) -> BuiltExamples:
-    return BuiltExamples(tmp_path_factory.mktemp("sdk-examples"))
+def built_example(shared_builds: SharedBuilds) -> BuiltExamples:
+    return BuiltExamples(shared_builds)

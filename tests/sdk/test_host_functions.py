@@ -14,6 +14,7 @@ import pytest
 from edgefn.edge import metrics
 from edgefn.edge.capabilities.secrets import FileSecrets, SecretsCapability
 from edgefn.edge.spec import FunctionSpec
+from tests.conftest import SharedBuilds
 from tests.edge.conftest import EdgeHarness, HarnessFactory
 from tests.sdk.conftest import examples, find_tool
 
@@ -24,18 +25,18 @@ CAP = 8192
 
 
 @pytest.fixture(scope="session")
-def hostcalls(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """The hostcalls guest of a language, compiled at most once a session."""
-    built: dict[str, Path] = {}
+def hostcalls(shared_builds: SharedBuilds) -> Callable[[str], Path]:
+    """The hostcalls guest of a language, compiled at most once a run."""
 
     def module(lang: str) -> Path:
-        if lang not in built:
-            tool = find_tool(lang)
-            source = GUESTS / {"rust": "hostcalls.rs", "as": "hostcalls.ts"}[lang]
-            out = tmp_path_factory.mktemp(f"hostcalls-{lang}") / "hostcalls.wasm"
+        tool = find_tool(lang)
+        source = GUESTS / {"rust": "hostcalls.rs", "as": "hostcalls.ts"}[lang]
+
+        def build(folder: Path) -> None:
+            out = folder / "hostcalls.wasm"
             examples.build(examples.Example(GUESTS, lang, source, out.name, False), out, tool)
-            built[lang] = out
-        return built[lang]
+
+        return shared_builds(f"hostcalls-{lang}", build) / "hostcalls.wasm"
 
     return module
 
