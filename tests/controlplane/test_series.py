@@ -115,6 +115,12 @@ def test_heartbeats_make_the_series_the_api_shows_to_its_project(
     assert cp.call("GET", "/functions/nope/series", team.a_dev).status_code == 404
     resp = cp.call("GET", f"/functions/{fid}/series?step_s=0", team.a_dev)
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "validation_error"
+    # Times are RFC 3339: a number (seconds since the epoch to pydantic) or a date that
+    # does not exist is refused, not read.
+    for bad in ("until=0.5", "since=2026-13-40T00:00:00Z"):
+        resp = cp.call("GET", f"/functions/{fid}/series?{bad}", team.a_dev)
+        assert resp.status_code == 400, bad
+        assert resp.json()["error"]["code"] == "validation_error"
     # A window outside the retention is held within it, never an error.
     out = cp.ok("GET", f"/functions/{fid}/series?since=0001-01-01T00:00:00%2B05:00"
                 f"&until=9999-12-31T23:59:59-05:00&step_s=1", team.a_dev)
