@@ -119,7 +119,7 @@ def test_duties_run_on_one_replica_and_move_when_it_stops(cp: CP) -> None:
 
 def test_the_app_runs_its_duties_under_the_lease(cp_factory: Any) -> None:
     # A TTL well over a tick, however slow the machine: the holder is asserted, not expiry.
-    first: CP = cp_factory(replica_id="first", lease_ttl_s=5.0)
+    first: CP = cp_factory(replica_id="first", lease_ttl_s=60.0)
     deadline = time.monotonic() + 5
     duties = first.client.app.state.duties  # type: ignore[attr-defined]
     while not duties.holding and time.monotonic() < deadline:
