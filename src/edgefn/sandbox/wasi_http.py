@@ -194,20 +194,21 @@ def _header_get(mem: GuestMemory, host: Host, a: Args) -> int:
     value = next((v for k, v in response.headers if k == name), None)
     if value is None:
         return HEADER_NOT_FOUND
-    if len(value) > int(a[4]):
-        return BUFFER_TOO_SMALL
-    _store(mem, a[3], value)
-    _store(mem, a[5], _U32.pack(len(value)))
-    return SUCCESS
+    return _give(mem, value, a[3], a[4], a[5])
 
 
 def _headers_get_all(mem: GuestMemory, host: Host, a: Args) -> int:
     response = _response(host, a[0])
     block = b"".join(k + b":" + v + b"\n" for k, v in response.headers)
-    if len(block) > int(a[2]):
+    return _give(mem, block, a[1], a[2], a[3])
+
+
+def _give(mem: GuestMemory, data: bytes, ptr: int, capacity: int, written_ptr: int) -> int:
+    """`data` into the guest's buffer and its length beside it, when it fits whole."""
+    if len(data) > int(capacity):
         return BUFFER_TOO_SMALL
-    _store(mem, a[1], block)
-    _store(mem, a[3], _U32.pack(len(block)))
+    _store(mem, ptr, data)
+    _store(mem, written_ptr, _U32.pack(len(data)))
     return SUCCESS
 
 
