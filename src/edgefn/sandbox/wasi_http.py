@@ -203,7 +203,7 @@ def _headers_get_all(mem: GuestMemory, host: Host, a: Args) -> int:
     return _give(mem, block, a[1], a[2], a[3])
 
 
-def _give(mem: GuestMemory, data: bytes, ptr: int, capacity: int, written_ptr: int) -> int:
+def _give(mem: GuestMemory, data: bytes, ptr: float, capacity: float, written_ptr: float) -> int:
     """`data` into the guest's buffer and its length beside it, when it fits whole."""
     if len(data) > int(capacity):
         return BUFFER_TOO_SMALL
