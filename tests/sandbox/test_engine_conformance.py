@@ -638,7 +638,8 @@ def test_stdout_and_stderr_are_captured_for_the_host(run) -> None:  # type: igno
 
 
 def test_captured_output_is_bounded(run) -> None:  # type: ignore[no-untyped-def]
-    limits = Limits(max_output_bytes=1000)
+    # 10 MiB of writes: a deadline no busy machine reaches, as the bound is the subject.
+    limits = Limits(max_output_bytes=1000, max_execution_ms=10_000)
     resp, host = run("env_stdout", request(target="/flood"), limits=limits)
     assert resp.status == 200
     assert 0 < len(host.output_bytes(1)) <= 1000

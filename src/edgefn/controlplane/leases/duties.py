@@ -69,10 +69,11 @@ class Duties:
                 self._last_run.clear()  # a new holder runs every duty at once
             elif self.holding and not held:
                 log.warning("replica %s lost the %s lease", self.holder, self.lease)
-            self.holding = held
             if held:
                 self._run_due(session)
             session.commit()
+        # Only once committed: whoever reads `holding` then finds the lease in the database.
+        self.holding = held
         return held
 
     def _run_due(self, session: Session) -> None:
