@@ -151,17 +151,31 @@ _STDERR_CB = _OUTPUT_CB_TYPE(_make_output_callback(2))
 
 
 class _EpochTicker:
-    """Advances the engine's epoch every `tick_ms`; deadlines are counted in ticks."""
+    """Advances the engine's epoch every `tick_ms`; deadlines are counted in ticks.
+
+    The thread starts with the first deadline asked for: a process that only
+    compiles (a node's main process) never wakes a thousand times a second for
+    nothing."""
 
     def __init__(self, engine: wasmtime.Engine, tick_ms: float) -> None:
         self.tick_ms = tick_ms
         self._interval = tick_ms / 1000
         self._engine = engine
-        self._start = time.monotonic()
+        self._start = 0.0
         self._done = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgefn-epoch", daemon=True)
-        self._thread.start()
+        self._started = False
+        self._starting = threading.Lock()
+
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        with self._starting:
+            if not self._started:
+                self._start = time.monotonic()
+                self._thread.start()
+                self._started = True
 
     def _run(self) -> None:
         # Ticks follow the clock, not the sleeps: a sleep always runs a little long,
@@ -183,15 +197,19 @@ class _EpochTicker:
         They will be counted in a burst, so a deadline armed now must include them,
         or it would land early by that much.
         """
+        self._ensure_started()
         return max(0, int((time.monotonic() - self._start) / self._interval) - self._done)
 
     def ticks_for(self, ms: int) -> int:
         # One extra tick: the deadline is never early, at most one tick late.
+        self._ensure_started()
         return math.ceil(ms / self.tick_ms) + 1
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=1)
+        with self._starting:
+            if self._started:
+                self._thread.join(timeout=1)
 
 
 class WasmtimeEngine:
