@@ -54,6 +54,16 @@ def replicated(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
         c.close()
 
 
+def cp_logs(cluster: Cluster) -> str:
+    logs = [cluster.root / "cp.log", *(cluster.root / f"{r}.log" for r in cluster.replicas)]
+    return "".join(p.read_text(errors="replace") for p in logs)
+
+
+def stream_failures(cluster: Cluster, edge: Edge) -> list[str]:
+    log = (cluster.root / f"{edge.node_id}.log").read_text(errors="replace")
+    return [line for line in log.splitlines() if "Hostname Verification" in line]
+
+
 def lease_holder(engine: sa.Engine) -> Any:
     with engine.connect() as conn:
         return conn.execute(sa.text(
@@ -89,6 +99,11 @@ def test_two_replicas_one_killed_mid_deploy(replicated: Cluster, pg_url: str) ->
     cluster.deploy(fid, "1.0.0")
     for edge in edges:
         wait_until(f"v1 on {edge.node_id}", lambda e=edge: serves(e, HELLO), 60)
+    # Over the stream, not the heartbeats' fallback: a node given both replicas'
+    # addresses checks their certificates against the control plane's public host.
+    for edge in others:
+        wait_until(f"{edge.node_id}'s stream", lambda e=edge: not stream_failures(cluster, e)
+                   and f"node {e.node_id} connected its control stream" in cp_logs(cluster))
 
     # A deploy through a's API reaches the node on b's stream by b's wake-up.
     start = time.monotonic()

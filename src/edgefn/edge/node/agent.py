@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -113,7 +114,8 @@ class Agent:
         self.transport: Transport = (
             WebSocketTransport(self.cp_url, node_id=node_id, token=token, tls=tls)
             if transport == "websocket"
-            else GrpcTransport(grpc_url, node_id=node_id, token=token, tls=tls)
+            else GrpcTransport(grpc_url, node_id=node_id, token=token, tls=tls,
+                               cp_host=urlsplit(self.cp_url).hostname if self.cp_url else None)
         )
         self._unsent: list[InstructionAck] = []
         self._loop = asyncio.new_event_loop()

@@ -140,19 +140,39 @@ class _Status:
         return kind(f"{code.name}: {details}")
 
 
+def tls_name(target: str, cp_host: str | None = None) -> str | None:
+    """The name a control plane's certificate is checked against, where gRPC would
+    take a wrong one: the authority of an address list (`ipv4:a:1,b:2`, `ipv6:...`,
+    every replica of a control plane) is the whole list, which no certificate names.
+    Every replica's certificate names the control plane's public host (`cp_host`),
+    which is used; without it, the first address's host. None: gRPC's own choice."""
+    scheme, _, addresses = target.partition(":")
+    if scheme not in ("ipv4", "ipv6") or not addresses:
+        return None
+    if cp_host:
+        return cp_host
+    first = addresses.split(",", 1)[0]
+    if first.startswith("["):
+        return first[1:].split("]", 1)[0]
+    return first.rsplit(":", 1)[0] if first.count(":") == 1 else first
+
+
 class GrpcTransport:
     def __init__(self, target: str, *, node_id: str, token: str,
-                 tls: NodeCertificate | None = None) -> None:
+                 tls: NodeCertificate | None = None, cp_host: str | None = None) -> None:
         self.target = target
         self.node_id = node_id
         self._metadata = (("authorization", f"Bearer {token}"), ("x-edgefn-node-id", node_id))
         self._tls = tls
+        name = tls_name(target, cp_host)
+        self._options = [("grpc.ssl_target_name_override", name)] if name else []
 
     def _channel(self) -> grpc.aio.Channel:
         if self._tls is None:
             return grpc.aio.insecure_channel(self.target)
         # Made at each connection: it presents the current (maybe renewed) certificate.
-        return grpc.aio.secure_channel(self.target, self._tls.channel_credentials())
+        return grpc.aio.secure_channel(self.target, self._tls.channel_credentials(),
+                                       options=self._options)
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[_GrpcConnection]:
