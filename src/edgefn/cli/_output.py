@@ -66,7 +66,7 @@ class _Line:
     def _draw(self, text: str) -> None:
         if not self.enabled:
             return
-        sys.stderr.write(f"\r\033[K{text}")
+        sys.stderr.write(f"\r{text}\033[K")  # wipes what a longer line left
         sys.stderr.flush()
         self._drawn = True
 

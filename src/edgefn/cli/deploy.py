@@ -347,6 +347,9 @@ def deploy(
     """
     if path is not None and modules_toml is not None:
         raise click.UsageError("give a function folder PATH or --modules-toml FILE, not both")
+    if path is None and modules_toml is None and not Path("function.json").is_file():
+        raise click.UsageError("no function.json here: give a function folder PATH or "
+                               "--modules-toml FILE")
     functions: list[Folder]
     if modules_toml is not None:
         functions = [(spec, data, None) for spec, data in wagi_functions(modules_toml)]
