@@ -100,9 +100,9 @@ def test_deploy_then_again(runner: CliRunner, live_cp: LiveCP) -> None:
         assert "function hello-c: created" in out
         size = (EXAMPLE / "hello.wasm").stat().st_size
         assert f"upload 1.0.0: {size} bytes, sha256 " in out and ": uploaded" in out
-        assert "route */hello [GET,POST] priority 0: created" in out
+        assert "route */c/hello [GET,POST] priority 0: created" in out
         assert "to 1 node(s)" in out and "node tokyo-1: cached" in out
-        assert out.rstrip().endswith(f"deployed hello-c 1.0.0\nserving at {EDGE_URL}/hello")
+        assert out.rstrip().endswith(f"deployed hello-c 1.0.0\nserving at {EDGE_URL}/c/hello")
 
         (fn,) = live_cp.ok("GET", "/functions")
         assert (fn["name"], fn["active_version"], fn["env"]) == (
@@ -113,13 +113,13 @@ def test_deploy_then_again(runner: CliRunner, live_cp: LiveCP) -> None:
         (project,) = live_cp.ok("GET", "/projects")
         assert project["name"] == "default" and fn["owner_project_id"] == project["id"]
         (route,) = live_cp.ok("GET", "/routes")
-        assert (route["host"], route["path"], route["methods"]) == ("*", "/hello", ["GET", "POST"])
+        assert (route["host"], route["path"], route["methods"]) == ("*", "/c/hello", ["GET", "POST"])
 
         again = deploy(runner, live_cp, EXAMPLE, token=ADMIN_TOKEN)
         assert again.exit_code == 0, again.output
         assert "function hello-c: up to date" in again.output
         assert "already uploaded, skipped" in again.output
-        assert "route */hello [GET,POST] priority 0: exists" in again.output
+        assert "route */c/hello [GET,POST] priority 0: exists" in again.output
         assert "node tokyo-1: cached" in again.output
         deploys = [m for m in edge.received if m.WhichOneof("payload") == "deploy"]
         assert (
@@ -359,7 +359,7 @@ def test_the_urls_a_function_is_served_at(
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     # Highest priority first, then by host and path.
-    urls = ["http://shop.test:8000/api/", f"{EDGE_URL}/hello", "http://*.shop.test:8000/w"]
+    urls = ["http://shop.test:8000/api/", f"{EDGE_URL}/c/hello", "http://*.shop.test:8000/w"]
     assert printed["urls"] == urls
     assert (printed["function"], printed["version"]) == ("hello-c", "1.0.0")
     assert "deployed hello-c 1.0.0" in result.stderr

@@ -51,7 +51,7 @@ def test_dev_serves_the_examples_and_stops_cleanly(tmp_path: Path) -> None:
         token = (tmp_path / ".edgefn" / "dev-token").read_text().strip()
         assert f"token      {token}" in text
         edge = f"http://127.0.0.1:{ports['edge']}"
-        assert httpx.get(edge + "/hello").text.startswith("Hello from edgefn!")
+        assert httpx.get(edge + "/c/hello").text.startswith("Hello from edgefn!")
         assert httpx.get(edge + "/wagi/x").text.startswith("Hello from edgefn over WAGI!")
         nodes = httpx.get(f"http://127.0.0.1:{ports['api']}/api/v1/nodes",
                           headers={"authorization": f"Bearer {token}"}).json()
@@ -133,8 +133,11 @@ def _start_dev(folder: Path, ports: dict[str, int], out: Path) -> subprocess.Pop
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
-    """One `edgefn dev` (no examples) for every language's project."""
+    """One `edgefn dev` for every language's project, with the two examples of the
+    quick start deployed (the routes a new project must not collide with)."""
     folder = tmp_path_factory.mktemp("dev")
+    for example in ("hello-c", "hello-wagi"):
+        shutil.copytree(ROOT / "examples" / example, folder / "examples" / example)
     ports = {name: free_port() for name in ("api", "edge", "metrics", "grpc", "node")}
     out = folder / "dev.out"
     proc = _start_dev(folder, ports, out)
@@ -168,7 +171,7 @@ def test_init_then_deploy_prints_a_live_url(dev: Dev, lang: str, tmp_path: Path)
     the source is built on the control plane, and the URL printed answers with the
     template's golden responses."""
     _need_toolchain(lang)
-    name = f"hello-{lang}"
+    name = "hello" if lang == "c" else f"hello-{lang}"  # C: the quick start's own line
 
     def edgefn(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "edgefn", *args], cwd=cwd, env=dev.env,

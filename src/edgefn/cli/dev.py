@@ -134,7 +134,7 @@ edgefn dev is running.
   edge       http://127.0.0.1:{edge_port}
   metrics    http://127.0.0.1:{metrics_port}/metrics
   gRPC       127.0.0.1:{grpc_port}{mtls_note}
-Try:  curl http://127.0.0.1:{edge_port}/hello
+Try:  curl http://127.0.0.1:{edge_port}/c/hello
       EDGEFN_CP_URL={cp_url} EDGEFN_TOKEN={token} edgefn deploy examples/hello-c
 Ctrl-C stops everything.""")
         while True:
