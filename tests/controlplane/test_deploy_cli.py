@@ -113,7 +113,8 @@ def test_deploy_then_again(runner: CliRunner, live_cp: LiveCP) -> None:
         (project,) = live_cp.ok("GET", "/projects")
         assert project["name"] == "default" and fn["owner_project_id"] == project["id"]
         (route,) = live_cp.ok("GET", "/routes")
-        assert (route["host"], route["path"], route["methods"]) == ("*", "/c/hello", ["GET", "POST"])
+        assert (route["host"], route["path"], route["methods"]) == (
+            "*", "/c/hello", ["GET", "POST"])
 
         again = deploy(runner, live_cp, EXAMPLE, token=ADMIN_TOKEN)
         assert again.exit_code == 0, again.output
