@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import stat
@@ -20,6 +21,7 @@ import pytest
 import uvicorn
 from click.testing import CliRunner, Result
 
+from edgefn.builder.toolchains import driver
 from edgefn.cli.main import cli
 from edgefn.controlplane.app import create_app
 from tests.controlplane.conftest import ADMIN, ADMIN_TOKEN, make_settings
@@ -391,3 +393,41 @@ def test_without_an_edge_url_deploy_says_so(
         assert "does not know the edge's URL" in result.output and "--edge-url" in result.output
         (fn,) = cp.ok("GET", "/functions")
         assert cp.ok("GET", f"/functions/{fn['id']}")["urls"] is None
+
+
+def test_a_folder_without_its_module_is_built_on_the_control_plane(
+    runner: CliRunner, live_cp: LiveCP, tmp_path: Path
+) -> None:
+    """A project from `edgefn init` deploys without a local build: its source is built
+    into the version; a compile error exits 1 with the compiler's words; once the
+    version exists, deploying again builds nothing."""
+    _need("wat")
+    project = tmp_path / "p"
+    assert runner.invoke(cli, ["init", "p", "--lang", "wat", "--dir", str(project)]).exit_code == 0
+    source = (project / "hello.wat").read_text()
+    (project / "hello.wat").write_text("(module (func (export \"f\") i32.add))")
+    broken = deploy(runner, live_cp, project, "--no-wait", token=ADMIN_TOKEN)
+    assert broken.exit_code == 1, broken.output
+    assert "no hello.wasm here; building wat source on the control plane" in broken.output
+    assert "failed" in broken.output and "wat2wasm" in broken.output
+
+    (project / "hello.wat").write_text(source)
+    built = deploy(runner, live_cp, project, "--no-wait", token=ADMIN_TOKEN)
+    assert built.exit_code == 0, built.output
+    (fn,) = live_cp.ok("GET", "/functions")
+    (version,) = live_cp.ok("GET", f"/functions/{fn['id']}/versions")
+    assert f"build 0.1.0: built, sha256 {version['sha256']}" in built.output
+    assert f"serving at {EDGE_URL}/p" in built.output
+    assert not (project / "hello.wasm").exists()
+    again = deploy(runner, live_cp, project, "--no-wait", token=ADMIN_TOKEN)
+    assert again.exit_code == 0, again.output
+    assert "the version exists, not built again" in again.output
+    assert len(live_cp.ok("GET", f"/functions/{fn['id']}/builds")) == 2
+
+
+def _need(language: str) -> None:
+    probe = driver(language).probe()
+    if not probe.ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{language} toolchain missing with CI=true: {probe.detail}")
+        pytest.skip(f"{language}: {probe.detail}")
