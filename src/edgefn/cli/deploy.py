@@ -1,8 +1,11 @@
-"""`edgefn deploy PATH`: make the control plane run a function folder's version.
+"""`edgefn deploy [PATH]`: make the control plane run a function folder's version,
+and say where it is served.
 
 Each step is idempotent, so running it again after a failure (or with nothing
 changed) is safe: create or update the function, upload the version unless that
-exact module is already there, add missing routes, deploy, and follow the nodes.
+exact module is already there (or, for a folder without its module, build its
+source on the control plane unless the version exists), add missing routes,
+deploy, follow the nodes, and print the function's URLs.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ def _local_only(spec: FunctionSpec) -> list[str]:
 
 DEFAULT_PROJECT = "default"
 POLL_S = 0.5
+# A function to deploy: its spec, and its module, or (folder, language) to build it
+# from when the folder has no module but source the builder knows.
+Folder = tuple[FunctionSpec, bytes | None, tuple[Path, str] | None]
 
 
 class DeploymentFailed(click.ClickException):
@@ -370,10 +376,6 @@ def deploy(
                                        timeout_s=timeout_s, quiet=as_json))
     if as_json:
         print_json(results[0] if modules_toml is None else results)
-
-
-# A folder without its module is built from source when the builder knows its language.
-Folder = tuple[FunctionSpec, bytes | None, tuple[Path, str] | None]
 
 
 def _function_folder(path: Path) -> Folder:
