@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from edgefn.cli._output import Progress, ProgressReader, human_size
+from edgefn.cli._output import Progress, ProgressReader, Status, human_size
 
 
 def test_the_bar_is_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,6 +35,25 @@ def test_the_bar_is_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) ->
     with os.fdopen(read_end) as out:
         assert out.read() == ""
     assert not Progress("x", 1, enabled=False).enabled
+
+
+def test_a_status_line_shows_the_state_and_the_time_so_far(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w", closefd=True) as tty:
+        monkeypatch.setattr(sys, "stderr", tty)
+        status = Status("build b1")
+        status.started -= 7  # as if it began seven seconds ago
+        status.update("queued")
+        status.update("running")
+        status.finish()
+        tty.flush()
+        drawn = os.read(leader, 4096).decode()
+    os.close(leader)
+    assert "\rbuild b1: queued / 7s\x1b[K" in drawn
+    assert "build b1: running - 7s" in drawn and drawn.endswith("\n")
+    assert not Status("x", enabled=False).enabled
 
 
 def test_an_upload_moves_the_bar_as_it_is_read() -> None:

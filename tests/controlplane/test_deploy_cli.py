@@ -3,7 +3,9 @@ loopback, with a real node on the gRPC stream acking what it is sent."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import socket
 import stat
@@ -19,6 +21,7 @@ import pytest
 import uvicorn
 from click.testing import CliRunner, Result
 
+from edgefn.builder.toolchains import driver
 from edgefn.cli.main import cli
 from edgefn.controlplane.app import create_app
 from tests.controlplane.conftest import ADMIN, ADMIN_TOKEN, make_settings
@@ -45,11 +48,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+EDGE_URL = "http://edge.test:8000"
+
+
 @pytest.fixture
 def live_cp(tmp_path: Path, database_url: str) -> Iterator[LiveCP]:
+    with serve(tmp_path, database_url, edge_url=EDGE_URL) as cp:
+        yield cp
+
+
+@contextlib.contextmanager
+def serve(tmp_path: Path, database_url: str, **settings: Any) -> Iterator[LiveCP]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    app = create_app(make_settings(tmp_path, database_url, grpc_port=0, port=port, public_url=url))
+    app = create_app(make_settings(tmp_path, database_url, grpc_port=0, port=port, public_url=url,
+                                   **settings))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -89,9 +102,9 @@ def test_deploy_then_again(runner: CliRunner, live_cp: LiveCP) -> None:
         assert "function hello-c: created" in out
         size = (EXAMPLE / "hello.wasm").stat().st_size
         assert f"upload 1.0.0: {size} bytes, sha256 " in out and ": uploaded" in out
-        assert "route */hello [GET,POST] priority 0: created" in out
+        assert "route */c/hello [GET,POST] priority 0: created" in out
         assert "to 1 node(s)" in out and "node tokyo-1: cached" in out
-        assert out.rstrip().endswith("deployed hello-c 1.0.0")
+        assert out.rstrip().endswith(f"deployed hello-c 1.0.0\nserving at {EDGE_URL}/c/hello")
 
         (fn,) = live_cp.ok("GET", "/functions")
         assert (fn["name"], fn["active_version"], fn["env"]) == (
@@ -102,13 +115,14 @@ def test_deploy_then_again(runner: CliRunner, live_cp: LiveCP) -> None:
         (project,) = live_cp.ok("GET", "/projects")
         assert project["name"] == "default" and fn["owner_project_id"] == project["id"]
         (route,) = live_cp.ok("GET", "/routes")
-        assert (route["host"], route["path"], route["methods"]) == ("*", "/hello", ["GET", "POST"])
+        assert (route["host"], route["path"], route["methods"]) == (
+            "*", "/c/hello", ["GET", "POST"])
 
         again = deploy(runner, live_cp, EXAMPLE, token=ADMIN_TOKEN)
         assert again.exit_code == 0, again.output
         assert "function hello-c: up to date" in again.output
         assert "already uploaded, skipped" in again.output
-        assert "route */hello [GET,POST] priority 0: exists" in again.output
+        assert "route */c/hello [GET,POST] priority 0: exists" in again.output
         assert "node tokyo-1: cached" in again.output
         deploys = [m for m in edge.received if m.WhichOneof("payload") == "deploy"]
         assert (
@@ -326,3 +340,94 @@ def test_a_wagi_map_with_volumes_is_refused_whole(
     assert live_cp.ok("GET", "/functions") == []
     usage = runner.invoke(cli, ["deploy", "--cp", live_cp.url], env={"EDGEFN_TOKEN": ADMIN_TOKEN})
     assert usage.exit_code == 2 and "--modules-toml" in usage.output
+    assert "no function.json here" in usage.output
+
+
+def test_the_urls_a_function_is_served_at(
+    runner: CliRunner, live_cp: LiveCP, tmp_path: Path
+) -> None:
+    """Each route that serves the function on the edge's URL: a route on a host of its
+    own with a curl line reaching it through the edge; `--json` has them too, alone on
+    stdout; a function without a route is told how to get one."""
+    folder = tmp_path / "shop"
+    shutil.copytree(EXAMPLE, folder)
+    manifest = json.loads((folder / "function.json").read_text())
+    manifest["routes"] += [{"host": "shop.test", "path": "/api/*", "priority": 5},
+                           {"host": "*.shop.test", "path": "/w"}]
+    (folder / "function.json").write_text(json.dumps(manifest))
+    node = live_cp.ok("POST", "/nodes", 201, json={"id": "tokyo-1", "pop_id": "tokyo"})
+    with AckingNode(live_cp.grpc_target, node).running():
+        result = runner.invoke(cli, ["deploy", str(folder), "--cp", live_cp.url, "--json"],
+                               env={"EDGEFN_TOKEN": ADMIN_TOKEN})
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    # Highest priority first, then by host and path.
+    urls = ["http://shop.test:8000/api/", f"{EDGE_URL}/c/hello", "http://*.shop.test:8000/w"]
+    assert printed["urls"] == urls
+    assert (printed["function"], printed["version"]) == ("hello-c", "1.0.0")
+    assert "deployed hello-c 1.0.0" in result.stderr
+    assert ("serving at http://shop.test:8000/api/   "
+            f"(curl -H 'Host: shop.test' {EDGE_URL}/api/)") in result.stderr
+    assert "serving at http://*.shop.test:8000/w\n" in result.stderr
+    fn = live_cp.ok("GET", f"/functions/{printed['function_id']}")
+    assert (fn["urls"], fn["edge_url"]) == (urls, EDGE_URL)
+    (listed,) = live_cp.ok("GET", "/functions")
+    assert listed["urls"] is None  # listings leave them out
+
+    for route in live_cp.ok("GET", "/routes"):
+        live_cp.ok("DELETE", f"/routes/{route['id']}", 204)
+    manifest["routes"] = []
+    (folder / "function.json").write_text(json.dumps(manifest))
+    bare = deploy(runner, live_cp, folder, "--no-wait", token=ADMIN_TOKEN)
+    assert bare.exit_code == 0, bare.output
+    assert "hello-c has no route, so no URL serves it" in bare.output
+    assert '"routes": [{"host": "*", "path": "/hello-c"}]' in bare.output
+
+
+def test_without_an_edge_url_deploy_says_so(
+    runner: CliRunner, tmp_path: Path, database_url: str
+) -> None:
+    with serve(tmp_path, database_url) as cp:
+        result = deploy(runner, cp, EXAMPLE, "--no-wait", token=ADMIN_TOKEN)
+        assert result.exit_code == 0, result.output
+        assert "does not know the edge's URL" in result.output and "--edge-url" in result.output
+        (fn,) = cp.ok("GET", "/functions")
+        assert cp.ok("GET", f"/functions/{fn['id']}")["urls"] is None
+
+
+def test_a_folder_without_its_module_is_built_on_the_control_plane(
+    runner: CliRunner, live_cp: LiveCP, tmp_path: Path
+) -> None:
+    """A project from `edgefn init` deploys without a local build: its source is built
+    into the version; a compile error exits 1 with the compiler's words; once the
+    version exists, deploying again builds nothing."""
+    _need("wat")
+    project = tmp_path / "p"
+    assert runner.invoke(cli, ["init", "p", "--lang", "wat", "--dir", str(project)]).exit_code == 0
+    source = (project / "hello.wat").read_text()
+    (project / "hello.wat").write_text("(module (func (export \"f\") i32.add))")
+    broken = deploy(runner, live_cp, project, "--no-wait", token=ADMIN_TOKEN)
+    assert broken.exit_code == 1, broken.output
+    assert "no hello.wasm here; building wat source on the control plane" in broken.output
+    assert "failed" in broken.output and "wat2wasm" in broken.output
+
+    (project / "hello.wat").write_text(source)
+    built = deploy(runner, live_cp, project, "--no-wait", token=ADMIN_TOKEN)
+    assert built.exit_code == 0, built.output
+    (fn,) = live_cp.ok("GET", "/functions")
+    (version,) = live_cp.ok("GET", f"/functions/{fn['id']}/versions")
+    assert f"build 0.1.0: built, sha256 {version['sha256']}" in built.output
+    assert f"serving at {EDGE_URL}/p" in built.output
+    assert not (project / "hello.wasm").exists()
+    again = deploy(runner, live_cp, project, "--no-wait", token=ADMIN_TOKEN)
+    assert again.exit_code == 0, again.output
+    assert "the version exists, not built again" in again.output
+    assert len(live_cp.ok("GET", f"/functions/{fn['id']}/builds")) == 2
+
+
+def _need(language: str) -> None:
+    probe = driver(language).probe()
+    if not probe.ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{language} toolchain missing with CI=true: {probe.detail}")
+        pytest.skip(f"{language}: {probe.detail}")

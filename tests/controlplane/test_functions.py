@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from edgefn.controlplane.routes.service import route_url
+from edgefn.controlplane.settings import CPSettings
 from tests.controlplane.conftest import ADMIN, CP, DEFAULT_POLICY
 
 
@@ -275,3 +277,41 @@ def test_openapi_and_docs(cp: CP) -> None:
     r = cp.client.get("/api/v1/functions", headers={**ADMIN, "x-request-id": "req-123"})
     assert r.headers["x-request-id"] == "req-123"
     assert isinstance(httpx.Response, type)
+
+
+@pytest.mark.parametrize(("edge_url", "host", "path", "url"), [
+    ("https://edge.example.com", "*", "/hello", "https://edge.example.com/hello"),
+    ("https://edge.example.com/", "shop.example.com", "/api/*", "https://shop.example.com/api/"),
+    ("http://127.0.0.1:8000", "*", "/*", "http://127.0.0.1:8000/"),
+    ("http://127.0.0.1:8000", "*.example.com", "/w", "http://*.example.com:8000/w"),
+    ("http://[::1]:8000", "*", "/x", "http://[::1]:8000/x"),
+])
+def test_a_route_on_the_edge_url(edge_url: str, host: str, path: str, url: str) -> None:
+    assert route_url(edge_url, host, path) == url
+
+
+@pytest.mark.parametrize("bad", ["edge.example.com", "ftp://edge.example.com",
+                                 "https://edge.example.com/fn", "https://edge.example.com?x=1",
+                                 "http://edge.example.com:99999", "https://"])
+def test_the_edge_url_is_a_scheme_a_host_and_a_port(bad: str) -> None:
+    with pytest.raises(ValueError, match="edge_url"):
+        CPSettings(edge_url=bad)
+    assert CPSettings(edge_url="https://edge.example.com:8443/").edge_url
+
+
+def test_a_function_is_served_at_its_routes_on_the_edge_url(cp_factory: Any) -> None:
+    """`urls` on a single function's answers: a route on the edge URL each; none
+    without a route; null in listings and on a CP that has no edge URL."""
+    cp = cp_factory(edge_url="https://edge.example.com")
+    project = cp.project("p")
+    fn = cp.function(ADMIN, "hello", owner_project_id=project)
+    assert (fn["urls"], fn["edge_url"]) == ([], "https://edge.example.com")
+    cp.ok("POST", "/routes", ADMIN, 201, json={"host": "*", "path": "/hello",
+                                               "function_id": fn["id"]})
+    got = cp.ok("GET", f"/functions/{fn['id']}", ADMIN)
+    assert got["urls"] == ["https://edge.example.com/hello"]
+    assert cp.ok("PATCH", f"/functions/{fn['id']}", ADMIN,
+                 json={"max_execution_ms": 80})["urls"] == got["urls"]
+    assert cp.ok("GET", "/functions", ADMIN)[0]["urls"] is None
+    plain = cp_factory()
+    assert plain.ok("GET", f"/functions/{fn['id']}", ADMIN)["urls"] is None

@@ -11,6 +11,7 @@ import io
 import json
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -55,31 +56,22 @@ def human_size(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
 
-class Progress:
-    """`label [#####.....] done/total` redrawn in place; silent when not on a terminal."""
+class _Line:
+    """One line on stderr redrawn in place with a carriage return, only on a terminal."""
 
-    def __init__(self, label: str, total: int, *, enabled: bool = True,
-                 fmt: Callable[[int], str] = str) -> None:
-        self.label = label
-        self.total = max(total, 0)
-        self.done = 0
+    def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled and sys.stderr.isatty()
-        self._fmt = fmt
         self._drawn = False
 
-    def update(self, done: int) -> None:
-        self.done = min(done, self.total)
+    def _draw(self, text: str) -> None:
         if not self.enabled:
             return
-        width = max(10, min(40, shutil.get_terminal_size((80, 24)).columns - 40))
-        filled = width * self.done // self.total if self.total else width
-        bar = "#" * filled + "." * (width - filled)
-        sys.stderr.write(f"\r{self.label} [{bar}] {self._fmt(self.done)}/{self._fmt(self.total)}")
+        sys.stderr.write(f"\r{text}\033[K")  # wipes what a longer line left
         sys.stderr.flush()
         self._drawn = True
 
     def clear(self) -> None:
-        """Wipe the bar, so a line can be printed where it was (redraw with `update`)."""
+        """Wipe the line, so another can be printed where it was (redraw with `update`)."""
         if self._drawn:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
@@ -90,6 +82,46 @@ class Progress:
             sys.stderr.write("\n")
             sys.stderr.flush()
             self._drawn = False
+
+
+class Progress(_Line):
+    """`label [#####.....] done/total` redrawn in place; silent when not on a terminal."""
+
+    def __init__(self, label: str, total: int, *, enabled: bool = True,
+                 fmt: Callable[[int], str] = str) -> None:
+        super().__init__(enabled=enabled)
+        self.label = label
+        self.total = max(total, 0)
+        self.done = 0
+        self._fmt = fmt
+
+    def update(self, done: int) -> None:
+        self.done = min(done, self.total)
+        width = max(10, min(40, shutil.get_terminal_size((80, 24)).columns - 40))
+        filled = width * self.done // self.total if self.total else width
+        bar = "#" * filled + "." * (width - filled)
+        self._draw(f"{self.label} [{bar}] {self._fmt(self.done)}/{self._fmt(self.total)}")
+
+
+class Status(_Line):
+    """`label: state | 12s`, a spinner and the time since it began, for work whose
+    size is unknown (a build); redrawn in place, silent when not on a terminal."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, label: str, *, enabled: bool = True) -> None:
+        super().__init__(enabled=enabled)
+        self.label = label
+        self.started = time.monotonic()
+        self._frame = 0
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def update(self, state: str) -> None:
+        self._frame = (self._frame + 1) % len(self.FRAMES)
+        self._draw(f"{self.label}: {state} {self.FRAMES[self._frame]} {self.elapsed_s:.0f}s")
 
 
 class ProgressReader(io.BytesIO):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ from edgefn.builder.queue import RedisQueue
 from edgefn.builder.toolchains import driver
 from edgefn.builder.worker import WorkerConfig, serve
 from edgefn.cli._api import CPClient, CPRequestError, CPUnreachable
-from edgefn.cli._output import EXIT_MISSING_TOOL
+from edgefn.cli._output import EXIT_MISSING_TOOL, Status
 from edgefn.cli.credentials import cp_options, credentials_path, resolve
 
 EXIT_FAILED = 1
+POLL_S = 0.5
 
 
 def detect_language(root: Path) -> str | None:
@@ -120,6 +122,52 @@ def build(
     _finish(summary, as_json, 0)
 
 
+def submit_build(api: CPClient, function_id: str, source: bytes, language: str, version: str,
+                 *, allow_critical: bool = False) -> dict[str, Any]:
+    """Send a source tree to be built into `version` of the function; the build, queued."""
+    build: dict[str, Any] = api.call(
+        "POST",
+        f"/functions/{function_id}/builds",
+        data={"language": language, "version": version,
+              "allow_critical": str(allow_critical).lower()},
+        files={"source": ("source.tar.gz", source, "application/gzip")},
+    )
+    return build
+
+
+def follow_build(api: CPClient, build_id: str, *, log: Callable[[str], None] | None = None,
+                 quiet: bool = False) -> dict[str, Any]:
+    """Wait for a build on the control plane to end and return it (with its `log`).
+    Prints each state it passes (`build ID: running`) and hands the log's new text
+    to `log`, as it comes; on a terminal, a line with the time so far (`quiet`:
+    none of these)."""
+    status = Status(f"build {build_id}", enabled=not quiet)
+    shown: str | None = None
+    sent = 0
+    at_line_start = True  # a log line cut short must not be wiped by the status line
+    try:
+        while True:
+            build: dict[str, Any] = api.call("GET", f"/builds/{build_id}")
+            text = build.get("log") or ""
+            if log is not None and len(text) > sent:
+                status.clear()
+                log(text[sent:])
+                sent = len(text)
+                at_line_start = text.endswith("\n")
+            if build["state"] in ("succeeded", "failed"):
+                return build  # the caller says how it ended
+            if build["state"] != shown:
+                shown = build["state"]
+                if not quiet:
+                    status.clear()
+                    click.echo(f"build {build_id}: {shown}")
+            if at_line_start:
+                status.update(build["state"])
+            time.sleep(POLL_S)
+    finally:
+        status.finish()
+
+
 def _remote(
     source: bytes,
     language: str,
@@ -140,22 +188,9 @@ def _remote(
             )
             if fn_id is None:
                 raise click.UsageError(f"no function {function!r} on {url}")
-            b = api.call(
-                "POST",
-                f"/functions/{fn_id}/builds",
-                data={
-                    "language": language,
-                    "version": version,
-                    "allow_critical": str(allow_critical).lower(),
-                },
-                files={"source": ("source.tar.gz", source, "application/gzip")},
-            )
-            with api._http.stream(
-                "GET", f"/builds/{b['id']}/log", params={"follow": 1}, timeout=None
-            ) as r:
-                for text in r.iter_text():
-                    echo(text)
-            final = api.call("GET", f"/builds/{b['id']}")
+            b = submit_build(api, fn_id, source, language, version,
+                             allow_critical=allow_critical)
+            final = follow_build(api, b["id"], log=echo, quiet=as_json)
     except (CPRequestError, CPUnreachable) as exc:
         click.echo(f"Error: {exc.message}", err=True)
         _finish({"ok": False, "error": exc.message}, as_json, exc.exit_code)

@@ -53,6 +53,10 @@ def cp() -> None:
 @click.option("--port", type=int, help="default 8080")
 @db_options
 @click.option("--public-url", help="URL nodes and clients reach this CP at")
+@click.option("--edge-url",
+              help="URL users reach the edge nodes at (https://edge.example.com): a "
+              "function's routes on it are the URLs `edgefn deploy` prints [env "
+              "EDGEFN_EDGE_URL]")
 @click.option("--otlp-endpoint",
               help="Send the control plane's traces to this OTLP/HTTP collector "
                    "(http://host:4318).")

@@ -1,22 +1,31 @@
-"""`edgefn deploy PATH`: make the control plane run a function folder's version.
+"""`edgefn deploy [PATH]`: make the control plane run a function folder's version,
+and say where it is served.
 
 Each step is idempotent, so running it again after a failure (or with nothing
 changed) is safe: create or update the function, upload the version unless that
-exact module is already there, add missing routes, deploy, and follow the nodes.
+exact module is already there (or, for a folder without its module, build its
+source on the control plane unless the version exists), add missing routes,
+deploy, follow the nodes, and print the function's URLs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
+from edgefn.builder.archive import pack
 from edgefn.cli._api import CPClient, cp_error
-from edgefn.cli._output import Progress, ProgressReader, human_size
+from edgefn.cli._output import Progress, ProgressReader, human_size, print_json
+from edgefn.cli.build import detect_language, follow_build, submit_build
 from edgefn.cli.credentials import cp_options, resolve
 from edgefn.contract import POLICY_FIELDS, DeployInstruction, RouteSpec
 from edgefn.edge.spec import FunctionSpec, load_function_dir
@@ -54,6 +63,9 @@ def _local_only(spec: FunctionSpec) -> list[str]:
 
 DEFAULT_PROJECT = "default"
 POLL_S = 0.5
+# A function to deploy: its spec, and its module, or (folder, language) to build it
+# from when the folder has no module but source the builder knows.
+Folder = tuple[FunctionSpec, bytes | None, tuple[Path, str] | None]
 
 
 class DeploymentFailed(click.ClickException):
@@ -133,12 +145,13 @@ def _version_of(api: CPClient, function_id: str, version: str) -> dict[str, Any]
     return None
 
 
-def _upload(api: CPClient, function_id: str, spec: FunctionSpec, data: bytes) -> None:
+def _upload(api: CPClient, function_id: str, spec: FunctionSpec, data: bytes, *,
+            quiet: bool) -> None:
     digest = hashlib.sha256(data).hexdigest()
     label = f"upload {spec.version}: {len(data)} bytes, sha256 {digest}"
     existing = _version_of(api, function_id, spec.version)
     if existing is None:
-        bar = Progress(f"upload {spec.version}", len(data), fmt=human_size)
+        bar = Progress(f"upload {spec.version}", len(data), fmt=human_size, enabled=not quiet)
         response = api.send(
             "POST",
             f"/functions/{function_id}/versions",
@@ -160,6 +173,28 @@ def _upload(api: CPClient, function_id: str, spec: FunctionSpec, data: bytes) ->
             "immutable, bump `version` in function.json"
         )
     click.echo(f"{label}: already uploaded, skipped")
+
+
+class BuildFailed(click.ClickException):
+    """The control plane could not build the function's source."""
+
+
+def _build(api: CPClient, function_id: str, spec: FunctionSpec, folder: Path, language: str,
+           *, quiet: bool) -> None:
+    """Build the folder's source on the control plane into the version, unless the
+    function has that version already."""
+    module = Path(spec.artifact).name
+    if _version_of(api, function_id, spec.version) is not None:
+        click.echo(f"build {spec.version}: the version exists, not built again (no {module} "
+                   "here to compare; bump `version` in function.json to deploy a change)")
+        return
+    click.echo(f"build {spec.version}: no {module} here; building {language} source on the "
+               "control plane")
+    build = submit_build(api, function_id, pack(folder), language, spec.version)
+    done = follow_build(api, build["id"], quiet=quiet)
+    if done["state"] != "succeeded":
+        raise BuildFailed(f"build {done['id']} failed: {done['error']}\n{done['log'].rstrip()}")
+    click.echo(f"build {spec.version}: built, sha256 {done['sha256']}")
 
 
 def _route_label(route: RouteSpec) -> str:
@@ -263,6 +298,9 @@ def _gates(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.command()
 @click.argument("path", required=False,
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True,
+              help="print the result as JSON (with the function's URLs); the steps go "
+              "to stderr")
 @click.option("--modules-toml", "modules_toml",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Deploy a WAGI module map instead: one function per [[module]] "
@@ -293,6 +331,7 @@ def _gates(pairs: tuple[str, ...]) -> dict[str, Any]:
 )
 def deploy(
     path: Path | None,
+    as_json: bool,
     modules_toml: Path | None,
     cp_url: str | None,
     token: str | None,
@@ -304,37 +343,53 @@ def deploy(
     wait: bool,
     timeout_s: float,
 ) -> None:
-    """Deploy the function in PATH (its function.json and module) to the edge, or
-    every module of a WAGI module map (--modules-toml).
+    """Deploy the function in PATH [.] (its function.json and module) to the edge, or
+    every module of a WAGI module map (--modules-toml), and print the URLs it is
+    served at. Without its module, a folder holding source (as `edgefn init` writes)
+    is built on the control plane.
 
     Exits 0 when every target node cached the version (or without --wait, once the
     deployment is recorded), 1 when it failed, timed out or the CP refused a step.
     """
-    if (path is None) == (modules_toml is None):
-        raise click.UsageError("give a function folder PATH or --modules-toml FILE")
+    if path is not None and modules_toml is not None:
+        raise click.UsageError("give a function folder PATH or --modules-toml FILE, not both")
+    if path is None and modules_toml is None and not Path("function.json").is_file():
+        raise click.UsageError("no function.json here: give a function folder PATH or "
+                               "--modules-toml FILE")
+    functions: list[Folder]
     if modules_toml is not None:
-        functions = wagi_functions(modules_toml)
+        functions = [(spec, data, None) for spec, data in wagi_functions(modules_toml)]
     else:
-        assert path is not None
-        functions = [_function_folder(path)]
+        functions = [_function_folder(path or Path("."))]
     body: dict[str, Any] = {"strategy": strategy}
     if target_pop:
         body["target_pop"] = list(target_pop)
     if gated or gate:
         body["gates"] = _gates(gate)
     url, token = resolve(cp_url, token)
-    with CPClient(url, token) as api:
-        for spec, data in functions:
-            _deploy_one(api, spec, data, project, body, wait=wait, timeout_s=timeout_s)
+    results = []
+    # With --json, stdout holds only the result: the steps are told on stderr.
+    steps = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with CPClient(url, token) as api, steps:
+        for spec, data, source in functions:
+            results.append(_deploy_one(api, spec, data, source, project, body, wait=wait,
+                                       timeout_s=timeout_s, quiet=as_json))
+    if as_json:
+        print_json(results[0] if modules_toml is None else results)
 
 
-def _function_folder(path: Path) -> tuple[FunctionSpec, bytes]:
+def _function_folder(path: Path) -> Folder:
+    """The folder's function, with its module or, when it has none, its source."""
     try:
         spec = load_function_dir(path)
     except ValueError as exc:  # pydantic's ValidationError is one
         raise click.BadParameter(str(exc), param_hint="PATH") from exc
+    module = Path(spec.artifact)
+    language = detect_language(path)
+    if not module.exists() and language is not None:
+        return spec, None, (path, language)
     try:
-        return spec, Path(spec.artifact).read_bytes()
+        return spec, module.read_bytes(), None
     except OSError as exc:
         raise click.BadParameter(f"cannot read the module: {exc}", param_hint="PATH") from exc
 
@@ -369,10 +424,17 @@ def wagi_functions(modules_toml: Path) -> list[tuple[FunctionSpec, bytes]]:
     return out
 
 
-def _deploy_one(api: CPClient, spec: FunctionSpec, data: bytes, project: str | None,
-                body: dict[str, Any], *, wait: bool, timeout_s: float) -> None:
+def _deploy_one(api: CPClient, spec: FunctionSpec, data: bytes | None,
+                source: tuple[Path, str] | None, project: str | None, body: dict[str, Any],
+                *, wait: bool, timeout_s: float, quiet: bool) -> dict[str, Any]:
+    """Deploy one function (its module `data`, or built from `source`); the result
+    `--json` prints: the function, version, deployment and URLs."""
     fn = _function(api, spec, project)
-    _upload(api, fn["id"], spec, data)
+    if data is not None:
+        _upload(api, fn["id"], spec, data, quiet=quiet)
+    else:
+        assert source is not None
+        _build(api, fn["id"], spec, *source, quiet=quiet)
     _routes(api, fn["id"], spec)
     dep = api.call("POST", f"/functions/{fn['id']}/deploy",
                    json={"version": spec.version, **body})
@@ -380,10 +442,38 @@ def _deploy_one(api: CPClient, spec: FunctionSpec, data: bytes, project: str | N
         f"deployment {dep['id']}: {spec.version} ({body['strategy']}) to "
         f"{len(dep['nodes'])} node(s)"
     )
-    if not wait:
-        return
-    if not dep["nodes"]:
+    result: dict[str, Any] = {"function": spec.name, "function_id": fn["id"],
+                              "version": spec.version, "deployment_id": dep["id"]}
+    if wait and not dep["nodes"]:
         click.echo("no node matched; nodes registered later get this version")
+    elif wait:
+        follow(api, dep["id"], timeout_s, quiet=quiet)
+        click.echo(f"deployed {spec.name} {spec.version}")
+    served = api.call("GET", f"/functions/{fn['id']}")
+    result["urls"] = served.get("urls")
+    _tell_urls(spec, served)
+    return result
+
+
+def _tell_urls(spec: FunctionSpec, fn: dict[str, Any]) -> None:
+    """Where the function is served, with a curl line for a route on a host of its
+    own (which may not resolve to the edge yet); or why there is no URL to give."""
+    urls, edge_url = fn.get("urls"), fn.get("edge_url")
+    if urls is None or edge_url is None:
+        click.echo("the control plane does not know the edge's URL, so it cannot say where "
+                   f"{spec.name} is served (set EDGEFN_EDGE_URL or `edgefn cp serve "
+                   "--edge-url`); its routes serve it on every node it runs on")
         return
-    follow(api, dep["id"], timeout_s)
-    click.echo(f"deployed {spec.name} {spec.version}")
+    if not urls:
+        click.echo(f"{spec.name} has no route, so no URL serves it: add one to function.json, "
+                   f'e.g. "routes": [{{"host": "*", "path": "/{spec.name}"}}], and deploy '
+                   "again")
+        return
+    edge = urlsplit(edge_url)
+    for url in urls:
+        parts = urlsplit(url)
+        hint = ""
+        if parts.hostname != edge.hostname and "*" not in parts.netloc:
+            via = parts._replace(netloc=edge.netloc).geturl()
+            hint = f"   (curl -H {shlex.quote(f'Host: {parts.hostname}')} {via})"
+        click.echo(f"serving at {url}{hint}")

@@ -101,6 +101,10 @@ def dev(ctx: click.Context, data_dir: Path, api_port: int, edge_port: int, metri
     cluster = Cluster(data_dir, token=token, api_port=api_port, grpc_port=grpc_port,
                       heartbeat_interval_s=5.0, project="default", mtls=mtls,
                       node_port=node_port)
+    # The node is the edge: functions are served at its address, unless the caller
+    # says they are reached elsewhere (a tunnel, a proxy).
+    cluster.cp_env["EDGEFN_EDGE_URL"] = (os.environ.get("EDGEFN_EDGE_URL")
+                                         or f"http://127.0.0.1:{edge_port}")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # Ctrl-C stops everything even when started from a shell that ignores SIGINT in
     # background jobs (Python keeps an inherited "ignore").
@@ -130,7 +134,7 @@ edgefn dev is running.
   edge       http://127.0.0.1:{edge_port}
   metrics    http://127.0.0.1:{metrics_port}/metrics
   gRPC       127.0.0.1:{grpc_port}{mtls_note}
-Try:  curl http://127.0.0.1:{edge_port}/hello
+Try:  curl http://127.0.0.1:{edge_port}/c/hello
       EDGEFN_CP_URL={cp_url} EDGEFN_TOKEN={token} edgefn deploy examples/hello-c
 Ctrl-C stops everything.""")
         while True:

@@ -8,11 +8,26 @@ import secrets
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgefn.contract import ResourceCaps
+
+
+def check_edge_url(url: str) -> None:
+    """An edge URL is a scheme, a host and maybe a port: nodes route by the request's
+    host and whole path, so a path on it would not reach the function it names."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"edge_url {url!r} is not an http:// or https:// URL with a host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"edge_url {url!r} has more than a scheme, a host and a port")
+    try:
+        _ = parts.port  # raises on a port out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"edge_url {url!r}: {exc}") from exc
 
 
 class CPSettings(BaseSettings):
@@ -25,6 +40,10 @@ class CPSettings(BaseSettings):
     database_url: str | None = None
     # The URL clients and nodes reach this CP at; signed artifact URLs are built on it.
     public_url: str | None = None
+    # The URL users reach the edge nodes at (`https://edge.example.com`, a load
+    # balancer or anycast name in front of them): a function's routes on it are its
+    # live URLs (`urls` of GET /functions/{id}). None: the CP does not know it.
+    edge_url: str | None = None
     bootstrap_token: SecretStr | None = None
     # Signs JWTs and local artifact URLs. Several CP replicas must share it, so it
     # is only generated (and kept in data_dir) when none is given.
@@ -180,6 +199,8 @@ class CPSettings(BaseSettings):
             raise ValueError("an operator's node CA needs both node_ca_cert and node_ca_key")
         if self.artifact_store == "s3" and not self.s3_bucket:
             raise ValueError("artifact_store=s3 needs s3_bucket (EDGEFN_S3_BUCKET)")
+        if self.edge_url is not None:
+            check_edge_url(self.edge_url)
         if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
             raise ValueError("otlp_endpoint is an http:// or https:// URL (OTLP/HTTP, port 4318)")
         return self

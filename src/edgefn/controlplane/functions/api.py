@@ -7,6 +7,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from edgefn.controlplane import uploads
@@ -28,6 +29,7 @@ from edgefn.controlplane.functions import service
 from edgefn.controlplane.functions.models import Function
 from edgefn.controlplane.functions.schemas import FunctionIn, FunctionOut, FunctionPatch, VersionOut
 from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
+from edgefn.controlplane.routes.service import live_urls
 
 router = APIRouter(tags=["functions"], responses=responses(*CALLER))
 _VERSION_CHARS = 100
@@ -56,8 +58,13 @@ def _out(fn: Function, upload_url: str | None) -> FunctionOut:
     )
 
 
-def _with_url(ctx: Ctx, who: Caller, fn: Function) -> FunctionOut:
-    return _out(fn, service.upload_url(ctx.store, who, fn, ctx.settings.upload_url_ttl_s))
+def _with_url(session: Session, ctx: Ctx, who: Caller, fn: Function) -> FunctionOut:
+    """One function as a single-function answer gives it: with an upload URL, and
+    the URLs it is served at."""
+    out = _out(fn, service.upload_url(ctx.store, who, fn, ctx.settings.upload_url_ttl_s))
+    edge_url = ctx.settings.edge_url.rstrip("/") if ctx.settings.edge_url else None
+    return out.model_copy(update={"urls": live_urls(session, fn.id, edge_url),
+                                  "edge_url": edge_url})
 
 
 @router.post(
@@ -68,7 +75,7 @@ def _with_url(ctx: Ctx, who: Caller, fn: Function) -> FunctionOut:
 )
 def create_function(body: FunctionIn, session: DB, ctx: Ctx, who: Caller) -> FunctionOut:
     fn = service.create_function(session, who, body, caps=ctx.settings.caps)
-    return _with_url(ctx, who, fn)
+    return _with_url(session, ctx, who, fn)
 
 
 @router.get("/functions", response_model=list[FunctionOut])
@@ -83,7 +90,7 @@ def list_functions(
 
 @router.get("/functions/{function_id}", response_model=FunctionOut, responses=responses(NotFound))
 def get_function(function_id: PathId, session: DB, ctx: Ctx, who: Caller) -> FunctionOut:
-    return _with_url(ctx, who, service.get_function(session, who, function_id))
+    return _with_url(session, ctx, who, service.get_function(session, who, function_id))
 
 
 @router.patch(
@@ -95,7 +102,7 @@ def update_function(
     function_id: PathId, body: FunctionPatch, session: DB, ctx: Ctx, who: Caller
 ) -> FunctionOut:
     fn = service.update_function(session, who, function_id, body, caps=ctx.settings.caps)
-    return _with_url(ctx, who, fn)
+    return _with_url(session, ctx, who, fn)
 
 
 @router.delete(

@@ -155,6 +155,16 @@ class FunctionOut(FunctionPolicy):
         description="Short-lived URL to PUT a module to; then POST /versions with only "
         "`version`. Null for callers who may not upload.",
     )
+    urls: list[str] | None = Field(
+        None,
+        description="Where the function is served: each route that serves it on the "
+        "edge's URL (EDGEFN_EDGE_URL), e.g. `https://edge.example.com/hello`; a "
+        "`*.example.com` host stays a pattern. Null when the control plane has no edge "
+        "URL, and in listings.",
+    )
+    edge_url: str | None = Field(
+        None, description="The edge's URL the `urls` are on (EDGEFN_EDGE_URL), or null."
+    )
 
 
 class VersionOut(BaseModel):

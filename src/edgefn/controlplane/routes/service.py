@@ -11,6 +11,7 @@ the last line for equal ones.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Exists, Select, and_, delete, exists, not_, or_, select, text
 from sqlalchemy.exc import IntegrityError
@@ -67,6 +68,33 @@ def visible_routes(who: Principal) -> Select[Route]:
             Function.project_id.in_(projects)
         )
     return query
+
+
+def route_url(edge_url: str, host: str, path: str) -> str:
+    """Where a route is reached on the edge at `edge_url`: on the route's host (the
+    edge's own for `*`; a `*.example.com` host stays a pattern) with the edge's
+    scheme and port, at the route's path (a `/api/*` prefix: `/api/`)."""
+    base = urlsplit(edge_url)
+    name = base.hostname if host == "*" else host
+    assert name is not None  # the settings refuse an edge URL without a host
+    if ":" in name:  # an IPv6 address
+        name = f"[{name}]"
+    port = f":{base.port}" if base.port is not None else ""
+    return f"{base.scheme}://{name}{port}{path.removesuffix('*')}"
+
+
+def live_urls(session: Session, function_id: str, edge_url: str | None) -> list[str] | None:
+    """The function's URLs on the edge: one per route that serves it (its project
+    holds the route's claim), highest priority first; None when `edge_url` is."""
+    if edge_url is None:
+        return None
+    rows = session.execute(
+        select(Route.host, Route.path)
+        .join(Function, Function.id == Route.function_id)
+        .where(Route.function_id == function_id, claim_held())
+        .order_by(Route.priority.desc(), Route.host, Route.path)
+    )
+    return list(dict.fromkeys(route_url(edge_url, host, path) for host, path in rows))
 
 
 def serving_ids(session: Session, route_ids: list[str]) -> set[str]:
