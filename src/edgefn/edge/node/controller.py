@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from edgefn.contract import (
     AckState,
     ConfigInstruction,
+    DataArchive,
     DeployInstruction,
     Instruction,
     InstructionAck,
@@ -92,8 +93,10 @@ class NodeController:
             fn.id: (fn.version, LoadState.CACHED) for fn in self.state.functions
         }
         # function id -> the version served before the current one: kept in the cache
-        # like the current one, so that a rollback needs no download.
+        # like the current one, so that a rollback needs no download; and its spec,
+        # whose data archive stays unpacked for the same reason.
         self.previous: dict[str, str] = {}
+        self._previous_specs: dict[str, FunctionSpec] = {}
 
     def receive(self, ack_id: int, decode: Callable[[], Instruction]) -> InstructionAck:
         """Decode and apply one instruction. One that cannot be read is acked as an
@@ -164,6 +167,10 @@ class NodeController:
         self.function_states[spec.id] = (spec.version, LoadState.LOADING)
         # The artifact first: a bad one must never replace a good version.
         wasm = self._artifact(spec)
+        if spec.data is not None:
+            # Mounted from the archive the node unpacked itself, never from a path an
+            # instruction names (it can name none).
+            spec = spec.model_copy(update={"volumes": self._data(spec, spec.data)})
         if self.engine is not None:
             # Compile here, once per node: the workers then load machine code from disk.
             with self._spans.span("compile") as span:
@@ -192,6 +199,41 @@ class NodeController:
         if existing is not None and existing.version != spec.version:
             self.previous[spec.id] = existing.version
         self.function_states[spec.id] = (spec.version, LoadState.CACHED)
+
+    def _data(self, spec: FunctionSpec, data: DataArchive) -> dict[str, str]:
+        """Guest path -> host directory of the version's data archive: unpacked in the
+        cache already (by any version with the same files), else downloaded, its sha256
+        checked, and unpacked once under its digest. `ArtifactError` (the deploy fails,
+        what the node ran keeps running) for an archive that is tampered with, too big
+        or hostile."""
+        what = f"data archive of {spec.id}@{spec.version}"
+        with self._spans.span("data") as span:
+            found = self.cache.data_mounts(data.sha256, data.mounts)
+            if span is not None:
+                span.attributes["edgefn.cache_hit"] = str(found is not None).lower()
+            if found is not None:
+                return found
+            if data.size > self.cache.max_data_bytes:
+                raise ArtifactError(f"{what} is {data.size} bytes, over this node's limit "
+                                    f"of {self.cache.max_data_bytes}")
+            if not data.url:
+                raise ArtifactError(f"{what} is not unpacked here and has no URL")
+            archive = self.cache.download(data.url, data.sha256, what,
+                                          limit=self.cache.max_data_bytes)
+            mounts = self.cache.unpack_data(data.sha256, archive, data.mounts)
+        self.cache.evict(pinned=self._pinned(), pinned_data=[*self._data_in_use(), data.sha256])
+        return mounts
+
+    def _pinned(self) -> list[tuple[str, str]]:
+        """The artifacts the cache must keep: every version the state runs, and the
+        previous version of each function (a rollback needs no download)."""
+        return [(f.id, f.version) for f in self.state.specs()] + list(self.previous.items())
+
+    def _data_in_use(self) -> list[str]:
+        """The digests of the data archives the state's versions, and the versions
+        before them, mount."""
+        specs = [*self.state.specs(), *self._previous_specs.values()]
+        return [s.data.sha256 for s in specs if s.data is not None]
 
     def _compile(
         self, engine: Engine, instr: DeployInstruction, spec: FunctionSpec, wasm: bytes
@@ -265,10 +307,9 @@ class NodeController:
         where = url()
         if not where:
             raise ArtifactError(f"{spec.id}@{spec.version} is not cached and has no artifact URL")
-        # The previous version of each function stays too: a rollback needs no download.
-        pinned = [(f.id, f.version) for f in self.state.specs()] + list(self.previous.items())
         with self._spans.span("download"):
-            return self.cache.fetch(spec.id, spec.version, spec.sha256, where, pinned=pinned)
+            return self.cache.fetch(spec.id, spec.version, spec.sha256, where,
+                                    pinned=self._pinned())
 
     def repair(self, *, verify: bool = False, now: float | None = None) -> list[str]:
         """Fetch again every artifact of the state missing from the cache (with `verify`,
