@@ -198,6 +198,7 @@ class NodeController:
                         unavailable=unavailable, splits=splits)
         if existing is not None and existing.version != spec.version:
             self.previous[spec.id] = existing.version
+            self._previous_specs[spec.id] = existing
         self.function_states[spec.id] = (spec.version, LoadState.CACHED)
 
     def _data(self, spec: FunctionSpec, data: DataArchive) -> dict[str, str]:
@@ -221,7 +222,8 @@ class NodeController:
             archive = self.cache.download(data.url, data.sha256, what,
                                           limit=self.cache.max_data_bytes)
             mounts = self.cache.unpack_data(data.sha256, archive, data.mounts)
-        self.cache.evict(pinned=self._pinned(), pinned_data=[*self._data_in_use(), data.sha256])
+        self.cache.evict(pinned=[*self._pinned(), (spec.id, spec.version)],
+                         pinned_data=[*self._data_in_use(), data.sha256])
         return mounts
 
     def _pinned(self) -> list[tuple[str, str]]:
