@@ -77,6 +77,12 @@ def test_a_data_archive_travels_with_its_version(
         assert {k: carried[k] for k in ("sha256", "size", "mounts")} == data
         fetched = httpx.get(carried["url"])  # the signed URL is the credential
         assert fetched.status_code == 200 and fetched.content == SITE
+        # A node that lost its copy asks for a fresh URL, as for the module.
+        grant = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/nodes/{node['id']}/artifacts/{fn['id']}/1.0.0",
+            headers={"Authorization": f"Bearer {node['token']}"})
+        assert grant.status_code == 200, grant.text
+        assert httpx.get(grant.json()["data_url"]).content == SITE
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))

@@ -5,6 +5,7 @@ a directory the instruction names."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,27 @@ def test_unused_archives_go_by_the_caches_eviction(
     (spec,) = read_state(controller.state_path).functions
     assert Path(spec.volumes["/data"], "greeting.txt").read_text() == "v3\n"
     assert not [p for p in cache.root.rglob("*") if p.name.startswith(".part-")]
+
+
+def test_a_vanished_copy_comes_back_through_a_fresh_url(
+    controller: NodeController, store: ArtifactServer,
+) -> None:
+    assert controller.apply(deploy(1, store, "1.0.0", "site", sha(SITE))).state == "cached"
+    generation = read_state(controller.state_path).generation
+    unpacked = controller.cache.data_path(sha(SITE))
+    shutil.rmtree(unpacked)
+    # The URL the deploy came with is dead by now; the control plane signs a new one.
+    del store.blobs["/site.tar.gz"]
+    store.blobs["/fresh/site.tar.gz"] = SITE
+    asked: list[tuple[str, str]] = []
+
+    def fresh(function_id: str, version: str) -> str:
+        asked.append((function_id, version))
+        return f"{store.url}/fresh/site.tar.gz"
+
+    controller.fresh_data_url = fresh
+    assert controller.repair() == ["site@1.0.0"]
+    assert asked == [("site", "1.0.0")]
+    assert (unpacked / "files" / "greeting.txt").read_bytes() == b"greetings from a volume\n"
+    assert read_state(controller.state_path).generation == generation + 1
+    assert controller.repair() == []  # whole again: nothing to do
