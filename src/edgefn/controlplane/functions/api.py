@@ -244,7 +244,8 @@ def list_versions(
     },
 )
 def get_version_data(
-    function_id: PathId, version: Annotated[str, Path(max_length=_VERSION_CHARS)],
+    function_id: PathId,
+    version: Annotated[str, Path(max_length=_VERSION_CHARS, pattern=SEMVER_PATTERN)],
     session: DB, ctx: Ctx, who: Caller,
 ) -> Response:
     """A version's data archive, to those who may see the function (404 to others,
