@@ -129,6 +129,8 @@ def serves(edge: Edge, text: str) -> bool:
     return r.status_code == 200 and r.text == text
 
 
+# Both node streams: the gRPC message and the JSON form carry the archive alike.
+@pytest.mark.parametrize("transport", ["grpc", "websocket"])
 def test_a_tampered_archive_is_refused_and_the_old_version_keeps_serving(
     cluster: Cluster,
 ) -> None:
