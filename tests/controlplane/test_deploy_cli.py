@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from click.testing import CliRunner, Result
 
+from edgefn.cli.deploy import wagi_functions
 from edgefn.cli.main import cli
 from edgefn.controlplane.app import create_app
 from tests.controlplane.conftest import ADMIN, ADMIN_TOKEN, make_settings
@@ -366,3 +367,17 @@ def test_a_wagi_map_with_an_empty_volume_is_refused_whole(
     assert live_cp.ok("GET", "/functions") == []
     usage = runner.invoke(cli, ["deploy", "--cp", live_cp.url], env={"EDGEFN_TOKEN": ADMIN_TOKEN})
     assert usage.exit_code == 2 and "--modules-toml" in usage.output
+
+
+def test_a_wagi_maps_functions_take_names_the_control_plane_accepts(tmp_path: Path) -> None:
+    """Named after their module files as on a node, within the control plane's rule
+    (lower-case letters, digits, inner `-`), two files never on one name."""
+    app = tmp_path / "app"
+    app.mkdir()
+    for name in ("My_App.wat", "my-app.wat", "__.wat"):
+        shutil.copy(WAGI_CORPUS / "hello.wat", app / name)
+    (app / "modules.toml").write_text("".join(
+        f'[[module]]\nroute = "/{i}"\nmodule = "{name}"\n'
+        for i, name in enumerate(("My_App.wat", "my-app.wat", "__.wat"))))
+    functions = wagi_functions(app / "modules.toml")
+    assert [spec.name for spec, _, _ in functions] == ["my-app", "my-app-2", "module"]

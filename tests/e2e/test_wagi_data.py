@@ -43,21 +43,20 @@ def write_app(root: Path) -> Path:
     app = root / "app"
     (app / "static").mkdir(parents=True)
     (app / "site" / "sub").mkdir(parents=True)
-    # Named as control-plane function names may be (lower case, digits, inner `-`).
     for name in ("wagi_volume", "wagi_cases"):
-        shutil.copy(wasm_path(name), app / f"{name.replace('wagi_', '')}.wasm")
+        shutil.copy(wasm_path(name), app / f"{name}.wasm")
     (app / "static" / "greeting.txt").write_text(GREETING)
     (app / "site" / "index.html").write_text("<h1>served from the archive</h1>\n")
     (app / "site" / "sub" / "page.txt").write_text("a page below\n")
     (app / "modules.toml").write_text("""
 [[module]]
 route = "/volume"
-module = "volume.wasm"
+module = "wagi_volume.wasm"
 volumes = { "/data" = "static" }
 
 [[module]]
 route = "/site"
-module = "cases.wasm"
+module = "wagi_cases.wasm"
 volumes = { "/" = "site" }
 """)
     return app / "modules.toml"
@@ -90,7 +89,8 @@ def test_a_wagi_app_through_the_control_plane_answers_as_it_does_locally(
     # Each version's archive, unpacked once under its digest in the node's cache.
     versions = {f["name"]: cluster.call("GET", f"/functions/{f['id']}/versions")[0]
                 for f in cluster.call("GET", "/functions")}
-    for name, mount in (("volume", "/data"), ("cases", "/")):
+    # Named after their files, as the control plane names functions.
+    for name, mount in (("wagi-volume", "/data"), ("wagi-cases", "/")):
         data = versions[name]["data"]
         assert list(data["mounts"]) == [mount]
         assert (edge.data_dir / "cache" / "_data" / data["sha256"]).is_dir()

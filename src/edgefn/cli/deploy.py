@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,8 +385,11 @@ def wagi_functions(modules_toml: Path) -> list[tuple[FunctionSpec, bytes, DataFi
         raise click.BadParameter(str(exc), param_hint="--modules-toml") from exc
     refused = [f"{label}: {reason}" for label, reason in loaded.problems.items()]
     out = []
+    names: set[str] = set()
     for module in loaded.modules:
-        spec = module.spec
+        # Named after its file, as on a node, within the control plane's rule for names.
+        spec = module.spec.model_copy(update={"name": _cp_name(module.spec.name, names)})
+        names.add(spec.name)
         label = f"module {module.source.name} (route {spec.routes[0].path})"
         local = _local_only(spec)
         if local:
@@ -413,6 +417,17 @@ def wagi_functions(modules_toml: Path) -> list[tuple[FunctionSpec, bytes, DataFi
     if refused:
         raise click.ClickException("nothing deployed:\n  " + "\n  ".join(refused))
     return out
+
+
+def _cp_name(name: str, taken: set[str]) -> str:
+    """`name` as a control-plane function name (lower-case letters, digits, inner
+    `-`; `My_App` is `my-app`), another one than those `taken`."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:90] or "module"
+    candidate, n = base, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
 
 
 def _data_files(spec: FunctionSpec, label: str) -> DataFiles:
