@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from edgefn.contract import (
     POLICY_FIELDS,
     ConfigInstruction,
+    DataArchive,
     DeployInstruction,
     FunctionPolicy,
     HttpFetchPolicy,
@@ -39,6 +40,9 @@ INSTRUCTIONS: list[Instruction] = [
             secrets=("B", "A"), argv="prog ${SCRIPT_NAME} ${ARGS}"),
     ),
     DeployInstruction(id=8, function_id="f", version="1.0.0", sha256="cd" * 32),
+    DeployInstruction(id=12, function_id="f", version="1.1.0", sha256="cd" * 32, abi="wagi",
+                      data=DataArchive(url="http://cp/d", sha256="ef" * 32, size=1234,
+                                       mounts={"/": "site", "/static": "volume-1/files"})),
     UndeployInstruction(id=9, function_id="f", deployment_id="d"),
     UndeployInstruction(id=10, function_id="f"),
     ConfigInstruction(id=11, routes=(ROUTE,),
@@ -97,6 +101,7 @@ def _fields(model: type[BaseModel]) -> set[str]:
         (pb.KvPolicy, KvPolicy, set()),
         (pb.HttpFetchPolicy, HttpFetchPolicy, set()),
         (pb.ProjectQuota, QuotaSpec, {"project_id"}),
+        (pb.DataArchive, DataArchive, set()),
     ],
 )
 def test_messages_name_their_fields_as_the_models_do(
@@ -115,3 +120,21 @@ def test_json_from_an_older_control_plane() -> None:
     }
     instr = Instruction.from_json(old)
     assert instr == DeployInstruction(id=4, function_id="f", version="1.0.0", sha256="ab" * 32)
+
+
+@pytest.mark.parametrize("mounts", [
+    {"data": "d"}, {"/a/../b": "d"}, {"/a/./b": "d"}, {"/a": "../d"}, {"/a": "/etc"},
+    {"/a": "d/../../x"}, {"/a": "d", "/a/": "e"}, {}, {"/c:": "d"},
+])
+def test_a_mount_map_names_guest_paths_and_directories_inside_the_archive(
+    mounts: dict[str, str],
+) -> None:
+    """No instruction can name a directory of the node: a mount's source is a path
+    inside the archive, checked on both sides."""
+    with pytest.raises(ValueError):
+        DataArchive(sha256="ab" * 32, size=1, mounts=mounts)
+
+
+def test_a_mount_map_is_normalised() -> None:
+    data = DataArchive(sha256="ab" * 32, size=1, mounts={"/": "", "/s/": "./a//b/"})
+    assert data.mounts == {"/": ".", "/s": "a/b"}

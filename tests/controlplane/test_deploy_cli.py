@@ -4,11 +4,14 @@ loopback, with a real node on the gRPC stream acking what it is sent."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 import shutil
 import socket
 import stat
+import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ import uvicorn
 from click.testing import CliRunner, Result
 
 from edgefn.builder.toolchains import driver
+from edgefn.cli.deploy import wagi_functions
 from edgefn.cli.main import cli
 from edgefn.controlplane.app import create_app
 from tests.controlplane.conftest import ADMIN, ADMIN_TOKEN, make_settings
@@ -323,18 +327,55 @@ def test_deploy_a_wagi_module_map(runner: CliRunner, live_cp: LiveCP, tmp_path: 
     assert len(deploys) == 4 and {d.abi for d in deploys} == {"wagi"}
 
 
-def test_a_wagi_map_with_volumes_is_refused_whole(
+def test_a_wagi_maps_volumes_ship_as_the_versions_data_archive(
+    runner: CliRunner, live_cp: LiveCP, tmp_path: Path
+) -> None:
+    """An entry's volumes are packed into its version's data archive (the same bytes on
+    every run: nothing is uploaded twice), and the deploy carries the archive."""
+    toml = wagi_map(tmp_path, '\n[[module]]\nroute = "/v"\nmodule = "hello.wat"\n'
+                    'volumes = { "/data" = "static", "/" = "static" }\n')
+    node = live_cp.ok("POST", "/nodes", 201, json={"id": "tokyo-1", "pop_id": "tokyo"})
+    args = ["deploy", "--modules-toml", str(toml), "--cp", live_cp.url]
+    env = {"EDGEFN_TOKEN": ADMIN_TOKEN}
+    with AckingNode(live_cp.grpc_target, node).running() as edge:
+        first = runner.invoke(cli, args, env=env)
+        assert first.exit_code == 0, first.output
+        again = runner.invoke(cli, args, env=env)
+        assert again.exit_code == 0, again.output
+        assert again.output.count("already uploaded, skipped") == 3
+        deploys = [m.deploy for m in edge.received if m.WhichOneof("payload") == "deploy"]
+    (fn,) = [f for f in live_cp.ok("GET", "/functions") if f["name"] == "hello-2"]
+    (version,) = live_cp.ok("GET", f"/functions/{fn['id']}/versions")
+    data = version["data"]
+    assert data["mounts"] == {"/": "volume-0", "/data": "volume-1"}
+    archive = live_cp.http.get(
+        f"/api/v1/functions/{fn['id']}/versions/{version['version']}/data", headers=ADMIN)
+    assert archive.status_code == 200 and len(archive.content) == data["size"]
+    assert hashlib.sha256(archive.content).hexdigest() == data["sha256"]
+    with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
+        assert sorted(tar.getnames()) == ["volume-0", "volume-0/greeting.txt",
+                                          "volume-1", "volume-1/greeting.txt"]
+    carried = [d for d in deploys if d.HasField("data")]
+    assert carried and {d.function_id for d in carried} == {fn["id"]}
+    assert all(d.data.sha256 == data["sha256"] and d.data.url for d in carried)
+    assert dict(carried[0].data.mounts) == data["mounts"]
+    # The other entries carry none.
+    assert len(deploys) > len(carried)
+
+
+def test_a_wagi_map_with_an_empty_volume_is_refused_whole(
     runner: CliRunner, live_cp: LiveCP, tmp_path: Path
 ) -> None:
     toml = wagi_map(tmp_path, '\n[[module]]\nroute = "/v"\nmodule = "hello.wat"\n'
-                    'volumes = { "/data" = "static" }\n'
+                    'volumes = { "/data" = "empty" }\n'
                     '\n[[module]]\nroute = "/ep1"\nmodule = "entrypoints.wat"\n'
                     'entrypoint = "ep1"\n')
+    (toml.parent / "empty").mkdir()
     result = runner.invoke(cli, ["deploy", "--modules-toml", str(toml), "--cp", live_cp.url],
                            env={"EDGEFN_TOKEN": ADMIN_TOKEN})
     assert result.exit_code == 1
     assert "nothing deployed" in result.output
-    assert "module hello.wat (route /v): volumes cannot be deployed" in result.output
+    assert "module hello.wat (route /v): its volumes hold no file to ship" in result.output
     # An entrypoint travels with the version to the nodes: only the volume is refused.
     assert "(route /ep1)" not in result.output
     assert live_cp.ok("GET", "/functions") == []
@@ -431,3 +472,17 @@ def _need(language: str) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{language} toolchain missing with CI=true: {probe.detail}")
         pytest.skip(f"{language}: {probe.detail}")
+
+
+def test_a_wagi_maps_functions_take_names_the_control_plane_accepts(tmp_path: Path) -> None:
+    """Named after their module files as on a node, within the control plane's rule
+    (lower-case letters, digits, inner `-`), two files never on one name."""
+    app = tmp_path / "app"
+    app.mkdir()
+    for name in ("My_App.wat", "my-app.wat", "__.wat"):
+        shutil.copy(WAGI_CORPUS / "hello.wat", app / name)
+    (app / "modules.toml").write_text("".join(
+        f'[[module]]\nroute = "/{i}"\nmodule = "{name}"\n'
+        for i, name in enumerate(("My_App.wat", "my-app.wat", "__.wat"))))
+    functions = wagi_functions(app / "modules.toml")
+    assert [spec.name for spec, _, _ in functions] == ["my-app", "my-app-2", "module"]

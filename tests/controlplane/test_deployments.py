@@ -164,9 +164,11 @@ def test_deploy_pull_with_selector_and_instruction_format(
         "deployment_id",
         "split",
         "precompiled",
+        "data",
         *DEFAULT_POLICY,
     }
     assert deploy["split"] is None
+    assert deploy["data"] is None  # a version without a data archive
     assert deploy["precompiled"] == []  # the node reported no engine tag
     # A function created without a policy sends every field at its (denying) default.
     assert {k: deploy[k] for k in DEFAULT_POLICY} == DEFAULT_POLICY

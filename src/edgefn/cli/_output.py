@@ -127,11 +127,13 @@ class Status(_Line):
 class ProgressReader(io.BytesIO):
     """Bytes read by httpx's multipart encoder in chunks, each moving the bar."""
 
-    def __init__(self, data: bytes, progress: Progress) -> None:
+    def __init__(self, data: bytes, progress: Progress, *, offset: int = 0) -> None:
         super().__init__(data)
         self._progress = progress
+        # Bytes of the same upload read before these (an earlier part of the form).
+        self._offset = offset
 
     def read(self, size: int | None = -1) -> bytes:
         chunk = super().read(size)
-        self._progress.update(self.tell())
+        self._progress.update(self._offset + self.tell())
         return chunk

@@ -13,21 +13,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import click
 
-from edgefn.builder.archive import pack
+from edgefn.builder.archive import pack as pack_source
 from edgefn.cli._api import CPClient, cp_error
 from edgefn.cli._output import Progress, ProgressReader, human_size, print_json
 from edgefn.cli.build import detect_language, follow_build, submit_build
 from edgefn.cli.credentials import cp_options, resolve
 from edgefn.contract import POLICY_FIELDS, DeployInstruction, RouteSpec
+from edgefn.data_archive import pack
 from edgefn.edge.spec import FunctionSpec, load_function_dir
 from edgefn.edge.wagi_map import ModuleMapError, load_modules_toml
 
@@ -51,10 +54,10 @@ def _reaches_nodes(field: str) -> bool:
 
 def _local_only(spec: FunctionSpec) -> list[str]:
     """What a module map's entry asks that a node would not get through the control
-    plane: volumes are host folders (no data archive ships with a version); argv and
-    an entrypoint other than `_start` while deploy instructions do not carry them."""
+    plane: argv and an entrypoint other than `_start` while deploy instructions do not
+    carry them (volumes travel as the version's data archive)."""
     fields = spec.model_fields_set
-    out = ["volumes"] if "volumes" in fields else []
+    out: list[str] = []
     if spec.entrypoint != "_start" and not _reaches_nodes("entrypoint"):
         out.append("entrypoint")
     if "argv" in fields and not _reaches_nodes("argv"):
@@ -63,9 +66,25 @@ def _local_only(spec: FunctionSpec) -> list[str]:
 
 DEFAULT_PROJECT = "default"
 POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """A version's data archive as `edgefn deploy` uploads it: the tar.gz of a module
+    map entry's volumes and its mount map (guest path -> directory in the archive)."""
+
+    archive: bytes
+    mounts: dict[str, str]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.archive).hexdigest()
+
+
 # A function to deploy: its spec, and its module, or (folder, language) to build it
-# from when the folder has no module but source the builder knows.
-Folder = tuple[FunctionSpec, bytes | None, tuple[Path, str] | None]
+# from when the folder has no module but source the builder knows; and the data
+# archive its version ships, if any.
+Folder = tuple[FunctionSpec, bytes | None, tuple[Path, str] | None, DataFiles | None]
 
 
 class DeploymentFailed(click.ClickException):
@@ -145,20 +164,28 @@ def _version_of(api: CPClient, function_id: str, version: str) -> dict[str, Any]
     return None
 
 
-def _upload(api: CPClient, function_id: str, spec: FunctionSpec, data: bytes, *,
-            quiet: bool) -> None:
+def _upload(api: CPClient, function_id: str, spec: FunctionSpec, data: bytes,
+            files: DataFiles | None = None, *, quiet: bool = False) -> None:
     digest = hashlib.sha256(data).hexdigest()
     label = f"upload {spec.version}: {len(data)} bytes, sha256 {digest}"
+    if files is not None:
+        label += f"; data {len(files.archive)} bytes, sha256 {files.sha256}"
     existing = _version_of(api, function_id, spec.version)
     if existing is None:
-        bar = Progress(f"upload {spec.version}", len(data), fmt=human_size, enabled=not quiet)
-        response = api.send(
-            "POST",
-            f"/functions/{function_id}/versions",
-            data={"version": spec.version, "sha256": digest},
-            files={"artifact": (Path(spec.artifact).name, ProgressReader(data, bar),
-                                "application/wasm")},
-        )
+        total = len(data) + (len(files.archive) if files is not None else 0)
+        bar = Progress(f"upload {spec.version}", total, fmt=human_size,
+                       enabled=not quiet)
+        fields = {"version": spec.version, "sha256": digest}
+        parts: dict[str, Any] = {
+            "artifact": (Path(spec.artifact).name, ProgressReader(data, bar), "application/wasm")
+        }
+        if files is not None:
+            fields["mounts"] = json.dumps(files.mounts)
+            parts["data"] = ("data.tar.gz",
+                             ProgressReader(files.archive, bar, offset=len(data)),
+                             "application/gzip")
+        response = api.send("POST", f"/functions/{function_id}/versions", data=fields,
+                            files=parts)
         bar.finish()
         if response.status_code != 409:  # 409: uploaded meanwhile; compare below
             if response.is_error:
@@ -166,6 +193,12 @@ def _upload(api: CPClient, function_id: str, spec: FunctionSpec, data: bytes, *,
             click.echo(f"{label}: uploaded")
             return
         existing = _version_of(api, function_id, spec.version) or {}
+    have_data = (existing.get("data") or {}).get("sha256")
+    if have_data != (files.sha256 if files is not None else None):
+        raise click.ClickException(
+            f"version {spec.version} already exists with other data (the CP has "
+            f"{have_data or 'none'}); versions are immutable"
+        )
     if existing.get("sha256") != digest:
         raise click.ClickException(
             f"version {spec.version} already exists with a different module (the CP has "
@@ -190,7 +223,7 @@ def _build(api: CPClient, function_id: str, spec: FunctionSpec, folder: Path, la
         return
     click.echo(f"build {spec.version}: no {module} here; building {language} source on the "
                "control plane")
-    build = submit_build(api, function_id, pack(folder), language, spec.version)
+    build = submit_build(api, function_id, pack_source(folder), language, spec.version)
     done = follow_build(api, build["id"], quiet=quiet)
     if done["state"] != "succeeded":
         raise BuildFailed(f"build {done['id']} failed: {done['error']}\n{done['log'].rstrip()}")
@@ -358,7 +391,8 @@ def deploy(
                                "--modules-toml FILE")
     functions: list[Folder]
     if modules_toml is not None:
-        functions = [(spec, data, None) for spec, data in wagi_functions(modules_toml)]
+        functions = [(spec, data, None, files)
+                     for spec, data, files in wagi_functions(modules_toml)]
     else:
         functions = [_function_folder(path or Path("."))]
     body: dict[str, Any] = {"strategy": strategy}
@@ -371,9 +405,9 @@ def deploy(
     # With --json, stdout holds only the result: the steps are told on stderr.
     steps = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     with CPClient(url, token) as api, steps:
-        for spec, data, source in functions:
-            results.append(_deploy_one(api, spec, data, source, project, body, wait=wait,
-                                       timeout_s=timeout_s, quiet=as_json))
+        for spec, data, source, files in functions:
+            results.append(_deploy_one(api, spec, data, source, project, body, files=files,
+                                       wait=wait, timeout_s=timeout_s, quiet=as_json))
     if as_json:
         print_json(results[0] if modules_toml is None else results)
 
@@ -384,27 +418,36 @@ def _function_folder(path: Path) -> Folder:
         spec = load_function_dir(path)
     except ValueError as exc:  # pydantic's ValidationError is one
         raise click.BadParameter(str(exc), param_hint="PATH") from exc
+    if spec.volumes or spec.config_dir:
+        # Paths on one node, for `edgefn edge serve --functions`; data archives ship
+        # from module maps.
+        click.echo("warning: volumes and config_dir are served by a node's own functions "
+                   "directory; they are not deployed", err=True)
     module = Path(spec.artifact)
     language = detect_language(path)
     if not module.exists() and language is not None:
-        return spec, None, (path, language)
+        return spec, None, (path, language), None
     try:
-        return spec, module.read_bytes(), None
+        return spec, module.read_bytes(), None, None
     except OSError as exc:
         raise click.BadParameter(f"cannot read the module: {exc}", param_hint="PATH") from exc
 
 
-def wagi_functions(modules_toml: Path) -> list[tuple[FunctionSpec, bytes]]:
-    """The map's functions with their modules, or a refusal naming every entry that
-    cannot go through the control plane, before anything is changed."""
+def wagi_functions(modules_toml: Path) -> list[tuple[FunctionSpec, bytes, DataFiles | None]]:
+    """The map's functions with their modules and, for an entry with volumes, the data
+    archive packed from them; or a refusal naming every entry that cannot go through
+    the control plane, before anything is changed."""
     try:
         loaded = load_modules_toml(modules_toml, warn=lambda m: click.echo(f"warning: {m}"))
     except ModuleMapError as exc:
         raise click.BadParameter(str(exc), param_hint="--modules-toml") from exc
     refused = [f"{label}: {reason}" for label, reason in loaded.problems.items()]
     out = []
+    names: set[str] = set()
     for module in loaded.modules:
-        spec = module.spec
+        # Named after its file, as on a node, within the control plane's rule for names.
+        spec = module.spec.model_copy(update={"name": _cp_name(module.spec.name, names)})
+        names.add(spec.name)
         label = f"module {module.source.name} (route {spec.routes[0].path})"
         local = _local_only(spec)
         if local:
@@ -417,21 +460,54 @@ def wagi_functions(modules_toml: Path) -> list[tuple[FunctionSpec, bytes]]:
         if "http_max_concurrency" in spec.model_fields_set:
             click.echo(f"warning: {label}: http_max_concurrency is not kept by the control "
                        "plane; the node's default applies")
+        files = None
+        if spec.volumes:
+            try:
+                files = _data_files(spec, label)
+            except ValueError as exc:
+                refused.append(f"{label}: {exc}")
+                continue
+            # The version names the module and the files: new files, a new version.
+            both = hashlib.sha256(f"{spec.sha256}:{files.sha256}".encode()).hexdigest()
+            spec = spec.model_copy(update={"version": f"0.0.0+wagi.{both[:12]}"})
         wasm_name = str(Path(spec.artifact).with_suffix(".wasm"))
-        out.append((spec.model_copy(update={"artifact": wasm_name}), module.wasm))
+        out.append((spec.model_copy(update={"artifact": wasm_name}), module.wasm, files))
     if refused:
         raise click.ClickException("nothing deployed:\n  " + "\n  ".join(refused))
     return out
 
 
+def _cp_name(name: str, taken: set[str]) -> str:
+    """`name` as a control-plane function name (lower-case letters, digits, inner
+    `-`; `My_App` is `my-app`), another one than those `taken`."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:90] or "module"
+    candidate, n = base, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def _data_files(spec: FunctionSpec, label: str) -> DataFiles:
+    """The entry's volumes (guest path -> host directory) packed as its data archive;
+    ValueError for volumes that hold no file at all."""
+    dirs = {guest: Path(host) for guest, host in spec.volumes.items()}
+    if not any(p.is_file() and not p.is_symlink() for d in dirs.values() for p in d.rglob("*")):
+        raise ValueError("its volumes hold no file to ship")
+    archive, mounts = pack(dirs, skipped=lambda p: click.echo(
+        f"warning: {label}: {p} is not a regular file or directory; not shipped"))
+    return DataFiles(archive, mounts)
+
+
 def _deploy_one(api: CPClient, spec: FunctionSpec, data: bytes | None,
                 source: tuple[Path, str] | None, project: str | None, body: dict[str, Any],
-                *, wait: bool, timeout_s: float, quiet: bool) -> dict[str, Any]:
+                *, files: DataFiles | None, wait: bool, timeout_s: float,
+                quiet: bool) -> dict[str, Any]:
     """Deploy one function (its module `data`, or built from `source`); the result
     `--json` prints: the function, version, deployment and URLs."""
     fn = _function(api, spec, project)
     if data is not None:
-        _upload(api, fn["id"], spec, data, quiet=quiet)
+        _upload(api, fn["id"], spec, data, files, quiet=quiet)
     else:
         assert source is not None
         _build(api, fn["id"], spec, *source, quiet=quiet)

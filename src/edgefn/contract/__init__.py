@@ -5,6 +5,7 @@ Both halves import this package and neither imports the other
 (tests/test_layering.py); it imports neither of them.
 """
 
+from edgefn.contract.data import DataArchive
 from edgefn.contract.egress_allowlist import EgressAllowlist, InvalidHost, parse_host
 from edgefn.contract.health import LATENCY_BOUNDS, VersionStats, p99
 from edgefn.contract.instructions import (
@@ -58,6 +59,7 @@ __all__ = [
     "ConfigInstruction",
     "Count",
     "CpuSeconds",
+    "DataArchive",
     "DeployInstruction",
     "EgressAllowlist",
     "ExecutionMs",

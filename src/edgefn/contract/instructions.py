@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from edgefn.contract._base import Record
+from edgefn.contract.data import DataArchive
 from edgefn.contract.limits import (
     DEFAULT_MAX_EXECUTION_MS,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -164,6 +165,9 @@ class DeployInstruction(Instruction):
     # The version compiled ahead, for the node's engine tags; empty: the node compiles
     # the `.wasm` (as nodes of releases before precompiled artifacts always do).
     precompiled: tuple[PrecompiledCode, ...] = ()
+    # The version's data archive, mounted read-only (docs/wagi.md, Volumes); None:
+    # no files (as nodes of releases before data archives read every deploy).
+    data: DataArchive | None = None
 
     def precompiled_for(self, tag: str) -> PrecompiledCode | None:
         """The code compiled for an engine of `tag`, if the instruction carries any."""

@@ -60,6 +60,12 @@ class CPSettings(BaseSettings):
     s3_create_bucket: bool = False
 
     max_artifact_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # A version's data archive (docs/wagi.md, Volumes): its size as uploaded, and what
+    # it may unpack to (all files together, and how many). Nodes unpack it within
+    # their own limits, the same by default.
+    max_data_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_data_unpacked_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
+    max_data_files: int = Field(default=5000, gt=0)
     # Every other request body (JSON): over it is 413 before the body is read, or at
     # the chunk that passes it, so a huge body costs no more than this in memory.
     # Above what clients send: a function with a full env (256 values of 16 KiB)

@@ -66,6 +66,8 @@ def _admit(name: str, seen: set[str], limits: Mapping[str, int]) -> int:
 class Form:
     fields: dict[str, str] = field(default_factory=dict)
     file: bytes | None = None
+    # File parts other than the main one (`extra_files` of `read_form`), by name.
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,10 +84,13 @@ class _FormReader:
     """Callbacks of python-multipart's streaming parser, enforcing the form's shape
     (known fields, each once, each within its size) as the bytes arrive."""
 
-    def __init__(self, fields: Mapping[str, int], file_field: str, file_limit: int) -> None:
+    def __init__(self, fields: Mapping[str, int], file_field: str, file_limit: int,
+                 extra_files: Mapping[str, int]) -> None:
         self.field_limits = fields
         self.file_field = file_field
         self.file_limit = file_limit
+        # Other file parts, by name, with their own limits (kept in `Form.files`).
+        self.file_limits = {**extra_files, file_field: file_limit}
         self.form = Form()
         self.seen: set[str] = set()
         self.part = _Part()
@@ -109,20 +114,24 @@ class _FormReader:
     def on_headers_finished(self) -> None:
         _, params = parse_options_header(self.part.headers.get(b"content-disposition", b""))
         name = params.get(b"name", b"").decode("utf-8", "replace")
-        limits = {**self.field_limits, self.file_field: self.file_limit}
+        limits = {**self.field_limits, **self.file_limits}
         self.part.name = name
         self.part.limit = _admit(name, self.seen, limits)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         self.part.data.extend(data[start:end])
         if len(self.part.data) > self.part.limit:
-            if self.part.name == self.file_field:
-                raise _too_large(self.file_limit)
+            if self.part.name in self.file_limits:
+                what = "artifact" if self.part.name == self.file_field else self.part.name
+                raise _too_large(self.part.limit, what)
             raise ValidationFailed(f"{self.part.name}: longer than {self.part.limit} characters")
 
     def on_part_end(self) -> None:
         if self.part.name == self.file_field:
             self.form.file = bytes(self.part.data)
+            return
+        if self.part.name in self.file_limits:
+            self.form.files[self.part.name] = bytes(self.part.data)
             return
         try:
             self.form.fields[self.part.name] = self.part.data.decode()
@@ -134,10 +143,13 @@ class _FormReader:
 
 
 async def read_form(
-    request: Request, *, fields: Mapping[str, int], file_field: str, file_limit: int
+    request: Request, *, fields: Mapping[str, int], file_field: str, file_limit: int,
+    extra_files: Mapping[str, int] | None = None,
 ) -> Form:
     """Parse a multipart/form-data body as it streams in: `fields` (name -> most
-    characters) as text, `file_field` as bytes of at most `file_limit`."""
+    characters) as text, `file_field` as bytes of at most `file_limit`, and each of
+    `extra_files` (name -> most bytes) as bytes too."""
+    extra = dict(extra_files or {})
     media_type, params = parse_options_header(request.headers.get("content-type", ""))
     if media_type == b"application/x-www-form-urlencoded":
         # Fields only (the artifact is already at the upload URL): small by nature.
@@ -145,9 +157,10 @@ async def read_form(
     boundary = params.get(b"boundary")
     if media_type != b"multipart/form-data" or not boundary:
         raise ValidationFailed("expected a multipart/form-data or url-encoded form body")
-    body_limit = file_limit + FORM_OVERHEAD
-    refuse_declared_size(request, file_limit, overhead=FORM_OVERHEAD)
-    reader = _FormReader(fields, file_field, file_limit)
+    files_limit = file_limit + sum(extra.values())
+    body_limit = files_limit + FORM_OVERHEAD
+    refuse_declared_size(request, files_limit, overhead=FORM_OVERHEAD)
+    reader = _FormReader(fields, file_field, file_limit, extra)
     callbacks = {
         "on_part_begin": reader.on_part_begin,
         "on_header_field": reader.on_header_field,
@@ -164,7 +177,7 @@ async def read_form(
         async for chunk in request.stream():
             received += len(chunk)
             if received > body_limit:
-                raise _too_large(file_limit)
+                raise _too_large(files_limit)
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:

@@ -7,6 +7,7 @@ import functools
 import threading
 from pathlib import Path
 
+from edgefn.data_archive import ArchiveLimits
 from edgefn.edge import metrics
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.capabilities.egress_rules import EgressRules
@@ -75,6 +76,9 @@ def build_cache(settings: EdgeSettings) -> ArtifactCache:
         settings.cache_dir,
         max_files=settings.cache_max_files,
         max_bytes=settings.cache_max_bytes,
+        max_data_bytes=settings.max_data_bytes,
+        data_limits=ArchiveLimits(max_bytes=settings.max_data_unpacked_bytes,
+                                  max_files=settings.max_data_files),
     )
 
 

@@ -86,6 +86,11 @@ class EdgeSettings(BaseSettings):
     max_request_body_bytes: int = Field(8 * 1024 * 1024, ge=0)
     cache_max_files: int = Field(1000, ge=1)
     cache_max_bytes: int = Field(10 * 1024**3, ge=1024)
+    # A version's data archive (docs/wagi.md, Volumes): the most it may download, and
+    # unpack to (all files together, and how many); the control plane's defaults.
+    max_data_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    max_data_unpacked_bytes: int = Field(128 * 1024 * 1024, ge=1)
+    max_data_files: int = Field(5000, ge=1)
     kv_url: str = ""
     # Non-public networks (loopback, private, link-local, this node's own addresses) that
     # functions asking for them (http_fetch.allow_private) may reach; none by default.

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 
 from edgefn.atomicfile import write_atomic
 from edgefn.contract import (
+    DataArchive,
     DeployInstruction,
     ExecutionMs,
     FunctionPolicy,
@@ -81,8 +82,13 @@ class FunctionSpec(FunctionPolicy):
     env: dict[str, str] = Field(default_factory=dict)
     # Host directory mounted read-only at /config (a path on this node).
     config_dir: str | None = None
-    # WAGI: read-only volumes, guest path -> host directory (paths on this node).
+    # WAGI: read-only volumes, guest path -> host directory (paths on this node): from
+    # a functions directory or a module map, or, for a deploy, the directories of its
+    # data archive the node unpacked itself. An instruction never names one.
     volumes: dict[str, str] = Field(default_factory=dict)
+    # The deploy's data archive (docs/wagi.md, Volumes), whose directories the node
+    # unpacks and puts in `volumes`.
+    data: DataArchive | None = None
     # WAGI's `http_max_concurrency`: responses of `wasi_experimental_http` one
     # invocation may hold open at once; None: the node's default.
     http_max_concurrency: int | None = Field(default=None, ge=1, le=1024)
@@ -121,6 +127,7 @@ class FunctionSpec(FunctionPolicy):
             memory_pages=instr.memory_pages,
             max_execution_ms=instr.max_execution_ms,
             max_response_bytes=instr.max_response_bytes,
+            data=instr.data,
         )
 
     @property

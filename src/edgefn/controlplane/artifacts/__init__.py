@@ -3,7 +3,12 @@ S3 implementation, and the signed URLs nodes and clients use to reach them."""
 
 from __future__ import annotations
 
-from edgefn.controlplane.artifacts.base import ArtifactStore, artifact_key, staging_key
+from edgefn.controlplane.artifacts.base import (
+    ArtifactStore,
+    artifact_key,
+    data_key,
+    staging_key,
+)
 from edgefn.controlplane.artifacts.local import LocalArtifactStore
 from edgefn.controlplane.artifacts.signing import UrlSigner
 from edgefn.controlplane.settings import CPSettings
@@ -34,6 +39,7 @@ __all__ = [
     "LocalArtifactStore",
     "UrlSigner",
     "artifact_key",
+    "data_key",
     "open_store",
     "staging_key",
 ]

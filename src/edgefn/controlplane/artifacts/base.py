@@ -9,6 +9,11 @@ def artifact_key(function_id: str, version: str) -> str:
     return f"functions/{function_id}/{version}.wasm"
 
 
+def data_key(function_id: str, version: str) -> str:
+    """A version's data archive, beside its module (docs/wagi.md, Volumes)."""
+    return f"functions/{function_id}/{version}.data.tar.gz"
+
+
 def staging_key(function_id: str) -> str:
     """Where a direct upload through `upload_url` lands before it becomes a version."""
     return f"functions/{function_id}/staging/upload.wasm"

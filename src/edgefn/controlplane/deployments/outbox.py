@@ -176,10 +176,12 @@ def enqueue_deploy(
         # Every policy field, defaults included: what the node enforces is on record.
         policy=fn.function_policy(),
         split=split,
+        data=version.data_archive(),
     )
-    # The URL is minted from the key when the instruction is handed out, and the
+    # The URLs are minted from the keys when the instruction is handed out, and the
     # precompiled code looked up then: whatever is ready by the time it is sent.
-    return _queue(session, node.id, instruction, artifact_key=version.artifact_key)
+    return _queue(session, node.id, instruction, artifact_key=version.artifact_key,
+                  data_key=version.data_key)
 
 
 def enqueue_undeploy_everywhere(session: Session, function_id: str) -> None:
@@ -280,6 +282,9 @@ def render(
         raise Undecodable("artifact_key is not a string")
     if key:
         payload["artifact_url"] = store.presign_get(key, ttl)
+    data_key = payload.pop("data_key", None)
+    if isinstance(payload.get("data"), dict) and isinstance(data_key, str) and data_key:
+        payload["data"] = {**payload["data"], "url": store.presign_get(data_key, ttl)}
     if precompiled_code:
         payload["precompiled"] = [
             {"engine_tag": p["engine_tag"], "sha256": p["sha256"],

@@ -6,7 +6,7 @@ import functools
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -30,10 +30,12 @@ from edgefn.controlplane.functions.models import Function
 from edgefn.controlplane.functions.schemas import FunctionIn, FunctionOut, FunctionPatch, VersionOut
 from edgefn.controlplane.pagination import Page, describe_page, page_params, paginate
 from edgefn.controlplane.routes.service import live_urls
+from edgefn.data_archive import ArchiveLimits
 
 router = APIRouter(tags=["functions"], responses=responses(*CALLER))
 _VERSION_CHARS = 100
 _SHA256_CHARS = 64
+_MOUNTS_CHARS = 16384
 PageDep = Annotated[Page, Depends(page_params)]
 
 
@@ -131,6 +133,20 @@ _VERSION_FIELDS: dict[str, Any] = {
         "description": "hex sha256 the artifact must have",
     },
 }
+_DATA_FIELDS: dict[str, Any] = {
+    "data": {
+        "type": "string",
+        "format": "binary",
+        "description": "optional: the version's data archive, a tar.gz whose "
+        "directories its volumes mount (docs/wagi.md, Volumes); sent with `mounts`",
+    },
+    "mounts": {
+        "type": "string",
+        "maxLength": 16384,
+        "description": 'with `data`: a JSON object, guest path -> directory inside the '
+        'archive, e.g. {"/static": "volume-0"}',
+    },
+}
 _ARTIFACT_FIELD = {
     "type": "string",
     "format": "binary",
@@ -147,7 +163,9 @@ _VERSION_FORM: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": _form_schema({**_VERSION_FIELDS, "artifact": _ARTIFACT_FIELD}),
+            "multipart/form-data": _form_schema(
+                {**_VERSION_FIELDS, "artifact": _ARTIFACT_FIELD, **_DATA_FIELDS}
+            ),
             "application/x-www-form-urlencoded": _form_schema(_VERSION_FIELDS),
         },
     }
@@ -169,12 +187,14 @@ async def create_version(
     # `who` came from the headers; the role is checked before a byte of the body
     # is read, so a stranger's upload is answered at once.
     await run_in_threadpool(service.authorize_upload, session, who, function_id)
-    limit = ctx.settings.max_artifact_bytes
+    settings = ctx.settings
+    limit = settings.max_artifact_bytes
     form = await uploads.read_form(
         request,
-        fields={"version": _VERSION_CHARS, "sha256": _SHA256_CHARS},
+        fields={"version": _VERSION_CHARS, "sha256": _SHA256_CHARS, "mounts": _MOUNTS_CHARS},
         file_field="artifact",
         file_limit=limit,
+        extra_files={"data": settings.max_data_bytes},
     )
     if "version" not in form.fields:
         raise ValidationFailed("version: Field required")
@@ -192,6 +212,13 @@ async def create_version(
             data=form.file,
             sha256=sha256,
             max_bytes=limit,
+            files=service.DataUpload(
+                archive=form.files.get("data"),
+                mounts=form.fields.get("mounts"),
+                max_bytes=settings.max_data_bytes,
+                limits=ArchiveLimits(max_bytes=settings.max_data_unpacked_bytes,
+                                     max_files=settings.max_data_files),
+            ),
         )
     )
     return VersionOut.model_validate(row)
@@ -213,3 +240,22 @@ def list_versions(
     items, total = paginate(session, service.list_versions(session, who, function_id), page)
     describe_page(request, response, page, total)
     return [VersionOut.model_validate(v) for v in items]
+
+
+@router.get(
+    "/functions/{function_id}/versions/{version}/data",
+    response_class=Response,
+    responses={
+        **responses(NotFound, ArtifactStoreError),
+        200: {"content": {"application/gzip": {}}, "description": "the data archive"},
+    },
+)
+def get_version_data(
+    function_id: PathId,
+    version: Annotated[str, Path(max_length=_VERSION_CHARS, pattern=SEMVER_PATTERN)],
+    session: DB, ctx: Ctx, who: Caller,
+) -> Response:
+    """A version's data archive, to those who may see the function (404 to others,
+    and for a version without one)."""
+    data = service.version_data(session, who, ctx.store, function_id, version)
+    return Response(data, media_type="application/gzip")

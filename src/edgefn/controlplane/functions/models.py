@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from edgefn.contract import FunctionPolicy
+from edgefn.contract import DataArchive, FunctionPolicy
 from edgefn.controlplane.db import Base, UTCDateTime, new_id, utcnow
 
 
@@ -57,4 +57,17 @@ class FunctionVersion(Base):
     artifact_key: Mapped[str] = mapped_column(String(300))
     artifact_url: Mapped[str] = mapped_column(String(1000))
     abi: Mapped[str] = mapped_column(String(16))
+    # The version's data archive (docs/wagi.md, Volumes): its store key, sha256, size
+    # and mount map (guest path -> directory inside it); all NULL without one.
+    data_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    data_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    data_size: Mapped[int | None] = mapped_column(BigInteger(), nullable=True)
+    data_mounts: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def data_archive(self, url: str = "") -> DataArchive | None:
+        """The data archive as a deploy carries it (`url` minted by the caller)."""
+        if self.data_key is None or self.data_sha256 is None:
+            return None
+        return DataArchive(url=url, sha256=self.data_sha256, size=self.data_size or 0,
+                           mounts=dict(self.data_mounts or {}))

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from edgefn.contract import (
     MAX_SECRETS_PER_FUNCTION,
@@ -33,6 +40,7 @@ from edgefn.controlplane.fields import (
     omitted,
     pattern,
 )
+from edgefn.controlplane.functions.models import FunctionVersion
 from edgefn.controlplane.selector import parse_selector
 from edgefn.sandbox.engine import (
     DEFAULT_MAX_EXECUTION_MS,
@@ -167,6 +175,14 @@ class FunctionOut(FunctionPolicy):
     )
 
 
+class DataOut(BaseModel):
+    """A version's data archive: its sha256, size and mount map."""
+
+    sha256: str
+    size: int
+    mounts: dict[str, str]
+
+
 class VersionOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     function_id: str
@@ -176,3 +192,16 @@ class VersionOut(BaseModel):
     artifact_url: str
     abi: str
     created_at: dt.datetime
+    # The version's data archive (docs/wagi.md, Volumes); null without one.
+    data: DataOut | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data(cls, row: Any) -> Any:
+        if isinstance(row, FunctionVersion):
+            archive = row.data_archive()
+            return {**{k: getattr(row, k) for k in cls.model_fields if k != "data"},
+                    "data": None if archive is None else
+                    DataOut(sha256=archive.sha256, size=archive.size, mounts=archive.mounts)}
+        return row
+

@@ -4,6 +4,10 @@ immutable version (validated, hashed, stored, recorded)."""
 from __future__ import annotations
 
 import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -11,8 +15,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from edgefn.contract import POLICY_FIELDS, FunctionPolicy, ResourceCaps
-from edgefn.controlplane.artifacts import ArtifactStore, artifact_key, staging_key
+from edgefn.contract import POLICY_FIELDS, DataArchive, FunctionPolicy, ResourceCaps
+from edgefn.controlplane.artifacts import ArtifactStore, artifact_key, data_key, staging_key
 from edgefn.controlplane.audit import service as audit
 from edgefn.controlplane.auth.models import Project
 from edgefn.controlplane.auth.principal import Principal
@@ -30,6 +34,7 @@ from edgefn.controlplane.errors import (
 from edgefn.controlplane.functions.models import Function, FunctionVersion
 from edgefn.controlplane.functions.schemas import SEMVER, FunctionIn, FunctionPatch
 from edgefn.controlplane.precompiled import service as precompiled
+from edgefn.data_archive import ArchiveLimits, ArchiveRefused, unpack
 from edgefn.sandbox import errors as sandbox_errors
 from edgefn.sandbox.engine import Limits
 from edgefn.sandbox.wasminfo import validate_module
@@ -180,11 +185,12 @@ def delete_function(
 ) -> None:
     """Undeploy everywhere, forget the function, then drop its artifacts."""
     fn = get_function(session, who, function_id, minimum="owner")
-    keys = list(
-        session.scalars(
-            select(FunctionVersion.artifact_key).where(FunctionVersion.function_id == fn.id)
+    versions = session.execute(
+        select(FunctionVersion.artifact_key, FunctionVersion.data_key).where(
+            FunctionVersion.function_id == fn.id
         )
-    ) + precompiled.keys_of(session, fn.id)
+    ).all()
+    keys = [key for row in versions for key in row if key] + precompiled.keys_of(session, fn.id)
     outbox.enqueue_undeploy_everywhere(session, fn.id)
     audit.record(
         session,
@@ -214,6 +220,23 @@ def list_versions(session: Session, who: Principal, function_id: str) -> Select[
     )
 
 
+def version_data(
+    session: Session, who: Principal, store: ArtifactStore, function_id: str, version: str
+) -> bytes:
+    """The data archive of a version of a function the caller may see; 404 when they
+    cannot see the function, or the version has no archive."""
+    fn = get_function(session, who, function_id)
+    key = session.scalar(
+        select(FunctionVersion.data_key).where(
+            FunctionVersion.function_id == fn.id, FunctionVersion.version == version
+        )
+    )
+    session.rollback()  # the store's read may be slow: no transaction held meanwhile
+    if not key:
+        raise NotFound(f"version {version} of function {fn.id} has no data archive")
+    return store.get(key)
+
+
 def upload_url(store: ArtifactStore, who: Principal, fn: Function, ttl: int) -> str | None:
     if not who.has_role(fn.project_id, "developer"):
         return None
@@ -228,6 +251,53 @@ def authorize_upload(session: Session, who: Principal, function_id: str) -> None
     session.rollback()
 
 
+@dataclass(frozen=True)
+class DataUpload:
+    """A version's data archive as uploaded: the tar.gz, its mount map as sent (JSON
+    text, guest path -> directory inside the archive), and the limits it must keep."""
+
+    archive: bytes | None
+    mounts: str | None
+    max_bytes: int
+    limits: ArchiveLimits
+
+
+@dataclass(frozen=True)
+class _Data:
+    archive: bytes
+    sha256: str
+    mounts: dict[str, str]
+
+
+def _checked_data(upload: DataUpload | None) -> _Data | None:
+    """The data archive, refused (400, or 413 over its size) unless it unpacks within
+    its limits, as the build service unpacks sources, and holds every directory its
+    mount map names. It is unpacked into a scratch directory, then forgotten."""
+    if upload is None or (upload.archive is None and upload.mounts is None):
+        return None
+    if upload.archive is None or upload.mounts is None:
+        raise BadRequest("a data archive is sent as `data` with its `mounts`, both or neither")
+    if len(upload.archive) > upload.max_bytes:
+        raise PayloadTooLarge(
+            f"data archive is {len(upload.archive)} bytes; the limit is {upload.max_bytes}"
+        )
+    try:
+        mounts = json.loads(upload.mounts)
+    except ValueError as exc:
+        raise ValidationFailed(f"mounts: not JSON: {exc}") from exc
+    if not isinstance(mounts, dict):
+        raise ValidationFailed("mounts: a JSON object of guest path -> archive directory")
+    with tempfile.TemporaryDirectory(prefix="edgefn-data-") as scratch:
+        try:
+            unpack(upload.archive, Path(scratch), mounts, upload.limits)
+        except ArchiveRefused as exc:
+            raise BadRequest(f"data archive refused: {exc.message}") from exc
+    digest = hashlib.sha256(upload.archive).hexdigest()
+    # `unpack` checked the map; this is its normal form, as nodes get it.
+    normal = DataArchive(sha256=digest, size=len(upload.archive), mounts=mounts).mounts
+    return _Data(upload.archive, digest, normal)
+
+
 def create_version(
     session: Session,
     who: Principal,
@@ -238,8 +308,10 @@ def create_version(
     data: bytes | None,
     sha256: str | None,
     max_bytes: int,
+    files: DataUpload | None = None,
 ) -> FunctionVersion:
-    """Make `data` (or, when None, what was PUT to the upload URL) version `version`."""
+    """Make `data` (or, when None, what was PUT to the upload URL) version `version`,
+    with the data archive `files` when one is sent."""
     fn = get_function(session, who, function_id, minimum="developer")
     if not SEMVER.fullmatch(version):
         raise ValidationFailed(f"version {version!r} is not a semantic version (e.g. 1.2.0)")
@@ -260,6 +332,7 @@ def create_version(
         info = validate_module(data, memory_pages=fn.memory_pages)
     except sandbox_errors.InvalidModule as exc:
         raise InvalidModule(f"invalid module: {exc}") from exc
+    archive = _checked_data(files)
     if session.scalar(
         select(FunctionVersion.id).where(
             FunctionVersion.function_id == fn.id, FunctionVersion.version == version
@@ -276,6 +349,11 @@ def create_version(
         artifact_url="",
         abi=info.abi,
     )
+    if archive is not None:
+        row.data_key = data_key(fn.id, version)
+        row.data_sha256 = archive.sha256
+        row.data_size = len(archive.archive)
+        row.data_mounts = archive.mounts
     session.add(row)
     try:
         # The row goes in before the bytes: a concurrent upload of the same version
@@ -286,6 +364,11 @@ def create_version(
         session.rollback()
         raise Conflict(f"version {version} of function {fn.id} exists") from exc
     row.artifact_url = store.put(key, data)
+    details: dict[str, Any] = {"sha256": digest, "size": len(data), "abi": info.abi}
+    if archive is not None and row.data_key is not None:
+        store.put(row.data_key, archive.archive)
+        details["data"] = {"sha256": archive.sha256, "size": len(archive.archive),
+                           "mounts": archive.mounts}
     audit.record(
         session,
         who,
@@ -293,7 +376,7 @@ def create_version(
         target_type="function_version",
         target_id=f"{fn.id}@{version}",
         project_id=fn.project_id,
-        details={"sha256": digest, "size": len(data), "abi": info.abi},
+        details=details,
     )
     session.commit()
     if from_staging:

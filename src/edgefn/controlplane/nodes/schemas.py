@@ -135,4 +135,6 @@ class ArtifactGrant(BaseModel):
     version: str
     sha256: str
     artifact_url: str
+    # The version's data archive (docs/wagi.md), fresh too; null without one.
+    data_url: str | None = None
     expires_in: int = Field(description="Seconds the URL stays valid.")

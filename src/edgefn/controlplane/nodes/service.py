@@ -230,6 +230,7 @@ def artifact_grant(
         version=version,
         sha256=row.sha256,
         artifact_url=store.presign_get(row.artifact_key, url_ttl_s),
+        data_url=store.presign_get(row.data_key, url_ttl_s) if row.data_key else None,
         expires_in=url_ttl_s,
     )
 

@@ -129,6 +129,7 @@ class Agent:
         self._logs_in_flight = False
         if self.cp_url:
             controller.fresh_url = self.fresh_artifact_url
+            controller.fresh_data_url = self.fresh_data_url
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
@@ -276,6 +277,13 @@ class Agent:
     # -- artifacts ------------------------------------------------------------
     def fresh_artifact_url(self, function_id: str, version: str) -> str:
         """A newly signed URL of an artifact deployed to this node (`FreshUrl`)."""
+        return self._fresh(function_id, version, "artifact_url")
+
+    def fresh_data_url(self, function_id: str, version: str) -> str:
+        """A newly signed URL of the data archive of a version deployed to this node."""
+        return self._fresh(function_id, version, "data_url")
+
+    def _fresh(self, function_id: str, version: str, field: str) -> str:
         url = f"{self.cp_url}/api/v1/nodes/{self.node_id}/artifacts/{function_id}/{version}"
         try:
             resp = httpx.get(url, headers={"authorization": f"Bearer {self._token}"},
@@ -286,9 +294,12 @@ class Agent:
             raise ArtifactError(
                 f"no fresh artifact URL: HTTP {resp.status_code} {resp.text[:200]}")
         try:
-            return str(resp.json()["artifact_url"])
+            value = resp.json()[field]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ArtifactError(f"no fresh artifact URL in the answer: {exc}") from exc
+            raise ArtifactError(f"no fresh {field} in the answer: {exc}") from exc
+        if not isinstance(value, str) or not value:
+            raise ArtifactError(f"no fresh {field} in the answer")
+        return value
 
     async def _repair_forever(self) -> None:
         verify = True  # the first pass reads every artifact; later ones only look

@@ -10,9 +10,9 @@ Applying the same instruction twice changes nothing the second time.
 An instruction that carries a trace context is applied in spans of that trace:
 `apply <type>` with the download, verify, compile, activate and ack steps inside.
 
-`repair` puts back artifacts of the state that went missing from the cache (a
-corrupt file is deleted where it is found), through a fresh URL from the
-control plane: the one a deploy came with expires within minutes.
+`repair` puts back artifacts and unpacked data archives of the state that went
+missing from the cache (a corrupt file is deleted where it is found), through a
+fresh URL from the control plane: the one a deploy came with expires within minutes.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from edgefn.contract import (
     AckState,
     ConfigInstruction,
+    DataArchive,
     DeployInstruction,
     Instruction,
     InstructionAck,
@@ -78,6 +79,8 @@ class NodeController:
         self.cache = cache
         self.engine = engine
         self.fresh_url = fresh_url
+        # The same for a version's data archive (the agent's, like `fresh_url`).
+        self.fresh_data_url: FreshUrl | None = None
         # (function_id, version) -> (monotonic time of the next try, delay after it)
         self._repair_backoff: dict[tuple[str, str], tuple[float, float]] = {}
         # The node operator's caps (the shared-node defaults unless given).
@@ -92,8 +95,10 @@ class NodeController:
             fn.id: (fn.version, LoadState.CACHED) for fn in self.state.functions
         }
         # function id -> the version served before the current one: kept in the cache
-        # like the current one, so that a rollback needs no download.
+        # like the current one, so that a rollback needs no download; and its spec,
+        # whose data archive stays unpacked for the same reason.
         self.previous: dict[str, str] = {}
+        self._previous_specs: dict[str, FunctionSpec] = {}
 
     def receive(self, ack_id: int, decode: Callable[[], Instruction]) -> InstructionAck:
         """Decode and apply one instruction. One that cannot be read is acked as an
@@ -164,6 +169,10 @@ class NodeController:
         self.function_states[spec.id] = (spec.version, LoadState.LOADING)
         # The artifact first: a bad one must never replace a good version.
         wasm = self._artifact(spec)
+        if spec.data is not None:
+            # Mounted from the archive the node unpacked itself, never from a path an
+            # instruction names (it can name none).
+            spec = spec.model_copy(update={"volumes": self._data(spec, spec.data)})
         if self.engine is not None:
             # Compile here, once per node: the workers then load machine code from disk.
             with self._spans.span("compile") as span:
@@ -191,7 +200,58 @@ class NodeController:
                         unavailable=unavailable, splits=splits)
         if existing is not None and existing.version != spec.version:
             self.previous[spec.id] = existing.version
+            self._previous_specs[spec.id] = existing
         self.function_states[spec.id] = (spec.version, LoadState.CACHED)
+
+    def _data(self, spec: FunctionSpec, data: DataArchive, *, fresh: bool = False
+              ) -> dict[str, str]:
+        """Guest path -> host directory of the version's data archive: unpacked in the
+        cache already (by any version with the same files), else downloaded (with the
+        URL it came with unless `fresh`, then through a fresh one from the control
+        plane, as for the module), its sha256 checked, and unpacked once under its
+        digest. `ArtifactError` (the deploy fails, what the node ran keeps running)
+        for an archive that is tampered with, too big or hostile."""
+        what = f"data archive of {spec.id}@{spec.version}"
+        with self._spans.span("data") as span:
+            found = self.cache.data_mounts(data.sha256, data.mounts)
+            if span is not None:
+                span.attributes["edgefn.cache_hit"] = str(found is not None).lower()
+            if found is not None:
+                return found
+            if data.size > self.cache.max_data_bytes:
+                raise ArtifactError(f"{what} is {data.size} bytes, over this node's limit "
+                                    f"of {self.cache.max_data_bytes}")
+            archive = self._data_bytes(spec, data, what, fresh=fresh)
+            mounts = self.cache.unpack_data(data.sha256, archive, data.mounts)
+        self.cache.evict(pinned=[*self._pinned(), (spec.id, spec.version)],
+                         pinned_data=[*self._data_in_use(), data.sha256])
+        return mounts
+
+    def _data_bytes(self, spec: FunctionSpec, data: DataArchive, what: str, *,
+                    fresh: bool) -> bytes:
+        fresh_url = self.fresh_data_url
+        if not fresh or fresh_url is None:
+            try:
+                if not data.url:
+                    raise ArtifactError(f"{what} is not unpacked here and has no URL")
+                return self.cache.download(data.url, data.sha256, what,
+                                           limit=self.cache.max_data_bytes)
+            except ArtifactError:
+                if fresh_url is None:
+                    raise
+        return self.cache.download(fresh_url(spec.id, spec.version), data.sha256, what,
+                                   limit=self.cache.max_data_bytes)
+
+    def _pinned(self) -> list[tuple[str, str]]:
+        """The artifacts the cache must keep: every version the state runs, and the
+        previous version of each function (a rollback needs no download)."""
+        return [(f.id, f.version) for f in self.state.specs()] + list(self.previous.items())
+
+    def _data_in_use(self) -> list[str]:
+        """The digests of the data archives the state's versions, and the versions
+        before them, mount."""
+        specs = [*self.state.specs(), *self._previous_specs.values()]
+        return [s.data.sha256 for s in specs if s.data is not None]
 
     def _compile(
         self, engine: Engine, instr: DeployInstruction, spec: FunctionSpec, wasm: bytes
@@ -265,14 +325,14 @@ class NodeController:
         where = url()
         if not where:
             raise ArtifactError(f"{spec.id}@{spec.version} is not cached and has no artifact URL")
-        # The previous version of each function stays too: a rollback needs no download.
-        pinned = [(f.id, f.version) for f in self.state.specs()] + list(self.previous.items())
         with self._spans.span("download"):
-            return self.cache.fetch(spec.id, spec.version, spec.sha256, where, pinned=pinned)
+            return self.cache.fetch(spec.id, spec.version, spec.sha256, where,
+                                    pinned=self._pinned())
 
     def repair(self, *, verify: bool = False, now: float | None = None) -> list[str]:
         """Fetch again every artifact of the state missing from the cache (with `verify`,
-        also those failing their sha256: a full read, done at start). When any came
+        also those failing their sha256: a full read, done at start), and every data
+        archive no longer unpacked there. When any came
         back, the state's generation moves on so the workers retry loading them.
         One that could not be fetched waits before the next try (5 s, doubling up to
         5 min; `now` is the monotonic clock). Returns the `id@version` of those
@@ -291,10 +351,15 @@ class NodeController:
                     present = self.cache.get(spec.id, spec.version, spec.sha256) is not None
                 else:
                     present = self.cache.has(spec.id, spec.version)
-                if present:
+                data = spec.data
+                unpacked = data is None or self._unpacked(data)
+                if present and unpacked:
                     continue
                 try:
-                    self._artifact(spec, fresh=True)
+                    if not present:
+                        self._artifact(spec, fresh=True)
+                    if data is not None and not unpacked:
+                        self._data(spec, data, fresh=True)
                 except EdgeError as exc:
                     log.warning("artifact of %s@%s is missing or corrupt and could not be "
                                 "fetched again (next try in %g s): %s", spec.id, spec.version,
@@ -308,6 +373,12 @@ class NodeController:
             if repaired:
                 self._write()
             return repaired
+
+    def _unpacked(self, data: DataArchive) -> bool:
+        try:
+            return self.cache.data_mounts(data.sha256, data.mounts) is not None
+        except ArtifactError:
+            return False
 
     def _undeploy(self, instr: UndeployInstruction) -> None:
         functions = tuple(f for f in self.state.functions if f.id != instr.function_id)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x65\x64ge_control.proto\x12\tedgefn.v1\"\x8a\x02\n\x0b\x45\x64geMessage\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x30\n\theartbeat\x18\x02 \x01(\x0b\x32\x1b.edgefn.v1.HeartbeatRequestH\x00\x12\x38\n\x11\x64\x65ployment_status\x18\x03 \x01(\x0b\x32\x1b.edgefn.v1.DeploymentStatusH\x00\x12+\n\x07metrics\x18\x04 \x01(\x0b\x32\x18.edgefn.v1.MetricsReportH\x00\x12!\n\x05hello\x18\x05 \x01(\x0b\x32\x10.edgefn.v1.HelloH\x00\x12#\n\x04logs\x18P \x01(\x0b\x32\x13.edgefn.v1.LogBatchH\x00\x42\t\n\x07payload\">\n\x08LogBatch\x12!\n\x05lines\x18\x01 \x03(\x0b\x32\x12.edgefn.v1.LogLine\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\"@\n\x07LogLine\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\t\"\xce\x01\n\x05Hello\x12\x0e\n\x06pop_id\x18\x01 \x01(\t\x12,\n\x06labels\x18\x02 \x03(\x0b\x32\x1c.edgefn.v1.Hello.LabelsEntry\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12,\n\tfunctions\x18\x04 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus\x12\x13\n\x0b\x65ngine_tags\x18\x46 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xec\x01\n\x0e\x43ontrolMessage\x12\x0e\n\x06\x61\x63k_id\x18\n \x01(\x04\x12.\n\x06\x64\x65ploy\x18\x01 \x01(\x0b\x32\x1c.edgefn.v1.DeployInstructionH\x00\x12\x32\n\x08undeploy\x18\x02 \x01(\x0b\x32\x1e.edgefn.v1.UndeployInstructionH\x00\x12)\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.edgefn.v1.ConfigUpdateH\x00\x12\x30\n\rheartbeat_ack\x18\x04 \x01(\x0b\x32\x17.edgefn.v1.HeartbeatAckH\x00\x42\t\n\x07payload\"{\n\x05Route\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0f\n\x07methods\x18\x04 \x03(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x13\n\x0b\x66unction_id\x18\x06 \x01(\t\x12\x12\n\nproject_id\x18\x07 \x01(\t\"\xad\x04\n\x11\x44\x65ployInstruction\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rtifact_url\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cmemory_pages\x18\x05 \x01(\x05\x12\x18\n\x10max_execution_ms\x18\x06 \x01(\x05\x12 \n\x06routes\x18\x07 \x03(\x0b\x32\x10.edgefn.v1.Route\x12\x0b\n\x03\x61\x62i\x18\x08 \x01(\t\x12\x1a\n\x12max_response_bytes\x18\t \x01(\x05\x12\x32\n\x03\x65nv\x18\n \x03(\x0b\x32%.edgefn.v1.DeployInstruction.EnvEntry\x12\x15\n\rdeployment_id\x18\x0b \x01(\t\x12)\n\x06policy\x18\x0c \x01(\x0b\x32\x19.edgefn.v1.FunctionPolicy\x12\x12\n\nproject_id\x18\r \x01(\t\x12.\n\rtrace_context\x18\x0e \x01(\x0b\x32\x17.edgefn.v1.TraceContext\x12&\n\x05split\x18< \x01(\x0b\x32\x17.edgefn.v1.TrafficSplit\x12\x12\n\nentrypoint\x18\x65 \x01(\t\x12/\n\x0bprecompiled\x18\x46 \x03(\x0b\x32\x1a.edgefn.v1.PrecompiledCode\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x0fPrecompiledCode\x12\x12\n\nengine_tag\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"=\n\x0cTrafficSplit\x12\x14\n\x07percent\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x0b\n\x03key\x18\x02 \x01(\tB\n\n\x08_percent\"\x86\x03\n\x0e\x46unctionPolicy\x12\x1e\n\x11max_request_bytes\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1f\n\x02kv\x18\x02 \x01(\x0b\x32\x13.edgefn.v1.KvPolicy\x12.\n\nhttp_fetch\x18\x03 \x01(\x0b\x32\x1a.edgefn.v1.HttpFetchPolicy\x12\x16\n\tisolation\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x1e\n\x11min_hot_instances\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x1e\n\x11max_hot_instances\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12\x1b\n\x0eidle_timeout_s\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12\x0f\n\x07secrets\x18\x08 \x03(\t\x12\x11\n\x04\x61rgv\x18\x64 \x01(\tH\x05\x88\x01\x01\x42\x14\n\x12_max_request_bytesB\x0c\n\n_isolationB\x14\n\x12_min_hot_instancesB\x14\n\x12_max_hot_instancesB\x11\n\x0f_idle_timeout_sB\x07\n\x05_argv\"\xe2\x01\n\x08KvPolicy\x12\x14\n\x07\x65nabled\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x1a\n\rmax_key_bytes\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1c\n\x0fmax_value_bytes\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x15\n\x08max_keys\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x1c\n\x0fmax_ttl_seconds\x18\x05 \x01(\x03H\x04\x88\x01\x01\x42\n\n\x08_enabledB\x10\n\x0e_max_key_bytesB\x12\n\x10_max_value_bytesB\x0b\n\t_max_keysB\x12\n\x10_max_ttl_seconds\"\xba\x01\n\x0fHttpFetchPolicy\x12\x13\n\x0b\x61llow_hosts\x18\x01 \x03(\t\x12\x1a\n\rallow_private\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x1f\n\x12max_response_bytes\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x1a\n\rmax_redirects\x18\x04 \x01(\x05H\x02\x88\x01\x01\x42\x10\n\x0e_allow_privateB\x15\n\x13_max_response_bytesB\x10\n\x0e_max_redirects\"q\n\x13UndeployInstruction\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12.\n\rtrace_context\x18\x03 \x01(\x0b\x32\x17.edgefn.v1.TraceContext\"\x89\x01\n\x0c\x43onfigUpdate\x12 \n\x06routes\x18\x01 \x03(\x0b\x32\x10.edgefn.v1.Route\x12\'\n\x06quotas\x18\x02 \x03(\x0b\x32\x17.edgefn.v1.ProjectQuota\x12.\n\rtrace_context\x18\x03 \x01(\x0b\x32\x17.edgefn.v1.TraceContext\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\xce\x01\n\x0cProjectQuota\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x1c\n\x0fmax_concurrency\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12#\n\x16invocations_per_minute\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12 \n\x13\x63pu_seconds_per_day\x18\x04 \x01(\x01H\x02\x88\x01\x01\x42\x12\n\x10_max_concurrencyB\x19\n\x17_invocations_per_minuteB\x16\n\x14_cpu_seconds_per_day\"h\n\x10\x44\x65ploymentStatus\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\x04\x12\x13\n\x0b\x66unction_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xdf\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x01\x12\x11\n\tmem_bytes\x18\x04 \x01(\x03\x12,\n\tfunctions\x18\x05 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus\x12)\n\x04\x61\x63ks\x18\x06 \x03(\x0b\x32\x1b.edgefn.v1.DeploymentStatus\x12)\n\x08versions\x18( \x03(\x0b\x32\x17.edgefn.v1.VersionStats\"\xb8\x01\n\x0cVersionStats\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x33\n\x06\x65rrors\x18\x04 \x03(\x0b\x32#.edgefn.v1.VersionStats.ErrorsEntry\x12\x0f\n\x07latency\x18\x05 \x03(\x03\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"w\n\x0e\x46unctionStatus\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x18\n\x10invocation_count\x18\x04 \x01(\x03\x12\x16\n\x0e\x61vg_latency_ms\x18\x05 \x01(\x01\",\n\x0cHeartbeatAck\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x01\"b\n\x11HeartbeatResponse\x12/\n\x0cinstructions\x18\x01 \x03(\x0b\x32\x19.edgefn.v1.ControlMessage\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\"e\n\rMetricsReport\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x11\n\tmem_bytes\x18\x02 \x01(\x03\x12,\n\tfunctions\x18\x03 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus2\x9d\x01\n\x0b\x45\x64geControl\x12\x46\n\rStreamControl\x12\x16.edgefn.v1.EdgeMessage\x1a\x19.edgefn.v1.ControlMessage(\x01\x30\x01\x12\x46\n\tHeartbeat\x12\x1b.edgefn.v1.HeartbeatRequest\x1a\x1c.edgefn.v1.HeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x65\x64ge_control.proto\x12\tedgefn.v1\"\x8a\x02\n\x0b\x45\x64geMessage\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x30\n\theartbeat\x18\x02 \x01(\x0b\x32\x1b.edgefn.v1.HeartbeatRequestH\x00\x12\x38\n\x11\x64\x65ployment_status\x18\x03 \x01(\x0b\x32\x1b.edgefn.v1.DeploymentStatusH\x00\x12+\n\x07metrics\x18\x04 \x01(\x0b\x32\x18.edgefn.v1.MetricsReportH\x00\x12!\n\x05hello\x18\x05 \x01(\x0b\x32\x10.edgefn.v1.HelloH\x00\x12#\n\x04logs\x18P \x01(\x0b\x32\x13.edgefn.v1.LogBatchH\x00\x42\t\n\x07payload\">\n\x08LogBatch\x12!\n\x05lines\x18\x01 \x03(\x0b\x32\x12.edgefn.v1.LogLine\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\"@\n\x07LogLine\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\t\"\xce\x01\n\x05Hello\x12\x0e\n\x06pop_id\x18\x01 \x01(\t\x12,\n\x06labels\x18\x02 \x03(\x0b\x32\x1c.edgefn.v1.Hello.LabelsEntry\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12,\n\tfunctions\x18\x04 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus\x12\x13\n\x0b\x65ngine_tags\x18\x46 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xec\x01\n\x0e\x43ontrolMessage\x12\x0e\n\x06\x61\x63k_id\x18\n \x01(\x04\x12.\n\x06\x64\x65ploy\x18\x01 \x01(\x0b\x32\x1c.edgefn.v1.DeployInstructionH\x00\x12\x32\n\x08undeploy\x18\x02 \x01(\x0b\x32\x1e.edgefn.v1.UndeployInstructionH\x00\x12)\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.edgefn.v1.ConfigUpdateH\x00\x12\x30\n\rheartbeat_ack\x18\x04 \x01(\x0b\x32\x17.edgefn.v1.HeartbeatAckH\x00\x42\t\n\x07payload\"{\n\x05Route\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0f\n\x07methods\x18\x04 \x03(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x13\n\x0b\x66unction_id\x18\x06 \x01(\t\x12\x12\n\nproject_id\x18\x07 \x01(\t\"\xd3\x04\n\x11\x44\x65ployInstruction\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rtifact_url\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cmemory_pages\x18\x05 \x01(\x05\x12\x18\n\x10max_execution_ms\x18\x06 \x01(\x05\x12 \n\x06routes\x18\x07 \x03(\x0b\x32\x10.edgefn.v1.Route\x12\x0b\n\x03\x61\x62i\x18\x08 \x01(\t\x12\x1a\n\x12max_response_bytes\x18\t \x01(\x05\x12\x32\n\x03\x65nv\x18\n \x03(\x0b\x32%.edgefn.v1.DeployInstruction.EnvEntry\x12\x15\n\rdeployment_id\x18\x0b \x01(\t\x12)\n\x06policy\x18\x0c \x01(\x0b\x32\x19.edgefn.v1.FunctionPolicy\x12\x12\n\nproject_id\x18\r \x01(\t\x12.\n\rtrace_context\x18\x0e \x01(\x0b\x32\x17.edgefn.v1.TraceContext\x12&\n\x05split\x18< \x01(\x0b\x32\x17.edgefn.v1.TrafficSplit\x12\x12\n\nentrypoint\x18\x65 \x01(\t\x12/\n\x0bprecompiled\x18\x46 \x03(\x0b\x32\x1a.edgefn.v1.PrecompiledCode\x12$\n\x04\x64\x61ta\x18n \x01(\x0b\x32\x16.edgefn.v1.DataArchive\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9b\x01\n\x0b\x44\x61taArchive\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x32\n\x06mounts\x18\x04 \x03(\x0b\x32\".edgefn.v1.DataArchive.MountsEntry\x1a-\n\x0bMountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x0fPrecompiledCode\x12\x12\n\nengine_tag\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"=\n\x0cTrafficSplit\x12\x14\n\x07percent\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x0b\n\x03key\x18\x02 \x01(\tB\n\n\x08_percent\"\x86\x03\n\x0e\x46unctionPolicy\x12\x1e\n\x11max_request_bytes\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1f\n\x02kv\x18\x02 \x01(\x0b\x32\x13.edgefn.v1.KvPolicy\x12.\n\nhttp_fetch\x18\x03 \x01(\x0b\x32\x1a.edgefn.v1.HttpFetchPolicy\x12\x16\n\tisolation\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x1e\n\x11min_hot_instances\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x1e\n\x11max_hot_instances\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12\x1b\n\x0eidle_timeout_s\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12\x0f\n\x07secrets\x18\x08 \x03(\t\x12\x11\n\x04\x61rgv\x18\x64 \x01(\tH\x05\x88\x01\x01\x42\x14\n\x12_max_request_bytesB\x0c\n\n_isolationB\x14\n\x12_min_hot_instancesB\x14\n\x12_max_hot_instancesB\x11\n\x0f_idle_timeout_sB\x07\n\x05_argv\"\xe2\x01\n\x08KvPolicy\x12\x14\n\x07\x65nabled\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x1a\n\rmax_key_bytes\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1c\n\x0fmax_value_bytes\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x15\n\x08max_keys\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x1c\n\x0fmax_ttl_seconds\x18\x05 \x01(\x03H\x04\x88\x01\x01\x42\n\n\x08_enabledB\x10\n\x0e_max_key_bytesB\x12\n\x10_max_value_bytesB\x0b\n\t_max_keysB\x12\n\x10_max_ttl_seconds\"\xba\x01\n\x0fHttpFetchPolicy\x12\x13\n\x0b\x61llow_hosts\x18\x01 \x03(\t\x12\x1a\n\rallow_private\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x1f\n\x12max_response_bytes\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x1a\n\rmax_redirects\x18\x04 \x01(\x05H\x02\x88\x01\x01\x42\x10\n\x0e_allow_privateB\x15\n\x13_max_response_bytesB\x10\n\x0e_max_redirects\"q\n\x13UndeployInstruction\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12.\n\rtrace_context\x18\x03 \x01(\x0b\x32\x17.edgefn.v1.TraceContext\"\x89\x01\n\x0c\x43onfigUpdate\x12 \n\x06routes\x18\x01 \x03(\x0b\x32\x10.edgefn.v1.Route\x12\'\n\x06quotas\x18\x02 \x03(\x0b\x32\x17.edgefn.v1.ProjectQuota\x12.\n\rtrace_context\x18\x03 \x01(\x0b\x32\x17.edgefn.v1.TraceContext\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\xce\x01\n\x0cProjectQuota\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x1c\n\x0fmax_concurrency\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12#\n\x16invocations_per_minute\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12 \n\x13\x63pu_seconds_per_day\x18\x04 \x01(\x01H\x02\x88\x01\x01\x42\x12\n\x10_max_concurrencyB\x19\n\x17_invocations_per_minuteB\x16\n\x14_cpu_seconds_per_day\"h\n\x10\x44\x65ploymentStatus\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\x04\x12\x13\n\x0b\x66unction_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xdf\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x01\x12\x11\n\tmem_bytes\x18\x04 \x01(\x03\x12,\n\tfunctions\x18\x05 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus\x12)\n\x04\x61\x63ks\x18\x06 \x03(\x0b\x32\x1b.edgefn.v1.DeploymentStatus\x12)\n\x08versions\x18( \x03(\x0b\x32\x17.edgefn.v1.VersionStats\"\xb8\x01\n\x0cVersionStats\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x33\n\x06\x65rrors\x18\x04 \x03(\x0b\x32#.edgefn.v1.VersionStats.ErrorsEntry\x12\x0f\n\x07latency\x18\x05 \x03(\x03\x1a-\n\x0b\x45rrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"w\n\x0e\x46unctionStatus\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x18\n\x10invocation_count\x18\x04 \x01(\x03\x12\x16\n\x0e\x61vg_latency_ms\x18\x05 \x01(\x01\",\n\x0cHeartbeatAck\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x01\"b\n\x11HeartbeatResponse\x12/\n\x0cinstructions\x18\x01 \x03(\x0b\x32\x19.edgefn.v1.ControlMessage\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\"e\n\rMetricsReport\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x11\n\tmem_bytes\x18\x02 \x01(\x03\x12,\n\tfunctions\x18\x03 \x03(\x0b\x32\x19.edgefn.v1.FunctionStatus2\x9d\x01\n\x0b\x45\x64geControl\x12\x46\n\rStreamControl\x12\x16.edgefn.v1.EdgeMessage\x1a\x19.edgefn.v1.ControlMessage(\x01\x30\x01\x12\x46\n\tHeartbeat\x12\x1b.edgefn.v1.HeartbeatRequest\x1a\x1c.edgefn.v1.HeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_DEPLOYINSTRUCTION_ENVENTRY']._loaded_options = None
   _globals['_DEPLOYINSTRUCTION_ENVENTRY']._serialized_options = b'8\001'
+  _globals['_DATAARCHIVE_MOUNTSENTRY']._loaded_options = None
+  _globals['_DATAARCHIVE_MOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_VERSIONSTATS_ERRORSENTRY']._loaded_options = None
   _globals['_VERSIONSTATS_ERRORSENTRY']._serialized_options = b'8\001'
   _globals['_EDGEMESSAGE']._serialized_start=34
@@ -53,43 +55,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTE']._serialized_start=880
   _globals['_ROUTE']._serialized_end=1003
   _globals['_DEPLOYINSTRUCTION']._serialized_start=1006
-  _globals['_DEPLOYINSTRUCTION']._serialized_end=1563
-  _globals['_DEPLOYINSTRUCTION_ENVENTRY']._serialized_start=1521
-  _globals['_DEPLOYINSTRUCTION_ENVENTRY']._serialized_end=1563
-  _globals['_PRECOMPILEDCODE']._serialized_start=1565
-  _globals['_PRECOMPILEDCODE']._serialized_end=1631
-  _globals['_TRAFFICSPLIT']._serialized_start=1633
-  _globals['_TRAFFICSPLIT']._serialized_end=1694
-  _globals['_FUNCTIONPOLICY']._serialized_start=1697
-  _globals['_FUNCTIONPOLICY']._serialized_end=2087
-  _globals['_KVPOLICY']._serialized_start=2090
-  _globals['_KVPOLICY']._serialized_end=2316
-  _globals['_HTTPFETCHPOLICY']._serialized_start=2319
-  _globals['_HTTPFETCHPOLICY']._serialized_end=2505
-  _globals['_UNDEPLOYINSTRUCTION']._serialized_start=2507
-  _globals['_UNDEPLOYINSTRUCTION']._serialized_end=2620
-  _globals['_CONFIGUPDATE']._serialized_start=2623
-  _globals['_CONFIGUPDATE']._serialized_end=2760
-  _globals['_TRACECONTEXT']._serialized_start=2762
-  _globals['_TRACECONTEXT']._serialized_end=2817
-  _globals['_PROJECTQUOTA']._serialized_start=2820
-  _globals['_PROJECTQUOTA']._serialized_end=3026
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=3028
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=3132
-  _globals['_HEARTBEATREQUEST']._serialized_start=3135
-  _globals['_HEARTBEATREQUEST']._serialized_end=3358
-  _globals['_VERSIONSTATS']._serialized_start=3361
-  _globals['_VERSIONSTATS']._serialized_end=3545
-  _globals['_VERSIONSTATS_ERRORSENTRY']._serialized_start=3500
-  _globals['_VERSIONSTATS_ERRORSENTRY']._serialized_end=3545
-  _globals['_FUNCTIONSTATUS']._serialized_start=3547
-  _globals['_FUNCTIONSTATUS']._serialized_end=3666
-  _globals['_HEARTBEATACK']._serialized_start=3668
-  _globals['_HEARTBEATACK']._serialized_end=3712
-  _globals['_HEARTBEATRESPONSE']._serialized_start=3714
-  _globals['_HEARTBEATRESPONSE']._serialized_end=3812
-  _globals['_METRICSREPORT']._serialized_start=3814
-  _globals['_METRICSREPORT']._serialized_end=3915
-  _globals['_EDGECONTROL']._serialized_start=3918
-  _globals['_EDGECONTROL']._serialized_end=4075
+  _globals['_DEPLOYINSTRUCTION']._serialized_end=1601
+  _globals['_DEPLOYINSTRUCTION_ENVENTRY']._serialized_start=1559
+  _globals['_DEPLOYINSTRUCTION_ENVENTRY']._serialized_end=1601
+  _globals['_DATAARCHIVE']._serialized_start=1604
+  _globals['_DATAARCHIVE']._serialized_end=1759
+  _globals['_DATAARCHIVE_MOUNTSENTRY']._serialized_start=1714
+  _globals['_DATAARCHIVE_MOUNTSENTRY']._serialized_end=1759
+  _globals['_PRECOMPILEDCODE']._serialized_start=1761
+  _globals['_PRECOMPILEDCODE']._serialized_end=1827
+  _globals['_TRAFFICSPLIT']._serialized_start=1829
+  _globals['_TRAFFICSPLIT']._serialized_end=1890
+  _globals['_FUNCTIONPOLICY']._serialized_start=1893
+  _globals['_FUNCTIONPOLICY']._serialized_end=2283
+  _globals['_KVPOLICY']._serialized_start=2286
+  _globals['_KVPOLICY']._serialized_end=2512
+  _globals['_HTTPFETCHPOLICY']._serialized_start=2515
+  _globals['_HTTPFETCHPOLICY']._serialized_end=2701
+  _globals['_UNDEPLOYINSTRUCTION']._serialized_start=2703
+  _globals['_UNDEPLOYINSTRUCTION']._serialized_end=2816
+  _globals['_CONFIGUPDATE']._serialized_start=2819
+  _globals['_CONFIGUPDATE']._serialized_end=2956
+  _globals['_TRACECONTEXT']._serialized_start=2958
+  _globals['_TRACECONTEXT']._serialized_end=3013
+  _globals['_PROJECTQUOTA']._serialized_start=3016
+  _globals['_PROJECTQUOTA']._serialized_end=3222
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=3224
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=3328
+  _globals['_HEARTBEATREQUEST']._serialized_start=3331
+  _globals['_HEARTBEATREQUEST']._serialized_end=3554
+  _globals['_VERSIONSTATS']._serialized_start=3557
+  _globals['_VERSIONSTATS']._serialized_end=3741
+  _globals['_VERSIONSTATS_ERRORSENTRY']._serialized_start=3696
+  _globals['_VERSIONSTATS_ERRORSENTRY']._serialized_end=3741
+  _globals['_FUNCTIONSTATUS']._serialized_start=3743
+  _globals['_FUNCTIONSTATUS']._serialized_end=3862
+  _globals['_HEARTBEATACK']._serialized_start=3864
+  _globals['_HEARTBEATACK']._serialized_end=3908
+  _globals['_HEARTBEATRESPONSE']._serialized_start=3910
+  _globals['_HEARTBEATRESPONSE']._serialized_end=4008
+  _globals['_METRICSREPORT']._serialized_start=4010
+  _globals['_METRICSREPORT']._serialized_end=4111
+  _globals['_EDGECONTROL']._serialized_start=4114
+  _globals['_EDGECONTROL']._serialized_end=4271
 # @@protoc_insertion_point(module_scope)

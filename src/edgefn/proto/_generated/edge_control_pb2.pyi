@@ -95,7 +95,7 @@ class Route(_message.Message):
     def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., methods: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., function_id: _Optional[str] = ..., project_id: _Optional[str] = ...) -> None: ...
 
 class DeployInstruction(_message.Message):
-    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy", "project_id", "trace_context", "split", "entrypoint", "precompiled")
+    __slots__ = ("function_id", "version", "artifact_url", "sha256", "memory_pages", "max_execution_ms", "routes", "abi", "max_response_bytes", "env", "deployment_id", "policy", "project_id", "trace_context", "split", "entrypoint", "precompiled", "data")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class DeployInstruction(_message.Message):
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     PRECOMPILED_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     version: str
     artifact_url: str
@@ -137,7 +138,27 @@ class DeployInstruction(_message.Message):
     split: TrafficSplit
     entrypoint: str
     precompiled: _containers.RepeatedCompositeFieldContainer[PrecompiledCode]
-    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ..., split: _Optional[_Union[TrafficSplit, _Mapping]] = ..., entrypoint: _Optional[str] = ..., precompiled: _Optional[_Iterable[_Union[PrecompiledCode, _Mapping]]] = ...) -> None: ...
+    data: DataArchive
+    def __init__(self, function_id: _Optional[str] = ..., version: _Optional[str] = ..., artifact_url: _Optional[str] = ..., sha256: _Optional[str] = ..., memory_pages: _Optional[int] = ..., max_execution_ms: _Optional[int] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., abi: _Optional[str] = ..., max_response_bytes: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., deployment_id: _Optional[str] = ..., policy: _Optional[_Union[FunctionPolicy, _Mapping]] = ..., project_id: _Optional[str] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ..., split: _Optional[_Union[TrafficSplit, _Mapping]] = ..., entrypoint: _Optional[str] = ..., precompiled: _Optional[_Iterable[_Union[PrecompiledCode, _Mapping]]] = ..., data: _Optional[_Union[DataArchive, _Mapping]] = ...) -> None: ...
+
+class DataArchive(_message.Message):
+    __slots__ = ("url", "sha256", "size", "mounts")
+    class MountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    URL_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    sha256: str
+    size: int
+    mounts: _containers.ScalarMap[str, str]
+    def __init__(self, url: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., mounts: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PrecompiledCode(_message.Message):
     __slots__ = ("engine_tag", "url", "sha256")
