@@ -26,6 +26,7 @@ from edgefn.contract import FunctionPolicy, Instruction
 from edgefn.controlplane import db
 from edgefn.controlplane.app import create_app
 from edgefn.controlplane.deployments.models import OutboxInstruction
+from edgefn.controlplane.logs.hub import LogLine
 from edgefn.controlplane.stream.messages import instruction_to_proto
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.node.agent import Agent
@@ -658,3 +659,33 @@ def test_websocket_auth_and_frames(gcp: CP) -> None:
     finally:
         streams.close()
     assert node_row(gcp, "tokyo-1")["cpu"] == 2.5
+
+
+def test_a_node_forwards_log_lines_only_of_functions_it_was_sent(
+    gcp: CP, fn: dict[str, Any], wasm: SimpleNamespace
+) -> None:
+    """Lines naming a function never sent to the node (another tenant's) are dropped;
+    those of its own function are kept under the function's project, whatever
+    project the node names."""
+    other_project = gcp.project("beta")
+    other = gcp.function(ADMIN, "secret", owner_project_id=other_project)
+    assert gcp.upload(ADMIN, other["id"], "1.0.0", wasm.edge_v1).status_code == 201
+    node = gcp.node("tokyo", "tokyo-1")
+    hub = gcp.client.app.state.cp.logs  # type: ignore[attr-defined]
+    delivered: list[LogLine] = []
+    deliver = hub.deliver
+    hub.deliver = lambda lines: (delivered.extend(lines), deliver(lines))
+
+    async def scenario() -> None:
+        link = await connected(gcp, node)
+        deploy(gcp, fn)
+        await link.ack(await link.recv_kind("deploy"))
+        lines = [pb.LogLine(function_id=fn["id"], project_id=other_project, line='{"n":1}'),
+                 pb.LogLine(function_id=other["id"], project_id=other_project, line='{"n":2}')]
+        await link.send(logs=pb.LogBatch(lines=lines))
+        await link.heartbeat()  # handled after the batch: the batch is in
+        await link.close()
+
+    run(scenario)
+    assert delivered == [LogLine(fn["id"], fn["owner_project_id"], '{"n":1}')]
+    assert hub.recent(fn["id"], 10) == ['{"n":1}'] and hub.recent(other["id"], 10) == []

@@ -674,3 +674,16 @@ def abort(session: Session, who: Principal, deployment_id: str) -> Deployment:
 def _project(session: Session, dep: Deployment) -> str | None:
     fn = session.get(Function, dep.function_id)
     return fn.project_id if fn else None
+
+
+def functions_sent_to(session: Session, node_id: str) -> dict[str, str]:
+    """function id -> project id of every function a deployment has sent to node
+    `node_id`: the functions whose log lines that node may forward."""
+    rows = session.execute(
+        select(Deployment.function_id, Function.project_id)
+        .join(DeploymentNode, DeploymentNode.deployment_id == Deployment.id)
+        .join(Function, Function.id == Deployment.function_id)
+        .where(DeploymentNode.node_id == node_id)
+        .distinct()
+    ).all()
+    return {function_id: project_id for function_id, project_id in rows}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
@@ -25,6 +27,7 @@ from edgefn.controlplane.deployments import service as deployments
 from edgefn.controlplane.deployments.schemas import AckIn
 from edgefn.controlplane.deps import CPContext
 from edgefn.controlplane.errors import BadRequest, Forbidden, Unauthorized
+from edgefn.controlplane.logs.hub import LogLine
 from edgefn.controlplane.nodes import service as nodes
 from edgefn.controlplane.nodes.models import Node
 from edgefn.controlplane.pki import service as pki
@@ -40,6 +43,9 @@ from edgefn.controlplane.stream.events import (
 
 log = logging.getLogger("edgefn.controlplane.stream")
 T = TypeVar("T")
+# How often a stream may read again which functions its node was sent, when a log
+# line names one it does not know (a deploy since, or a node naming another's).
+LOG_OWNERS_REFRESH_S = 1.0
 PeerCheck = Callable[[Session], None]
 
 
@@ -168,6 +174,10 @@ class NodeSession:
         self._ctx = ctx
         self._who = who
         self._peer_check = peer_check
+        # The functions this node was sent (function id -> project id), read again when
+        # a log line names another, at most every LOG_OWNERS_REFRESH_S.
+        self._log_owners: dict[str, str] = {}
+        self._log_owners_read = -math.inf
 
     async def serve(self, events: AsyncIterator[NodeEvent]) -> AsyncIterator[Outgoing]:
         """What to send the node while `events` (what it sends) lasts and the CP runs.
@@ -235,7 +245,7 @@ class NodeSession:
         elif isinstance(event, Ack):
             await run_db(ctx, _acker(who.id, event.ack))
         elif isinstance(event, Logs):
-            ctx.logs.publish(event.lines, dropped=event.dropped)
+            ctx.logs.publish(await self._own_lines(event.lines), dropped=event.dropped)
             if event.dropped:
                 log.warning("node %s dropped %d log lines (its queue was full)", who.id,
                             event.dropped)
@@ -245,6 +255,25 @@ class NodeSession:
                 s, who, who.id, cpu=report.cpu, mem_bytes=report.mem_bytes,
                 functions=report.functions))
         return None
+
+
+    async def _own_lines(self, lines: list[LogLine]) -> list[LogLine]:
+        """The lines of functions this node was sent, under their own project: a node
+        cannot write into the log of a function it does not run."""
+        owners = self._log_owners
+        if any(t.function_id not in owners for t in lines) and (
+            time.monotonic() - self._log_owners_read >= LOG_OWNERS_REFRESH_S
+        ):
+            node_id = self._who.id
+            self._log_owners_read = time.monotonic()
+            owners = self._log_owners = await run_db(
+                self._ctx, lambda s: deployments.functions_sent_to(s, node_id))
+        own = [LogLine(t.function_id, owners[t.function_id], t.line)
+               for t in lines if t.function_id in owners]
+        if len(own) < len(lines):
+            log.warning("node %s forwarded %d log lines of functions it was never sent; "
+                        "dropped", self._who.id, len(lines) - len(own))
+        return own
 
 
 def _acker(node_id: str, ack: AckIn) -> Callable[[Session], None]:
