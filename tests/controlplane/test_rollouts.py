@@ -280,20 +280,31 @@ def test_a_split_without_gates_is_not_a_rollout(
     assert _rollout(cp, dep)["state"] == "succeeded"
 
 
-@pytest.mark.parametrize(("split", "gates", "status"), [
-    ({"percent": 10, "steps": [50, 100]}, None, 400),  # steps need gates
-    ({"percent": 0}, {}, 400),  # nothing to judge
-    ({"percent": 10, "steps": [50, 40, 100]}, {}, 400),
-    ({"percent": 10, "steps": [10, 100]}, {}, 400),
-    ({"percent": 10, "steps": [50]}, {}, 400),  # ends short of 100
-    ({"percent": 10}, {}, 409),  # 1.0.0 is the active version: no other to split with
+@pytest.mark.parametrize(("split", "waves"), [
+    ({"percent": 20, "steps": [50, 10, 100, 50]}, [20, 50, 100]),  # rising, from percent up
+    ({"percent": 20, "steps": [50]}, [20, 50, 100]),  # always ending at 100
+    ({"percent": 0}, [0, 100]),  # nothing to judge yet: waits, or is promoted by hand
+    ({"percent": 100, "steps": [50]}, [100]),  # the whole traffic at once: no bake
 ])
-def test_refused_gated_splits(
-    cp: CP, team: SimpleNamespace, fn: dict[str, Any], split: dict[str, Any],
-    gates: dict[str, Any] | None, status: int
+def test_the_shares_a_gated_split_moves_through(
+    cp: CP, team: SimpleNamespace, fn: dict[str, Any], split: dict[str, Any], waves: list[int]
+) -> None:
+    node = cp.node("pop-0", "node-0")
+    cp.ok("POST", f"/functions/{fn['id']}/deploy", team.a_dev, 202, json={"version": "1.0.0"})
+    _ack_all(cp, [node])
+    dep = cp.ok("POST", f"/functions/{fn['id']}/deploy", team.a_dev, 202,
+                json={"version": "1.1.0", "split": split, "gates": {"bake_s": 0}})
+    assert (dep["rollout"]["waves"], dep["rollout"]["percent"]) == (len(waves), waves[0])
+    assert dep["split"]["steps"] == split.get("steps")  # as asked
+    assert _sent(cp, [node]) == [("1.1.0", {"percent": waves[0], "key": ""})]
+
+
+def test_a_gated_split_of_the_active_version_is_refused(
+    cp: CP, team: SimpleNamespace, fn: dict[str, Any]
 ) -> None:
     cp.node("pop-0", "node-0")
     cp.ok("POST", f"/functions/{fn['id']}/deploy", team.a_dev, 202, json={"version": "1.0.0"})
-    body = {"version": "1.0.0" if status == 409 else "1.1.0", "split": split, "gates": gates}
-    resp = cp.call("POST", f"/functions/{fn['id']}/deploy", team.a_dev, json=body)
-    assert resp.status_code == status, resp.text
+    resp = cp.call("POST", f"/functions/{fn['id']}/deploy", team.a_dev, json={
+        "version": "1.0.0", "split": {"percent": 10}, "gates": {}})
+    assert resp.status_code == 409, resp.text
+    assert "other than the active one (1.0.0)" in resp.json()["error"]["message"]

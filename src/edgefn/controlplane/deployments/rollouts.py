@@ -88,12 +88,18 @@ def split_of(dep: Deployment) -> DeploySplit | None:
 
 def shares(dep: Deployment) -> list[int]:
     """A split rollout's shares of the traffic, one a step (`dep.wave` is the current
-    one's index): `percent`, then each of `steps` (default 100). Empty for a rollout
-    of waves of nodes."""
+    one's index): `percent`, then the `steps` above it in rising order, then 100 if
+    they did not end there. Just `percent` without gates (nothing moves it on);
+    empty for a deploy without a split."""
     split = split_of(dep)
     if split is None:
         return []
-    return [split.percent, *(split.steps or [100])] if dep.gates is not None else [split.percent]
+    out = [split.percent]
+    if dep.gates is not None:
+        out += sorted({s for s in split.steps or [] if s > split.percent})
+        if out[-1] != 100:
+            out.append(100)
+    return out
 
 
 def steps_left(dep: Deployment) -> bool:

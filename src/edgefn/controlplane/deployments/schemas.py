@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from edgefn.contract import AckState, JsonInt, TrafficSplit
 from edgefn.contract.split import Percent
@@ -35,20 +34,12 @@ class Gates(StrictModel):
 
 class DeploySplit(TrafficSplit):
     """A deploy's split: the node's `TrafficSplit`, and for a gated one the shares
-    each promotion moves it to (`steps`, rising, ending at 100; default `[100]`).
-    Only `percent` and `key` are sent to the nodes."""
+    each promotion moves it to (`steps`; `rollouts.shares` reads them). Only
+    `percent` and `key` are sent to the nodes."""
 
+    # Read, not refused: whatever the list, the shares rise and end at 100, so that
+    # every body the schema allows is a rollout (no 400 its schema does not state).
     steps: list[Percent] | None = Field(None, min_length=1, max_length=10)
-
-    @model_validator(mode="after")
-    def _rising(self) -> DeploySplit:
-        if self.steps is not None:
-            shares = [self.percent, *self.steps]
-            if any(a >= b for a, b in pairwise(shares)):
-                raise ValueError("steps rise from percent, each above the one before")
-            if shares[-1] != 100:
-                raise ValueError("steps end at 100")
-        return self
 
 
 class DeployIn(StrictModel):
@@ -64,16 +55,6 @@ class DeployIn(StrictModel):
     # (docs/edge.md, Traffic splitting); with `gates`, each share bakes and is judged
     # before the next (docs/rollouts.md).
     split: DeploySplit | None = None
-
-    @model_validator(mode="after")
-    def _gated_split(self) -> DeployIn:
-        if self.split is None:
-            return self
-        if self.gates is None and self.split.steps is not None:
-            raise ValueError("split steps need gates: without them nothing moves the split on")
-        if self.gates is not None and self.split.percent == 0:
-            raise ValueError("a gated split sends some traffic to the new version: percent > 0")
-        return self
 
 
 class RollbackIn(StrictModel):
