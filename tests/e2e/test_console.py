@@ -136,6 +136,10 @@ def test_console_shows_a_rollouts_timeline(
     cluster.call("POST", f"/deployments/{dep}/abort")
     page = view(signed_in, f"#deployments/{fid}/{dep}", "wave 1: abort")
     assert "aborted by admin" in page and 'aria-label="Rollout timeline"' in page
+    # A gated split names its share (1.0.0 is active again after the abort).
+    split = cluster.deploy(fid, "2.0.0", split={"percent": 20}, gates={})
+    page = view(signed_in, f"#deployments/{fid}/{split}", "(split 20%)")
+    assert "wave 1 of 2 (split 20%)" in page
 
 
 _CHARTS = """(() => [...document.querySelectorAll('#view figure.chart')].map(f => ({

@@ -1,6 +1,7 @@
 """Gated rollouts on a real cluster: three edge nodes report their figures, the
-control plane promotes a healthy version wave by wave, rolls a failing one back by
-itself, and resumes a bake window after a restart."""
+control plane promotes a healthy version wave by wave (or share by share of a
+split), rolls a failing one back by itself, and resumes a bake window after a
+restart."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ pytestmark = pytest.mark.e2e
 
 HELLO = b"Hello from edgefn!"
 GATES = {"bake_s": 1, "min_requests": 10, "wave_percent": 50}
+# Clients told apart by a header, as a split keys them; with 30% of 40, some on each side.
+USERS = [f"user-{i}" for i in range(40)]
+SPLIT = {"percent": 30, "key": "header:x-user"}
 
 
 @pytest.fixture
@@ -50,10 +54,13 @@ def traffic(fleet: tuple[Cluster, list[Edge], str]) -> Iterator[None]:
 
     def run() -> None:
         with httpx.Client(timeout=5) as client:
+            n = 0
             while not stop.is_set():
+                n += 1
                 for edge in fleet[1]:
                     with contextlib.suppress(httpx.HTTPError):
-                        client.get(f"{edge.url}/hello")
+                        client.get(f"{edge.url}/hello",
+                                   headers={"x-user": USERS[n % len(USERS)]})
                 stop.wait(0.02)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -67,8 +74,30 @@ def rollout(cluster: Cluster, dep: str) -> dict[str, Any]:
     return dict(cluster.deployment(dep)["rollout"])
 
 
-def serves_v2(edge: Edge) -> bool:
-    return edge.get("/hello").headers.get("x-init") == "1"
+def serves_v2(edge: Edge, user: str = "") -> bool:
+    resp = edge.get("/hello", headers={"x-user": user} if user else {})
+    return resp.status_code == 200 and resp.headers.get("x-init") == "1"
+
+
+def restart_and_check_resumed(cluster: Cluster, dep: str) -> dict[str, Any]:
+    """Restart the control plane during `dep`'s bake window; the rollout as it found it."""
+    before = rollout(cluster, dep)
+    cluster.stop_cp()
+    cluster.start_cp()
+    after = rollout(cluster, dep)
+    # Resumed where it was: the same wave, baking since the same instant (not a fresh
+    # window), or past it already if the restart outlasted the window on a busy machine.
+    if after["wave"] == before["wave"] and after["state"] == "baking":
+        assert after["bake_started_at"] == before["bake_started_at"]
+    else:
+        assert after["wave"] > before["wave"] or after["state"] in ("promoting", "done")
+        assert after["wave"] >= before["wave"]
+    assert after["decisions"][: len(before["decisions"])] == before["decisions"]
+    return after
+
+
+def every_user_on_v2(edges: list[Edge]) -> bool:
+    return all(serves_v2(edge, user) for edge in edges for user in USERS)
 
 
 @pytest.mark.usefixtures("traffic")
@@ -120,18 +149,75 @@ def test_a_restart_in_the_bake_window_resumes(fleet: tuple[Cluster, list[Edge], 
     # A bake window longer than a restart of the control plane takes on a busy machine.
     dep = cluster.deploy(fid, "2.0.0", strategy="gradual", gates={**GATES, "bake_s": 15})
     wait_until("baking", lambda: rollout(cluster, dep)["state"] == "baking", timeout=30)
-    before = rollout(cluster, dep)
-    cluster.stop_cp()
-    cluster.start_cp()
-    after = rollout(cluster, dep)
-    # Resumed where it was: the same wave, baking since the same instant (not a fresh
-    # window), or past it already if the restart outlasted the window on a busy machine.
-    if after["wave"] == before["wave"] and after["state"] == "baking":
-        assert after["bake_started_at"] == before["bake_started_at"]
-    else:
-        assert after["wave"] > before["wave"] or after["state"] in ("promoting", "done")
-        assert after["wave"] >= before["wave"]
-    assert after["decisions"][: len(before["decisions"])] == before["decisions"]
+    restart_and_check_resumed(cluster, dep)
     wait_until("rollout done", lambda: rollout(cluster, dep)["state"] == "done", timeout=120)
     for edge in edges:
         assert serves_v2(edge)
+
+
+@pytest.mark.usefixtures("traffic")
+def test_a_good_version_under_a_split_bakes_and_takes_all_the_traffic(
+    fleet: tuple[Cluster, list[Edge], str]
+) -> None:
+    cluster, edges, fid = fleet
+    dep = cluster.deploy(fid, "2.0.0", split=SPLIT, gates=GATES)
+    out = cluster.deployment(dep)
+    assert out["strategy"] == "pull" and out["rollout"]["percent"] == 30
+    states: list[str] = []
+
+    def done() -> bool:
+        r = rollout(cluster, dep)
+        if not states or states[-1] != r["state"]:
+            states.append(r["state"])
+        return bool(r["state"] == "done")
+
+    wait_until("split rollout done", done, timeout=120)
+    r = rollout(cluster, dep)
+    assert [d["action"] for d in r["decisions"] if d["action"] != "wait"] == ["promote"]
+    promote = next(d for d in r["decisions"] if d["action"] == "promote")
+    # Judged on every node at once: each served both versions side by side.
+    assert promote["new"]["nodes"] == 3 and promote["previous"]["nodes"] == 3
+    assert promote["new"]["requests"] >= 10 and promote["new"]["errors"] == 0
+    assert "baking" in states and (r["wave"], r["percent"]) == (1, 100)
+    assert cluster.deployment(dep)["state"] == "succeeded"
+    wait_until("every client on 2.0.0 on every node", lambda: every_user_on_v2(edges),
+               timeout=60)
+
+
+@pytest.mark.usefixtures("traffic")
+def test_a_version_answering_500_under_a_split_is_removed(
+    fleet: tuple[Cluster, list[Edge], str]
+) -> None:
+    cluster, edges, fid = fleet
+    good = cluster.deploy(fid, "2.0.0")
+    wait_until("v2 acked", lambda: cluster.deployment(good)["state"] == "succeeded", timeout=60)
+    wait_until("v2 everywhere", lambda: every_user_on_v2(edges), timeout=60)
+    dep = cluster.deploy(fid, "3.0.0", split=SPLIT, gates=GATES)
+    wait_until("rolled back", lambda: rollout(cluster, dep)["state"] == "rolled_back",
+               timeout=120)
+    r = rollout(cluster, dep)
+    assert r["reason"].startswith("automatic rollback: error rate 100.0%")
+    assert r["decisions"][-1]["action"] == "rollback"
+    assert r["decisions"][-1]["new"]["errors"] >= 10
+    # The split is gone: every client of every node is answered by 2.0.0 alone.
+    wait_until("every client on 2.0.0 again", lambda: every_user_on_v2(edges), timeout=60)
+    back = cluster.deployment(r["rollback_id"])
+    assert (back["kind"], back["version"], back["split"]) == ("rollback", "2.0.0", None)
+    entry = next(a for a in cluster.call("GET", "/audit")
+                 if a["action"] == "function.rollback")
+    assert entry["details"]["automatic"] is True and entry["details"]["rolls_back"] == dep
+    assert entry["details"]["reason"] == r["reason"]
+
+
+@pytest.mark.usefixtures("traffic")
+def test_a_restart_in_a_split_bake_window_resumes(
+    fleet: tuple[Cluster, list[Edge], str]
+) -> None:
+    cluster, edges, fid = fleet
+    dep = cluster.deploy(fid, "2.0.0", split=SPLIT, gates={**GATES, "bake_s": 15})
+    wait_until("baking", lambda: rollout(cluster, dep)["state"] == "baking", timeout=60)
+    r = restart_and_check_resumed(cluster, dep)
+    # Still the 30% share, or already the whole traffic if the window ran out meanwhile.
+    assert r["percent"] == (30 if r["wave"] == 0 else 100)
+    wait_until("rollout done", lambda: rollout(cluster, dep)["state"] == "done", timeout=120)
+    wait_until("every client on 2.0.0", lambda: every_user_on_v2(edges), timeout=60)

@@ -48,6 +48,9 @@ def render(dep: dict[str, Any]) -> list[str]:
     if r is None:
         return [f"{head}: {dep['state']} (not a gated rollout)"]
     lines = [f"{head}: {r['state']}, wave {r['wave'] + 1}/{r['waves']}"]
+    if r.get("percent") is not None:
+        # A split rollout's waves are shares of the traffic on every node.
+        lines[0] += f" (split {r['percent']}%)"
     if r["reason"]:
         lines.append(f"  reason: {r['reason']}")
     if r["rollback_id"]:

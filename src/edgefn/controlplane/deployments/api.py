@@ -21,7 +21,7 @@ PageDep = Annotated[Page, Depends(page_params)]
     "/functions/{function_id}/deploy",
     status_code=202,
     response_model=DeploymentOut,
-    responses=responses(NotFound),
+    responses=responses(NotFound, Conflict),
 )
 def deploy(
     function_id: PathId, body: DeployIn, session: DB, ctx: Ctx, who: Caller

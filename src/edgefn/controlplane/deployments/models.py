@@ -80,9 +80,12 @@ class Deployment(Base):
     target_pop: Mapped[list[str] | None] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16))
     created_by: Mapped[str] = mapped_column(String(100))
-    # A gated rollout (canary, gradual): its RolloutState, the wave it is in, its gates
-    # (`rollouts.Gates`), when the current wave's bake began, every gate's figures,
-    # why it was rolled back, and the deployment that rolled it back.
+    # The deploy's traffic split (`schemas.DeploySplit`: percent, key, steps), if any.
+    split: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A gated rollout (canary, gradual, split): its RolloutState, the wave it is in (a
+    # split's: the step of its share), its gates (`rollouts.Gates`), when the current
+    # wave's bake began, every gate's figures, why it was rolled back, and the
+    # deployment that rolled it back.
     rollout_state: Mapped[str | None] = mapped_column(String(16))
     wave: Mapped[int] = mapped_column(Integer, default=0)
     gates: Mapped[dict[str, Any] | None] = mapped_column(JSON)

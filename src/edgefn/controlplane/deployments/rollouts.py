@@ -1,5 +1,6 @@
 """Health gates of a rollout: a wave's bake window, the new version's figures against
-the previous version's, and the decision they lead to (rules in docs/rollouts.md).
+the previous version's, the decision they lead to, and a split rollout's shares
+(rules in docs/rollouts.md).
 
 Pure of transport and of the deployment's other rows: `service` moves the state
 machine, this module says where it should go and why.
@@ -11,9 +12,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from edgefn.contract import VersionStats, p99
+from edgefn.contract import TrafficSplit, VersionStats, p99
 from edgefn.controlplane.deployments.models import Deployment
-from edgefn.controlplane.deployments.schemas import Gates
+from edgefn.controlplane.deployments.schemas import DeploySplit, Gates
 from edgefn.controlplane.nodes.models import Node
 
 
@@ -79,6 +80,43 @@ def summary(stats: VersionStats | None) -> dict[str, Any] | None:
 
 def gates_of(dep: Deployment) -> Gates:
     return Gates.model_validate(dep.gates or {})
+
+
+def split_of(dep: Deployment) -> DeploySplit | None:
+    return DeploySplit.model_validate(dep.split) if dep.split else None
+
+
+def shares(dep: Deployment) -> list[int]:
+    """A split rollout's shares of the traffic, one a step (`dep.wave` is the current
+    one's index): `percent`, then the `steps` above it in rising order, then 100 if
+    they did not end there. Just `percent` without gates (nothing moves it on);
+    empty for a deploy without a split."""
+    split = split_of(dep)
+    if split is None:
+        return []
+    out = [split.percent]
+    if dep.gates is not None:
+        out += sorted({s for s in split.steps or [] if s > split.percent})
+        if out[-1] != 100:
+            out.append(100)
+    return out
+
+
+def steps_left(dep: Deployment) -> bool:
+    """Whether a gated split has a share after the current one: once every node
+    serves the current share it bakes, rather than being done."""
+    return dep.rollout_state is not None and dep.wave + 1 < len(shares(dep))
+
+
+def split_at(dep: Deployment, step: int) -> TrafficSplit | None:
+    """What a split rollout's step `step` sends the nodes: its share under the deploy's
+    key, or at 100 no split at all (a plain deploy of the new version, which ends the
+    split on the nodes and lets them drop the previous version)."""
+    split = split_of(dep)
+    if split is None:
+        return None
+    percent = shares(dep)[step]
+    return None if percent == 100 and step > 0 else TrafficSplit(percent=percent, key=split.key)
 
 
 def baked(dep: Deployment, now: dt.datetime) -> bool:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from edgefn.contract import AckState, JsonInt, TrafficSplit
+from edgefn.contract.split import Percent
 from edgefn.controlplane.auth.schemas import StrictModel
 from edgefn.controlplane.fields import INT32_MAX, Line, Text, Version
 
@@ -15,11 +16,12 @@ Strategy = Literal["pull", "canary", "gradual"]
 
 
 class Gates(StrictModel):
-    """How a canary or gradual rollout is watched (docs/rollouts.md): each wave bakes
-    `bake_s`; with at least `min_requests` to the new version, an error rate over the
-    previous version's plus `max_error_rate_increase`, or a p99 over `max_p99_ratio`
-    times the previous one's (and over `p99_floor_s`), rolls it back; otherwise the
-    next wave of `wave_percent` of the targets goes out, unless `manual`."""
+    """How a canary, gradual or split rollout is watched (docs/rollouts.md): each wave
+    (a split's: each share) bakes `bake_s`; with at least `min_requests` to the new
+    version, an error rate over the previous version's plus
+    `max_error_rate_increase`, or a p99 over `max_p99_ratio` times the previous one's
+    (and over `p99_floor_s`), rolls it back; otherwise the next wave of `wave_percent`
+    of the targets (a split's next share) goes out, unless `manual`."""
 
     bake_s: float = Field(60.0, ge=0, le=86400)
     min_requests: int = Field(20, ge=1, le=10**9)
@@ -28,6 +30,16 @@ class Gates(StrictModel):
     p99_floor_s: float = Field(0.01, ge=0, le=3600)
     wave_percent: int = Field(25, ge=1, le=100)
     manual: bool = False
+
+
+class DeploySplit(TrafficSplit):
+    """A deploy's split: the node's `TrafficSplit`, and for a gated one the shares
+    each promotion moves it to (`steps`; `rollouts.shares` reads them). Only
+    `percent` and `key` are sent to the nodes."""
+
+    # Read, not refused: whatever the list, the shares rise and end at 100, so that
+    # every body the schema allows is a rollout (no 400 its schema does not state).
+    steps: list[Percent] | None = Field(None, min_length=1, max_length=10)
 
 
 class DeployIn(StrictModel):
@@ -40,8 +52,9 @@ class DeployIn(StrictModel):
     # without them each wave follows the previous one's acks.
     gates: Gates | None = None
     # Share the version's traffic with the one before it on every target node
-    # (docs/edge.md, Traffic splitting).
-    split: TrafficSplit | None = None
+    # (docs/edge.md, Traffic splitting); with `gates`, each share bakes and is judged
+    # before the next (docs/rollouts.md).
+    split: DeploySplit | None = None
 
 
 class RollbackIn(StrictModel):
@@ -65,8 +78,10 @@ class RolloutNodeOut(BaseModel):
 
 class RolloutOut(BaseModel):
     state: str
+    # A split's: the step of its share (`percent`), of `waves` steps.
     wave: int
     waves: int
+    percent: int | None = None
     gates: dict[str, Any]
     bake_started_at: dt.datetime | None
     reason: str | None
@@ -87,6 +102,7 @@ class DeploymentOut(BaseModel):
     state: str
     created_at: dt.datetime
     nodes: list[DeploymentNodeOut]
+    split: DeploySplit | None = None
     rollout: RolloutOut | None = None
 
 

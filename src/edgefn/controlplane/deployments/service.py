@@ -17,6 +17,12 @@ holding the maintenance lease, judges it from the nodes' reported figures
 (`rollouts.judge`): the next wave, a rollback deployment to the previous version,
 or a wait for more requests. Its state is in the deployment's row, so whichever
 replica holds the lease next resumes it.
+
+A split deploy that names `gates` is one too, its waves being shares of the traffic
+rather than sets of nodes: every target gets the split at once, bakes, and a
+promotion sends every node the next share (`rollouts.shares`; at 100 a plain deploy
+of the new version, which ends the split). The same gates, rollback and steering
+apply.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from edgefn.controlplane.deployments.schemas import (
     AckIn,
     DeploymentNodeOut,
     DeploymentOut,
+    DeploySplit,
     Gates,
     RolloutNodeOut,
     RolloutOut,
@@ -138,12 +145,12 @@ def _begin(
     target_pop: list[str] | None,
     gates: Gates | None,
     details: dict[str, Any] | None,
-    split: TrafficSplit | None = None,
+    split: DeploySplit | None = None,
 ) -> Deployment:
     _supersede_running(session, fn)
     # Only a deploy that asks for gates is watched; canary and gradual without them
-    # move on at each wave's acks.
-    gated = strategy != "pull" and bool(nodes) and gates is not None
+    # move on at each wave's acks, a split without them stays at its share.
+    gated = (strategy != "pull" or split is not None) and bool(nodes) and gates is not None
     dep = Deployment(
         function_id=fn.id,
         version=version.version,
@@ -157,9 +164,11 @@ def _begin(
         wave=0,
         gates=gates.model_dump() if gated and gates is not None else None,
         decisions=[] if gated else None,
+        split=split.model_dump() if split is not None else None,
     )
     session.add(dep)
     session.flush()
+    first = rollouts.split_at(dep, 0)
     percent = gates.wave_percent if gates is not None else 25
     for wave, members in enumerate(plan_waves(strategy, nodes, percent)):
         for node in members:
@@ -173,7 +182,7 @@ def _begin(
             )
             if wave == 0:
                 outbox.supersede_deploys(session, node.id, fn.id)
-                outbox.enqueue_deploy(session, node, fn, version, dep.id, split=split)
+                outbox.enqueue_deploy(session, node, fn, version, dep.id, split=first)
     fn.active_version = version.version
     fn.updated_at = utcnow()
     audit.record(
@@ -207,7 +216,7 @@ def deploy(
     strategy: str,
     caps: ResourceCaps,
     gates: Gates | None = None,
-    split: TrafficSplit | None = None,
+    split: DeploySplit | None = None,
 ) -> Deployment:
     fn = get_function(session, who, function_id, minimum="developer")
     check_caps(caps, fn)
@@ -215,8 +224,13 @@ def deploy(
     nodes = select_targets(session, fn, target_pop)
     if split is not None:
         # A split is itself the canary, on every target at once: later waves would
-        # be sent without it.
+        # be sent without it. Its gates, if any, judge each share instead.
         strategy = "pull"
+        if gates is not None and fn.active_version in (None, version):
+            # The nodes would split with whatever they ran before, which the
+            # deployment cannot name: nothing to judge against, nothing to go back to.
+            raise Conflict(f"a gated split needs a version other than the active one "
+                           f"({fn.active_version or 'none'}) to share the traffic with")
     dep = _begin(session, who, fn, row, nodes, strategy=strategy, kind=DeploymentKind.DEPLOY,
                  target_pop=target_pop, gates=gates, details=None, split=split)
     session.commit()
@@ -269,10 +283,12 @@ def describe(session: Session, dep: Deployment) -> DeploymentOut:
     ))
     rollout = None
     if dep.rollout_state is not None:
+        shares = rollouts.shares(dep)
         rollout = RolloutOut(
             state=dep.rollout_state,
             wave=dep.wave,
-            waves=max((m.wave for m in members), default=0) + 1,
+            waves=len(shares) or max((m.wave for m in members), default=0) + 1,
+            percent=shares[dep.wave] if dep.wave < len(shares) else None,
             gates=rollouts.gates_of(dep).model_dump(),
             bake_started_at=dep.bake_started_at,
             reason=dep.reason,
@@ -294,6 +310,7 @@ def describe(session: Session, dep: Deployment) -> DeploymentOut:
             DeploymentNodeOut(node_id=n.node_id, state=n.state, message=n.message)
             for n in members
         ],
+        split=rollouts.split_of(dep),
         rollout=rollout,
     )
 
@@ -416,6 +433,10 @@ def _advance(session: Session, dep: Deployment) -> None:
                        final=RolloutState.ROLLED_BACK)
         return
     if set(counts) <= {NodeRolloutState.CACHED}:
+        if rollouts.steps_left(dep):
+            # A split's share serves on every node: it bakes before the next share.
+            _bake(dep)
+            return
         dep.state = DeploymentState.SUCCEEDED
         if dep.rollout_state is not None:
             dep.rollout_state = RolloutState.DONE
@@ -424,28 +445,33 @@ def _advance(session: Session, dep: Deployment) -> None:
         return
     if dep.rollout_state is not None:
         # A gated rollout's wave serves: it bakes, and the gates duty moves it on.
-        if dep.rollout_state in (RolloutState.PENDING, RolloutState.PROMOTING):
-            dep.rollout_state = RolloutState.BAKING
-            dep.bake_started_at = utcnow()
+        _bake(dep)
         return
     wave = session.scalar(select(func.min(DeploymentNode.wave)).where(
         members_of, DeploymentNode.state == NodeRolloutState.WAITING))
     if wave is not None:
-        _send_wave(session, dep, _members(session, dep, wave=wave), wave)
+        _send(session, dep, _members(session, dep, wave=wave))
 
 
-def _send_wave(session: Session, dep: Deployment, members: list[DeploymentNode], wave: int) -> None:
+def _bake(dep: Deployment) -> None:
+    if dep.rollout_state in (RolloutState.PENDING, RolloutState.PROMOTING):
+        dep.rollout_state = RolloutState.BAKING
+        dep.bake_started_at = utcnow()
+
+
+def _send(session: Session, dep: Deployment, members: list[DeploymentNode],
+          split: TrafficSplit | None = None) -> None:
+    """The deployment's version to each of `members`' nodes, under `split` if any."""
     fn = session.get(Function, dep.function_id)
     if fn is None:
         return
     version = _version(session, fn, dep.version)
     for m in members:
-        if m.wave == wave:
-            node = session.get(Node, m.node_id)
-            if node is not None:
-                m.state = NodeRolloutState.PENDING
-                outbox.supersede_deploys(session, node.id, fn.id)
-                outbox.enqueue_deploy(session, node, fn, version, dep.id)
+        node = session.get(Node, m.node_id)
+        if node is not None:
+            m.state = NodeRolloutState.PENDING
+            outbox.supersede_deploys(session, node.id, fn.id)
+            outbox.enqueue_deploy(session, node, fn, version, dep.id, split=split)
 
 
 def _locked(session: Session, deployment_id: str) -> Deployment | None:
@@ -548,14 +574,24 @@ def _decide(dep: Deployment, action: str, why: str, **figures: Any) -> None:
 
 
 def _promote(session: Session, dep: Deployment) -> None:
+    """The next wave of nodes, or a split's next share on every node."""
     members = _members(session, dep)
-    waiting = sorted({m.wave for m in members if m.state == NodeRolloutState.WAITING})
-    if not waiting:
-        return
-    dep.wave = waiting[0]
+    split = None
+    if rollouts.shares(dep):
+        if not rollouts.steps_left(dep):
+            return
+        wave = dep.wave + 1
+        split = rollouts.split_at(dep, wave)
+    else:
+        waiting = sorted({m.wave for m in members if m.state == NodeRolloutState.WAITING})
+        if not waiting:
+            return
+        wave = waiting[0]
+        members = [m for m in members if m.wave == wave]
+    dep.wave = wave
     dep.rollout_state = RolloutState.PROMOTING
     dep.bake_started_at = None
-    _send_wave(session, dep, members, waiting[0])
+    _send(session, dep, members, split)
 
 
 def _roll_back(session: Session, who: Principal, dep: Deployment, *, why: str,

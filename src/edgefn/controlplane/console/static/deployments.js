@@ -76,12 +76,14 @@ function figures(f) {
   return `${f.requests} requests, ${f.errors} errors (${rate}), p99 ${p99}`;
 }
 
-// A gated rollout: its state and wave, why it was rolled back, and each decision.
+// A gated rollout: its state and wave (a split's share), why it was rolled back, and each decision.
 function rollout(r) {
   return h(
     "section",
     { class: "rollout", "aria-label": "Rollout" },
     h("p", {}, "Rollout ", badge(r.state), ` wave ${r.wave + 1} of ${r.waves}`,
+      // A split rollout's waves are shares of the traffic on every node.
+      r.percent === null || r.percent === undefined ? null : ` (split ${r.percent}%)`,
       r.rollback_id ? h("span", { class: "muted" }, " rolled back by ", code(r.rollback_id)) : null),
     r.reason ? h("p", { class: "reason" }, r.reason) : null,
     h("ol", { class: "timeline", "aria-label": "Rollout timeline" },

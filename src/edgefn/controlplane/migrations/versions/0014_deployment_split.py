@@ -1,0 +1,26 @@
+"""Deployment split: a deploy's traffic split (percent, key, steps) on its row, so
+that a gated split rollout can send its next share after a restart.
+
+Revision ID: 0014
+Revises: 0013
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0014"
+down_revision = "0013"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("deployments") as batch:
+        batch.add_column(sa.Column("split", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("deployments") as batch:
+        batch.drop_column("split")
