@@ -23,7 +23,7 @@ from edgefn.controlplane.models import Base
 from tests.controlplane.conftest import create_pg_schema, drop_pg_schema, require_postgres
 from tests.controlplane.test_artifacts import free_port
 
-HEAD = "0014"
+HEAD = "0015"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
