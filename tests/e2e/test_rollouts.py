@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import wasmtime
 
 from edgefn.cluster import Cluster, Edge, wait_until
 from tests.e2e.conftest import module
@@ -24,6 +25,20 @@ GATES = {"bake_s": 1, "min_requests": 10, "wave_percent": 50}
 # Clients told apart by a header, as a split keys them; with 30% of 40, some on each side.
 USERS = [f"user-{i}" for i in range(40)]
 SPLIT = {"percent": 30, "key": "header:x-user"}
+
+
+def answering_500() -> bytes:
+    """An edge-v1 module whose every answer is its own 500: no trap, no failed call."""
+    response, length = "500\\0a\\0aboom", 9
+    return bytes(wasmtime.wat2wasm(f"""
+      (module
+        (memory (export "memory") 1)
+        (data (i32.const 0) "{response}")
+        (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+        (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+          (memory.copy (local.get 8) (i32.const 0) (i32.const {length}))
+          (i32.const {length})))
+    """))
 
 
 @pytest.fixture
@@ -38,6 +53,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Cluster, list[Edge], str]]:
         c.upload(fid, "1.0.0", module("hello-c"))
         c.upload(fid, "2.0.0", module("counter"))
         c.upload(fid, "3.0.0", module("trap"))
+        c.upload(fid, "4.0.0", answering_500())
         c.route(fid, "/hello")
         c.deploy(fid, "1.0.0")
         for edge in edges:
@@ -130,7 +146,8 @@ def test_a_version_answering_500_is_rolled_back(fleet: tuple[Cluster, list[Edge]
     for edge in edges:
         wait_until(f"v2 on {edge.node_id}", lambda e=edge: serves_v2(e))
     wait_until("v2 acked", lambda: cluster.deployment(good)["state"] == "succeeded")
-    dep = cluster.deploy(fid, "3.0.0", strategy="gradual", gates=GATES)
+    # Its own 500s, not traps (the split's rollback below is of a trapping version).
+    dep = cluster.deploy(fid, "4.0.0", strategy="gradual", gates=GATES)
     wait_until("rolled back", lambda: rollout(cluster, dep)["state"] == "rolled_back",
                timeout=60)
     r = rollout(cluster, dep)

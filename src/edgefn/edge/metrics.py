@@ -52,6 +52,12 @@ INVOKE_ERRORS = Counter(
     "wasm_invoke_errors", "Failed invocations by error code",
     ["function_id", "project_id", "version", "code"],
 )
+# A guest's own answer of 500 and above: an invocation that did not fail, but a
+# response the rollout gates count as an error beside `wasm_invoke_errors`.
+GUEST_5XX = Counter(
+    "edge_guest_5xx_responses", "Responses of status 500 and above a guest answered itself",
+    ["function_id", "project_id", "version"],
+)
 CACHE_HITS = Counter("wasm_cache_hits", "Artifact loads served by the disk cache")
 CACHE_MISSES = Counter("wasm_cache_misses", "Artifact loads that missed the disk cache")
 INSTANCES_CREATED = Counter(

@@ -87,3 +87,18 @@ def test_what_a_new_version_serves_before_its_first_report_is_its_own() -> None:
     count.labels("fn", "1").inc(1)  # lingering
     [v2] = figures.report([{"id": "fn", "version": "2", "state": "cached"}])
     assert (v2.version, v2.count) == ("2", 7)
+
+
+def test_a_guests_own_5xx_answers_are_errors_of_their_version() -> None:
+    registry = CollectorRegistry()
+    labels = ["function_id", "project_id", "version"]
+    count = Counter("wasm_invoke_count", "", labels, registry=registry)
+    answered_5xx = Counter("edge_guest_5xx_responses", "", labels, registry=registry)
+    errors = Counter("wasm_invoke_errors", "", [*labels, "code"], registry=registry)
+    figures = VersionFigures(lambda: read_counts(registry))
+    figures.report([{"id": "fn", "version": "1", "state": "cached"}])
+    count.labels("fn", "p", "1").inc(10)
+    answered_5xx.labels("fn", "p", "1").inc(6)
+    errors.labels("fn", "p", "1", "timeout").inc(1)
+    [v1] = figures.report([{"id": "fn", "version": "1", "state": "cached"}])
+    assert (v1.count, v1.errors) == (10, {"http_5xx": 6, "timeout": 1})

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.edge.conftest import EdgeHarness, fn
 
@@ -80,9 +81,26 @@ def test_response_over_the_cap_is_502(edge: EdgeHarness) -> None:
 
 def test_negative_return_is_500(edge: EdgeHarness) -> None:
     edge.deploy(fn("neg", "negative"))
+    before = _guest_5xx("neg")
     resp = edge.request("GET", "/neg/")
     assert resp.status == 500
     assert "-1" in body_json(resp)["error"]["message"]
+    assert _guest_5xx("neg") == before  # a failed invocation, counted as such
+
+
+def _guest_5xx(fid: str, version: str = "1.0.0") -> float:
+    return REGISTRY.get_sample_value("edge_guest_5xx_responses_total",
+                                     {"function_id": fid, "project_id": "",
+                                      "version": version}) or 0.0
+
+
+def test_a_guests_own_5xx_answers_are_counted_for_its_version(edge: EdgeHarness) -> None:
+    # What the rollout gates count as errors beside failed invocations.
+    edge.deploy(fn("echo5", "echo", path="/status/*"))
+    before = _guest_5xx("echo5")
+    for status in (200, 418, 500, 503, 599):
+        assert edge.request("GET", f"/status/{status}").status == status
+    assert _guest_5xx("echo5") - before == 3
 
 
 # -- wagi ---------------------------------------------------------------------

@@ -38,6 +38,8 @@ _INDEX = {bound: i for i, bound in enumerate(LATENCY_BOUNDS)}
 
 
 _ANY = "\0any"
+# The error code a guest's own 5xx answers are reported under.
+GUEST_5XX = "http_5xx"
 
 
 def read_counts(registry: Collector) -> dict[tuple[str, str], _Counts]:
@@ -57,6 +59,8 @@ def read_counts(registry: Collector) -> dict[tuple[str, str], _Counts]:
             elif sample.name == "wasm_invoke_errors_total":
                 code = sample.labels.get("code", "error")
                 counts.errors[code] = counts.errors.get(code, 0.0) + sample.value
+            elif sample.name == "edge_guest_5xx_responses_total":
+                counts.errors[GUEST_5XX] = counts.errors.get(GUEST_5XX, 0.0) + sample.value
             elif sample.name == "wasm_invoke_latency_seconds_bucket":
                 i = _INDEX.get(float(sample.labels.get("le", "nan")))
                 if i is not None:

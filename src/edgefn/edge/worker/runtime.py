@@ -557,6 +557,9 @@ class Runtime:
                     if isinstance(exc, InvocationError) else exc.code)
             resp = _error(exc.status, code, error, rid)
             metrics.INVOKE_ERRORS.labels(spec.id, spec.project_id, spec.version, code).inc()
+        else:
+            if resp.status >= 500:
+                metrics.GUEST_5XX.labels(spec.id, spec.project_id, spec.version).inc()
         cpu[0] = call.cpu
         elapsed = time.monotonic() - call.t0 if call.t0 else 0.0
         loaded.invocations.observe(elapsed)
