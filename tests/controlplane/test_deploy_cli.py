@@ -486,3 +486,29 @@ def test_a_wagi_maps_functions_take_names_the_control_plane_accepts(tmp_path: Pa
         for i, name in enumerate(("My_App.wat", "my-app.wat", "__.wat"))))
     functions = wagi_functions(app / "modules.toml")
     assert [spec.name for spec, _, _ in functions] == ["my-app", "my-app-2", "module"]
+
+
+def test_a_split_deploy_from_the_command_line(
+    runner: CliRunner, live_cp: LiveCP, tmp_path: Path
+) -> None:
+    """`--split` sends a share of the traffic to the new version, keyed as asked, with
+    the shares a gated split is promoted through."""
+    folder = tmp_path / "hello"
+    shutil.copytree(EXAMPLE, folder)
+    node = live_cp.ok("POST", "/nodes", 201, json={"id": "tokyo-1", "pop_id": "tokyo"})
+    with AckingNode(live_cp.grpc_target, node).running():
+        first = deploy(runner, live_cp, folder, token=ADMIN_TOKEN)
+        assert first.exit_code == 0, first.output
+        manifest = json.loads((folder / "function.json").read_text())
+        (folder / "function.json").write_text(json.dumps({**manifest, "version": "1.0.1"}))
+        lone = deploy(runner, live_cp, folder, "--split-key", "header:x-user",
+                      token=ADMIN_TOKEN)
+        assert lone.exit_code == 2 and "go with --split PERCENT" in lone.output
+        split = deploy(runner, live_cp, folder, "--no-wait", "--json", "--split", "20",
+                       "--split-key", "header:X-User", "--split-step", "50", "--gate",
+                       "bake_s=5", token=ADMIN_TOKEN)
+        assert split.exit_code == 0, split.output
+        dep = live_cp.ok("GET", f"/deployments/{json.loads(split.stdout)['deployment_id']}")
+    assert dep["split"]["percent"] == 20 and dep["split"]["key"] == "header:x-user"
+    assert dep["split"]["steps"] == [50]  # then 100
+    assert dep["rollout"]["percent"] == 20 and dep["rollout"]["gates"]["bake_s"] == 5

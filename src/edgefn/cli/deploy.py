@@ -353,6 +353,16 @@ def _gates(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="a health gate other than its default (bake_s=30, min_requests=50, "
               "max_error_rate_increase=0.02, max_p99_ratio=2, p99_floor_s=0.01, "
               "wave_percent=25, manual=true); implies --gated; repeatable")
+@click.option("--split", "split_percent", type=click.IntRange(0, 100), metavar="PERCENT",
+              help="send PERCENT of the traffic to the new version on every target, the "
+              "rest to the version before (docs/rollouts.md); with --gated, bake it and "
+              "promote or roll back by itself")
+@click.option("--split-key", default="", metavar="KEY",
+              help="what keeps a client on one side: 'header:NAME', 'cookie:NAME', or "
+              "the client address (default)")
+@click.option("--split-step", "split_steps", multiple=True, type=click.IntRange(1, 100),
+              metavar="PERCENT", help="a gated split's next share; repeatable (it always "
+              "ends at 100)")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="follow the nodes")
 @click.option(
     "--timeout",
@@ -373,6 +383,9 @@ def deploy(
     target_pop: tuple[str, ...],
     gated: bool,
     gate: tuple[str, ...],
+    split_percent: int | None,
+    split_key: str,
+    split_steps: tuple[int, ...],
     wait: bool,
     timeout_s: float,
 ) -> None:
@@ -400,6 +413,11 @@ def deploy(
         body["target_pop"] = list(target_pop)
     if gated or gate:
         body["gates"] = _gates(gate)
+    if split_percent is not None:
+        body["split"] = {"percent": split_percent, "key": split_key,
+                         **({"steps": list(split_steps)} if split_steps else {})}
+    elif split_key or split_steps:
+        raise click.UsageError("--split-key and --split-step go with --split PERCENT")
     url, token = resolve(cp_url, token)
     results = []
     # With --json, stdout holds only the result: the steps are told on stderr.
