@@ -26,6 +26,7 @@ def test_a_local_build_writes_the_module(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["ok"] is True and summary["language"] == "wat"
+    assert Path(summary["out"]) == src / "build" / "function.wasm"  # no function.json
     module = Path(summary["out"]).read_bytes()
     assert validate_module(module, memory_pages=16).abi == "edge-v1"
 
@@ -55,3 +56,6 @@ def test_a_project_from_edgefn_init_builds(tmp_path: Path, lang: str) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     validate_module(Path(summary["out"]).read_bytes(), memory_pages=64)
+    # Where its function.json says the module is: what `edgefn deploy` uploads.
+    artifact = json.loads((folder / "function.json").read_text())["artifact"]
+    assert Path(summary["out"]) == (folder / artifact).resolve()

@@ -58,7 +58,8 @@ def _finish(result: dict[str, Any], as_json: bool, code: int) -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="where the module goes (local builds) [default: PATH/build/function.wasm]",
+    help="where the module goes (local builds) [default: the `artifact` PATH's "
+    "function.json names, else PATH/build/function.wasm]",
 )
 @click.option("--remote", is_flag=True, help="build on the control plane; makes a version")
 @click.option("--function", "function", help="--remote: the function's id or name")
@@ -113,13 +114,28 @@ def build(
     if result.wasm is None:
         _finish(summary, as_json, EXIT_FAILED)
         return
-    target = out or path / "build" / "function.wasm"
+    target = out or default_out(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(result.wasm)
     summary |= {"out": str(target), "size": len(result.wasm)}
     if not as_json:
         click.echo(f"wrote {target} ({len(result.wasm)} bytes)")
     _finish(summary, as_json, 0)
+
+
+def default_out(folder: Path) -> Path:
+    """Where a local build writes the module: where the folder's `function.json` says
+    it is (its `artifact`, inside the folder), so that `edgefn deploy` finds it;
+    else `build/function.wasm`."""
+    try:
+        artifact = json.loads((folder / "function.json").read_text())["artifact"]
+    except (OSError, ValueError, KeyError, TypeError):
+        artifact = None
+    if isinstance(artifact, str) and artifact:
+        target = (folder / artifact).resolve()
+        if target.is_relative_to(folder.resolve()) and target.suffix == ".wasm":
+            return target
+    return folder / "build" / "function.wasm"
 
 
 def submit_build(api: CPClient, function_id: str, source: bytes, language: str, version: str,
