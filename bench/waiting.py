@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -36,6 +37,8 @@ import time
 from pathlib import Path
 from statistics import median
 from typing import Any
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edgefn.cluster import free_port, spawn, stop_process
@@ -133,6 +136,17 @@ async def burst(port: int, path: str, body: bytes, n: int) -> tuple[float, dict[
     return elapsed, statuses
 
 
+def node_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of the node's process and its workers."""
+    parent = psutil.Process(pid)
+    total = 0.0
+    for proc in [parent, *parent.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
@@ -190,15 +204,24 @@ def main() -> None:
                 # Warm up: threads, instances, outgoing connections.
                 asyncio.run(burst(port, path, body, args.concurrency))
                 times, statuses = [], {}
+                cpu_before = node_cpu(node.pid)
                 for _ in range(args.bursts):
                     elapsed, got = asyncio.run(burst(port, path, body, args.concurrency))
                     times.append(elapsed)
                     for k, v in got.items():
                         statuses[k] = statuses.get(k, 0) + v
+                per_request = ((node_cpu(node.pid) - cpu_before)
+                               / (args.bursts * args.concurrency))
                 print(f"{name}: {args.concurrency} concurrent requests done in "
                       f"{median(times) * 1000:.0f} ms (median of {args.bursts}; "
                       f"min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); "
                       f"statuses {statuses}")
+                # What the node's processes spend per request, waits aside: a burst
+                # cannot end before its CPU is spent on the cores there are.
+                floor = per_request * args.concurrency / (os.cpu_count() or 1)
+                print(f"{'':>4}node CPU {per_request * 1e6:.0f} us a request; a burst's "
+                      f"CPU on {os.cpu_count()} cores takes at least {floor * 1000:.0f} ms, "
+                      f"beside the {args.delay_ms:.0f} ms wait")
             alone = wrk(base + "/echo/", args.duration, args.connections)
             stop = threading.Event()
             counts = {"bursts": 0}
