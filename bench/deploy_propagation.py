@@ -45,13 +45,13 @@ from typing import Any
 import httpx
 import psutil
 import sqlalchemy as sa
-import wasmtime
 
 from edgefn.cluster import (
     Cluster,
     ClusterError,
     Edge,
     Replica,
+    fixed_response_module,
     grpc_targets,
     node_files,
     wait_until,
@@ -68,17 +68,7 @@ LEASE_TTL_S = 3
 
 def version_module(tag: str) -> bytes:
     """An edge-v1 module whose whole response is `200`, a blank line and `tag`."""
-    response = f"200\\0a\\0a{tag}"
-    length = 5 + len(tag)
-    return bytes(wasmtime.wat2wasm(f"""
-      (module
-        (memory (export "memory") 2)
-        (data (i32.const 0) "{response}")
-        (func (export "alloc") (param i32) (result i32) (i32.const 1024))
-        (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
-          (memory.copy (local.get 8) (i32.const 0) (i32.const {length}))
-          (i32.const {length})))
-    """))
+    return fixed_response_module(200, tag)
 
 
 def first_200(edge: Edge, tag: bytes, start: float, out: dict[str, float],

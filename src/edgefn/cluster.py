@@ -308,6 +308,24 @@ class _Answer:
         return self._left == 0
 
 
+def fixed_response_module(status: int, body: str) -> bytes:
+    """An edge-v1 module whose every answer is `status` with `body` (ASCII, no
+    headers): a version to deploy in tests and benchmarks that tells itself apart."""
+    import wasmtime
+
+    response = f"{status}\n\n{body}".encode()
+    escaped = "".join(f"\\{b:02x}" for b in response)
+    return bytes(wasmtime.wat2wasm(f"""
+      (module
+        (memory (export "memory") 2)
+        (data (i32.const 0) "{escaped}")
+        (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+        (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+          (memory.copy (local.get 8) (i32.const 0) (i32.const {len(response)}))
+          (i32.const {len(response)})))
+    """))
+
+
 def grpc_targets(replicas: list[Replica]) -> str:
     """One gRPC target naming every replica: a node connects to the first that
     answers and, when its stream breaks, reconnects to the next."""

@@ -13,9 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-import wasmtime
 
-from edgefn.cluster import Cluster, ClusterError, Edge, wait_until
+from edgefn.cluster import Cluster, ClusterError, Edge, fixed_response_module, wait_until
 from tests.e2e.conftest import module
 
 pytestmark = pytest.mark.e2e
@@ -27,20 +26,6 @@ GATES = {"bake_s": 1, "min_requests": 10, "wave_percent": 50, "p99_floor_s": 1.0
 # Clients told apart by a header, as a split keys them; with 30% of 40, some on each side.
 USERS = [f"user-{i}" for i in range(40)]
 SPLIT = {"percent": 30, "key": "header:x-user"}
-
-
-def answering_500() -> bytes:
-    """An edge-v1 module whose every answer is its own 500: no trap, no failed call."""
-    response, length = "500\\0a\\0aboom", 9
-    return bytes(wasmtime.wat2wasm(f"""
-      (module
-        (memory (export "memory") 1)
-        (data (i32.const 0) "{response}")
-        (func (export "alloc") (param i32) (result i32) (i32.const 1024))
-        (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
-          (memory.copy (local.get 8) (i32.const 0) (i32.const {length}))
-          (i32.const {length})))
-    """))
 
 
 @pytest.fixture
@@ -55,7 +40,8 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Cluster, list[Edge], str]]:
         c.upload(fid, "1.0.0", module("hello-c"))
         c.upload(fid, "2.0.0", module("counter"))
         c.upload(fid, "3.0.0", module("trap"))
-        c.upload(fid, "4.0.0", answering_500())
+        # Its own 500s, with no trap and no failed call.
+        c.upload(fid, "4.0.0", fixed_response_module(500, "boom"))
         c.route(fid, "/hello")
         c.deploy(fid, "1.0.0")
         for edge in edges:
@@ -92,6 +78,31 @@ def rollout(cluster: Cluster, dep: str) -> dict[str, Any]:
     return dict(cluster.deployment(dep)["rollout"])
 
 
+def states_until_done(cluster: Cluster, dep: str, timeout: float) -> list[str]:
+    """The states rollout `dep` went through until `done`; the states and the rollout
+    in the failure when it does not get there."""
+    states: list[str] = []
+
+    def done() -> bool:
+        r = rollout(cluster, dep)
+        if not states or states[-1] != r["state"]:
+            states.append(r["state"])
+        return bool(r["state"] == "done")
+
+    try:
+        wait_until("rollout done", done, timeout=timeout)
+    except ClusterError as exc:
+        raise AssertionError(f"{exc}; states {states}; {rollout(cluster, dep)}") from None
+    return states
+
+
+def guest_5xx(edge: Edge, version: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{edge.metrics_port}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("edge_guest_5xx_responses_total{")
+               and f'version="{version}"' in line)
+
+
 def serves_v2(edge: Edge, user: str = "") -> bool:
     resp = edge.get("/hello", headers={"x-user": user} if user else {})
     return resp.status_code == 200 and resp.headers.get("x-init") == "1"
@@ -122,18 +133,7 @@ def every_user_on_v2(edges: list[Edge]) -> bool:
 def test_a_good_version_goes_canary_waves_done(fleet: tuple[Cluster, list[Edge], str]) -> None:
     cluster, edges, fid = fleet
     dep = cluster.deploy(fid, "2.0.0", strategy="gradual", gates=GATES)
-    states: list[str] = []
-
-    def done() -> bool:
-        r = rollout(cluster, dep)
-        if not states or states[-1] != r["state"]:
-            states.append(r["state"])
-        return bool(r["state"] == "done")
-
-    try:
-        wait_until("rollout done", done, timeout=60)
-    except ClusterError as exc:
-        raise AssertionError(f"{exc}; states {states}; {rollout(cluster, dep)}") from None
+    states = states_until_done(cluster, dep, timeout=60)
     r = rollout(cluster, dep)
     assert [d["action"] for d in r["decisions"] if d["action"] != "wait"] == ["promote"]
     promote = next(d for d in r["decisions"] if d["action"] == "promote")
@@ -158,6 +158,9 @@ def test_a_version_answering_500_is_rolled_back(fleet: tuple[Cluster, list[Edge]
     r = rollout(cluster, dep)
     assert r["reason"].startswith("automatic rollback: error rate 100.0%")
     assert r["decisions"][-1]["new"]["errors"] >= 10
+    # The guest's own answers, not failed calls: counted as such on the node that had it.
+    answered = sum(guest_5xx(edge, "4.0.0") for edge in edges)
+    assert answered >= 10
     for edge in edges:
         wait_until(f"v2 again on {edge.node_id}", lambda e=edge: serves_v2(e))
     audit = cluster.call("GET", "/audit")
@@ -185,18 +188,7 @@ def test_a_good_version_under_a_split_bakes_and_takes_all_the_traffic(
     dep = cluster.deploy(fid, "2.0.0", split=SPLIT, gates=GATES)
     out = cluster.deployment(dep)
     assert out["strategy"] == "pull" and out["rollout"]["percent"] == 30
-    states: list[str] = []
-
-    def done() -> bool:
-        r = rollout(cluster, dep)
-        if not states or states[-1] != r["state"]:
-            states.append(r["state"])
-        return bool(r["state"] == "done")
-
-    try:
-        wait_until("split rollout done", done, timeout=120)
-    except ClusterError as exc:
-        raise AssertionError(f"{exc}; states {states}; {rollout(cluster, dep)}") from None
+    states = states_until_done(cluster, dep, timeout=120)
     r = rollout(cluster, dep)
     assert [d["action"] for d in r["decisions"] if d["action"] != "wait"] == ["promote"]
     promote = next(d for d in r["decisions"] if d["action"] == "promote")
