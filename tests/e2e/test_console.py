@@ -25,6 +25,20 @@ CHROMIUM = Path("/usr/bin/chromium")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+# Where the control plane says its edge serves functions: a function page shows its URLs.
+EDGE_URL = "http://edge.test:8000"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, transport: str) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, token="e2e-admin-token", project="e2e")
+    c.env["EDGEFN_TRANSPORT"] = transport
+    c.cp_env["EDGEFN_EDGE_URL"] = EDGE_URL
+    c.start_cp()
+    yield c
+    c.close()
+
+
 @pytest.fixture
 def browser(tmp_path: Path) -> list[str]:
     if not CHROMIUM.exists():
@@ -109,7 +123,7 @@ def test_console_renders_functions_versions_and_deployments(
 
     detail = view(signed_in, f"#functions/{fid}", version["sha256"])
     for text in ("1.0.0", version["sha256"], version["abi"], "/console-hello", "region=='tokyo'",
-                 "Deploy", "Roll back"):
+                 "Deploy", "Roll back", "Served at", f'href="{EDGE_URL}/console-hello"'):
         assert text in detail, text
 
     deployments = view(signed_in, f"#deployments/{fid}", "Deploy 1.0.0")

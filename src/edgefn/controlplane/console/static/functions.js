@@ -31,6 +31,13 @@ const SETTINGS = [
   ["ID", (fn) => code(fn.id)],
   ["Project", (fn) => code(fn.owner_project_id)],
   ["Active version", (fn) => fn.active_version ?? "none"],
+  // Each serving route on the edge's URL (`urls`); null when the control plane was not
+  // told its edge's URL. A wildcard host is no address to follow: shown, not linked.
+  ["Served at", (fn) => {
+    if (fn.urls == null) return "unknown: the control plane has no edge URL (EDGEFN_EDGE_URL)";
+    if (!fn.urls.length) return "no route";
+    return fn.urls.map((url) => (url.includes("*") ? code(url) : h("a", { href: url }, url)));
+  }],
   ["Entrypoint", (fn) => code(fn.entrypoint)],
   ["Runtime", (fn) => fn.runtime],
   ["Max execution", (fn) => fn.max_execution_ms + " ms"],
