@@ -689,3 +689,36 @@ def test_a_node_forwards_log_lines_only_of_functions_it_was_sent(
     run(scenario)
     assert delivered == [LogLine(fn["id"], fn["owner_project_id"], '{"n":1}')]
     assert hub.recent(fn["id"], 10) == ['{"n":1}'] and hub.recent(other["id"], 10) == []
+
+
+# SQLite takes its write lock when a transaction begins, so there a delete cannot
+# come between an ack's read and its write.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_ack_for_an_instruction_deleted_meanwhile_is_let_go(
+    gcp: CP, fn: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node is deleted (its instructions with it) between an ack's read of its
+    instruction and its write: the stream's ack handler lets it go instead of failing
+    the stream, which then ends as a deleted node's does."""
+    from edgefn.controlplane.deployments import service as deployments
+    from edgefn.controlplane.deployments.schemas import AckIn
+    from edgefn.controlplane.stream import session as stream_session
+
+    gcp.node("tokyo", "tokyo-1")
+    deploy(gcp, fn)
+    sessions = gcp.client.app.state.cp.sessions  # type: ignore[attr-defined]
+    with db.session_scope(sessions) as session:
+        row_id = session.execute(sa.select(OutboxInstruction.id).where(
+            OutboxInstruction.node_id == "tokyo-1", OutboxInstruction.type == "deploy")).scalar()
+    assert row_id is not None
+    record = deployments._record_ack
+
+    def deleted_meanwhile(*args: Any, **kw: Any) -> None:
+        gcp.ok("DELETE", "/nodes/tokyo-1", ADMIN, 204)
+        record(*args, **kw)
+
+    monkeypatch.setattr(deployments, "_record_ack", deleted_meanwhile)
+    with db.session_scope(sessions) as session:
+        stream_session._acker("tokyo-1", AckIn(id=row_id, state="cached"))(session)
+    with db.session_scope(sessions) as session:
+        assert session.get(OutboxInstruction, row_id) is None

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from edgefn.contract import Instruction
 from edgefn.controlplane import db
@@ -278,7 +279,14 @@ class NodeSession:
 
 def _acker(node_id: str, ack: AckIn) -> Callable[[Session], None]:
     def work(session: Session) -> None:
-        deployments.ack_instruction(session, node_id, ack)
-        session.commit()
+        try:
+            deployments.ack_instruction(session, node_id, ack)
+            session.commit()
+        except StaleDataError:
+            # The instruction went while its ack was applied: its node or deployment
+            # was deleted. Nothing is left to record; the stream goes on (and ends as
+            # a deleted node's does).
+            session.rollback()
+            log.info("node %s acked instruction %d, deleted meanwhile", node_id, ack.id)
 
     return work
