@@ -17,6 +17,7 @@ expired by then.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -64,16 +65,9 @@ _SIZE_SUFFIX = ".bytes"
 # One TLS context for every download of the process: making one loads the system's
 # CA bundle (about 40 ms of CPU), which a client made per download did every time.
 # Clients stay per download, so no connection is shared between threads.
-_SSL_CONTEXT: ssl.SSLContext | None = None
-_SSL_LOCK = threading.Lock()
-
-
+@functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    global _SSL_CONTEXT
-    with _SSL_LOCK:
-        if _SSL_CONTEXT is None:
-            _SSL_CONTEXT = httpx.create_ssl_context()
-        return _SSL_CONTEXT
+    return httpx.create_ssl_context()
 
 
 class ArtifactCache:

@@ -10,7 +10,6 @@ the deadline is a timeout) live here, so the engines cannot drift apart.
 
 from __future__ import annotations
 
-import ctypes
 from typing import TYPE_CHECKING, Any
 
 from edgefn.sandbox import wasi_http
@@ -65,13 +64,6 @@ class InstanceBase:
     def capture(self, stream: int, data: bytes) -> None:
         """What the guest wrote to stdout or stderr (the WASI output of either ABI)."""
         self.output.add(data)
-
-    def capture_from(self, stream: int, buf: Any, length: int) -> None:
-        """`capture` of `length` bytes at the address `buf`, copying only what is kept."""
-        if type(self).capture is InstanceBase.capture and self.output.room() <= 0:
-            self.output.dropped += length
-            return
-        self.capture(stream, ctypes.string_at(buf, length))
 
     def _timeout(self) -> GuestTimeout:
         self.timed_out = True

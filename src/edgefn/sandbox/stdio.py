@@ -21,9 +21,6 @@ class GuestOutput:
         self.data = bytearray()
         self.dropped = 0
 
-    def room(self) -> int:
-        return self.limit - len(self.data)
-
     def add(self, chunk: bytes) -> None:
         room = self.limit - len(self.data)
         if room > 0:

@@ -135,7 +135,7 @@ def _make_output_callback(stream: int) -> Callable[[int | None, ctypes.c_void_p,
     def callback(data: int | None, buf: ctypes.c_void_p, length: int) -> int:
         inst = _INSTANCES.get(data or 0)
         if inst is not None:
-            inst.capture_from(stream, buf, length)
+            inst.capture(stream, ctypes.string_at(buf, length))
         return length
 
     return callback
