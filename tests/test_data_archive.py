@@ -27,13 +27,7 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "",
 
 
 def plain_tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tgz(files, mode="w")
 
 
 # Each hostile archive, as the control plane's tests send them too.

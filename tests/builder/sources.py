@@ -75,9 +75,10 @@ TREES: dict[str, dict[str, bytes]] = {
 }
 
 
-def tgz(files: dict[str, bytes]) -> bytes:
+def tgz(files: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    """A tar of `files` (gzip'd unless `mode` is another tarfile write mode)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buf, mode=mode) as tar:  # type: ignore[call-overload]
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
