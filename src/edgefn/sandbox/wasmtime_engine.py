@@ -195,9 +195,9 @@ class _EpochTicker:
         """Ticks due but not yet counted (the ticker thread was kept waiting).
 
         They will be counted in a burst, so a deadline armed now must include them,
-        or it would land early by that much.
+        or it would land early by that much. Asked only after `ticks_for`, which
+        started the thread (it is on every call's path: no check here).
         """
-        self._ensure_started()
         return max(0, int((time.monotonic() - self._start) / self._interval) - self._done)
 
     def ticks_for(self, ms: int) -> int:
