@@ -26,7 +26,8 @@ import httpx
 from edgefn.contract import HTTP_METHODS, EgressAllowlist, HttpFetchPolicy
 from edgefn.edge.capabilities.egress import GuardedBackend
 from edgefn.edge.capabilities.egress_rules import EgressRules, parse_host
-from edgefn.edge.capabilities.errors import CallFailed, CapabilityError, Denied, QuotaExceeded
+from edgefn.edge.capabilities.errors import CallFailed, CapabilityError, Denied
+from edgefn.edge.capabilities.http1 import Http1Client, Origin, Response
 from edgefn.edge.spec import FunctionSpec
 from edgefn.sandbox.abi import FetchRequest, encode_response, parse_fetch_request
 from edgefn.sandbox.errors import GuestError
@@ -62,20 +63,6 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context(trust_env=False)
 
 
-class _GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, backend: GuardedBackend, limits: httpx.Limits) -> None:
-        super().__init__(verify=_ssl_context(), trust_env=False, limits=limits)
-        # HTTPTransport takes no network backend; its pool is rebuilt with ours. The
-        # private-address tests fail loudly should httpx ever stop using `_pool`.
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=backend,
-        )
-
-
 class HttpFetchCapability:
     """Per function version; thread-safe, one pooled client shared by all its invocations."""
 
@@ -85,23 +72,17 @@ class HttpFetchCapability:
         egress: EgressRules,
         *,
         # As many as a worker's request threads (EdgeSettings.threads), each of which may
-        # wait in one fetch: fewer would queue fetches that could overlap.
-        max_connections: int = 128,
-        max_keepalive_connections: int = 32,
+        # wait in one fetch: fewer would close connections a burst of fetches just opened.
+        max_idle_connections: int = 128,
     ) -> None:
         self.policy = policy
         self._allowlist = EgressAllowlist(policy.allow_hosts)
         self._backend = GuardedBackend(egress, allow_private=policy.allow_private)
-        limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_keepalive_connections,
-            keepalive_expiry=30.0,
-        )
-        # The transport alone, no httpx.Client: a client keeps a cookie jar, which would
-        # carry one invocation's cookies into the next (another end user's); it reads
-        # proxies from the environment, which would open connections past the address
-        # checks; and it parses a redirect's Location before this code can judge it.
-        self._transport = _GuardedTransport(self._backend, limits)
+        # A client of its own (http1.py): no cookie jar, which would carry one invocation's
+        # cookies into the next (another end user's); no proxies from the environment,
+        # which would open connections past the address checks; redirects are judged here.
+        self._client = Http1Client(self._backend, _ssl_context(),
+                                   max_idle=max_idle_connections)
 
     @classmethod
     def configure(
@@ -127,7 +108,7 @@ class HttpFetchCapability:
         except CapabilityError as exc:
             log.debug("http_fetch refused: %s", exc)
             return exc.code
-        except (GuestError, httpx.HTTPError, httpcore.TimeoutException) as exc:
+        except (GuestError, httpcore.NetworkError, httpcore.TimeoutException) as exc:
             log.debug("http_fetch failed: %s", exc)
             return FAILED
         except Exception:
@@ -136,7 +117,7 @@ class HttpFetchCapability:
             return FAILED
 
     def close(self) -> None:
-        self._transport.close()
+        self._client.close()
         self._backend.close()
 
     def _exchange(self, req: FetchRequest, deadline: float, traceparent: str | None) -> bytes:
@@ -149,23 +130,17 @@ class HttpFetchCapability:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise CallFailed("the fetch deadline has passed")
-            outgoing = httpx.Request(
-                method, url, headers=_with_defaults(headers), content=body,
-                extensions={"timeout": httpx.Timeout(left).as_dict()},
+            response = self._client.exchange(
+                method, _origin(url), url.raw_path, url.netloc, _with_defaults(headers), body,
+                max_body=self.policy.max_response_bytes,
             )
-            response = self._transport.handle_request(outgoing)
-            try:
-                location = response.headers.get("location")
-                if response.status_code not in _REDIRECTS or not location:
-                    return self._encode(response, method)
-                if hop == self.policy.max_redirects:
-                    raise CallFailed(f"more than {self.policy.max_redirects} redirects")
-                target = self._check(_join(url, location))
-            finally:
-                response.close()
-            if response.status_code == 303 or (
-                response.status_code in (301, 302) and method == "POST"
-            ):
+            location = _header(response.headers, b"location")
+            if response.status not in _REDIRECTS or not location:
+                return _encode(response)
+            if hop == self.policy.max_redirects:
+                raise CallFailed(f"more than {self.policy.max_redirects} redirects")
+            target = self._check(_join(url, location.decode("latin-1")))
+            if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 # What browsers (and httpx) do: the next hop is a GET without the body.
                 method = "GET" if method != "HEAD" else method
                 body = b""
@@ -189,27 +164,29 @@ class HttpFetchCapability:
             raise Denied(f"host {url.raw_host.decode('ascii')!r} is not on the allowlist")
         return url
 
-    def _encode(self, response: httpx.Response, method: str) -> bytes:
-        cap = self.policy.max_response_bytes
-        declared = response.headers.get("content-length", "")
-        # A HEAD response declares the size of a body it does not send.
-        if method != "HEAD" and declared.isdigit() and int(declared) > cap:
-            raise QuotaExceeded(f"response of {declared} bytes is over {cap}")
-        body = bytearray()
-        for chunk in response.iter_raw():
-            body += chunk
-            if len(body) > cap:
-                raise QuotaExceeded(f"response is over {cap} bytes")
-        dropped = _HOP_BY_HOP | _FRAMING | _connection_listed(response.headers.raw)
-        headers = [
-            (name.lower(), value)
-            for name, value in response.headers.raw
-            if name.lower() not in dropped
-        ]
-        return encode_response(response.status_code, headers, bytes(body))
 
 
+def _encode(response: Response) -> bytes:
+    dropped = _HOP_BY_HOP | _FRAMING | _connection_listed(response.headers)
+    headers = [
+        (name.lower(), value) for name, value in response.headers if name.lower() not in dropped
+    ]
+    return encode_response(response.status, headers, response.body)
+
+
+def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
+    for name, value in headers:
+        if name.lower() == wanted:
+            return value
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
 def _url(text: str) -> httpx.URL:
+    """Parsed once per text: httpx's parser is Python and regular expressions, about a
+    tenth of a fetch's CPU, and a function fetches the same few URLs over and over. A URL
+    is immutable and a pure function of its text, so one cache serves every function;
+    what a function may reach is still checked on every call (`_check`, the backend)."""
     try:
         return httpx.URL(text)
     except httpx.InvalidURL as exc:
@@ -239,8 +216,10 @@ def _refuse_address_spelling(text: str) -> None:
         raise Denied(f"not a canonical IPv4 address: {host!r}")
 
 
-def _origin(url: httpx.URL) -> tuple[str, bytes, int | None]:
-    return url.scheme, url.raw_host, url.port
+def _origin(url: httpx.URL) -> Origin:
+    """Scheme, host as sent (IDNA, an IPv6 address without brackets), port."""
+    default = 443 if url.scheme == "https" else 80
+    return url.scheme, url.raw_host.decode("ascii"), url.port or default
 
 
 def _connection_listed(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
