@@ -171,7 +171,7 @@ def bench_raw(interface: str, args: argparse.Namespace, tmp: Path) -> dict[str, 
     port = free_port()
     cmd = [sys.executable, "-m", "granian", "--interface", interface, "--port", str(port),
            "--workers", str(args.workers), "--no-log"]
-    if interface == "wsgi":
+    if interface == "wsgi" and args.threads:
         cmd += ["--blocking-threads", str(args.threads)]
     cmd.append(f"hello_app:{interface}")
     proc = spawn(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
