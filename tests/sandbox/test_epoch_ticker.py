@@ -191,6 +191,36 @@ def test_a_child_forked_while_the_timer_ticks_arms_a_timer_of_its_own(
     assert native_engine._ticker.armed  # type: ignore[union-attr]  # again, after the forks
 
 
+def test_a_child_forked_from_a_ticking_thread_starts_its_own() -> None:
+    eng = _engine(False)
+    try:
+        loop = _module(eng, "loop", 200)
+        inst = loop.instantiate()  # made in the parent, used in the child
+        _time_out(loop)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                started = time.monotonic()
+                try:
+                    inst.invoke(request(), FakeHost())
+                except GuestTimeout:
+                    code = 0 if 0.2 <= time.monotonic() - started < 1.0 else 2
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 10
+        while not (waited := os.waitpid(pid, os.WNOHANG))[0]:
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child's guest was never interrupted")
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(waited[1]) == 0
+        inst.close()
+    finally:
+        eng.close()
+
+
 _SCRIPT = textwrap.dedent("""
     import gc, sys, time
     from edgefn.sandbox import Limits, WasiOptions, WasmtimeOptions, wasmtime_engine
