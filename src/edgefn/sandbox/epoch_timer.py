@@ -8,8 +8,8 @@ own C function `wasmtime_engine_increment_epoch` as its notify function and the
 engine pointer as its `sigev_value`: on x86_64 and aarch64 Linux `union sigval` is
 passed as a pointer is, so glibc's timer thread makes that call itself, natively.
 
-glibc starts a thread per expiry: a 1 ms timer left armed costs about 7% of a core
-(0.142 s of CPU in 2 s idle), so its owner arms it only while guests may run.
+glibc starts a thread per expiry: a 1 ms timer left armed costs 3 to 7% of a core
+(0.06 to 0.14 s of CPU in 2 s idle), so its owner arms it only while guests may run.
 Elsewhere (not Linux, another architecture, no `timer_create`) `EpochTimer.create`
 returns None and the engine ticks from a Python thread.
 """

@@ -394,6 +394,8 @@ class _NativeTicker:
     def _watch(self) -> None:
         state = self._state
         probe: tuple[int, wasmtime.Store, wasmtime.Func] | None = None
+        if self._probe_module is None:  # compiled once, not under the lock calls may wait on
+            self._probe_module = wasmtime.Module(self._engine, _PROBE_WASM)
         while not state["stop"].wait(_WATCH_S):
             with self._lock:
                 if time.monotonic() <= self._until:
@@ -410,8 +412,7 @@ class _NativeTicker:
                 return
 
     def _probe(self, extensions: int, ticks: int) -> tuple[int, wasmtime.Store, wasmtime.Func]:
-        if self._probe_module is None:
-            self._probe_module = wasmtime.Module(self._engine, _PROBE_WASM)
+        assert self._probe_module is not None
         store = wasmtime.Store(self._engine)
         store.set_epoch_deadline(ticks)
         func = wasmtime.Instance(store, self._probe_module, []).exports(store)["p"]
