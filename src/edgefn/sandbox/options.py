@@ -13,10 +13,12 @@ from dataclasses import dataclass
 class WasmtimeOptions:
     """`epoch_tick_ms`: how often the epoch advances; a deadline lands at most one tick
     late. `opt_level`: Cranelift's optimisation level ("none", "speed",
-    "speed_and_size")."""
+    "speed_and_size"). `native_epoch_timer`: tick from a POSIX timer, with no GIL
+    (Linux on x86_64 or aarch64; elsewhere, or when off, from a Python thread)."""
 
     epoch_tick_ms: float = 1.0
     opt_level: str = "speed"
+    native_epoch_timer: bool = True
 
 
 @dataclass(frozen=True, slots=True)
