@@ -200,7 +200,7 @@ def quota_functions(tmp_path: Path) -> Path:
     write_function(root, "echo", "echo", [{"host": "*", "path": "/echo/*"}],
                    project_id="tenant-a")
     write_function(root, "slow", "loop", [{"host": "*", "path": "/slow"}],
-                   project_id="tenant-b", max_execution_ms=2000)
+                   project_id="tenant-b", max_execution_ms=3000)
     write_function(root, "mine", "echo", [{"host": "*", "path": "/mine/*"}])
     return root
 
@@ -228,7 +228,13 @@ def test_served_node_with_two_workers_enforces_quotas(
             for _ in range(2)]
         for t in threads:
             t.start()
-        time.sleep(0.8)
+        # The node's own table says when both are running (a fixed sleep raced a
+        # loaded machine); they then run for seconds, leaving room for the third.
+        table = open_table(tmp_path / "data" / "quotas.bin", node_id="observer")
+        deadline = time.monotonic() + 4
+        while table.usage("tenant-b")["concurrency"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert table.usage("tenant-b")["concurrency"] == 2
         third = httpx.get(node.url + "/slow", timeout=30)
         for t in threads:
             t.join()

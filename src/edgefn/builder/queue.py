@@ -77,6 +77,9 @@ class BuildQueue(Protocol):
     def append_log(self, build_id: str, text: str) -> None: ...
     def complete(self, build_id: str, result: BuildResult) -> None: ...
 
+    # Wakes every `take` and `collect` waiting, to answer None, for a stop that does
+    # not wait out their timeouts (where the queue can; Redis's waits end within 1 s).
+    def wake(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -87,8 +90,8 @@ class MemoryQueue:
     renew_every_s = 60.0
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[Job] = queue.Queue()
-        self._done: queue.Queue[tuple[str, BuildResult]] = queue.Queue()
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._done: queue.Queue[tuple[str, BuildResult] | None] = queue.Queue()
         self._logs: dict[str, list[str]] = {}
         self._running: set[str] = set()
         self._lock = threading.Lock()
@@ -100,6 +103,9 @@ class MemoryQueue:
         try:
             job = self._jobs.get(timeout=timeout_s)
         except queue.Empty:
+            return None
+        if job is None:  # woken: the next waiter sees it too
+            self._jobs.put(None)
             return None
         with self._lock:
             self._running.add(job.build_id)
@@ -118,9 +124,13 @@ class MemoryQueue:
 
     def collect(self, timeout_s: float) -> tuple[str, BuildResult] | None:
         try:
-            build_id, result = self._done.get(timeout=timeout_s)
+            done = self._done.get(timeout=timeout_s)
         except queue.Empty:
             return None
+        if done is None:
+            self._done.put(None)
+            return None
+        build_id, result = done
         return build_id, BuildResult(result.wasm, result.error, result.scan, [self.log(build_id)])
 
     def log(self, build_id: str) -> str:
@@ -135,6 +145,10 @@ class MemoryQueue:
         with self._lock:
             self._running.discard(build_id)
             self._logs.pop(build_id, None)
+
+    def wake(self) -> None:
+        self._jobs.put(None)
+        self._done.put(None)
 
     def close(self) -> None:
         pass
@@ -296,6 +310,9 @@ class RedisQueue:
 
     def forget(self, build_id: str) -> None:
         self._redis.delete(*(self._key(build_id, w) for w in ("job", "log", "result", "running")))
+
+    def wake(self) -> None:
+        pass
 
     def close(self) -> None:
         self._redis.close()

@@ -325,8 +325,9 @@ class MetricsServer:
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.port = self.httpd.server_address[1]
+        # Polled for `shutdown` every 50 ms: a stopping node does not wait half a second.
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="edgefn-metrics", daemon=True
+            target=self.httpd.serve_forever, args=(0.05,), name="edgefn-metrics", daemon=True
         )
 
     def start(self) -> None:

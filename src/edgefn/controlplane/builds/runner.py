@@ -82,6 +82,7 @@ class BuildRunner:
 
     def stop(self) -> None:
         self._stop.set()
+        self.jobs.wake()
         for thread in self._threads:
             thread.join(timeout=5)
         self.jobs.close()

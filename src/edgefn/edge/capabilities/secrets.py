@@ -128,7 +128,7 @@ class SecretBroker:
         self._server = socketserver.ThreadingUnixStreamServer(str(path), _Handler)
         self._server.daemon_threads = True
         path.chmod(0o600)
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="edgefn-secrets", daemon=True)
 
     def _answer(self, line: bytes) -> bytes:
