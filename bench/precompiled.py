@@ -94,7 +94,7 @@ def run(mode: str, args: argparse.Namespace, root: Path) -> Result:
     result = Result(mode)
     try:
         cluster.start_cp()
-        edges = [cluster.add_edge(f"node-{i}", "jp-t1") for i in range(args.nodes)]
+        edges = cluster.add_edges([(f"node-{i}", "jp-t1") for i in range(args.nodes)])
         fid = cluster.function("p")
         cluster.route(fid, "/p")
         for i in range(args.deploys):

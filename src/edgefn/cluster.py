@@ -520,15 +520,30 @@ class Cluster:
 
     def add_edge(self, node_id: str, pop_id: str, *, workers: int = 1,
                  **labels: str) -> Edge:
-        token = self.register_node(node_id, pop_id, labels)
-        edge = Edge(node_id, pop_id, labels, token, self.root / node_id, workers=workers)
-        self.edges[node_id] = edge
-        self.start_edge(edge)
-        return edge
+        return self.add_edges([(node_id, pop_id)], workers=workers, **labels)[0]
+
+    def add_edges(self, nodes: list[tuple[str, str]], *, workers: int = 1,
+                  **labels: str) -> list[Edge]:
+        """Register and start a node for each (node id, POP id); they start side by
+        side, and this returns once every one listens."""
+        edges = []
+        for node_id, pop_id in nodes:
+            token = self.register_node(node_id, pop_id, labels)
+            edge = Edge(node_id, pop_id, labels, token, self.root / node_id, workers=workers)
+            self.edges[node_id] = edge
+            self._spawn_edge(edge, None)
+            edges.append(edge)
+        for edge in edges:
+            self._wait_edge(edge)
+        return edges
 
     def start_edge(self, edge: Edge, *, env: dict[str, str] | None = None) -> None:
         """Start the node with its token in a file; or, when `env` is given, in that
         environment as EDGEFN_NODE_TOKEN (the operator's other way)."""
+        self._spawn_edge(edge, env)
+        self._wait_edge(edge)
+
+    def _spawn_edge(self, edge: Edge, env: dict[str, str] | None) -> None:
         log = open_private(self.root / f"{edge.node_id}.log")
         cmd = [sys.executable, "-m", "edgefn", "edge", "serve", "--port", str(edge.port),
                "--metrics-port", str(edge.metrics_port), "--data-dir", str(edge.data_dir),
@@ -551,6 +566,7 @@ class Cluster:
             env = {**env, "EDGEFN_NODE_TOKEN": edge.token}
         edge.proc = spawn(cmd, env=env, stdout=log, stderr=log)
 
+    def _wait_edge(self, edge: Edge) -> None:
         def listening() -> bool:
             if edge.proc is not None and edge.proc.poll() is not None:
                 raise ClusterError((self.root / f"{edge.node_id}.log").read_text()[-3000:])

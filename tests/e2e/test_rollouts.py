@@ -35,7 +35,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Cluster, list[Edge], str]]:
     c.cp_env.update({"EDGEFN_LEASE_TTL_S": "0.9", "EDGEFN_ROLLOUT_CHECK_S": "0.3"})
     c.start_cp()
     try:
-        edges = [c.add_edge(f"node-{i}", f"pop-{i}") for i in range(3)]
+        edges = c.add_edges([(f"node-{i}", f"pop-{i}") for i in range(3)])
         fid = c.function("gated")
         c.upload(fid, "1.0.0", module("hello-c"))
         c.upload(fid, "2.0.0", module("counter"))

@@ -36,7 +36,7 @@ def traced(tmp_path: Path, otlp: Receiver) -> Iterator[Cluster]:  # noqa: F811
 
 
 def test_a_deploy_trace_holds_the_cp_and_every_node(traced: Cluster, otlp: Receiver) -> None:  # noqa: F811
-    edges = [traced.add_edge(node_id, f"pop-{node_id}") for node_id in NODES]
+    edges = traced.add_edges([(node_id, f"pop-{node_id}") for node_id in NODES])
     fid = traced.function("hello")
     traced.upload(fid, "1.0.0", module("hello-c"))
     traced.route(fid, "/hello")
