@@ -28,6 +28,16 @@ def test_a_file_over_the_limit_is_refused(tmp_path: Path) -> None:
         jail.run(["/bin/sh", "-c", "head -c 100000 /dev/zero > big"])
 
 
+def test_the_command_runs_under_the_limits(tmp_path: Path) -> None:
+    jail = Jail(tmp_path, JailLimits(timeout_s=30, max_file_bytes=1 << 20, max_open_files=77))
+    rc, out = jail.run(["/bin/sh", "-c", "ulimit -n; ulimit -c; ulimit -f; ulimit -t"])
+    assert rc == 0, out
+    files, core, size_blocks, cpu_s = out.split("\n")[-5:-1]
+    assert (files, core) == ("77", "0")
+    assert int(size_blocks) * 512 == 1 << 20  # sh counts 512-byte blocks
+    assert 30 <= int(cpu_s) <= 32
+
+
 def test_the_environment_is_scrubbed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEFN_BOOTSTRAP_TOKEN", "very-secret")
     rc, out = Jail(tmp_path).run(["/usr/bin/env"])

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -100,7 +99,7 @@ class Jail:
         if remaining <= 0:
             raise LimitExceeded(f"the build ran past its time limit of {self.limits.timeout_s:g} s")
         self.say("$ " + " ".join(str(a) for a in argv))
-        full = [*_confinement(network, self.private), *argv]
+        full = [*_rlimits(self.limits, remaining), *_confinement(network, self.private), *argv]
         proc = subprocess.Popen(
             full,
             cwd=cwd or self.scratch,
@@ -109,7 +108,6 @@ class Jail:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=functools.partial(_rlimits, self.limits, remaining),
         )
         captured: list[str] = []
         reader = threading.Thread(target=self._pump, args=(proc, captured), daemon=True)
@@ -146,13 +144,19 @@ class Jail:
             self._emit(text)
 
 
-def _rlimits(limits: JailLimits, remaining_s: float) -> None:
-    """In the child, before exec."""
+def _rlimits(limits: JailLimits, remaining_s: float) -> list[str]:
+    """The command that sets the limits, then runs the rest (util-linux's `prlimit`,
+    which execs it). Not a `preexec_fn`: Python code run between fork and exec in
+    a process with threads (the control plane's gRPC poller among them) may run
+    their at-fork handlers, and a child seen to abort there (SIGABRT, gRPC's
+    poller finding its descriptors closed) failed a build that had done nothing."""
+    prlimit = shutil.which("prlimit", path=_SYSTEM_PATH)
+    if prlimit is None:
+        raise RuntimeError("the build jail needs prlimit (util-linux) in " + _SYSTEM_PATH)
     cpu = int(remaining_s) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
+    size, files = limits.max_file_bytes, limits.max_open_files
+    return [prlimit, f"--cpu={cpu}:{cpu + 1}", f"--fsize={size}:{size}", "--core=0:0",
+            f"--nofile={files}:{files}", "--"]
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
