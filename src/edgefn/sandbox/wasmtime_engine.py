@@ -53,6 +53,8 @@ from edgefn.sandbox.program import (
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
 
 _RawArgs = ffi.wasmtime_val_raw_t
+_EXTERN_FUNC = ffi.WASMTIME_EXTERN_FUNC.value
+_EXTERN_MEMORY = ffi.WASMTIME_EXTERN_MEMORY.value
 _WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 
@@ -685,17 +687,26 @@ class _BaseInstance(InstanceBase):
             self._instance = self._module.instantiate_in(self._store)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise _instantiation_error(exc) from exc
-        self._exports = self._instance.exports(self._store)
-        mem = self._exports.get("memory")
-        if isinstance(mem, wasmtime.Memory):
-            self._memory = mem._memory
+        mem = self._lookup("memory")
+        if mem is not None and mem.kind == _EXTERN_MEMORY:
+            self._memory = mem.of.memory  # a view into `mem`, which it keeps alive
             self._memory_ref = byref(self._memory)
             self._view_base, self._view_size = 0, -1
 
+    def _lookup(self, name: str) -> ffi.wasmtime_extern_t | None:
+        """The export `name`, looked up by name: the few an ABI uses, rather than
+        wasmtime-py's map of every export wrapped in Python objects (a third of
+        the cost of instantiating a small module)."""
+        item = ffi.wasmtime_extern_t()
+        raw = name.encode()
+        found = _raw.wasmtime_instance_export_get(
+            self._ctx, byref(self._instance._instance), raw, len(raw), byref(item))
+        return item if found else None
+
     def _export(self, name: str) -> ctypes._Pointer | None:
-        f = self._exports.get(name)
-        if isinstance(f, wasmtime.Func):
-            return ctypes.pointer(f._func)
+        f = self._lookup(name)
+        if f is not None and f.kind == _EXTERN_FUNC:
+            return ctypes.pointer(f.of.func)
         return None
 
     def _call_export(self, func: ctypes._Pointer) -> None:
@@ -765,7 +776,6 @@ class _BaseInstance(InstanceBase):
             return
         self.closed = True
         _INSTANCES.pop(self._key, None)
-        self._exports = None  # type: ignore[assignment]
         self._memory = None
         if self._store is not None:
             self._store.close()
