@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
 
@@ -194,22 +195,65 @@ def test_processes_sharing_a_node_table_count_a_project_once(
     assert table.usage(project)["concurrency"] == 4
 
 
+class _HeldServer:
+    """A local HTTP server whose answers wait until the test releases them: a guest
+    fetching from it runs for as long as the test says, burning no CPU (a looping
+    guest would hold both cores of a small machine, and the node's answers with them)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.waiting = 0
+        held = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                held.waiting += 1
+                held.release.wait(30)
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def held() -> Iterator[_HeldServer]:
+    server = _HeldServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture
 def quota_functions(tmp_path: Path) -> Path:
     root = tmp_path / "functions"
     write_function(root, "echo", "echo", [{"host": "*", "path": "/echo/*"}],
                    project_id="tenant-a")
-    write_function(root, "slow", "loop", [{"host": "*", "path": "/slow"}],
-                   project_id="tenant-b", max_execution_ms=3000)
+    # hostcalls.wasm's `/fetch` fetches what its body names: here, the held server.
+    write_function(root, "slow", "hostcalls", [{"host": "*", "path": "/fetch"}],
+                   project_id="tenant-b", max_execution_ms=30_000,
+                   http_fetch={"allow_hosts": ["127.0.0.1"], "allow_private": True})
     write_function(root, "mine", "echo", [{"host": "*", "path": "/mine/*"}])
     return root
 
 
 def test_served_node_with_two_workers_enforces_quotas(
-    tmp_path: Path, quota_functions: Path
+    tmp_path: Path, quota_functions: Path, held: _HeldServer
 ) -> None:
     node = start_node(tmp_path, quota_functions, "--quota-invocations-per-minute", "5",
-                      "--quota-max-concurrency", "2")
+                      "--quota-max-concurrency", "2", "--allow-private-egress", "127.0.0.0/8",
+                      "--cap-execution-ms", "60000")
     try:
         # A fresh connection per request: the two workers share them out.
         _one_window(20)
@@ -221,25 +265,29 @@ def test_served_node_with_two_workers_enforces_quotas(
         assert all(httpx.get(node.url + "/mine/x", timeout=10).status_code == 200
                    for _ in range(8))
 
-        # Concurrency 2 with a slow function: the third request at once is 429.
+        # Concurrency 2 with a function that waits: the third request at once is 429.
+        fetch = f"GET {held.url}\n\n".encode()
         slow: list[int] = []
-        threads = [threading.Thread(
-            target=lambda: slow.append(httpx.get(node.url + "/slow", timeout=30).status_code))
+        threads = [threading.Thread(target=lambda: slow.append(
+            httpx.post(node.url + "/fetch", content=fetch, timeout=30).status_code))
             for _ in range(2)]
         for t in threads:
             t.start()
-        # The node's own table says when both are running (a fixed sleep raced a
-        # loaded machine); they then run for seconds, leaving room for the third.
-        table = open_table(tmp_path / "data" / "quotas.bin", node_id="observer")
-        deadline = time.monotonic() + 4
-        while table.usage("tenant-b")["concurrency"] < 2 and time.monotonic() < deadline:
+        # Both are running once both fetches wait at the server, and stay so until
+        # it answers: the third is sent while the node's table counts two.
+        deadline = time.monotonic() + 20
+        while held.waiting < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert table.usage("tenant-b")["concurrency"] == 2
-        third = httpx.get(node.url + "/slow", timeout=30)
+        table = open_table(tmp_path / "data" / "quotas.bin", node_id="observer")
+        assert table.usage("tenant-b")["concurrency"] == 2, held.waiting
+        third = httpx.post(node.url + "/fetch", content=fetch, timeout=30)
+        held.release.set()
         for t in threads:
             t.join()
-        assert sorted(slow) == [504, 504]
+        assert slow == [200, 200]
         assert third.status_code == 429 and third.headers["retry-after"] == "1"
+        assert held.waiting == 2  # the third never ran
+        assert table.usage("tenant-b")["concurrency"] == 0
 
         text = httpx.get(node.metrics_url + "/metrics", timeout=10).text
         assert metric_value(text, "edge_quota_rejections_total", project_id="tenant-a",
@@ -250,21 +298,24 @@ def test_served_node_with_two_workers_enforces_quotas(
                             project_id="tenant-a") == 5
         assert metric_value(text, "wasm_invoke_errors_total", function_id="echo",
                             project_id="tenant-a", code="quota_exceeded") >= 8
-        lines = _log_lines(node.log_file, 5)
+        # Each worker writes its own lines: wait for those of both functions.
+        lines = _log_lines(node.log_file, {"echo": 5, "mine": 8})
         assert {x["project_id"] for x in lines if x["function_id"] == "echo"} == {"tenant-a"}
         assert {x["project_id"] for x in lines if x["function_id"] == "mine"} == {""}
     finally:
         stop(node)
 
 
-def _log_lines(path: Path, at_least: int) -> list[dict[str, object]]:
+def _log_lines(path: Path, at_least: dict[str, int]) -> list[dict[str, object]]:
+    """The invocation lines, once there are `at_least` of each function's (or 10 s on)."""
     deadline = time.monotonic() + 10
     lines: list[dict[str, object]] = []
     while time.monotonic() < deadline:
         if path.exists():
             lines = [json.loads(x) for x in path.read_text().splitlines() if x]
             lines = [x for x in lines if x.get("type") == "invocation"]
-            if len(lines) >= at_least:
+            if all(sum(x.get("function_id") == fid for x in lines) >= n
+                   for fid, n in at_least.items()):
                 break
         time.sleep(0.2)
     return lines
