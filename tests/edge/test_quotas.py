@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from edgefn.edge.spec import NodeState
 from edgefn.edge.worker.runtime import HttpRequest, HttpResponse, Runtime
 from tests.edge.conftest import fn
 from tests.edge.node.test_server import metric_value, start_node, stop, write_function
+from tests.loopback import QuietHandler, loopback
 
 
 def _get(runtime: Runtime, path: str) -> HttpResponse:
@@ -195,44 +196,34 @@ def test_processes_sharing_a_node_table_count_a_project_once(
     assert table.usage(project)["concurrency"] == 4
 
 
-class _HeldServer:
+@dataclass
+class _Held:
     """A local HTTP server whose answers wait until the test releases them: a guest
     fetching from it runs for as long as the test says, burning no CPU (a looping
     guest would hold both cores of a small machine, and the node's answers with them)."""
 
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.waiting = 0
-        held = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                held.waiting += 1
-                held.release.wait(30)
-                self.send_response(200)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    url: str = ""
+    release: threading.Event = field(default_factory=threading.Event)
+    waiting: int = 0
 
 
 @pytest.fixture
-def held() -> Iterator[_HeldServer]:
-    server = _HeldServer()
-    yield server
-    server.close()
+def held() -> Iterator[_Held]:
+    state = _Held()
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:
+            state.waiting += 1
+            state.release.wait(30)
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    with loopback(Handler) as url:
+        state.url = url + "/"
+        yield state
+        state.release.set()
 
 
 @pytest.fixture
@@ -249,7 +240,7 @@ def quota_functions(tmp_path: Path) -> Path:
 
 
 def test_served_node_with_two_workers_enforces_quotas(
-    tmp_path: Path, quota_functions: Path, held: _HeldServer
+    tmp_path: Path, quota_functions: Path, held: _Held
 ) -> None:
     node = start_node(tmp_path, quota_functions, "--quota-invocations-per-minute", "5",
                       "--quota-max-concurrency", "2", "--allow-private-egress", "127.0.0.0/8",

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgefn.builder.errors import LimitExceeded
+from edgefn.builder.errors import LimitExceeded, ToolchainMissing
 
 _SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -99,7 +99,8 @@ class Jail:
         if remaining <= 0:
             raise LimitExceeded(f"the build ran past its time limit of {self.limits.timeout_s:g} s")
         self.say("$ " + " ".join(str(a) for a in argv))
-        full = [*_rlimits(self.limits, remaining), *_confinement(network, self.private), *argv]
+        full = [*_limits_command(self.limits, remaining),
+                *_confinement(network, self.private), *argv]
         proc = subprocess.Popen(
             full,
             cwd=cwd or self.scratch,
@@ -144,7 +145,7 @@ class Jail:
             self._emit(text)
 
 
-def _rlimits(limits: JailLimits, remaining_s: float) -> list[str]:
+def _limits_command(limits: JailLimits, remaining_s: float) -> list[str]:
     """The command that sets the limits, then runs the rest (util-linux's `prlimit`,
     which execs it). Not a `preexec_fn`: Python code run between fork and exec in
     a process with threads (the control plane's gRPC poller among them) may run
@@ -152,7 +153,7 @@ def _rlimits(limits: JailLimits, remaining_s: float) -> list[str]:
     poller finding its descriptors closed) failed a build that had done nothing."""
     prlimit = shutil.which("prlimit", path=_SYSTEM_PATH)
     if prlimit is None:
-        raise RuntimeError("the build jail needs prlimit (util-linux) in " + _SYSTEM_PATH)
+        raise ToolchainMissing("the build jail needs prlimit (util-linux) in " + _SYSTEM_PATH)
     cpu = int(remaining_s) + 1
     size, files = limits.max_file_bytes, limits.max_open_files
     return [prlimit, f"--cpu={cpu}:{cpu + 1}", f"--fsize={size}:{size}", "--core=0:0",

@@ -120,6 +120,8 @@ class WorkerSet:
         self._stopping = False
         # Written to by `stop_soon`, so that `run` wakes at once rather than at its
         # next half-second turn: a node asked to stop is gone in a fraction of a second.
+        # Kept open for the process's life: a signal after `stop` must not write to a
+        # descriptor number reused by then.
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
 
@@ -140,7 +142,7 @@ class WorkerSet:
         while not self._stopping:
             sentinels = {p.sentinel: i for i, p in enumerate(self._procs) if p is not None}
             for ready in wait([*sentinels, self._wake_r], timeout=0.5):
-                if self._stopping or ready == self._wake_r:
+                if self._stopping:  # set before the byte that woke us is written
                     break
                 index = sentinels[ready]  # type: ignore[index]
                 proc = self._procs[index]
