@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import os
 import pty
+import select
 import sys
 
 import pytest
 
 from edgefn.cli._output import Progress, ProgressReader, Status, human_size
+
+
+def _drawn(leader: int) -> str:
+    """Everything written to the terminal so far: one read may return only the first
+    of the writes the pseudo-terminal has passed on, so read until it is quiet."""
+    chunks = []
+    while select.select([leader], [], [], 0.2)[0]:
+        chunks.append(os.read(leader, 4096))
+    return b"".join(chunks).decode()
 
 
 def test_the_bar_is_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,7 +31,7 @@ def test_the_bar_is_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) ->
         bar.update(4)
         bar.finish()
         tty.flush()
-        drawn = os.read(leader, 4096).decode()
+        drawn = _drawn(leader)
     os.close(leader)
     assert "\rnodes [" in drawn and "] 1/4" in drawn and "] 4/4" in drawn
     assert "#" * 10 in drawn
@@ -49,7 +59,7 @@ def test_a_status_line_shows_the_state_and_the_time_so_far(
         status.update("running")
         status.finish()
         tty.flush()
-        drawn = os.read(leader, 4096).decode()
+        drawn = _drawn(leader)
     os.close(leader)
     assert "\rbuild b1: queued / 7s\x1b[K" in drawn
     assert "build b1: running - 7s" in drawn and drawn.endswith("\n")
