@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install dev test lint bench examples proto clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/edgefn/sandbox/_epochtick.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

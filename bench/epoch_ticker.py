@@ -1,9 +1,10 @@
-"""The wasmtime epoch tickers: the native POSIX timer against the Python thread.
+"""wasmtime's deadlines: the native deadline thread against the Python ticker.
 
-For each, in a fresh process (a worker's): the CPU the process uses in a 2 s sleep
-right after one call (the ticker running) and, for the timer, once it has been
-disarmed; and the time the `loop` fixture (max_execution_ms=200) runs before it is
-interrupted.
+For each, in a fresh process (a worker's):
+- the CPU the process uses in a 2 s sleep right after a call;
+- the CPU it uses in 2 s while 20 guests wait in a host call (as requests waiting in
+  `http_fetch` do), their 5 s deadlines pending: a periodic tick runs all along;
+- how long the `loop` fixture (max_execution_ms=200) runs before it is interrupted.
 
     python bench/epoch_ticker.py [--calls 20]
 """
@@ -18,35 +19,48 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 _CHILD = """
-import statistics, sys, time
+import statistics, sys, threading, time
 from edgefn.sandbox import Limits, WasiOptions, WasmtimeOptions
 from edgefn.sandbox.errors import GuestTimeout
 from edgefn.sandbox.wasmtime_engine import WasmtimeEngine
 from tests.sandbox.test_engine_conformance import FakeHost, request
 
-native, calls = sys.argv[1] == "posix-timer", int(sys.argv[2])
+ticker, calls = sys.argv[1], int(sys.argv[2])
+eng = WasmtimeEngine(WasmtimeOptions(native_epoch_timer=ticker == "deadline-thread"))
+assert eng.describe()["epoch_ticker"].startswith(ticker.replace("-", " "))
 wasm = "tests/fixtures/wasm/{}.wasm"
-eng = WasmtimeEngine(WasmtimeOptions(native_epoch_timer=native))
-assert eng.describe()["epoch_ticker"] == ("posix timer" if native else "thread")
 
-def idle_cpu() -> float:
+def module(name, ms):
+    return eng.compile(open(wasm.format(name), "rb").read(), Limits(max_execution_ms=ms),
+                       WasiOptions())
+
+def cpu_in(seconds):
     cpu = time.process_time()
-    time.sleep(2)
+    time.sleep(seconds)
     return time.process_time() - cpu
 
-echo = eng.compile(open(wasm.format("echo"), "rb").read(), Limits(max_execution_ms=200),
-                   WasiOptions())
-echo.instantiate().invoke(request(), FakeHost())
-line = [f"idle CPU in 2 s, ticking: {idle_cpu():.3f} s"]
-if native:
-    started = time.monotonic()
-    while eng._ticker.armed:
-        time.sleep(0.01)
-    line.append(f"disarmed {time.monotonic() - started + 2:.1f} s after the call")
-    line.append(f"idle CPU in 2 s, disarmed: {idle_cpu():.3f} s")
+module("echo", 200).instantiate().invoke(request(), FakeHost())
+line = [f"idle CPU in 2 s after a call: {cpu_in(2):.3f} s"]
 
-loop = eng.compile(open(wasm.format("loop"), "rb").read(), Limits(max_execution_ms=200),
-                   WasiOptions())
+release = threading.Event()
+class Waiting(FakeHost):
+    def http_fetch(self, req):
+        release.wait()
+        return b"200\\n\\nok"
+hostcalls = module("hostcalls", 5000)
+body = b"GET http://example.com/\\n\\n"
+waiters = [threading.Thread(target=hostcalls.instantiate().invoke,
+                            args=(request("POST", "/fetch", body), Waiting(fetch_allowed=True)))
+           for _ in range(20)]
+for w in waiters:
+    w.start()
+time.sleep(0.2)
+line.append(f"CPU in 2 s, 20 guests waiting in a host call: {cpu_in(2):.3f} s")
+release.set()
+for w in waiters:
+    w.join()
+
+loop = module("loop", 200)
 times = []
 for _ in range(calls):
     inst = loop.instantiate()
@@ -68,7 +82,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     args = parser.parse_args()
     env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
-    for ticker in ("thread", "posix-timer"):
+    for ticker in ("deadline-thread", "python-thread"):
         done = subprocess.run([sys.executable, "-c", _CHILD, ticker, str(args.calls)],
                               cwd=ROOT, env=env, capture_output=True, text=True, check=True)
         print(f"{ticker}: {done.stdout.strip()}")

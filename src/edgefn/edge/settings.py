@@ -76,6 +76,8 @@ class EdgeSettings(BaseSettings):
     # given the same directory and the same compile_key_file compile each module
     # once between them (docs/performance.md, Deploy propagation).
     compile_cache_dir: Path | None = None
+    # The Python ticker's tick, used only where the native deadline thread was not
+    # built (sandbox/epoch_timer.py).
     epoch_tick_ms: float = Field(1.0, gt=0, le=100)
     # Cranelift's optimisation level; part of the engine tag, so a node set apart
     # from the control plane's default ("speed") compiles every module itself.

@@ -1,146 +1,169 @@
-"""A POSIX timer that advances a wasmtime engine's epoch with no Python on the way.
+"""Guest deadlines for wasmtime with no periodic tick: `_epochtick.c`'s thread.
 
-Why: a Python thread that ticks every millisecond needs the GIL for every tick. In a
-worker whose event loop holds the GIL at saturation that is a thousand GIL hand-offs
-a second, and an idle worker still burns about 4% of a core (0.08 s of CPU in 2 s of
-sleep). Instead, `timer_create(CLOCK_MONOTONIC, SIGEV_THREAD)` is given wasmtime's
-own C function `wasmtime_engine_increment_epoch` as its notify function and the
-engine pointer as its `sigev_value`: on x86_64 and aarch64 Linux `union sigval` is
-passed as a pointer is, so glibc's timer thread makes that call itself, natively.
+One thread per engine sleeps until the earliest deadline of the calls under way and
+advances the engine's epoch only when one has passed; each store's epoch deadline
+callback (native too) then ends its call if its own deadline has passed, or lets
+it go on. No Python and no GIL on the way, no wake while nothing is due.
 
-glibc starts a thread per expiry: a 1 ms timer left armed costs 3 to 7% of a core
-(0.06 to 0.14 s of CPU in 2 s idle), so its owner arms it only while guests may run.
-Elsewhere (not Linux, another architecture, no `timer_create`) `EpochTimer.create`
-returns None and the engine ticks from a Python thread.
+Why not a periodic tick: a 1 ms tick wakes a thread a thousand times a second for
+as long as any deadline is pending, including every request waiting in
+`http_fetch`; on a virtual machine that cost 15 to 20% of such a request's CPU
+(docs/performance.md). A Python thread ticking instead takes the GIL a thousand
+times a second.
+
+`_epochtick.c` is built with the package (`setup.py`); where it did not build
+(no C compiler) `DeadlineThread.create` returns None and the engine ticks from a
+Python thread.
 """
 
 from __future__ import annotations
 
 import ctypes
-import platform
-import sys
-import time
-from ctypes import POINTER, byref, c_int, c_long, c_void_p
+import importlib.util
+from ctypes import c_int, c_int64, c_ulong, c_void_p
+from typing import Any
 
 from wasmtime import _ffi as ffi
 
-# Where a `union sigval` (a pointer-sized union) is passed to the notify function
-# exactly as a `void *` argument is.
-_ARCHITECTURES = {"x86_64", "aarch64"}
-_CLOCK_MONOTONIC = 1
-_SIGEV_THREAD = 2
 
-
-class _SigEvent(ctypes.Structure):
-    # glibc's `struct sigevent` on 64-bit Linux: 64 bytes.
-    _fields_ = [
-        ("value", c_void_p),
-        ("signo", c_int),
-        ("notify", c_int),
-        ("function", c_void_p),
-        ("attribute", c_void_p),
-        ("pad", c_int * 8),
-    ]
-
-
-class _TimeSpec(ctypes.Structure):
-    _fields_ = [("sec", c_long), ("nsec", c_long)]
-
-
-class _ITimerSpec(ctypes.Structure):
-    _fields_ = [("interval", _TimeSpec), ("value", _TimeSpec)]
-
-
-def _libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux") or platform.machine() not in _ARCHITECTURES:
-        return None
-    if ctypes.sizeof(c_void_p) != 8:
+def _load() -> ctypes.CDLL | None:
+    spec = importlib.util.find_spec("edgefn.sandbox._epochtick")
+    if spec is None or spec.origin is None:
         return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        create, settime = libc.timer_create, libc.timer_settime
-        gettime, delete = libc.timer_gettime, libc.timer_delete
-    except (OSError, AttributeError):
+        # PyDLL: its calls keep the GIL; each returns at once (arming takes a lock
+        # the thread holds only while it looks at the slots).
+        lib = ctypes.PyDLL(spec.origin)
+    except OSError:
         return None
-    create.argtypes = [c_int, POINTER(_SigEvent), POINTER(c_void_p)]
-    settime.argtypes = [c_void_p, c_int, POINTER(_ITimerSpec), POINTER(_ITimerSpec)]
-    gettime.argtypes = [c_void_p, POINTER(_ITimerSpec)]
-    delete.argtypes = [c_void_p]
-    for fn in (create, settime, gettime, delete):
-        fn.restype = c_int
-    return libc
+    signatures: dict[str, tuple[type | None, list[type]]] = {
+        "edgefn_ticker_create": (c_void_p, [c_void_p, c_void_p, c_void_p]),
+        "edgefn_ticker_delete": (None, [c_void_p]),
+        "edgefn_ticker_prefork": (None, [c_void_p]),
+        "edgefn_ticker_postfork_parent": (None, [c_void_p]),
+        "edgefn_ticker_postfork_child": (c_int, [c_void_p]),
+        "edgefn_ticker_counts": (None, [c_void_p, ctypes.POINTER(c_ulong)]),
+        "edgefn_slot_new": (c_void_p, [c_void_p]),
+        "edgefn_slot_expired": (c_int, [c_void_p]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    # The per-call pair: no argument conversion (the callers pass ctypes objects).
+    for name in ("edgefn_slot_arm", "edgefn_slot_end"):
+        getattr(lib, name).restype = None
+    return lib
 
 
-_LIBC = _libc()
+_LIB = _load()
+_SET_CALLBACK = ffi.dll.wasmtime_store_epoch_deadline_callback
+_SET_CALLBACK.restype = None
+_SET_CALLBACK.argtypes = [c_void_p, c_void_p, c_void_p, c_void_p]
+
+
+def _address(fn: ctypes._Pointer | int | Any) -> int:
+    return ctypes.cast(fn, c_void_p).value or 0
 
 
 def available() -> bool:
-    """Whether this platform can tick natively (a timer may still fail to be made)."""
-    return _LIBC is not None
+    """Whether the deadline thread was built and loads here."""
+    return _LIB is not None
 
 
-class EpochTimer:
-    """One POSIX timer advancing one engine's epoch every `interval_s` while armed.
+class Slot:
+    """One store's deadline: `arm` as a call starts, `end` when it ends. Freed with the
+    store (its finalizer), so it must not be used once the store is closed."""
 
-    The engine must outlive the timer: `delete` it first. Not thread-safe: its owner
-    serialises `arm`, `disarm` and `delete`.
-    """
+    __slots__ = ("_arm", "_end", "_ms", "_ptr")
 
-    def __init__(self, libc: ctypes.CDLL, timer: c_void_p, interval_s: float) -> None:
-        self._libc = libc
-        self._timer: c_void_p | None = timer
-        self.interval_s = interval_s
-        ns = max(1, round(interval_s * 1e9))
-        period = _TimeSpec(ns // 10**9, ns % 10**9)
-        self._on = _ITimerSpec(period, period)
-
-    @classmethod
-    def create(cls, engine_ptr: int, interval_s: float) -> EpochTimer | None:
-        """A disarmed timer for the engine at `engine_ptr`; None where there can be none."""
-        libc = _LIBC
-        if libc is None:
-            return None
-        event = _SigEvent()
-        event.value = engine_ptr
-        event.notify = _SIGEV_THREAD
-        event.function = ctypes.cast(ffi.dll.wasmtime_engine_increment_epoch, c_void_p).value
-        timer = c_void_p()
-        if libc.timer_create(_CLOCK_MONOTONIC, byref(event), byref(timer)) != 0:
-            return None
-        return cls(libc, timer, interval_s)
+    def __init__(self, lib: ctypes.CDLL, ptr: int, ms: int) -> None:
+        self._ptr = c_void_p(ptr)
+        self._ms = c_int64(ms)
+        self._arm = lib.edgefn_slot_arm
+        self._end = lib.edgefn_slot_end
 
     def arm(self) -> None:
-        """Tick every interval from one interval from now."""
-        self._set(self._on)
+        """The call's deadline is the store's `max_execution_ms` from now."""
+        self._arm(self._ptr, self._ms)
 
-    def disarm(self) -> None:
-        self._set(_ITimerSpec())
-
-    def _set(self, spec: _ITimerSpec) -> None:
-        if self._timer is None:
-            raise RuntimeError("the epoch timer was deleted")
-        if self._libc.timer_settime(self._timer, 0, byref(spec), None) != 0:
-            raise OSError(ctypes.get_errno(), "timer_settime failed")
+    def end(self) -> None:
+        self._end(self._ptr)
 
     @property
-    def armed(self) -> bool:
-        """What the kernel says: a next expiry is due."""
-        if self._timer is None:
-            return False
-        spec = _ITimerSpec()
-        if self._libc.timer_gettime(self._timer, byref(spec)) != 0:
-            raise OSError(ctypes.get_errno(), "timer_gettime failed")
-        return bool(spec.value.sec or spec.value.nsec)
+    def expired(self) -> bool:
+        """Whether the deadline callback ended the last call (its error is not a trap)."""
+        assert _LIB is not None
+        return bool(_LIB.edgefn_slot_expired(self._ptr))
+
+
+class DeadlineThread:
+    """The deadline thread of one engine, which must outlive it and its stores' calls:
+    `delete` it before the engine is freed. Not thread-safe: its owner serialises
+    `delete` and the fork hooks; `attach` may be called from any thread."""
+
+    def __init__(self, lib: ctypes.CDLL, handle: int) -> None:
+        self._lib = lib
+        self._handle: int | None = handle
+
+    @classmethod
+    def create(cls, engine_ptr: int) -> DeadlineThread | None:
+        """A thread for the engine at `engine_ptr`; None where there can be none."""
+        if _LIB is None:
+            return None
+        handle = _LIB.edgefn_ticker_create(
+            _address(ffi.dll.wasmtime_engine_increment_epoch), engine_ptr,
+            _address(ffi.dll.wasmtime_error_new))
+        return cls(_LIB, handle) if handle else None
+
+    def _live(self) -> int:
+        if self._handle is None:
+            raise RuntimeError("the deadline thread was deleted")
+        return self._handle
+
+    def attach(self, store_ptr: int, ms: int) -> Slot:
+        """A slot for the store at `store_ptr`, whose epoch deadline callback it becomes."""
+        ptr = self._lib.edgefn_slot_new(self._live())
+        if not ptr:
+            raise MemoryError("no memory for a deadline slot")
+        _SET_CALLBACK(store_ptr, _address(self._lib.edgefn_deadline_callback), ptr,
+                      _address(self._lib.edgefn_slot_free))
+        return Slot(self._lib, ptr, ms)
+
+    def _counts(self) -> tuple[int, int]:
+        out = (c_ulong * 2)()
+        self._lib.edgefn_ticker_counts(self._live(), out)
+        return out[0], out[1]
+
+    @property
+    def wakes(self) -> int:
+        """How many times the thread has looked for passed deadlines."""
+        return self._counts()[0]
+
+    @property
+    def advances(self) -> int:
+        """How many times it advanced the epoch (a deadline had passed)."""
+        return self._counts()[1]
+
+    def prefork(self) -> None:
+        if self._handle is not None:
+            self._lib.edgefn_ticker_prefork(self._handle)
+
+    def postfork_parent(self) -> None:
+        if self._handle is not None:
+            self._lib.edgefn_ticker_postfork_parent(self._handle)
+
+    def postfork_child(self) -> None:
+        """The thread did not come with the fork: a new one, for the same stores."""
+        if self._handle is not None:
+            err = self._lib.edgefn_ticker_postfork_child(self._handle)
+            if err:
+                raise OSError(err, "cannot start the deadline thread")
 
     def delete(self) -> None:
-        """Delete the timer, then wait out a notification already on its way, so that
-        the engine may be freed when this returns. Idempotent."""
-        timer, self._timer = self._timer, None
-        if timer is None:
-            return
-        self._libc.timer_delete(timer)
-        # A notification whose thread glibc has started still calls into the engine.
-        time.sleep(max(0.01, 3 * self.interval_s))
+        """Stop the thread; once this returns no epoch is advanced. Idempotent."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            self._lib.edgefn_ticker_delete(handle)
 
 
-__all__ = ["EpochTimer", "available"]
+__all__ = ["DeadlineThread", "Slot", "available"]

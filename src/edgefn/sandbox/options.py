@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class WasmtimeOptions:
-    """`epoch_tick_ms`: how often the epoch advances; a deadline lands at most one tick
-    late. `opt_level`: Cranelift's optimisation level ("none", "speed",
-    "speed_and_size"). `native_epoch_timer`: tick from a POSIX timer, with no GIL
-    (Linux on x86_64 or aarch64; elsewhere, or when off, from a Python thread)."""
+    """`native_epoch_timer`: deadlines from the native deadline thread, which wakes
+    only when one is due (`sandbox/epoch_timer.py`; where it was not built, or when
+    off, a Python thread ticks). `epoch_tick_ms`: that Python thread's tick; a
+    deadline lands at most one tick late. `opt_level`: Cranelift's optimisation
+    level ("none", "speed", "speed_and_size")."""
 
     epoch_tick_ms: float = 1.0
     opt_level: str = "speed"

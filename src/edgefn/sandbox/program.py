@@ -80,6 +80,7 @@ class InstanceBase:
         """Make the instance (the engine's `_create`); on any failure close what was made."""
         try:
             self._create()
+            self._end_deadline()
         except ProcExit as exc:
             self.close()
             raise exc.as_trap(" while starting") from None
@@ -90,6 +91,10 @@ class InstanceBase:
     def _arm_deadline(self) -> None:
         """Start the clock of `max_execution_ms` for the calls that follow."""
         raise NotImplementedError
+
+    def _end_deadline(self) -> None:
+        """Engine hook: the calls `_arm_deadline` started are over (an engine whose
+        timer would otherwise wake for them stops it)."""
 
     def _create(self) -> None:
         """Instantiate, bind the exports, run `_initialize` when there is one; engine
@@ -194,6 +199,7 @@ class EdgeProgram(InstanceBase):
                 self.close()
             raise
         finally:
+            self._end_deadline()
             self.host = None
             self.output.hand_to(host)
 

@@ -2,10 +2,10 @@
 
 The high-level call API costs tens of microseconds per call; the unchecked raw
 call with a reused argument array and `memmove` into linear memory costs a few.
-Timeouts are epoch interruption, the epoch advanced by a POSIX timer in native code
-(`epoch_timer`; a Python thread where there is none); memory is capped by the store
-limiter; `edge` host functions are linked once per engine and find their invocation
-through a thread-local, since a call runs on one thread.
+Timeouts are epoch interruption, the epoch advanced by a native thread when a call's
+deadline has passed (`epoch_timer`; a Python thread where there is none); memory is
+capped by the store limiter; `edge` host functions are linked once per engine and find
+their invocation through a thread-local, since a call runs on one thread.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ _STDERR_CB = _OUTPUT_CB_TYPE(_make_output_callback(2))
 
 class _ThreadTicker:
     """Advances the engine's epoch every `tick_ms` from a Python thread; deadlines are
-    counted in ticks. Where there is no native timer (see `epoch_timer`), or when
+    counted in ticks. Where there is no deadline thread (see `epoch_timer`), or when
     `WasmtimeOptions.native_epoch_timer` is off.
 
     The thread starts with the first deadline asked for: a process that only
@@ -228,6 +228,9 @@ class _ThreadTicker:
         """Set the store's deadline `ticks` from now (from `ticks_for`)."""
         _set_epoch_deadline(ctx, ctypes.c_uint64(ticks + self.lag()))
 
+    def attach(self, store: wasmtime.Store, ms: int) -> _Ticks:
+        return _Ticks(self, store._context(), self.ticks_for(ms))
+
     def stop(self) -> None:
         self._stop.set()
         with self._starting:
@@ -235,237 +238,83 @@ class _ThreadTicker:
                 self._thread.join(timeout=1)
 
 
-# How far past the end of a deadline the native timer stays armed: calls whose
-# deadlines end within it take no lock, and a busy worker takes it about once per
-# `_SLACK_S`.
-_SLACK_S = 1.0
-# How often the watchdog of an armed native timer looks whether it may disarm it.
-_WATCH_S = 1.0
-# An empty exported function `p`: calling it traps once the store's deadline is
-# reached (wasmtime checks the epoch on function entry).
-_PROBE_WASM = bytes.fromhex("0061736d0100000001040160000003020100070501017000000a040102000b")
+class _Ticks:
+    """One store's deadline counted in a `_ThreadTicker`'s ticks: the epoch deadline
+    trap ends the call (a trap of code INTERRUPT)."""
+
+    __slots__ = ("_ctx", "_ticker", "_ticks")
+    expired = False
+
+    def __init__(self, ticker: _ThreadTicker, ctx: ctypes._Pointer, ticks: int) -> None:
+        self._ticker, self._ctx, self._ticks = ticker, ctx, ticks
+
+    def arm(self) -> None:
+        self._ticker.arm(self._ctx, self._ticks)
+
+    def end(self) -> None:
+        pass
 
 
-class _NativeTicker:
-    """Advances the engine's epoch from a POSIX timer (`epoch_timer`): no GIL per tick.
+class _NativeDeadlines:
+    """Deadlines from the engine's native deadline thread (`epoch_timer`): no tick, no
+    GIL, no wake while nothing is due; a store's own callback decides its timeout."""
 
-    The timer is armed only while a guest that asked for a deadline may be running.
-    `_until` is a time until which it is known to stay armed. A call sets its
-    deadline, then reads the clock: a deadline that ends before `_until` needs nothing
-    more (a flag read and a clock read, no lock, no system call). Otherwise, under the
-    lock, `_until` moves past that deadline's end by `_SLACK_S`, the timer is armed if
-    it was not, and a watchdog thread is started with it.
+    tick_ms = 0.0
 
-    The watchdog wakes every `_WATCH_S` and never disarms under a running guest:
-    - once the clock passes `_until` (no call has asked for more since), it sets a
-      probe store's deadline as long as the longest any call may have set since the
-      timer was armed, and notes the count of extensions;
-    - it disarms only when the probe's deadline has passed in ticks (a call to an
-      empty guest function traps) and no call has extended `_until` since. Every
-      deadline set before the probe's was set ends no later than the probe's; a call
-      that set its deadline after that read the clock after `_until` too, so it
-      extended it and the watchdog starts over. Ticks, not the clock, decide: when
-      notifications are late or lost (an overloaded or throttled process) deadlines
-      end late, and the timer stays armed until they have.
-    """
-
-    def __init__(self, engine: wasmtime.Engine, tick_ms: float) -> None:
-        self.tick_ms = tick_ms
-        self._interval = tick_ms / 1000
-        self._engine = engine
-        self._probe_module: wasmtime.Module | None = None
-        self._forget()
-        _after_fork(self)
+    def __init__(self, engine: wasmtime.Engine, thread: epoch_timer.DeadlineThread) -> None:
+        self._thread = thread
         # Before the engine is freed, and at interpreter exit before anything is torn
-        # down: the timer's thread must never call into a freed engine.
-        self._finalizer = weakref.finalize(self, _NativeTicker._shut, self._state)
-
-    def _forget(self) -> None:
-        """No timer (a new ticker, or a forked child: POSIX timers are not inherited)."""
-        self._pid = os.getpid()
-        self._until = -math.inf
-        self._longest = 0  # ticks: the longest deadline set since the timer was armed
-        self._paused = False
-        self._extensions = 0
-        self._lock = threading.Lock()
-        # What the finalizer needs, without a reference to the ticker. The engine too:
-        # the ticker may be freed while the finalizer runs (its watchdog was the last
-        # to hold it), and the engine must outlive the timer.
-        self._state: dict[str, Any] = {
-            "timer": None, "stop": threading.Event(), "watchdog": None, "fallback": None,
-            "lock": self._lock, "engine": self._engine}
+        # down: the thread must never advance a freed engine's epoch. The engine is
+        # an argument so that it outlives the thread.
+        self._finalizer = weakref.finalize(self, _NativeDeadlines._shut, thread, engine)
+        _after_fork(self)
 
     @staticmethod
-    def _shut(state: dict[str, Any]) -> None:
-        state["stop"].set()
-        if state["fallback"] is not None:
-            state["fallback"].stop()
-        watchdog = state["watchdog"]
-        if watchdog is not None and watchdog is not threading.current_thread():
-            watchdog.join(timeout=2 * _WATCH_S)
-        with state["lock"]:  # no call arms it meanwhile (they see `stop` once in)
-            state["watchdog"] = None
-            timer, state["timer"] = state["timer"], None
-            if timer is not None:
-                timer.delete()
+    def _shut(thread: epoch_timer.DeadlineThread, engine: wasmtime.Engine) -> None:
+        thread.delete()
 
-    @property
-    def armed(self) -> bool:
-        """Whether the kernel's timer is armed (not only whether it should be)."""
-        timer = self._state["timer"]
-        return timer is not None and timer.armed
-
-    def lag(self) -> int:
-        """Always 0: the kernel counts the ticks. A late notification makes a deadline
-        end later, never earlier."""
-        return 0
-
-    def ticks_for(self, ms: int) -> int:
-        # One extra tick: the deadline is never early, at most one tick late.
-        return math.ceil(ms / self.tick_ms) + 1
-
-    def arm(self, ctx: ctypes._Pointer | None, ticks: int) -> None:
-        """Set the store's deadline `ticks` from now, and keep the timer armed for it.
-
-        The deadline is set before the clock is read: see the class docstring."""
-        _set_epoch_deadline(ctx, ctypes.c_uint64(ticks))
-        if time.monotonic() + ticks * self._interval > self._until:
-            self._extend(ctx, ticks)
-
-    def _extend(self, ctx: ctypes._Pointer | None, ticks: int) -> None:
-        with self._lock:
-            if self._pid != os.getpid():
-                self._forget()  # a child forked without the hook
-                _NativeTicker._rebind(self)
-            state = self._state
-            if state["stop"].is_set():
-                return  # closed: as with the thread ticker, nothing ticks any more
-            now = time.monotonic()
-            end = now + ticks * self._interval
-            if end <= self._until:
-                return
-            self._until = end + _SLACK_S
-            self._longest = max(self._longest, ticks + math.ceil(_SLACK_S / self._interval) + 1)
-            self._extensions += 1
-            if state["timer"] is None:
-                timer = epoch_timer.EpochTimer.create(
-                    ctypes.cast(self._engine.ptr(), c_void_p).value or 0, self._interval)
-                if timer is None:  # timer_create failed (out of timers): tick from Python
-                    self._fall_back(ctx, ticks)
-                    return
-                state["timer"] = timer
-            if state["watchdog"] is None:
-                state["timer"].arm()
-                watchdog = threading.Thread(
-                    target=self._watch, name="edgefn-epoch-watch", daemon=True)
-                state["watchdog"] = watchdog
-                watchdog.start()
-
-    def _pause(self) -> None:
-        """Before a fork: glibc's timer thread holds a lock of its own while it starts
-        a notification's thread, and a child forked meanwhile would hang in its first
-        `timer_create`. So the timer is disarmed and its last notification waited out,
-        and nothing arms it again (the lock is held) until the fork is done."""
-        self._lock.acquire()
-        timer = self._state["timer"]
-        self._paused = timer is not None and self._state["watchdog"] is not None
-        if self._paused:
-            timer.disarm()
-            time.sleep(max(0.005, 3 * self._interval))
-
-    def _resume(self) -> None:
-        if self._paused:
-            self._state["timer"].arm()
-        self._lock.release()
-
-    def _fall_back(self, ctx: ctypes._Pointer | None, ticks: int) -> None:
-        """From now on, a ticker thread: its methods shadow these."""
-        thread = _ThreadTicker(self._engine, self.tick_ms)
-        self.arm = thread.arm  # type: ignore[method-assign]
-        self.lag = thread.lag  # type: ignore[method-assign]
-        self._state["fallback"] = thread
-        self._until = math.inf
-        thread.ticks_for(0)  # starts it
-        thread.arm(ctx, ticks)
-
-    @staticmethod
-    def _rebind(ticker: _NativeTicker) -> None:
-        ticker._finalizer.detach()
-        ticker._finalizer = weakref.finalize(ticker, _NativeTicker._shut, ticker._state)
-
-    def _watch(self) -> None:
-        state = self._state
-        probe: tuple[int, wasmtime.Store, wasmtime.Func] | None = None
-        if self._probe_module is None:  # compiled once, not under the lock calls may wait on
-            self._probe_module = wasmtime.Module(self._engine, _PROBE_WASM)
-        while not state["stop"].wait(_WATCH_S):
-            with self._lock:
-                if time.monotonic() <= self._until:
-                    probe = None
-                    continue
-                if probe is None or probe[0] != self._extensions:
-                    probe = self._probe(self._extensions, self._longest)
-                    continue
-                if not self._reached(probe):
-                    continue
-                state["timer"].disarm()
-                state["watchdog"] = None
-                self._longest = 0
-                return
-
-    def _probe(self, extensions: int, ticks: int) -> tuple[int, wasmtime.Store, wasmtime.Func]:
-        assert self._probe_module is not None
-        store = wasmtime.Store(self._engine)
-        store.set_epoch_deadline(ticks)
-        func = wasmtime.Instance(store, self._probe_module, []).exports(store)["p"]
-        assert isinstance(func, wasmtime.Func)
-        return extensions, store, func
-
-    @staticmethod
-    def _reached(probe: tuple[int, wasmtime.Store, wasmtime.Func]) -> bool:
-        _, store, func = probe
-        try:
-            func(store)
-        except wasmtime.Trap:
-            return True
-        return False
+    def attach(self, store: wasmtime.Store, ms: int) -> epoch_timer.Slot:
+        return self._thread.attach(ctypes.cast(store.ptr(), c_void_p).value or 0, ms)
 
     def stop(self) -> None:
         self._finalizer()
 
 
-_Ticker = _ThreadTicker | _NativeTicker
+_Ticker = _ThreadTicker | _NativeDeadlines
+_Deadline = _Ticks | epoch_timer.Slot
 
 
 def _after_fork(ticker: _Ticker) -> None:
-    """Make a forked child forget the parent's ticking: it has neither its threads nor
-    its timer, and starts its own with its first deadline. A native timer is paused
-    across the fork: see `_NativeTicker._pause`."""
+    """A forked child has none of the parent's threads: a Python ticker starts its own
+    with its first deadline; the deadline thread starts a new one at once for the
+    stores the child inherited, its slot list held still across the fork."""
     ref = weakref.ref(ticker)
 
     def before() -> None:
         t = ref()
-        if isinstance(t, _NativeTicker):
-            t._pause()
+        if isinstance(t, _NativeDeadlines):
+            t._thread.prefork()
 
     def in_parent() -> None:
         t = ref()
-        if isinstance(t, _NativeTicker):
-            t._resume()
+        if isinstance(t, _NativeDeadlines):
+            t._thread.postfork_parent()
 
     def in_child() -> None:
         t = ref()
-        if t is not None:
+        if isinstance(t, _NativeDeadlines):
+            t._thread.postfork_child()
+        elif t is not None:
             t._forget()
-            if isinstance(t, _NativeTicker):
-                _NativeTicker._rebind(t)
 
     os.register_at_fork(before=before, after_in_parent=in_parent, after_in_child=in_child)
 
 
 def _make_ticker(engine: wasmtime.Engine, options: WasmtimeOptions) -> _Ticker:
-    if options.native_epoch_timer and epoch_timer.available():
-        return _NativeTicker(engine, options.epoch_tick_ms)
+    if options.native_epoch_timer:
+        thread = epoch_timer.DeadlineThread.create(ctypes.cast(engine.ptr(), c_void_p).value or 0)
+        if thread is not None:
+            return _NativeDeadlines(engine, thread)
     return _ThreadTicker(engine, options.epoch_tick_ms)
 
 
@@ -588,8 +437,8 @@ class WasmtimeEngine:
             "compiler": "cranelift (compiled at load, cached on disk, sealed)"
             if self._compile_cache
             else "cranelift (compiled at load)",
-            "epoch_tick_ms": str(self._ticker.tick_ms),
-            "epoch_ticker": "posix timer" if isinstance(self._ticker, _NativeTicker) else "thread",
+            "epoch_ticker": "deadline thread" if isinstance(self._ticker, _NativeDeadlines)
+            else f"python thread, {self._ticker.tick_ms} ms ticks",
             "tag": self._tag,
         }
 
@@ -624,15 +473,15 @@ class WasmtimeModule(ModuleFacts):
     def new_store(
         self, owner: _BaseInstance, stdin: bytes | None, extra_env: list[tuple[str, str]],
         argv: list[str] | None = None,
-    ) -> tuple[wasmtime.Store, int]:
+    ) -> tuple[wasmtime.Store, int, _Deadline]:
         """A store with this module's limits and WASI, registered for `owner`; returns
-        it with its key in `_INSTANCES`, which `owner` removes when it closes."""
+        it with its key in `_INSTANCES`, which `owner` removes when it closes, and its
+        deadline, armed: instantiating may run guest code."""
         store = wasmtime.Store(self._engine._engine)
         key = ctypes.cast(store._context(), c_void_p).value or 0
         _INSTANCES[key] = owner
-        # A new store's epoch deadline is "now": arm it before any guest code runs.
-        ticker = self._engine._ticker
-        ticker.arm(store._context(), ticker.ticks_for(self.limits.max_execution_ms))
+        deadline = self._engine._ticker.attach(store, self.limits.max_execution_ms)
+        deadline.arm()
         memory_bytes = self.limits.memory_pages * PAGE_SIZE
         ffi.wasmtime_store_limiter(store.ptr(), memory_bytes, _MAX_TABLE_ELEMENTS, 1, 1, 1)
         config = wasmtime.WasiConfig()
@@ -650,7 +499,7 @@ class WasmtimeModule(ModuleFacts):
         for guest, host in self._preopens:
             config.preopen_dir(host, guest, fs_mutable=False)
         store.set_wasi(config)
-        return store, key
+        return store, key, deadline
 
     def instantiate_in(self, store: wasmtime.Store) -> wasmtime.Instance:
         return self._pre.instantiate(store)
@@ -672,12 +521,12 @@ class _BaseInstance(InstanceBase):
         self._trap = POINTER(ffi.wasm_trap_t)()
         self._trap_ref = byref(self._trap)
         self._key = 0
-        self._ticker = module._engine._ticker
-        self._ticks = self._ticker.ticks_for(self.limits.max_execution_ms)
+        self._deadline: _Deadline | None = None
 
     def _new_store(self, stdin: bytes | None, extra_env: list[tuple[str, str]],
                    argv: list[str] | None = None) -> None:
-        self._store, self._key = self._module.new_store(self, stdin, extra_env, argv)
+        self._store, self._key, self._deadline = self._module.new_store(
+            self, stdin, extra_env, argv)
         self._ctx = self._store._context()
 
     def _instantiate(self) -> None:
@@ -686,7 +535,7 @@ class _BaseInstance(InstanceBase):
         try:
             self._instance = self._module.instantiate_in(self._store)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            raise _instantiation_error(exc) from exc
+            raise _instantiation_error(exc, self._deadline) from exc
         mem = self._lookup("memory")
         if mem is not None and mem.kind == _EXTERN_MEMORY:
             self._memory = mem.of.memory  # a view into `mem`, which it keeps alive
@@ -755,7 +604,9 @@ class _BaseInstance(InstanceBase):
             if isinstance(error, wasmtime.ExitTrap):
                 raise ProcExit(error.code)
             self._raise_host_exception()
-            if self.timed_out:  # a host call's trap reaches here as an error, not a trap
+            # A host call's trap reaches here as an error, not a trap, and so does the
+            # deadline callback's.
+            if self.timed_out or (self._deadline is not None and self._deadline.expired):
                 raise self._timeout()
             raise GuestTrap(f"guest failed: {error}")
         if self._trap:
@@ -769,7 +620,12 @@ class _BaseInstance(InstanceBase):
             raise GuestTrap(f"guest trapped: {_trap_cause(trap.message)}")
 
     def _arm_deadline(self) -> None:
-        self._ticker.arm(self._ctx, self._ticks)
+        assert self._deadline is not None
+        self._deadline.arm()
+
+    def _end_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.end()
 
     def close(self) -> None:
         if self.closed:
@@ -778,9 +634,10 @@ class _BaseInstance(InstanceBase):
         _INSTANCES.pop(self._key, None)
         self._memory = None
         if self._store is not None:
-            self._store.close()
+            self._store.close()  # frees the deadline's slot
             self._store = None
         self._ctx = None
+        self._deadline = None
 
 
 def _trap_cause(message: str) -> str:
@@ -800,8 +657,9 @@ def _trap_cause(message: str) -> str:
     return (lines[-1] if lines else "trap") + where
 
 
-def _instantiation_error(exc: Exception) -> InvocationError:
-    if isinstance(exc, wasmtime.Trap) and exc.trap_code == wasmtime.TrapCode.INTERRUPT:
+def _instantiation_error(exc: Exception, deadline: _Deadline | None) -> InvocationError:
+    if ((isinstance(exc, wasmtime.Trap) and exc.trap_code == wasmtime.TrapCode.INTERRUPT)
+            or (deadline is not None and deadline.expired)):
         return GuestTimeout("instantiation exceeded max_execution_ms")
     return GuestTrap(f"instantiation failed: {_trap_cause(str(exc))}")
 

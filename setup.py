@@ -1,0 +1,11 @@
+"""The one native part of the package, beside pyproject.toml's metadata: the epoch
+ticker's thread (`src/edgefn/sandbox/_epochtick.c`), plain C loaded with ctypes.
+Optional: where it does not build (no C compiler), the engine ticks from a POSIX
+timer instead (`sandbox/epoch_timer.py`)."""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[
+    Extension("edgefn.sandbox._epochtick", ["src/edgefn/sandbox/_epochtick.c"],
+              extra_compile_args=["-O2"], optional=True),
+])
