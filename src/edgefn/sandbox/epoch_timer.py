@@ -56,7 +56,9 @@ def _load() -> ctypes.CDLL | None:
 
 
 _LIB = _load()
-_SET_CALLBACK = ffi.dll.wasmtime_store_epoch_deadline_callback
+# A handle of its own (item access makes a new one): `ffi.dll.<name>` is the object
+# wasmtime-py's bindings set their own argument types on.
+_SET_CALLBACK = ffi.dll["wasmtime_store_epoch_deadline_callback"]
 _SET_CALLBACK.restype = None
 _SET_CALLBACK.argtypes = [c_void_p, c_void_p, c_void_p, c_void_p]
 
@@ -74,13 +76,14 @@ class Slot:
     """One store's deadline: `arm` as a call starts, `end` when it ends. Freed with the
     store (its finalizer), so it must not be used once the store is closed."""
 
-    __slots__ = ("_arm", "_end", "_ms", "_ptr")
+    __slots__ = ("_arm", "_end", "_expired", "_ms", "_ptr")
 
     def __init__(self, lib: ctypes.CDLL, ptr: int, ms: int) -> None:
         self._ptr = c_void_p(ptr)
         self._ms = c_int64(ms)
         self._arm = lib.edgefn_slot_arm
         self._end = lib.edgefn_slot_end
+        self._expired = lib.edgefn_slot_expired
 
     def arm(self) -> None:
         """The call's deadline is the store's `max_execution_ms` from now."""
@@ -92,8 +95,7 @@ class Slot:
     @property
     def expired(self) -> bool:
         """Whether the deadline callback ended the last call (its error is not a trap)."""
-        assert _LIB is not None
-        return bool(_LIB.edgefn_slot_expired(self._ptr))
+        return bool(self._expired(self._ptr))
 
 
 class DeadlineThread:
