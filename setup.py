@@ -1,7 +1,7 @@
-"""The one native part of the package, beside pyproject.toml's metadata: the epoch
-ticker's thread (`src/edgefn/sandbox/_epochtick.c`), plain C loaded with ctypes.
-Optional: where it does not build (no C compiler), the engine ticks from a POSIX
-timer instead (`sandbox/epoch_timer.py`)."""
+"""The one native part of the package, beside pyproject.toml's metadata: wasmtime's
+deadline thread (`src/edgefn/sandbox/_epochtick.c`), plain C loaded with ctypes.
+Optional: where it does not build (no C compiler), the engine ticks from a Python
+thread instead (`sandbox/epoch_timer.py`)."""
 
 from setuptools import Extension, setup
 

@@ -44,6 +44,14 @@ def native_engine() -> Iterator[WasmtimeEngine]:
     eng.close()
 
 
+@pytest.fixture(params=TICKERS)
+def engine(request: pytest.FixtureRequest) -> Iterator[WasmtimeEngine]:
+    """An engine on each ticker in turn."""
+    eng = _engine(request.param)
+    yield eng
+    eng.close()
+
+
 def _thread(eng: WasmtimeEngine) -> epoch_timer.DeadlineThread:
     return eng._ticker._thread  # type: ignore[union-attr]
 
@@ -64,29 +72,19 @@ def _time_out(module: WasmtimeModule) -> float:
         inst.close()
 
 
-@pytest.mark.parametrize("native", TICKERS)
-def test_a_looping_guest_is_interrupted_at_its_deadline(native: bool) -> None:
-    eng = _engine(native)
-    try:
-        module = _module(eng, "loop", 200)
-        for _ in range(3):
-            elapsed = _time_out(module)
-            assert 0.2 <= elapsed < 0.6, elapsed  # never early
-    finally:
-        eng.close()
+def test_a_looping_guest_is_interrupted_at_its_deadline(engine: WasmtimeEngine) -> None:
+    module = _module(engine, "loop", 200)
+    for _ in range(3):
+        elapsed = _time_out(module)
+        assert 0.2 <= elapsed < 0.6, elapsed  # never early
 
 
-@pytest.mark.parametrize("native", TICKERS)
-def test_a_start_function_that_loops_is_interrupted(native: bool) -> None:
-    eng = _engine(native)
-    try:
-        module = _module(eng, "start_loop", 100)
-        started = time.monotonic()
-        with pytest.raises(GuestTimeout, match="instantiation"):
-            module.instantiate()
-        assert 0.1 <= time.monotonic() - started < 0.5
-    finally:
-        eng.close()
+def test_a_start_function_that_loops_is_interrupted(engine: WasmtimeEngine) -> None:
+    module = _module(engine, "start_loop", 100)
+    started = time.monotonic()
+    with pytest.raises(GuestTimeout, match="instantiation"):
+        module.instantiate()
+    assert 0.1 <= time.monotonic() - started < 0.5
 
 
 @native_only
@@ -127,28 +125,25 @@ def test_a_long_deadline_outlives_the_short_ones_that_expire(
     assert _thread(native_engine).advances - advances >= 5
 
 
-@pytest.mark.parametrize("native", TICKERS)
-def test_a_guest_that_waited_out_its_deadline_in_a_host_call_times_out(native: bool) -> None:
+def test_a_guest_that_waited_out_its_deadline_in_a_host_call_times_out(
+    engine: WasmtimeEngine,
+) -> None:
     """The deadline passes while the guest waits in a host call that does not look at
     it (the host's own clock says there is time): the guest is stopped once it runs
     again, not let run to the end."""
-    eng = _engine(native)
 
     class SlowHost(FakeHost):
         def http_fetch(self, request: bytes) -> bytes | int:
             time.sleep(0.3)
             return b"200\ncontent-type: text/plain\n\nlate"
 
-    try:
-        inst = _module(eng, "hostcalls", 100).instantiate()
-        started = time.monotonic()
-        with pytest.raises(GuestTimeout):
-            inst.invoke(request("POST", "/fetch", b"GET http://example.com/\n\n"),
-                        SlowHost(fetch_allowed=True))
-        assert 0.3 <= time.monotonic() - started < 1.0
-        inst.close()
-    finally:
-        eng.close()
+    inst = _module(engine, "hostcalls", 100).instantiate()
+    started = time.monotonic()
+    with pytest.raises(GuestTimeout):
+        inst.invoke(request("POST", "/fetch", b"GET http://example.com/\n\n"),
+                    SlowHost(fetch_allowed=True))
+    assert 0.3 <= time.monotonic() - started < 1.0
+    inst.close()
 
 
 def _wait_for_child(pid: int) -> None:
@@ -162,34 +157,29 @@ def _wait_for_child(pid: int) -> None:
     assert os.waitstatus_to_exitcode(waited[1]) == 0
 
 
-@pytest.mark.parametrize("native", TICKERS)
-def test_a_forked_child_interrupts_guests_old_and_new(native: bool) -> None:
+def test_a_forked_child_interrupts_guests_old_and_new(engine: WasmtimeEngine) -> None:
     """The child has none of the parent's threads: an instance made in the parent and
     one made in the child both still time out there, and in the parent after."""
-    eng = _engine(native)
-    try:
-        loop = _module(eng, "loop", 200)
-        inst = loop.instantiate()  # made in the parent, used in the child
-        _time_out(loop)
-        for _ in range(3):
-            pid = os.fork()
-            if pid == 0:
-                code = 1
+    loop = _module(engine, "loop", 200)
+    inst = loop.instantiate()  # made in the parent, used in the child
+    _time_out(loop)
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                started = time.monotonic()
                 try:
-                    started = time.monotonic()
-                    try:
-                        inst.invoke(request(), FakeHost())
-                    except GuestTimeout:
-                        code = 0 if 0.2 <= time.monotonic() - started < 1.0 else 2
-                    if code == 0:
-                        code = 0 if 0.2 <= _time_out(loop) < 1.0 else 3
-                finally:
-                    os._exit(code)
-            _wait_for_child(pid)
-        assert 0.2 <= _time_out(loop) < 0.6
-        inst.close()
-    finally:
-        eng.close()
+                    inst.invoke(request(), FakeHost())
+                except GuestTimeout:
+                    code = 0 if 0.2 <= time.monotonic() - started < 1.0 else 2
+                if code == 0:
+                    code = 0 if 0.2 <= _time_out(loop) < 1.0 else 3
+            finally:
+                os._exit(code)
+        _wait_for_child(pid)
+    assert 0.2 <= _time_out(loop) < 0.6
+    inst.close()
 
 
 _SCRIPT = textwrap.dedent("""

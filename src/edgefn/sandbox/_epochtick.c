@@ -126,17 +126,23 @@ static void *run(void *p)
     return NULL;
 }
 
-static int start(struct edgefn_ticker *t)
+/* A new lock and condition variable (the wait's deadline on CLOCK_MONOTONIC). */
+static void init_sync(struct edgefn_ticker *t)
 {
     pthread_condattr_t cattr;
-    pthread_attr_t attr;
-    int err;
 
     pthread_mutex_init(&t->lock, NULL);
     pthread_condattr_init(&cattr);
     pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
     pthread_cond_init(&t->wake, &cattr);
     pthread_condattr_destroy(&cattr);
+}
+
+static int start(struct edgefn_ticker *t)
+{
+    pthread_attr_t attr;
+    int err;
+
     atomic_store(&t->target, 0);
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 64 * 1024); /* it calls one small function */
@@ -165,6 +171,7 @@ struct edgefn_ticker *edgefn_ticker_create(increment_fn increment, void *engine,
     t->engine = engine;
     t->error_new = error_new;
     t->refs = 1;
+    init_sync(t);
     err = start(t);
     if (err != 0) {
         pthread_cond_destroy(&t->wake);
@@ -203,12 +210,8 @@ void edgefn_ticker_postfork_parent(struct edgefn_ticker *t) { pthread_mutex_unlo
    same slots (the stores the child inherited). Returns 0 or an errno. */
 int edgefn_ticker_postfork_child(struct edgefn_ticker *t)
 {
-    if (t->stopping) {
-        pthread_mutex_init(&t->lock, NULL);
-        pthread_cond_init(&t->wake, NULL);
-        return 0;
-    }
-    return start(t);
+    init_sync(t);
+    return t->stopping ? 0 : start(t);
 }
 
 /* What the thread has done: out[0] its wakes (times it looked at the slots), out[1]

@@ -259,8 +259,6 @@ class _NativeDeadlines:
     """Deadlines from the engine's native deadline thread (`epoch_timer`): no tick, no
     GIL, no wake while nothing is due; a store's own callback decides its timeout."""
 
-    tick_ms = 0.0
-
     def __init__(self, engine: wasmtime.Engine, thread: epoch_timer.DeadlineThread) -> None:
         self._thread = thread
         # Before the engine is freed, and at interpreter exit before anything is torn
