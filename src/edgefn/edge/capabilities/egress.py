@@ -7,60 +7,67 @@ opened: the address connected to is the address checked (no DNS-rebinding gap
 between a check and a second lookup), while the URL, and so the Host header,
 TLS SNI and certificate check, keep the name. Pooled connections were checked
 when opened.
+
+Its sockets are non-blocking and wait for readiness where they are used: on a
+request thread in `poll` (the thread blocks, as before), in a green task on the
+worker's event loop (`edge.green`), so a guest suspended in `http_fetch` holds
+no thread while its answer travels. A connection may be opened in one and used
+in the other.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import errno
+import select
 import socket
-import threading
+import ssl
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from ipaddress import ip_address
-from ssl import SSLContext
 from typing import Any
 
 import httpcore
 
 from edgefn.contract.egress_allowlist import Address
+from edgefn.edge import green
 from edgefn.edge.capabilities.egress_rules import EgressRules
 from edgefn.edge.capabilities.errors import Denied
 
 _SocketOptions = Iterable[Any]
-
-
-class _Deadline(threading.local):
-    at: float | None = None
+_READ, _WRITE = select.POLLIN, select.POLLOUT
 
 
 class GuardedBackend(httpcore.NetworkBackend):
-    """Thread-safe: the deadline is per thread, as the sync client does a request's I/O in the
-    thread that sent it."""
+    """Thread-safe: the deadline is per thread and per green task (a context variable), as
+    the client does a request's I/O where it was sent."""
 
     def __init__(
         self, rules: EgressRules, *, allow_private: bool, resolver_threads: int = 4
     ) -> None:
         self.rules = rules
         self.allow_private = allow_private
-        self._sync = httpcore.SyncBackend()
-        self._deadline = _Deadline()
+        self._deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+            "fetch_deadline", default=None)
         # getaddrinfo has no timeout of its own; it runs here so a caller can stop waiting.
         self._resolver = ThreadPoolExecutor(resolver_threads, thread_name_prefix="edgefn-dns")
 
     @contextmanager
     def deadline(self, at: float) -> Iterator[None]:
         """Every connect, read and write in this thread ends by `at` (time.monotonic)."""
-        previous, self._deadline.at = self._deadline.at, at
+        token = self._deadline.set(at)
         try:
             yield
         finally:
-            self._deadline.at = previous
+            self._deadline.reset(token)
 
     def bound(self, timeout: float | None, expired: type[Exception]) -> float | None:
         """`timeout` shortened to what is left before the deadline; `expired` when none is."""
-        at = self._deadline.at
+        at = self._deadline.get()
         if at is None:
             return timeout
         left = at - time.monotonic()
@@ -79,18 +86,36 @@ class GuardedBackend(httpcore.NetworkBackend):
         last: Exception = httpcore.ConnectError(f"{host} has no address")
         for text, _ in self._resolve(host, port, timeout):
             try:
-                stream = self._sync.connect_tcp(
-                    text,
-                    port,
-                    timeout=self.bound(timeout, httpcore.ConnectTimeout),
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
+                return self._connect(text, port, timeout, socket_options)
             except httpcore.ConnectError as exc:
                 last = exc  # try the next address, as a browser would
-                continue
-            return _DeadlineStream(stream, self)
         raise last
+
+    def _connect(self, text: str, port: int, timeout: float | None,
+                 socket_options: _SocketOptions | None) -> SocketStream:
+        """A connection to the checked address `text` (no name lookup: it is numeric)."""
+        try:
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(
+                text, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[0]
+        except OSError as exc:
+            raise httpcore.ConnectError(f"{text}: {exc}") from exc
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            code = sock.connect_ex(sockaddr)
+            if code == errno.EINPROGRESS:
+                _ready(sock, _WRITE, self.bound(timeout, httpcore.ConnectTimeout),
+                       httpcore.ConnectTimeout)
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise httpcore.ConnectError(f"{text}:{port}: {errno.errorcode.get(code, code)}")
+        except BaseException:
+            sock.close()
+            raise
+        return SocketStream(sock, self)
 
     def connect_unix_socket(
         self,
@@ -113,9 +138,14 @@ class GuardedBackend(httpcore.NetworkBackend):
             addresses = [(host, ip_address(host))]
         except ValueError:
             future = self._resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+            left = self.bound(timeout, httpcore.ConnectTimeout)
+            task = green.current()
             try:
-                infos = future.result(self.bound(timeout, httpcore.ConnectTimeout))
-            except FutureTimeout as exc:
+                if task is None:
+                    infos = future.result(left)
+                else:
+                    infos = green.wait(asyncio.wrap_future(future, loop=task.loop), left)
+            except (FutureTimeout, TimeoutError) as exc:
                 future.cancel()
                 raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
             except OSError as exc:
@@ -136,32 +166,112 @@ class GuardedBackend(httpcore.NetworkBackend):
         return addresses
 
 
-class _DeadlineStream(httpcore.NetworkStream):
-    __slots__ = ("_backend", "_inner")
+def _ready(sock: socket.socket, events: int, timeout: float | None,
+           expired: type[Exception]) -> None:
+    """Until `sock` is ready for `events` (one of them), within `timeout` seconds, else
+    `expired`: in a green task the loop runs meanwhile, on a thread the thread waits."""
+    task = green.current()
+    if task is None:
+        poller = select.poll()
+        poller.register(sock, events)
+        if not poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)):
+            raise expired("timed out")
+        return
+    loop = task.loop
+    fut = loop.create_future()
+    fd = sock.fileno()
+    add, remove = ((loop.add_reader, loop.remove_reader) if events == _READ
+                   else (loop.add_writer, loop.remove_writer))
+    add(fd, _settle, fut)
+    try:
+        green.wait(fut, timeout)
+    except TimeoutError:
+        raise expired("timed out") from None
+    finally:
+        remove(fd)
 
-    def __init__(self, inner: httpcore.NetworkStream, backend: GuardedBackend) -> None:
-        self._inner = inner
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class SocketStream(httpcore.NetworkStream):
+    """A non-blocking socket (TLS or not) whose reads and writes wait for readiness
+    within the backend's deadline (`_ready`)."""
+
+    __slots__ = ("_backend", "_sock")
+
+    def __init__(self, sock: socket.socket, backend: GuardedBackend) -> None:
+        self._sock = sock
         self._backend = backend
 
+    def _wait(self, events: int, timeout: float | None, expired: type[Exception]) -> None:
+        _ready(self._sock, events, self._backend.bound(timeout, expired), expired)
+
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, self._backend.bound(timeout, httpcore.ReadTimeout))
+        while True:
+            try:
+                return self._sock.recv(max_bytes)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                self._wait(_READ, timeout, httpcore.ReadTimeout)
+            except ssl.SSLWantWriteError:
+                self._wait(_WRITE, timeout, httpcore.ReadTimeout)
+            except OSError as exc:
+                raise httpcore.ReadError(str(exc)) from exc
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, self._backend.bound(timeout, httpcore.WriteTimeout))
+        view = memoryview(buffer)
+        while view:
+            try:
+                view = view[self._sock.send(view):]
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                self._wait(_WRITE, timeout, httpcore.WriteTimeout)
+            except ssl.SSLWantReadError:
+                self._wait(_READ, timeout, httpcore.WriteTimeout)
+            except OSError as exc:
+                raise httpcore.WriteError(str(exc)) from exc
 
     def close(self) -> None:
-        self._inner.close()
+        self._sock.close()
 
     def start_tls(
         self,
-        ssl_context: SSLContext,
+        ssl_context: ssl.SSLContext,
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
-        inner = self._inner.start_tls(
-            ssl_context, server_hostname, self._backend.bound(timeout, httpcore.ConnectTimeout)
-        )
-        return _DeadlineStream(inner, self._backend)
+        try:
+            tls = ssl_context.wrap_socket(self._sock, server_hostname=server_hostname,
+                                          do_handshake_on_connect=False)
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        while True:
+            try:
+                tls.do_handshake()
+                return SocketStream(tls, self._backend)
+            except ssl.SSLWantReadError:
+                self._wait_on(tls, _READ, timeout)
+            except ssl.SSLWantWriteError:
+                self._wait_on(tls, _WRITE, timeout)
+            except OSError as exc:  # ssl.SSLError (a failed check) is one
+                raise httpcore.ConnectError(str(exc)) from exc
+
+    def _wait_on(self, sock: socket.socket, events: int, timeout: float | None) -> None:
+        _ready(sock, events, self._backend.bound(timeout, httpcore.ConnectTimeout),
+               httpcore.ConnectTimeout)
 
     def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+        if info == "is_readable":
+            poller = select.poll()
+            poller.register(self._sock, select.POLLIN)
+            return bool(poller.poll(0))
+        if info == "ssl_object":
+            return getattr(self._sock, "_sslobj", None)
+        if info == "socket":
+            return self._sock
+        if info == "server_addr":
+            return self._sock.getpeername()
+        if info == "client_addr":
+            return self._sock.getsockname()
+        return None
