@@ -7,15 +7,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from edgefn.sandbox import Engine, WasmEdgeOptions, create_engine
+from edgefn.sandbox import Engine, WasmEdgeOptions, WasmtimeOptions, create_engine
 from edgefn.sandbox.compilecache import CompileCache
 from edgefn.sandbox.errors import EngineUnavailable
 from edgefn.sandbox.options import EngineOptions
 from tests.conftest import ENGINES_PROPERTY
 
-# Test id -> the engine and its options.
+# Test id -> the engine and its options. wasmtime twice: by default a guest that imports
+# a waiting host call is suspended in it (its call is an async one); then every call
+# blocks its thread.
 ENGINE_VARIANTS: dict[str, tuple[str, EngineOptions | None]] = {
     "wasmtime": ("wasmtime", None),
+    "wasmtime-blocking": ("wasmtime", WasmtimeOptions(suspend_waiting=False)),
     "wasmedge-interpreter": ("wasmedge", WasmEdgeOptions(aot=False)),
     "wasmedge-aot": ("wasmedge", WasmEdgeOptions(aot=True)),
 }

@@ -48,6 +48,10 @@ def edge() -> None:
 @click.option("--inline/--no-inline", default=None,
               help="Run functions that cannot block on the worker's event loop once their "
                    "calls have shown they are short [--inline].")
+@click.option("--suspend-waiting/--no-suspend-waiting", default=None,
+              help="Run functions that wait in a host call (http_fetch, KV, secrets) as "
+                   "suspended guests on the worker's event loop instead of one request "
+                   "thread each; wasmtime only [--suspend-waiting].")
 @click.option("--inline-budget-ms", type=float,
               help="CPU a call on the event loop may use; one over it moves its function "
                    "to the request threads [2].")

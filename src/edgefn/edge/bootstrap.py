@@ -66,7 +66,8 @@ def build_engine(settings: EdgeSettings) -> Engine:
         on_reject=lambda _reason: metrics.COMPILED_REJECTED.inc(),
     )
     options = WasmtimeOptions(  # wasmtime's only
-        epoch_tick_ms=settings.epoch_tick_ms, opt_level=settings.wasmtime_opt_level)
+        epoch_tick_ms=settings.epoch_tick_ms, opt_level=settings.wasmtime_opt_level,
+        suspend_waiting=settings.suspend_waiting)
     return create_engine(settings.engine, compile_cache=cache,
                          options=options if settings.engine == "wasmtime" else None)
 

@@ -27,6 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
+import os
+import select
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -70,7 +74,10 @@ def spawn(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any],
     wait (or to its end) before this returns. `fn` must not raise: what it does with
     its own failures is its business, as on a thread."""
     task = Green(fn, loop, executor)
-    task.parent = greenlet.getcurrent()
+    parent = greenlet.getcurrent()
+    while isinstance(parent, Green):  # a task's waits always go back to the loop itself
+        parent = parent.parent
+    task.parent = parent
     task.switch()
     return task
 
@@ -116,4 +123,95 @@ def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     return wait(asyncio.wrap_future(task.executor.submit(fn, *args), loop=task.loop))
 
 
-__all__ = ["Green", "away_cpu", "current", "run_blocking", "spawn", "wait"]
+READ, WRITE = select.POLLIN, select.POLLOUT
+
+
+def ready(sock: socket.socket, events: int, timeout: float | None) -> None:
+    """Until `sock` is ready for `events` (`READ` or `WRITE`), at most `timeout` seconds
+    (None: no limit), else `TimeoutError`: in a green task the loop runs meanwhile; on a
+    thread, the thread waits in `poll`."""
+    task = current()
+    if task is None:
+        poller = select.poll()
+        poller.register(sock, events)
+        if not poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)):
+            raise TimeoutError("timed out")
+        return
+    loop = task.loop
+    fut = loop.create_future()
+    fd = sock.fileno()
+    add, remove = ((loop.add_reader, loop.remove_reader) if events == READ
+                   else (loop.add_writer, loop.remove_writer))
+    add(fd, _settle, fut)
+    try:
+        wait(fut, timeout)
+    finally:
+        remove(fd)
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class CooperativeSocket:
+    """A socket with the blocking interface (`settimeout`, `recv_into`, `sendall`,
+    `connect`), whose waits go through `ready`: for clients written for blocking
+    sockets (redis-py) that must not block a green task's loop. `TimeoutError` (which is
+    `socket.timeout`) when a wait passes the timeout, as a blocking socket would."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._timeout: float | None = None
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._timeout = timeout
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def _wait(self, events: int) -> None:
+        if self._timeout == 0:
+            raise BlockingIOError("the socket is not ready")
+        ready(self._sock, events, self._timeout)  # TimeoutError is socket.timeout
+
+    def connect(self, address: Any) -> None:
+        err = self._sock.connect_ex(address)
+        if err == errno.EINPROGRESS:
+            self._wait(WRITE)
+            err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        while True:
+            try:
+                return self._sock.recv(size, flags)
+            except BlockingIOError:
+                self._wait(READ)
+
+    def recv_into(self, buffer: Any, size: int = 0, flags: int = 0) -> int:
+        while True:
+            try:
+                return self._sock.recv_into(buffer, size, flags)
+            except BlockingIOError:
+                self._wait(READ)
+
+    def sendall(self, data: Any) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self._sock.send(view):]
+            except BlockingIOError:
+                self._wait(WRITE)
+
+    def __getattr__(self, name: str) -> Any:  # fileno, setsockopt, shutdown, close, ...
+        return getattr(self._sock, name)
+
+
+__all__ = ["READ", "WRITE", "CooperativeSocket", "Green", "away_cpu", "current", "ready",
+           "run_blocking", "spawn", "wait"]

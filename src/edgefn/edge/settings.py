@@ -33,6 +33,10 @@ class EdgeSettings(BaseSettings):
     # Run the calls of functions that cannot block on the worker's event loop; false:
     # every call goes to a request thread.
     inline: bool = True
+    # Functions that may wait in a host call run as suspended guests in green tasks on
+    # the worker's event loop (wasmtime; edge/green.py), not one request thread each;
+    # false: each holds a request thread while it waits.
+    suspend_waiting: bool = True
     # A function runs on the loop only while its calls stay under this much CPU (and
     # never time out); one call over it sends the function back to the threads.
     inline_budget_ms: float = Field(2.0, gt=0, le=1000)

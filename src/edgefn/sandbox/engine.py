@@ -162,6 +162,11 @@ class Module(Protocol):
         """Approximate host memory held by the compiled code."""
         ...
 
+    @property
+    def suspends(self) -> bool:
+        """Whether a guest waiting in a host call is suspended instead of its thread."""
+        ...
+
     def instantiate(self) -> Instance: ...
 
     def close(self) -> None: ...
@@ -195,6 +200,14 @@ class ModuleFacts:
     @property
     def code_bytes(self) -> int:
         return self._code_bytes
+
+    @property
+    def suspends(self) -> bool:
+        """True when a guest waiting in a host call is suspended, not its thread: the
+        call's work is run by the caller of `invoke` (`program.WaitingCall`), which may
+        be a green task on an event loop (`edge.green`). False: the host call blocks the
+        thread that called `invoke`."""
+        return False
 
 
 class Engine(Protocol):

@@ -9,7 +9,7 @@ Out-of-bounds pointers raise `IndexError`, which the engines turn into a trap.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from edgefn.sandbox.engine import Host
 
@@ -74,8 +74,47 @@ def _lookup(method: str) -> Adapter:
     return adapter
 
 
-def _kv_put(mem: GuestMemory, host: Host, a: Args) -> int:
-    return host.kv_put(read(mem, a[0], a[1]), read(mem, a[2], a[3]), _i(a[4]))
+class Waiting(NamedTuple):
+    """A host call that may wait (network, Redis, the secrets broker), in three steps, so
+    that an engine able to suspend the guest (`Module.suspends`) reads its inputs while
+    the guest is in the call, runs `host.<method>(*inputs)` with the guest suspended, and
+    writes the answer when the guest resumes."""
+
+    inputs: Callable[[GuestMemory, Args], tuple[bytes | int, ...]]
+    method: str
+    output: Callable[[GuestMemory, Args, bytes | int], int]
+
+    def adapter(self) -> Adapter:
+        """The three steps in one, for a guest that blocks its thread while it waits."""
+        def adapter(mem: GuestMemory, host: Host, a: Args) -> int:
+            return self.output(mem, a, getattr(host, self.method)(*self.inputs(mem, a)))
+
+        return adapter
+
+
+def _key_in(mem: GuestMemory, a: Args) -> tuple[bytes | int, ...]:
+    return (read(mem, a[0], a[1]),)
+
+
+def _value_out(mem: GuestMemory, a: Args, value: bytes | int) -> int:
+    return write_value(mem, value, a[2], a[3])
+
+
+def _put_in(mem: GuestMemory, a: Args) -> tuple[bytes | int, ...]:
+    return read(mem, a[0], a[1]), read(mem, a[2], a[3]), _i(a[4])
+
+
+def _code_out(mem: GuestMemory, a: Args, value: bytes | int) -> int:
+    assert isinstance(value, int)
+    return value
+
+
+WAITING_FUNCTIONS: dict[str, Waiting] = {
+    "kv_get": Waiting(_key_in, "kv_get", _value_out),
+    "kv_put": Waiting(_put_in, "kv_put", _code_out),
+    "http_fetch": Waiting(_key_in, "http_fetch", _value_out),
+    "secret_get": Waiting(_key_in, "secret_get", _value_out),
+}
 
 
 def _request_id(mem: GuestMemory, host: Host, a: Args) -> int:
@@ -86,11 +125,11 @@ def _request_id(mem: GuestMemory, host: Host, a: Args) -> int:
 EDGE_FUNCTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Adapter]] = {
     "log": ((I32,) * 3, (), _log),
     "metrics_increment": ((I32, I32, F64, I32, I32), (), _metrics),
-    "kv_get": ((I32,) * 4, (I32,), _lookup("kv_get")),
-    "kv_put": ((I32,) * 5, (I32,), _kv_put),
-    "http_fetch": ((I32,) * 4, (I32,), _lookup("http_fetch")),
+    "kv_get": ((I32,) * 4, (I32,), WAITING_FUNCTIONS["kv_get"].adapter()),
+    "kv_put": ((I32,) * 5, (I32,), WAITING_FUNCTIONS["kv_put"].adapter()),
+    "http_fetch": ((I32,) * 4, (I32,), WAITING_FUNCTIONS["http_fetch"].adapter()),
     "env_get": ((I32,) * 4, (I32,), _lookup("env_get")),
     "request_id": ((I32,) * 2, (I32,), _request_id),
     "request_header": ((I32,) * 4, (I32,), _lookup("request_header")),
-    "secret_get": ((I32,) * 4, (I32,), _lookup("secret_get")),
+    "secret_get": ((I32,) * 4, (I32,), WAITING_FUNCTIONS["secret_get"].adapter()),
 }

@@ -15,11 +15,15 @@ class WasmtimeOptions:
     only when one is due (`sandbox/epoch_timer.py`; where it was not built, or when
     off, a Python thread ticks). `epoch_tick_ms`: that Python thread's tick; a
     deadline lands at most one tick late. `opt_level`: Cranelift's optimisation
-    level ("none", "speed", "speed_and_size")."""
+    level ("none", "speed", "speed_and_size"). `suspend_waiting`: an edge-v1 guest
+    that imports a host call that waits (`http_fetch`, KV, `secret_get`) runs on a
+    stack of its own and is suspended in that call (`Module.suspends`), so its
+    caller need not be a thread that blocks."""
 
     epoch_tick_ms: float = 1.0
     opt_level: str = "speed"
     native_epoch_timer: bool = True
+    suspend_waiting: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ from edgefn.sandbox import wasi_http
 from edgefn.sandbox.abi import check_handle_result
 from edgefn.sandbox.engine import GuestRequest, Host, Limits
 from edgefn.sandbox.errors import GuestTimeout, GuestTrap, InvocationError
-from edgefn.sandbox.hostcalls import Adapter, Args, GuestMemory
+from edgefn.sandbox.hostcalls import Adapter, Args, GuestMemory, Waiting
+from edgefn.sandbox.hostcodes import FAILED
 from edgefn.sandbox.stdio import GuestOutput, LineLog, wagi_output, wagi_response
 
 
@@ -52,6 +53,8 @@ class InstanceBase:
     host_exception: BaseException | None
     output: GuestOutput
     closed: bool
+    # Set when a waiting host call's answer could not be written (`WaitingCall.finish`).
+    late_trap: str | None = None
 
     def _init_state(self, limits: Limits) -> None:
         self.limits = limits
@@ -140,6 +143,55 @@ def guarded_host_call(
         inst.host_exception = exc
         raise HostCallFailed(f"edge.{name} raised {type(exc).__name__}") from None
     return result
+
+
+class WaitingCall:
+    """A host call that waits, begun while its guest is suspended in it (`Module.suspends`).
+
+    The engine calls `begin` from inside the guest's host call (the inputs are read
+    there, the guest's memory being in reach), then, with the guest suspended, the
+    caller of the engine's call runs `run` (which may block its thread or, in a green
+    task, let the event loop run), then resumes the guest, which takes the answer
+    through `finish`. The rules are `guarded_host_call`'s: past the deadline, before
+    or after the work, the call is a timeout; an exception of the host's ends the
+    call as itself. Both are raised by `run`, and the engine then abandons the
+    suspended guest (its instance is closed), so no trap is needed to stop it.
+    """
+
+    __slots__ = ("args", "done", "inputs", "inst", "name", "value", "waiting")
+
+    def __init__(self, inst: InstanceBase, name: str, waiting: Waiting, mem: GuestMemory,
+                 args: Args) -> None:
+        if inst.host is None:
+            raise HostCallFailed(f"edge.{name} called outside an invocation")
+        self.inst = inst
+        self.name = name
+        self.waiting = waiting
+        self.args = args
+        self.done = False
+        self.value: bytes | int = FAILED
+        try:
+            self.inputs = waiting.inputs(mem, args)
+        except IndexError as exc:
+            raise HostCallFailed(f"edge.{name}: {exc}") from None
+
+    def run(self) -> None:
+        inst, host = self.inst, self.inst.host
+        assert host is not None
+        if host.remaining_seconds() > 0:
+            self.value = getattr(host, self.waiting.method)(*self.inputs)
+        if host.remaining_seconds() <= 0:
+            raise inst._timeout()
+        self.done = True
+
+    def finish(self, mem: GuestMemory) -> int:
+        """The call's result for the guest, its answer written; an answer that does not fit
+        the guest's buffer fails the invocation (`late_trap`), as a trap would."""
+        try:
+            return self.waiting.output(mem, self.args, self.value)
+        except IndexError as exc:
+            self.inst.late_trap = f"edge.{self.name}: {exc}"
+            return FAILED
 
 
 class EdgeProgram(InstanceBase):
@@ -278,5 +330,6 @@ __all__ = [
     "InstanceBase",
     "ProcExit",
     "WagiProgram",
+    "WaitingCall",
     "guarded_host_call",
 ]

@@ -5,7 +5,13 @@ call with a reused argument array and `memmove` into linear memory costs a few.
 Timeouts are epoch interruption, the epoch advanced by a native thread when a call's
 deadline has passed (`epoch_timer`; a Python thread where there is none); memory is
 capped by the store limiter; `edge` host functions are linked once per engine and find
-their invocation through a thread-local, since a call runs on one thread.
+their instance through the address of their caller's store.
+
+An edge-v1 module that imports a host call that waits (`http_fetch`, KV, `secret_get`)
+is linked a second way, those calls defined as wasmtime async host functions: its
+guest runs on a stack of its own (`wasmtime_func_call_async`), and a waiting call
+suspends it, the call's work being run by whoever drives the call (`_drive`), a
+thread or a green task on the worker's event loop (`Module.suspends`).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from edgefn.sandbox.errors import (
     InvocationError,
     PrecompiledRefused,
 )
-from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
+from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, WAITING_FUNCTIONS, Adapter, Waiting
 from edgefn.sandbox.options import WasmtimeOptions
 from edgefn.sandbox.program import (
     EdgeProgram,
@@ -48,9 +54,16 @@ from edgefn.sandbox.program import (
     InstanceBase,
     ProcExit,
     WagiProgram,
+    WaitingCall,
     guarded_host_call,
 )
-from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
+from edgefn.sandbox.wasminfo import (
+    ABI_EDGE_V1,
+    PAGE_SIZE,
+    ModuleInfo,
+    uses_wasi_http,
+    validate_module,
+)
 
 _RawArgs = ffi.wasmtime_val_raw_t
 _EXTERN_FUNC = ffi.WASMTIME_EXTERN_FUNC.value
@@ -89,6 +102,13 @@ _caller_context = _fast("wasmtime_caller_context", c_void_p, quick=True)
 _memmove = ctypes.PYFUNCTYPE(c_void_p, c_void_p, c_void_p, ctypes.c_size_t)(
     ctypes.cast(ctypes.memmove, c_void_p).value or 0)
 _SIZES = [ctypes.c_size_t(n) for n in range(11)]
+# Async calls: made on the guest's own stack, polled until done. Polling runs the guest,
+# so it releases the GIL like any guest call; starting and deleting a future do not run it.
+_call_async = _fast("wasmtime_func_call_async", c_void_p, quick=True)
+_instantiate_async = _fast("wasmtime_instance_pre_instantiate_async", c_void_p, quick=True)
+_poll = _fast("wasmtime_call_future_poll", ctypes.c_bool)
+_future_delete = _fast("wasmtime_call_future_delete", None)
+_I32_KIND = ffi.WASMTIME_I32.value
 # Raw call arguments are 16-byte `wasmtime_val_raw_t`s whose i32 is the first four
 # bytes: written and read with struct, no ctypes object is made per value.
 _I32 = struct.Struct("<i")
@@ -129,6 +149,54 @@ def _make_callback(
         return 0
 
     return callback
+
+
+def _make_async_callback(name: str, waiting: Waiting) -> Callable:
+    """A waiting host call of a suspending module: begin it (its inputs read now), and
+    hand wasmtime a continuation that is done once the driver has run it (`_drive`)."""
+
+    def callback(env: int, caller: ctypes._Pointer, args: ctypes._Pointer, nargs: int,
+                 results: ctypes._Pointer, nresults: int, trap_ret: ctypes._Pointer,
+                 cont_ret: ctypes._Pointer) -> None:
+        ctx = _caller_context(caller) or 0
+        inst = _INSTANCES.get(ctx)
+        cont = cont_ret[0]
+        cont.finalizer = _NO_FINALIZER
+        try:
+            if not isinstance(inst, _SuspendingEdgeInstance):
+                raise HostCallFailed(f"edge.{name} called outside an invocation")
+            pending = WaitingCall(inst, name, waiting, inst,
+                                  [args[i].of.i32 for i in range(nargs)])
+        except HostCallFailed as exc:
+            trap_ret[0] = ctypes.cast(_trap_result(str(exc)), POINTER(ffi.wasm_trap_t))
+            cont.callback = _ALREADY_DONE
+            cont.env = None
+            return
+        inst._pending = pending
+        inst._pending_results = results
+        cont.callback = _CONTINUE
+        cont.env = ctx
+
+    return callback
+
+
+def _continue(ctx: int | None) -> bool:
+    """wasmtime asks whether the waiting call is over; when it is, its result goes to the guest."""
+    inst = _INSTANCES.get(ctx or 0)
+    pending = inst._pending if isinstance(inst, _SuspendingEdgeInstance) else None
+    if pending is None:
+        return True
+    if not pending.done:
+        return False
+    result = inst._pending_results[0]  # type: ignore[union-attr]
+    result.kind = _I32_KIND
+    result.of.i32 = pending.finish(inst)  # type: ignore[arg-type]
+    inst._pending = None  # type: ignore[union-attr]
+    return True
+
+
+_CONTINUE = _raw.wasmtime_func_async_continuation_callback_t(_continue)
+_ALREADY_DONE = _raw.wasmtime_func_async_continuation_callback_t(lambda _env: True)
 
 
 # Every instance by the address of its store's context, which is what a host call
@@ -342,27 +410,52 @@ class WasmtimeEngine:
         except (wasmtime.WasmtimeError, OSError) as exc:
             raise EngineUnavailable(f"wasmtime could not start: {exc}") from exc
         self._ticker = _make_ticker(self._engine, options)
-        self._linker = wasmtime.Linker(self._engine)
-        self._linker.define_wasi()
         self._callbacks: list[object] = []
+        self._linker = self._make_linker(suspending=False)
+        # Modules that import a waiting call, when their guests may be suspended in it.
+        self._suspending_linker = (self._make_linker(suspending=True)
+                                   if options.suspend_waiting else None)
+
+    def _make_linker(self, *, suspending: bool) -> wasmtime.Linker:
+        linker = wasmtime.Linker(self._engine)
+        linker.define_wasi()
         for fname, (params, results, adapter) in EDGE_FUNCTIONS.items():
-            self._define_host_function(fname, params, results, adapter)
+            if suspending and fname in WAITING_FUNCTIONS:
+                self._define_async_function(linker, fname, params, results,
+                                            WAITING_FUNCTIONS[fname])
+            else:
+                self._define_host_function(linker, fname, params, results, adapter)
         for fname, (params, results, adapter) in wasi_http.FUNCTIONS.items():
-            self._define_host_function(fname, params, results, adapter, wasi_http.MODULE)
+            self._define_host_function(linker, fname, params, results, adapter, wasi_http.MODULE)
+        return linker
 
     def _define_host_function(
-        self, fname: str, params: tuple[str, ...], results: tuple[str, ...], adapter: Adapter,
-        module_name: str = "edge",
+        self, linker: wasmtime.Linker, fname: str, params: tuple[str, ...],
+        results: tuple[str, ...], adapter: Adapter, module_name: str = "edge",
     ) -> None:
-        functype = wasmtime.FuncType([_VALTYPES[t] for t in params],
-                                     [_VALTYPES[t] for t in results])
         cb = ffi.wasmtime_func_unchecked_callback_t(
             _make_callback(fname, params, adapter, bool(results))
         )
+        self._define(linker, module_name, fname, params, results, cb,
+                     ffi.wasmtime_linker_define_func_unchecked)
+
+    def _define_async_function(
+        self, linker: wasmtime.Linker, fname: str, params: tuple[str, ...],
+        results: tuple[str, ...], waiting: Waiting,
+    ) -> None:
+        cb = _raw.wasmtime_func_async_callback_t(_make_async_callback(fname, waiting))
+        self._define(linker, "edge", fname, params, results, cb,
+                     _raw.wasmtime_linker_define_async_func)
+
+    def _define(self, linker: wasmtime.Linker, module_name: str, fname: str,
+                params: tuple[str, ...], results: tuple[str, ...], cb: object,
+                define: Callable[..., Any]) -> None:
+        functype = wasmtime.FuncType([_VALTYPES[t] for t in params],
+                                     [_VALTYPES[t] for t in results])
         self._callbacks.append(cb)  # the C side keeps only a pointer
         module, name = module_name.encode(), fname.encode()
-        err = ffi.wasmtime_linker_define_func_unchecked(
-            self._linker.ptr(),
+        err = define(
+            linker.ptr(),
             ctypes.create_string_buffer(module),
             len(module),
             ctypes.create_string_buffer(name),
@@ -374,6 +467,14 @@ class WasmtimeEngine:
         )
         if err:
             raise EngineUnavailable(str(wasmtime.WasmtimeError._from_ptr(err)))
+
+    def _suspends(self, info: ModuleInfo) -> bool:
+        """Whether this module's guests are suspended in their waiting calls: an edge-v1
+        module that imports one (a WASI-HTTP guest's calls block, and are not among them)."""
+        return (self._suspending_linker is not None and info.abi == ABI_EDGE_V1
+                and not uses_wasi_http(info)
+                and any(imp.module == "edge" and imp.name in WAITING_FUNCTIONS
+                        for imp in info.imports))
 
     @property
     def tag(self) -> str:
@@ -388,10 +489,14 @@ class WasmtimeEngine:
                 module = self._adopt(wasm, precompiled)
             else:
                 module = self._load_or_compile(wasm)
-            pre = self._linker.instantiate_pre(module)
+            suspends = self._suspends(info)
+            linker = self._suspending_linker if suspends else self._linker
+            assert linker is not None
+            pre = linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             raise InvalidModule(f"module does not compile: {exc}") from exc
-        return WasmtimeModule(self, module, pre, info, limits, wasi, len(wasm))
+        return WasmtimeModule(self, module, pre, info, limits, wasi, len(wasm),
+                              suspends=suspends)
 
     def precompile(self, wasm: bytes) -> bytes:
         # The module was validated against the platform's rules when it was uploaded.
@@ -456,16 +561,23 @@ class WasmtimeModule(ModuleFacts):
         limits: Limits,
         wasi: WasiOptions,
         wasm_size: int,
+        *,
+        suspends: bool = False,
     ) -> None:
         super().__init__(info, limits, wasi, wasm_size)
         self._engine = engine
         self._module = module
         self._pre = pre
         self._preopens = wasi.preopens()
+        self._suspends = suspends
+
+    @property
+    def suspends(self) -> bool:
+        return self._suspends
 
     def instantiate(self) -> Instance:
         if self.abi == ABI_EDGE_V1:
-            return _EdgeInstance(self)
+            return _SuspendingEdgeInstance(self) if self._suspends else _EdgeInstance(self)
         return _WagiInstance(self)
 
     def new_store(
@@ -502,6 +614,14 @@ class WasmtimeModule(ModuleFacts):
     def instantiate_in(self, store: wasmtime.Store) -> wasmtime.Instance:
         return self._pre.instantiate(store)
 
+    def instantiate_async(
+        self, ctx: ctypes._Pointer, instance: ffi.wasmtime_instance_t,
+        trap_ref: Any, error_ref: Any,
+    ) -> int:
+        """A future instantiating the module in the store of `ctx` (`_drive` it)."""
+        return _instantiate_async(self._pre.ptr(), ctx, byref(instance), trap_ref,
+                                  error_ref) or 0
+
     def close(self) -> None:
         self._pre = None  # type: ignore[assignment]
         self._module = None  # type: ignore[assignment]
@@ -531,7 +651,7 @@ class _BaseInstance(InstanceBase):
         """Instantiate in the store made by `_new_store` and bind the exports."""
         assert self._store is not None
         try:
-            self._instance = self._module.instantiate_in(self._store)
+            self._instance = self._make_instance()
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise _instantiation_error(exc, self._deadline) from exc
         mem = self._lookup("memory")
@@ -539,6 +659,10 @@ class _BaseInstance(InstanceBase):
             self._memory = mem.of.memory  # a view into `mem`, which it keeps alive
             self._memory_ref = byref(self._memory)
             self._view_base, self._view_size = 0, -1
+
+    def _make_instance(self) -> wasmtime.Instance:
+        assert self._store is not None
+        return self._module.instantiate_in(self._store)
 
     def _lookup(self, name: str) -> ffi.wasmtime_extern_t | None:
         """The export `name`, looked up by name: the few an ABI uses, rather than
@@ -596,6 +720,11 @@ class _BaseInstance(InstanceBase):
     def _call(self, func: ctypes._Pointer, args: ctypes.Array, n: int) -> None:
         """One raw call; every failure becomes an `InvocationError`."""
         err = _call_unchecked(self._ctx, func, args, _SIZES[n], self._trap_ref)
+        self._outcome(err)
+
+    def _outcome(self, err: int | None) -> None:
+        """After a call: its error or trap, if any, as an `InvocationError` (or a host call's
+        own exception)."""
         if err:
             error_ptr = ctypes.cast(err, POINTER(ffi.wasmtime_error_t))
             error = wasmtime.WasmtimeError._from_ptr(error_ptr)
@@ -711,6 +840,75 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
             args = self._args
             _DEALLOC_ARGS.pack_into(args, 0, ptr, total)
             self._call(self._dealloc, args, 2)
+
+
+class _SuspendingEdgeInstance(_EdgeInstance):
+    """An `edge-v1` instance whose guest is suspended in its waiting host calls.
+
+    Each call is a future polled until done (`_drive`); while the guest is suspended,
+    the waiting call's work (`WaitingCall.run`) runs on the driver's stack: on a thread
+    it blocks, in a green task it lets the event loop run. Everything else is the
+    edge-v1 program of `_EdgeInstance`, its raw arguments copied to typed values.
+    """
+
+    def __init__(self, module: WasmtimeModule) -> None:
+        self._pending: WaitingCall | None = None
+        self._pending_results: ctypes._Pointer | None = None
+        self._values = (ffi.wasmtime_val_t * 10)()
+        self._results = (ffi.wasmtime_val_t * 1)()
+        self._error = POINTER(ffi.wasmtime_error_t)()
+        self._error_ref = byref(self._error)
+        super().__init__(module)
+
+    def _make_instance(self) -> wasmtime.Instance:
+        instance = ffi.wasmtime_instance_t()
+        assert self._ctx is not None
+        self._drive(self._module.instantiate_async(self._ctx, instance, self._trap_ref,
+                                                   self._error_ref))
+        if self._error:
+            error, self._error = self._error, POINTER(ffi.wasmtime_error_t)()
+            self._error_ref = byref(self._error)
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        if self._trap:
+            trap, self._trap = self._trap, POINTER(ffi.wasm_trap_t)()
+            self._trap_ref = byref(self._trap)
+            raise wasmtime.Trap._from_ptr(trap)
+        return wasmtime.Instance._from_raw(instance)
+
+    def _call(self, func: ctypes._Pointer, args: ctypes.Array, n: int) -> None:
+        values = self._values
+        for i in range(n):
+            values[i].kind = _I32_KIND  # type: ignore[assignment]
+            values[i].of.i32 = _I32.unpack_from(args, 16 * i)[0]
+        nresults = 1 if func is self._alloc or func is self._handle else 0
+        self._drive(_call_async(self._ctx, func, values, _SIZES[n], self._results,
+                                _SIZES[nresults], self._trap_ref, self._error_ref))
+        error = ctypes.cast(self._error, c_void_p).value
+        if error:
+            self._error = POINTER(ffi.wasmtime_error_t)()
+            self._error_ref = byref(self._error)
+        self._outcome(error)
+        if self.late_trap is not None:
+            message, self.late_trap = self.late_trap, None
+            raise GuestTrap(f"guest failed: {message}")
+        if nresults:
+            _I32.pack_into(args, 0, self._results[0].of.i32)
+
+    def _drive(self, future: int) -> None:
+        """Poll the call until it is done, running each waiting call it is suspended in.
+        A waiting call that fails (a timeout, the host's own exception) abandons the
+        suspended guest: its future is deleted, and the failure ends the invocation,
+        which closes the instance."""
+        fut = c_void_p(future)
+        try:
+            while not _poll(fut):
+                pending = self._pending
+                if pending is not None and not pending.done:
+                    pending.run()
+        finally:
+            self._pending = None
+            self._pending_results = None
+            _future_delete(fut)
 
 
 class _WagiInstance(WagiProgram, _BaseInstance):

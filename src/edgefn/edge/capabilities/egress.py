@@ -39,7 +39,7 @@ from edgefn.edge.capabilities.egress_rules import EgressRules
 from edgefn.edge.capabilities.errors import Denied
 
 _SocketOptions = Iterable[Any]
-_READ, _WRITE = select.POLLIN, select.POLLOUT
+_READ, _WRITE = green.READ, green.WRITE
 
 
 class GuardedBackend(httpcore.NetworkBackend):
@@ -168,32 +168,10 @@ class GuardedBackend(httpcore.NetworkBackend):
 
 def _ready(sock: socket.socket, events: int, timeout: float | None,
            expired: type[Exception]) -> None:
-    """Until `sock` is ready for `events` (one of them), within `timeout` seconds, else
-    `expired`: in a green task the loop runs meanwhile, on a thread the thread waits."""
-    task = green.current()
-    if task is None:
-        poller = select.poll()
-        poller.register(sock, events)
-        if not poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)):
-            raise expired("timed out")
-        return
-    loop = task.loop
-    fut = loop.create_future()
-    fd = sock.fileno()
-    add, remove = ((loop.add_reader, loop.remove_reader) if events == _READ
-                   else (loop.add_writer, loop.remove_writer))
-    add(fd, _settle, fut)
     try:
-        green.wait(fut, timeout)
+        green.ready(sock, events, timeout)
     except TimeoutError:
         raise expired("timed out") from None
-    finally:
-        remove(fd)
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class SocketStream(httpcore.NetworkStream):

@@ -23,12 +23,15 @@ log = logging.getLogger(__name__)
 
 
 class KvCapability:
-    __slots__ = ("_namespace", "_policy", "_store")
+    __slots__ = ("_namespace", "_policy", "_store", "cooperative")
 
     def __init__(self, namespace: str, policy: KvPolicy, store: KvStore) -> None:
         self._namespace = namespace
         self._policy = policy
         self._store = store
+        # Its calls may be made in a green task as they are (they let the loop run while
+        # they wait): see `RedisKvStore`.
+        self.cooperative: bool = getattr(store, "cooperative", False)
 
     @classmethod
     def configure(cls, spec: FunctionSpec, store: KvStore | None) -> KvCapability | None:

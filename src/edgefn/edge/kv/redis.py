@@ -13,13 +13,16 @@ index sit in the same cluster slot, as a script's keys must.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import Connection
 from redis.retry import Retry
 
+from edgefn.edge import green
 from edgefn.edge.kv.base import check_namespace, check_ttl
 from edgefn.edge.kv.errors import KvQuotaExceeded, KvUnavailable
 
@@ -68,16 +71,42 @@ def index_key(namespace: str) -> bytes:
     return b"edgefn:kvindex:{" + namespace.encode() + b"}"
 
 
+class CooperativeConnection(Connection):
+    """redis-py's TCP connection on a `green.CooperativeSocket`: a call made in a green
+    task lets the worker's event loop run while Redis answers; on a thread it blocks
+    as before."""
+
+    def _connect(self) -> green.CooperativeSocket:
+        err: OSError = OSError(f"{self.host} has no address")
+        for family, kind, proto, _, address in socket.getaddrinfo(
+                self.host, self.port, self.socket_type, socket.SOCK_STREAM):
+            sock = green.CooperativeSocket(socket.socket(family, kind, proto))
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.settimeout(self.socket_connect_timeout)
+                sock.connect(address)
+                sock.settimeout(self.socket_timeout)
+                return sock
+            except OSError as exc:
+                err = exc
+                sock.close()
+        raise err
+
+
 class RedisKvStore:
     """Thread-safe and fork-safe (redis-py pools connections per process).
 
     Each socket operation is bounded by `timeout_s` (and retried once at most);
     the default matches the default `max_execution_ms`, as the engine cannot
-    interrupt a guest while it waits in a host call.
+    interrupt a guest while it waits in a host call. Over plain TCP its sockets
+    cooperate with green tasks (`cooperative`); over TLS (`rediss://`) they block,
+    and a green task runs its calls on the worker's blocking pool.
     """
 
     def __init__(self, url: str, *, timeout_s: float = 0.5) -> None:
         self.url = url
+        self.cooperative = url.startswith("redis://")
+        extra = {"connection_class": CooperativeConnection} if self.cooperative else {}
         try:
             # One immediate retry covers a pooled connection the server closed while
             # idle; backoff would only hold a guest's invocation while Redis is down.
@@ -86,6 +115,7 @@ class RedisKvStore:
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 retry=Retry(NoBackoff(), 1),
+                **extra,
             )
             self._put = self._client.register_script(_PUT)
             self._count = self._client.register_script(_COUNT)

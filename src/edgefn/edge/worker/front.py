@@ -4,8 +4,10 @@ A request is read entirely on the event loop (headers, then the body, each
 within its deadline), so a client that trickles bytes holds a socket and a
 buffer, never a request thread. Only a complete request goes to the runtime:
 on the event loop itself when its function runs there (short guests that cannot
-block, dispatch.py), else on an elastic pool of request threads (host functions
-are synchronous and may wait). While it runs, its connection is not read.
+block, dispatch.py), in a green task on the loop when its guest is suspended while
+it waits in a host call (edge/green.py), else on an elastic pool of request
+threads (host functions are synchronous and may wait). While it runs, its
+connection is not read.
 Deadlines are checked by one sweep per worker instead of a timer per request:
 the hot path only stores a float.
 """
@@ -13,6 +15,7 @@ the hot path only stores a float.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import http
 import logging
@@ -29,6 +32,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 import httptools
 
+from edgefn.edge import green
 from edgefn.edge.errors import (
     BadRequest,
     EdgeError,
@@ -38,7 +42,7 @@ from edgefn.edge.errors import (
     RequestTooLarge,
 )
 from edgefn.edge.worker.exchange import HttpRequest, HttpResponse
-from edgefn.edge.worker.runtime import error_response
+from edgefn.edge.worker.runtime import SUSPENDED, error_response
 
 if TYPE_CHECKING:
     from edgefn.edge.settings import EdgeSettings
@@ -137,11 +141,16 @@ class RequestPool:
     `http_fetch`, KV) hold a thread each while they wait, without the GIL, so
     a hundred waiting requests need a hundred threads; at rest a worker keeps
     `spare`.
+
+    `blocking` runs, for requests in green tasks, the host calls that have no
+    non-blocking form (KV, secrets; `green.run_blocking`).
     """
 
     def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop, threads: int, *,
-                 spare: int = 2, idle_s: float = 30.0) -> None:
+                 spare: int = 2, idle_s: float = 30.0, blocking_threads: int = 16) -> None:
         self.runtime = runtime
+        self.blocking = concurrent.futures.ThreadPoolExecutor(
+            min(threads, blocking_threads), thread_name_prefix="edgefn-blocking")
         self._loop = loop
         self._queue: queue.SimpleQueue[tuple[HttpRequest, _Connection] | None] = (
             queue.SimpleQueue())
@@ -213,6 +222,7 @@ class RequestPool:
                 return
 
     def close(self, timeout: float) -> None:
+        self.blocking.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             threads = [t for t in self._threads if t.is_alive()]
         for _ in threads:
@@ -477,20 +487,41 @@ class _Connection(asyncio.Protocol):
             except Exception:
                 log.exception("request to %s%s failed in the runtime", req.host, req.path)
                 answer = _refuse(EdgeError("the node failed this request"))
-            if answer is not None:
+            if answer is SUSPENDED:
+                if self._hold():
+                    green.spawn(front.loop, lambda: self._run_green(req), front.pool.blocking)
+                return
+            if isinstance(answer, HttpResponse):
                 self._write(answer)
                 return
+        if self._hold():
+            front.pool.submit(req, self)
+
+    def _hold(self) -> bool:
+        """Count a request that is not answered at once (on the threads or in a green task),
+        or refuse it with 503 when the worker holds too many."""
+        front = self.front
         if front.pending >= self.limits.max_pending_requests:
             resp = _refuse(NodeOverloaded("the node is busy; retry shortly"))
             resp.headers.append(("retry-after", "1"))
             self._write(resp)
-            return
+            return False
         front.pending += 1
         self.in_flight = True
         # Backpressure: nothing more is read from this client until it has its answer.
         # (A request answered on the loop is done before anything more can be read.)
         self._pause_reading()
-        front.pool.submit(req, self)
+        return True
+
+    def _run_green(self, req: HttpRequest) -> None:
+        """A green task: the request served as on a thread, its guest's waits letting the
+        loop run. The answer is written from the loop itself, not from the task."""
+        try:
+            resp = self.front.runtime.handle(req)
+        except Exception:
+            log.exception("request to %s%s failed in the runtime", req.host, req.path)
+            resp = _refuse(EdgeError("the node failed this request"))
+        self.front.loop.call_soon(self.respond, resp)
 
     def _pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None:
@@ -498,7 +529,7 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def respond(self, resp: HttpResponse) -> None:
-        """On the loop, from a request thread: the runtime's answer."""
+        """On the loop, from a request thread or a green task: the runtime's answer."""
         self.front.pending -= 1
         self.in_flight = False
         self._write(resp)

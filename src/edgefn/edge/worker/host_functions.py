@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from edgefn.edge import green
 from edgefn.edge.capabilities.env import EnvCapability
 from edgefn.edge.capabilities.log import LogCapability
 from edgefn.edge.capabilities.metrics import MetricsCapability
@@ -20,6 +21,8 @@ from edgefn.sandbox.hostcodes import DENIED, FAILED, NOT_FOUND
 
 
 class KvBinding(Protocol):
+    cooperative: bool
+
     def get(self, key: bytes) -> bytes | int: ...
 
     def put(self, key: bytes, value: bytes, ttl_seconds: int) -> int: ...
@@ -127,13 +130,23 @@ class InvocationHost:
     def metrics_increment(self, name: bytes, value: float, tags: bytes) -> None:
         self._fn.metrics.increment(name, value, tags)
 
+    # In a green task, a call whose client blocks its thread (KV on SQLite or on Redis
+    # over TLS, the secrets broker) runs on the worker's blocking pool while the loop
+    # goes on (`green.run_blocking`); on a thread, right here. `http_fetch`'s sockets
+    # and Redis over TCP wait for the loop themselves (egress.py, kv/redis.py).
     def kv_get(self, key: bytes) -> bytes | int:
         kv = self._fn.kv
-        return DENIED if kv is None else kv.get(key)
+        if kv is None:
+            return DENIED
+        return kv.get(key) if kv.cooperative else green.run_blocking(kv.get, key)
 
     def kv_put(self, key: bytes, value: bytes, ttl_seconds: int) -> int:
         kv = self._fn.kv
-        return DENIED if kv is None else kv.put(key, value, ttl_seconds)
+        if kv is None:
+            return DENIED
+        if kv.cooperative:
+            return kv.put(key, value, ttl_seconds)
+        return green.run_blocking(kv.put, key, value, ttl_seconds)
 
     def http_fetch(self, request: bytes) -> bytes | int:
         fetch = self._fn.fetch
@@ -154,7 +167,7 @@ class InvocationHost:
         secrets = self._fn.secrets
         if secrets is None:
             return DENIED
-        return secrets.get(name, self.remaining_seconds())
+        return green.run_blocking(secrets.get, name, self.remaining_seconds())
 
     def request_header(self, name: bytes) -> bytes | int:
         if self._header_map is None:

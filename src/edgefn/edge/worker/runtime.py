@@ -5,7 +5,9 @@ the disk cache, compiled once, pool warmed) and swaps the routing table in one
 assignment, so requests see either the old state or the new one. Each loaded
 function keeps what was decided for it once (dispatch.py): its ABI codec and
 whether its calls run on the event loop. The HTTP front calls `handle_on_loop`
-for every request, and `handle` on a request thread for those it declines.
+for every request, and `handle` on a request thread for those it declines, or in
+a green task on the loop for those whose guests are suspended while they wait
+(`SUSPENDED`, edge/green.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edgefn.contract import QuotaSpec, ResourceCaps, RouteSpec
-from edgefn.edge import metrics
+from edgefn.edge import green, metrics
 from edgefn.edge.cache import ArtifactCache, sha256_hex
 from edgefn.edge.capabilities.secrets import SecretsCapability
 from edgefn.edge.errors import (
@@ -66,6 +68,15 @@ _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _JSON = [("content-type", "application/json")]
 
 
+class _Suspended:
+    """`handle_on_loop`'s answer for a request to run with `handle` in a green task."""
+
+    __slots__ = ()
+
+
+SUSPENDED = _Suspended()
+
+
 @dataclass(slots=True)
 class LoadedFunction:
     """A function version ready to serve: its pool, host, codec and placement, all
@@ -76,6 +87,9 @@ class LoadedFunction:
     host: FunctionHost
     codec: Codec
     placement: Placement
+    # Its guests are suspended in the host calls they wait in (`Module.suspends`), so its
+    # requests may run in green tasks on the event loop.
+    suspends: bool = False
     # WAGI: the sub-routes its `_routes` export declared, (pattern, export), in the
     # order they are tried.
     sub_routes: tuple[tuple[WagiRoute, str], ...] = ()
@@ -384,6 +398,7 @@ class Runtime:
                 self.pools.remove(key)
                 raise FunctionUnavailable(str(exc)) from exc
             loaded = LoadedFunction(spec, pool, host, codec_for(module, spec), placement,
+                                    suspends=module.suspends and placement.may_block,
                                     sub_routes=sub_routes)
             self._loaded[key] = loaded
             return loaded
@@ -446,19 +461,21 @@ class Runtime:
     def handle(self, req: HttpRequest) -> HttpResponse:
         """Serve `req` on the calling thread (a request thread of the front, or a test)."""
         resp = self._serve(req, on_loop=False)
-        assert resp is not None
+        assert isinstance(resp, HttpResponse)
         return resp
 
-    def handle_on_loop(self, req: HttpRequest) -> HttpResponse | None:
+    def handle_on_loop(self, req: HttpRequest) -> HttpResponse | _Suspended | None:
         """Serve `req` on the event loop when its function runs there, or when it is
-        refused before any function runs; None: it goes to a request thread (`handle`).
+        refused before any function runs; None: it goes to a request thread (`handle`);
+        `SUSPENDED`: to a green task on the loop (`handle` there), its function being
+        one whose guests are suspended while they wait.
 
         Nothing that may wait is done here: a function not yet loaded, one that may
         block in a host call, one still on probation or in the penalty box is left
         to the threads."""
         return self._serve(req, on_loop=True)
 
-    def _serve(self, req: HttpRequest, *, on_loop: bool) -> HttpResponse | None:
+    def _serve(self, req: HttpRequest, *, on_loop: bool) -> HttpResponse | _Suspended | None:
         ctx = _RequestContext(req.headers)
         rid = ctx.request_id
         tables = self._tables
@@ -490,10 +507,11 @@ class Runtime:
                                 rid, fid, project)
         if on_loop:
             loaded = self._loaded.get(key)
-            if (loaded is None or not loaded.placement.on_loop
-                    or self.pools.get(key) is not loaded.pool
+            if (loaded is None or self.pools.get(key) is not loaded.pool
                     or (self.penalty is not None and self.penalty.penalized(fid))):
                 return None
+            if not loaded.placement.on_loop:
+                return SUSPENDED if loaded.suspends else None
             boxed = False
         else:
             try:
@@ -645,7 +663,7 @@ class _Call:
         self.t0 = time.monotonic()
         host = self.host
         host.deadline = self.t0 + spec.max_execution_ms / 1000
-        c0 = time.thread_time()
+        c0 = time.thread_time() + green.away_cpu()
         # `pool.checkout()` without the context manager's three calls: this is the hot path.
         pool = self.loaded.pool
         try:
@@ -668,7 +686,8 @@ class _Call:
             self.timed_out = True
             raise
         finally:
-            self.cpu = time.thread_time() - c0
+            # In a green task, less what the thread did for others while the guest waited.
+            self.cpu = time.thread_time() - green.away_cpu() - c0
 
 
 _random_bits = random.getrandbits
