@@ -627,6 +627,85 @@ def test_host_call_past_the_deadline_is_a_timeout(compile_fixture) -> None:  # t
         inst.close()
 
 
+class _SlowKvHost(FakeHost):
+    """kv_get answers after `delay_s`: past the deadline when it is longer."""
+
+    def __init__(self, delay_s: float, **kw: float) -> None:
+        super().__init__(kv_enabled=True, **kw)
+        self.delay_s = delay_s
+
+    def kv_get(self, key: bytes) -> bytes | int:
+        time.sleep(self.delay_s)
+        return b"late"
+
+
+def test_waiting_call_past_the_deadline_is_a_timeout_and_ends_the_instance(
+    compile_fixture,  # type: ignore[no-untyped-def]
+) -> None:
+    inst = compile_fixture("hostcalls").instantiate()
+    try:
+        with pytest.raises(GuestTimeout):
+            inst.invoke(request("GET", "/kv/get?key=k"), _SlowKvHost(0.3, seconds=0.1))
+        # A guest abandoned in its call is never resumed: its instance is closed.
+        with pytest.raises(GuestTrap, match="closed"):
+            inst.invoke(request("GET", "/reqid"), FakeHost())
+    finally:
+        inst.close()
+
+
+def test_host_exception_in_a_waiting_call_is_reraised_as_itself(compile_fixture) -> None:  # type: ignore[no-untyped-def]
+    module = compile_fixture("hostcalls")
+    inst = module.instantiate()
+    host = FakeHost(kv_enabled=True)
+    host.raise_in = "kv_put"
+    try:
+        with pytest.raises(KeyError, match="raised in kv_put"):
+            inst.invoke(request("POST", "/kv/put?key=k", b"v"), host)
+    finally:
+        inst.close()
+    # The module is fine: a new instance serves the next request.
+    again = module.instantiate()
+    try:
+        assert _code_of(again.invoke(request("POST", "/kv/put?key=k", b"v"),
+                                     FakeHost(kv_enabled=True))) == 0
+    finally:
+        again.close()
+
+
+def _code_of(raw: bytes) -> int:
+    return int(header(parse_response(raw), "x-code"))
+
+
+# A guest that asks kv_get to write its answer far outside its two pages of memory.
+_KV_OUT_OF_BOUNDS = """(module
+  (import "edge" "kv_get" (func $kv_get (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 16) "key")
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+    (drop (call $kv_get (i32.const 16) (i32.const 3) (i32.const 0x7fff0000) (i32.const 64)))
+    (i32.const 0)))"""
+
+
+def test_a_waiting_call_whose_answer_does_not_fit_memory_traps(any_engine: Engine) -> None:
+    module = any_engine.compile(wat_to_wasm(_KV_OUT_OF_BOUNDS), Limits(), WasiOptions())
+    inst = module.instantiate()
+    host = FakeHost(kv_enabled=True)
+    host.kv[b"key"] = b"a value"
+    try:
+        with pytest.raises(GuestTrap, match="out of bounds"):
+            inst.invoke(request("GET", "/"), host)
+        host.kv.clear()  # not found (-1): nothing to write, the call succeeds
+        fresh = module.instantiate()
+        try:
+            assert fresh.invoke(request("GET", "/"), host) == b""
+        finally:
+            fresh.close()
+    finally:
+        inst.close()
+        module.close()
+
+
 # -- WASI: capture and denials ----------------------------------------------------
 
 

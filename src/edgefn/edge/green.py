@@ -70,15 +70,20 @@ def away_cpu() -> float:
 
 def spawn(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any],
           executor: concurrent.futures.Executor | None = None) -> Green:
-    """Start `fn` as a green task now, on the loop's thread: it runs until its first
-    wait (or to its end) before this returns. `fn` must not raise: what it does with
-    its own failures is its business, as on a thread."""
+    """Start `fn` as a green task on the loop's thread. Called from the loop itself, it
+    runs until its first wait (or to its end) before this returns; called from another
+    task, it starts at the loop's next turn. `fn` must not raise: what it does with its
+    own failures is its business, as on a thread."""
     task = Green(fn, loop, executor)
-    parent = greenlet.getcurrent()
-    while isinstance(parent, Green):  # a task's waits always go back to the loop itself
-        parent = parent.parent
-    task.parent = parent
-    task.switch()
+    caller = greenlet.getcurrent()
+    root = caller
+    while isinstance(root, Green):  # a task's waits always go back to the loop itself
+        root = root.parent
+    task.parent = root
+    if caller is root:
+        task.switch()
+    else:
+        loop.call_soon(task.switch)
     return task
 
 

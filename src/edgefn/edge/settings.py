@@ -160,8 +160,13 @@ class EdgeSettings(BaseSettings):
 
     @property
     def inflight_limit(self) -> int:
-        # A worker runs at most `threads` requests at once: that many never refuses.
-        return self.max_inflight_per_function or self.threads
+        # A worker runs at most `threads` requests at once on its threads, and holds at
+        # most `max_pending_requests` in green tasks: that many never refuses.
+        if self.max_inflight_per_function:
+            return self.max_inflight_per_function
+        if self.suspend_waiting:
+            return max(self.threads, self.max_pending_requests)
+        return self.threads
 
     @property
     def resolved_quota_redis_url(self) -> str:

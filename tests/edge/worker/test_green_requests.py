@@ -1,0 +1,161 @@
+"""Requests that wait, against a real `edgefn edge serve`: green tasks, not threads.
+
+A worker with a single request thread serves many requests waiting in
+`http_fetch` at once (their guests suspended, the event loop running), answers
+others meanwhile, and still bounds what it holds (`--max-pending-requests`).
+With `--no-suspend-waiting` the same worker runs them one at a time on its
+thread, which is what shows the difference.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.edge.node.test_server import start_node, stop, write_function
+
+
+class Upstream:
+    """A local HTTP server that holds every request until `release` (or 10 s), counting
+    how many it holds at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held = 0
+        self.most = 0
+        self.seen = 0
+        self.released = threading.Event()
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with upstream.lock:
+                    upstream.held += 1
+                    upstream.seen += 1
+                    upstream.most = max(upstream.most, upstream.held)
+                upstream.released.wait(10)
+                with upstream.lock:
+                    upstream.held -= 1
+                body = b"upstream answer"
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_held(self, n: int, timeout: float = 20) -> bool:
+        """True once `n` requests are held at once."""
+        pause = threading.Event()
+        for _ in range(int(timeout / 0.05)):
+            with self.lock:
+                if self.held >= n:
+                    return True
+            pause.wait(0.05)
+        return False
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    up = Upstream()
+    yield up
+    up.close()
+
+
+def _functions(root: Path) -> Path:
+    write_function(root, "echo", "echo", [{"host": "*", "path": "/echo/*",
+                                           "methods": ["GET", "POST"]}])
+    write_function(root, "fetcher", "hostcalls", [{"host": "*", "path": "/fetch"}],
+                   max_execution_ms=20000,
+                   http_fetch={"allow_hosts": ["127.0.0.1"], "allow_private": True})
+    return root
+
+
+def _fetch(url: str, port: int) -> httpx.Response:
+    body = f"GET http://127.0.0.1:{port}/data\n\n".encode()
+    return httpx.post(url + "/fetch", content=body, timeout=30)
+
+
+def _load(url: str, upstream: Upstream) -> None:
+    """One call, answered at once: it loads the function (on the request thread); later
+    calls run as green tasks."""
+    upstream.released.set()
+    assert _fetch(url, upstream.port).status_code == 200
+    upstream.released.clear()
+
+
+def _node(tmp_path: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return start_node(tmp_path, _functions(tmp_path / "functions"), "--workers", "1",
+                      "--threads", "1", "--allow-private-egress", "127.0.0.0/8",
+                      "--max-connections-per-client", "0", *extra)
+
+
+def test_one_thread_serves_many_waiting_requests(tmp_path: Path, upstream: Upstream) -> None:
+    node = _node(tmp_path)
+    try:
+        _load(node.url, upstream)
+        with ThreadPoolExecutor(12) as pool:
+            answers = [pool.submit(_fetch, node.url, upstream.port) for _ in range(12)]
+            assert upstream.wait_held(12), f"only {upstream.most} at once"
+            # The worker's loop is free while they wait.
+            echo = httpx.post(node.url + "/echo/x", content=b"meanwhile", timeout=10)
+            assert echo.status_code == 200 and echo.content == b"meanwhile"
+            upstream.released.set()
+            results = [a.result() for a in answers]
+        assert [r.status_code for r in results] == [200] * 12
+        assert all(b"upstream answer" in r.content for r in results)
+    finally:
+        stop(node)
+
+
+def test_without_suspension_the_thread_serves_one_at_a_time(
+    tmp_path: Path, upstream: Upstream,
+) -> None:
+    node = _node(tmp_path, "--no-suspend-waiting")
+    try:
+        _load(node.url, upstream)
+        with ThreadPoolExecutor(3) as pool:
+            answers = [pool.submit(_fetch, node.url, upstream.port) for _ in range(3)]
+            assert upstream.wait_held(1)
+            assert not upstream.wait_held(2, timeout=1.0)
+            upstream.released.set()
+            assert [a.result().status_code for a in answers] == [200] * 3
+        assert upstream.most == 1
+    finally:
+        stop(node)
+
+
+def test_green_tasks_count_against_the_pending_limit(tmp_path: Path, upstream: Upstream) -> None:
+    node = _node(tmp_path, "--max-pending-requests", "4")
+    try:
+        _load(node.url, upstream)
+        before = upstream.seen
+        with ThreadPoolExecutor(8) as pool:
+            answers = [pool.submit(_fetch, node.url, upstream.port) for _ in range(8)]
+            assert upstream.wait_held(4)
+            # Past the limit, 503 at once: nothing more reaches the upstream.
+            assert not upstream.wait_held(5, timeout=1.0)
+            upstream.released.set()
+            results = [a.result() for a in answers]
+        codes = sorted(r.status_code for r in results)
+        assert codes == [200] * 4 + [503] * 4
+        assert all(r.json()["error"]["code"] == "node_overloaded"
+                   for r in results if r.status_code == 503)
+        assert upstream.seen - before == 4
+    finally:
+        stop(node)
