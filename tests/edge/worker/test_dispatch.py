@@ -64,10 +64,25 @@ def test_a_slow_call_restarts_the_probation() -> None:
 def test_functions_that_may_block_or_inline_off_never_reach_the_loop() -> None:
     blocking = Placement(InlinePolicy(probation=1), may_block=True)
     off = Placement(InlinePolicy(enabled=False, probation=1), may_block=False)
-    for p in (blocking, off):
+    suspending_off = Placement(InlinePolicy(enabled=False, probation=1), may_block=True,
+                               suspends=True)
+    for p in (blocking, off, suspending_off):
         for _ in range(5):
             p.record(cpu_s=0.0, timed_out=False)
         assert not p.on_loop
+
+
+def test_a_function_whose_guests_are_suspended_earns_the_loop_like_any_other() -> None:
+    p = Placement(InlinePolicy(budget_s=0.002, probation=3, hold_s=30), may_block=True,
+                  suspends=True)
+    assert p.suspends
+    for _ in range(3):
+        p.record(cpu_s=0.0001, timed_out=False)
+    assert p.on_loop  # its calls now run as green tasks
+    p.record(cpu_s=0.0, timed_out=True)
+    assert not p.on_loop
+    # A function that cannot block is never a green task, whatever its module does.
+    assert not Placement(InlinePolicy(), may_block=False, suspends=True).suspends
 
 
 def test_may_block_is_decided_from_imports_and_capabilities(edge: EdgeHarness) -> None:

@@ -1,7 +1,8 @@
 """Requests that wait, against a real `edgefn edge serve`: green tasks, not threads.
 
 A worker with a single request thread serves many requests waiting in
-`http_fetch` at once (their guests suspended, the event loop running), answers
+`http_fetch` at once, once the function has earned the event loop (their guests
+suspended, the loop running), answers
 others meanwhile, and still bounds what it holds (`--max-pending-requests`).
 With `--no-suspend-waiting` the same worker runs them one at a time on its
 thread, which is what shows the difference.
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edgefn.edge.worker.dispatch import InlinePolicy
 from tests.edge.node.test_server import start_node, stop, write_function
 
 
@@ -92,10 +94,12 @@ def _fetch(url: str, port: int) -> httpx.Response:
 
 
 def _load(url: str, upstream: Upstream) -> None:
-    """One call, answered at once: it loads the function (on the request thread); later
+    """Calls answered at once: the first loads the function, and the function earns the
+    event loop (`InlinePolicy.probation`, 32 short calls on the request thread); later
     calls run as green tasks."""
     upstream.released.set()
-    assert _fetch(url, upstream.port).status_code == 200
+    for _ in range(InlinePolicy().probation + 1):
+        assert _fetch(url, upstream.port).status_code == 200
     upstream.released.clear()
 
 

@@ -10,16 +10,18 @@ per request:
   (no thread hop, no GIL hand-off; the epoch deadline bounds the call) or go to
   the worker's elastic pool of request threads.
 
-A function runs on the loop only if it cannot block: it imports none of the host
-calls that wait (`http_fetch`, `kv_get`, `kv_put`, `secret_get`), or its policy
-gives it none of those capabilities, so they answer "denied" at once. It earns
-its place: it starts on the threads, and moves to the loop after `probation`
-calls in a row each under `budget_s` of CPU with no timeout. On the loop, one
-call that times out or passes the budget sends it back to the threads, where it
-stays for `hold_s` before it can earn its place again. A looping guest therefore
-never reaches the loop unless it first behaved, and then stalls its loop at most
-once for its deadline per `hold_s`; the penalty box (fairness.py) deals with it
-on the threads.
+A function runs on the loop only if it cannot block it: it imports none of the
+host calls that wait (`http_fetch`, `kv_get`, `kv_put`, `secret_get`), or its
+policy gives it none of those capabilities, so they answer "denied" at once, or
+its guests are suspended while they wait (`Module.suspends`), in which case its
+calls on the loop are green tasks (edge/green.py) and only their CPU counts. It
+earns its place: it starts on the threads, and moves to the loop after
+`probation` calls in a row each under `budget_s` of CPU with no timeout. On the
+loop, one call that times out or passes the budget sends it back to the threads,
+where it stays for `hold_s` before it can earn its place again. A looping guest
+therefore never reaches the loop unless it first behaved, and then stalls its
+loop at most once for its deadline per `hold_s`; the penalty box (fairness.py)
+deals with it on the threads.
 """
 
 from __future__ import annotations
@@ -78,11 +80,14 @@ class Placement:
     update under a race only delays a move by a call).
     """
 
-    __slots__ = ("_good", "_held_until", "may_block", "on_loop", "policy")
+    __slots__ = ("_good", "_held_until", "may_block", "on_loop", "policy", "suspends")
 
-    def __init__(self, policy: InlinePolicy, *, may_block: bool) -> None:
+    def __init__(self, policy: InlinePolicy, *, may_block: bool, suspends: bool = False) -> None:
         self.policy = policy
         self.may_block = may_block
+        # It may block, but its guests are suspended while they wait: on the loop, its
+        # calls are green tasks.
+        self.suspends = may_block and suspends
         self.on_loop = False
         self._good = 0
         self._held_until = 0.0
@@ -90,7 +95,7 @@ class Placement:
     def record(self, *, cpu_s: float, timed_out: bool) -> None:
         """After each call of the function: move it on or off the loop."""
         policy = self.policy
-        if self.may_block or not policy.enabled:
+        if (self.may_block and not self.suspends) or not policy.enabled:
             return
         if timed_out or cpu_s > policy.budget_s:
             self._good = 0

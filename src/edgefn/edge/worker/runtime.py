@@ -87,9 +87,6 @@ class LoadedFunction:
     host: FunctionHost
     codec: Codec
     placement: Placement
-    # Its guests are suspended in the host calls they wait in (`Module.suspends`), so its
-    # requests may run in green tasks on the event loop.
-    suspends: bool = False
     # WAGI: the sub-routes its `_routes` export declared, (pattern, export), in the
     # order they are tried.
     sub_routes: tuple[tuple[WagiRoute, str], ...] = ()
@@ -391,14 +388,14 @@ class Runtime:
                 self.pools.remove(key)
                 raise FunctionUnavailable(f"instantiation failed: {exc}") from exc
             metrics.INSTANCES_CREATED.labels(spec.id, spec.project_id).inc(pool.created)
-            placement = Placement(self.inline, may_block=may_block(module, host))
+            placement = Placement(self.inline, may_block=may_block(module, host),
+                                  suspends=module.suspends)
             try:
                 sub_routes = self._wagi_routes(spec, module, host)
             except (EdgeError, InvocationError) as exc:
                 self.pools.remove(key)
                 raise FunctionUnavailable(str(exc)) from exc
             loaded = LoadedFunction(spec, pool, host, codec_for(module, spec), placement,
-                                    suspends=module.suspends and placement.may_block,
                                     sub_routes=sub_routes)
             self._loaded[key] = loaded
             return loaded
@@ -507,16 +504,20 @@ class Runtime:
                                 rid, fid, project)
         if on_loop:
             loaded = self._loaded.get(key)
-            if (loaded is None or self.pools.get(key) is not loaded.pool
+            if (loaded is None or not loaded.placement.on_loop
+                    or self.pools.get(key) is not loaded.pool
                     or (self.penalty is not None and self.penalty.penalized(fid))):
                 return None
-            if not loaded.placement.on_loop:
-                return SUSPENDED if loaded.suspends else None
+            if loaded.placement.suspends:
+                return SUSPENDED
             boxed = False
         else:
             try:
                 loaded = self._ensure_loaded(spec, key)
-                boxed = self.penalty is not None and self.penalty.admit(fid)
+                # A green task is never paced: the penalty box's threads would block the
+                # loop (a function just put in the box finds its next request on them).
+                boxed = (self.penalty is not None and green.current() is None
+                         and self.penalty.admit(fid))
             except EdgeError as exc:
                 return self._refuse(exc, rid, fid, project)
         if not loaded.enter(self.max_inflight_per_function):
