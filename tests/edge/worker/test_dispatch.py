@@ -38,7 +38,7 @@ def test_a_placement_earns_the_loop_and_loses_it_with_one_slow_call() -> None:
     assert not p.on_loop
     p.record(cpu_s=0.0001, timed_out=False)
     assert p.on_loop
-    p.record(cpu_s=0.01, timed_out=False)  # over the budget
+    p.record(cpu_s=0.01, timed_out=False)  # far over the budget
     assert not p.on_loop
     for _ in range(5):  # held off the loop for hold_s, however well it behaves
         p.record(cpu_s=0.0001, timed_out=False)
@@ -48,6 +48,20 @@ def test_a_placement_earns_the_loop_and_loses_it_with_one_slow_call() -> None:
         p.record(cpu_s=0.0001, timed_out=False)
     assert p.on_loop
     p.record(cpu_s=0.0, timed_out=True)
+    assert not p.on_loop
+
+
+def test_one_call_a_little_over_the_budget_is_forgiven_two_in_a_row_are_not() -> None:
+    p = Placement(InlinePolicy(budget_s=0.002, probation=2, hold_s=30), may_block=False)
+    for _ in range(2):
+        p.record(cpu_s=0.0001, timed_out=False)
+    assert p.on_loop
+    p.record(cpu_s=0.003, timed_out=False)
+    assert p.on_loop
+    p.record(cpu_s=0.0001, timed_out=False)
+    p.record(cpu_s=0.003, timed_out=False)
+    assert p.on_loop  # not in a row
+    p.record(cpu_s=0.003, timed_out=False)
     assert not p.on_loop
 
 

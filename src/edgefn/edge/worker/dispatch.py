@@ -17,8 +17,10 @@ its guests are suspended while they wait (`Module.suspends`), in which case its
 calls on the loop are green tasks (edge/green.py) and only their CPU counts. It
 earns its place: it starts on the threads, and moves to the loop after
 `probation` calls in a row each under `budget_s` of CPU with no timeout. On the
-loop, one call that times out or passes the budget sends it back to the threads,
-where it stays for `hold_s` before it can earn its place again. A looping guest
+loop, one call that times out or uses over four times the budget sends it back to
+the threads, and so do two calls in a row over the budget (one alone may be the
+machine's noise: a virtual CPU taken away, page faults); there it stays for
+`hold_s` before it can earn its place again. A looping guest
 therefore never reaches the loop unless it first behaved, and then stalls its
 loop at most once for its deadline per `hold_s`; the penalty box (fairness.py)
 deals with it on the threads.
@@ -80,7 +82,7 @@ class Placement:
     update under a race only delays a move by a call).
     """
 
-    __slots__ = ("_good", "_held_until", "may_block", "on_loop", "policy", "suspends")
+    __slots__ = ("_good", "_held_until", "_over", "may_block", "on_loop", "policy", "suspends")
 
     def __init__(self, policy: InlinePolicy, *, may_block: bool, suspends: bool = False) -> None:
         self.policy = policy
@@ -90,6 +92,7 @@ class Placement:
         self.suspends = may_block and suspends
         self.on_loop = False
         self._good = 0
+        self._over = False  # the last call on the loop was over the budget
         self._held_until = 0.0
 
     def record(self, *, cpu_s: float, timed_out: bool) -> None:
@@ -99,10 +102,13 @@ class Placement:
             return
         if timed_out or cpu_s > policy.budget_s:
             self._good = 0
-            if self.on_loop:
+            forgiven = not (timed_out or cpu_s > 4 * policy.budget_s or self._over)
+            self._over = True
+            if self.on_loop and not forgiven:
                 self.on_loop = False
                 self._held_until = time.monotonic() + policy.hold_s
             return
+        self._over = False
         if not self.on_loop:
             self._good += 1
             if self._good >= policy.probation and time.monotonic() >= self._held_until:
