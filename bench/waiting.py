@@ -8,7 +8,10 @@ answers after `--delay-ms`, 100 by default). With `--redis-url`, a third,
 
 1. Bursts: `--concurrency` (100) requests to `wait` sent at once; the figure is
    the time until the last one has its answer (median of `--bursts`). Since the
-   fetches overlap, it should be about one delay, not a hundred.
+   fetches overlap, it should be about one delay, not a hundred. First the same
+   bursts go straight to the slow server, without the node: what the client and
+   the slow server take by themselves on this machine, the floor. Beside each
+   figure, the node's CPU and context switches per request (all its processes).
 2. The echo with wrk (`-c50`) alone, then while a burst of waiting requests
    starts every `--every` seconds (0.5); its req/s and p99 in both phases. The
    load generator and the slow server share the machine with the node.
@@ -147,6 +150,16 @@ def node_cpu(pid: int) -> float:
     return total
 
 
+def node_switches(pid: int) -> int:
+    """Context switches (voluntary and not) of the node's process and its workers."""
+    parent = psutil.Process(pid)
+    total = 0
+    for proc in [parent, *parent.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += sum(proc.num_ctx_switches())
+    return total
+
+
 def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
@@ -200,18 +213,24 @@ def main() -> None:
             wrk(base + "/echo/", 2, args.connections)  # warm up
             print(f"{args.workers} workers; bursts of {args.concurrency} concurrent requests; "
                   f"the slow server answers after {args.delay_ms:.0f} ms")
+            floor_times = [asyncio.run(burst(slow_port, "/slow", b"", args.concurrency))[0]
+                           for _ in range(args.bursts)]
+            print(f"floor: the same bursts straight to the slow server, no node: "
+                  f"{median(floor_times) * 1000:.0f} ms (median of {args.bursts})")
             for name, path, body in waiting:
                 # Warm up: threads, instances, outgoing connections.
                 asyncio.run(burst(port, path, body, args.concurrency))
                 times, statuses = [], {}
                 cpu_before = node_cpu(node.pid)
+                switches_before = node_switches(node.pid)
                 for _ in range(args.bursts):
                     elapsed, got = asyncio.run(burst(port, path, body, args.concurrency))
                     times.append(elapsed)
                     for k, v in got.items():
                         statuses[k] = statuses.get(k, 0) + v
-                per_request = ((node_cpu(node.pid) - cpu_before)
-                               / (args.bursts * args.concurrency))
+                requests = args.bursts * args.concurrency
+                per_request = (node_cpu(node.pid) - cpu_before) / requests
+                switches = (node_switches(node.pid) - switches_before) / requests
                 print(f"{name}: {args.concurrency} concurrent requests done in "
                       f"{median(times) * 1000:.0f} ms (median of {args.bursts}; "
                       f"min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); "
@@ -219,9 +238,9 @@ def main() -> None:
                 # What the node's processes spend per request, waits aside: a burst
                 # cannot end before its CPU is spent on the cores there are.
                 floor = per_request * args.concurrency / (os.cpu_count() or 1)
-                print(f"{'':>4}node CPU {per_request * 1e6:.0f} us a request; a burst's "
-                      f"CPU on {os.cpu_count()} cores takes at least {floor * 1000:.0f} ms, "
-                      f"beside the {args.delay_ms:.0f} ms wait")
+                print(f"{'':>4}node CPU {per_request * 1e6:.0f} us and {switches:.1f} context "
+                      f"switches a request; a burst's CPU on {os.cpu_count()} cores takes at "
+                      f"least {floor * 1000:.0f} ms, beside the {args.delay_ms:.0f} ms wait")
             alone = wrk(base + "/echo/", args.duration, args.connections)
             stop = threading.Event()
             counts = {"bursts": 0}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import os
 import socket
 import threading
@@ -184,6 +185,11 @@ def test_a_cooperative_socket_waits_on_the_loop_and_times_out(
         sock.recv(4)
     b.sendall(b"x")
     assert sock.recv(4) == b"x"
+    # Non-blocking, as redis-py sets it to peek: the socket's own error, errno and all.
+    sock.settimeout(0)
+    with pytest.raises(BlockingIOError) as info:
+        sock.recv(4)
+    assert info.value.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
     a.close()
     b.close()
 

@@ -179,15 +179,15 @@ class CooperativeSocket:
     def setblocking(self, flag: bool) -> None:
         self._timeout = None if flag else 0.0
 
-    def _wait(self, events: int) -> None:
-        if self._timeout == 0:
-            raise BlockingIOError("the socket is not ready")
+    def _wait(self, events: int, exc: BlockingIOError) -> None:
+        if self._timeout == 0:  # non-blocking, as the caller asked
+            raise exc
         ready(self._sock, events, self._timeout)  # TimeoutError is socket.timeout
 
     def connect(self, address: Any) -> None:
         err = self._sock.connect_ex(address)
         if err == errno.EINPROGRESS:
-            self._wait(WRITE)
+            self._wait(WRITE, BlockingIOError(err, os.strerror(err)))
             err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, os.strerror(err))
@@ -196,23 +196,23 @@ class CooperativeSocket:
         while True:
             try:
                 return self._sock.recv(size, flags)
-            except BlockingIOError:
-                self._wait(READ)
+            except BlockingIOError as exc:
+                self._wait(READ, exc)
 
     def recv_into(self, buffer: Any, size: int = 0, flags: int = 0) -> int:
         while True:
             try:
                 return self._sock.recv_into(buffer, size, flags)
-            except BlockingIOError:
-                self._wait(READ)
+            except BlockingIOError as exc:
+                self._wait(READ, exc)
 
     def sendall(self, data: Any) -> None:
         view = memoryview(data)
         while view:
             try:
                 view = view[self._sock.send(view):]
-            except BlockingIOError:
-                self._wait(WRITE)
+            except BlockingIOError as exc:
+                self._wait(WRITE, exc)
 
     def __getattr__(self, name: str) -> Any:  # fileno, setsockopt, shutdown, close, ...
         return getattr(self._sock, name)
