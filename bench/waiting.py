@@ -151,12 +151,16 @@ def node_cpu(pid: int) -> float:
 
 
 def node_switches(pid: int) -> int:
-    """Context switches (voluntary and not) of the node's process and its workers."""
+    """Context switches (voluntary and not) of every thread of the node's process and its
+    workers (/proc/PID/status counts the main thread's only)."""
     parent = psutil.Process(pid)
     total = 0
     for proc in [parent, *parent.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            total += sum(proc.num_ctx_switches())
+        for status in Path(f"/proc/{proc.pid}/task").glob("*/status"):
+            with contextlib.suppress(OSError):
+                for line in status.read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split(":")[1])
     return total
 
 
