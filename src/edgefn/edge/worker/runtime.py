@@ -664,7 +664,7 @@ class _Call:
         self.t0 = time.monotonic()
         host = self.host
         host.deadline = self.t0 + spec.max_execution_ms / 1000
-        c0 = time.thread_time() + green.away_cpu()
+        c0 = time.thread_time() - green.away_cpu()
         # `pool.checkout()` without the context manager's three calls: this is the hot path.
         pool = self.loaded.pool
         try:
