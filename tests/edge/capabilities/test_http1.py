@@ -318,3 +318,43 @@ def test_tls_checks_the_host_name_and_keeps_the_connection(
     # The same server under a name its certificate does not carry.
     with pytest.raises((httpcore.ConnectError, ssl.SSLError)):
         get(client(client_ctx), server.port, scheme="https", host="127.0.0.1")
+
+
+def test_tls_exchanges_in_green_tasks_wait_on_the_loop(
+    serve: Serve, client: MakeClient, tmp_path: Path
+) -> None:
+    """The handshake, the write and the read of an HTTPS exchange made in green tasks
+    wait on the event loop (it keeps ticking), and a connection opened in a green task
+    serves a request from a thread afterwards."""
+    import uvloop
+
+    from tests.edge.test_green import run_tasks, ticker
+
+    # The first three requests are answered only once all three have arrived: they
+    # must be in flight at the same time.
+    together = threading.Barrier(3, timeout=10)
+
+    def slow_answers(server: ScriptedServer, conn: socket.socket) -> None:
+        while server.read_request(conn):
+            if len(server.requests) <= 3:
+                together.wait()
+            time.sleep(0.1)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+
+    server_ctx, client_ctx = _tls_pair(tmp_path)
+    server = serve(slow_answers, tls=server_ctx)
+    c = client(client_ctx)
+    loop = uvloop.new_event_loop()
+    try:
+        ticks = ticker(loop)
+        started = time.monotonic()
+        bodies = run_tasks(loop, *[lambda: get(c, server.port, scheme="https",
+                                               host="localhost").body] * 3)
+    finally:
+        loop.close()
+    assert bodies == [b"slow"] * 3
+    assert len([t for t in ticks if started < t < started + 0.09]) >= 4
+    assert c.opened == 3
+    # Back on a thread, a kept connection is reused (blocking, as before).
+    assert get(c, server.port, scheme="https", host="localhost").body == b"slow"
+    assert c.opened == 3
