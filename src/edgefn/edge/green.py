@@ -31,6 +31,7 @@ import errno
 import os
 import select
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -118,6 +119,15 @@ def wait(fut: asyncio.Future[T], timeout: float | None = None) -> T:
     return fut.result()
 
 
+def result(fut: concurrent.futures.Future[T], timeout: float | None = None) -> T:
+    """The result of work running on another thread: in a green task the loop runs
+    meanwhile, on a thread the thread waits. `TimeoutError` after `timeout` seconds."""
+    task = current()
+    if task is None:
+        return fut.result(timeout)
+    return wait(asyncio.wrap_future(fut, loop=task.loop), timeout)
+
+
 def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     """`fn(*args)`: on a thread of the task's executor from a green task (the loop runs
     meanwhile), else right here. For work that has no non-blocking form (a Redis
@@ -125,7 +135,7 @@ def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     task = current()
     if task is None or task.executor is None:
         return fn(*args)
-    return wait(asyncio.wrap_future(task.executor.submit(fn, *args), loop=task.loop))
+    return result(task.executor.submit(fn, *args))
 
 
 READ, WRITE = select.POLLIN, select.POLLOUT
@@ -160,14 +170,15 @@ def _settle(fut: asyncio.Future[None]) -> None:
 
 
 class CooperativeSocket:
-    """A socket with the blocking interface (`settimeout`, `recv_into`, `sendall`,
-    `connect`), whose waits go through `ready`: for clients written for blocking
-    sockets (redis-py) that must not block a green task's loop. `TimeoutError` (which is
-    `socket.timeout`) when a wait passes the timeout, as a blocking socket would."""
+    """A socket (TLS or not) with the blocking interface (`settimeout`, `recv_into`,
+    `sendall`, `connect`, `do_handshake`) whose waits go through `ready`: for clients
+    written for blocking sockets (redis-py, the fetch client) that must not block a
+    green task's loop. As on a blocking socket, the timeout bounds each operation as
+    a whole, `TimeoutError` (which is `socket.timeout`) past it; 0 is non-blocking."""
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
-        self._sock = sock
+        self.sock = sock
         self._timeout: float | None = None
 
     def settimeout(self, timeout: float | None) -> None:
@@ -179,44 +190,58 @@ class CooperativeSocket:
     def setblocking(self, flag: bool) -> None:
         self._timeout = None if flag else 0.0
 
-    def _wait(self, events: int, exc: BlockingIOError) -> None:
+    def _deadline(self) -> float | None:
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def _wait(self, events: int, exc: OSError, deadline: float | None) -> None:
         if self._timeout == 0:  # non-blocking, as the caller asked
             raise exc
-        ready(self._sock, events, self._timeout)  # TimeoutError is socket.timeout
+        ready(self.sock, events, None if deadline is None else deadline - time.monotonic())
+
+    def _io(self, want: int, op: Callable[..., T], *args: Any,
+            deadline: float | None = None) -> T:
+        """`op(*args)` once the socket is ready for it; `want` is what a plain socket's
+        would-block means (TLS says itself whether it needs to read or write)."""
+        if deadline is None:
+            deadline = self._deadline()
+        while True:
+            try:
+                return op(*args)
+            except ssl.SSLWantReadError as exc:
+                self._wait(READ, exc, deadline)
+            except ssl.SSLWantWriteError as exc:
+                self._wait(WRITE, exc, deadline)
+            except BlockingIOError as exc:
+                self._wait(want, exc, deadline)
 
     def connect(self, address: Any) -> None:
-        err = self._sock.connect_ex(address)
+        err = self.sock.connect_ex(address)
         if err == errno.EINPROGRESS:
-            self._wait(WRITE, BlockingIOError(err, os.strerror(err)))
-            err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            self._wait(WRITE, BlockingIOError(err, os.strerror(err)), self._deadline())
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, os.strerror(err))
 
+    def do_handshake(self) -> None:
+        """The TLS handshake of a socket wrapped with `do_handshake_on_connect=False`."""
+        assert isinstance(self.sock, ssl.SSLSocket)
+        self._io(READ, self.sock.do_handshake)
+
     def recv(self, size: int, flags: int = 0) -> bytes:
-        while True:
-            try:
-                return self._sock.recv(size, flags)
-            except BlockingIOError as exc:
-                self._wait(READ, exc)
+        return self._io(READ, self.sock.recv, size, flags)
 
     def recv_into(self, buffer: Any, size: int = 0, flags: int = 0) -> int:
-        while True:
-            try:
-                return self._sock.recv_into(buffer, size, flags)
-            except BlockingIOError as exc:
-                self._wait(READ, exc)
+        return self._io(READ, self.sock.recv_into, buffer, size, flags)
 
     def sendall(self, data: Any) -> None:
+        deadline = self._deadline()
         view = memoryview(data)
         while view:
-            try:
-                view = view[self._sock.send(view):]
-            except BlockingIOError as exc:
-                self._wait(WRITE, exc)
+            view = view[self._io(WRITE, self.sock.send, view, deadline=deadline):]
 
     def __getattr__(self, name: str) -> Any:  # fileno, setsockopt, shutdown, close, ...
-        return getattr(self._sock, name)
+        return getattr(self.sock, name)
 
 
 __all__ = ["READ", "WRITE", "CooperativeSocket", "Green", "away_cpu", "current", "ready",
-           "run_blocking", "spawn", "wait"]
+           "result", "run_blocking", "spawn", "wait"]

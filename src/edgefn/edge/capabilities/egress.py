@@ -17,16 +17,13 @@ in the other.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
-import errno
 import select
 import socket
 import ssl
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from ipaddress import ip_address
 from typing import Any
@@ -39,7 +36,6 @@ from edgefn.edge.capabilities.egress_rules import EgressRules
 from edgefn.edge.capabilities.errors import Denied
 
 _SocketOptions = Iterable[Any]
-_READ, _WRITE = green.READ, green.WRITE
 
 
 class GuardedBackend(httpcore.NetworkBackend):
@@ -94,27 +90,19 @@ class GuardedBackend(httpcore.NetworkBackend):
     def _connect(self, text: str, port: int, timeout: float | None,
                  socket_options: _SocketOptions | None) -> SocketStream:
         """A connection to the checked address `text` (no name lookup: it is numeric)."""
-        try:
+        with _failures(httpcore.ConnectTimeout, httpcore.ConnectError):
             family, kind, proto, _, sockaddr = socket.getaddrinfo(
                 text, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[0]
-        except OSError as exc:
-            raise httpcore.ConnectError(f"{text}: {exc}") from exc
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            code = sock.connect_ex(sockaddr)
-            if code == errno.EINPROGRESS:
-                _ready(sock, _WRITE, self.bound(timeout, httpcore.ConnectTimeout),
-                       httpcore.ConnectTimeout)
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code:
-                raise httpcore.ConnectError(f"{text}:{port}: {errno.errorcode.get(code, code)}")
-        except BaseException:
-            sock.close()
-            raise
+            sock = green.CooperativeSocket(socket.socket(family, kind, proto))
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for option in socket_options or ():
+                    sock.setsockopt(*option)
+                sock.settimeout(self.bound(timeout, httpcore.ConnectTimeout))
+                sock.connect(sockaddr)
+            except BaseException:
+                sock.close()
+                raise
         return SocketStream(sock, self)
 
     def connect_unix_socket(
@@ -138,14 +126,9 @@ class GuardedBackend(httpcore.NetworkBackend):
             addresses = [(host, ip_address(host))]
         except ValueError:
             future = self._resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
-            left = self.bound(timeout, httpcore.ConnectTimeout)
-            task = green.current()
             try:
-                if task is None:
-                    infos = future.result(left)
-                else:
-                    infos = green.wait(asyncio.wrap_future(future, loop=task.loop), left)
-            except (FutureTimeout, TimeoutError) as exc:
+                infos = green.result(future, self.bound(timeout, httpcore.ConnectTimeout))
+            except TimeoutError as exc:
                 future.cancel()
                 raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
             except OSError as exc:
@@ -166,49 +149,37 @@ class GuardedBackend(httpcore.NetworkBackend):
         return addresses
 
 
-def _ready(sock: socket.socket, events: int, timeout: float | None,
-           expired: type[Exception]) -> None:
+@contextmanager
+def _failures(expired: type[Exception], failed: type[Exception]) -> Iterator[None]:
+    """A socket's timeout as `expired`, its other errors as `failed` (httpcore's)."""
     try:
-        green.ready(sock, events, timeout)
+        yield
     except TimeoutError:
         raise expired("timed out") from None
+    except OSError as exc:
+        raise failed(str(exc)) from exc
 
 
 class SocketStream(httpcore.NetworkStream):
-    """A non-blocking socket (TLS or not) whose reads and writes wait for readiness
-    within the backend's deadline (`_ready`)."""
+    """A connection of the fetch client on a `green.CooperativeSocket`: each read and
+    write ends by the backend's deadline, waiting in `poll` on a thread and on the
+    event loop in a green task."""
 
     __slots__ = ("_backend", "_sock")
 
-    def __init__(self, sock: socket.socket, backend: GuardedBackend) -> None:
+    def __init__(self, sock: green.CooperativeSocket, backend: GuardedBackend) -> None:
         self._sock = sock
         self._backend = backend
 
-    def _wait(self, events: int, timeout: float | None, expired: type[Exception]) -> None:
-        _ready(self._sock, events, self._backend.bound(timeout, expired), expired)
-
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        while True:
-            try:
-                return self._sock.recv(max_bytes)
-            except (BlockingIOError, ssl.SSLWantReadError):
-                self._wait(_READ, timeout, httpcore.ReadTimeout)
-            except ssl.SSLWantWriteError:
-                self._wait(_WRITE, timeout, httpcore.ReadTimeout)
-            except OSError as exc:
-                raise httpcore.ReadError(str(exc)) from exc
+        self._sock.settimeout(self._backend.bound(timeout, httpcore.ReadTimeout))
+        with _failures(httpcore.ReadTimeout, httpcore.ReadError):
+            return self._sock.recv(max_bytes)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        view = memoryview(buffer)
-        while view:
-            try:
-                view = view[self._sock.send(view):]
-            except (BlockingIOError, ssl.SSLWantWriteError):
-                self._wait(_WRITE, timeout, httpcore.WriteTimeout)
-            except ssl.SSLWantReadError:
-                self._wait(_READ, timeout, httpcore.WriteTimeout)
-            except OSError as exc:
-                raise httpcore.WriteError(str(exc)) from exc
+        self._sock.settimeout(self._backend.bound(timeout, httpcore.WriteTimeout))
+        with _failures(httpcore.WriteTimeout, httpcore.WriteError):
+            self._sock.sendall(buffer)
 
     def close(self) -> None:
         self._sock.close()
@@ -219,37 +190,26 @@ class SocketStream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
-        try:
-            tls = ssl_context.wrap_socket(self._sock, server_hostname=server_hostname,
-                                          do_handshake_on_connect=False)
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        while True:
-            try:
-                tls.do_handshake()
-                return SocketStream(tls, self._backend)
-            except ssl.SSLWantReadError:
-                self._wait_on(tls, _READ, timeout)
-            except ssl.SSLWantWriteError:
-                self._wait_on(tls, _WRITE, timeout)
-            except OSError as exc:  # ssl.SSLError (a failed check) is one
-                raise httpcore.ConnectError(str(exc)) from exc
-
-    def _wait_on(self, sock: socket.socket, events: int, timeout: float | None) -> None:
-        _ready(sock, events, self._backend.bound(timeout, httpcore.ConnectTimeout),
-               httpcore.ConnectTimeout)
+        with _failures(httpcore.ConnectTimeout, httpcore.ConnectError):
+            tls = green.CooperativeSocket(ssl_context.wrap_socket(
+                self._sock.sock, server_hostname=server_hostname,
+                do_handshake_on_connect=False))
+            tls.settimeout(self._backend.bound(timeout, httpcore.ConnectTimeout))
+            tls.do_handshake()  # a failed check is an ssl.SSLError, an OSError
+        return SocketStream(tls, self._backend)
 
     def get_extra_info(self, info: str) -> Any:
+        sock = self._sock.sock
         if info == "is_readable":
             poller = select.poll()
-            poller.register(self._sock, select.POLLIN)
+            poller.register(sock, select.POLLIN)
             return bool(poller.poll(0))
         if info == "ssl_object":
-            return getattr(self._sock, "_sslobj", None)
+            return getattr(sock, "_sslobj", None)
         if info == "socket":
-            return self._sock
+            return sock
         if info == "server_addr":
-            return self._sock.getpeername()
+            return sock.getpeername()
         if info == "client_addr":
-            return self._sock.getsockname()
+            return sock.getsockname()
         return None
