@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from io import BytesIO
@@ -42,7 +43,7 @@ from edgefn.edge.errors import (
     RequestTooLarge,
 )
 from edgefn.edge.worker.exchange import HttpRequest, HttpResponse
-from edgefn.edge.worker.runtime import SUSPENDED, error_response
+from edgefn.edge.worker.runtime import Suspended, error_response
 
 if TYPE_CHECKING:
     from edgefn.edge.settings import EdgeSettings
@@ -487,9 +488,10 @@ class _Connection(asyncio.Protocol):
             except Exception:
                 log.exception("request to %s%s failed in the runtime", req.host, req.path)
                 answer = _refuse(EdgeError("the node failed this request"))
-            if answer is SUSPENDED:
+            if isinstance(answer, Suspended):
                 if self._hold():
-                    green.spawn(front.loop, lambda: self._run_green(req), front.pool.blocking)
+                    green.spawn(front.loop, lambda: self._run_green(req, answer.run),
+                                front.pool.blocking)
                 return
             if isinstance(answer, HttpResponse):
                 self._write(answer)
@@ -513,11 +515,11 @@ class _Connection(asyncio.Protocol):
         self._pause_reading()
         return True
 
-    def _run_green(self, req: HttpRequest) -> None:
-        """A green task: the request served as on a thread, its guest's waits letting the
-        loop run. The answer is written from the loop itself, not from the task."""
+    def _run_green(self, req: HttpRequest, run: Callable[[], HttpResponse]) -> None:
+        """A green task: the rest of the request (`Suspended.run`), its guest's waits
+        letting the loop run. The answer is written from the loop itself, not the task."""
         try:
-            resp = self.front.runtime.handle(req)
+            resp = run()
         except Exception:
             log.exception("request to %s%s failed in the runtime", req.host, req.path)
             resp = _refuse(EdgeError("the node failed this request"))

@@ -5,13 +5,14 @@ the disk cache, compiled once, pool warmed) and swaps the routing table in one
 assignment, so requests see either the old state or the new one. Each loaded
 function keeps what was decided for it once (dispatch.py): its ABI codec and
 whether its calls run on the event loop. The HTTP front calls `handle_on_loop`
-for every request, and `handle` on a request thread for those it declines, or in
-a green task on the loop for those whose guests are suspended while they wait
-(`SUSPENDED`, edge/green.py).
+for every request, and `handle` on a request thread for those it declines; for
+those whose guests are suspended while they wait it returns a `Suspended`, run in
+a green task on the loop (edge/green.py).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -68,13 +69,14 @@ _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _JSON = [("content-type", "application/json")]
 
 
-class _Suspended:
-    """`handle_on_loop`'s answer for a request to run with `handle` in a green task."""
+class Suspended:
+    """`handle_on_loop`'s answer for a request to finish in a green task: `run()` there
+    takes it from where the loop left it (routed, its function loaded and placed)."""
 
-    __slots__ = ()
+    __slots__ = ("run",)
 
-
-SUSPENDED = _Suspended()
+    def __init__(self, run: Callable[[], HttpResponse]) -> None:
+        self.run = run
 
 
 @dataclass(slots=True)
@@ -461,18 +463,18 @@ class Runtime:
         assert isinstance(resp, HttpResponse)
         return resp
 
-    def handle_on_loop(self, req: HttpRequest) -> HttpResponse | _Suspended | None:
+    def handle_on_loop(self, req: HttpRequest) -> HttpResponse | Suspended | None:
         """Serve `req` on the event loop when its function runs there, or when it is
         refused before any function runs; None: it goes to a request thread (`handle`);
-        `SUSPENDED`: to a green task on the loop (`handle` there), its function being
-        one whose guests are suspended while they wait.
+        a `Suspended`: the rest of it runs in a green task on the loop, its function
+        being one whose guests are suspended while they wait.
 
         Nothing that may wait is done here: a function not yet loaded, one that may
         block in a host call, one still on probation or in the penalty box is left
         to the threads."""
         return self._serve(req, on_loop=True)
 
-    def _serve(self, req: HttpRequest, *, on_loop: bool) -> HttpResponse | _Suspended | None:
+    def _serve(self, req: HttpRequest, *, on_loop: bool) -> HttpResponse | Suspended | None:
         ctx = _RequestContext(req.headers)
         rid = ctx.request_id
         tables = self._tables
@@ -509,17 +511,23 @@ class Runtime:
                     or (self.penalty is not None and self.penalty.penalized(fid))):
                 return None
             if loaded.placement.suspends:
-                return SUSPENDED
+                return Suspended(functools.partial(self._admit, loaded, req, ctx, match.route,
+                                                   limit, tables, project, False))
             boxed = False
         else:
             try:
                 loaded = self._ensure_loaded(spec, key)
-                # A green task is never paced: the penalty box's threads would block the
-                # loop (a function just put in the box finds its next request on them).
-                boxed = (self.penalty is not None and green.current() is None
-                         and self.penalty.admit(fid))
+                boxed = self.penalty is not None and self.penalty.admit(fid)
             except EdgeError as exc:
                 return self._refuse(exc, rid, fid, project)
+        return self._admit(loaded, req, ctx, match.route, limit, tables, project, boxed)
+
+    def _admit(self, loaded: LoadedFunction, req: HttpRequest, ctx: _RequestContext,
+               route: RouteSpec, limit: int, tables: _Tables, project: str,
+               boxed: bool) -> HttpResponse:
+        """A routed request to its loaded function: the function's and the project's
+        limits, then the call (`_invoke`); `boxed`: a penalty box slot it holds."""
+        rid, fid = ctx.request_id, loaded.spec.id
         if not loaded.enter(self.max_inflight_per_function):
             if boxed and self.penalty is not None:
                 self.penalty.release()
@@ -535,7 +543,7 @@ class Runtime:
             # not hold the project's executions.
             quota = tables.limits.get(project)
             if quota is None or self.quotas is None:
-                return self._invoke(loaded, req, body, ctx, match.route, [0.0], boxed)
+                return self._invoke(loaded, req, body, ctx, route, [0.0], boxed)
             rejection = self.quotas.enter(project, quota)
             if rejection is not None:
                 return self._refuse(QuotaExceeded(
@@ -545,7 +553,7 @@ class Runtime:
                     f"{rejection.retry_after} s", rejection.retry_after), rid, fid, project)
             cpu = [0.0]
             try:
-                return self._invoke(loaded, req, body, ctx, match.route, cpu, boxed)
+                return self._invoke(loaded, req, body, ctx, route, cpu, boxed)
             finally:
                 self.quotas.leave(project, cpu[0])
         finally:
