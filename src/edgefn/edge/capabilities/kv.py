@@ -12,26 +12,32 @@ for `kv_get` too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from edgefn.contract import KvPolicy
+from edgefn.edge import green
 from edgefn.edge.kv.base import KvStore
 from edgefn.edge.kv.errors import KvError, KvQuotaExceeded
 from edgefn.edge.spec import FunctionSpec
 from edgefn.sandbox.hostcodes import FAILED, NOT_FOUND, QUOTA_EXCEEDED
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class KvCapability:
-    __slots__ = ("_namespace", "_policy", "_store", "cooperative")
+    __slots__ = ("_namespace", "_policy", "_store")
 
     def __init__(self, namespace: str, policy: KvPolicy, store: KvStore) -> None:
         self._namespace = namespace
         self._policy = policy
         self._store = store
-        # Its calls may be made in a green task as they are (they let the loop run while
-        # they wait): see `RedisKvStore`.
-        self.cooperative: bool = getattr(store, "cooperative", False)
+
+    def _call(self, op: Callable[[], T]) -> T:
+        """A store call: as it is where the store waits on the loop by itself (or on a
+        thread), else on the worker's blocking pool from a green task."""
+        return op() if self._store.cooperative else green.run_blocking(op)
 
     @classmethod
     def configure(cls, spec: FunctionSpec, store: KvStore | None) -> KvCapability | None:
@@ -44,7 +50,7 @@ class KvCapability:
         if len(key) > self._policy.max_key_bytes:
             return QUOTA_EXCEEDED
         try:
-            value = self._store.get(self._namespace, key)
+            value = self._call(lambda: self._store.get(self._namespace, key))
         except Exception as exc:
             return self._failed("get", exc)
         return NOT_FOUND if value is None else value
@@ -59,7 +65,8 @@ class KvCapability:
             return QUOTA_EXCEEDED
         ttl = ttl_seconds if ttl_seconds > 0 else policy.max_ttl_seconds
         try:
-            self._store.put(self._namespace, key, value, ttl, max_keys=policy.max_keys)
+            self._call(lambda: self._store.put(self._namespace, key, value, ttl,
+                                               max_keys=policy.max_keys))
         except KvQuotaExceeded:
             return QUOTA_EXCEEDED
         except Exception as exc:

@@ -15,7 +15,13 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class KvStore(Protocol):
-    """A thread-safe key-value backend. Every failure raises `KvUnavailable`."""
+    """A thread-safe key-value backend. Every failure raises `KvUnavailable`.
+
+    `cooperative`: its calls wait on the event loop when made in a green task
+    (`edge.green`); False: they block their thread, and a green task runs them on
+    its worker's blocking pool."""
+
+    cooperative: bool
 
     def get(self, namespace: str, key: bytes) -> bytes | None:
         """The live value of `key`, or None when it is absent or expired."""

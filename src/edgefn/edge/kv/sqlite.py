@@ -46,6 +46,8 @@ class SqliteKvStore:
     is written under a quota.
     """
 
+    cooperative = False  # sqlite3 blocks its thread
+
     def __init__(
         self,
         path: str | Path,

@@ -21,8 +21,6 @@ from edgefn.sandbox.hostcodes import DENIED, FAILED, NOT_FOUND
 
 
 class KvBinding(Protocol):
-    cooperative: bool
-
     def get(self, key: bytes) -> bytes | int: ...
 
     def put(self, key: bytes, value: bytes, ttl_seconds: int) -> int: ...
@@ -130,23 +128,16 @@ class InvocationHost:
     def metrics_increment(self, name: bytes, value: float, tags: bytes) -> None:
         self._fn.metrics.increment(name, value, tags)
 
-    # In a green task, a call whose client blocks its thread (KV on SQLite or on Redis
-    # over TLS, the secrets broker) runs on the worker's blocking pool while the loop
-    # goes on (`green.run_blocking`); on a thread, right here. `http_fetch`'s sockets
-    # and Redis over TCP wait for the loop themselves (egress.py, kv/redis.py).
+    # In a green task, the fetch's sockets and Redis over TCP wait on the loop; KV
+    # stores that block (capabilities/kv.py) and the secrets broker run on the worker's
+    # blocking pool meanwhile (`green.run_blocking`); on a thread, all block as before.
     def kv_get(self, key: bytes) -> bytes | int:
         kv = self._fn.kv
-        if kv is None:
-            return DENIED
-        return kv.get(key) if kv.cooperative else green.run_blocking(kv.get, key)
+        return DENIED if kv is None else kv.get(key)
 
     def kv_put(self, key: bytes, value: bytes, ttl_seconds: int) -> int:
         kv = self._fn.kv
-        if kv is None:
-            return DENIED
-        if kv.cooperative:
-            return kv.put(key, value, ttl_seconds)
-        return green.run_blocking(kv.put, key, value, ttl_seconds)
+        return DENIED if kv is None else kv.put(key, value, ttl_seconds)
 
     def http_fetch(self, request: bytes) -> bytes | int:
         fetch = self._fn.fetch
