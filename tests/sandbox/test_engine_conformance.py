@@ -687,6 +687,23 @@ _KV_OUT_OF_BOUNDS = """(module
     (i32.const 0)))"""
 
 
+@pytest.mark.parametrize("start", ["(unreachable)", "(drop (call $kv_get (i32.const 16) "
+                                   "(i32.const 3) (i32.const 0) (i32.const 0)))"])
+def test_a_module_with_a_waiting_import_whose_start_fails_is_refused(
+    any_engine: Engine, start: str,
+) -> None:
+    """A start function that traps, or that calls a waiting host function before any
+    invocation exists, fails its instantiation as a trap (500), on either kind of call."""
+    wat = _KV_OUT_OF_BOUNDS.replace('(memory (export "memory") 2)',
+                                    f'(memory (export "memory") 2) (func $s {start}) (start $s)')
+    module = any_engine.compile(wat_to_wasm(wat), Limits(), WasiOptions())
+    try:
+        with pytest.raises(GuestTrap, match="instantiation failed"):
+            module.instantiate()
+    finally:
+        module.close()
+
+
 def test_a_waiting_call_whose_answer_does_not_fit_memory_traps(any_engine: Engine) -> None:
     module = any_engine.compile(wat_to_wasm(_KV_OUT_OF_BOUNDS), Limits(), WasiOptions())
     inst = module.instantiate()

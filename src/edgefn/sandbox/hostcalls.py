@@ -66,26 +66,20 @@ def _metrics(mem: GuestMemory, host: Host, a: Args) -> None:
     host.metrics_increment(read(mem, a[0], a[1]), float(a[2]), read(mem, a[3], a[4]))
 
 
-def _lookup(method: str) -> Adapter:
-    def adapter(mem: GuestMemory, host: Host, a: Args) -> int:
-        value = getattr(host, method)(read(mem, a[0], a[1]))
-        return write_value(mem, value, a[2], a[3])
-
-    return adapter
-
-
-class Waiting(NamedTuple):
-    """A host call that may wait (network, Redis, the secrets broker), in three steps, so
-    that an engine able to suspend the guest (`Module.suspends`) reads its inputs while
-    the guest is in the call, runs `host.<method>(*inputs)` with the guest suspended, and
-    writes the answer when the guest resumes."""
+class Steps(NamedTuple):
+    """A host call in three steps: read its inputs from guest memory, ask
+    `host.<method>(*inputs)`, write the answer back. The calls that may wait (network,
+    Redis, the secrets broker: `WAITING_FUNCTIONS`) are kept in steps so that an engine
+    able to suspend the guest (`Module.suspends`) reads the inputs while the guest is in
+    the call, asks the host with the guest suspended, and writes the answer when it
+    resumes."""
 
     inputs: Callable[[GuestMemory, Args], tuple[bytes | int, ...]]
     method: str
     output: Callable[[GuestMemory, Args, bytes | int], int]
 
     def adapter(self) -> Adapter:
-        """The three steps in one, for a guest that blocks its thread while it waits."""
+        """The three steps in one, the guest blocking its thread meanwhile."""
         def adapter(mem: GuestMemory, host: Host, a: Args) -> int:
             return self.output(mem, a, getattr(host, self.method)(*self.inputs(mem, a)))
 
@@ -109,11 +103,16 @@ def _code_out(mem: GuestMemory, a: Args, value: bytes | int) -> int:
     return value
 
 
-WAITING_FUNCTIONS: dict[str, Waiting] = {
-    "kv_get": Waiting(_key_in, "kv_get", _value_out),
-    "kv_put": Waiting(_put_in, "kv_put", _code_out),
-    "http_fetch": Waiting(_key_in, "http_fetch", _value_out),
-    "secret_get": Waiting(_key_in, "secret_get", _value_out),
+def _lookup(method: str) -> Adapter:
+    """A call that takes a key and answers a value (`env_get`, `request_header`)."""
+    return Steps(_key_in, method, _value_out).adapter()
+
+
+WAITING_FUNCTIONS: dict[str, Steps] = {
+    "kv_get": Steps(_key_in, "kv_get", _value_out),
+    "kv_put": Steps(_put_in, "kv_put", _code_out),
+    "http_fetch": Steps(_key_in, "http_fetch", _value_out),
+    "secret_get": Steps(_key_in, "secret_get", _value_out),
 }
 
 

@@ -16,7 +16,7 @@ from edgefn.sandbox import wasi_http
 from edgefn.sandbox.abi import check_handle_result
 from edgefn.sandbox.engine import GuestRequest, Host, Limits
 from edgefn.sandbox.errors import GuestTimeout, GuestTrap, InvocationError
-from edgefn.sandbox.hostcalls import Adapter, Args, GuestMemory, Waiting
+from edgefn.sandbox.hostcalls import Adapter, Args, GuestMemory, Steps
 from edgefn.sandbox.hostcodes import FAILED
 from edgefn.sandbox.stdio import GuestOutput, LineLog, wagi_output, wagi_response
 
@@ -148,9 +148,9 @@ def guarded_host_call(
 class WaitingCall:
     """A host call that waits, begun while its guest is suspended in it (`Module.suspends`).
 
-    The engine calls `begin` from inside the guest's host call (the inputs are read
-    there, the guest's memory being in reach), then, with the guest suspended, the
-    caller of the engine's call runs `run` (which may block its thread or, in a green
+    The engine makes it from inside the guest's host call (the inputs are read there,
+    the guest's memory being in reach), then, with the guest suspended, the caller of
+    the engine's call runs `run` (which may block its thread or, in a green
     task, let the event loop run), then resumes the guest, which takes the answer
     through `finish`. The rules are `guarded_host_call`'s: past the deadline, before
     or after the work, the call is a timeout; an exception of the host's ends the
@@ -160,7 +160,7 @@ class WaitingCall:
 
     __slots__ = ("args", "done", "inputs", "inst", "name", "value", "waiting")
 
-    def __init__(self, inst: InstanceBase, name: str, waiting: Waiting, mem: GuestMemory,
+    def __init__(self, inst: InstanceBase, name: str, waiting: Steps, mem: GuestMemory,
                  args: Args) -> None:
         if inst.host is None:
             raise HostCallFailed(f"edge.{name} called outside an invocation")

@@ -46,7 +46,7 @@ from edgefn.sandbox.errors import (
     InvocationError,
     PrecompiledRefused,
 )
-from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, WAITING_FUNCTIONS, Adapter, Waiting
+from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, WAITING_FUNCTIONS, Adapter, Steps
 from edgefn.sandbox.options import WasmtimeOptions
 from edgefn.sandbox.program import (
     EdgeProgram,
@@ -151,7 +151,7 @@ def _make_callback(
     return callback
 
 
-def _make_async_callback(name: str, waiting: Waiting) -> Callable:
+def _make_async_callback(name: str, waiting: Steps) -> Callable:
     """A waiting host call of a suspending module: begin it (its inputs read now), and
     hand wasmtime a continuation that is done once the driver has run it (`_drive`)."""
 
@@ -441,7 +441,7 @@ class WasmtimeEngine:
 
     def _define_async_function(
         self, linker: wasmtime.Linker, fname: str, params: tuple[str, ...],
-        results: tuple[str, ...], waiting: Waiting,
+        results: tuple[str, ...], waiting: Steps,
     ) -> None:
         cb = _raw.wasmtime_func_async_callback_t(_make_async_callback(fname, waiting))
         self._define(linker, "edge", fname, params, results, cb,
@@ -736,15 +736,22 @@ class _BaseInstance(InstanceBase):
             if self.timed_out or (self._deadline is not None and self._deadline.expired):
                 raise self._timeout()
             raise GuestTrap(f"guest failed: {error}")
-        if self._trap:
-            trap = wasmtime.Trap._from_ptr(self._trap)
-            self._trap = POINTER(ffi.wasm_trap_t)()
-            self._trap_ref = byref(self._trap)
+        trap = self._take_trap()
+        if trap is not None:
             self._raise_host_exception()
             if self.timed_out or trap.trap_code == wasmtime.TrapCode.INTERRUPT:
                 self.timed_out = True
                 raise self._timeout()
             raise GuestTrap(f"guest trapped: {_trap_cause(trap.message)}")
+
+    def _take_trap(self) -> wasmtime.Trap | None:
+        """The trap the last call left, if any; the slot is made ready for the next."""
+        if not self._trap:
+            return None
+        trap = wasmtime.Trap._from_ptr(self._trap)
+        self._trap = POINTER(ffi.wasm_trap_t)()
+        self._trap_ref = byref(self._trap)
+        return trap
 
     def _arm_deadline(self) -> None:
         assert self._deadline is not None
@@ -865,15 +872,23 @@ class _SuspendingEdgeInstance(_EdgeInstance):
         assert self._ctx is not None
         self._drive(self._module.instantiate_async(self._ctx, instance, self._trap_ref,
                                                    self._error_ref))
-        if self._error:
-            error, self._error = self._error, POINTER(ffi.wasmtime_error_t)()
-            self._error_ref = byref(self._error)
-            raise wasmtime.WasmtimeError._from_ptr(error)
-        if self._trap:
-            trap, self._trap = self._trap, POINTER(ffi.wasm_trap_t)()
-            self._trap_ref = byref(self._trap)
-            raise wasmtime.Trap._from_ptr(trap)
+        error = self._take_error()
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(
+                ctypes.cast(error, POINTER(ffi.wasmtime_error_t)))
+        trap = self._take_trap()
+        if trap is not None:
+            raise trap
         return wasmtime.Instance._from_raw(instance)
+
+    def _take_error(self) -> int | None:
+        """The error the last async call left (its address), if any; the slot is made
+        ready for the next."""
+        error = ctypes.cast(self._error, c_void_p).value
+        if error:
+            self._error = POINTER(ffi.wasmtime_error_t)()
+            self._error_ref = byref(self._error)
+        return error
 
     def _call(self, func: ctypes._Pointer, args: ctypes.Array, n: int) -> None:
         values = self._values
@@ -883,11 +898,7 @@ class _SuspendingEdgeInstance(_EdgeInstance):
         nresults = 1 if func is self._alloc or func is self._handle else 0
         self._drive(_call_async(self._ctx, func, values, _SIZES[n], self._results,
                                 _SIZES[nresults], self._trap_ref, self._error_ref))
-        error = ctypes.cast(self._error, c_void_p).value
-        if error:
-            self._error = POINTER(ffi.wasmtime_error_t)()
-            self._error_ref = byref(self._error)
-        self._outcome(error)
+        self._outcome(self._take_error())
         if self.late_trap is not None:
             message, self.late_trap = self.late_trap, None
             raise GuestTrap(f"guest failed: {message}")
