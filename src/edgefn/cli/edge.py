@@ -57,7 +57,7 @@ def edge() -> None:
                    "to the request threads [2].")
 @click.option("--max-inflight-per-function", type=int,
               help="Requests one function may run at once per worker; more get 503 "
-                   "[--max-pending-requests; --threads with --no-suspend-waiting].")
+                   "[--threads].")
 @click.option("--penalty-threads", type=int,
               help="Threads per worker for functions that often time out or burn CPU, "
                    "paced to a tenth of a core; 0 runs them like any other [1].")

@@ -160,13 +160,11 @@ class EdgeSettings(BaseSettings):
 
     @property
     def inflight_limit(self) -> int:
-        # A worker runs at most `threads` requests at once on its threads, and holds at
-        # most `max_pending_requests` in green tasks: that many never refuses.
-        if self.max_inflight_per_function:
-            return self.max_inflight_per_function
-        if self.suspend_waiting:
-            return max(self.threads, self.max_pending_requests)
-        return self.threads
+        # A worker runs at most `threads` requests at once on its threads: that many
+        # never refuses. It is also what one function may hold in green tasks (each with
+        # a live instance and its memory), so that a tenant's share of a worker does
+        # not grow with suspension; an operator raises it on purpose.
+        return self.max_inflight_per_function or self.threads
 
     @property
     def resolved_quota_redis_url(self) -> str:

@@ -93,19 +93,36 @@ def _fetch(url: str, port: int) -> httpx.Response:
     return httpx.post(url + "/fetch", content=body, timeout=30)
 
 
-def _load(url: str, upstream: Upstream) -> None:
+def _load(url: str, upstream: Upstream, *, green: bool = True) -> None:
     """Calls answered at once: the first loads the function, and the function earns the
-    event loop (`InlinePolicy.probation`, 32 short calls on the request thread); later
-    calls run as green tasks."""
-    upstream.released.set()
-    for _ in range(InlinePolicy().probation + 1):
-        assert _fetch(url, upstream.port).status_code == 200
-    upstream.released.clear()
+    event loop (`InlinePolicy.probation`: 32 short calls in a row on the request thread),
+    after which its calls run as green tasks. With `green`, until two requests are
+    seen waiting at the upstream at once (one slow call, a collection on a busy
+    machine, restarts the probation)."""
+    for _ in range(5):
+        upstream.released.set()
+        for _ in range(InlinePolicy().probation + 1):
+            assert _fetch(url, upstream.port).status_code == 200
+        upstream.released.clear()
+        if not green:
+            return
+        with ThreadPoolExecutor(2) as pool:
+            probes = [pool.submit(_fetch, url, upstream.port) for _ in range(2)]
+            on_loop = upstream.wait_held(2, timeout=2.0)
+            upstream.released.set()
+            assert [p.result().status_code for p in probes] == [200, 200]
+        upstream.released.clear()
+        if on_loop:
+            return
+    raise AssertionError("the function never reached the event loop")
 
 
 def _node(tmp_path: Path, *extra: str):  # type: ignore[no-untyped-def]
+    # One request thread; one function may hold up to 16 requests (it defaults to the
+    # thread count, whatever the requests wait in).
     return start_node(tmp_path, _functions(tmp_path / "functions"), "--workers", "1",
-                      "--threads", "1", "--allow-private-egress", "127.0.0.0/8",
+                      "--threads", "1", "--max-inflight-per-function", "16",
+                      "--allow-private-egress", "127.0.0.0/8",
                       "--max-connections-per-client", "0", *extra)
 
 
@@ -132,7 +149,7 @@ def test_without_suspension_the_thread_serves_one_at_a_time(
 ) -> None:
     node = _node(tmp_path, "--no-suspend-waiting")
     try:
-        _load(node.url, upstream)
+        _load(node.url, upstream, green=False)
         with ThreadPoolExecutor(3) as pool:
             answers = [pool.submit(_fetch, node.url, upstream.port) for _ in range(3)]
             assert upstream.wait_held(1)
@@ -161,5 +178,31 @@ def test_green_tasks_count_against_the_pending_limit(tmp_path: Path, upstream: U
         assert all(r.json()["error"]["code"] == "node_overloaded"
                    for r in results if r.status_code == 503)
         assert upstream.seen - before == 4
+    finally:
+        stop(node)
+
+
+def test_one_function_holds_no_more_green_tasks_than_its_limit(
+    tmp_path: Path, upstream: Upstream,
+) -> None:
+    """A function made to wait (here on an upstream that does not answer) holds at most
+    `--max-inflight-per-function` requests of a worker, green tasks or not: the rest
+    are refused at once, and never reach the upstream."""
+    node = _node(tmp_path, "--max-inflight-per-function", "3")
+    try:
+        _load(node.url, upstream)
+        before = upstream.seen
+        with ThreadPoolExecutor(6) as pool:
+            answers = [pool.submit(_fetch, node.url, upstream.port) for _ in range(6)]
+            done = [a.result() for a in answers if a.done()]
+            assert upstream.wait_held(3), (upstream.most, upstream.seen - before,
+                                           [(r.status_code, r.text[:200]) for r in done])
+            assert not upstream.wait_held(4, timeout=1.0)
+            upstream.released.set()
+            results = [a.result() for a in answers]
+        assert sorted(r.status_code for r in results) == [200] * 3 + [503] * 3
+        assert all(r.json()["error"]["code"] == "function_overloaded"
+                   for r in results if r.status_code == 503)
+        assert upstream.seen - before == 3
     finally:
         stop(node)
