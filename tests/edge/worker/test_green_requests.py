@@ -161,23 +161,28 @@ def test_without_suspension_the_thread_serves_one_at_a_time(
         stop(node)
 
 
+def _flood(url: str, upstream: Upstream, sent: int, let_through: int, refused: str) -> None:
+    """`sent` requests at once to a loaded function: `let_through` of them wait at the
+    upstream together, the others get 503 with the error code `refused` at once and
+    never reach it."""
+    _load(url, upstream)
+    before = upstream.seen
+    with ThreadPoolExecutor(sent) as pool:
+        answers = [pool.submit(_fetch, url, upstream.port) for _ in range(sent)]
+        assert upstream.wait_held(let_through), f"only {upstream.most} at once"
+        assert not upstream.wait_held(let_through + 1, timeout=1.0)
+        upstream.released.set()
+        results = [a.result() for a in answers]
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200] * let_through + [503] * (sent - let_through)
+    assert all(r.json()["error"]["code"] == refused for r in results if r.status_code == 503)
+    assert upstream.seen - before == let_through
+
+
 def test_green_tasks_count_against_the_pending_limit(tmp_path: Path, upstream: Upstream) -> None:
     node = _node(tmp_path, "--max-pending-requests", "4")
     try:
-        _load(node.url, upstream)
-        before = upstream.seen
-        with ThreadPoolExecutor(8) as pool:
-            answers = [pool.submit(_fetch, node.url, upstream.port) for _ in range(8)]
-            assert upstream.wait_held(4)
-            # Past the limit, 503 at once: nothing more reaches the upstream.
-            assert not upstream.wait_held(5, timeout=1.0)
-            upstream.released.set()
-            results = [a.result() for a in answers]
-        codes = sorted(r.status_code for r in results)
-        assert codes == [200] * 4 + [503] * 4
-        assert all(r.json()["error"]["code"] == "node_overloaded"
-                   for r in results if r.status_code == 503)
-        assert upstream.seen - before == 4
+        _flood(node.url, upstream, 8, 4, "node_overloaded")
     finally:
         stop(node)
 
@@ -190,19 +195,6 @@ def test_one_function_holds_no_more_green_tasks_than_its_limit(
     are refused at once, and never reach the upstream."""
     node = _node(tmp_path, "--max-inflight-per-function", "3")
     try:
-        _load(node.url, upstream)
-        before = upstream.seen
-        with ThreadPoolExecutor(6) as pool:
-            answers = [pool.submit(_fetch, node.url, upstream.port) for _ in range(6)]
-            done = [a.result() for a in answers if a.done()]
-            assert upstream.wait_held(3), (upstream.most, upstream.seen - before,
-                                           [(r.status_code, r.text[:200]) for r in done])
-            assert not upstream.wait_held(4, timeout=1.0)
-            upstream.released.set()
-            results = [a.result() for a in answers]
-        assert sorted(r.status_code for r in results) == [200] * 3 + [503] * 3
-        assert all(r.json()["error"]["code"] == "function_overloaded"
-                   for r in results if r.status_code == 503)
-        assert upstream.seen - before == 3
+        _flood(node.url, upstream, 6, 3, "function_overloaded")
     finally:
         stop(node)
