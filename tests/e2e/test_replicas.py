@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from edgefn.cluster import Cluster, Edge, grpc_targets, wait_until
+from edgefn.cluster import Cluster, ClusterError, Edge, grpc_targets, wait_until
 from tests.controlplane.conftest import create_pg_schema, drop_pg_schema, require_postgres
 from tests.e2e.conftest import module
 
@@ -25,7 +25,9 @@ pytestmark = pytest.mark.e2e
 HELLO = b"Hello from edgefn!"
 # Long enough that only a wake-up explains a push within seconds.
 RECHECK_S = 30
-LEASE_TTL_S = 2
+# Renewed every third of it: a replica stalled for more than two thirds of it (a
+# busy CI machine) loses the lease to the other, and the test could not see it move.
+LEASE_TTL_S = 5
 
 
 def serves(edge: Edge, needle: bytes) -> bool:
@@ -113,7 +115,11 @@ def test_two_replicas_one_killed_mid_deploy(replicated: Cluster, pg_url: str) ->
 
     engine = sa.create_engine(pg_url)
     try:
-        wait_until("a holding the lease", lambda: lease_holder(engine) == "cp")
+        try:
+            wait_until("a holding the lease", lambda: lease_holder(engine) == "cp")
+        except ClusterError as exc:
+            moves = [ln for ln in cp_logs(cluster).splitlines() if "lease" in ln]
+            raise AssertionError(f"{exc}; holder {lease_holder(engine)!r}; {moves}") from exc
         for edge in others:
             wait_until(f"v2 on {edge.node_id}",
                        lambda e=edge: e.get("/hello").headers.get("x-init") == "1", 60)
