@@ -4,8 +4,10 @@ Runs, in one go and on the same machine:
   1. `edgefn edge serve` with tests/fixtures/wasm/echo.wasm (the hot path);
   2. raw hello-world apps on the same server (Granian WSGI and ASGI): the ceiling;
   3. Cloudflare workerd serving a worker that calls the same echo.wasm: the peer;
-then prints req/s, p50 and p99 for each, followed by in-process figures for the
-cold start of a never-instantiated module and the memory of an idle instance.
+then prints req/s, p50 and p99 for each, the CPU the node and workerd spent per
+request (their processes' user + system time over the run) and the cores each kept
+busy, followed by in-process figures for the cold start of a never-instantiated
+module and the memory of an idle instance.
 
     python bench/hot_path.py [--duration 10] [--connections 50] [--workers N]
 """
@@ -198,7 +200,8 @@ def bench_workerd(args: argparse.Namespace, tmp: Path) -> dict[str, float] | str
     )
     try:
         wait_port(port, proc)
-        return run_wrk(f"http://127.0.0.1:{port}/echo", args.duration, args.connections, tmp)
+        return run_wrk(f"http://127.0.0.1:{port}/echo", args.duration, args.connections, tmp,
+                       server_pid=proc.pid)
     finally:
         stop(proc)
 
@@ -331,6 +334,18 @@ EDGEFN_ROW = "edgefn echo (wasmtime)"
 WORKERD_ROW = "peer: workerd echo.wasm"
 
 
+def cpu_comparison(ours: dict[str, float], peer: dict[str, float]) -> str:
+    """What each server spent per request and how many cores it kept busy; and the CPU
+    per request at which the node, on the cores it had, would serve 3 times the peer."""
+    our_cores = ours["req_s"] * ours["cpu_us"] / 1e6
+    peer_cores = peer["req_s"] * peer["cpu_us"] / 1e6
+    needed = our_cores / (3 * peer["req_s"]) * 1e6
+    return (f"CPU: edgefn {ours['cpu_us']:.0f} us a request on {our_cores:.2f} cores, workerd "
+            f"{peer['cpu_us']:.0f} us on {peer_cores:.2f} cores; 3x workerd on those "
+            f"{our_cores:.2f} cores needs {needed:.0f} us a request "
+            f"({1 - needed / ours['cpu_us']:.0%} less)")
+
+
 def print_goals(rows: dict[str, dict[str, float] | str], cold: dict[str, float]) -> None:
     """The hot path's goals (docs/performance.md), met or not in this run."""
     ours = rows.get(EDGEFN_ROW) or rows.get(EDGEFN_ROW + " (median)")
@@ -339,6 +354,8 @@ def print_goals(rows: dict[str, dict[str, float] | str], cold: dict[str, float])
     if isinstance(ours, dict) and isinstance(peer, dict):
         ratio = ours["req_s"] / peer["req_s"]
         goals.append(("req/s at least 3x workerd's", ratio >= 3, f"{ratio:.2f}x"))
+        if "cpu_us" in ours and "cpu_us" in peer:
+            print(cpu_comparison(ours, peer))
     else:
         goals.append(("req/s at least 3x workerd's", None, "workerd not measured"))
     if isinstance(ours, dict):
