@@ -165,6 +165,51 @@ def test_a_task_started_from_a_task_returns_to_the_loop(loop: asyncio.AbstractEv
     assert order == ["outer", "inner"]
 
 
+def test_a_finished_task_serves_the_next_and_ignores_stray_wakes(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    def waits() -> Any:
+        fut = loop.create_future()
+        loop.call_soon(fut.set_result, None)
+        loop.call_soon(time.sleep, 0.02)  # CPU-free, but charged as away
+        green.wait(fut)
+        return green.current()
+
+    # Two at once are two tasks; once done, both are kept and serve the next ones.
+    first = run_tasks(loop, waits, waits)
+    assert first[0] is not first[1]
+    second = run_tasks(loop, waits, waits)
+    assert {id(t) for t in second} == {id(t) for t in first}
+    assert all(t.away_cpu == 0.0 and not t.dead for t in first)
+    # A wake of an idle task (a callback left behind) runs nothing and keeps it idle.
+    ran: list[int] = []
+    first[0]._wake()
+    assert not first[0].dead and not ran
+    assert run_tasks(loop, lambda: ran.append(1) or green.current()) == [first[0]]
+    assert ran == [1]
+
+
+def test_a_task_whose_function_raises_is_not_kept(loop: asyncio.AbstractEventLoop) -> None:
+    [kept] = run_tasks(loop, green.current)
+    errors: list[BaseException] = []
+
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    def start() -> None:
+        try:
+            green.spawn(loop, fails)
+        except RuntimeError as exc:  # raised into the loop, where the task was started
+            errors.append(exc)
+
+    loop.call_soon(start)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert [str(e) for e in errors] == ["boom"]
+    assert kept.dead
+    [fresh] = run_tasks(loop, green.current)
+    assert fresh is not kept and not fresh.dead
+
+
 def test_a_cooperative_socket_waits_on_the_loop_and_times_out(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
