@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import gc
 import os
 import socket
 import threading
@@ -145,6 +146,47 @@ def test_cpu_the_loop_spends_on_others_is_not_the_tasks(loop: asyncio.AbstractEv
     [(own, away)] = run_tasks(loop, waiter)
     assert away >= 0.09
     assert own < 0.05
+
+
+@pytest.fixture
+def collections() -> Iterator[list[object]]:
+    """The collector's CPU counted (as a worker does), and a heap that takes it a while
+    to scan: a list of objects the test fills."""
+    green.track_collections()
+    heap: list[object] = [[i] for i in range(300_000)]
+    try:
+        yield heap
+    finally:
+        gc.callbacks.remove(green._on_collection)
+        heap.clear()
+
+
+def test_a_collection_is_not_charged_to_the_call_it_interrupts(
+    collections: list[object],
+) -> None:
+    c0, own0 = time.thread_time(), green.own_cpu()
+    gc.collect()
+    spent, own = time.thread_time() - c0, green.own_cpu() - own0
+    assert spent > 0.005  # the full collection scanned the heap
+    assert own < spent / 4
+
+
+def test_a_collection_while_a_task_waits_is_subtracted_once(
+    loop: asyncio.AbstractEventLoop, collections: list[object],
+) -> None:
+    def waiter() -> tuple[float, float, float]:
+        c0, own0, gc0 = time.thread_time(), green.own_cpu(), green.collector_cpu()
+        fut = loop.create_future()
+        loop.call_soon(gc.collect)  # on the loop, while this task waits
+        loop.call_later(0.05, fut.set_result, None)
+        green.wait(fut)
+        return (time.thread_time() - c0, green.own_cpu() - own0,
+                green.collector_cpu() - gc0)
+
+    [(spent, own, collected)] = run_tasks(loop, waiter)
+    assert collected > 0.005 and spent >= collected
+    # Neither charged to the task nor subtracted twice (once as away, once as collected).
+    assert -0.001 < own < 0.005
 
 
 def test_a_task_started_from_a_task_returns_to_the_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import gc
 import os
 import select
 import socket
@@ -101,6 +102,49 @@ def away_cpu() -> float:
     return g.away_cpu if isinstance(g, Green) else 0.0
 
 
+def own_cpu() -> float:
+    """This thread's CPU time less what was not the current work's: the loop's work
+    for others while a green task waited (`away_cpu`), and collections of the heap
+    (`collector_cpu`). The difference of two readings is what a call itself used."""
+    g = greenlet.getcurrent()
+    away = g.away_cpu if isinstance(g, Green) else 0.0
+    return time.thread_time() - away - collector_cpu()
+
+
+# -- the collector's CPU -------------------------------------------------------------
+# A collection of the older generations scans what every request on the worker holds
+# (2 to 20 ms with 100 requests in flight); it stops whichever call happened to
+# allocate last, and is not that call's work: a guest charged for it would be sent
+# off the loop, and its project's CPU quota charged, for its neighbours' objects.
+# The youngest generation's collections are short and left in.
+_gc = threading.local()
+
+
+def collector_cpu() -> float:
+    """CPU time this thread spent in collections of generations 1 and 2 (with
+    `track_collections` installed; else 0)."""
+    try:
+        return _gc.total
+    except AttributeError:
+        return 0.0
+
+
+def _on_collection(phase: str, info: dict[str, int]) -> None:
+    if info["generation"] == 0:
+        return
+    if phase == "start":
+        _gc.start = time.thread_time()
+    elif (start := getattr(_gc, "start", None)) is not None:
+        _gc.total = collector_cpu() + time.thread_time() - start
+        _gc.start = None
+
+
+def track_collections() -> None:
+    """Count the collector's CPU per thread (`collector_cpu`), from now on."""
+    if _on_collection not in gc.callbacks:
+        gc.callbacks.append(_on_collection)
+
+
 def spawn(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any],
           executor: concurrent.futures.Executor | None = None) -> Green:
     """Start `fn` as a green task on the loop's thread. Called from the loop itself, it
@@ -139,12 +183,13 @@ def wait(fut: asyncio.Future[T], timeout: float | None = None) -> T:
         if timeout is not None:
             timer = task.loop.call_later(max(0.0, timeout), fut.cancel)
         fut.add_done_callback(task._wake)
-        c0 = time.thread_time()
+        c0, g0 = time.thread_time(), collector_cpu()
         try:
             assert task.parent is not None
             task.parent.switch()
         finally:
-            task.away_cpu += time.thread_time() - c0
+            # The collections meanwhile are subtracted on their own (`own_cpu`).
+            task.away_cpu += time.thread_time() - c0 - (collector_cpu() - g0)
             if timer is not None:
                 timer.cancel()
             fut.remove_done_callback(task._wake)
@@ -280,5 +325,5 @@ class CooperativeSocket:
         return getattr(self.sock, name)
 
 
-__all__ = ["READ", "WRITE", "CooperativeSocket", "Green", "away_cpu", "current", "ready",
-           "result", "run_blocking", "spawn", "wait"]
+__all__ = ["READ", "WRITE", "CooperativeSocket", "Green", "away_cpu", "collector_cpu", "current",
+           "own_cpu", "ready", "result", "run_blocking", "spawn", "track_collections", "wait"]

@@ -23,6 +23,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from edgefn import redact
+from edgefn.edge import green
 from edgefn.edge.bootstrap import worker_config
 from edgefn.edge.settings import EdgeSettings
 
@@ -76,6 +77,8 @@ async def _serve(settings: EdgeSettings, counts: Any, key: bytes, index: int) ->
     # stopped (docs/performance.md).
     gc.collect()
     gc.freeze()
+    # What collections still cost is not charged to the call they interrupt.
+    green.track_collections()
     loop = asyncio.get_running_loop()
     pool = RequestPool(runtime, loop, settings.threads)
     limiter = None

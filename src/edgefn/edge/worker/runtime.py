@@ -652,8 +652,9 @@ class _Call:
     CPU time is the calling thread's (`time.thread_time`), not wall time: the
     guest runs on this thread without the GIL, so it is what the guest and its
     host calls computed, without the time spent waiting for a core, for the GIL
-    or in `http_fetch`. Charged to the project's daily quota, it does not grow
-    because a neighbour keeps the node busy. Measured inside the call (which
+    or in `http_fetch`, and less the collections of the worker's heap it happened
+    to trigger (`green.own_cpu`). Charged to the project's daily quota, it does not
+    grow because a neighbour keeps the node busy. Measured inside the call (which
     may run on another thread, `PenaltyBox`), so a queue wait is not charged.
     """
 
@@ -672,7 +673,7 @@ class _Call:
         self.t0 = time.monotonic()
         host = self.host
         host.deadline = self.t0 + spec.max_execution_ms / 1000
-        c0 = time.thread_time() - green.away_cpu()
+        c0 = green.own_cpu()
         # `pool.checkout()` without the context manager's three calls: this is the hot path.
         pool = self.loaded.pool
         try:
@@ -695,8 +696,9 @@ class _Call:
             self.timed_out = True
             raise
         finally:
-            # In a green task, less what the thread did for others while the guest waited.
-            self.cpu = time.thread_time() - green.away_cpu() - c0
+            # Less what the thread did for others while a green task's guest waited,
+            # and the collector's work (`green.own_cpu`).
+            self.cpu = green.own_cpu() - c0
 
 
 _random_bits = random.getrandbits
