@@ -189,6 +189,38 @@ def test_a_collection_while_a_task_waits_is_subtracted_once(
     assert -0.001 < own < 0.005
 
 
+def test_a_task_holds_the_loop_only_for_its_longest_stretch_between_waits(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    def burn(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    def pause() -> None:
+        fut = loop.create_future()
+        loop.call_soon(burn, 0.05)  # the loop's work for others: in neither figure
+        loop.call_later(0.06, fut.set_result, None)
+        green.wait(fut)
+
+    def task() -> tuple[float, float]:
+        c0 = green.own_cpu()
+        green.start_stretches(c0)
+        burn(0.02)
+        pause()
+        burn(0.04)
+        pause()
+        burn(0.01)
+        c1 = green.own_cpu()
+        return c1 - c0, green.longest_stretch(c1, c1 - c0)
+
+    [(total, longest)] = run_tasks(loop, task)
+    assert 0.07 <= total < 0.1
+    assert 0.04 <= longest < 0.055
+    # Off a task, a call is one stretch.
+    assert green.longest_stretch(green.own_cpu(), 0.123) == 0.123
+
+
 def test_a_task_started_from_a_task_returns_to_the_loop(loop: asyncio.AbstractEventLoop) -> None:
     order: list[str] = []
 

@@ -57,6 +57,10 @@ class Green(greenlet.greenlet):
         self.loop = loop
         self.executor = executor
         self.away_cpu = 0.0
+        # The longest stretch of its own CPU between two waits since `start_stretches`
+        # (it held the loop that long at once), and `own_cpu` where the current began.
+        self.longest = 0.0
+        self.stretch_from = 0.0
 
     def _serve(self, fn: Callable[[], Any]) -> None:
         while True:
@@ -100,6 +104,22 @@ def away_cpu() -> float:
     """CPU time this thread spent elsewhere while the current green task waited (0 off one)."""
     g = greenlet.getcurrent()
     return g.away_cpu if isinstance(g, Green) else 0.0
+
+
+def start_stretches(own: float) -> None:
+    """In a green task: measure its stretches on the loop from now (`own`: `own_cpu()`)."""
+    g = greenlet.getcurrent()
+    if isinstance(g, Green):
+        g.longest, g.stretch_from = 0.0, own
+
+
+def longest_stretch(own: float, total: float) -> float:
+    """The longest stretch of CPU the current green task used without a wait since
+    `start_stretches` (`own`: `own_cpu()` now); off a task, `total`, all in one."""
+    g = greenlet.getcurrent()
+    if isinstance(g, Green):
+        return max(g.longest, own - g.stretch_from)
+    return total
 
 
 def own_cpu() -> float:
@@ -184,6 +204,10 @@ def wait(fut: asyncio.Future[T], timeout: float | None = None) -> T:
             timer = task.loop.call_later(max(0.0, timeout), fut.cancel)
         fut.add_done_callback(task._wake)
         c0, g0 = time.thread_time(), collector_cpu()
+        # `own_cpu` now; it reads the same when the task resumes (the wait is all away).
+        own = c0 - task.away_cpu - g0
+        task.longest = max(task.longest, own - task.stretch_from)
+        task.stretch_from = own
         try:
             assert task.parent is not None
             task.parent.switch()
@@ -326,4 +350,5 @@ class CooperativeSocket:
 
 
 __all__ = ["READ", "WRITE", "CooperativeSocket", "Green", "away_cpu", "collector_cpu", "current",
-           "own_cpu", "ready", "result", "run_blocking", "spawn", "track_collections", "wait"]
+           "longest_stretch", "own_cpu", "ready", "result", "run_blocking", "spawn",
+           "start_stretches", "track_collections", "wait"]

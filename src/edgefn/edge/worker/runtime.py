@@ -512,7 +512,7 @@ class Runtime:
                 return None
             if loaded.placement.suspends:
                 return Suspended(functools.partial(self._admit, loaded, req, ctx, match.route,
-                                                   limit, tables, project, False))
+                                                   limit, tables, project, False, True))
             boxed = False
         else:
             try:
@@ -520,13 +520,15 @@ class Runtime:
                 boxed = self.penalty is not None and self.penalty.admit(fid)
             except EdgeError as exc:
                 return self._refuse(exc, rid, fid, project)
-        return self._admit(loaded, req, ctx, match.route, limit, tables, project, boxed)
+        return self._admit(loaded, req, ctx, match.route, limit, tables, project, boxed,
+                           on_loop)
 
     def _admit(self, loaded: LoadedFunction, req: HttpRequest, ctx: _RequestContext,
                route: RouteSpec, limit: int, tables: _Tables, project: str,
-               boxed: bool) -> HttpResponse:
+               boxed: bool, on_loop: bool) -> HttpResponse:
         """A routed request to its loaded function: the function's and the project's
-        limits, then the call (`_invoke`); `boxed`: a penalty box slot it holds."""
+        limits, then the call (`_invoke`); `boxed`: a penalty box slot it holds;
+        `on_loop`: it runs on the event loop (inline or in a green task)."""
         rid, fid = ctx.request_id, loaded.spec.id
         if not loaded.enter(self.max_inflight_per_function):
             if boxed and self.penalty is not None:
@@ -543,7 +545,7 @@ class Runtime:
             # not hold the project's executions.
             quota = tables.limits.get(project)
             if quota is None or self.quotas is None:
-                return self._invoke(loaded, req, body, ctx, route, [0.0], boxed)
+                return self._invoke(loaded, req, body, ctx, route, [0.0], boxed, on_loop)
             rejection = self.quotas.enter(project, quota)
             if rejection is not None:
                 return self._refuse(QuotaExceeded(
@@ -553,7 +555,7 @@ class Runtime:
                     f"{rejection.retry_after} s", rejection.retry_after), rid, fid, project)
             cpu = [0.0]
             try:
-                return self._invoke(loaded, req, body, ctx, route, cpu, boxed)
+                return self._invoke(loaded, req, body, ctx, route, cpu, boxed, on_loop)
             finally:
                 self.quotas.leave(project, cpu[0])
         finally:
@@ -563,7 +565,7 @@ class Runtime:
 
     def _invoke(
         self, loaded: LoadedFunction, req: HttpRequest, body: bytes, ctx: _RequestContext,
-        route: RouteSpec, cpu: list[float], boxed: bool,
+        route: RouteSpec, cpu: list[float], boxed: bool, on_loop: bool,
     ) -> HttpResponse:
         """Run the guest where its placement says (the penalty box's threads when
         `boxed`); `cpu[0]` gets the CPU time it used (see `_Call`)."""
@@ -577,7 +579,7 @@ class Runtime:
         start = time.time()
         error: str | None = None
         try:
-            resp = loaded.codec.response(self._run(call, boxed))
+            resp = loaded.codec.response(self._run(call, boxed, on_loop))
         except (InvocationError, EdgeError) as exc:
             error = str(exc)
             code = (_ERROR_CODES.get(exc.status, "guest_error")
@@ -599,7 +601,7 @@ class Runtime:
         resp.headers.append(("x-request-id", rid))  # `_finish`, inlined
         return resp
 
-    def _run(self, call: _Call, boxed: bool) -> bytes:
+    def _run(self, call: _Call, boxed: bool, on_loop: bool) -> bytes:
         """The guest call, on this thread or the penalty box's; what it teaches the
         function's placement and strikes is recorded even when it fails."""
         loaded, penalty = call.loaded, self.penalty
@@ -611,7 +613,9 @@ class Runtime:
             return call.run()
         finally:
             timed_out = call.timed_out
-            loaded.placement.record(cpu_s=call.cpu, timed_out=timed_out)
+            # The loop's budget bounds how long a call holds it at once: for a green
+            # task, its longest stretch between waits; its CPU in all is the quota's.
+            loaded.placement.record(cpu_s=call.stretch, timed_out=timed_out, on_loop=on_loop)
             if penalty is not None:
                 penalty.record(loaded.spec.id, timed_out=timed_out, cpu_s=call.cpu)
             if loaded.pool.created != created:
@@ -658,13 +662,16 @@ class _Call:
     may run on another thread, `PenaltyBox`), so a queue wait is not charged.
     """
 
-    __slots__ = ("cpu", "guest", "host", "loaded", "t0", "timed_out")
+    __slots__ = ("cpu", "guest", "host", "loaded", "stretch", "t0", "timed_out")
 
     def __init__(self, loaded: LoadedFunction, guest: GuestRequest, host: InvocationHost) -> None:
         self.loaded = loaded
         self.guest = guest
         self.host = host
         self.cpu = 0.0
+        # The longest the call held its thread at once: in a green task, its longest
+        # stretch between two waits; else all of `cpu`.
+        self.stretch = 0.0
         self.t0 = 0.0
         self.timed_out = False
 
@@ -674,6 +681,7 @@ class _Call:
         host = self.host
         host.deadline = self.t0 + spec.max_execution_ms / 1000
         c0 = green.own_cpu()
+        green.start_stretches(c0)
         # `pool.checkout()` without the context manager's three calls: this is the hot path.
         pool = self.loaded.pool
         try:
@@ -698,7 +706,9 @@ class _Call:
         finally:
             # Less what the thread did for others while a green task's guest waited,
             # and the collector's work (`green.own_cpu`).
-            self.cpu = green.own_cpu() - c0
+            c1 = green.own_cpu()
+            self.cpu = c1 - c0
+            self.stretch = green.longest_stretch(c1, self.cpu)
 
 
 _random_bits = random.getrandbits
