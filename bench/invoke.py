@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hot_path import checkout_src
+
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = ROOT / "tests" / "fixtures" / "wasm" / "echo.wasm"
 
@@ -93,7 +95,8 @@ def main() -> None:
         print(f"{measure(args.engine, args.calls):.3f}")
         return
     this = ROOT / "src"
-    sides = [("this", this)] + ([("baseline", args.baseline_src)] if args.baseline_src else [])
+    sides = [("this", this)] + ([("baseline", checkout_src(args.baseline_src))]
+                                if args.baseline_src else [])
     figures: dict[str, list[float]] = {name: [] for name, _ in sides}
     for _ in range(args.rounds):
         for name, src in sides:

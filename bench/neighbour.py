@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edgefn.cluster import free_port, spawn, stop_process
-from hot_path import parse_wrk, wait_port
+from hot_path import checkout_src, parse_wrk, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "tests" / "fixtures" / "wasm"
@@ -71,7 +71,7 @@ def measure(args: argparse.Namespace, tmp: Path, penalty_threads: int) -> dict[s
            "--log-file", str(tmp / "edge.log"), "--penalty-threads", str(penalty_threads),
            # Quotas out of the way: this measures sharing the CPU, not refusing.
            "--quota-invocations-per-minute", str(10**9), "--quota-max-concurrency", "1000"]
-    env = {**os.environ, "PYTHONPATH": str(args.src.resolve())} if args.src else None
+    env = {**os.environ, "PYTHONPATH": str(checkout_src(args.src))} if args.src else None
     proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -45,7 +45,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edgefn.cluster import free_port, spawn, stop_process
-from hot_path import parse_wrk, wait_port
+from hot_path import checkout_src, parse_wrk, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "tests" / "fixtures" / "wasm"
@@ -201,7 +201,7 @@ def main() -> None:
                *args.edge_args]
         env = {**os.environ}
         if args.src:
-            env["PYTHONPATH"] = str(args.src.resolve())
+            env["PYTHONPATH"] = str(checkout_src(args.src))
         if args.redis_url:
             env["EDGEFN_KV_URL"] = args.redis_url
         node = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
