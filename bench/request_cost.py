@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import os
 import pstats
@@ -102,6 +103,12 @@ async def _drive(settings: Any, requests: int, *, mark: bool, profile: bool) -> 
 
     prepare_state(settings)
     runtime, watcher = start_runtime(settings)
+    # As a worker does once its runtime has started (edge/node/workers.py).
+    gc.collect()
+    gc.freeze()
+    from edgefn.edge import green
+    if hasattr(green, "track_collections"):  # a checkout from before it, through PYTHONPATH
+        green.track_collections()
     loop = asyncio.get_running_loop()
     pool = RequestPool(runtime, loop, settings.threads)
     limiter = ClientLimiter(shared_counts(1), new_key(), 0, 1, settings.max_connections_per_client)

@@ -57,7 +57,7 @@ class Green(greenlet.greenlet):
         self.loop = loop
         self.executor = executor
         self.away_cpu = 0.0
-        # The longest stretch of its own CPU between two waits since `start_stretches`
+        # The longest stretch of its own CPU between two waits since `call_started`
         # (it held the loop that long at once), and `own_cpu` where the current began.
         self.longest = 0.0
         self.stretch_from = 0.0
@@ -106,29 +106,36 @@ def away_cpu() -> float:
     return g.away_cpu if isinstance(g, Green) else 0.0
 
 
-def start_stretches(own: float) -> None:
-    """In a green task: measure its stretches on the loop from now (`own`: `own_cpu()`)."""
-    g = greenlet.getcurrent()
-    if isinstance(g, Green):
-        g.longest, g.stretch_from = 0.0, own
-
-
-def longest_stretch(own: float, total: float) -> float:
-    """The longest stretch of CPU the current green task used without a wait since
-    `start_stretches` (`own`: `own_cpu()` now); off a task, `total`, all in one."""
-    g = greenlet.getcurrent()
-    if isinstance(g, Green):
-        return max(g.longest, own - g.stretch_from)
-    return total
-
-
 def own_cpu() -> float:
     """This thread's CPU time less what was not the current work's: the loop's work
     for others while a green task waited (`away_cpu`), and collections of the heap
     (`collector_cpu`). The difference of two readings is what a call itself used."""
     g = greenlet.getcurrent()
     away = g.away_cpu if isinstance(g, Green) else 0.0
-    return time.thread_time() - away - collector_cpu()
+    return time.thread_time() - away - _gc.total
+
+
+def call_started() -> float:
+    """`own_cpu()` at the start of a call; in a green task its stretches are measured
+    from here. One call each end: this is every request's path."""
+    g = greenlet.getcurrent()
+    if isinstance(g, Green):
+        own = time.thread_time() - g.away_cpu - _gc.total
+        g.longest, g.stretch_from = 0.0, own
+        return own
+    return time.thread_time() - _gc.total
+
+
+def call_ended(own0: float) -> tuple[float, float]:
+    """For the call begun at `own0` (`call_started`): its own CPU, and the longest it
+    held the thread at once: in a green task its longest stretch of CPU between two
+    waits, else all of it."""
+    g = greenlet.getcurrent()
+    if isinstance(g, Green):
+        own = time.thread_time() - g.away_cpu - _gc.total
+        return own - own0, max(g.longest, own - g.stretch_from)
+    cpu = time.thread_time() - _gc.total - own0
+    return cpu, cpu
 
 
 # -- the collector's CPU -------------------------------------------------------------
@@ -137,16 +144,18 @@ def own_cpu() -> float:
 # allocate last, and is not that call's work: a guest charged for it would be sent
 # off the loop, and its project's CPU quota charged, for its neighbours' objects.
 # The youngest generation's collections are short and left in.
-_gc = threading.local()
+class _Collections(threading.local):
+    total = 0.0  # CPU seconds in collections on this thread
+    start: float | None = None  # `thread_time` when the one under way began
+
+
+_gc = _Collections()
 
 
 def collector_cpu() -> float:
     """CPU time this thread spent in collections of generations 1 and 2 (with
     `track_collections` installed; else 0)."""
-    try:
-        return _gc.total
-    except AttributeError:
-        return 0.0
+    return _gc.total
 
 
 def _on_collection(phase: str, info: dict[str, int]) -> None:
@@ -154,8 +163,8 @@ def _on_collection(phase: str, info: dict[str, int]) -> None:
         return
     if phase == "start":
         _gc.start = time.thread_time()
-    elif (start := getattr(_gc, "start", None)) is not None:
-        _gc.total = collector_cpu() + time.thread_time() - start
+    elif (start := _gc.start) is not None:
+        _gc.total += time.thread_time() - start
         _gc.start = None
 
 
@@ -203,7 +212,7 @@ def wait(fut: asyncio.Future[T], timeout: float | None = None) -> T:
         if timeout is not None:
             timer = task.loop.call_later(max(0.0, timeout), fut.cancel)
         fut.add_done_callback(task._wake)
-        c0, g0 = time.thread_time(), collector_cpu()
+        c0, g0 = time.thread_time(), _gc.total
         # `own_cpu` now; it reads the same when the task resumes (the wait is all away).
         own = c0 - task.away_cpu - g0
         task.longest = max(task.longest, own - task.stretch_from)
@@ -213,7 +222,7 @@ def wait(fut: asyncio.Future[T], timeout: float | None = None) -> T:
             task.parent.switch()
         finally:
             # The collections meanwhile are subtracted on their own (`own_cpu`).
-            task.away_cpu += time.thread_time() - c0 - (collector_cpu() - g0)
+            task.away_cpu += time.thread_time() - c0 - (_gc.total - g0)
             if timer is not None:
                 timer.cancel()
             fut.remove_done_callback(task._wake)
@@ -349,6 +358,6 @@ class CooperativeSocket:
         return getattr(self.sock, name)
 
 
-__all__ = ["READ", "WRITE", "CooperativeSocket", "Green", "away_cpu", "collector_cpu", "current",
-           "longest_stretch", "own_cpu", "ready", "result", "run_blocking", "spawn",
-           "start_stretches", "track_collections", "wait"]
+__all__ = ["READ", "WRITE", "CooperativeSocket", "Green", "away_cpu", "call_ended", "call_started",
+           "collector_cpu", "current", "own_cpu", "ready", "result", "run_blocking", "spawn",
+           "track_collections", "wait"]

@@ -680,8 +680,7 @@ class _Call:
         self.t0 = time.monotonic()
         host = self.host
         host.deadline = self.t0 + spec.max_execution_ms / 1000
-        c0 = green.own_cpu()
-        green.start_stretches(c0)
+        c0 = green.call_started()
         # `pool.checkout()` without the context manager's three calls: this is the hot path.
         pool = self.loaded.pool
         try:
@@ -706,9 +705,7 @@ class _Call:
         finally:
             # Less what the thread did for others while a green task's guest waited,
             # and the collector's work (`green.own_cpu`).
-            c1 = green.own_cpu()
-            self.cpu = c1 - c0
-            self.stretch = green.longest_stretch(c1, self.cpu)
+            self.cpu, self.stretch = green.call_ended(c0)
 
 
 _random_bits = random.getrandbits
