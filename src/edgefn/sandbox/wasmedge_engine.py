@@ -893,7 +893,13 @@ class _BaseInstance(program.InstanceBase):
         self._mem = _Memory(self._lib, ctx.memory())
         start = ctx.function(wasi_stdio.START_EXPORT)
         if start is not None:
-            self._call(start, 0, 0)
+            try:
+                self._call(start, 0, 0)
+            except GuestTrap as exc:
+                # The module's start function is part of instantiating it, as wasmtime
+                # reports it (a timeout stays a timeout).
+                cause = str(exc).removeprefix("guest trapped: ")
+                raise GuestTrap(f"instantiation failed: {cause}") from None
 
     # --- stdio (the `Stdio` protocol of _wasmedge_wasi) ---
 
