@@ -19,6 +19,7 @@ import importlib.machinery
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -103,14 +104,19 @@ def run_wrk(url: str, duration: int, connections: int, tmp: Path,
     subprocess.run(["wrk", "-t2", f"-c{connections}", "-d2s", "-s", str(script), url],
                    capture_output=True, check=True)
     cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = parse_wrk(out)
+    served = max(1, int(re.search(r"(\d+) requests in", out).group(1)))  # type: ignore[union-attr]
+    # wrk's own CPU (the only child reaped meanwhile): what the load costs the machine.
+    result["client_us"] = (children1.ru_utime + children1.ru_stime - children0.ru_utime
+                           - children0.ru_stime) / served * 1e6
     if server_pid:
-        served = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-        result["cpu_us"] = (cpu_seconds(server_pid) - cpu0) / max(1, served) * 1e6
+        result["cpu_us"] = (cpu_seconds(server_pid) - cpu0) / served * 1e6
     return result
 
 
@@ -361,16 +367,29 @@ EDGEFN_ROW = "edgefn echo (wasmtime)"
 WORKERD_ROW = "peer: workerd echo.wasm"
 
 
-def cpu_comparison(ours: dict[str, float], peer: dict[str, float]) -> str:
+def cpu_comparison(ours: dict[str, float], peer: dict[str, float],
+                   cores: int | None = None) -> str:
     """What each server spent per request and how many cores it kept busy; and the CPU
-    per request at which the node, on the cores it had, would serve 3 times the peer."""
+    per request at which the node would serve 3 times the peer: on the cores it had,
+    and on the machine's `cores` with wrk given its own CPU per request at that rate."""
+    cores = cores or os.cpu_count() or 1
     our_cores = ours["req_s"] * ours["cpu_us"] / 1e6
     peer_cores = peer["req_s"] * peer["cpu_us"] / 1e6
-    needed = our_cores / (3 * peer["req_s"]) * 1e6
-    return (f"CPU: edgefn {ours['cpu_us']:.0f} us a request on {our_cores:.2f} cores, workerd "
-            f"{peer['cpu_us']:.0f} us on {peer_cores:.2f} cores; 3x workerd on those "
-            f"{our_cores:.2f} cores needs {needed:.0f} us a request "
+    target = 3 * peer["req_s"]
+    needed = our_cores / target * 1e6
+    line = (f"CPU: edgefn {ours['cpu_us']:.0f} us a request on {our_cores:.2f} cores, workerd "
+            f"{peer['cpu_us']:.0f} us on {peer_cores:.2f} cores; 3x workerd ({target:.0f} req/s) "
+            f"on those {our_cores:.2f} cores needs {needed:.0f} us a request "
             f"({1 - needed / ours['cpu_us']:.0%} less)")
+    if "client_us" in ours:
+        # wrk costs the machine the same per request at any rate, so more requests
+        # leave the node fewer cores.
+        left = cores - target * ours["client_us"] / 1e6
+        beside = left / target * 1e6
+        line += (f"; on {cores} cores beside wrk ({ours['client_us']:.0f} us a request, "
+                 f"{target * ours['client_us'] / 1e6:.2f} cores at that rate) "
+                 f"{beside:.0f} us ({1 - beside / ours['cpu_us']:.0%} less)")
+    return line
 
 
 def print_goals(rows: dict[str, dict[str, float] | str], cold: dict[str, float]) -> None:
