@@ -28,6 +28,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from edgefn.cluster import free_port, spawn, stop_process
 
@@ -306,6 +307,12 @@ def main() -> None:
     parser.add_argument("--baseline-src", type=Path,
                         help="also run the edge from this other checkout's src/ directory, "
                              "alternating with this one (A B A B), for a before/after figure")
+    parser.add_argument("--all-goals", action="store_true",
+                        help="also measure the other goals of the hot path in this run: the "
+                             "looping neighbour (bench/neighbour.py, the default node) and "
+                             "the functions that wait (bench/waiting.py)")
+    parser.add_argument("--redis-url", default="",
+                        help="with --all-goals, also KV reads on this Redis")
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds alternating the node with --baseline-src and/or "
                              "--also-threaded; the median of each is printed")
@@ -357,10 +364,33 @@ def main() -> None:
                 print(f"{name:40} {r['req_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                       f"{r['non_2xx']:>8.0f} {cpu}")
         cold = cold_and_memory(tmp)
+        others = other_goals(args, tmp) if args.all_goals else {}
     print("cold start, first request of a never-instantiated echo: "
           f"p50 {cold['cold_p50_ms']:.2f} ms, p99 {cold['cold_p99_ms']:.2f} ms (200 functions)")
     print(f"idle hot instance of a 16-page function: {cold['idle_instance_kib']:.0f} KiB RSS")
-    print_goals(dict(rows), cold)
+    print_goals(dict(rows), cold, **others)
+
+
+def other_goals(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]:
+    """The neighbour bound and the functions that wait, measured by their own benches
+    (which print their figures as they go) on the node with its defaults."""
+    import neighbour
+    import waiting
+
+    print(f"neighbour: the echo with wrk -c{args.connections}, alone and beside a looping "
+          "function hammered by 8 connections (2 rounds, medians)")
+    near = neighbour.measure(argparse.Namespace(
+        duration=min(args.duration, 5), rounds=2, connections=args.connections,
+        workers=args.workers, threads=args.threads, src=None), tmp / "neighbour", 1)
+    print(f"  alone {near['alone_req_s']:.0f} req/s p99 {near['alone_p99_ms']:.1f} ms; beside "
+          f"it {near['busy_req_s']:.0f} req/s p99 {near['busy_p99_ms']:.1f} ms")
+    wait_args = waiting.parser().parse_args([])
+    wait_args.connections, wait_args.workers = args.connections, args.workers
+    wait_args.redis_url = args.redis_url
+    (tmp / "waiting").mkdir()
+    waits = waiting.measure(wait_args, tmp / "waiting")
+    waits["delay_s"] = wait_args.delay_ms / 1000
+    return {"neighbour": near, "waits": waits}
 
 
 EDGEFN_ROW = "edgefn echo (wasmtime)"
@@ -392,8 +422,11 @@ def cpu_comparison(ours: dict[str, float], peer: dict[str, float],
     return line
 
 
-def print_goals(rows: dict[str, dict[str, float] | str], cold: dict[str, float]) -> None:
-    """The hot path's goals (docs/performance.md), met or not in this run."""
+def print_goals(rows: dict[str, dict[str, float] | str], cold: dict[str, float],
+                neighbour: dict[str, Any] | None = None,
+                waits: dict[str, Any] | None = None) -> None:
+    """The hot path's goals (docs/performance.md), met or not in this run; with
+    `--all-goals`, the neighbour's and the waiting functions' too."""
     ours = rows.get(EDGEFN_ROW) or rows.get(EDGEFN_ROW + " (median)")
     peer = rows.get(WORKERD_ROW)
     goals: list[tuple[str, bool | None, str]] = []
@@ -410,10 +443,24 @@ def print_goals(rows: dict[str, dict[str, float] | str], cold: dict[str, float])
                   f"{cold['cold_p99_ms']:.2f} ms"))
     goals.append(("idle instance at most 14 KiB", cold["idle_instance_kib"] <= 14.5,
                   f"{cold['idle_instance_kib']:.0f} KiB"))
+    if neighbour:
+        goals.append(("neighbour: echo keeps 80% of req/s", neighbour["ratio"] >= 0.8,
+                      f"{neighbour['ratio']:.0%}"))
+        goals.append(("neighbour: echo p99 at most 5 ms", neighbour["busy_p99_ms"] <= 5,
+                      f"{neighbour['busy_p99_ms']:.1f} ms"))
+    if waits:
+        # "About one delay": within a fifth of it.
+        fetch, delay = waits["waiting"]["http_fetch"], waits["delay_s"]
+        goals.append((f"100 fetches of {delay * 1000:.0f} ms in about that",
+                      fetch["burst_s"] <= 1.2 * delay,
+                      f"{fetch['burst_s'] * 1000:.0f} ms (floor {waits['floor_s'] * 1000:.0f})"))
+        kept = waits["busy"]["req_s"] / waits["alone"]["req_s"]
+        goals.append(("echo beside them keeps 90%", kept >= 0.9,
+                      f"{kept:.0%}, p99 {waits['busy']['p99_ms']:.1f} ms"))
     print("goals:")
     for what, met, figure in goals:
         verdict = "n/a" if met is None else ("met" if met else "NOT met")
-        print(f"  {what:34} {figure:>22}  {verdict}")
+        print(f"  {what:36} {figure:>24}  {verdict}")
 
 
 if __name__ == "__main__":

@@ -170,109 +170,127 @@ def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
     return parse_wrk(out)
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=int, default=5, help="seconds per echo phase")
+    p.add_argument("--concurrency", type=int, default=100)
+    p.add_argument("--delay-ms", type=float, default=100)
+    p.add_argument("--bursts", type=int, default=5)
+    p.add_argument("--every", type=float, default=0.5,
+                   help="seconds between bursts while the echo is measured")
+    p.add_argument("--connections", type=int, default=50, help="the echo's wrk -c")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--redis-url", default="", help="also measure KV reads on this Redis")
+    p.add_argument("--src", type=Path, help="run the edge from this checkout's src/")
+    p.add_argument("edge_args", nargs="*", help="more `edgefn edge serve` flags, after --")
+    return p
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Run the node and both phases, printing as it goes; the figures, for the goals.
+
+    `waiting`: per waiting function, its median burst (s), its node CPU (s) and
+    context switches per request; `floor_s`; `alone` and `busy`: the echo's wrk
+    figures without and with the bursts."""
+    figures: dict[str, Any] = {"waiting": {}}
+    slow_port, port, mport = free_port(), free_port(), free_port()
+    (tmp / "slow.py").write_text(SLOW_SERVER)
+    slow = spawn([sys.executable, str(tmp / "slow.py"), str(slow_port),
+                  str(args.delay_ms / 1000)], stdout=subprocess.DEVNULL)
+    write_functions(tmp / "functions", bool(args.redis_url))
+    cmd = [sys.executable, "-m", "edgefn", "edge", "serve",
+           "--functions", str(tmp / "functions"), "--port", str(port),
+           "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
+           "--workers", str(args.workers), "--log-file", str(tmp / "edge.log"),
+           "--max-connections-per-client", "0", "--allow-private-egress", "127.0.0.0/8",
+           *args.edge_args]
+    env = {**os.environ}
+    if args.src:
+        env["PYTHONPATH"] = str(checkout_src(args.src))
+    if args.redis_url:
+        env["EDGEFN_KV_URL"] = args.redis_url
+    node = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    base = f"http://127.0.0.1:{port}"
+    waiting = [("http_fetch", "/fetch",
+                f"GET http://127.0.0.1:{slow_port}/slow\n\n".encode())]
+    if args.redis_url:
+        waiting.append(("kv_get on Redis", "/kv/get?key=k", b""))
+    try:
+        wait_port(port, node)
+        wait_port(slow_port, slow)
+        time.sleep(1)
+        wrk(base + "/echo/", 2, args.connections)  # warm up
+        print(f"{args.workers} workers; bursts of {args.concurrency} concurrent requests; "
+              f"the slow server answers after {args.delay_ms:.0f} ms")
+        floor_times = [asyncio.run(burst(slow_port, "/slow", b"", args.concurrency))[0]
+                       for _ in range(args.bursts)]
+        figures["floor_s"] = median(floor_times)
+        print(f"floor: the same bursts straight to the slow server, no node: "
+              f"{median(floor_times) * 1000:.0f} ms (median of {args.bursts})")
+        for name, path, body in waiting:
+            # Warm up: threads, instances, outgoing connections.
+            asyncio.run(burst(port, path, body, args.concurrency))
+            times, statuses = [], {}
+            cpu_before = node_cpu(node.pid)
+            switches_before = node_switches(node.pid)
+            for _ in range(args.bursts):
+                elapsed, got = asyncio.run(burst(port, path, body, args.concurrency))
+                times.append(elapsed)
+                for k, v in got.items():
+                    statuses[k] = statuses.get(k, 0) + v
+            requests = args.bursts * args.concurrency
+            per_request = (node_cpu(node.pid) - cpu_before) / requests
+            switches = (node_switches(node.pid) - switches_before) / requests
+            figures["waiting"][name] = {"burst_s": median(times), "cpu_s": per_request,
+                                        "switches": switches, "statuses": statuses}
+            print(f"{name}: {args.concurrency} concurrent requests done in "
+                  f"{median(times) * 1000:.0f} ms (median of {args.bursts}; "
+                  f"min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); "
+                  f"statuses {statuses}")
+            # What the node's processes spend per request, waits aside: a burst
+            # cannot end before its CPU is spent on the cores there are.
+            floor = per_request * args.concurrency / (os.cpu_count() or 1)
+            print(f"{'':>4}node CPU {per_request * 1e6:.0f} us and {switches:.1f} context "
+                  f"switches a request; a burst's CPU on {os.cpu_count()} cores takes at "
+                  f"least {floor * 1000:.0f} ms, beside the {args.delay_ms:.0f} ms wait")
+        alone = wrk(base + "/echo/", args.duration, args.connections)
+        stop = threading.Event()
+        counts = {"bursts": 0}
+
+        def keep_waiting() -> None:
+            # A burst every `--every` seconds (or as soon as the last one ends): the
+            # same load whatever the node, so that nodes can be compared.
+            while not stop.is_set():
+                t0 = time.monotonic()
+                asyncio.run(burst(port, waiting[0][1], waiting[0][2], args.concurrency))
+                counts["bursts"] += 1
+                stop.wait(max(0.0, args.every - (time.monotonic() - t0)))
+
+        loader = threading.Thread(target=keep_waiting, daemon=True)
+        loader.start()
+        time.sleep(0.5)
+        busy = wrk(base + "/echo/", args.duration, args.connections)
+        stop.set()
+        loader.join(30)
+        figures["alone"], figures["busy"] = alone, busy
+        print(f"echo alone:                 {alone['req_s']:8.0f} req/s, p50 "
+              f"{alone['p50_ms']:.2f} ms, p99 {alone['p99_ms']:.2f} ms")
+        print(f"echo with waiting requests: {busy['req_s']:8.0f} req/s, p50 "
+              f"{busy['p50_ms']:.2f} ms, p99 {busy['p99_ms']:.2f} ms "
+              f"({counts['bursts']} bursts of {args.concurrency} meanwhile); kept "
+              f"{busy['req_s'] / alone['req_s']:.0%}")
+    finally:
+        stop_process(node)
+        stop_process(slow)
+    return figures
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per echo phase")
-    parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--delay-ms", type=float, default=100)
-    parser.add_argument("--bursts", type=int, default=5)
-    parser.add_argument("--every", type=float, default=0.5,
-                        help="seconds between bursts while the echo is measured")
-    parser.add_argument("--connections", type=int, default=50, help="the echo's wrk -c")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--redis-url", default="", help="also measure KV reads on this Redis")
-    parser.add_argument("--src", type=Path, help="run the edge from this checkout's src/")
-    parser.add_argument("edge_args", nargs="*", help="more `edgefn edge serve` flags, after --")
-    args = parser.parse_args()
+    args = parser().parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        slow_port, port, mport = free_port(), free_port(), free_port()
-        (tmp / "slow.py").write_text(SLOW_SERVER)
-        slow = spawn([sys.executable, str(tmp / "slow.py"), str(slow_port),
-                      str(args.delay_ms / 1000)], stdout=subprocess.DEVNULL)
-        write_functions(tmp / "functions", bool(args.redis_url))
-        cmd = [sys.executable, "-m", "edgefn", "edge", "serve",
-               "--functions", str(tmp / "functions"), "--port", str(port),
-               "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
-               "--workers", str(args.workers), "--log-file", str(tmp / "edge.log"),
-               "--max-connections-per-client", "0", "--allow-private-egress", "127.0.0.0/8",
-               *args.edge_args]
-        env = {**os.environ}
-        if args.src:
-            env["PYTHONPATH"] = str(checkout_src(args.src))
-        if args.redis_url:
-            env["EDGEFN_KV_URL"] = args.redis_url
-        node = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        base = f"http://127.0.0.1:{port}"
-        waiting = [("http_fetch", "/fetch",
-                    f"GET http://127.0.0.1:{slow_port}/slow\n\n".encode())]
-        if args.redis_url:
-            waiting.append(("kv_get on Redis", "/kv/get?key=k", b""))
-        try:
-            wait_port(port, node)
-            wait_port(slow_port, slow)
-            time.sleep(1)
-            wrk(base + "/echo/", 2, args.connections)  # warm up
-            print(f"{args.workers} workers; bursts of {args.concurrency} concurrent requests; "
-                  f"the slow server answers after {args.delay_ms:.0f} ms")
-            floor_times = [asyncio.run(burst(slow_port, "/slow", b"", args.concurrency))[0]
-                           for _ in range(args.bursts)]
-            print(f"floor: the same bursts straight to the slow server, no node: "
-                  f"{median(floor_times) * 1000:.0f} ms (median of {args.bursts})")
-            for name, path, body in waiting:
-                # Warm up: threads, instances, outgoing connections.
-                asyncio.run(burst(port, path, body, args.concurrency))
-                times, statuses = [], {}
-                cpu_before = node_cpu(node.pid)
-                switches_before = node_switches(node.pid)
-                for _ in range(args.bursts):
-                    elapsed, got = asyncio.run(burst(port, path, body, args.concurrency))
-                    times.append(elapsed)
-                    for k, v in got.items():
-                        statuses[k] = statuses.get(k, 0) + v
-                requests = args.bursts * args.concurrency
-                per_request = (node_cpu(node.pid) - cpu_before) / requests
-                switches = (node_switches(node.pid) - switches_before) / requests
-                print(f"{name}: {args.concurrency} concurrent requests done in "
-                      f"{median(times) * 1000:.0f} ms (median of {args.bursts}; "
-                      f"min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); "
-                      f"statuses {statuses}")
-                # What the node's processes spend per request, waits aside: a burst
-                # cannot end before its CPU is spent on the cores there are.
-                floor = per_request * args.concurrency / (os.cpu_count() or 1)
-                print(f"{'':>4}node CPU {per_request * 1e6:.0f} us and {switches:.1f} context "
-                      f"switches a request; a burst's CPU on {os.cpu_count()} cores takes at "
-                      f"least {floor * 1000:.0f} ms, beside the {args.delay_ms:.0f} ms wait")
-            alone = wrk(base + "/echo/", args.duration, args.connections)
-            stop = threading.Event()
-            counts = {"bursts": 0}
-
-            def keep_waiting() -> None:
-                # A burst every `--every` seconds (or as soon as the last one ends): the
-                # same load whatever the node, so that nodes can be compared.
-                while not stop.is_set():
-                    t0 = time.monotonic()
-                    asyncio.run(burst(port, waiting[0][1], waiting[0][2], args.concurrency))
-                    counts["bursts"] += 1
-                    stop.wait(max(0.0, args.every - (time.monotonic() - t0)))
-
-            loader = threading.Thread(target=keep_waiting, daemon=True)
-            loader.start()
-            time.sleep(0.5)
-            busy = wrk(base + "/echo/", args.duration, args.connections)
-            stop.set()
-            loader.join(30)
-            print(f"echo alone:                 {alone['req_s']:8.0f} req/s, p50 "
-                  f"{alone['p50_ms']:.2f} ms, p99 {alone['p99_ms']:.2f} ms")
-            print(f"echo with waiting requests: {busy['req_s']:8.0f} req/s, p50 "
-                  f"{busy['p50_ms']:.2f} ms, p99 {busy['p99_ms']:.2f} ms "
-                  f"({counts['bursts']} bursts of {args.concurrency} meanwhile); kept "
-                  f"{busy['req_s'] / alone['req_s']:.0%}")
-        finally:
-            stop_process(node)
-            stop_process(slow)
+        measure(args, Path(d))
 
 
 if __name__ == "__main__":
