@@ -379,9 +379,10 @@ def other_goals(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]
 
     print(f"neighbour: the echo with wrk -c{args.connections}, alone and beside a looping "
           "function hammered by 8 connections (2 rounds, medians)")
-    near = neighbour.measure(argparse.Namespace(
-        duration=min(args.duration, 5), rounds=2, connections=args.connections,
-        workers=args.workers, threads=args.threads, src=None), tmp / "neighbour", 1)
+    near_args = neighbour.parser().parse_args(["--rounds", "2"])
+    near_args.connections, near_args.workers = args.connections, args.workers
+    near_args.threads, near_args.duration = args.threads, min(args.duration, 5)
+    near = neighbour.measure(near_args, tmp / "neighbour", 1)
     print(f"  alone {near['alone_req_s']:.0f} req/s p99 {near['alone_p99_ms']:.1f} ms; beside "
           f"it {near['busy_req_s']:.0f} req/s p99 {near['busy_p99_ms']:.1f} ms")
     wait_args = waiting.parser().parse_args([])

@@ -141,20 +141,24 @@ def quota_cost(n: int = 200_000) -> None:
     print(f"quota admission (enter + leave, shared table, lockf): {per:.2f} µs per request")
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=int, default=5, help="seconds per phase")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alone / with the neighbour pairs; medians are printed")
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", type=int, default=None,
+                   help="edgefn --threads [the node's default]")
+    p.add_argument("--src", type=Path, help="run the edge from this checkout's src/")
+    p.add_argument("--only-default", action="store_true",
+                   help="measure the node with its penalty threads only")
+    p.add_argument("--quota-cost", action="store_true")
+    return p
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per phase")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alone / with the neighbour pairs; medians are printed")
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="edgefn --threads [the node's default]")
-    parser.add_argument("--src", type=Path, help="run the edge from this checkout's src/")
-    parser.add_argument("--only-default", action="store_true",
-                        help="measure the node with its penalty threads only")
-    parser.add_argument("--quota-cost", action="store_true")
-    args = parser.parse_args()
+    args = parser().parse_args()
     if args.quota_cost:
         quota_cost()
         return

@@ -58,7 +58,7 @@ class Green(greenlet.greenlet):
         self.executor = executor
         self.away_cpu = 0.0
         # The longest stretch of its own CPU between two waits since `call_started`
-        # (it held the loop that long at once), and `own_cpu` where the current began.
+        # (it held the loop that long at once), and its own CPU where the current began.
         self.longest = 0.0
         self.stretch_from = 0.0
 
@@ -106,36 +106,29 @@ def away_cpu() -> float:
     return g.away_cpu if isinstance(g, Green) else 0.0
 
 
-def own_cpu() -> float:
-    """This thread's CPU time less what was not the current work's: the loop's work
-    for others while a green task waited (`away_cpu`), and collections of the heap
-    (`collector_cpu`). The difference of two readings is what a call itself used."""
-    g = greenlet.getcurrent()
-    away = g.away_cpu if isinstance(g, Green) else 0.0
-    return time.thread_time() - away - _gc.total
-
-
 def call_started() -> float:
-    """`own_cpu()` at the start of a call; in a green task its stretches are measured
-    from here. One call each end: this is every request's path."""
+    """This thread's own CPU time at the start of a call: its CPU time less the
+    collections of the heap (`collector_cpu`) and, in a green task, less what the loop
+    did for others while it waited (`away_cpu`); from here a green task's stretches are
+    measured. One reading at each end of a call: this is every request's path."""
     g = greenlet.getcurrent()
+    own = time.thread_time() - _gc.total
     if isinstance(g, Green):
-        own = time.thread_time() - g.away_cpu - _gc.total
+        own -= g.away_cpu
         g.longest, g.stretch_from = 0.0, own
-        return own
-    return time.thread_time() - _gc.total
+    return own
 
 
 def call_ended(own0: float) -> tuple[float, float]:
-    """For the call begun at `own0` (`call_started`): its own CPU, and the longest it
-    held the thread at once: in a green task its longest stretch of CPU between two
-    waits, else all of it."""
+    """For the call begun at `own0` (`call_started`): the CPU it used itself, and the
+    longest it held the thread at once: in a green task its longest stretch of CPU
+    between two waits, else all of it."""
     g = greenlet.getcurrent()
+    own = time.thread_time() - _gc.total
     if isinstance(g, Green):
-        own = time.thread_time() - g.away_cpu - _gc.total
+        own -= g.away_cpu
         return own - own0, max(g.longest, own - g.stretch_from)
-    cpu = time.thread_time() - _gc.total - own0
-    return cpu, cpu
+    return own - own0, own - own0
 
 
 # -- the collector's CPU -------------------------------------------------------------
@@ -213,7 +206,7 @@ def wait(fut: asyncio.Future[T], timeout: float | None = None) -> T:
             timer = task.loop.call_later(max(0.0, timeout), fut.cancel)
         fut.add_done_callback(task._wake)
         c0, g0 = time.thread_time(), _gc.total
-        # `own_cpu` now; it reads the same when the task resumes (the wait is all away).
+        # Its own CPU now (`call_started`); the same when it resumes (the wait is all away).
         own = c0 - task.away_cpu - g0
         task.longest = max(task.longest, own - task.stretch_from)
         task.stretch_from = own
@@ -221,7 +214,7 @@ def wait(fut: asyncio.Future[T], timeout: float | None = None) -> T:
             assert task.parent is not None
             task.parent.switch()
         finally:
-            # The collections meanwhile are subtracted on their own (`own_cpu`).
+            # The collections meanwhile are subtracted on their own (`call_ended`).
             task.away_cpu += time.thread_time() - c0 - (_gc.total - g0)
             if timer is not None:
                 timer.cancel()
@@ -359,5 +352,5 @@ class CooperativeSocket:
 
 
 __all__ = ["READ", "WRITE", "CooperativeSocket", "Green", "away_cpu", "call_ended", "call_started",
-           "collector_cpu", "current", "own_cpu", "ready", "result", "run_blocking", "spawn",
+           "collector_cpu", "current", "ready", "result", "run_blocking", "spawn",
            "track_collections", "wait"]

@@ -657,9 +657,10 @@ class _Call:
     guest runs on this thread without the GIL, so it is what the guest and its
     host calls computed, without the time spent waiting for a core, for the GIL
     or in `http_fetch`, and less the collections of the worker's heap it happened
-    to trigger (`green.own_cpu`). Charged to the project's daily quota, it does not
-    grow because a neighbour keeps the node busy. Measured inside the call (which
-    may run on another thread, `PenaltyBox`), so a queue wait is not charged.
+    to trigger (`green.call_started`, `call_ended`). Charged to the project's daily
+    quota, it does not grow because a neighbour keeps the node busy. Measured inside
+    the call (which may run on another thread, `PenaltyBox`), so a queue wait is not
+    charged.
     """
 
     __slots__ = ("cpu", "guest", "host", "loaded", "stretch", "t0", "timed_out")
@@ -704,7 +705,7 @@ class _Call:
             raise
         finally:
             # Less what the thread did for others while a green task's guest waited,
-            # and the collector's work (`green.own_cpu`).
+            # and the collector's work (`green.call_ended`).
             self.cpu, self.stretch = green.call_ended(c0)
 
 
