@@ -1,11 +1,25 @@
-"""The one native part of the package, beside pyproject.toml's metadata: wasmtime's
-deadline thread (`src/edgefn/sandbox/_epochtick.c`), plain C loaded with ctypes.
-Optional: where it does not build (no C compiler), the engine ticks from a Python
-thread instead (`sandbox/epoch_timer.py`)."""
+"""The native parts of the package, beside pyproject.toml's metadata: every `_*.c`
+under `src/edgefn/` is the extension of the same dotted name. Each is optional:
+where one does not build (no C compiler), its Python counterpart runs instead.
+
+- `sandbox/_epochtick.c`: wasmtime's deadline thread, plain C loaded with ctypes
+  (else a Python thread ticks, `sandbox/epoch_timer.py`);
+- `sandbox/_abi.c`: the edge-v1 response read on every call (else `abi.py`'s
+  reading).
+"""
+
+from pathlib import Path
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[
-    Extension("edgefn.sandbox._epochtick", ["src/edgefn/sandbox/_epochtick.c"],
-              extra_compile_args=["-O2"], optional=True),
-])
+SRC = Path("src")
+
+
+def native_parts(src: Path) -> list[Extension]:
+    """`edgefn/<package>/_<name>.c` under `src` as the extension `edgefn.<package>._<name>`."""
+    return [Extension(".".join(c.relative_to(src).with_suffix("").parts),
+                      [c.as_posix()], extra_compile_args=["-O2"], optional=True)
+            for c in sorted(src.glob("edgefn/**/_*.c"))]
+
+
+setup(ext_modules=native_parts(SRC))

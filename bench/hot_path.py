@@ -121,29 +121,32 @@ def run_wrk(url: str, duration: int, connections: int, tmp: Path,
     return result
 
 
-# Builds another checkout's native part in place, as `setup.py` builds this one's.
+# Builds another checkout's native parts in place, by `setup.py`'s rule: every `_*.c`
+# under `edgefn/` is the extension of the same dotted name.
 _BUILD_NATIVE = (
-    "from setuptools import Extension, setup; import sys; "
+    "from pathlib import Path; from setuptools import Extension, setup; import sys; "
     "setup(script_args=['build_ext', '--inplace', '--build-temp', sys.argv[1], "
     "'--build-lib', sys.argv[1]], "
-    "ext_modules=[Extension('edgefn.sandbox._epochtick', ['edgefn/sandbox/_epochtick.c'], "
-    "extra_compile_args=['-O2'])])"
+    "ext_modules=[Extension('.'.join(c.with_suffix('').parts), [c.as_posix()], "
+    "extra_compile_args=['-O2']) for c in sorted(Path('edgefn').glob('**/_*.c'))])"
 )
 
 
 def checkout_src(src: Path) -> Path:
-    """Another checkout's `src/` (a `git archive` holds no built files) with its deadline
-    thread built in place: without it that node ticks its guests' deadlines from a
-    Python thread, and a before/after comparison measures that (about 10% of a
-    request's CPU) rather than the change."""
+    """Another checkout's `src/` (a `git archive` holds no built files) with its native
+    parts built in place: without them that node ticks its guests' deadlines from a
+    Python thread (about 10% of a request's CPU) and reads the guests' answers in
+    Python, and a before/after comparison measures that rather than the change."""
     src = src.resolve()
-    native = src / "edgefn" / "sandbox" / "_epochtick.c"
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    if native.exists() and not native.with_suffix(suffix).exists():
+    missing = [c for c in (src / "edgefn").glob("**/_*.c")
+               if not c.with_suffix(suffix).exists()]
+    if missing:
         with tempfile.TemporaryDirectory() as build:
             subprocess.run([sys.executable, "-c", _BUILD_NATIVE, build], cwd=src, check=True,
                            capture_output=True)
-        print(f"built {native.with_suffix(suffix)}", file=sys.stderr)
+        print(f"built {', '.join(str(c.with_suffix(suffix)) for c in missing)}",
+              file=sys.stderr)
     return src
 
 

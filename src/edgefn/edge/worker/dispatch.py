@@ -40,7 +40,8 @@ from edgefn.sandbox.abi import (
     cgi_environ,
     encode_headers,
     parse_cgi,
-    parse_response,
+    parse_response_text,
+    text_headers,
     wagi_argv,
 )
 from edgefn.sandbox.engine import GuestRequest
@@ -133,8 +134,7 @@ class Placement:
 
 
 def _http(parsed: GuestResponse) -> HttpResponse:
-    return HttpResponse(parsed.status, [(k.decode("latin-1"), v.decode("latin-1"))
-                                        for k, v in parsed.headers], parsed.body)
+    return HttpResponse(parsed.status, text_headers(parsed.headers), parsed.body)
 
 
 class EdgeV1Codec:
@@ -149,7 +149,7 @@ class EdgeV1Codec:
         return GuestRequest(req.method.encode(), target.encode(), encode_headers(headers), body)
 
     def response(self, raw: bytes) -> HttpResponse:
-        return _http(parse_response(raw))
+        return HttpResponse(*parse_response_text(raw))
 
 
 class SubRoute(RouteSpec):
