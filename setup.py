@@ -5,7 +5,8 @@ where one does not build (no C compiler), its Python counterpart runs instead.
 - `sandbox/_epochtick.c`: wasmtime's deadline thread, plain C loaded with ctypes
   (else a Python thread ticks, `sandbox/epoch_timer.py`);
 - `sandbox/_abi.c`: the edge-v1 response read on every call (else `abi.py`'s
-  reading).
+  reading);
+- `edge/_logline.c`: the per-invocation log line (else `logs.py`'s).
 """
 
 from pathlib import Path
@@ -17,8 +18,9 @@ SRC = Path("src")
 
 def native_parts(src: Path) -> list[Extension]:
     """`edgefn/<package>/_<name>.c` under `src` as the extension `edgefn.<package>._<name>`."""
-    return [Extension(".".join(c.relative_to(src).with_suffix("").parts),
-                      [c.as_posix()], extra_compile_args=["-O2"], optional=True)
+    # No fused multiply-add: `_logline.c` rounds times exactly as Python does.
+    return [Extension(".".join(c.relative_to(src).with_suffix("").parts), [c.as_posix()],
+                      extra_compile_args=["-O2", "-ffp-contract=off"], optional=True)
             for c in sorted(src.glob("edgefn/**/_*.c"))]
 
 

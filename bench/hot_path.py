@@ -128,7 +128,8 @@ _BUILD_NATIVE = (
     "setup(script_args=['build_ext', '--inplace', '--build-temp', sys.argv[1], "
     "'--build-lib', sys.argv[1]], "
     "ext_modules=[Extension('.'.join(c.with_suffix('').parts), [c.as_posix()], "
-    "extra_compile_args=['-O2']) for c in sorted(Path('edgefn').glob('**/_*.c'))])"
+    "extra_compile_args=['-O2', '-ffp-contract=off']) "
+    "for c in sorted(Path('edgefn').glob('**/_*.c'))])"
 )
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -23,6 +26,19 @@ PG_ENV = "EDGEFN_TEST_POSTGRES_URL"
 REDIS_ENV = "EDGEFN_TEST_REDIS_URL"
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
+
+
+def native_part(name: str) -> tuple[Any, pytest.MarkDecorator]:
+    """One of the package's optional C extensions (`setup.py`), or None where it was not
+    built, and the mark that skips a test without it; in CI it must have been built,
+    so there a missing compiler fails the test instead."""
+    module: ModuleType | None
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        module = None
+    return module, pytest.mark.skipif(module is None and not os.environ.get("CI"),
+                                      reason=f"{name} was not built here")
 
 
 def wasm_path(name: str) -> Path:

@@ -4,24 +4,15 @@ for every input it refuses. Inputs are generated around the grammar's edges."""
 
 from __future__ import annotations
 
-import importlib
-import os
-
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edgefn.sandbox import abi
 from edgefn.sandbox.errors import GuestError
+from tests.conftest import native_part
 
-try:
-    native = importlib.import_module("edgefn.sandbox._abi")
-except ImportError:  # no C compiler where the package was installed
-    native = None
-
-# In CI the extension must have been built (setup.py): a missing compiler fails there.
-pytestmark = pytest.mark.skipif(native is None and not os.environ.get("CI"),
-                                reason="_abi.c was not built here")
+native, pytestmark = native_part("edgefn.sandbox._abi")
 
 # The pieces a response is made of, weighted toward the grammar's edges.
 _PIECES = st.sampled_from([

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import importlib
 import io
 import json
 import os
@@ -56,7 +57,17 @@ class Invocation(NamedTuple):
 
 
 def invocation_line(inv: Invocation) -> bytes:
-    """The per-invocation record, formatted directly: it is written for every request."""
+    """The per-invocation record: `_logline.c`'s, where it was built, else Python's."""
+    if _line_native is not None:
+        line = _line_native(inv)
+        if line is not None:
+            return line
+    return invocation_line_py(inv)
+
+
+def invocation_line_py(inv: Invocation) -> bytes:
+    """The per-invocation record, formatted directly: it is written for every request.
+    The line of record, which `_logline.c` must match byte for byte."""
     # Timestamps in whole microseconds, formatted as integers: float formatting with a
     # precision costs several times more, and this runs for every request.
     s, s_us = divmod(int(inv.start * 1e6 + 0.5), 1_000_000)
@@ -78,6 +89,17 @@ def invocation_line(inv: Invocation) -> bytes:
         parts += [',"error_message":', _str(inv.error_message)]
     parts.append("}\n")
     return one_line("".join(parts)).encode()
+
+
+def _native() -> Callable[[Invocation], bytes | None] | None:
+    """`_logline.c`'s line, where it was built (`setup.py`; optional)."""
+    try:
+        return importlib.import_module("edgefn.edge._logline").invocation_line
+    except ImportError:
+        return None
+
+
+_line_native = _native()
 
 
 def _is_error(inv: Invocation) -> bool:
