@@ -6,6 +6,8 @@ where one does not build (no C compiler), its Python counterpart runs instead.
   (else a Python thread ticks, `sandbox/epoch_timer.py`);
 - `sandbox/_abi.c`: the edge-v1 response read on every call (else `abi.py`'s
   reading);
+- `sandbox/_edgecall.c`: an edge-v1 call on wasmtime in one C call (else a ctypes
+  call a step, `wasmtime_engine.py`);
 - `edge/_logline.c`: the per-invocation log line (else `logs.py`'s).
 """
 

@@ -230,18 +230,7 @@ class EdgeProgram(InstanceBase):
         self.output.reset()
         self._arm_deadline()
         try:
-            ptr = self._allocate(total)
-            offset = self._copy_in(ptr, total, parts, cap)
-            try:
-                written = self._call_handle()
-                check_handle_result(written, cap)
-                response = self._copy_out(offset, written)
-            except InvocationError as exc:
-                if not exc.discard:
-                    self._deallocate(ptr, total)
-                raise
-            self._deallocate(ptr, total)
-            return response
+            return self._exchange(parts, total, cap)
         except ProcExit as exc:
             self.close()
             raise exc.as_trap() from None
@@ -254,6 +243,27 @@ class EdgeProgram(InstanceBase):
             self._end_deadline()
             self.host = None
             self.output.hand_to(host)
+
+    def _exchange(self, parts: tuple[bytes, ...], total: int, cap: int) -> bytes:
+        """The call's steps through the hooks below (an engine may make them at once):
+        the buffer is handed back also after an error that keeps the instance."""
+        ptr = self._allocate(total)
+        offset = self._copy_in(ptr, total, parts, cap)
+        try:
+            written = self._call_handle()
+            check_handle_result(written, cap)
+            response = self._copy_out(offset, written)
+        except InvocationError as exc:
+            self._hand_back(exc, ptr, total)
+            raise
+        self._deallocate(ptr, total)
+        return response
+
+    def _hand_back(self, exc: InvocationError, ptr: int, total: int) -> None:
+        """After `exc` in `handle` or in reading its response: the buffer back to the
+        guest when the instance is kept."""
+        if not exc.discard:
+            self._deallocate(ptr, total)
 
     # -- engine hooks ------------------------------------------------------------
     def _instantiate_guest(self) -> None:

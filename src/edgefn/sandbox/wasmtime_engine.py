@@ -34,7 +34,7 @@ from wasmtime import _bindings as _raw
 from wasmtime import _ffi as ffi
 
 from edgefn.sandbox import epoch_timer, wasi_http
-from edgefn.sandbox.abi import unusable_alloc
+from edgefn.sandbox.abi import check_handle_result, unusable_alloc
 from edgefn.sandbox.compilecache import CompileCache
 from edgefn.sandbox.engine import GuestRequest, Instance, Limits, ModuleFacts, WasiOptions
 from edgefn.sandbox.enginetag import engine_tag
@@ -115,6 +115,26 @@ _I32 = struct.Struct("<i")
 _DEALLOC_ARGS = struct.Struct("<i12xi")
 _HANDLE_ARGS = struct.Struct("<" + "i12x" * 9 + "i")
 _INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
+
+
+def _address(obj: Any) -> int:
+    """The address a ctypes pointer (or function) holds; 0 for None."""
+    return 0 if obj is None else ctypes.cast(obj, c_void_p).value or 0
+
+
+def _load_exchange() -> Any:
+    """`_edgecall.exchange` given wasmtime's functions, where it was built (`setup.py`)."""
+    try:
+        native = importlib.import_module("edgefn.sandbox._edgecall")
+    except ImportError:
+        return None, None
+    native.configure(*(_address(_raw.dll[name]) for name in (
+        "wasmtime_func_call_unchecked", "wasmtime_memory_data", "wasmtime_memory_data_size")))
+    return native, native.exchange
+
+
+_edgecall, _EXCHANGE = _load_exchange()
+_PLAN = struct.Struct("5P")  # _edgecall.c's plan_t
 
 
 # Instances, tables and table elements one store may create; generous for any
@@ -774,6 +794,10 @@ class _BaseInstance(InstanceBase):
         self._deadline = None
 
 
+def _outside() -> GuestTrap:
+    return GuestTrap("response extends past linear memory")
+
+
 def _trap_cause(message: str) -> str:
     """Why it trapped (`wasm trap: ...`, or what follows `Caused by:`), with the
     innermost frame of wasmtime's backtrace when it has a name, not the backtrace."""
@@ -799,12 +823,57 @@ def _instantiation_error(exc: Exception, deadline: _Deadline | None) -> Invocati
 
 
 class _EdgeInstance(EdgeProgram, _BaseInstance):
-    """An `edge-v1` instance on wasmtime: the program's hooks as raw C calls."""
+    """An `edge-v1` instance on wasmtime: the program's hooks as raw C calls, and all
+    of them in one where `_edgecall.c` was built (`_exchange`)."""
+
+    _plan: bytes | None = None
+    # Its calls made in C: not where they must be driven as futures (the subclass).
+    _calls_in_c = True
 
     def __init__(self, module: WasmtimeModule) -> None:
         super().__init__(module)
         self._args = (_RawArgs * 10)()
         self._start_instance()
+        if (_EXCHANGE is not None and self._calls_in_c and self._memory is not None
+                and self._alloc is not None and self._handle is not None):
+            self._plan = _PLAN.pack(_address(self._ctx), ctypes.addressof(self._memory),
+                                    *(_address(f) for f in (self._alloc, self._handle,
+                                                            self._dealloc)))
+
+    def _exchange(self, parts: tuple[bytes, ...], total: int, cap: int) -> bytes:
+        if self._plan is None:
+            return super()._exchange(parts, total, cap)
+        out = _EXCHANGE(self._plan, *parts, cap)
+        if out.__class__ is bytes:
+            return out
+        if out is None:
+            return super()._exchange(parts, total, cap)
+        return self._resume(*out, total=total, cap=cap)
+
+    def _resume(self, stage: int, ptr: int, written: int, err: int, trap: int, *,
+                total: int, cap: int) -> bytes:
+        """Where `_edgecall.exchange` stopped: its failure raised as the hooks raise it,
+        the buffer handed back as `EdgeProgram._exchange` hands it back."""
+        if trap:
+            self._trap = ctypes.cast(trap, POINTER(ffi.wasm_trap_t))
+            self._trap_ref = byref(self._trap)
+        if stage == _edgecall.UNUSABLE:
+            raise unusable_alloc(total, ptr)
+        try:
+            if stage == _edgecall.RESULT:
+                check_handle_result(written, cap)
+            elif stage == _edgecall.OUTSIDE:
+                raise _outside()
+            self._outcome(err or None)  # ALLOC, HANDLE, DEALLOC: raises what went wrong
+        except InvocationError as exc:
+            if stage in (_edgecall.HANDLE, _edgecall.RESULT, _edgecall.OUTSIDE):
+                self._hand_back(exc, ptr, total)
+            raise
+        raise AssertionError(f"_edgecall stopped at {stage} with nothing wrong")
+
+    def close(self) -> None:
+        self._plan = None  # its addresses are the store's
+        super().close()
 
     def _instantiate_guest(self) -> None:
         self._new_store(None, [])
@@ -840,7 +909,7 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         base, size = self.memory_view()
         if offset + written <= size:
             return ctypes.string_at(base + offset, written)
-        raise GuestTrap("response extends past linear memory")
+        raise _outside()
 
     def _deallocate(self, ptr: int, total: int) -> None:
         if self._dealloc is not None:
@@ -857,6 +926,8 @@ class _SuspendingEdgeInstance(_EdgeInstance):
     it blocks, in a green task it lets the event loop run. Everything else is the
     edge-v1 program of `_EdgeInstance`, its raw arguments copied to typed values.
     """
+
+    _calls_in_c = False
 
     def __init__(self, module: WasmtimeModule) -> None:
         self._pending: WaitingCall | None = None
