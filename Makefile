@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install dev test lint bench examples proto clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard src/edgefn/*/_*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard src/edgefn/*/_*.c src/edgefn/*/*/_*.c)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

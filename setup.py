@@ -4,11 +4,12 @@ where one does not build (no C compiler), its Python counterpart runs instead.
 
 - `sandbox/_epochtick.c`: wasmtime's deadline thread, plain C loaded with ctypes
   (else a Python thread ticks, `sandbox/epoch_timer.py`);
-- `sandbox/_abi.c`: the edge-v1 response read on every call (else `abi.py`'s
-  reading);
+- `sandbox/_abi.c`: the edge-v1 response read and the request's header block
+  written on every call (else `abi.py`'s);
 - `sandbox/_edgecall.c`: an edge-v1 call on wasmtime in one C call (else a ctypes
   call a step, `wasmtime_engine.py`);
-- `edge/_logline.c`: the per-invocation log line (else `logs.py`'s).
+- `edge/_logline.c`: the per-invocation log line (else `logs.py`'s);
+- `edge/worker/_answer.c`: the HTTP/1.1 answer (else `front.py`'s).
 """
 
 from pathlib import Path

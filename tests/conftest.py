@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import sqlalchemy as sa
 
+from edgefn import native
 from edgefn.sandbox import Engine, create_engine
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wasm"
@@ -32,11 +31,7 @@ def native_part(name: str) -> tuple[Any, pytest.MarkDecorator]:
     """One of the package's optional C extensions (`setup.py`), or None where it was not
     built, and the mark that skips a test without it; in CI it must have been built,
     so there a missing compiler fails the test instead."""
-    module: ModuleType | None
-    try:
-        module = importlib.import_module(name)
-    except ImportError:
-        module = None
+    module = native.part(name)
     return module, pytest.mark.skipif(module is None and not os.environ.get("CI"),
                                       reason=f"{name} was not built here")
 

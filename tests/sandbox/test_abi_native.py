@@ -82,3 +82,17 @@ def test_a_buffer_that_is_not_bytes_is_left_to_python() -> None:
     assert native is not None
     assert native.parse_response(bytearray(b"200\n\n"), False) is None
     assert abi.parse_response(bytearray(b"200\n\nok")).body == b"ok"  # type: ignore[arg-type]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.binary(max_size=12) | _TOKEN, st.binary(max_size=12)), max_size=8))
+def test_native_header_block_matches_python(headers: list[tuple[bytes, bytes]]) -> None:
+    assert native is not None
+    assert native.encode_headers(headers) == abi.encode_headers_py(headers)
+
+
+def test_a_header_list_of_other_types_is_left_to_python() -> None:
+    assert native is not None
+    assert native.encode_headers([(b"a", "text")]) is None
+    assert native.encode_headers(((b"a", b"b"),)) is None
+    assert abi.encode_headers([(bytearray(b"A"), b"b")]) == b"a: b\n"  # type: ignore[list-item]

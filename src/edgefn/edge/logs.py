@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
-import importlib
 import io
 import json
 import os
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from edgefn import native
 from edgefn.edge import metrics
 
 _str = json.encoder.encode_basestring  # the C encoder: quotes and escapes a str
@@ -91,15 +91,9 @@ def invocation_line_py(inv: Invocation) -> bytes:
     return one_line("".join(parts)).encode()
 
 
-def _native() -> Callable[[Invocation], bytes | None] | None:
-    """`_logline.c`'s line, where it was built (`setup.py`; optional)."""
-    try:
-        return importlib.import_module("edgefn.edge._logline").invocation_line
-    except ImportError:
-        return None
-
-
-_line_native = _native()
+_LOGLINE = native.part("edgefn.edge._logline")
+_line_native: Callable[[Invocation], bytes | None] | None = (
+    _LOGLINE and _LOGLINE.invocation_line)
 
 
 def _is_error(inv: Invocation) -> bool:

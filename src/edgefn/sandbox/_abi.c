@@ -1,5 +1,6 @@
-/* The edge-v1 response encoding (`abi.parse_response`) read in C: the fast half of
-   `abi.py`, for the bytes every edge-v1 call returns.
+/* The edge-v1 encodings in C: the response every edge-v1 call returns read
+   (`abi.parse_response`), the request's header block written (`abi.encode_headers`).
+   The fast half of `abi.py`.
 
    It accepts exactly what `abi.parse_response` accepts and gives the same result;
    anything else it declines (returns None) and the Python reading runs, which
@@ -161,7 +162,45 @@ static PyObject *parse_response(PyObject *self, PyObject *const *args, Py_ssize_
     return parse(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), text);
 }
 
+PyDoc_STRVAR(encode_headers_doc,
+"encode_headers(headers) -> bytes | None\n\n"
+"`abi.encode_headers_py(headers)`; None for anything but a list of pairs of bytes.");
+
+static PyObject *encode_headers(PyObject *self, PyObject *headers) {
+    (void)self;
+    if (!PyList_CheckExact(headers)) Py_RETURN_NONE;
+    Py_ssize_t n = PyList_GET_SIZE(headers), size = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(headers, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2
+                || !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 0))
+                || !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 1)))
+            Py_RETURN_NONE;
+        size += PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 0))
+                + PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1)) + 3;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) return NULL;
+    char *at = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(headers, i);
+        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        const char *p = PyBytes_AS_STRING(name);
+        for (Py_ssize_t k = 0, m = PyBytes_GET_SIZE(name); k < m; k++) {
+            unsigned char c = (unsigned char)p[k];
+            *at++ = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        *at++ = ':';
+        *at++ = ' ';
+        memcpy(at, PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+        at += PyBytes_GET_SIZE(value);
+        *at++ = '\n';
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"encode_headers", encode_headers, METH_O, encode_headers_doc},
     {"parse_response", (PyCFunction)(void (*)(void))parse_response, METH_FASTCALL,
      parse_response_doc},
     {NULL, NULL, 0, NULL},
@@ -169,7 +208,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "edgefn.sandbox._abi",
-    "The edge-v1 response encoding read in C (abi.py's fast half).", -1, methods,
+    "The edge-v1 encodings in C (abi.py's fast half).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -8,12 +8,12 @@ stdout; `parse_fetch_request` reads an `http_fetch` request. All raise
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from edgefn import native
 from edgefn.sandbox.errors import GuestError, GuestTrap, ResponseTooLarge
 
 _HOP_BY_HOP = frozenset(
@@ -67,15 +67,11 @@ def _header(line: bytes) -> tuple[bytes, bytes]:
     return m.group(1).lower(), m.group(2)
 
 
-def _native() -> Callable[[bytes, bool], tuple[int, list, bytes] | None] | None:
-    """`_abi.c`'s reading, where it was built (`setup.py`; optional)."""
-    try:
-        return importlib.import_module("edgefn.sandbox._abi").parse_response
-    except ImportError:
-        return None
-
-
-_parse_native = _native()
+_ABI = native.part("edgefn.sandbox._abi")
+_parse_native: Callable[[bytes, bool], tuple[int, list, bytes] | None] | None = (
+    _ABI and _ABI.parse_response)
+_encode_native: Callable[[list[tuple[bytes, bytes]]], bytes | None] | None = (
+    _ABI and _ABI.encode_headers)
 
 
 def parse_response(raw: bytes) -> GuestResponse:
@@ -156,6 +152,15 @@ def parse_cgi(stdout: bytes) -> GuestResponse:
 
 def encode_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
     """`name: value\\n` lines, names lower-cased, repeated headers repeated."""
+    if _encode_native is not None:
+        block = _encode_native(headers)
+        if block is not None:
+            return block
+    return encode_headers_py(headers)
+
+
+def encode_headers_py(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """`encode_headers` in Python, the block of record that `_abi.c` must match."""
     return b"".join(name.lower() + b": " + value + b"\n" for name, value in headers)
 
 

@@ -33,6 +33,7 @@ import wasmtime
 from wasmtime import _bindings as _raw
 from wasmtime import _ffi as ffi
 
+from edgefn import native
 from edgefn.sandbox import epoch_timer, wasi_http
 from edgefn.sandbox.abi import check_handle_result, unusable_alloc
 from edgefn.sandbox.compilecache import CompileCache
@@ -124,13 +125,12 @@ def _address(obj: Any) -> int:
 
 def _load_exchange() -> Any:
     """`_edgecall.exchange` given wasmtime's functions, where it was built (`setup.py`)."""
-    try:
-        native = importlib.import_module("edgefn.sandbox._edgecall")
-    except ImportError:
+    edgecall = native.part("edgefn.sandbox._edgecall")
+    if edgecall is None:
         return None, None
-    native.configure(*(_address(_raw.dll[name]) for name in (
+    edgecall.configure(*(_address(_raw.dll[name]) for name in (
         "wasmtime_func_call_unchecked", "wasmtime_memory_data", "wasmtime_memory_data_size")))
-    return native, native.exchange
+    return edgecall, edgecall.exchange
 
 
 _edgecall, _EXCHANGE = _load_exchange()

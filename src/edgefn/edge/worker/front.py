@@ -33,6 +33,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 import httptools
 
+from edgefn import native
 from edgefn.edge import green
 from edgefn.edge.errors import (
     BadRequest,
@@ -124,7 +125,23 @@ def _too_large(limit: int) -> HttpResponse:
     return _refuse(RequestTooLarge(f"request body over the limit of {limit} bytes"))
 
 
+_ANSWER = native.part("edgefn.edge.worker._answer")
+_serialize_native = _ANSWER and _ANSWER.serialize
+
+
 def serialize(resp: HttpResponse, *, head_only: bool, keep_alive: bool) -> bytes:
+    """The answer on the wire: `_answer.c`'s where it was built, else Python's."""
+    if _serialize_native is not None:
+        out = _serialize_native(_STATUS_LINES.get(resp.status) or _status_line(resp.status),
+                                _date.header(), resp.headers, resp.body, head_only,
+                                keep_alive)
+        if out is not None:
+            return out
+    return serialize_py(resp, head_only=head_only, keep_alive=keep_alive)
+
+
+def serialize_py(resp: HttpResponse, *, head_only: bool, keep_alive: bool) -> bytes:
+    """The answer of record, which `_answer.c` must match byte for byte."""
     body = resp.body
     # The header lines encoded at once, not one `encode` a header.
     head = "".join([f"{name}: {value}\r\n" for name, value in resp.headers]).encode("latin-1")
