@@ -95,9 +95,13 @@ def functions(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def node(tmp_path: Path, functions: Path) -> Iterator[Node]:
-    n = start_node(tmp_path, functions, env={"EDGEFN_MAX_REQUEST_BODY_BYTES": "100000"})
+@pytest.fixture(params=["native", "python"])
+def node(request: pytest.FixtureRequest, tmp_path: Path, functions: Path) -> Iterator[Node]:
+    """A node with its C parts, and one running their Python versions of record
+    (`EDGEFN_NATIVE=off`): the same tests hold for both."""
+    n = start_node(tmp_path, functions, env={"EDGEFN_MAX_REQUEST_BODY_BYTES": "100000",
+                                             "EDGEFN_NATIVE": "on" if request.param == "native"
+                                             else "off"})
     yield n
     stop(n)
 
