@@ -16,6 +16,8 @@ USES = {
     "edgefn.edge._logline": "from edgefn.edge import logs; print(logs._line_native)",
     "edgefn.edge.worker._answer":
         "from edgefn.edge.worker import front; print(front._serialize_native)",
+    "edgefn.edge.worker._http1":
+        "from edgefn.edge.worker import front; print(front._read_native)",
     "edgefn.sandbox._edgecall":
         "from edgefn.sandbox import wasmtime_engine as w; print(w._EXCHANGE)",
 }

@@ -125,6 +125,8 @@ def _too_large(limit: int) -> HttpResponse:
     return _refuse(RequestTooLarge(f"request body over the limit of {limit} bytes"))
 
 
+_HTTP1 = native.part("edgefn.edge.worker._http1")
+_read_native = _HTTP1 and _HTTP1.parse_request
 _ANSWER = native.part("edgefn.edge.worker._answer")
 _serialize_native = _ANSWER and _ANSWER.serialize
 
@@ -363,6 +365,13 @@ class _Connection(asyncio.Protocol):
             self._slot = None
 
     def data_received(self, data: bytes) -> None:
+        if self.phase == _IDLE and _read_native is not None:
+            # Between requests (nothing of the next one fed to httptools yet): a whole
+            # plain request in this read is read in one call (`_http1.c`).
+            whole = _read_native(data, self.limits.max_header_bytes)
+            if whole is not None:
+                self._whole(*whole)
+                return
         if self.phase <= _HEAD:
             self._head_bytes += len(data)
         try:
@@ -382,6 +391,20 @@ class _Connection(asyncio.Protocol):
                 f"request head over {self.limits.max_header_bytes} bytes")))
             return
         if self._ready and not self.in_flight and not self._write_paused:
+            self._dispatch()
+
+    def _whole(self, method: str, url: bytes, headers: list[tuple[bytes, bytes]], host: bytes,
+               content_length: int | None, body: bytes, keep_alive: bool) -> None:
+        """A request `_http1.parse_request` read whole: the callbacks' work in one."""
+        self._url, self._headers, self._content_length = url, headers, content_length
+        try:
+            self._head(method, host, False)
+        except _Refused:
+            assert self._refusal is not None
+            self._fail(self._refusal)
+            return
+        self._complete(body, keep_alive)
+        if not self.in_flight and not self._write_paused:
             self._dispatch()
 
     def pause_writing(self) -> None:
@@ -419,8 +442,6 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        parser = self.parser
-        method = parser.get_method().decode("latin-1")
         host = b""
         expect = chunked = False
         for name, value in self._headers:
@@ -433,6 +454,15 @@ class _Connection(asyncio.Protocol):
                 chunked = True
             elif name == b"expect" and value.lower() == b"100-continue":
                 expect = True
+        self._head(self.parser.get_method().decode("latin-1"), host, chunked)
+        self.phase = _BODY
+        self.deadline = self.loop.time() + self.limits.body_timeout_s
+        if expect and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _head(self, method: str, host: bytes, chunked: bool) -> None:
+        """The head read (`_url`, `_headers`, `_content_length`): the target split, the
+        route found for a request with a body and its limit checked (`_Refused`)."""
         url = self._url
         if url[:1] == b"/":
             path, _, query = url.partition(b"?")
@@ -458,10 +488,6 @@ class _Connection(asyncio.Protocol):
         else:
             self._body_limit = 0
             self._routed = None
-        self.phase = _BODY
-        self.deadline = self.loop.time() + self.limits.body_timeout_s
-        if expect and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
         self._body_bytes += len(chunk)
@@ -474,6 +500,10 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
         self._body = []
+        self._complete(body, self.parser.should_keep_alive())
+
+    def _complete(self, body: bytes, keep_alive: bool) -> None:
+        """The request whole: queued for `_dispatch`."""
         req = HttpRequest(
             method=self._method,
             host=self._host,
@@ -489,7 +519,7 @@ class _Connection(asyncio.Protocol):
             routed=self._routed,
             raw_path=self._raw_path,
         )
-        self._ready.append((req, self.parser.should_keep_alive()))
+        self._ready.append((req, keep_alive))
         self.phase = _RUNNING
         self._head_bytes = 0
         self.deadline = _NO_DEADLINE
