@@ -20,13 +20,15 @@ native, pytestmark = native_part("edgefn.sandbox._edgecall")
 # `dealloc`) and answers with it, and fails at the step a request asks for:
 # `alloc` of a size that ends in 1 traps, of one that ends in 3 gives a null pointer;
 # the method's first letter picks what `handle` does (T: trap, N: return -1,
-# B: return more than the cap, D: ask `dealloc` to trap; else answer).
+# B: return more than the cap, D: ask `dealloc` to trap, L: ask `dealloc` to loop
+# and return -1, so that the buffer's hand-back loops; else answer).
 LEDGER = """
 (module
   (memory (export "memory") 2)
   (global $out (mut i32) (i32.const 0))
   (global $taken (mut i32) (i32.const 0))
   (global $trap_dealloc (mut i32) (i32.const 0))
+  (global $loop_dealloc (mut i32) (i32.const 0))
   (func (export "alloc") (param $n i32) (result i32)
     (if (i32.eq (i32.rem_u (local.get $n) (i32.const 10)) (i32.const 1)) (then unreachable))
     (if (i32.eq (i32.rem_u (local.get $n) (i32.const 10)) (i32.const 3))
@@ -36,6 +38,7 @@ LEDGER = """
     (i32.const 1024))
   (func (export "dealloc") (param i32 i32)
     (if (global.get $trap_dealloc) (then unreachable))
+    (if (global.get $loop_dealloc) (then (loop $forever (br $forever))))
     (global.set $out (i32.sub (global.get $out) (i32.const 1))))
   (func (export "handle") (param $m i32) (param $ml i32) (param $p i32) (param $pl i32)
         (param $h i32) (param $hl i32) (param $b i32) (param $bl i32)
@@ -44,6 +47,8 @@ LEDGER = """
     (local.set $c (i32.load8_u (local.get $m)))
     (if (i32.eq (local.get $c) (i32.const 84)) (then unreachable))
     (if (i32.eq (local.get $c) (i32.const 78)) (then (return (i32.const -1))))
+    (if (i32.eq (local.get $c) (i32.const 76))
+      (then (global.set $loop_dealloc (i32.const 1)) (return (i32.const -1))))
     (if (i32.eq (local.get $c) (i32.const 66))
       (then (return (i32.add (local.get $cap) (i32.const 1)))))
     (if (i32.eq (local.get $c) (i32.const 68)) (then (global.set $trap_dealloc (i32.const 1))))
@@ -78,7 +83,7 @@ def _outcome(inst: Instance, method: str, body: bytes = b"") -> tuple[object, ..
 def _pair(engine: object, wasm: bytes, limits: Limits | None = None) -> tuple[Instance, Instance]:
     module = engine.compile(wasm, limits or Limits(), WasiOptions())  # type: ignore[attr-defined]
     in_c, by_hooks = module.instantiate(), module.instantiate()
-    assert in_c._plan is not None  # the call is made in C
+    assert in_c._plan is not None  # the call is made in C, the deadline armed there
     by_hooks._plan = None  # the program's hooks, one ctypes call a step
     return in_c, by_hooks
 
@@ -91,12 +96,13 @@ SERIES = {
     "handle returns -1": ["NEG", "GET"],
     "over the cap": ["BIG", "GET"],
     "dealloc traps": ["DEALLOC", "GET"],
+    "the hand-back loops": ["LOOP", "GET"],  # bounded by the call's deadline
 }
 
 
 @pytest.mark.parametrize("name", SERIES)
 def test_each_ending_is_the_hooks_ending(engine: object, name: str) -> None:
-    in_c, by_hooks = _pair(engine, wat_to_wasm(LEDGER))
+    in_c, by_hooks = _pair(engine, wat_to_wasm(LEDGER), Limits(max_execution_ms=200))
     for method in SERIES[name]:
         assert _outcome(in_c, method) == _outcome(by_hooks, method)
 

@@ -2,7 +2,8 @@
    request copied in, `handle`, the response copied out, `dealloc`, through
    wasmtime's C API, with the GIL released around each guest call as ctypes
    releases it. The same steps as `program.EdgeProgram.invoke`'s hooks, without a
-   ctypes call, a struct and a memory lookup per step.
+   ctypes call, a struct and a memory lookup per step, the call's deadline armed
+   and ended around them (`_epochtick.c`'s slot).
 
    The happy path only: at the first step that fails it returns where it stopped
    and what it had (the error, the trap, the pointer), and Python goes on from
@@ -38,13 +39,18 @@ static memory_size_t memory_size;
 /* Where the call stopped (`wasmtime_engine._EdgeInstance._resume`). */
 enum { ALLOC = 1, UNUSABLE = 2, HANDLE = 3, RESULT = 4, OUTSIDE = 5, DEALLOC = 6 };
 
-/* An instance's plan: what `_EdgeInstance` packs once (five pointers). */
+/* An instance's plan: what `_EdgeInstance` packs once. */
 typedef struct {
     void *ctx;
     const void *memory;
     const void *alloc;
     const void *handle;
     const void *dealloc; /* NULL: the module exports none */
+    /* The store's deadline (`_epochtick.c`): armed before `alloc`, ended on return. */
+    void (*arm)(void *slot, int64_t ms);
+    void (*end)(void *slot);
+    void *slot;
+    int64_t ms;
 } plan_t;
 
 static int call(const plan_t *p, const void *func, raw_t *args, size_t n, void **err,
@@ -74,6 +80,9 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *call_steps(const plan_t *pp, const char *part[4], const Py_ssize_t len[4],
+                            uint64_t total, long long cap, int *armed);
+
 PyDoc_STRVAR(exchange_doc,
 "exchange(plan, method, path, headers, body, cap)\n"
 "    -> bytes | (stage, ptr, written, err, trap) | None\n\n"
@@ -94,6 +103,11 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     }
     plan_t p;
     memcpy(&p, PyBytes_AS_STRING(args[0]), sizeof p);
+    if (p.ctx == NULL || p.memory == NULL || p.alloc == NULL || p.handle == NULL
+            || p.arm == NULL || p.end == NULL || p.slot == NULL) {
+        PyErr_SetString(PyExc_ValueError, "an incomplete plan");
+        return NULL;
+    }
     const char *part[4];
     Py_ssize_t len[4];
     uint64_t inputs = 0;
@@ -111,6 +125,19 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     uint64_t total = inputs + (uint64_t)cap;
     if (cap < 0 || total > INT32_MAX) Py_RETURN_NONE; /* `alloc` takes an i32: the hooks say why */
 
+    p.arm(p.slot, p.ms);
+    int armed = 0;
+    PyObject *result = call_steps(&p, part, len, total, cap, &armed);
+    if (!armed) p.end(p.slot);
+    return result;
+}
+
+/* `exchange`'s steps, under the deadline it armed. `*armed`: where it stopped after
+   `handle` (HANDLE, RESULT, OUTSIDE), the deadline is left armed: Python may hand the
+   buffer back with another guest call, and ends it (`_EdgeInstance._resume`). */
+static PyObject *call_steps(const plan_t *pp, const char *part[4], const Py_ssize_t len[4],
+                            uint64_t total, long long cap, int *armed) {
+    const plan_t p = *pp;
     raw_t a[10];
     void *err = NULL, *trap = NULL;
     memset(a, 0, sizeof a);
@@ -131,6 +158,7 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     }
     a[8].of.i32 = (int32_t)at; /* the response buffer, after the inputs */
     a[9].of.i32 = (int32_t)cap;
+    *armed = 1;
     if (!call(&p, p.handle, a, 10, &err, &trap)) return stopped(HANDLE, ptr, 0, err, trap);
     int32_t written = a[0].of.i32;
     if (written < 0 || written > cap) return stopped(RESULT, ptr, written, NULL, NULL);
@@ -138,6 +166,7 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     /* `handle` may have grown (and so moved) the memory. */
     size = memory_size(p.ctx, p.memory);
     if (at + (uint64_t)written > size) return stopped(OUTSIDE, ptr, 0, NULL, NULL);
+    *armed = 0;
     PyObject *response = PyBytes_FromStringAndSize(
         (const char *)memory_data(p.ctx, p.memory) + at, written);
     if (response == NULL) return NULL;

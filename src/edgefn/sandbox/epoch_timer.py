@@ -97,6 +97,12 @@ class Slot:
         """Whether the deadline callback ended the last call (its error is not a trap)."""
         return bool(self._expired(self._ptr))
 
+    def addresses(self) -> tuple[int, int, int, int]:
+        """For a caller in C (`_edgecall.c`): `edgefn_slot_arm`, `edgefn_slot_end`, the
+        slot and its milliseconds."""
+        return (_address(self._arm), _address(self._end), self._ptr.value or 0,
+                self._ms.value)
+
 
 class DeadlineThread:
     """The deadline thread of one engine, which must outlive it and its stores' calls:

@@ -228,7 +228,6 @@ class EdgeProgram(InstanceBase):
         total = len(parts[0]) + len(parts[1]) + len(parts[2]) + len(parts[3]) + cap
         self.host = host
         self.output.reset()
-        self._arm_deadline()
         try:
             return self._exchange(parts, total, cap)
         except ProcExit as exc:
@@ -240,24 +239,28 @@ class EdgeProgram(InstanceBase):
                 self.close()
             raise
         finally:
-            self._end_deadline()
             self.host = None
             self.output.hand_to(host)
 
     def _exchange(self, parts: tuple[bytes, ...], total: int, cap: int) -> bytes:
-        """The call's steps through the hooks below (an engine may make them at once):
-        the buffer is handed back also after an error that keeps the instance."""
-        ptr = self._allocate(total)
-        offset = self._copy_in(ptr, total, parts, cap)
+        """The call's steps through the hooks below, under the call's deadline (an engine
+        may make them at once): the buffer is handed back also after an error that
+        keeps the instance."""
+        self._arm_deadline()
         try:
-            written = self._call_handle()
-            check_handle_result(written, cap)
-            response = self._copy_out(offset, written)
-        except InvocationError as exc:
-            self._hand_back(exc, ptr, total)
-            raise
-        self._deallocate(ptr, total)
-        return response
+            ptr = self._allocate(total)
+            offset = self._copy_in(ptr, total, parts, cap)
+            try:
+                written = self._call_handle()
+                check_handle_result(written, cap)
+                response = self._copy_out(offset, written)
+            except InvocationError as exc:
+                self._hand_back(exc, ptr, total)
+                raise
+            self._deallocate(ptr, total)
+            return response
+        finally:
+            self._end_deadline()
 
     def _hand_back(self, exc: InvocationError, ptr: int, total: int) -> None:
         """After `exc` in `handle` or in reading its response: the buffer back to the

@@ -134,7 +134,7 @@ def _load_exchange() -> Any:
 
 
 _edgecall, _EXCHANGE = _load_exchange()
-_PLAN = struct.Struct("5P")  # _edgecall.c's plan_t
+_PLAN = struct.Struct("8Pq")  # _edgecall.c's plan_t
 
 
 # Instances, tables and table elements one store may create; generous for any
@@ -835,10 +835,12 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         self._args = (_RawArgs * 10)()
         self._start_instance()
         if (_EXCHANGE is not None and self._calls_in_c and self._memory is not None
-                and self._alloc is not None and self._handle is not None):
+                and self._alloc is not None and self._handle is not None
+                and isinstance(self._deadline, epoch_timer.Slot)):
             self._plan = _PLAN.pack(_address(self._ctx), ctypes.addressof(self._memory),
                                     *(_address(f) for f in (self._alloc, self._handle,
-                                                            self._dealloc)))
+                                                            self._dealloc)),
+                                    *self._deadline.addresses())
 
     def _exchange(self, parts: tuple[bytes, ...], total: int, cap: int) -> bytes:
         if self._plan is None:
@@ -859,6 +861,7 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
             self._trap_ref = byref(self._trap)
         if stage == _edgecall.UNUSABLE:
             raise unusable_alloc(total, ptr)
+        after_handle = stage in (_edgecall.HANDLE, _edgecall.RESULT, _edgecall.OUTSIDE)
         try:
             if stage == _edgecall.RESULT:
                 check_handle_result(written, cap)
@@ -866,9 +869,12 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
                 raise _outside()
             self._outcome(err or None)  # ALLOC, HANDLE, DEALLOC: raises what went wrong
         except InvocationError as exc:
-            if stage in (_edgecall.HANDLE, _edgecall.RESULT, _edgecall.OUTSIDE):
-                self._hand_back(exc, ptr, total)
+            if after_handle:
+                self._hand_back(exc, ptr, total)  # under the deadline the C left armed
             raise
+        finally:
+            if after_handle:
+                self._end_deadline()
         raise AssertionError(f"_edgecall stopped at {stage} with nothing wrong")
 
     def close(self) -> None:
