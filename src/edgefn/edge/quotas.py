@@ -50,7 +50,7 @@ MAX_WORKERS = 64
 SLOTS = 16_384  # projects a node counts; slots are taken in order, so the file stays sparse
 REMOTE_FRESH_S = 5.0
 
-_MAGIC = b"EFQUOTA2"
+_MAGIC = b"EFQUOTA3"
 # Header: magic, then int32 workers (columns ever claimed), int32 slots in use.
 _HEADER = 64
 _COUNTS = struct.Struct("<2i")
@@ -60,9 +60,17 @@ _KEY = 48
 _REMOTE = struct.Struct("<6q")
 # One worker's column: running executions, minute, invocations that minute, day, CPU µs.
 _COLUMN = struct.Struct("<5q")
-_COLUMNS = _KEY + _REMOTE.size
-_SLOT = _COLUMNS + MAX_WORKERS * _COLUMN.size
+# Each worker's column on a cache line of its own, the first after the slot's key and
+# remote sums: every request writes its worker's column, and with two columns on one
+# line the workers' cores pass it back and forth on every write (a node of two
+# workers, wrk -c50, A B alternating three times: 32.0 to 35.5k req/s against 30.2 to
+# 34.6k with the columns packed).
+_LINE = 64
+_STRIDE = _LINE
+_COLUMNS = 2 * _LINE
+_SLOT = _COLUMNS + MAX_WORKERS * _STRIDE
 _SIZE = _HEADER + SLOTS * _SLOT
+assert _KEY + _REMOTE.size <= _COLUMNS and _COLUMN.size <= _STRIDE and _HEADER % _LINE == 0
 # lockf byte offsets (locks may lie past the end of the file).
 _LOCK_TABLE = _SIZE
 _LOCK_SYNC = _SIZE + 1
@@ -142,7 +150,7 @@ class QuotaTable:
             if self._map[: len(_MAGIC)] != _MAGIC:
                 self._map[:_HEADER] = _MAGIC.ljust(_HEADER, b"\0")
             self.worker = self._claim_worker()
-        self._own = _COLUMNS + self.worker * _COLUMN.size
+        self._own = _COLUMNS + self.worker * _STRIDE
         self._syncer = False
         self._redis: Any = None
         if redis_url:
@@ -169,10 +177,10 @@ class QuotaTable:
                 self._lockf(fcntl.LOCK_EX | fcntl.LOCK_NB, _LOCK_WORKER + index)
             except OSError:
                 continue
-            zero = bytes(_COLUMN.size)
+            zero = bytes(_STRIDE)
             for slot in range(used):
-                at = _HEADER + slot * _SLOT + _COLUMNS + index * _COLUMN.size
-                self._map[at : at + _COLUMN.size] = zero
+                at = _HEADER + slot * _SLOT + _COLUMNS + index * _STRIDE
+                self._map[at : at + _STRIDE] = zero
             _COUNTS.pack_into(self._map, 8, max(workers, index + 1), used)
             return index
         raise RuntimeError(f"more than {MAX_WORKERS} worker processes share {self.path}")
@@ -212,7 +220,8 @@ class QuotaTable:
         workers = _COUNTS.unpack_from(self._map, 8)[0]
         layout = self._sums.get(workers)
         if layout is None:
-            layout = self._sums[workers] = struct.Struct(f"<{5 * workers}q")
+            layout = self._sums[workers] = struct.Struct(
+                "<" + f"5q{_STRIDE - _COLUMN.size}x" * workers)
         values = layout.unpack_from(self._map, off + _COLUMNS)
         conc = invocations = cpu = 0
         for i in range(0, len(values), 5):
