@@ -9,6 +9,7 @@ where one does not build (no C compiler), its Python counterpart runs instead.
 - `sandbox/_edgecall.c`: an edge-v1 call on wasmtime in one C call (else a ctypes
   call a step, `wasmtime_engine.py`);
 - `edge/_logline.c`: the per-invocation log line (else `logs.py`'s);
+- `edge/_quota.c`: a project's quota admitted and released (else `quotas.py`'s);
 - `edge/worker/_http1.c`: a plain HTTP/1.1 request that arrives whole, read in one
   call (else httptools, which reads every other);
 - `edge/worker/_answer.c`: the HTTP/1.1 answer (else `front.py`'s).

@@ -14,6 +14,7 @@ USES = {
     "edgefn.sandbox._abi":
         "from edgefn.sandbox import abi; print(abi._parse_native, abi._encode_native)",
     "edgefn.edge._logline": "from edgefn.edge import logs; print(logs._line_native)",
+    "edgefn.edge._quota": "from edgefn.edge import quotas; print(quotas._QUOTA)",
     "edgefn.edge.worker._answer":
         "from edgefn.edge.worker import front; print(front._serialize_native)",
     "edgefn.edge.worker._http1":

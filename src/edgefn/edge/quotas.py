@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgefn import native
 from edgefn.contract import QuotaSpec
 from edgefn.edge import metrics
 
@@ -77,6 +78,7 @@ _LOCK_SYNC = _SIZE + 1
 _LOCK_WORKER = _SIZE + 16
 
 _REDIS_PREFIX = "edgefn:quota:"
+_QUOTA = native.part("edgefn.edge._quota")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,23 @@ class Rejection:
     message: str
 
 
+# What admission answers (`QuotaTable._admit_py`, `_quota.c`).
+_ADMITTED, _CONCURRENCY, _RATE, _CPU = range(4)
+
+
+def _rejection(kind: int, limits: QuotaLimits, now: float, minute: int, day: int) -> Rejection:
+    if kind == _CONCURRENCY:
+        return Rejection("concurrency", 1,
+                         f"the project already runs {limits.max_concurrency} executions at once")
+    if kind == _RATE:
+        return Rejection("rate", max(1, math.ceil((minute + 1) * 60 - now)),
+                         f"the project's {limits.invocations_per_minute} invocations a minute "
+                         "are spent")
+    return Rejection("cpu", max(1, math.ceil((day + 1) * 86400 - now)),
+                     f"the project's {limits.cpu_us_per_day / 1e6:g} CPU seconds a day "
+                     "are spent")
+
+
 def _key_bytes(project_id: str) -> bytes:
     raw = project_id.encode()
     if len(raw) <= _KEY and raw:
@@ -151,6 +170,10 @@ class QuotaTable:
                 self._map[:_HEADER] = _MAGIC.ljust(_HEADER, b"\0")
             self.worker = self._claim_worker()
         self._own = _COLUMNS + self.worker * _STRIDE
+        # `_quota.c`'s admission and release, where it was built (the tests' twin tables
+        # set these to None to run the Python of record).
+        self._admit_c = _QUOTA and _QUOTA.admit
+        self._release_c = _QUOTA and _QUOTA.release
         self._syncer = False
         self._redis: Any = None
         if redis_url:
@@ -242,6 +265,24 @@ class QuotaTable:
             return None
         now = time.time()
         minute, day = int(now // 60), int(now // 86400)
+        with self._lock:
+            kind = -1
+            if self._admit_c is not None:
+                kind = self._admit_c(self._map, off, off + self._own, now, minute, day,
+                                     REMOTE_FRESH_S * 1000, limits.max_concurrency,
+                                     limits.invocations_per_minute, limits.cpu_us_per_day)
+            if kind < 0:
+                kind = self._admit_py(off, now, minute, day, limits)
+        if kind == _ADMITTED:
+            return None
+        rejection = _rejection(kind, limits, now, minute, day)
+        metrics.QUOTA_REJECTIONS.labels(project_id, rejection.kind).inc()
+        return rejection
+
+    def _admit_py(self, off: int, now: float, minute: int, day: int,
+                  limits: QuotaLimits) -> int:
+        """The admission rule of record (`_quota.c` is its fast half), under the lock:
+        `_ADMITTED` with the execution counted in this worker's column, else why not."""
         r_minute, r_inv, r_day, r_cpu, r_conc, r_at = _REMOTE.unpack_from(self._map, off + _KEY)
         if now * 1000 - r_at > REMOTE_FRESH_S * 1000:
             r_inv = r_cpu = r_conc = 0
@@ -249,34 +290,19 @@ class QuotaTable:
             r_inv = 0
         if r_day != day:
             r_cpu = 0
+        conc, invocations, cpu = self._sum(off, minute, day)
+        if conc + r_conc >= limits.max_concurrency:
+            return _CONCURRENCY
+        if invocations + r_inv >= limits.invocations_per_minute:
+            return _RATE
+        if cpu + r_cpu >= limits.cpu_us_per_day:
+            return _CPU
         own = off + self._own
-        with self._lock:
-            conc, invocations, cpu = self._sum(off, minute, day)
-            if conc + r_conc >= limits.max_concurrency:
-                rejection = Rejection(
-                    "concurrency", 1,
-                    f"the project already runs {limits.max_concurrency} executions at once",
-                )
-            elif invocations + r_inv >= limits.invocations_per_minute:
-                rejection = Rejection(
-                    "rate", max(1, math.ceil((minute + 1) * 60 - now)),
-                    f"the project's {limits.invocations_per_minute} invocations a minute "
-                    "are spent",
-                )
-            elif cpu + r_cpu >= limits.cpu_us_per_day:
-                rejection = Rejection(
-                    "cpu", max(1, math.ceil((day + 1) * 86400 - now)),
-                    f"the project's {limits.cpu_us_per_day / 1e6:g} CPU seconds a day "
-                    "are spent",
-                )
-            else:
-                c, m, n, d, u = _COLUMN.unpack_from(self._map, own)
-                if m != minute:
-                    m, n = minute, 0
-                _COLUMN.pack_into(self._map, own, c + 1, m, n + 1, d, u)
-                return None
-        metrics.QUOTA_REJECTIONS.labels(project_id, rejection.kind).inc()
-        return rejection
+        c, m, n, d, u = _COLUMN.unpack_from(self._map, own)
+        if m != minute:
+            m, n = minute, 0
+        _COLUMN.pack_into(self._map, own, c + 1, m, n + 1, d, u)
+        return _ADMITTED
 
     def leave(self, project_id: str, cpu_seconds: float) -> None:
         """An execution `enter` admitted has ended, having used `cpu_seconds`."""
@@ -284,12 +310,17 @@ class QuotaTable:
         if off < 0:
             return
         day = int(time.time() // 86400)
-        own = off + self._own
+        own, cpu_us = off + self._own, int(cpu_seconds * 1_000_000)
         with self._lock:
-            c, m, n, d, u = _COLUMN.unpack_from(self._map, own)
-            if d != day:
-                d, u = day, 0
-            _COLUMN.pack_into(self._map, own, c - 1, m, n, d, u + int(cpu_seconds * 1_000_000))
+            if self._release_c is None or not self._release_c(self._map, own, day, cpu_us):
+                self._release_py(own, day, cpu_us)
+
+    def _release_py(self, own: int, day: int, cpu_us: int) -> None:
+        """The release of record (`_quota.c` is its fast half), under the lock."""
+        c, m, n, d, u = _COLUMN.unpack_from(self._map, own)
+        if d != day:
+            d, u = day, 0
+        _COLUMN.pack_into(self._map, own, c - 1, m, n, d, u + cpu_us)
 
     def usage(self, project_id: str) -> dict[str, int]:
         """This node's counts for the project (tests, debugging)."""
