@@ -67,6 +67,11 @@ def _address(fn: ctypes._Pointer | int | Any) -> int:
     return ctypes.cast(fn, c_void_p).value or 0
 
 
+# `edgefn_slot_arm` and `edgefn_slot_end` as addresses (`Slot.addresses`).
+_ARM_END = ((_address(_LIB.edgefn_slot_arm), _address(_LIB.edgefn_slot_end))
+            if _LIB is not None else (0, 0))
+
+
 def available() -> bool:
     """Whether the deadline thread was built and loads here."""
     return _LIB is not None
@@ -100,8 +105,7 @@ class Slot:
     def addresses(self) -> tuple[int, int, int, int]:
         """For a caller in C (`_edgecall.c`): `edgefn_slot_arm`, `edgefn_slot_end`, the
         slot and its milliseconds."""
-        return (_address(self._arm), _address(self._end), self._ptr.value or 0,
-                self._ms.value)
+        return (*_ARM_END, self._ptr.value or 0, self._ms.value)
 
 
 class DeadlineThread:
