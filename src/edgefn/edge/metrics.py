@@ -10,6 +10,7 @@ waits that long first, so it still sees every request answered before it began.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -185,13 +186,39 @@ class InvocationMetrics:
 class _Flusher:
     """The worker's `InvocationMetrics`, one per function and project for the life of
     the process (as prometheus_client keeps its labelled children), per version, so that a
-    retired version's last counts are still written; and the thread that writes
-    them every `FLUSH_S`."""
+    retired version's last counts are still written; and what writes them every
+    `FLUSH_S`: the worker's event loop (`flush_on`), else a thread.
+
+    On the loop, not a thread: a thread that wakes 40 times a second takes the GIL
+    from the loop each time, and at saturation each hand-off costs the requests more
+    than the flush (a node of two workers, wrk -c50, A B alternating three times:
+    33.3 to 35.2k req/s flushing every 25 ms from a thread, 33.3 to 40.3k every 1 s;
+    from the loop every 25 ms, with the state watcher's change, six times each: a
+    median of 33.8k against 32.3k).
+    """
 
     def __init__(self) -> None:
         self._metrics: dict[tuple[str, str, str], InvocationMetrics] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def flush_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush from `loop` every `FLUSH_S` from now on, and at exit; no thread."""
+        with self._lock:
+            if self._loop is not None or self._thread is not None:
+                return
+            self._loop = loop
+        atexit.register(self.flush)
+        loop.call_later(FLUSH_S, self._tick)
+
+    def _tick(self) -> None:
+        try:
+            self.flush()
+        finally:
+            assert self._loop is not None
+            if not self._loop.is_closed():
+                self._loop.call_later(FLUSH_S, self._tick)
 
     def get(self, function_id: str, project_id: str, version: str) -> InvocationMetrics:
         key = (function_id, project_id, version)
@@ -199,7 +226,7 @@ class _Flusher:
             m = self._metrics.get(key)
             if m is None:
                 m = self._metrics[key] = InvocationMetrics(*key)
-            if self._thread is None and multiprocess_mode():
+            if self._thread is None and self._loop is None and multiprocess_mode():
                 self._thread = threading.Thread(target=self._run, name="edgefn-metrics-flush",
                                                 daemon=True)
                 self._thread.start()
@@ -222,6 +249,7 @@ _flusher = _Flusher()
 # The count and latency of a function's invocations in this process.
 invocation_metrics = _flusher.get
 flush = _flusher.flush
+flush_on = _flusher.flush_on
 
 
 class NodeCollector(Collector):

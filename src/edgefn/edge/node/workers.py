@@ -66,10 +66,13 @@ def worker_main(raw_settings: str, counts: Any, key: bytes, index: int) -> None:
 
 
 async def _serve(settings: EdgeSettings, counts: Any, key: bytes, index: int) -> None:
+    from edgefn.edge import metrics
     from edgefn.edge.worker.app import start_runtime
     from edgefn.edge.worker.front import Front, FrontLimits, RequestPool
     from edgefn.edge.worker.limiter import ClientLimiter
 
+    # The invocation metrics are written from this loop, not from a thread of their own.
+    metrics.flush_on(asyncio.get_running_loop())
     runtime, watcher = start_runtime(settings)
     # What the worker holds from here on (its modules, settings, the runtime) lives as
     # long as it does: out of the collector's reach, a full collection scans only what
