@@ -63,12 +63,13 @@ _SET_CALLBACK.restype = None
 _SET_CALLBACK.argtypes = [c_void_p, c_void_p, c_void_p, c_void_p]
 
 
-def _address(fn: ctypes._Pointer | int | Any) -> int:
+def address(fn: ctypes._Pointer | int | Any) -> int:
+    """The address a ctypes pointer or foreign function holds (0 for a null one)."""
     return ctypes.cast(fn, c_void_p).value or 0
 
 
 # `edgefn_slot_arm` and `edgefn_slot_end` as addresses (`Slot.addresses`).
-_ARM_END = ((_address(_LIB.edgefn_slot_arm), _address(_LIB.edgefn_slot_end))
+_ARM_END = ((address(_LIB.edgefn_slot_arm), address(_LIB.edgefn_slot_end))
             if _LIB is not None else (0, 0))
 
 
@@ -123,8 +124,8 @@ class DeadlineThread:
         if _LIB is None:
             return None
         handle = _LIB.edgefn_ticker_create(
-            _address(ffi.dll.wasmtime_engine_increment_epoch), engine_ptr,
-            _address(ffi.dll.wasmtime_error_new))
+            address(ffi.dll.wasmtime_engine_increment_epoch), engine_ptr,
+            address(ffi.dll.wasmtime_error_new))
         return cls(_LIB, handle) if handle else None
 
     def _live(self) -> int:
@@ -137,8 +138,8 @@ class DeadlineThread:
         ptr = self._lib.edgefn_slot_new(self._live())
         if not ptr:
             raise MemoryError("no memory for a deadline slot")
-        _SET_CALLBACK(store_ptr, _address(self._lib.edgefn_deadline_callback), ptr,
-                      _address(self._lib.edgefn_slot_free))
+        _SET_CALLBACK(store_ptr, address(self._lib.edgefn_deadline_callback), ptr,
+                      address(self._lib.edgefn_slot_free))
         return Slot(self._lib, ptr, ms)
 
     def _counts(self) -> tuple[int, int]:

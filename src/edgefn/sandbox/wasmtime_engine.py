@@ -118,17 +118,12 @@ _HANDLE_ARGS = struct.Struct("<" + "i12x" * 9 + "i")
 _INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
 
 
-def _address(obj: Any) -> int:
-    """The address a ctypes pointer (or function) holds; 0 for None."""
-    return 0 if obj is None else ctypes.cast(obj, c_void_p).value or 0
-
-
 def _load_exchange() -> Any:
     """`_edgecall.exchange` given wasmtime's functions, where it was built (`setup.py`)."""
     edgecall = native.part("edgefn.sandbox._edgecall")
     if edgecall is None:
         return None, None
-    edgecall.configure(*(_address(_raw.dll[name]) for name in (
+    edgecall.configure(*(epoch_timer.address(_raw.dll[name]) for name in (
         "wasmtime_func_call_unchecked", "wasmtime_memory_data", "wasmtime_memory_data_size")))
     return edgecall, edgecall.exchange
 
