@@ -53,10 +53,22 @@ class ClusterError(Exception):
 START_TIMEOUT_S = 90.0
 
 
+_handed_out: set[int] = set()
+_handed_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now and never handed out before by this process: the kernel
+    may give the same port to two calls in a row (a cluster's API and gRPC ports were
+    once the same one, and the second server could not bind)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with _handed_lock:
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
