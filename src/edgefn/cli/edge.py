@@ -53,8 +53,9 @@ def edge() -> None:
                    "suspended guests on the worker's event loop instead of one request "
                    "thread each; wasmtime only [--suspend-waiting].")
 @click.option("--inline-budget-ms", type=float,
-              help="CPU a call on the event loop may use: two calls in a row over it, or "
-                   "one over 4 times it, move its function to the request threads, where "
+              help="CPU a call on the event loop may use: half of its function's last 16 "
+                   "calls over it, or one over 4 times it, move the function to the "
+                   "request threads, where "
                    "32 calls in a row under 4 times it earn the loop back [2].")
 @click.option("--max-inflight-per-function", type=int,
               help="Requests one function may run at once per worker; more get 503 "
