@@ -18,6 +18,7 @@ in the other.
 from __future__ import annotations
 
 import contextvars
+import functools
 import select
 import socket
 import ssl
@@ -122,9 +123,10 @@ class GuardedBackend(httpcore.NetworkBackend):
     def _resolve(self, host: str, port: int, timeout: float | None) -> list[tuple[str, Address]]:
         """Every address of `host`, in the resolver's order; `Denied` if the rules refuse
         any of them."""
-        try:
-            addresses = [(host, ip_address(host))]
-        except ValueError:
+        literal = _literal(host)
+        if literal is not None:
+            addresses = [(host, literal)]
+        else:
             future = self._resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
             try:
                 infos = green.result(future, self.bound(timeout, httpcore.ConnectTimeout))
@@ -149,6 +151,15 @@ class GuardedBackend(httpcore.NetworkBackend):
         return addresses
 
 
+@functools.lru_cache(maxsize=1024)
+def _literal(host: str) -> Address | None:
+    """`host` as an IP address when it is one (a URL's host, as sent), else None."""
+    try:
+        return ip_address(host)
+    except ValueError:
+        return None
+
+
 @contextmanager
 def _failures(expired: type[Exception], failed: type[Exception]) -> Iterator[None]:
     """A socket's timeout as `expired`, its other errors as `failed` (httpcore's)."""
@@ -171,15 +182,24 @@ class SocketStream(httpcore.NetworkStream):
         self._sock = sock
         self._backend = backend
 
+    # `_failures` written out: these two are every fetch's path.
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         self._sock.settimeout(self._backend.bound(timeout, httpcore.ReadTimeout))
-        with _failures(httpcore.ReadTimeout, httpcore.ReadError):
+        try:
             return self._sock.recv(max_bytes)
+        except TimeoutError:
+            raise httpcore.ReadTimeout("timed out") from None
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc)) from exc
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._sock.settimeout(self._backend.bound(timeout, httpcore.WriteTimeout))
-        with _failures(httpcore.WriteTimeout, httpcore.WriteError):
+        try:
             self._sock.sendall(buffer)
+        except TimeoutError:
+            raise httpcore.WriteTimeout("timed out") from None
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc)) from exc
 
     def close(self) -> None:
         self._sock.close()

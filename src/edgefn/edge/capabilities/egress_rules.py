@@ -5,6 +5,7 @@ function's allowlist may say is the contract's (`contract/egress_allowlist.py`).
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -31,8 +32,12 @@ _SHARED = IPv4Network("100.64.0.0/10")  # carrier-grade NAT: is_global, not is_p
 _THIS_HOST = IPv4Network("0.0.0.0/8")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_host(host: str) -> str | Address:
-    """The contract's strict host parsing, refusing with `Denied` (what a guest sees)."""
+    """The contract's strict host parsing, refusing with `Denied` (what a guest sees).
+    Cached: every fetch parses its host, a function fetches the same few, and the
+    answer (a string or an immutable address) is a pure function of the text; a
+    refusal is raised again each time (a cache keeps no exceptions)."""
     try:
         return contract_parse_host(host)
     except InvalidHost as exc:
