@@ -21,6 +21,7 @@ The node runs with `--max-connections-per-client 0` (every client here is
 
     python bench/waiting.py [--duration 5] [--concurrency 100] [--delay-ms 100]
     python bench/waiting.py --redis-url redis://127.0.0.1:6379/0
+    python bench/waiting.py --hot-instances 64   # an instance for every request in a burst
 """
 
 from __future__ import annotations
@@ -83,17 +84,18 @@ SLOW_SERVER = textwrap.dedent('''
 ''')
 
 
-def write_functions(root: Path, kv: bool) -> None:
+def write_functions(root: Path, kv: bool, hot: int = 16) -> None:
+    """`hot`: the waiting functions' max_hot_instances (16, the node's default cap)."""
     # hostcalls.wasm serves `/fetch` and `/kv/get` exactly: those are the routes.
     functions: list[tuple[str, str, str, dict[str, Any]]] = [
         ("echo", "echo", "/echo/*", {"min_hot_instances": 4, "max_hot_instances": 8}),
-        ("wait", "hostcalls", "/fetch", {"max_hot_instances": 16, "max_execution_ms": 5000,
+        ("wait", "hostcalls", "/fetch", {"max_hot_instances": hot, "max_execution_ms": 5000,
                                          "http_fetch": {"allow_hosts": ["127.0.0.1"],
                                                         "allow_private": True}}),
     ]
     if kv:
         functions.append(("kv", "hostcalls", "/kv/get",
-                          {"max_hot_instances": 16, "kv": {"enabled": True}}))
+                          {"max_hot_instances": hot, "kv": {"enabled": True}}))
     for fid, module, path, extra in functions:
         folder = root / fid
         folder.mkdir(parents=True)
@@ -181,6 +183,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=50, help="the echo's wrk -c")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--redis-url", default="", help="also measure KV reads on this Redis")
+    p.add_argument("--hot-instances", type=int, default=16,
+                   help="the waiting functions' max_hot_instances; over 16 raises the "
+                        "node's cap to it (--cap-hot-instances). A burst larger than a "
+                        "worker's hot instances instantiates the rest")
     p.add_argument("--src", type=Path, help="run the edge from this checkout's src/")
     p.add_argument("edge_args", nargs="*", help="more `edgefn edge serve` flags, after --")
     return p
@@ -197,12 +203,14 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     (tmp / "slow.py").write_text(SLOW_SERVER)
     slow = spawn([sys.executable, str(tmp / "slow.py"), str(slow_port),
                   str(args.delay_ms / 1000)], stdout=subprocess.DEVNULL)
-    write_functions(tmp / "functions", bool(args.redis_url))
+    write_functions(tmp / "functions", bool(args.redis_url), args.hot_instances)
     cmd = [sys.executable, "-m", "edgefn", "edge", "serve",
            "--functions", str(tmp / "functions"), "--port", str(port),
            "--metrics-port", str(mport), "--data-dir", str(tmp / "data"),
            "--workers", str(args.workers), "--log-file", str(tmp / "edge.log"),
            "--max-connections-per-client", "0", "--allow-private-egress", "127.0.0.0/8",
+           *(["--cap-hot-instances", str(args.hot_instances)] if args.hot_instances > 16
+             else []),
            *args.edge_args]
     env = {**os.environ}
     if args.src:
@@ -221,7 +229,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         time.sleep(1)
         wrk(base + "/echo/", 2, args.connections)  # warm up
         print(f"{args.workers} workers; bursts of {args.concurrency} concurrent requests; "
-              f"the slow server answers after {args.delay_ms:.0f} ms")
+              f"the slow server answers after {args.delay_ms:.0f} ms; "
+              f"{args.hot_instances} hot instances per waiting function and worker")
         floor_times = [asyncio.run(burst(slow_port, "/slow", b"", args.concurrency))[0]
                        for _ in range(args.bursts)]
         figures["floor_s"] = median(floor_times)
