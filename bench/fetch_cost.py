@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -134,6 +135,17 @@ async def _measure(settings: Any, args: argparse.Namespace, slow_port: int) -> d
             "answer_us": median(a for _, a in rounds) / n * 1e6, "off_loop": off_loop}
 
 
+class _Leaves(logging.Handler):
+    """The placement's log lines: why the function left the loop, when it did."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=30)
@@ -154,6 +166,10 @@ def main() -> None:
         wait_port(slow_port, slow)
         import uvloop
 
+        leaves = _Leaves()
+        placement_log = logging.getLogger("edgefn.edge.worker.dispatch")
+        placement_log.addHandler(leaves)
+        placement_log.setLevel(logging.INFO)
         figures = uvloop.run(_measure(_settings(tmp, args.hot_instances), args, slow_port))
         total = figures["dispatch_us"] + figures["answer_us"]
         print(f"{args.concurrency} requests at once, {args.hot_instances} hot instances, "
@@ -164,6 +180,8 @@ def main() -> None:
             print(f"the function was off the loop after {figures['off_loop']:.0f} of "
                   f"{args.rounds} rounds (sent to the request threads): those rounds' "
                   "figures leave out the threads' CPU")
+            for line in leaves.lines:
+                print(f"  {line}")
         print(f"the last of the {args.concurrency} fetches leaves "
               f"{figures['dispatch_us'] * args.concurrency / 1000:.1f} ms after the first")
     finally:

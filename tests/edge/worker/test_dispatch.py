@@ -259,3 +259,22 @@ def test_the_request_pool_grows_with_what_waits_and_shrinks_back() -> None:
         pool.close(timeout=2)
     finally:
         loop.close()
+
+
+def test_leaving_the_loop_says_which_function_and_why(caplog: Any) -> None:
+    p = Placement(InlinePolicy(budget_s=0.002, probation=1, hold_s=30), may_block=False,
+                  name="resize")
+    _call(p, 0.0001)
+    with caplog.at_level("INFO", logger="edgefn.edge.worker.dispatch"):
+        _call(p, 0.0095)
+    assert not p.on_loop
+    assert "function resize leaves the event loop for 30 s: a call of 9.5 ms" in caplog.text
+    caplog.clear()
+    q = Placement(InlinePolicy(budget_s=0.002, probation=1, hold_s=30), may_block=False,
+                  name="thumb")
+    _call(q, 0.0001)
+    with caplog.at_level("INFO", logger="edgefn.edge.worker.dispatch"):
+        for _ in range(OVER_LIMIT):
+            _call(q, 0.003)
+    assert f"function thumb leaves the event loop for 30 s: {OVER_LIMIT} of its last " \
+           f"{OVER_WINDOW} calls over the budget" in caplog.text

@@ -32,6 +32,7 @@ stalls its loop at most once for its deadline per `hold_s`; the penalty box
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -80,6 +81,8 @@ class InlinePolicy:
     hold_s: float = 30.0
 
 
+log = logging.getLogger(__name__)
+
 # On the loop: the last OVER_WINDOW calls are remembered (one bit each, set when the call
 # was over the budget); OVER_LIMIT of them over sends the function back.
 OVER_WINDOW = 16
@@ -94,11 +97,13 @@ class Placement:
     update under a race only delays a move by a call).
     """
 
-    __slots__ = ("_good", "_held_until", "_recent", "may_block", "on_loop", "policy",
+    __slots__ = ("_good", "_held_until", "_recent", "may_block", "name", "on_loop", "policy",
                  "suspends")
 
-    def __init__(self, policy: InlinePolicy, *, may_block: bool, suspends: bool = False) -> None:
+    def __init__(self, policy: InlinePolicy, *, may_block: bool, suspends: bool = False,
+                 name: str = "") -> None:
         self.policy = policy
+        self.name = name  # the function's, for the log line when it leaves the loop
         self.may_block = may_block
         # It may block, but its guests are suspended while they wait: on the loop, its
         # calls are green tasks.
@@ -118,8 +123,11 @@ class Placement:
         if on_loop and self.on_loop:
             recent = ((self._recent << 1) | (cpu_s > policy.budget_s)) & _WINDOW_MASK
             self._recent = recent
-            if far_over or (recent and recent.bit_count() >= OVER_LIMIT):
-                self._leave()
+            if far_over:
+                self._leave("a timeout" if timed_out else
+                            f"a call of {cpu_s * 1000:.1f} ms, over 4 times the budget")
+            elif recent and recent.bit_count() >= OVER_LIMIT:
+                self._leave(f"{OVER_LIMIT} of its last {OVER_WINDOW} calls over the budget")
             return
         # A call on the threads (or one begun on the loop before its function left it).
         # There a call competes for the GIL with the others, and its CPU time grows with
@@ -127,7 +135,7 @@ class Placement:
         # worker): only a timeout or a call far over the budget restarts the probation,
         # and only a timeout sends back a function that has reached the loop meanwhile.
         if timed_out and self.on_loop:
-            self._leave()
+            self._leave("a timeout")
         if far_over:
             self._good = 0
             return
@@ -137,10 +145,14 @@ class Placement:
                 self.on_loop = True
                 self._recent = 0
 
-    def _leave(self) -> None:
+    def _leave(self, why: str) -> None:
         self.on_loop = False
         self._good = 0
         self._held_until = time.monotonic() + self.policy.hold_s
+        # At most once per hold_s per function: what an operator needs to tell a guest
+        # that computes too long at once from a noisy machine.
+        log.info("function %s leaves the event loop for %.0f s: %s (budget %.1f ms)",
+                 self.name or "?", self.policy.hold_s, why, self.policy.budget_s * 1000)
 
 
 def _http(parsed: GuestResponse) -> HttpResponse:

@@ -391,7 +391,7 @@ class Runtime:
                 raise FunctionUnavailable(f"instantiation failed: {exc}") from exc
             metrics.INSTANCES_CREATED.labels(spec.id, spec.project_id).inc(pool.created)
             placement = Placement(self.inline, may_block=may_block(module, host),
-                                  suspends=module.suspends)
+                                  suspends=module.suspends, name=spec.id)
             try:
                 sub_routes = self._wagi_routes(spec, module, host)
             except (EdgeError, InvocationError) as exc:
