@@ -118,6 +118,23 @@ _HANDLE_ARGS = struct.Struct("<" + "i12x" * 9 + "i")
 _INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
 
 
+def _typed_i32s(n: int) -> tuple[struct.Struct, struct.Struct]:
+    """For `n` i32 arguments: the struct that reads them from raw values, and the one
+    that writes them as typed `wasmtime_val_t`s (the kind byte, then the i32 where
+    the union starts), each in one call instead of ctypes objects per value."""
+    size, at = ctypes.sizeof(ffi.wasmtime_val_t), ffi.wasmtime_val_t.of.offset
+    kind: Any = ffi.wasmtime_val_t.kind  # the field's descriptor: offset and size
+    if kind.offset != 0 or kind.size != 1 or at < 1 or at + 4 > size:
+        raise EngineUnavailable("wasmtime_val_t is not laid out as this module reads it")
+    raw = struct.Struct("<" + "i12x" * n)
+    typed = struct.Struct("<" + f"B{at - 1}xi{size - at - 4}x" * n)
+    return raw, typed
+
+
+# By argument count (0 to 10): what an async call's arguments go through.
+_TYPED_I32S = [_typed_i32s(n) for n in range(11)]
+
+
 def _load_exchange() -> Any:
     """`_edgecall.exchange` given wasmtime's functions, where it was built (`setup.py`)."""
     edgecall = native.part("edgefn.sandbox._edgecall")
@@ -939,7 +956,9 @@ class _SuspendingEdgeInstance(_EdgeInstance):
         self._pending_results: ctypes._Pointer | None = None
         self._values = (ffi.wasmtime_val_t * 10)()
         self._results = (ffi.wasmtime_val_t * 1)()
-        self._error = POINTER(ffi.wasmtime_error_t)()
+        # The error slot of the async calls (a `wasmtime_error_t *`), read as a plain
+        # address: no cast per call.
+        self._error = c_void_p()
         self._error_ref = byref(self._error)
         super().__init__(module)
 
@@ -960,17 +979,17 @@ class _SuspendingEdgeInstance(_EdgeInstance):
     def _take_error(self) -> int | None:
         """The error the last async call left (its address), if any; the slot is made
         ready for the next."""
-        error = ctypes.cast(self._error, c_void_p).value
+        error = self._error.value
         if error:
-            self._error = POINTER(ffi.wasmtime_error_t)()
-            self._error_ref = byref(self._error)
+            self._error.value = None
         return error
 
     def _call(self, func: ctypes._Pointer, args: ctypes.Array, n: int) -> None:
         values = self._values
-        for i in range(n):
-            values[i].kind = _I32_KIND  # type: ignore[assignment]
-            values[i].of.i32 = _I32.unpack_from(args, 16 * i)[0]
+        if n:
+            raw, typed = _TYPED_I32S[n]
+            typed.pack_into(values, 0, *[x for v in raw.unpack_from(args)
+                                         for x in (_I32_KIND, v)])
         nresults = 1 if func is self._alloc or func is self._handle else 0
         self._drive(_call_async(self._ctx, func, values, _SIZES[n], self._results,
                                 _SIZES[nresults], self._trap_ref, self._error_ref))
