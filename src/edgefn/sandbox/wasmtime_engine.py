@@ -627,7 +627,9 @@ class WasmtimeModule(ModuleFacts):
         memory_bytes = self.limits.memory_pages * PAGE_SIZE
         ffi.wasmtime_store_limiter(store.ptr(), memory_bytes, _MAX_TABLE_ELEMENTS, 1, 1, 1)
         config = wasmtime.WasiConfig()
-        config.env = self.wasi.environ(extra_env)
+        env = self.wasi.environ(extra_env)
+        if env:  # a new config's environment is empty: most functions set none
+            config.env = env
         if argv:
             config.argv = argv
         if stdin is not None:
@@ -707,6 +709,8 @@ class _BaseInstance(InstanceBase):
         return item if found else None
 
     def _export(self, name: str) -> ctypes._Pointer | None:
+        if self._module.info.exports.get(name) != "func":
+            return None  # known from the module's bytes: no lookup (`_initialize`, often)
         f = self._lookup(name)
         if f is not None and f.kind == _EXTERN_FUNC:
             return ctypes.pointer(f.of.func)
