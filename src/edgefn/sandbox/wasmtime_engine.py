@@ -17,6 +17,7 @@ thread or a green task on the worker's event loop (`Module.suspends`).
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib.metadata
 import math
@@ -110,6 +111,15 @@ _instantiate_async = _fast("wasmtime_instance_pre_instantiate_async", c_void_p, 
 _poll = _fast("wasmtime_call_future_poll", ctypes.c_bool)
 _future_delete = _fast("wasmtime_call_future_delete", None)
 _I32_KIND = ffi.WASMTIME_I32.value
+# An export by name: returns at once. Its arguments go through no conversion, so the
+# name's length is passed as the size_t the C side reads (`_name_arg`).
+_export_get = _fast("wasmtime_instance_export_get", ctypes.c_bool, quick=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _name_arg(name: str) -> tuple[bytes, ctypes.c_size_t]:
+    raw = name.encode()
+    return raw, ctypes.c_size_t(len(raw))
 # Raw call arguments are 16-byte `wasmtime_val_raw_t`s whose i32 is the first four
 # bytes: written and read with struct, no ctypes object is made per value.
 _I32 = struct.Struct("<i")
@@ -703,9 +713,8 @@ class _BaseInstance(InstanceBase):
         wasmtime-py's map of every export wrapped in Python objects (a third of
         the cost of instantiating a small module)."""
         item = ffi.wasmtime_extern_t()
-        raw = name.encode()
-        found = _raw.wasmtime_instance_export_get(
-            self._ctx, byref(self._instance._instance), raw, len(raw), byref(item))
+        raw, size = _name_arg(name)
+        found = _export_get(self._ctx, byref(self._instance._instance), raw, size, byref(item))
         return item if found else None
 
     def _export(self, name: str) -> ctypes._Pointer | None:
