@@ -115,17 +115,19 @@ _I32_KIND = ffi.WASMTIME_I32.value
 # name's length is passed as the size_t the C side reads (`_name_arg`).
 _export_get = _fast("wasmtime_instance_export_get", ctypes.c_bool, quick=True)
 
-
-@functools.lru_cache(maxsize=256)
-def _name_arg(name: str) -> tuple[bytes, ctypes.c_size_t]:
-    raw = name.encode()
-    return raw, ctypes.c_size_t(len(raw))
 # Raw call arguments are 16-byte `wasmtime_val_raw_t`s whose i32 is the first four
 # bytes: written and read with struct, no ctypes object is made per value.
 _I32 = struct.Struct("<i")
 _DEALLOC_ARGS = struct.Struct("<i12xi")
 _HANDLE_ARGS = struct.Struct("<" + "i12x" * 9 + "i")
 _INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
+
+
+@functools.lru_cache(maxsize=256)
+def _name_arg(name: str) -> tuple[bytes, ctypes.c_size_t]:
+    """An export's name as `_export_get` takes it: the bytes and their length."""
+    raw = name.encode()
+    return raw, ctypes.c_size_t(len(raw))
 
 
 def _typed_i32s(n: int) -> tuple[struct.Struct, struct.Struct]:

@@ -18,7 +18,6 @@ in the other.
 from __future__ import annotations
 
 import contextvars
-import functools
 import select
 import socket
 import ssl
@@ -91,7 +90,7 @@ class GuardedBackend(httpcore.NetworkBackend):
     def _connect(self, text: str, port: int, timeout: float | None,
                  socket_options: _SocketOptions | None) -> SocketStream:
         """A connection to the checked address `text` (no name lookup: it is numeric)."""
-        with _failures(httpcore.ConnectTimeout, httpcore.ConnectError):
+        with _CONNECTING:
             family, kind, proto, _, sockaddr = socket.getaddrinfo(
                 text, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[0]
             sock = green.CooperativeSocket(socket.socket(family, kind, proto))
@@ -123,10 +122,9 @@ class GuardedBackend(httpcore.NetworkBackend):
     def _resolve(self, host: str, port: int, timeout: float | None) -> list[tuple[str, Address]]:
         """Every address of `host`, in the resolver's order; `Denied` if the rules refuse
         any of them."""
-        literal = _literal(host)
-        if literal is not None:
-            addresses = [(host, literal)]
-        else:
+        try:
+            addresses = [(host, ip_address(host))]
+        except ValueError:
             future = self._resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
             try:
                 infos = green.result(future, self.bound(timeout, httpcore.ConnectTimeout))
@@ -151,24 +149,33 @@ class GuardedBackend(httpcore.NetworkBackend):
         return addresses
 
 
-@functools.lru_cache(maxsize=1024)
-def _literal(host: str) -> Address | None:
-    """`host` as an IP address when it is one (a URL's host, as sent), else None."""
-    try:
-        return ip_address(host)
-    except ValueError:
+class _Failures:
+    """`with`: a socket's timeout as `expired`, its other errors as `failed` (httpcore's).
+    A class, not a generator: one is made per kind and used on every fetch's reads and
+    writes, with no generator to start and close each time."""
+
+    __slots__ = ("expired", "failed")
+
+    def __init__(self, expired: type[Exception], failed: type[Exception]) -> None:
+        self.expired = expired
+        self.failed = failed
+
+    def __enter__(self) -> None:
         return None
 
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if kind is None:
+            return
+        if issubclass(kind, TimeoutError):
+            raise self.expired("timed out") from None
+        if issubclass(kind, OSError):
+            raise self.failed(str(exc)) from exc
 
-@contextmanager
-def _failures(expired: type[Exception], failed: type[Exception]) -> Iterator[None]:
-    """A socket's timeout as `expired`, its other errors as `failed` (httpcore's)."""
-    try:
-        yield
-    except TimeoutError:
-        raise expired("timed out") from None
-    except OSError as exc:
-        raise failed(str(exc)) from exc
+
+_CONNECTING = _Failures(httpcore.ConnectTimeout, httpcore.ConnectError)
+_READING = _Failures(httpcore.ReadTimeout, httpcore.ReadError)
+_WRITING = _Failures(httpcore.WriteTimeout, httpcore.WriteError)
 
 
 class SocketStream(httpcore.NetworkStream):
@@ -182,24 +189,15 @@ class SocketStream(httpcore.NetworkStream):
         self._sock = sock
         self._backend = backend
 
-    # `_failures` written out: these two are every fetch's path.
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         self._sock.settimeout(self._backend.bound(timeout, httpcore.ReadTimeout))
-        try:
+        with _READING:
             return self._sock.recv(max_bytes)
-        except TimeoutError:
-            raise httpcore.ReadTimeout("timed out") from None
-        except OSError as exc:
-            raise httpcore.ReadError(str(exc)) from exc
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._sock.settimeout(self._backend.bound(timeout, httpcore.WriteTimeout))
-        try:
+        with _WRITING:
             self._sock.sendall(buffer)
-        except TimeoutError:
-            raise httpcore.WriteTimeout("timed out") from None
-        except OSError as exc:
-            raise httpcore.WriteError(str(exc)) from exc
 
     def close(self) -> None:
         self._sock.close()
@@ -210,7 +208,7 @@ class SocketStream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
-        with _failures(httpcore.ConnectTimeout, httpcore.ConnectError):
+        with _CONNECTING:
             tls = green.CooperativeSocket(ssl_context.wrap_socket(
                 self._sock.sock, server_hostname=server_hostname,
                 do_handshake_on_connect=False))
