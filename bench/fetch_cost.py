@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edgefn.cluster import free_port, spawn, stop_process
 from hot_path import wait_port
-from request_cost import ROOT, _Transport
+from request_cost import ROOT, _Transport, start_worker
 from waiting import SLOW_SERVER
 
 
@@ -75,22 +74,10 @@ class _Counted(_Transport):
 
 
 async def _measure(settings: Any, args: argparse.Namespace, slow_port: int) -> dict[str, float]:
-    from edgefn.edge import green
-    from edgefn.edge.node.server import prepare_state
-    from edgefn.edge.worker.app import start_runtime
-    from edgefn.edge.worker.front import Front, FrontLimits, RequestPool
-
-    prepare_state(settings)
-    runtime, watcher = start_runtime(settings)
-    gc.collect()
-    gc.freeze()
-    green.track_collections()
-    loop = asyncio.get_running_loop()
-    pool = RequestPool(runtime, loop, settings.threads)
     # Every fake connection comes from one address: no per-client limit (as with
     # `--max-connections-per-client 0`).
-    front = Front(runtime, pool, FrontLimits.from_settings(settings), None,
-                  scheme="http", server_port="8080", inline=True)
+    runtime, watcher, pool, front = start_worker(settings, None)
+    loop = asyncio.get_running_loop()
     body = f"GET http://127.0.0.1:{slow_port}/slow\n\n".encode()
     request = b"POST /fetch HTTP/1.1\r\nHost: bench\r\ncontent-length: %d\r\n\r\n%s" % (
         len(body), body)

@@ -94,26 +94,33 @@ def _settings(tmp: Path) -> Any:
                         inline_budget_ms=1000)
 
 
-async def _drive(settings: Any, requests: int, *, mark: bool, profile: bool) -> float:
-    """CPU seconds per request of the measured loop."""
+def start_worker(settings: Any, limiter: Any) -> tuple[Any, Any, Any, Any]:
+    """A worker's runtime, state watcher, request pool and front, made as
+    `edge/node/workers.py` makes them, from APIs older checkouts have too (the
+    benches run against them through PYTHONPATH). Call it on the running loop."""
+    from edgefn.edge import green
     from edgefn.edge.node.server import prepare_state
     from edgefn.edge.worker.app import start_runtime
     from edgefn.edge.worker.front import Front, FrontLimits, RequestPool
-    from edgefn.edge.worker.limiter import ClientLimiter, new_key, shared_counts
 
     prepare_state(settings)
     runtime, watcher = start_runtime(settings)
-    # As a worker does once its runtime has started (edge/node/workers.py).
     gc.collect()
     gc.freeze()
-    from edgefn.edge import green
     if hasattr(green, "track_collections"):  # a checkout from before it, through PYTHONPATH
         green.track_collections()
-    loop = asyncio.get_running_loop()
-    pool = RequestPool(runtime, loop, settings.threads)
-    limiter = ClientLimiter(shared_counts(1), new_key(), 0, 1, settings.max_connections_per_client)
+    pool = RequestPool(runtime, asyncio.get_running_loop(), settings.threads)
     front = Front(runtime, pool, FrontLimits.from_settings(settings), limiter,
                   scheme="http", server_port="8080", inline=True)
+    return runtime, watcher, pool, front
+
+
+async def _drive(settings: Any, requests: int, *, mark: bool, profile: bool) -> float:
+    """CPU seconds per request of the measured loop."""
+    from edgefn.edge.worker.limiter import ClientLimiter, new_key, shared_counts
+
+    limiter = ClientLimiter(shared_counts(1), new_key(), 0, 1, settings.max_connections_per_client)
+    runtime, watcher, pool, front = start_worker(settings, limiter)
     conn = front.protocol()
     transport = _Transport()
     conn.connection_made(transport)  # type: ignore[arg-type]
