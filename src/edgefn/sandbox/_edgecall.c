@@ -12,10 +12,20 @@
 
    The guest's memory is read and written only inside [0, size) as wasmtime gives
    it after each call (a call may grow it), in 64-bit arithmetic on the guest's
-   32-bit pointers. */
+   32-bit pointers.
+
+   Its setup half makes an edge-v1 instance's store and instance (`open_store`,
+   `instantiate`): the store with its limiter, its WASI (output to the instance's
+   callbacks, nothing else) and its deadline, armed; the instance, driven until it
+   is made or a waiting host call suspends it; and the exports the ABI uses, looked
+   up by name. The same steps as `WasmtimeModule.new_store` and
+   `_BaseInstance._instantiate`, without their ctypes calls and objects; Python
+   registers the instance between the two (a host call during instantiation finds
+   it by its context) and goes on from where `instantiate` stopped. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -183,15 +193,224 @@ static PyObject *call_steps(const plan_t *pp, const char *part[4], const Py_ssiz
     return response;
 }
 
+/* -- the setup half ------------------------------------------------------------- */
+/* wasmtime's C API for stores, WASI and instances (wasmtime/store.h, wasi.h,
+   wasmtime/instance.h, wasmtime/async.h), and `_epochtick.c`'s slots. */
+typedef void *(*store_new_t)(void *engine, void *data, void *finalizer);
+typedef void *(*store_context_t)(void *store);
+typedef void (*store_limiter_t)(void *store, int64_t memory, int64_t table_elements,
+                                int64_t instances, int64_t tables, int64_t memories);
+typedef void *(*wasi_config_new_t)(void);
+typedef void (*wasi_custom_t)(void *config, void *callback, void *data, void *finalizer);
+typedef void *(*set_wasi_t)(void *ctx, void *config);
+typedef void (*deadline_callback_t)(void *store, void *callback, void *data, void *finalizer);
+typedef void (*store_delete_t)(void *store);
+typedef void *(*pre_instantiate_t)(const void *pre, void *ctx, void *instance, void **trap);
+typedef void *(*pre_instantiate_async_t)(const void *pre, void *ctx, void *instance,
+                                         void **trap, void **err);
+typedef bool (*future_poll_t)(void *future);
+typedef void (*future_delete_t)(void *future);
+typedef bool (*export_get_t)(void *ctx, const void *instance, const char *name, size_t len,
+                             void *item);
+typedef void *(*slot_new_t)(void *ticker);
+typedef void (*slot_arm_t)(void *slot, int64_t ms);
+
+static struct {
+    store_new_t store_new;
+    store_context_t store_context;
+    store_limiter_t store_limiter;
+    wasi_config_new_t wasi_config_new;
+    wasi_custom_t set_stdout, set_stderr;
+    set_wasi_t set_wasi;
+    deadline_callback_t set_deadline_callback;
+    store_delete_t store_delete;
+    pre_instantiate_t pre_instantiate;
+    pre_instantiate_async_t pre_instantiate_async;
+    future_poll_t poll;
+    future_delete_t future_delete;
+    export_get_t export_get;
+    slot_new_t slot_new;
+    void *deadline_callback, *slot_free; /* handed to wasmtime, not called here */
+    slot_arm_t slot_arm;
+} api;
+
+#define API_FUNCTIONS (sizeof api / sizeof(void *))
+
+PyDoc_STRVAR(configure_setup_doc,
+"configure_setup(*addresses)\n\n"
+"The addresses of the functions the setup half calls, in the order of `SETUP_FUNCTIONS`.");
+
+static PyObject *configure_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    void *got[API_FUNCTIONS];
+    if ((size_t)nargs != API_FUNCTIONS) {
+        PyErr_Format(PyExc_TypeError, "configure_setup takes %d addresses", (int)API_FUNCTIONS);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        unsigned long long a = PyLong_AsUnsignedLongLong(args[i]);
+        if (a == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+        if (a == 0) {
+            PyErr_Format(PyExc_ValueError, "address %d is null", (int)i);
+            return NULL;
+        }
+        got[i] = (void *)(uintptr_t)a;
+    }
+    memcpy(&api, got, sizeof api);
+    Py_RETURN_NONE;
+}
+
+/* A module's store spec: what `WasmtimeModule` packs once. */
+typedef struct {
+    void *engine;
+    void *ticker; /* `_epochtick.c`'s deadline thread */
+    void *stdout_cb, *stderr_cb;
+    int64_t memory_bytes;
+    int64_t table_elements;
+    int64_t ms; /* max_execution_ms */
+} store_spec_t;
+
+PyDoc_STRVAR(open_store_doc,
+"open_store(spec) -> (store, context, slot) | (0, error, 0)\n\n"
+"A store for one instance: its limiter, a WASI with the guest's output going to the\n"
+"output callbacks (their data the store's context) and nothing else, and its\n"
+"deadline slot, armed. On wasmtime's error, the error's address (the store deleted).");
+
+static PyObject *open_store(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 1 || !PyBytes_Check(args[0])
+            || PyBytes_GET_SIZE(args[0]) != (Py_ssize_t)sizeof(store_spec_t)) {
+        PyErr_SetString(PyExc_TypeError, "open_store(spec)");
+        return NULL;
+    }
+    if (api.store_new == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_setup() was not called");
+        return NULL;
+    }
+    store_spec_t sp;
+    memcpy(&sp, PyBytes_AS_STRING(args[0]), sizeof sp);
+    if (sp.engine == NULL || sp.ticker == NULL || sp.stdout_cb == NULL || sp.stderr_cb == NULL) {
+        PyErr_SetString(PyExc_ValueError, "an incomplete store spec");
+        return NULL;
+    }
+    void *slot = api.slot_new(sp.ticker);
+    if (slot == NULL) return PyErr_NoMemory();
+    void *store = api.store_new(sp.engine, NULL, NULL);
+    if (store == NULL) {
+        /* Not yet the store's: freed here. */
+        ((void (*)(void *))api.slot_free)(slot);
+        return PyErr_NoMemory();
+    }
+    /* From here the slot is the store's, freed with it. */
+    api.set_deadline_callback(store, api.deadline_callback, slot, api.slot_free);
+    void *ctx = api.store_context(store);
+    api.slot_arm(slot, sp.ms); /* instantiating may run guest code */
+    api.store_limiter(store, sp.memory_bytes, sp.table_elements, 1, 1, 1);
+    void *config = api.wasi_config_new();
+    if (config == NULL) {
+        api.store_delete(store);
+        return PyErr_NoMemory();
+    }
+    api.set_stdout(config, sp.stdout_cb, ctx, NULL);
+    api.set_stderr(config, sp.stderr_cb, ctx, NULL);
+    void *err = api.set_wasi(ctx, config); /* takes the config, whatever it returns */
+    if (err != NULL) {
+        api.store_delete(store);
+        return Py_BuildValue("(KKK)", 0ULL, (unsigned long long)(uintptr_t)err, 0ULL);
+    }
+    return Py_BuildValue("(KKK)", (unsigned long long)(uintptr_t)store,
+                         (unsigned long long)(uintptr_t)ctx, (unsigned long long)(uintptr_t)slot);
+}
+
+/* The exports an edge-v1 instance uses, in `instantiate`'s order. */
+static const char *const EXPORTS[] = {"memory", "alloc", "handle", "dealloc", "_initialize"};
+#define N_EXPORTS (sizeof EXPORTS / sizeof EXPORTS[0])
+
+PyDoc_STRVAR(instantiate_doc,
+"instantiate(pre, context, suspends, instance, trap, error, externs, extern_size)\n"
+"    -> (future, error, found)\n\n"
+"Instantiate `pre` in the store of `context` into the `wasmtime_instance_t` at\n"
+"`instance`, the GIL released while it runs: synchronously, or (`suspends`) as a future\n"
+"polled once. `trap` and `error` are the addresses of the slots wasmtime writes a trap\n"
+"and (async; 0 otherwise) an error to. `future`: not 0 when a waiting host call suspended it, for\n"
+"Python to drive and delete. `error`: the synchronous call's error. Once made, the\n"
+"exports memory, alloc, handle, dealloc and _initialize are looked up into the array\n"
+"of `wasmtime_extern_t` at `externs` (`extern_size` bytes each); `found` has bit i\n"
+"set for each found.");
+
+static PyObject *instantiate(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "instantiate(pre, context, suspends, instance, trap, error, externs, "
+                        "extern_size)");
+        return NULL;
+    }
+    if (api.pre_instantiate == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_setup() was not called");
+        return NULL;
+    }
+    unsigned long long a[8];
+    for (int i = 0; i < 8; i++) {
+        a[i] = PyLong_AsUnsignedLongLong(args[i]);
+        if (a[i] == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    }
+    for (int i = 0; i < 8; i++) {
+        /* `suspends` is a flag; the error slot is only an async call's */
+        if (a[i] == 0 && i != 2 && !(i == 5 && a[2] == 0)) {
+            PyErr_Format(PyExc_ValueError, "argument %d is null", i);
+            return NULL;
+        }
+    }
+    const void *pre = (const void *)(uintptr_t)a[0];
+    void *ctx = (void *)(uintptr_t)a[1];
+    int suspends = a[2] != 0;
+    void *instance = (void *)(uintptr_t)a[3];
+    void **trap = (void **)(uintptr_t)a[4];
+    void **error = (void **)(uintptr_t)a[5];
+    uint8_t *externs = (uint8_t *)(uintptr_t)a[6];
+    size_t extern_size = (size_t)a[7];
+
+    void *err = NULL;
+    if (suspends) {
+        void *future = api.pre_instantiate_async(pre, ctx, instance, trap, error);
+        if (future == NULL) return PyErr_NoMemory();
+        bool done;
+        Py_BEGIN_ALLOW_THREADS
+        done = api.poll(future);
+        Py_END_ALLOW_THREADS
+        if (!done) return Py_BuildValue("(KKi)", (unsigned long long)(uintptr_t)future, 0ULL, 0);
+        api.future_delete(future);
+        if (*error != NULL || *trap != NULL) return Py_BuildValue("(KKi)", 0ULL, 0ULL, 0);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        err = api.pre_instantiate(pre, ctx, instance, trap);
+        Py_END_ALLOW_THREADS
+        if (err != NULL || *trap != NULL)
+            return Py_BuildValue("(KKi)", 0ULL, (unsigned long long)(uintptr_t)err, 0);
+    }
+    int found = 0;
+    for (size_t i = 0; i < N_EXPORTS; i++)
+        if (api.export_get(ctx, instance, EXPORTS[i], strlen(EXPORTS[i]),
+                           externs + i * extern_size))
+            found |= 1 << i;
+    return Py_BuildValue("(KKi)", 0ULL, 0ULL, found);
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, configure_doc},
     {"exchange", (PyCFunction)(void (*)(void))exchange, METH_FASTCALL, exchange_doc},
+    {"configure_setup", (PyCFunction)(void (*)(void))configure_setup, METH_FASTCALL,
+     configure_setup_doc},
+    {"open_store", (PyCFunction)(void (*)(void))open_store, METH_FASTCALL, open_store_doc},
+    {"instantiate", (PyCFunction)(void (*)(void))instantiate, METH_FASTCALL, instantiate_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "edgefn.sandbox._edgecall",
-    "One edge-v1 call on wasmtime in C (wasmtime_engine.py's fast path).", -1, methods,
+    "An edge-v1 instance on wasmtime in C: its call, its store and instance "
+    "(wasmtime_engine.py's fast path).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
@@ -203,7 +422,10 @@ PyMODINIT_FUNC PyInit__edgecall(void) {
             || PyModule_AddIntConstant(m, "HANDLE", HANDLE) < 0
             || PyModule_AddIntConstant(m, "RESULT", RESULT) < 0
             || PyModule_AddIntConstant(m, "OUTSIDE", OUTSIDE) < 0
-            || PyModule_AddIntConstant(m, "DEALLOC", DEALLOC) < 0) {
+            || PyModule_AddIntConstant(m, "DEALLOC", DEALLOC) < 0
+            || PyModule_AddIntConstant(m, "SETUP_FUNCTIONS", (long)API_FUNCTIONS) < 0
+            || PyModule_AddIntConstant(m, "STORE_SPEC_SIZE", (long)sizeof(store_spec_t)) < 0
+            || PyModule_AddIntConstant(m, "EXPORTS", (long)N_EXPORTS) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -78,6 +78,16 @@ def available() -> bool:
     return _LIB is not None
 
 
+def slot_functions() -> tuple[int, int, int, int] | None:
+    """For a store made in C (`_edgecall.open_store`): the addresses of `edgefn_slot_new`,
+    `edgefn_deadline_callback`, `edgefn_slot_free` and `edgefn_slot_arm`; None where the
+    thread was not built."""
+    if _LIB is None:
+        return None
+    return (address(_LIB.edgefn_slot_new), address(_LIB.edgefn_deadline_callback),
+            address(_LIB.edgefn_slot_free), _ARM_END[0])
+
+
 class Slot:
     """One store's deadline: `arm` as a call starts, `end` when it ends. Freed with the
     store (its finalizer), so it must not be used once the store is closed."""
@@ -132,6 +142,16 @@ class DeadlineThread:
         if self._handle is None:
             raise RuntimeError("the deadline thread was deleted")
         return self._handle
+
+    @property
+    def handle(self) -> int:
+        """The thread's handle, for the slots of stores made in C (`slot_functions`)."""
+        return self._live()
+
+    def adopt(self, slot_ptr: int, ms: int) -> Slot:
+        """The slot at `slot_ptr`, made by `edgefn_slot_new` on this thread and set as a
+        store's deadline callback in C, with its store's milliseconds."""
+        return Slot(self._lib, slot_ptr, ms)
 
     def attach(self, store_ptr: int, ms: int) -> Slot:
         """A slot for the store at `store_ptr`, whose epoch deadline callback it becomes."""

@@ -268,6 +268,56 @@ _STDOUT_CB = _OUTPUT_CB_TYPE(_make_output_callback(1))
 _STDERR_CB = _OUTPUT_CB_TYPE(_make_output_callback(2))
 
 
+# `_edgecall.c`'s setup half: wasmtime's functions and the deadline thread's, in the
+# order of its `api` table.
+_SETUP_FUNCTIONS = (
+    "wasmtime_store_new", "wasmtime_store_context", "wasmtime_store_limiter",
+    "wasi_config_new", "wasi_config_set_stdout_custom", "wasi_config_set_stderr_custom",
+    "wasmtime_context_set_wasi", "wasmtime_store_epoch_deadline_callback",
+    "wasmtime_store_delete", "wasmtime_instance_pre_instantiate",
+    "wasmtime_instance_pre_instantiate_async", "wasmtime_call_future_poll",
+    "wasmtime_call_future_delete", "wasmtime_instance_export_get")
+
+
+def _load_setup() -> bool:
+    """Whether `_edgecall.open_store` and `instantiate` may be used here: built, and
+    the deadline thread with them (they arm its slots)."""
+    slots = epoch_timer.slot_functions()
+    names = _SETUP_FUNCTIONS
+    # A build of `_edgecall.c` older than its setup half goes on without it.
+    if (_edgecall is None or slots is None
+            or len(names) + len(slots) != getattr(_edgecall, "SETUP_FUNCTIONS", 0)):
+        return False
+    _edgecall.configure_setup(*(epoch_timer.address(_raw.dll[name]) for name in names), *slots)
+    return True
+
+
+_NATIVE_SETUP = _load_setup()
+_STORE_SPEC = struct.Struct("4P3q")  # _edgecall.c's store_spec_t
+_EXTERN_SIZE = ctypes.sizeof(ffi.wasmtime_extern_t)
+# The exports `_edgecall.instantiate` looks up, by their index in its `EXPORTS`.
+_NATIVE_EXPORTS = {"memory": 0, "alloc": 1, "handle": 2, "dealloc": 3, "_initialize": 4}
+_store_delete = _fast("wasmtime_store_delete", None)
+
+
+class _NativeStore:
+    """A store made by `_edgecall.open_store`: deleted by `close` (or when dropped),
+    its deadline slot with it."""
+
+    __slots__ = ("_ptr",)
+
+    def __init__(self, ptr: int) -> None:
+        self._ptr = ptr
+
+    def close(self) -> None:
+        ptr, self._ptr = self._ptr, 0
+        if ptr:
+            _store_delete(c_void_p(ptr))
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class _ThreadTicker:
     """Advances the engine's epoch every `tick_ms` from a Python thread; deadlines are
     counted in ticks. Where there is no deadline thread (see `epoch_timer`), or when
@@ -385,6 +435,14 @@ class _NativeDeadlines:
 
     def attach(self, store: wasmtime.Store, ms: int) -> epoch_timer.Slot:
         return self._thread.attach(ctypes.cast(store.ptr(), c_void_p).value or 0, ms)
+
+    @property
+    def handle(self) -> int:
+        """The deadline thread's handle, for a store made in C (`_edgecall.open_store`)."""
+        return self._thread.handle
+
+    def adopt(self, slot_ptr: int, ms: int) -> epoch_timer.Slot:
+        return self._thread.adopt(slot_ptr, ms)
 
     def stop(self) -> None:
         self._finalizer()
@@ -614,6 +672,18 @@ class WasmtimeModule(ModuleFacts):
         self._pre = pre
         self._preopens = wasi.preopens()
         self._suspends = suspends
+        # An edge-v1 instance's store and instance made in C, where the WASI is the
+        # default one (output captured, no environment, no directories) and the
+        # deadlines are the native thread's: `_EdgeInstance._open_native`.
+        self.store_spec: bytes | None = None
+        ticker = engine._ticker
+        if (_NATIVE_SETUP and info.abi == ABI_EDGE_V1 and not self._preopens
+                and not wasi.environ([]) and isinstance(ticker, _NativeDeadlines)):
+            self.store_spec = _STORE_SPEC.pack(
+                epoch_timer.address(engine._engine.ptr()), ticker.handle,
+                epoch_timer.address(_STDOUT_CB), epoch_timer.address(_STDERR_CB),
+                limits.memory_pages * PAGE_SIZE, _MAX_TABLE_ELEMENTS, limits.max_execution_ms)
+            self.pre_address = epoch_timer.address(pre.ptr())
 
     @property
     def suspends(self) -> bool:
@@ -661,7 +731,7 @@ class WasmtimeModule(ModuleFacts):
         return self._pre.instantiate(store)
 
     def instantiate_async(
-        self, ctx: ctypes._Pointer, instance: ffi.wasmtime_instance_t,
+        self, ctx: ctypes._Pointer | c_void_p, instance: ffi.wasmtime_instance_t,
         trap_ref: Any, error_ref: Any,
     ) -> int:
         """A future instantiating the module in the store of `ctx` (`_drive` it)."""
@@ -669,6 +739,7 @@ class WasmtimeModule(ModuleFacts):
                                   error_ref) or 0
 
     def close(self) -> None:
+        self.store_spec = None
         self._pre = None  # type: ignore[assignment]
         self._module = None  # type: ignore[assignment]
 
@@ -680,12 +751,14 @@ class _BaseInstance(InstanceBase):
         self._module = module
         self._init_state(module.limits)
         self._store: wasmtime.Store | None = None
-        self._ctx: ctypes._Pointer | None = None
+        # Its store's context: a ctypes pointer, or its address (`_open_native`).
+        self._ctx: ctypes._Pointer | c_void_p | None = None
         self._memory: ffi.wasmtime_memory_t | None = None
         self._trap = POINTER(ffi.wasm_trap_t)()
         self._trap_ref = byref(self._trap)
-        self._key = 0
+        self._key = 0  # the address of its store's context
         self._deadline: _Deadline | None = None
+        self._raw_instance: ffi.wasmtime_instance_t | None = None
 
     def _new_store(self, stdin: bytes | None, extra_env: list[tuple[str, str]],
                    argv: list[str] | None = None) -> None:
@@ -697,10 +770,12 @@ class _BaseInstance(InstanceBase):
         """Instantiate in the store made by `_new_store` and bind the exports."""
         assert self._store is not None
         try:
-            self._instance = self._make_instance()
+            self._raw_instance = self._make_instance()._instance
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise _instantiation_error(exc, self._deadline) from exc
-        mem = self._lookup("memory")
+        self._bind_memory(self._lookup("memory"))
+
+    def _bind_memory(self, mem: ffi.wasmtime_extern_t | None) -> None:
         if mem is not None and mem.kind == _EXTERN_MEMORY:
             self._memory = mem.of.memory  # a view into `mem`, which it keeps alive
             self._memory_ref = byref(self._memory)
@@ -716,7 +791,8 @@ class _BaseInstance(InstanceBase):
         the cost of instantiating a small module)."""
         item = ffi.wasmtime_extern_t()
         raw, size = _name_arg(name)
-        found = _export_get(self._ctx, byref(self._instance._instance), raw, size, byref(item))
+        assert self._raw_instance is not None
+        found = _export_get(self._ctx, byref(self._raw_instance), raw, size, byref(item))
         return item if found else None
 
     def _export(self, name: str) -> ctypes._Pointer | None:
@@ -821,6 +897,11 @@ class _BaseInstance(InstanceBase):
         self._deadline = None
 
 
+def _error_at(address: int) -> wasmtime.WasmtimeError:
+    """wasmtime's error at `address` as wasmtime-py's exception, which owns it."""
+    return wasmtime.WasmtimeError._from_ptr(ctypes.cast(address, POINTER(ffi.wasmtime_error_t)))
+
+
 def _outside() -> GuestTrap:
     return GuestTrap("response extends past linear memory")
 
@@ -868,7 +949,7 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
             # Addresses read off the ctypes pointers (`addressof` of what they point to:
             # a tenth of a cast's cost, and this is every instance's start).
             self._plan = _PLAN.pack(
-                ctypes.addressof(self._ctx.contents), ctypes.addressof(self._memory),
+                self._key, ctypes.addressof(self._memory),
                 ctypes.addressof(self._alloc.contents), ctypes.addressof(self._handle.contents),
                 0 if self._dealloc is None else ctypes.addressof(self._dealloc.contents),
                 *self._deadline.addresses())
@@ -913,8 +994,68 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         super().close()
 
     def _instantiate_guest(self) -> None:
-        self._new_store(None, [])
-        self._instantiate()
+        spec = self._module.store_spec
+        if spec is None:
+            self._new_store(None, [])
+            self._instantiate()
+        else:
+            self._open_native(spec)
+
+    # The exports `_edgecall.instantiate` looked up (`_open_native`), None until then.
+    _externs: ctypes.Array | None = None
+    _found = 0
+
+    def _open_native(self, spec: bytes) -> None:
+        """`_new_store` and `_instantiate` in two C calls (`_edgecall.open_store`,
+        `instantiate`), registered in `_INSTANCES` between them; the same store, the
+        same instance, the same errors."""
+        store, ctx, slot = _edgecall.open_store(spec)
+        if not store:
+            raise _instantiation_error(_error_at(ctx), None)
+        self._store = _NativeStore(store)  # type: ignore[assignment]
+        self._ctx, self._key = c_void_p(ctx), ctx
+        _INSTANCES[ctx] = self
+        module = self._module
+        self._deadline = module._engine._ticker.adopt(slot, module.limits.max_execution_ms)  # type: ignore[union-attr]
+        instance = self._raw_instance = ffi.wasmtime_instance_t()
+        externs = (ffi.wasmtime_extern_t * _edgecall.EXPORTS)()
+        future, err, found = _edgecall.instantiate(
+            module.pre_address, ctx, module.suspends, ctypes.addressof(instance),
+            ctypes.addressof(self._trap), self._error_address(), ctypes.addressof(externs),
+            _EXTERN_SIZE)
+        try:
+            self._instantiated(err, future)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            raise _instantiation_error(exc, self._deadline) from exc
+        if future:  # the exports were not looked up in C
+            self._bind_memory(self._lookup("memory"))
+            return
+        self._externs, self._found = externs, found
+        self._bind_memory(externs[0] if found & 1 else None)
+
+    def _error_address(self) -> int:
+        """Where an async call's error goes: none here (the suspending subclass's)."""
+        return 0
+
+    def _instantiated(self, err: int, future: int = 0) -> None:
+        """After `_edgecall.instantiate`: its error or trap raised as wasmtime-py raises
+        them (`future`: only a suspending instance's)."""
+        assert not future
+        if err:
+            raise _error_at(err)
+        trap = self._take_trap()
+        if trap is not None:
+            raise trap
+
+    def _export(self, name: str) -> ctypes._Pointer | None:
+        index = _NATIVE_EXPORTS.get(name)
+        externs = self._externs
+        if externs is None or index is None:
+            return super()._export(name)
+        f = externs[index]
+        if self._found >> index & 1 and f.kind == _EXTERN_FUNC:
+            return ctypes.pointer(f.of.func)
+        return None
 
     def _allocate(self, size: int) -> int:
         args = self._args
@@ -982,13 +1123,7 @@ class _SuspendingEdgeInstance(_EdgeInstance):
         assert self._ctx is not None
         self._drive(self._module.instantiate_async(self._ctx, instance, self._trap_ref,
                                                    self._error_ref))
-        error = self._take_error()
-        if error:
-            raise wasmtime.WasmtimeError._from_ptr(
-                ctypes.cast(error, POINTER(ffi.wasmtime_error_t)))
-        trap = self._take_trap()
-        if trap is not None:
-            raise trap
+        self._instantiated(0)
         return wasmtime.Instance._from_raw(instance)
 
     def _take_error(self) -> int | None:
@@ -998,6 +1133,17 @@ class _SuspendingEdgeInstance(_EdgeInstance):
         if error:
             self._error.value = None
         return error
+
+    def _error_address(self) -> int:
+        return ctypes.addressof(self._error)
+
+    def _instantiated(self, err: int, future: int = 0) -> None:
+        if future:  # suspended in a waiting host call: driven as `_make_instance` drives it
+            self._drive(future, polled=True)
+        error = self._take_error()
+        if error:
+            raise _error_at(error)
+        super()._instantiated(err)
 
     def _call(self, func: ctypes._Pointer, args: ctypes.Array, n: int) -> None:
         values = self._values
@@ -1015,14 +1161,16 @@ class _SuspendingEdgeInstance(_EdgeInstance):
         if nresults:
             _I32.pack_into(args, 0, self._results[0].of.i32)
 
-    def _drive(self, future: int) -> None:
-        """Poll the call until it is done, running each waiting call it is suspended in.
-        A waiting call that fails (a timeout, the host's own exception) abandons the
-        suspended guest: its future is deleted, and the failure ends the invocation,
-        which closes the instance."""
+    def _drive(self, future: int, *, polled: bool = False) -> None:
+        """Poll the call until it is done, running each waiting call it is suspended in
+        (`polled`: it was polled once already, and is suspended). A waiting call that
+        fails (a timeout, the host's own exception) abandons the suspended guest: its
+        future is deleted, and the failure ends the invocation, which closes the
+        instance."""
         fut = c_void_p(future)
         try:
-            while not _poll(fut):
+            while polled or not _poll(fut):
+                polled = False
                 pending = self._pending
                 if pending is not None and not pending.done:
                     pending.run()
