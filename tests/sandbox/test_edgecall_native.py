@@ -275,3 +275,105 @@ def test_an_instantiation_suspended_in_a_waiting_call_is_driven_in_python(
         assert outcomes == [b"7", b"7"]
     finally:
         eng.close()
+
+
+# -- a suspending instance's call started in C ----------------------------------------
+# `_edgecall.start` (alloc, the inputs, handle polled once) against the hooks, on guests
+# that import a waiting host call and so run as suspended guests.
+
+_KV_IMPORT = '(import "edge" "kv_get" (func $kv_get (param i32 i32 i32 i32) (result i32)))'
+SUSPENDING_LEDGER = LEDGER.replace("(module", "(module\n  " + _KV_IMPORT, 1)
+# `handle` waits in kv_get for the key "k", its answer going to the last 4 bytes of
+# memory (a longer one traps once written), and answers with the digit 2 + what it
+# returned; `alloc` waits in it too when asked for a size that ends in 7.
+_WAITS = """(module
+  """ + _KV_IMPORT + """
+  (memory (export "memory") 2) (data (i32.const 16) "k")
+  (func (export "alloc") (param $n i32) (result i32)
+    (if (i32.eq (i32.rem_u (local.get $n) (i32.const 10)) (i32.const 7))
+      (then (drop (call $kv_get (i32.const 16) (i32.const 1) (i32.const 32) (i32.const 8)))))
+    (i32.const 1024))
+  (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32) (param $o i32) (param i32)
+        (result i32)
+    (i32.store8 (local.get $o) (i32.add (i32.const 50)
+      (call $kv_get (i32.const 16) (i32.const 1) (i32.const 0x1fffc) (i32.const 8))))
+    (i32.const 1)))"""
+
+
+@pytest.fixture(scope="module")
+def suspending() -> Iterator[object]:
+    from edgefn.sandbox.options import WasmtimeOptions
+
+    eng = create_engine("wasmtime", options=WasmtimeOptions(suspend_waiting=True))
+    yield eng
+    eng.close()
+
+
+def _started_pair(engine: object, wasm: bytes,
+                  limits: Limits | None = None) -> tuple[Instance, Instance]:
+    module = engine.compile(wasm, limits or Limits(), WasiOptions())  # type: ignore[attr-defined]
+    assert module.suspends
+    in_c, by_hooks = module.instantiate(), module.instantiate()
+    assert in_c._start_plan is not None  # started in C, the deadline armed there
+    by_hooks._start_plan = None  # the program's hooks, each call driven from Python
+    return in_c, by_hooks
+
+
+@pytest.mark.parametrize("name", SERIES)
+def test_each_ending_of_a_started_call_is_the_hooks_ending(suspending: object, name: str) -> None:
+    in_c, by_hooks = _started_pair(suspending, wat_to_wasm(SUSPENDING_LEDGER),
+                                   Limits(max_execution_ms=200))
+    for method in SERIES[name]:
+        assert _outcome(in_c, method) == _outcome(by_hooks, method)
+
+
+@pytest.mark.parametrize("body_len", [1, 3], ids=["alloc traps", "alloc gives null"])
+def test_alloc_failures_of_a_started_call_are_the_hooks_failures(
+    suspending: object, body_len: int,
+) -> None:
+    in_c, by_hooks = _started_pair(suspending, wat_to_wasm(SUSPENDING_LEDGER))
+    base = len(b"GET") + len(b"/") + len(request("GET").headers) + Limits().max_response_bytes
+    body = b"x" * ((body_len - base) % 10)
+    a, b = _outcome(in_c, "GET", body), _outcome(by_hooks, "GET", body)
+    assert a == b
+    assert a[0][0] == "GuestTrap"  # type: ignore[index]
+
+
+def _waited(inst: Instance, body: bytes, value: bytes | None) -> tuple[object, ...]:
+    host = FakeHost(kv_enabled=value is not None)
+    if value is not None:
+        host.kv[b"k"] = value
+    try:
+        answer: object = inst.invoke(request("GET", "/", body), host)
+    except Exception as exc:
+        answer = (type(exc).__name__, str(exc).split("\n")[0])
+    return answer, inst.closed
+
+
+@pytest.mark.parametrize("alloc_waits", [False, True], ids=["handle waits", "alloc waits too"])
+@pytest.mark.parametrize("value", [b"v", None, b"x" * 8],
+                         ids=["found", "kv denied", "answer past memory"])
+def test_a_started_call_that_waits_ends_as_by_the_hooks(
+    suspending: object, alloc_waits: bool, value: bytes | None,
+) -> None:
+    in_c, by_hooks = _started_pair(suspending, wat_to_wasm(_WAITS))
+    base = len(b"GET") + len(b"/") + len(request("GET").headers) + Limits().max_response_bytes
+    body = b"x" * (((7 if alloc_waits else 5) - base) % 10)
+    outcomes = []
+    for _ in range(2):  # what follows shows the instance kept or closed alike
+        outcomes.append(_waited(in_c, body, value))
+        assert outcomes[-1] == _waited(by_hooks, body, value)
+    expected = {b"v": (b"3", False), None: (b"0", False)}  # kv_get returned 1, or -2
+    assert outcomes[0] == expected.get(value, (
+        ("GuestTrap", "guest failed: edge.kv_get: guest output buffer out of bounds"), True))
+
+
+@pytest.mark.parametrize("fixture,method,body", [
+    ("hostcalls", "GET", b""), ("hostcalls", "POST", b"x" * 70_000),
+])
+def test_hostcalls_end_alike_when_started_in_c(suspending: object, fixture: str, method: str,
+                                               body: bytes) -> None:
+    in_c, by_hooks = _started_pair(suspending, wasm_path(fixture).read_bytes())
+    for path in ("/log?level=1", "/kv/get?key=a", "/env?name=X", "/nothing"):
+        a = in_c.invoke(request(method, path, body), FakeHost(kv_enabled=True))
+        assert a == by_hooks.invoke(request(method, path, body), FakeHost(kv_enabled=True))

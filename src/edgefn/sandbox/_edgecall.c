@@ -212,6 +212,8 @@ typedef bool (*future_poll_t)(void *future);
 typedef void (*future_delete_t)(void *future);
 typedef bool (*export_get_t)(void *ctx, const void *instance, const char *name, size_t len,
                              void *item);
+typedef void *(*call_async_t)(void *ctx, const void *func, const void *args, size_t nargs,
+                              void *results, size_t nresults, void **trap, void **err);
 typedef void *(*slot_new_t)(void *ticker);
 typedef void (*slot_arm_t)(void *slot, int64_t ms);
 
@@ -229,6 +231,7 @@ static struct {
     future_poll_t poll;
     future_delete_t future_delete;
     export_get_t export_get;
+    call_async_t call_async;
     slot_new_t slot_new;
     void *deadline_callback, *slot_free; /* handed to wasmtime, not called here */
     slot_arm_t slot_arm;
@@ -397,6 +400,154 @@ static PyObject *instantiate(PyObject *self, PyObject *const *args, Py_ssize_t n
     return Py_BuildValue("(KKi)", 0ULL, 0ULL, found);
 }
 
+/* -- a suspending instance's call, up to its guest's first wait ------------------- */
+/* For an instance whose guest may be suspended in a waiting host call (its calls are
+   wasmtime async calls, each a future polled until done): `alloc`, the request copied
+   in, and `handle` polled once, which is where such a guest usually waits. Python
+   goes on from there (`_SuspendingEdgeInstance._enter`, `_call_handle`): it runs the
+   waiting call, resumes the guest, and reads the response with the hooks of record.
+   The deadline is armed here and left armed: Python ends it. */
+typedef struct {
+    void *ctx;
+    const void *memory;
+    const void *alloc;
+    const void *handle;
+    void (*arm)(void *slot, int64_t ms);
+    void *slot;
+    int64_t ms;
+    uint8_t *values;  /* wasmtime_val_t[10], the arguments */
+    uint8_t *results; /* wasmtime_val_t[1] */
+    void **trap;      /* the instance's trap and error slots */
+    void **error;
+    int64_t val_size;  /* sizeof(wasmtime_val_t) */
+    int64_t of_offset; /* where its union starts */
+    int64_t i32_kind;  /* WASMTIME_I32 */
+} async_plan_t;
+
+/* Where `start` stopped, beyond `exchange`'s ALLOC, UNUSABLE and HANDLE. */
+enum { SUSPENDED = 7, HANDLED = 8, ALLOC_SUSPENDED = 9 };
+
+/* Stage `n` i32 arguments as typed values (the kind, then the i32 where the union starts). */
+static void typed_i32s(const async_plan_t *p, const int32_t *v, int n) {
+    memset(p->values, 0, (size_t)(n * p->val_size));
+    for (int i = 0; i < n; i++) {
+        uint8_t *at = p->values + i * p->val_size;
+        at[0] = (uint8_t)p->i32_kind;
+        memcpy(at + p->of_offset, &v[i], sizeof(int32_t));
+    }
+}
+
+/* One async call polled once: 1 done (the future deleted), 0 suspended (`*future`). */
+static int poll_once(const async_plan_t *p, const void *func, int nargs, void **future) {
+    *future = api.call_async(p->ctx, func, p->values, (size_t)nargs, p->results, 1, p->trap,
+                             p->error);
+    if (*future == NULL) return -1;
+    bool done;
+    Py_BEGIN_ALLOW_THREADS
+    done = api.poll(*future);
+    Py_END_ALLOW_THREADS
+    if (!done) return 0;
+    api.future_delete(*future);
+    *future = NULL;
+    return 1;
+}
+
+static int32_t result_i32(const async_plan_t *p) {
+    int32_t v;
+    memcpy(&v, p->results + p->of_offset, sizeof v);
+    return v;
+}
+
+/* (stage, value, ptr, offset, error, trap); the error and trap taken from their slots. */
+static PyObject *started(const async_plan_t *p, int stage, long long value, int32_t ptr,
+                         int64_t offset) {
+    void *err = *p->error, *trap = *p->trap;
+    if (stage == ALLOC || stage == HANDLE) *p->error = *p->trap = NULL;
+    else err = trap = NULL;
+    return Py_BuildValue("(iLiLKK)", stage, value, ptr,
+                         (long long)offset, (unsigned long long)(uintptr_t)err,
+                         (unsigned long long)(uintptr_t)trap);
+}
+
+PyDoc_STRVAR(start_doc,
+"start(plan, method, path, headers, body, cap)\n"
+"    -> (stage, value, ptr, offset, err, trap) | None\n\n"
+"A suspending instance's call up to its guest's first wait, the deadline armed:\n"
+"SUSPENDED (`value`: handle's future, for Python to drive and delete), HANDLED\n"
+"(`value`: what handle returned), ALLOC_SUSPENDED (`value`: alloc's future; nothing\n"
+"copied in), or where it stopped as `exchange` says (ALLOC, UNUSABLE, HANDLE), with\n"
+"wasmtime's error and trap taken from the instance's slots. `ptr` and `offset`: the\n"
+"buffer and where the response goes in it. None, before any call, for sizes `alloc`\n"
+"cannot take.");
+
+static PyObject *start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6 || !PyBytes_Check(args[0])
+            || PyBytes_GET_SIZE(args[0]) != (Py_ssize_t)sizeof(async_plan_t)) {
+        PyErr_SetString(PyExc_TypeError, "start(plan, method, path, headers, body, cap)");
+        return NULL;
+    }
+    if (api.call_async == NULL || memory_data == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() and configure_setup() were not called");
+        return NULL;
+    }
+    async_plan_t p;
+    memcpy(&p, PyBytes_AS_STRING(args[0]), sizeof p);
+    if (p.ctx == NULL || p.memory == NULL || p.alloc == NULL || p.handle == NULL
+            || p.arm == NULL || p.slot == NULL || p.values == NULL || p.results == NULL
+            || p.trap == NULL || p.error == NULL || p.val_size < 8 || p.of_offset < 1
+            || p.of_offset + 4 > p.val_size) {
+        PyErr_SetString(PyExc_ValueError, "an incomplete plan");
+        return NULL;
+    }
+    const char *part[4];
+    Py_ssize_t len[4];
+    uint64_t inputs = 0;
+    for (int i = 0; i < 4; i++) {
+        if (!PyBytes_Check(args[1 + i])) {
+            PyErr_SetString(PyExc_TypeError, "the request's parts are bytes");
+            return NULL;
+        }
+        part[i] = PyBytes_AS_STRING(args[1 + i]);
+        len[i] = PyBytes_GET_SIZE(args[1 + i]);
+        inputs += (uint64_t)len[i];
+    }
+    long long cap = PyLong_AsLongLong(args[5]);
+    if (cap == -1 && PyErr_Occurred()) return NULL;
+    uint64_t total = inputs + (uint64_t)cap;
+    if (cap < 0 || total > INT32_MAX) Py_RETURN_NONE; /* `alloc` takes an i32: the hooks say why */
+
+    p.arm(p.slot, p.ms);
+    void *future;
+    int32_t v[10];
+    v[0] = (int32_t)total;
+    typed_i32s(&p, v, 1);
+    int done = poll_once(&p, p.alloc, 1, &future);
+    if (done < 0) return PyErr_NoMemory();
+    if (!done) return started(&p, ALLOC_SUSPENDED, (long long)(intptr_t)future, 0, 0);
+    if (*p.error != NULL || *p.trap != NULL) return started(&p, ALLOC, 0, 0, 0);
+    int32_t ptr = result_i32(&p);
+
+    uint64_t size = memory_size(p.ctx, p.memory);
+    if (ptr <= 0 || (uint64_t)ptr + total > size) return started(&p, UNUSABLE, 0, ptr, 0);
+    uint8_t *base = memory_data(p.ctx, p.memory);
+    uint64_t at = (uint64_t)ptr;
+    for (int i = 0; i < 4; i++) {
+        memcpy(base + at, part[i], (size_t)len[i]);
+        v[2 * i] = (int32_t)at;
+        v[2 * i + 1] = (int32_t)len[i];
+        at += (uint64_t)len[i];
+    }
+    v[8] = (int32_t)at; /* the response buffer, after the inputs */
+    v[9] = (int32_t)cap;
+    typed_i32s(&p, v, 10);
+    done = poll_once(&p, p.handle, 10, &future);
+    if (done < 0) return PyErr_NoMemory();
+    if (!done) return started(&p, SUSPENDED, (long long)(intptr_t)future, ptr, (int64_t)at);
+    if (*p.error != NULL || *p.trap != NULL) return started(&p, HANDLE, 0, ptr, (int64_t)at);
+    return started(&p, HANDLED, result_i32(&p), ptr, (int64_t)at);
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, configure_doc},
     {"exchange", (PyCFunction)(void (*)(void))exchange, METH_FASTCALL, exchange_doc},
@@ -404,6 +555,7 @@ static PyMethodDef methods[] = {
      configure_setup_doc},
     {"open_store", (PyCFunction)(void (*)(void))open_store, METH_FASTCALL, open_store_doc},
     {"instantiate", (PyCFunction)(void (*)(void))instantiate, METH_FASTCALL, instantiate_doc},
+    {"start", (PyCFunction)(void (*)(void))start, METH_FASTCALL, start_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -425,7 +577,10 @@ PyMODINIT_FUNC PyInit__edgecall(void) {
             || PyModule_AddIntConstant(m, "DEALLOC", DEALLOC) < 0
             || PyModule_AddIntConstant(m, "SETUP_FUNCTIONS", (long)API_FUNCTIONS) < 0
             || PyModule_AddIntConstant(m, "STORE_SPEC_SIZE", (long)sizeof(store_spec_t)) < 0
-            || PyModule_AddIntConstant(m, "EXPORTS", (long)N_EXPORTS) < 0) {
+            || PyModule_AddIntConstant(m, "EXPORTS", (long)N_EXPORTS) < 0
+            || PyModule_AddIntConstant(m, "SUSPENDED", SUSPENDED) < 0
+            || PyModule_AddIntConstant(m, "HANDLED", HANDLED) < 0
+            || PyModule_AddIntConstant(m, "ALLOC_SUSPENDED", ALLOC_SUSPENDED) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -248,8 +248,7 @@ class EdgeProgram(InstanceBase):
         keeps the instance."""
         self._arm_deadline()
         try:
-            ptr = self._allocate(total)
-            offset = self._copy_in(ptr, total, parts, cap)
+            ptr, offset = self._enter(parts, total, cap)
             try:
                 written = self._call_handle()
                 check_handle_result(written, cap)
@@ -272,6 +271,13 @@ class EdgeProgram(InstanceBase):
     def _instantiate_guest(self) -> None:
         """Make the store (or contexts) and instantiate the module in it."""
         raise NotImplementedError
+
+    def _enter(self, parts: tuple[bytes, ...], total: int, cap: int) -> tuple[int, int]:
+        """`alloc` the buffer and copy the inputs in; return the buffer and where the
+        response goes. An engine may start `handle` here too, `_call_handle` then going
+        on from where it stopped."""
+        ptr = self._allocate(total)
+        return ptr, self._copy_in(ptr, total, parts, cap)
 
     def _allocate(self, size: int) -> int:
         """Call `alloc(size)`; return the pointer, checked later by `_copy_in`."""

@@ -158,6 +158,10 @@ def _load_exchange() -> Any:
 
 
 _edgecall, _EXCHANGE = _load_exchange()
+_START: Any = None if _edgecall is None else getattr(_edgecall, "start", None)
+# Where `_edgecall.start` stopped with `handle` started: `_call_handle` goes on.
+_STARTED = (() if _edgecall is None or _START is None
+            else (_edgecall.SUSPENDED, _edgecall.HANDLED, _edgecall.HANDLE))
 _PLAN = struct.Struct("8Pq")  # _edgecall.c's plan_t
 
 
@@ -276,7 +280,7 @@ _SETUP_FUNCTIONS = (
     "wasmtime_context_set_wasi", "wasmtime_store_epoch_deadline_callback",
     "wasmtime_store_delete", "wasmtime_instance_pre_instantiate",
     "wasmtime_instance_pre_instantiate_async", "wasmtime_call_future_poll",
-    "wasmtime_call_future_delete", "wasmtime_instance_export_get")
+    "wasmtime_call_future_delete", "wasmtime_instance_export_get", "wasmtime_func_call_async")
 
 
 def _load_setup() -> bool:
@@ -295,6 +299,8 @@ def _load_setup() -> bool:
 _NATIVE_SETUP = _load_setup()
 _STORE_SPEC = struct.Struct("4P3q")  # _edgecall.c's store_spec_t
 _EXTERN_SIZE = ctypes.sizeof(ffi.wasmtime_extern_t)
+_ASYNC_PLAN = struct.Struct("6Pq4P3q")  # _edgecall.c's async_plan_t
+_VAL_SIZE, _VAL_OF = ctypes.sizeof(ffi.wasmtime_val_t), ffi.wasmtime_val_t.of.offset
 # The exports `_edgecall.instantiate` looks up, by their index in its `EXPORTS`.
 _NATIVE_EXPORTS = {"memory": 0, "alloc": 1, "handle": 2, "dealloc": 3, "_initialize": 4}
 _store_delete = _fast("wasmtime_store_delete", None)
@@ -754,7 +760,8 @@ class _BaseInstance(InstanceBase):
         # Its store's context: a ctypes pointer, or its address (`_open_native`).
         self._ctx: ctypes._Pointer | c_void_p | None = None
         self._memory: ffi.wasmtime_memory_t | None = None
-        self._trap = POINTER(ffi.wasm_trap_t)()
+        # The trap slot of its calls (a `wasm_trap_t *`), read as a plain address.
+        self._trap = c_void_p()
         self._trap_ref = byref(self._trap)
         self._key = 0  # the address of its store's context
         self._deadline: _Deadline | None = None
@@ -869,12 +876,11 @@ class _BaseInstance(InstanceBase):
 
     def _take_trap(self) -> wasmtime.Trap | None:
         """The trap the last call left, if any; the slot is made ready for the next."""
-        if not self._trap:
+        address = self._trap.value
+        if not address:
             return None
-        trap = wasmtime.Trap._from_ptr(self._trap)
-        self._trap = POINTER(ffi.wasm_trap_t)()
-        self._trap_ref = byref(self._trap)
-        return trap
+        self._trap.value = None
+        return wasmtime.Trap._from_ptr(ctypes.cast(address, POINTER(ffi.wasm_trap_t)))
 
     def _arm_deadline(self) -> None:
         assert self._deadline is not None
@@ -969,8 +975,7 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         """Where `_edgecall.exchange` stopped: its failure raised as the hooks raise it,
         the buffer handed back as `EdgeProgram._exchange` hands it back."""
         if trap:
-            self._trap = ctypes.cast(trap, POINTER(ffi.wasm_trap_t))
-            self._trap_ref = byref(self._trap)
+            self._trap.value = trap
         if stage == _edgecall.UNUSABLE:
             raise unusable_alloc(total, ptr)
         after_handle = stage in (_edgecall.HANDLE, _edgecall.RESULT, _edgecall.OUTSIDE)
@@ -1116,7 +1121,19 @@ class _SuspendingEdgeInstance(_EdgeInstance):
         # address: no cast per call.
         self._error = c_void_p()
         self._error_ref = byref(self._error)
+        # Where `_edgecall.start` stopped, for `_call_handle` to go on from.
+        self._started: tuple[int, int, int, int, int, int] | None = None
         super().__init__(module)
+        self._start_plan: bytes | None = None
+        if (_NATIVE_SETUP and self._memory is not None and self._alloc is not None
+                and self._handle is not None and isinstance(self._deadline, epoch_timer.Slot)):
+            arm, _end, slot, ms = self._deadline.addresses()
+            self._start_plan = _ASYNC_PLAN.pack(
+                self._key, ctypes.addressof(self._memory), ctypes.addressof(self._alloc.contents),
+                ctypes.addressof(self._handle.contents), arm, slot, ms,
+                ctypes.addressof(self._values), ctypes.addressof(self._results),
+                ctypes.addressof(self._trap), ctypes.addressof(self._error),
+                _VAL_SIZE, _VAL_OF, _I32_KIND)
 
     def _make_instance(self) -> wasmtime.Instance:
         instance = ffi.wasmtime_instance_t()
@@ -1125,6 +1142,58 @@ class _SuspendingEdgeInstance(_EdgeInstance):
                                                    self._error_ref))
         self._instantiated(0)
         return wasmtime.Instance._from_raw(instance)
+
+    def close(self) -> None:
+        self._start_plan = None  # its addresses are the store's
+        super().close()
+
+    def _enter(self, parts: tuple[bytes, ...], total: int, cap: int) -> tuple[int, int]:
+        """`alloc`, the inputs copied in and `handle` started in one C call where it was
+        built (`_edgecall.start`): `_call_handle` goes on from where it stopped."""
+        plan = self._start_plan
+        out = None if plan is None else _START(plan, *parts, cap)
+        if out is None:  # not built, or sizes `alloc` cannot take: the hooks say why
+            return super()._enter(parts, total, cap)
+        stage, value, ptr, offset, err, trap = out
+        if stage in _STARTED:
+            self._started = out
+            return ptr, offset
+        if stage == _edgecall.ALLOC_SUSPENDED:  # `alloc` waits: the hooks from its end
+            ptr = self._finish(value, nresults=1)
+            return ptr, self._copy_in(ptr, total, parts, cap)
+        if trap:
+            self._trap.value = trap
+        if stage == _edgecall.UNUSABLE:
+            raise unusable_alloc(total, ptr)
+        self._outcome(err or None)  # ALLOC: raises what went wrong
+        raise AssertionError(f"_edgecall.start stopped at {stage} with nothing wrong")
+
+    def _call_handle(self) -> int:
+        started, self._started = self._started, None
+        if started is None:
+            return super()._call_handle()
+        stage, value, _ptr, _offset, err, trap = started
+        if stage == _edgecall.HANDLED:
+            return value
+        if stage == _edgecall.SUSPENDED:
+            return self._finish(value, nresults=1)
+        if trap:
+            self._trap.value = trap
+        self._outcome(err or None)  # HANDLE: raises what went wrong
+        raise AssertionError(f"_edgecall.start stopped at {stage} with nothing wrong")
+
+    def _finish(self, future: int, *, nresults: int) -> int:
+        """An async call `_edgecall.start` polled once and left suspended: driven to its
+        end as `_call` drives one; its i32 result (`nresults`), else 0."""
+        self._drive(future, polled=True)
+        self._after_call()
+        return self._results[0].of.i32 if nresults else 0
+
+    def _after_call(self) -> None:
+        self._outcome(self._take_error())
+        if self.late_trap is not None:
+            message, self.late_trap = self.late_trap, None
+            raise GuestTrap(f"guest failed: {message}")
 
     def _take_error(self) -> int | None:
         """The error the last async call left (its address), if any; the slot is made
@@ -1154,10 +1223,7 @@ class _SuspendingEdgeInstance(_EdgeInstance):
         nresults = 1 if func is self._alloc or func is self._handle else 0
         self._drive(_call_async(self._ctx, func, values, _SIZES[n], self._results,
                                 _SIZES[nresults], self._trap_ref, self._error_ref))
-        self._outcome(self._take_error())
-        if self.late_trap is not None:
-            message, self.late_trap = self.late_trap, None
-            raise GuestTrap(f"guest failed: {message}")
+        self._after_call()
         if nresults:
             _I32.pack_into(args, 0, self._results[0].of.i32)
 
