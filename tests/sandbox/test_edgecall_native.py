@@ -145,6 +145,11 @@ _START_GROWS = _START_TRAPS.replace(
     "(memory.size) (i32.const 2)) (then unreachable)))")
 _INITIALIZE_TRAPS = _START_TRAPS.replace(
     "(start $s)", '(export "_initialize" (func $s))')
+_INITIALIZE_LOOPS = _INITIALIZE_TRAPS.replace("(func $s unreachable)",
+                                              "(func $s (loop $l (br $l)))")
+_INITIALIZE_EXITS = _INITIALIZE_TRAPS.replace(
+    "(module", '(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))'
+).replace("(func $s unreachable)", "(func $s (call $exit (i32.const 3)))")
 _NO_DEALLOC = _START_TRAPS.replace("(func $s unreachable) (start $s)", "")
 
 
@@ -187,6 +192,8 @@ _CASES = [
     ("start traps", wat_to_wasm(_START_TRAPS), Limits(), "GET"),
     ("start grows past the limit", wat_to_wasm(_START_GROWS), Limits(memory_pages=16), "GET"),
     ("_initialize traps", wat_to_wasm(_INITIALIZE_TRAPS), Limits(), "GET"),
+    ("_initialize loops", wat_to_wasm(_INITIALIZE_LOOPS), Limits(max_execution_ms=100), "GET"),
+    ("_initialize exits", wat_to_wasm(_INITIALIZE_EXITS), Limits(), "GET"),
     ("start loops", wasm_path("start_loop").read_bytes(), Limits(max_execution_ms=100), "GET"),
 ]
 
@@ -196,7 +203,7 @@ def test_instances_made_in_c_are_made_alike(any_wasmtime: object, name: str, was
                                              limits: Limits, method: str) -> None:
     in_c = _made_by(any_wasmtime, wasm, limits, in_c=True, method=method)
     assert in_c == _made_by(any_wasmtime, wasm, limits, in_c=False, method=method)
-    if "start" in name or "_initialize traps" in name:
+    if name.startswith(("start", "_initialize traps", "_initialize loops", "_initialize exits")):
         assert in_c[0] in ("GuestTrap", "GuestTimeout"), in_c
     else:
         assert in_c[0][0].__class__ is bytes, in_c  # type: ignore[index]
@@ -239,12 +246,18 @@ _START_WAITS = """(module
     (i32.store8 (local.get $o) (i32.add (i32.const 48) (global.get $got))) (i32.const 1)))"""
 
 
+_INITIALIZE_WAITS = _START_WAITS.replace("(start $s)", '(export "_initialize" (func $s))')
+
+
+@pytest.mark.parametrize("wat", [_START_WAITS, _INITIALIZE_WAITS],
+                         ids=["start waits", "_initialize waits"])
 def test_an_instantiation_suspended_in_a_waiting_call_is_driven_in_python(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, wat: str,
 ) -> None:
-    """Where `instantiate` returns its future (a waiting call began while starting), the
-    instance is finished by `_drive` and its exports looked up in Python. No waiting
-    call begins without an invocation today; one that did is stood in for here."""
+    """Where `instantiate` returns a future (a waiting call began in the start function
+    or in `_initialize`), the instance is finished by `_drive`; after a start function
+    that waited, its exports are looked up in Python. No waiting call begins without an
+    invocation today; one that did is stood in for here."""
     from edgefn.sandbox import wasmtime_engine
     from edgefn.sandbox.options import WasmtimeOptions
 
@@ -263,12 +276,13 @@ def test_an_instantiation_suspended_in_a_waiting_call_is_driven_in_python(
     try:
         outcomes = []
         for in_c in (True, False):
-            module = eng.compile(wat_to_wasm(_START_WAITS), Limits(), WasiOptions())
+            module = eng.compile(wat_to_wasm(wat), Limits(), WasiOptions())
             assert module.suspends and module.store_spec is not None
             if not in_c:
                 module.store_spec = None
             inst = module.instantiate()
-            assert inst._externs is None  # looked up in Python after the drive
+            # Looked up in Python after a start function's drive; in C before `_initialize`.
+            assert (inst._externs is None) == (wat is _START_WAITS or not in_c)
             outcomes.append(inst.invoke(request("GET", "/"), FakeHost()))
             inst.close()
             module.close()

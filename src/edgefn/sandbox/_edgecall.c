@@ -239,6 +239,17 @@ static struct {
 
 #define API_FUNCTIONS (sizeof api / sizeof(void *))
 
+/* An async call's or instantiation's future polled once, the GIL released while its
+   guest runs; deleted when done. */
+static bool poll_future(void *future) {
+    bool done;
+    Py_BEGIN_ALLOW_THREADS
+    done = api.poll(future);
+    Py_END_ALLOW_THREADS
+    if (done) api.future_delete(future);
+    return done;
+}
+
 PyDoc_STRVAR(configure_setup_doc,
 "configure_setup(*addresses)\n\n"
 "The addresses of the functions the setup half calls, in the order of `SETUP_FUNCTIONS`.");
@@ -329,38 +340,46 @@ static PyObject *open_store(PyObject *self, PyObject *const *args, Py_ssize_t na
 static const char *const EXPORTS[] = {"memory", "alloc", "handle", "dealloc", "_initialize"};
 #define N_EXPORTS (sizeof EXPORTS / sizeof EXPORTS[0])
 
+/* Where `instantiate` stopped. */
+enum { MADE = 20, NOT_MADE = 21, INSTANTIATING = 22, INIT_FAILED = 23, INITIALIZING = 24 };
+#define INITIALIZE 4 /* `_initialize`'s index in EXPORTS */
+
 PyDoc_STRVAR(instantiate_doc,
-"instantiate(pre, context, suspends, instance, trap, error, externs, extern_size)\n"
-"    -> (future, error, found)\n\n"
+"instantiate(pre, context, suspends, instance, trap, error, externs, extern_size,\n"
+"            extern_of, func_kind, slot, ms) -> (stage, future, error, found)\n\n"
 "Instantiate `pre` in the store of `context` into the `wasmtime_instance_t` at\n"
-"`instance`, the GIL released while it runs: synchronously, or (`suspends`) as a future\n"
-"polled once. `trap` and `error` are the addresses of the slots wasmtime writes a trap\n"
-"and (async; 0 otherwise) an error to. `future`: not 0 when a waiting host call suspended it, for\n"
-"Python to drive and delete. `error`: the synchronous call's error. Once made, the\n"
+"`instance`, the GIL released while guest code may run: synchronously, or\n"
+"(`suspends`) as futures polled once. `trap` and `error` are the addresses of the\n"
+"slots wasmtime writes a trap and (async; 0 otherwise) an error to. Once made, the\n"
 "exports memory, alloc, handle, dealloc and _initialize are looked up into the array\n"
-"of `wasmtime_extern_t` at `externs` (`extern_size` bytes each); `found` has bit i\n"
-"set for each found.");
+"of `wasmtime_extern_t` at `externs` (`extern_size` bytes each, their union at\n"
+"`extern_of`); `found` has bit i set for each found. A found `_initialize` of kind\n"
+"`func_kind` is then called under the deadline `slot` armed for `ms`, and its bit\n"
+"cleared. `stage`: MADE; NOT_MADE (`error`: the synchronous call's, else in the\n"
+"slots); INSTANTIATING (`future`: a waiting host call suspended the instantiation,\n"
+"for Python to drive and delete; nothing looked up); INIT_FAILED (`_initialize`\n"
+"failed: `error`, or the slots); INITIALIZING (`future`: `_initialize` suspended).");
 
 static PyObject *instantiate(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 8) {
+    if (nargs != 12) {
         PyErr_SetString(PyExc_TypeError,
                         "instantiate(pre, context, suspends, instance, trap, error, externs, "
-                        "extern_size)");
+                        "extern_size, extern_of, func_kind, slot, ms)");
         return NULL;
     }
-    if (api.pre_instantiate == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "configure_setup() was not called");
+    if (api.pre_instantiate == NULL || call_unchecked == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() and configure_setup() were not called");
         return NULL;
     }
-    unsigned long long a[8];
-    for (int i = 0; i < 8; i++) {
+    unsigned long long a[12];
+    for (int i = 0; i < 12; i++) {
         a[i] = PyLong_AsUnsignedLongLong(args[i]);
         if (a[i] == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
     }
-    for (int i = 0; i < 8; i++) {
-        /* `suspends` is a flag; the error slot is only an async call's */
-        if (a[i] == 0 && i != 2 && !(i == 5 && a[2] == 0)) {
+    for (int i = 0; i < 12; i++) {
+        /* flags, offsets and sizes may be 0; the error slot is only an async call's */
+        if (a[i] == 0 && i != 2 && i != 8 && i != 9 && i != 11 && !(i == 5 && a[2] == 0)) {
             PyErr_Format(PyExc_ValueError, "argument %d is null", i);
             return NULL;
         }
@@ -372,32 +391,60 @@ static PyObject *instantiate(PyObject *self, PyObject *const *args, Py_ssize_t n
     void **trap = (void **)(uintptr_t)a[4];
     void **error = (void **)(uintptr_t)a[5];
     uint8_t *externs = (uint8_t *)(uintptr_t)a[6];
-    size_t extern_size = (size_t)a[7];
+    size_t extern_size = (size_t)a[7], extern_of = (size_t)a[8];
+    uint8_t func_kind = (uint8_t)a[9];
+    void *slot = (void *)(uintptr_t)a[10];
+    int64_t ms = (int64_t)a[11];
+    if (extern_of + 16 > extern_size) {
+        PyErr_SetString(PyExc_ValueError, "wasmtime_extern_t is smaller than its union");
+        return NULL;
+    }
 
     void *err = NULL;
     if (suspends) {
         void *future = api.pre_instantiate_async(pre, ctx, instance, trap, error);
         if (future == NULL) return PyErr_NoMemory();
-        bool done;
-        Py_BEGIN_ALLOW_THREADS
-        done = api.poll(future);
-        Py_END_ALLOW_THREADS
-        if (!done) return Py_BuildValue("(KKi)", (unsigned long long)(uintptr_t)future, 0ULL, 0);
-        api.future_delete(future);
-        if (*error != NULL || *trap != NULL) return Py_BuildValue("(KKi)", 0ULL, 0ULL, 0);
+        if (!poll_future(future))
+            return Py_BuildValue("(iKKi)", INSTANTIATING, (unsigned long long)(uintptr_t)future,
+                                 0ULL, 0);
+        if (*error != NULL || *trap != NULL) return Py_BuildValue("(iKKi)", NOT_MADE, 0ULL, 0ULL, 0);
     } else {
         Py_BEGIN_ALLOW_THREADS
         err = api.pre_instantiate(pre, ctx, instance, trap);
         Py_END_ALLOW_THREADS
         if (err != NULL || *trap != NULL)
-            return Py_BuildValue("(KKi)", 0ULL, (unsigned long long)(uintptr_t)err, 0);
+            return Py_BuildValue("(iKKi)", NOT_MADE, 0ULL, (unsigned long long)(uintptr_t)err, 0);
     }
     int found = 0;
     for (size_t i = 0; i < N_EXPORTS; i++)
         if (api.export_get(ctx, instance, EXPORTS[i], strlen(EXPORTS[i]),
                            externs + i * extern_size))
             found |= 1 << i;
-    return Py_BuildValue("(KKi)", 0ULL, 0ULL, found);
+
+    /* A WASI reactor's constructors, as `EdgeProgram._create` runs them. */
+    uint8_t *init = externs + INITIALIZE * extern_size;
+    if (!(found >> INITIALIZE & 1) || init[0] != func_kind)
+        return Py_BuildValue("(iKKi)", MADE, 0ULL, 0ULL, found);
+    found &= ~(1 << INITIALIZE);
+    const void *func = init + extern_of;
+    raw_t none[1];
+    memset(none, 0, sizeof none);
+    api.slot_arm(slot, ms);
+    if (suspends) {
+        void *future = api.call_async(ctx, func, none, 0, none, 0, trap, error);
+        if (future == NULL) return PyErr_NoMemory();
+        if (!poll_future(future))
+            return Py_BuildValue("(iKKi)", INITIALIZING, (unsigned long long)(uintptr_t)future,
+                                 0ULL, found);
+        int failed = *error != NULL || *trap != NULL;
+        return Py_BuildValue("(iKKi)", failed ? INIT_FAILED : MADE, 0ULL, 0ULL, found);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    err = call_unchecked(ctx, func, none, 0, trap);
+    Py_END_ALLOW_THREADS
+    int failed = err != NULL || *trap != NULL;
+    return Py_BuildValue("(iKKi)", failed ? INIT_FAILED : MADE, 0ULL,
+                         (unsigned long long)(uintptr_t)err, found);
 }
 
 /* -- a suspending instance's call, up to its guest's first wait ------------------- */
@@ -442,12 +489,7 @@ static int poll_once(const async_plan_t *p, const void *func, int nargs, void **
     *future = api.call_async(p->ctx, func, p->values, (size_t)nargs, p->results, 1, p->trap,
                              p->error);
     if (*future == NULL) return -1;
-    bool done;
-    Py_BEGIN_ALLOW_THREADS
-    done = api.poll(*future);
-    Py_END_ALLOW_THREADS
-    if (!done) return 0;
-    api.future_delete(*future);
+    if (!poll_future(*future)) return 0;
     *future = NULL;
     return 1;
 }
@@ -578,6 +620,11 @@ PyMODINIT_FUNC PyInit__edgecall(void) {
             || PyModule_AddIntConstant(m, "SETUP_FUNCTIONS", (long)API_FUNCTIONS) < 0
             || PyModule_AddIntConstant(m, "STORE_SPEC_SIZE", (long)sizeof(store_spec_t)) < 0
             || PyModule_AddIntConstant(m, "EXPORTS", (long)N_EXPORTS) < 0
+            || PyModule_AddIntConstant(m, "MADE", MADE) < 0
+            || PyModule_AddIntConstant(m, "NOT_MADE", NOT_MADE) < 0
+            || PyModule_AddIntConstant(m, "INSTANTIATING", INSTANTIATING) < 0
+            || PyModule_AddIntConstant(m, "INIT_FAILED", INIT_FAILED) < 0
+            || PyModule_AddIntConstant(m, "INITIALIZING", INITIALIZING) < 0
             || PyModule_AddIntConstant(m, "SUSPENDED", SUSPENDED) < 0
             || PyModule_AddIntConstant(m, "HANDLED", HANDLED) < 0
             || PyModule_AddIntConstant(m, "ALLOC_SUSPENDED", ALLOC_SUSPENDED) < 0) {

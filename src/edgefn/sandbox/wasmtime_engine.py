@@ -299,6 +299,7 @@ def _load_setup() -> bool:
 _NATIVE_SETUP = _load_setup()
 _STORE_SPEC = struct.Struct("4P3q")  # _edgecall.c's store_spec_t
 _EXTERN_SIZE = ctypes.sizeof(ffi.wasmtime_extern_t)
+_EXTERN_OF = ffi.wasmtime_extern_t.of.offset
 _ASYNC_PLAN = struct.Struct("6Pq4P3q")  # _edgecall.c's async_plan_t
 _VAL_SIZE, _VAL_OF = ctypes.sizeof(ffi.wasmtime_val_t), ffi.wasmtime_val_t.of.offset
 # The exports `_edgecall.instantiate` looks up, by their index in its `EXPORTS`.
@@ -1024,19 +1025,31 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         self._deadline = module._engine._ticker.adopt(slot, module.limits.max_execution_ms)  # type: ignore[union-attr]
         instance = self._raw_instance = ffi.wasmtime_instance_t()
         externs = (ffi.wasmtime_extern_t * _edgecall.EXPORTS)()
-        future, err, found = _edgecall.instantiate(
+        stage, future, err, found = _edgecall.instantiate(
             module.pre_address, ctx, module.suspends, ctypes.addressof(instance),
             ctypes.addressof(self._trap), self._error_address(), ctypes.addressof(externs),
-            _EXTERN_SIZE)
-        try:
-            self._instantiated(err, future)
-        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            raise _instantiation_error(exc, self._deadline) from exc
-        if future:  # the exports were not looked up in C
+            _EXTERN_SIZE, _EXTERN_OF, _EXTERN_FUNC, slot, module.limits.max_execution_ms)
+        if stage == _edgecall.NOT_MADE or stage == _edgecall.INSTANTIATING:
+            try:
+                self._instantiated(err, future)
+            except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+                raise _instantiation_error(exc, self._deadline) from exc
+            # Made by driving its future here: the exports are looked up (and
+            # `_initialize` run) as the Python steps do.
             self._bind_memory(self._lookup("memory"))
             return
+        # Made, the exports looked up, `_initialize` (if any) run or under way.
         self._externs, self._found = externs, found
         self._bind_memory(externs[0] if found & 1 else None)
+        if stage != _edgecall.MADE:
+            self._initialized(err, future)
+
+    def _initialized(self, err: int, future: int) -> None:
+        """`_initialize` failed in `_edgecall.instantiate`: raised as `_call_export`
+        raises it (`future`: only a suspending instance's)."""
+        assert not future
+        self._outcome(err or None)
+        raise AssertionError("_edgecall.instantiate: _initialize failed with nothing wrong")
 
     def _error_address(self) -> int:
         """Where an async call's error goes: none here (the suspending subclass's)."""
@@ -1205,6 +1218,13 @@ class _SuspendingEdgeInstance(_EdgeInstance):
 
     def _error_address(self) -> int:
         return ctypes.addressof(self._error)
+
+    def _initialized(self, err: int, future: int) -> None:
+        if future:  # `_initialize` waits: driven to its end as `_call` drives a call
+            self._finish(future, nresults=0)
+        else:
+            self._after_call()
+            raise AssertionError("_edgecall.instantiate: _initialize failed with nothing wrong")
 
     def _instantiated(self, err: int, future: int = 0) -> None:
         if future:  # suspended in a waiting host call: driven as `_make_instance` drives it
