@@ -18,6 +18,7 @@ import functools
 import logging
 import ssl
 import time
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httpcore
@@ -131,7 +132,7 @@ class HttpFetchCapability:
             if left <= 0:
                 raise CallFailed("the fetch deadline has passed")
             response = self._client.exchange(
-                method, _origin(url), url.raw_path, url.netloc, _with_defaults(headers), body,
+                method, url.origin, url.raw_path, url.netloc, _with_defaults(headers), body,
                 max_body=self.policy.max_response_bytes,
             )
             location = _header(response.headers, b"location")
@@ -139,18 +140,18 @@ class HttpFetchCapability:
                 return _encode(response)
             if hop == self.policy.max_redirects:
                 raise CallFailed(f"more than {self.policy.max_redirects} redirects")
-            target = self._check(_join(url, location.decode("latin-1")))
+            target = self._check(_target(_join(url.url, location.decode("latin-1"))))
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 # What browsers (and httpx) do: the next hop is a GET without the body.
                 method = "GET" if method != "HEAD" else method
                 body = b""
                 headers = [(k, v) for k, v in headers if k != b"content-type"]
-            if _origin(target) != _origin(url):
+            if target.origin != url.origin:
                 headers = [(k, v) for k, v in headers if k not in _CREDENTIALS]
             url = target
         raise AssertionError("unreachable: the last hop returns or raises")
 
-    def _check(self, url: httpx.URL) -> httpx.URL:
+    def _check(self, url: _Target) -> _Target:
         """Scheme, credentials and allowlist; addresses are checked when connecting."""
         if url.scheme not in ("http", "https"):
             raise Denied(f"scheme {url.scheme!r} is not allowed")
@@ -159,10 +160,32 @@ class HttpFetchCapability:
         if url.userinfo:
             # `http://allowed@elsewhere/` reads as one host and goes to the other.
             raise Denied("credentials in the URL are not allowed")
-        host = parse_host(url.raw_host.decode("ascii"))
-        if not self._allowlist.allows(host):
-            raise Denied(f"host {url.raw_host.decode('ascii')!r} is not on the allowlist")
+        host = url.raw_host.decode("ascii")
+        if not self._allowlist.allows(parse_host(host)):
+            raise Denied(f"host {host!r} is not on the allowlist")
         return url
+
+
+class _Target(NamedTuple):
+    """A URL and the parts of it a fetch reads, each read once (httpx's properties
+    encode and decode on every read)."""
+
+    url: httpx.URL
+    scheme: str
+    raw_host: bytes
+    userinfo: bytes
+    # Scheme, host as sent (IDNA, an IPv6 address without brackets), port: used once
+    # `_check` has read the host as ASCII.
+    origin: Origin
+    raw_path: bytes
+    netloc: bytes
+
+
+def _target(url: httpx.URL) -> _Target:
+    scheme, raw_host = url.scheme, url.raw_host
+    origin = (scheme, raw_host.decode("ascii", "replace"),
+              url.port or (443 if scheme == "https" else 80))
+    return _Target(url, scheme, raw_host, url.userinfo, origin, url.raw_path, url.netloc)
 
 
 
@@ -182,13 +205,13 @@ def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
 
 
 @functools.lru_cache(maxsize=1024)
-def _url(text: str) -> httpx.URL:
+def _url(text: str) -> _Target:
     """Parsed once per text: httpx's parser is Python and regular expressions, about a
     tenth of a fetch's CPU, and a function fetches the same few URLs over and over. A URL
     is immutable and a pure function of its text, so one cache serves every function;
     what a function may reach is still checked on every call (`_check`, the backend)."""
     try:
-        return httpx.URL(text)
+        return _target(httpx.URL(text))
     except httpx.InvalidURL as exc:
         _refuse_address_spelling(text)
         raise CallFailed(f"malformed URL: {exc}") from exc
@@ -214,12 +237,6 @@ def _refuse_address_spelling(text: str) -> None:
     if last.isdigit() or last.startswith("0x"):
         # The URL standard reads a host ending in a number as an IPv4 address.
         raise Denied(f"not a canonical IPv4 address: {host!r}")
-
-
-def _origin(url: httpx.URL) -> Origin:
-    """Scheme, host as sent (IDNA, an IPv6 address without brackets), port."""
-    default = 443 if url.scheme == "https" else 80
-    return url.scheme, url.raw_host.decode("ascii"), url.port or default
 
 
 def _connection_listed(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
