@@ -427,8 +427,9 @@ static PyObject *instantiate(PyObject *self, PyObject *const *args, Py_ssize_t n
         return Py_BuildValue("(iKKi)", MADE, 0ULL, 0ULL, found);
     found &= ~(1 << INITIALIZE);
     const void *func = init + extern_of;
-    raw_t none[1];
-    memset(none, 0, sizeof none);
+    /* No arguments, no results: wasmtime neither reads nor writes it, and an async
+       call may keep the pointers until its future is deleted, after this returns. */
+    static raw_t none[1];
     api.slot_arm(slot, ms);
     if (suspends) {
         void *future = api.call_async(ctx, func, none, 0, none, 0, trap, error);
