@@ -217,7 +217,10 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         env["PYTHONPATH"] = str(checkout_src(args.src))
     if args.redis_url:
         env["EDGEFN_KV_URL"] = args.redis_url
-    node = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    # The node's own log lines (a function leaving the event loop, say): kept, and the
+    # placement's printed at the end, since they change what the figures mean.
+    node_log = (tmp / "node.err").open("wb")
+    node = spawn(cmd, stdout=subprocess.DEVNULL, stderr=node_log, env=env)
     base = f"http://127.0.0.1:{port}"
     waiting = [("http_fetch", "/fetch",
                 f"GET http://127.0.0.1:{slow_port}/slow\n\n".encode())]
@@ -291,6 +294,12 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     finally:
         stop_process(node)
         stop_process(slow)
+        node_log.close()
+    moves = [line for line in (tmp / "node.err").read_text(errors="replace").splitlines()
+             if "leaves the event loop" in line]
+    figures["placement"] = moves
+    for line in moves:
+        print(f"the node moved a function off its event loop: {line.strip()}")
     return figures
 
 
