@@ -18,6 +18,9 @@ answers after `--delay-ms`, 100 by default). With `--redis-url`, a third,
 
 The node runs with `--max-connections-per-client 0` (every client here is
 127.0.0.1) and `--allow-private-egress 127.0.0.0/8` (the slow server is local).
+At the end it prints every line of the node's log saying that a function left
+the event loop (for the request threads), since that changes what the figures
+mean.
 
     python bench/waiting.py [--duration 5] [--concurrency 100] [--delay-ms 100]
     python bench/waiting.py --redis-url redis://127.0.0.1:6379/0
