@@ -312,6 +312,8 @@ class _NativeStore:
     its deadline slot with it."""
 
     __slots__ = ("_ptr",)
+    # Held by the class, which outlives the module's globals at interpreter exit.
+    _delete = staticmethod(_store_delete)
 
     def __init__(self, ptr: int) -> None:
         self._ptr = ptr
@@ -319,7 +321,7 @@ class _NativeStore:
     def close(self) -> None:
         ptr, self._ptr = self._ptr, 0
         if ptr:
-            _store_delete(c_void_p(ptr))
+            self._delete(c_void_p(ptr))
 
     def __del__(self) -> None:
         self.close()
