@@ -90,8 +90,49 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *call_steps(const plan_t *pp, const char *part[4], const Py_ssize_t len[4],
-                            uint64_t total, long long cap, int *armed);
+/* A request as `exchange` and `start` take it (their arguments 1 to 5): its four
+   parts, the response's cap, and what `alloc` is asked for, all of them together. */
+typedef struct {
+    const char *part[4];
+    Py_ssize_t len[4];
+    long long cap;
+    uint64_t total;
+} request_t;
+
+/* 1 read; 0 sizes `alloc` cannot take (an i32); -1 with the error set. */
+static int read_request(PyObject *const *args, request_t *r) {
+    uint64_t inputs = 0;
+    for (int i = 0; i < 4; i++) {
+        if (!PyBytes_Check(args[1 + i])) {
+            PyErr_SetString(PyExc_TypeError, "the request's parts are bytes");
+            return -1;
+        }
+        r->part[i] = PyBytes_AS_STRING(args[1 + i]);
+        r->len[i] = PyBytes_GET_SIZE(args[1 + i]);
+        inputs += (uint64_t)r->len[i];
+    }
+    r->cap = PyLong_AsLongLong(args[5]);
+    if (r->cap == -1 && PyErr_Occurred()) return -1;
+    r->total = inputs + (uint64_t)r->cap;
+    return r->cap >= 0 && r->total <= INT32_MAX;
+}
+
+/* The parts copied back to back at `ptr` (checked: `ptr + total` is in memory) and
+   `handle`'s ten i32 arguments staged in `v`; returns where the response goes. */
+static uint64_t copy_in(uint8_t *base, int32_t ptr, const request_t *r, int32_t v[10]) {
+    uint64_t at = (uint64_t)ptr;
+    for (int i = 0; i < 4; i++) {
+        memcpy(base + at, r->part[i], (size_t)r->len[i]);
+        v[2 * i] = (int32_t)at;
+        v[2 * i + 1] = (int32_t)r->len[i];
+        at += (uint64_t)r->len[i];
+    }
+    v[8] = (int32_t)at; /* the response buffer, after the inputs */
+    v[9] = (int32_t)r->cap;
+    return at;
+}
+
+static PyObject *call_steps(const plan_t *pp, const request_t *r, int *armed);
 
 PyDoc_STRVAR(exchange_doc,
 "exchange(plan, method, path, headers, body, cap)\n"
@@ -118,26 +159,14 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_ValueError, "an incomplete plan");
         return NULL;
     }
-    const char *part[4];
-    Py_ssize_t len[4];
-    uint64_t inputs = 0;
-    for (int i = 0; i < 4; i++) {
-        if (!PyBytes_Check(args[1 + i])) {
-            PyErr_SetString(PyExc_TypeError, "the request's parts are bytes");
-            return NULL;
-        }
-        part[i] = PyBytes_AS_STRING(args[1 + i]);
-        len[i] = PyBytes_GET_SIZE(args[1 + i]);
-        inputs += (uint64_t)len[i];
-    }
-    long long cap = PyLong_AsLongLong(args[5]);
-    if (cap == -1 && PyErr_Occurred()) return NULL;
-    uint64_t total = inputs + (uint64_t)cap;
-    if (cap < 0 || total > INT32_MAX) Py_RETURN_NONE; /* `alloc` takes an i32: the hooks say why */
+    request_t r;
+    int readable = read_request(args, &r);
+    if (readable < 0) return NULL;
+    if (readable == 0) Py_RETURN_NONE; /* `alloc` takes an i32: the hooks say why */
 
     p.arm(p.slot, p.ms);
     int armed = 0;
-    PyObject *result = call_steps(&p, part, len, total, cap, &armed);
+    PyObject *result = call_steps(&p, &r, &armed);
     if (!armed) p.end(p.slot);
     return result;
 }
@@ -145,9 +174,10 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
 /* `exchange`'s steps, under the deadline it armed. `*armed`: where it stopped after
    `handle` (HANDLE, RESULT, OUTSIDE), the deadline is left armed: Python may hand the
    buffer back with another guest call, and ends it (`_EdgeInstance._resume`). */
-static PyObject *call_steps(const plan_t *pp, const char *part[4], const Py_ssize_t len[4],
-                            uint64_t total, long long cap, int *armed) {
+static PyObject *call_steps(const plan_t *pp, const request_t *r, int *armed) {
     const plan_t p = *pp;
+    const uint64_t total = r->total;
+    const long long cap = r->cap;
     raw_t a[10];
     void *err = NULL, *trap = NULL;
     memset(a, 0, sizeof a);
@@ -157,17 +187,10 @@ static PyObject *call_steps(const plan_t *pp, const char *part[4], const Py_ssiz
 
     uint64_t size = memory_size(p.ctx, p.memory);
     if (ptr <= 0 || (uint64_t)ptr + total > size) return stopped(UNUSABLE, ptr, 0, NULL, NULL);
-    uint8_t *base = memory_data(p.ctx, p.memory);
-    uint64_t at = (uint64_t)ptr;
+    int32_t v[10];
+    uint64_t at = copy_in(memory_data(p.ctx, p.memory), ptr, r, v);
     memset(a, 0, sizeof a);
-    for (int i = 0; i < 4; i++) {
-        memcpy(base + at, part[i], (size_t)len[i]);
-        a[2 * i].of.i32 = (int32_t)at;
-        a[2 * i + 1].of.i32 = (int32_t)len[i];
-        at += (uint64_t)len[i];
-    }
-    a[8].of.i32 = (int32_t)at; /* the response buffer, after the inputs */
-    a[9].of.i32 = (int32_t)cap;
+    for (int i = 0; i < 10; i++) a[i].of.i32 = v[i];
     *armed = 1;
     if (!call(&p, p.handle, a, 10, &err, &trap)) return stopped(HANDLE, ptr, 0, err, trap);
     int32_t written = a[0].of.i32;
@@ -543,27 +566,15 @@ static PyObject *start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         PyErr_SetString(PyExc_ValueError, "an incomplete plan");
         return NULL;
     }
-    const char *part[4];
-    Py_ssize_t len[4];
-    uint64_t inputs = 0;
-    for (int i = 0; i < 4; i++) {
-        if (!PyBytes_Check(args[1 + i])) {
-            PyErr_SetString(PyExc_TypeError, "the request's parts are bytes");
-            return NULL;
-        }
-        part[i] = PyBytes_AS_STRING(args[1 + i]);
-        len[i] = PyBytes_GET_SIZE(args[1 + i]);
-        inputs += (uint64_t)len[i];
-    }
-    long long cap = PyLong_AsLongLong(args[5]);
-    if (cap == -1 && PyErr_Occurred()) return NULL;
-    uint64_t total = inputs + (uint64_t)cap;
-    if (cap < 0 || total > INT32_MAX) Py_RETURN_NONE; /* `alloc` takes an i32: the hooks say why */
+    request_t r;
+    int readable = read_request(args, &r);
+    if (readable < 0) return NULL;
+    if (readable == 0) Py_RETURN_NONE; /* `alloc` takes an i32: the hooks say why */
 
     p.arm(p.slot, p.ms);
     void *future;
     int32_t v[10];
-    v[0] = (int32_t)total;
+    v[0] = (int32_t)r.total;
     typed_i32s(&p, v, 1);
     int done = poll_once(&p, p.alloc, 1, &future);
     if (done < 0) return PyErr_NoMemory();
@@ -572,17 +583,8 @@ static PyObject *start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     int32_t ptr = result_i32(&p);
 
     uint64_t size = memory_size(p.ctx, p.memory);
-    if (ptr <= 0 || (uint64_t)ptr + total > size) return started(&p, UNUSABLE, 0, ptr, 0);
-    uint8_t *base = memory_data(p.ctx, p.memory);
-    uint64_t at = (uint64_t)ptr;
-    for (int i = 0; i < 4; i++) {
-        memcpy(base + at, part[i], (size_t)len[i]);
-        v[2 * i] = (int32_t)at;
-        v[2 * i + 1] = (int32_t)len[i];
-        at += (uint64_t)len[i];
-    }
-    v[8] = (int32_t)at; /* the response buffer, after the inputs */
-    v[9] = (int32_t)cap;
+    if (ptr <= 0 || (uint64_t)ptr + r.total > size) return started(&p, UNUSABLE, 0, ptr, 0);
+    uint64_t at = copy_in(memory_data(p.ctx, p.memory), ptr, &r, v);
     typed_i32s(&p, v, 10);
     done = poll_once(&p, p.handle, 10, &future);
     if (done < 0) return PyErr_NoMemory();
@@ -619,8 +621,6 @@ PyMODINIT_FUNC PyInit__edgecall(void) {
             || PyModule_AddIntConstant(m, "OUTSIDE", OUTSIDE) < 0
             || PyModule_AddIntConstant(m, "DEALLOC", DEALLOC) < 0
             || PyModule_AddIntConstant(m, "SETUP_FUNCTIONS", (long)API_FUNCTIONS) < 0
-            || PyModule_AddIntConstant(m, "STORE_SPEC_SIZE", (long)sizeof(store_spec_t)) < 0
-            || PyModule_AddIntConstant(m, "EXPORTS", (long)N_EXPORTS) < 0
             || PyModule_AddIntConstant(m, "MADE", MADE) < 0
             || PyModule_AddIntConstant(m, "NOT_MADE", NOT_MADE) < 0
             || PyModule_AddIntConstant(m, "INSTANTIATING", INSTANTIATING) < 0
@@ -629,6 +629,17 @@ PyMODINIT_FUNC PyInit__edgecall(void) {
             || PyModule_AddIntConstant(m, "SUSPENDED", SUSPENDED) < 0
             || PyModule_AddIntConstant(m, "HANDLED", HANDLED) < 0
             || PyModule_AddIntConstant(m, "ALLOC_SUSPENDED", ALLOC_SUSPENDED) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *names = PyTuple_New((Py_ssize_t)N_EXPORTS); /* `instantiate`'s, in order */
+    for (size_t i = 0; names != NULL && i < N_EXPORTS; i++) {
+        PyObject *name = PyUnicode_FromString(EXPORTS[i]);
+        if (name == NULL) Py_CLEAR(names);
+        else PyTuple_SET_ITEM(names, (Py_ssize_t)i, name);
+    }
+    if (names == NULL || PyModule_AddObject(m, "EXPORT_NAMES", names) < 0) {
+        Py_XDECREF(names);
         Py_DECREF(m);
         return NULL;
     }

@@ -158,10 +158,6 @@ def _load_exchange() -> Any:
 
 
 _edgecall, _EXCHANGE = _load_exchange()
-_START: Any = None if _edgecall is None else getattr(_edgecall, "start", None)
-# Where `_edgecall.start` stopped with `handle` started: `_call_handle` goes on.
-_STARTED = (() if _edgecall is None or _START is None
-            else (_edgecall.SUSPENDED, _edgecall.HANDLED, _edgecall.HANDLE))
 _PLAN = struct.Struct("8Pq")  # _edgecall.c's plan_t
 
 
@@ -302,8 +298,12 @@ _EXTERN_SIZE = ctypes.sizeof(ffi.wasmtime_extern_t)
 _EXTERN_OF = ffi.wasmtime_extern_t.of.offset
 _ASYNC_PLAN = struct.Struct("6Pq4P3q")  # _edgecall.c's async_plan_t
 _VAL_SIZE, _VAL_OF = ctypes.sizeof(ffi.wasmtime_val_t), ffi.wasmtime_val_t.of.offset
-# The exports `_edgecall.instantiate` looks up, by their index in its `EXPORTS`.
-_NATIVE_EXPORTS = {"memory": 0, "alloc": 1, "handle": 2, "dealloc": 3, "_initialize": 4}
+# The exports `_edgecall.instantiate` looks up, by their index in what it returns.
+_NATIVE_EXPORTS = ({name: i for i, name in enumerate(_edgecall.EXPORT_NAMES)}
+                   if _NATIVE_SETUP else {})
+# Where `_edgecall.start` stopped with `handle` started: `_call_handle` goes on.
+_STARTED = ((_edgecall.SUSPENDED, _edgecall.HANDLED, _edgecall.HANDLE)
+            if _NATIVE_SETUP else ())
 _store_delete = _fast("wasmtime_store_delete", None)
 
 
@@ -736,6 +736,11 @@ class WasmtimeModule(ModuleFacts):
         store.set_wasi(config)
         return store, key, deadline
 
+    def adopt_slot(self, slot_ptr: int) -> epoch_timer.Slot:
+        """The deadline of a store `_edgecall.open_store` made for this module."""
+        return self._engine._ticker.adopt(slot_ptr,  # type: ignore[union-attr]
+                                          self.limits.max_execution_ms)
+
     def instantiate_in(self, store: wasmtime.Store) -> wasmtime.Instance:
         return self._pre.instantiate(store)
 
@@ -1024,9 +1029,9 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         self._ctx, self._key = c_void_p(ctx), ctx
         _INSTANCES[ctx] = self
         module = self._module
-        self._deadline = module._engine._ticker.adopt(slot, module.limits.max_execution_ms)  # type: ignore[union-attr]
+        self._deadline = module.adopt_slot(slot)
         instance = self._raw_instance = ffi.wasmtime_instance_t()
-        externs = (ffi.wasmtime_extern_t * _edgecall.EXPORTS)()
+        externs = (ffi.wasmtime_extern_t * len(_NATIVE_EXPORTS))()
         stage, future, err, found = _edgecall.instantiate(
             module.pre_address, ctx, module.suspends, ctypes.addressof(instance),
             ctypes.addressof(self._trap), self._error_address(), ctypes.addressof(externs),
@@ -1042,7 +1047,7 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
             return
         # Made, the exports looked up, `_initialize` (if any) run or under way.
         self._externs, self._found = externs, found
-        self._bind_memory(externs[0] if found & 1 else None)
+        self._bind_memory(self._looked_up("memory"))
         if stage != _edgecall.MADE:
             self._initialized(err, future)
 
@@ -1067,15 +1072,16 @@ class _EdgeInstance(EdgeProgram, _BaseInstance):
         if trap is not None:
             raise trap
 
+    def _looked_up(self, name: str) -> ffi.wasmtime_extern_t | None:
+        """The export `name` as `_edgecall.instantiate` found it, or None."""
+        index = _NATIVE_EXPORTS[name]
+        return self._externs[index] if self._found >> index & 1 else None  # type: ignore[index]
+
     def _export(self, name: str) -> ctypes._Pointer | None:
-        index = _NATIVE_EXPORTS.get(name)
-        externs = self._externs
-        if externs is None or index is None:
+        if self._externs is None or name not in _NATIVE_EXPORTS:
             return super()._export(name)
-        f = externs[index]
-        if self._found >> index & 1 and f.kind == _EXTERN_FUNC:
-            return ctypes.pointer(f.of.func)
-        return None
+        f = self._looked_up(name)
+        return ctypes.pointer(f.of.func) if f is not None and f.kind == _EXTERN_FUNC else None
 
     def _allocate(self, size: int) -> int:
         args = self._args
@@ -1166,7 +1172,7 @@ class _SuspendingEdgeInstance(_EdgeInstance):
         """`alloc`, the inputs copied in and `handle` started in one C call where it was
         built (`_edgecall.start`): `_call_handle` goes on from where it stopped."""
         plan = self._start_plan
-        out = None if plan is None else _START(plan, *parts, cap)
+        out = None if plan is None else _edgecall.start(plan, *parts, cap)
         if out is None:  # not built, or sizes `alloc` cannot take: the hooks say why
             return super()._enter(parts, total, cap)
         stage, value, ptr, offset, err, trap = out
