@@ -4,7 +4,7 @@ the instance kept or closed alike, and the guest's buffer handed back alike."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -88,6 +88,23 @@ def _pair(engine: object, wasm: bytes, limits: Limits | None = None) -> tuple[In
     return in_c, by_hooks
 
 
+def _body_for_alloc(last_digit: int) -> bytes:
+    """A body for which `alloc` is asked for a size ending in `last_digit`: the
+    request's parts and the response cap, all together."""
+    base = len(b"GET") + len(b"/") + len(request("GET").headers) + Limits().max_response_bytes
+    return b"x" * ((last_digit - base) % 10)
+
+
+@pytest.fixture(params=["one C call", "started in C"])
+def ledger_pair(request: pytest.FixtureRequest, engine: object,
+                suspending: object) -> Callable[..., tuple[Instance, Instance]]:
+    """Twin instances of the ledger guest, one through the C half, one through the
+    hooks: the echo's call (`exchange`), or a suspended guest's (`start`)."""
+    if request.param == "one C call":
+        return lambda limits=None: _pair(engine, wat_to_wasm(LEDGER), limits)
+    return lambda limits=None: _started_pair(suspending, wat_to_wasm(SUSPENDING_LEDGER), limits)
+
+
 # Each a series of calls on one instance: what follows a failure shows whether the
 # instance was kept and its buffer handed back (the ledger's first digit).
 SERIES = {
@@ -101,18 +118,19 @@ SERIES = {
 
 
 @pytest.mark.parametrize("name", SERIES)
-def test_each_ending_is_the_hooks_ending(engine: object, name: str) -> None:
-    in_c, by_hooks = _pair(engine, wat_to_wasm(LEDGER), Limits(max_execution_ms=200))
+def test_each_ending_is_the_hooks_ending(ledger_pair: Callable[..., tuple[Instance, Instance]],
+                                         name: str) -> None:
+    in_c, by_hooks = ledger_pair(Limits(max_execution_ms=200))
     for method in SERIES[name]:
         assert _outcome(in_c, method) == _outcome(by_hooks, method)
 
 
 @pytest.mark.parametrize("body_len", [1, 3], ids=["alloc traps", "alloc gives null"])
-def test_alloc_failures_are_the_hooks_failures(engine: object, body_len: int) -> None:
-    in_c, by_hooks = _pair(engine, wat_to_wasm(LEDGER))
-    # The size `alloc` is asked for: the request's parts and the response cap.
-    base = len(b"GET") + len(b"/") + len(request("GET").headers) + Limits().max_response_bytes
-    body = b"x" * ((body_len - base) % 10)
+def test_alloc_failures_are_the_hooks_failures(
+    ledger_pair: Callable[..., tuple[Instance, Instance]], body_len: int,
+) -> None:
+    in_c, by_hooks = ledger_pair()
+    body = _body_for_alloc(body_len)
     a, b = _outcome(in_c, "GET", body), _outcome(by_hooks, "GET", body)
     assert a == b
     assert a[0][0] == "GuestTrap"  # type: ignore[index]
@@ -153,14 +171,22 @@ _INITIALIZE_EXITS = _INITIALIZE_TRAPS.replace(
 _NO_DEALLOC = _START_TRAPS.replace("(func $s unreachable) (start $s)", "")
 
 
-@pytest.fixture(scope="module", params=["suspending", "blocking"])
-def any_wasmtime(request: pytest.FixtureRequest) -> Iterator[object]:
+def _wasmtime(suspend_waiting: bool) -> Iterator[object]:
     from edgefn.sandbox.options import WasmtimeOptions
 
-    eng = create_engine("wasmtime", options=WasmtimeOptions(
-        suspend_waiting=request.param == "suspending"))
+    eng = create_engine("wasmtime", options=WasmtimeOptions(suspend_waiting=suspend_waiting))
     yield eng
     eng.close()
+
+
+@pytest.fixture(scope="module", params=["suspending", "blocking"])
+def any_wasmtime(request: pytest.FixtureRequest) -> Iterator[object]:
+    yield from _wasmtime(request.param == "suspending")
+
+
+@pytest.fixture(scope="module")
+def suspending() -> Iterator[object]:
+    yield from _wasmtime(True)
 
 
 def _made_by(engine: object, wasm: bytes, limits: Limits, *, in_c: bool,
@@ -314,15 +340,6 @@ _WAITS = """(module
     (i32.const 1)))"""
 
 
-@pytest.fixture(scope="module")
-def suspending() -> Iterator[object]:
-    from edgefn.sandbox.options import WasmtimeOptions
-
-    eng = create_engine("wasmtime", options=WasmtimeOptions(suspend_waiting=True))
-    yield eng
-    eng.close()
-
-
 def _started_pair(engine: object, wasm: bytes,
                   limits: Limits | None = None) -> tuple[Instance, Instance]:
     module = engine.compile(wasm, limits or Limits(), WasiOptions())  # type: ignore[attr-defined]
@@ -331,26 +348,6 @@ def _started_pair(engine: object, wasm: bytes,
     assert in_c._start_plan is not None  # started in C, the deadline armed there
     by_hooks._start_plan = None  # the program's hooks, each call driven from Python
     return in_c, by_hooks
-
-
-@pytest.mark.parametrize("name", SERIES)
-def test_each_ending_of_a_started_call_is_the_hooks_ending(suspending: object, name: str) -> None:
-    in_c, by_hooks = _started_pair(suspending, wat_to_wasm(SUSPENDING_LEDGER),
-                                   Limits(max_execution_ms=200))
-    for method in SERIES[name]:
-        assert _outcome(in_c, method) == _outcome(by_hooks, method)
-
-
-@pytest.mark.parametrize("body_len", [1, 3], ids=["alloc traps", "alloc gives null"])
-def test_alloc_failures_of_a_started_call_are_the_hooks_failures(
-    suspending: object, body_len: int,
-) -> None:
-    in_c, by_hooks = _started_pair(suspending, wat_to_wasm(SUSPENDING_LEDGER))
-    base = len(b"GET") + len(b"/") + len(request("GET").headers) + Limits().max_response_bytes
-    body = b"x" * ((body_len - base) % 10)
-    a, b = _outcome(in_c, "GET", body), _outcome(by_hooks, "GET", body)
-    assert a == b
-    assert a[0][0] == "GuestTrap"  # type: ignore[index]
 
 
 def _waited(inst: Instance, body: bytes, value: bytes | None) -> tuple[object, ...]:
@@ -371,8 +368,7 @@ def test_a_started_call_that_waits_ends_as_by_the_hooks(
     suspending: object, alloc_waits: bool, value: bytes | None,
 ) -> None:
     in_c, by_hooks = _started_pair(suspending, wat_to_wasm(_WAITS))
-    base = len(b"GET") + len(b"/") + len(request("GET").headers) + Limits().max_response_bytes
-    body = b"x" * (((7 if alloc_waits else 5) - base) % 10)
+    body = _body_for_alloc(7 if alloc_waits else 5)
     outcomes = []
     for _ in range(2):  # what follows shows the instance kept or closed alike
         outcomes.append(_waited(in_c, body, value))
