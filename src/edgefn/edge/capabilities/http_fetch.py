@@ -188,7 +188,6 @@ def _target(url: httpx.URL) -> _Target:
     return _Target(url, scheme, raw_host, url.userinfo, origin, url.raw_path, url.netloc)
 
 
-
 def _encode(response: Response) -> bytes:
     dropped = _HOP_BY_HOP | _FRAMING | _connection_listed(response.headers)
     headers = [
