@@ -26,17 +26,10 @@ from pathlib import Path
 
 from edgefn.sandbox import Limits, WasiOptions, create_engine
 from edgefn.sandbox.options import WasmtimeOptions
+from invoke import _Host
 
 ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "tests" / "fixtures" / "wasm"
-
-
-class _Host:
-    def remaining_seconds(self) -> float:
-        return 1.0
-
-    def output(self, stream: int, data: bytes) -> None:
-        pass
 
 
 def _per_op(fn: Callable[[], None], count: int) -> float:
