@@ -21,7 +21,8 @@ native, pytestmark = native_part("edgefn.sandbox._edgecall")
 # `alloc` of a size that ends in 1 traps, of one that ends in 3 gives a null pointer;
 # the method's first letter picks what `handle` does (T: trap, N: return -1,
 # B: return more than the cap, D: ask `dealloc` to trap, L: ask `dealloc` to loop
-# and return -1, so that the buffer's hand-back loops; else answer).
+# and return -1, so that the buffer's hand-back loops, E: answer and ask `dealloc` to
+# loop; else answer).
 LEDGER = """
 (module
   (memory (export "memory") 2)
@@ -52,6 +53,7 @@ LEDGER = """
     (if (i32.eq (local.get $c) (i32.const 66))
       (then (return (i32.add (local.get $cap) (i32.const 1)))))
     (if (i32.eq (local.get $c) (i32.const 68)) (then (global.set $trap_dealloc (i32.const 1))))
+    (if (i32.eq (local.get $c) (i32.const 69)) (then (global.set $loop_dealloc (i32.const 1))))
     ;; "200\\n\\n" then the buffers out and taken, a digit each
     (i32.store (local.get $o) (i32.const 0x0a303032))
     (i32.store8 (i32.add (local.get $o) (i32.const 4)) (i32.const 10))
@@ -114,6 +116,7 @@ SERIES = {
     "over the cap": ["BIG", "GET"],
     "dealloc traps": ["DEALLOC", "GET"],
     "the hand-back loops": ["LOOP", "GET"],  # bounded by the call's deadline
+    "dealloc loops after an answer": ["ENDLESS", "GET"],
 }
 
 
@@ -375,6 +378,35 @@ def test_a_started_call_that_waits_ends_as_by_the_hooks(
         assert outcomes[-1] == _waited(by_hooks, body, value)
     expected = {b"v": (b"3", False), None: (b"0", False)}  # kv_get returned 1, or -2
     assert outcomes[0] == expected.get(value, (
+        ("GuestTrap", "guest failed: edge.kv_get: guest output buffer out of bounds"), True))
+
+
+# `handle` answers at once ("1"); `dealloc` waits in kv_get for the key "k", its
+# answer going to the last 4 bytes of memory (a longer one traps once written).
+_DEALLOC_WAITS = """(module
+  """ + _KV_IMPORT + """
+  (memory (export "memory") 2) (data (i32.const 16) "k")
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "dealloc") (param i32 i32)
+    (drop (call $kv_get (i32.const 16) (i32.const 1) (i32.const 0x1fffc) (i32.const 8))))
+  (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32) (param $o i32) (param i32)
+        (result i32)
+    (i32.store8 (local.get $o) (i32.const 49))
+    (i32.const 1)))"""
+
+
+@pytest.mark.parametrize("value", [b"v", None, b"x" * 8],
+                         ids=["found", "kv denied", "answer past memory"])
+def test_a_dealloc_that_waits_ends_as_by_the_hooks(suspending: object,
+                                                   value: bytes | None) -> None:
+    """`_edgecall.answer` reads the response, then `dealloc` waits: Python drives it, and
+    a late trap in it fails the call although its response was read."""
+    in_c, by_hooks = _started_pair(suspending, wat_to_wasm(_DEALLOC_WAITS))
+    outcomes = []
+    for _ in range(2):
+        outcomes.append(_waited(in_c, b"", value))
+        assert outcomes[-1] == _waited(by_hooks, b"", value)
+    assert outcomes[0] == ((b"1", False) if value != b"x" * 8 else (
         ("GuestTrap", "guest failed: edge.kv_get: guest output buffer out of bounds"), True))
 
 

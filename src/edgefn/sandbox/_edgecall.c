@@ -483,6 +483,7 @@ typedef struct {
     const void *memory;
     const void *alloc;
     const void *handle;
+    const void *dealloc; /* NULL: the module exports none */
     void (*arm)(void *slot, int64_t ms);
     void *slot;
     int64_t ms;
@@ -495,8 +496,8 @@ typedef struct {
     int64_t i32_kind;  /* WASMTIME_I32 */
 } async_plan_t;
 
-/* Where `start` stopped, beyond `exchange`'s ALLOC, UNUSABLE and HANDLE. */
-enum { SUSPENDED = 7, HANDLED = 8, ALLOC_SUSPENDED = 9 };
+/* Where `start` and `answer` stopped, beyond `exchange`'s stages. */
+enum { SUSPENDED = 7, HANDLED = 8, ALLOC_SUSPENDED = 9, DEALLOC_SUSPENDED = 10 };
 
 /* Stage `n` i32 arguments as typed values (the kind, then the i32 where the union starts). */
 static void typed_i32s(const async_plan_t *p, const int32_t *v, int n) {
@@ -508,10 +509,12 @@ static void typed_i32s(const async_plan_t *p, const int32_t *v, int n) {
     }
 }
 
-/* One async call polled once: 1 done (the future deleted), 0 suspended (`*future`). */
-static int poll_once(const async_plan_t *p, const void *func, int nargs, void **future) {
-    *future = api.call_async(p->ctx, func, p->values, (size_t)nargs, p->results, 1, p->trap,
-                             p->error);
+/* One async call polled once: 1 done (the future deleted), 0 suspended (`*future`),
+   -1 not made. */
+static int poll_once(const async_plan_t *p, const void *func, int nargs, int nresults,
+                     void **future) {
+    *future = api.call_async(p->ctx, func, p->values, (size_t)nargs, p->results,
+                             (size_t)nresults, p->trap, p->error);
     if (*future == NULL) return -1;
     if (!poll_future(*future)) return 0;
     *future = NULL;
@@ -546,26 +549,35 @@ PyDoc_STRVAR(start_doc,
 "buffer and where the response goes in it. None, before any call, for sizes `alloc`\n"
 "cannot take.");
 
-static PyObject *start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 6 || !PyBytes_Check(args[0])
+/* `start`'s and `answer`'s plan (their argument 0), checked: 0, or -1 with the
+   error set (`usage` the TypeError's message). */
+static int read_async_plan(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want,
+                           const char *usage, async_plan_t *p) {
+    if (nargs != want || !PyBytes_Check(args[0])
             || PyBytes_GET_SIZE(args[0]) != (Py_ssize_t)sizeof(async_plan_t)) {
-        PyErr_SetString(PyExc_TypeError, "start(plan, method, path, headers, body, cap)");
-        return NULL;
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
     }
     if (api.call_async == NULL || memory_data == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure() and configure_setup() were not called");
-        return NULL;
+        return -1;
     }
-    async_plan_t p;
-    memcpy(&p, PyBytes_AS_STRING(args[0]), sizeof p);
-    if (p.ctx == NULL || p.memory == NULL || p.alloc == NULL || p.handle == NULL
-            || p.arm == NULL || p.slot == NULL || p.values == NULL || p.results == NULL
-            || p.trap == NULL || p.error == NULL || p.val_size < 8 || p.of_offset < 1
-            || p.of_offset + 4 > p.val_size) {
+    memcpy(p, PyBytes_AS_STRING(args[0]), sizeof *p);
+    if (p->ctx == NULL || p->memory == NULL || p->alloc == NULL || p->handle == NULL
+            || p->arm == NULL || p->slot == NULL || p->values == NULL || p->results == NULL
+            || p->trap == NULL || p->error == NULL || p->val_size < 8 || p->of_offset < 1
+            || p->of_offset + 4 > p->val_size) {
         PyErr_SetString(PyExc_ValueError, "an incomplete plan");
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+static PyObject *start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    async_plan_t p;
+    if (read_async_plan(args, nargs, 6, "start(plan, method, path, headers, body, cap)", &p) < 0)
+        return NULL;
     request_t r;
     int readable = read_request(args, &r);
     if (readable < 0) return NULL;
@@ -576,7 +588,7 @@ static PyObject *start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     int32_t v[10];
     v[0] = (int32_t)r.total;
     typed_i32s(&p, v, 1);
-    int done = poll_once(&p, p.alloc, 1, &future);
+    int done = poll_once(&p, p.alloc, 1, 1, &future);
     if (done < 0) return PyErr_NoMemory();
     if (!done) return started(&p, ALLOC_SUSPENDED, (long long)(intptr_t)future, 0, 0);
     if (*p.error != NULL || *p.trap != NULL) return started(&p, ALLOC, 0, 0, 0);
@@ -586,11 +598,66 @@ static PyObject *start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     if (ptr <= 0 || (uint64_t)ptr + r.total > size) return started(&p, UNUSABLE, 0, ptr, 0);
     uint64_t at = copy_in(memory_data(p.ctx, p.memory), ptr, &r, v);
     typed_i32s(&p, v, 10);
-    done = poll_once(&p, p.handle, 10, &future);
+    done = poll_once(&p, p.handle, 10, 1, &future);
     if (done < 0) return PyErr_NoMemory();
     if (!done) return started(&p, SUSPENDED, (long long)(intptr_t)future, ptr, (int64_t)at);
     if (*p.error != NULL || *p.trap != NULL) return started(&p, HANDLE, 0, ptr, (int64_t)at);
     return started(&p, HANDLED, result_i32(&p), ptr, (int64_t)at);
+}
+
+/* -- a suspending instance's answer, once `handle` has returned ------------------ */
+PyDoc_STRVAR(answer_doc,
+"answer(plan, ptr, total, offset, written, cap)\n"
+"    -> bytes | (stage, value, response, err, trap)\n\n"
+"After `handle` returned `written` (at once in `start`, or resumed and driven from\n"
+"Python): the response read from `offset`, then `dealloc(ptr, total)` polled once,\n"
+"under the deadline `start` armed (left armed: Python ends it). The response, or\n"
+"where it stopped: RESULT (`value`: `written`, not in [0, cap]), OUTSIDE (the\n"
+"response is not in memory), DEALLOC (wasmtime's error and trap, taken from the\n"
+"instance's slots) or DEALLOC_SUSPENDED (`value`: dealloc's future, for Python to\n"
+"drive and delete; `response`: the response, read before it).");
+
+static PyObject *answer(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    async_plan_t p;
+    if (read_async_plan(args, nargs, 6, "answer(plan, ptr, total, offset, written, cap)", &p) < 0)
+        return NULL;
+    long long n[5];
+    for (int i = 0; i < 5; i++) {
+        n[i] = PyLong_AsLongLong(args[1 + i]);
+        if (n[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    const long long ptr = n[0], total = n[1], offset = n[2], written = n[3], cap = n[4];
+    if (ptr < 0 || ptr > INT32_MAX || total < 0 || total > INT32_MAX || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "a buffer outside a 32-bit memory");
+        return NULL;
+    }
+    if (written < 0 || written > cap)
+        return Py_BuildValue("(iLOKK)", RESULT, written, Py_None, 0ULL, 0ULL);
+    /* `handle` may have grown (and so moved) the memory. */
+    if ((uint64_t)offset + (uint64_t)written > memory_size(p.ctx, p.memory))
+        return Py_BuildValue("(iLOKK)", OUTSIDE, 0LL, Py_None, 0ULL, 0ULL);
+    PyObject *response = PyBytes_FromStringAndSize(
+        (const char *)memory_data(p.ctx, p.memory) + offset, (Py_ssize_t)written);
+    if (response == NULL || p.dealloc == NULL) return response;
+
+    int32_t v[2] = {(int32_t)ptr, (int32_t)total};
+    typed_i32s(&p, v, 2);
+    void *future;
+    int done = poll_once(&p, p.dealloc, 2, 0, &future);
+    if (done < 0) {
+        Py_DECREF(response);
+        return PyErr_NoMemory();
+    }
+    if (done && *p.error == NULL && *p.trap == NULL) return response;
+    void *err = *p.error, *trap = *p.trap;
+    *p.error = *p.trap = NULL;
+    PyObject *out = Py_BuildValue(
+        "(iLOKK)", done ? DEALLOC : DEALLOC_SUSPENDED, (long long)(intptr_t)future,
+        done ? Py_None : response, (unsigned long long)(uintptr_t)err,
+        (unsigned long long)(uintptr_t)trap);
+    Py_DECREF(response);
+    return out;
 }
 
 static PyMethodDef methods[] = {
@@ -601,6 +668,7 @@ static PyMethodDef methods[] = {
     {"open_store", (PyCFunction)(void (*)(void))open_store, METH_FASTCALL, open_store_doc},
     {"instantiate", (PyCFunction)(void (*)(void))instantiate, METH_FASTCALL, instantiate_doc},
     {"start", (PyCFunction)(void (*)(void))start, METH_FASTCALL, start_doc},
+    {"answer", (PyCFunction)(void (*)(void))answer, METH_FASTCALL, answer_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -628,7 +696,8 @@ PyMODINIT_FUNC PyInit__edgecall(void) {
             || PyModule_AddIntConstant(m, "INITIALIZING", INITIALIZING) < 0
             || PyModule_AddIntConstant(m, "SUSPENDED", SUSPENDED) < 0
             || PyModule_AddIntConstant(m, "HANDLED", HANDLED) < 0
-            || PyModule_AddIntConstant(m, "ALLOC_SUSPENDED", ALLOC_SUSPENDED) < 0) {
+            || PyModule_AddIntConstant(m, "ALLOC_SUSPENDED", ALLOC_SUSPENDED) < 0
+            || PyModule_AddIntConstant(m, "DEALLOC_SUSPENDED", DEALLOC_SUSPENDED) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -251,15 +251,25 @@ class EdgeProgram(InstanceBase):
             ptr, offset = self._enter(parts, total, cap)
             try:
                 written = self._call_handle()
-                check_handle_result(written, cap)
-                response = self._copy_out(offset, written)
             except InvocationError as exc:
                 self._hand_back(exc, ptr, total)
                 raise
-            self._deallocate(ptr, total)
-            return response
+            return self._answer(ptr, total, offset, written, cap)
         finally:
             self._end_deadline()
+
+    def _answer(self, ptr: int, total: int, offset: int, written: int, cap: int) -> bytes:
+        """After `handle` returned `written`: the response copied out, the buffer handed
+        back (also after an error that keeps the instance). An engine may make these
+        steps at once."""
+        try:
+            check_handle_result(written, cap)
+            response = self._copy_out(offset, written)
+        except InvocationError as exc:
+            self._hand_back(exc, ptr, total)
+            raise
+        self._deallocate(ptr, total)
+        return response
 
     def _hand_back(self, exc: InvocationError, ptr: int, total: int) -> None:
         """After `exc` in `handle` or in reading its response: the buffer back to the

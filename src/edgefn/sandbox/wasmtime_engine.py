@@ -296,7 +296,7 @@ _NATIVE_SETUP = _load_setup()
 _STORE_SPEC = struct.Struct("4P3q")  # _edgecall.c's store_spec_t
 _EXTERN_SIZE = ctypes.sizeof(ffi.wasmtime_extern_t)
 _EXTERN_OF = ffi.wasmtime_extern_t.of.offset
-_ASYNC_PLAN = struct.Struct("6Pq4P3q")  # _edgecall.c's async_plan_t
+_ASYNC_PLAN = struct.Struct("7Pq4P3q")  # _edgecall.c's async_plan_t
 _VAL_SIZE, _VAL_OF = ctypes.sizeof(ffi.wasmtime_val_t), ffi.wasmtime_val_t.of.offset
 # The exports `_edgecall.instantiate` looks up, by their index in what it returns.
 _NATIVE_EXPORTS = ({name: i for i, name in enumerate(_edgecall.EXPORT_NAMES)}
@@ -1149,9 +1149,10 @@ class _SuspendingEdgeInstance(_EdgeInstance):
         if (_NATIVE_SETUP and self._memory is not None and self._alloc is not None
                 and self._handle is not None and isinstance(self._deadline, epoch_timer.Slot)):
             arm, _end, slot, ms = self._deadline.addresses()
+            dealloc = 0 if self._dealloc is None else ctypes.addressof(self._dealloc.contents)
             self._start_plan = _ASYNC_PLAN.pack(
                 self._key, ctypes.addressof(self._memory), ctypes.addressof(self._alloc.contents),
-                ctypes.addressof(self._handle.contents), arm, slot, ms,
+                ctypes.addressof(self._handle.contents), dealloc, arm, slot, ms,
                 ctypes.addressof(self._values), ctypes.addressof(self._results),
                 ctypes.addressof(self._trap), ctypes.addressof(self._error),
                 _VAL_SIZE, _VAL_OF, _I32_KIND)
@@ -1202,6 +1203,27 @@ class _SuspendingEdgeInstance(_EdgeInstance):
             self._trap.value = trap
         self._outcome(err or None)  # HANDLE: raises what went wrong
         raise AssertionError(f"_edgecall.start stopped at {stage} with nothing wrong")
+
+    def _answer(self, ptr: int, total: int, offset: int, written: int, cap: int) -> bytes:
+        """The response copied out and `dealloc` started in one C call where it was built
+        (`_edgecall.answer`); where it stopped, the hooks go on as they would."""
+        plan = self._start_plan
+        if plan is None:
+            return super()._answer(ptr, total, offset, written, cap)
+        out = _edgecall.answer(plan, ptr, total, offset, written, cap)
+        if out.__class__ is bytes:
+            return out
+        stage, value, response, err, trap = out
+        if stage == _edgecall.DEALLOC_SUSPENDED:  # `dealloc` waits: driven to its end
+            self._finish(value, nresults=0)
+            return response
+        if stage == _edgecall.DEALLOC:
+            if trap:
+                self._trap.value = trap
+            self._outcome(err or None)  # raises what went wrong
+            raise AssertionError("_edgecall.answer: dealloc failed with nothing wrong")
+        # RESULT, OUTSIDE: raised, and the buffer handed back, as the hooks do
+        return super()._answer(ptr, total, offset, written, cap)
 
     def _finish(self, future: int, *, nresults: int) -> int:
         """An async call `_edgecall.start` polled once and left suspended: driven to its
