@@ -7,7 +7,8 @@ where one does not build (no C compiler), its Python counterpart runs instead.
 - `sandbox/_abi.c`: the edge-v1 response read and the request's header block
   written on every call (else `abi.py`'s);
 - `sandbox/_edgecall.c`: an edge-v1 call on wasmtime in one C call, a suspended
-  guest's call up to its first wait, and an instance's store and instantiation
+  guest's call up to its first wait and its answer, and an instance's store and
+  instantiation
   (else a ctypes call a step, `wasmtime_engine.py`);
 - `edge/_logline.c`: the per-invocation log line (else `logs.py`'s);
 - `edge/_quota.c`: a project's quota admitted and released (else `quotas.py`'s);

@@ -10,7 +10,8 @@ each is done (A B A B), on the thread's CPU clock:
   (`WasmtimeModule.new_store`, `_BaseInstance._instantiate`), for echo.wasm (a
   guest that cannot wait) and hostcalls.wasm (one that may, a suspended guest);
 - a suspended guest's invoke that does not wait (hostcalls.wasm answering 404):
-  `alloc`, the inputs and `handle` started in C (`_edgecall.start`) against the
+  `alloc`, the inputs and `handle` started in C (`_edgecall.start`), and the
+  response read and `dealloc` called in C (`_edgecall.answer`), against the
   hooks, each call a future driven from Python.
 
     python bench/instantiate.py [--runs 20] [--count 300]
