@@ -57,11 +57,54 @@ _handed_out: set[int] = set()
 _handed_lock = threading.Lock()
 
 
+# Where `free_port` looks: from here up to the kernel's ephemeral range.
+_PORTS_FROM = 20000
+
+
+def _port_range() -> range:
+    """The ports `free_port` hands out: below the kernel's ephemeral range, which
+    outgoing connections take theirs from (a port found free there may be some
+    connection's before the server that was to listen on it binds), and, under
+    pytest-xdist, a share of them for each worker, so that two never hand out the
+    same one. Empty where the range is not known: the kernel's choice then."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    start, stop = _PORTS_FROM, ephemeral
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker[2:].isdigit() and workers.isdigit() and int(workers) > 1:
+        share = (stop - start) // int(workers)
+        start += int(worker[2:]) * share
+        stop = start + share
+    return range(start, stop) if stop - start >= 1000 else range(0)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
-    """A loopback port free now and never handed out before by this process: the kernel
-    may give the same port to two calls in a row (a cluster's API and gRPC ports were
-    once the same one, and the second server could not bind)."""
-    while True:
+    """A loopback port free now and never handed out before by this process (the
+    kernel may give the same port to two calls in a row: a cluster's API and gRPC
+    ports were once the same one, and the second server could not bind), taken from
+    `_port_range`."""
+    ports = _port_range()
+    offset = secrets.randbelow(len(ports)) if ports else 0
+    for i in range(len(ports)):
+        port = ports[(offset + i) % len(ports)]
+        with _handed_lock:
+            if port in _handed_out or not _bindable(port):
+                continue
+            _handed_out.add(port)
+            return port
+    while True:  # no range here, or all of it taken: the kernel's choice
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])

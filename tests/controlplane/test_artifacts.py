@@ -4,7 +4,6 @@ URLs used with a plain HTTP client."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,17 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from edgefn.cluster import free_port
 from edgefn.controlplane.app import create_app
 from edgefn.controlplane.artifacts import ArtifactStore, LocalArtifactStore, UrlSigner
 from edgefn.controlplane.artifacts.s3 import S3ArtifactStore
 from edgefn.controlplane.errors import ArtifactStoreError, NotFound
 from tests.controlplane.conftest import ADMIN, make_settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def s3_store(moto_url: str, bucket: str) -> S3ArtifactStore:

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import stat
 import tarfile
 import threading
@@ -27,6 +26,7 @@ from click.testing import CliRunner, Result
 from edgefn.builder.toolchains import driver
 from edgefn.cli.deploy import wagi_functions
 from edgefn.cli.main import cli
+from edgefn.cluster import free_port
 from edgefn.controlplane.app import create_app
 from tests.controlplane.conftest import ADMIN, ADMIN_TOKEN, make_settings
 from tests.controlplane.nodelink import AckingNode
@@ -46,12 +46,6 @@ class LiveCP:
         return r.json() if r.content else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 EDGE_URL = "http://edge.test:8000"
 
 
@@ -63,7 +57,7 @@ def live_cp(tmp_path: Path, database_url: str) -> Iterator[LiveCP]:
 
 @contextlib.contextmanager
 def serve(tmp_path: Path, database_url: str, **settings: Any) -> Iterator[LiveCP]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     app = create_app(make_settings(tmp_path, database_url, grpc_port=0, port=port, public_url=url,
                                    **settings))

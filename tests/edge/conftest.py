@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from edgefn.cluster import free_port
 from edgefn.contract import ResourceCaps
 from edgefn.edge.cache import ArtifactCache
 from edgefn.edge.capabilities.secrets import SecretsCapability
@@ -199,9 +200,7 @@ def drop_redis_namespaces(url: str, prefix: str) -> None:
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 @dataclass
