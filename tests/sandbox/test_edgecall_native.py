@@ -97,13 +97,55 @@ def _body_for_alloc(last_digit: int) -> bytes:
     return b"x" * ((last_digit - base) % 10)
 
 
-@pytest.fixture(params=["one C call", "started in C"])
+@pytest.fixture(scope="module")
+def wasmedge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[bool], object]]:
+    """WasmEdge, interpreted or AOT, where its library (and compiler) is installed, as
+    the conformance suite finds it; made once a module."""
+    from edgefn.sandbox.compilecache import CompileCache
+    from edgefn.sandbox.errors import EngineUnavailable
+    from edgefn.sandbox.options import WasmEdgeOptions
+
+    made: dict[bool, object] = {}
+
+    def get(aot: bool) -> object:
+        if aot not in made:
+            root = tmp_path_factory.mktemp("compiled")
+            try:
+                made[aot] = create_engine(
+                    "wasmedge", options=WasmEdgeOptions(aot=aot),
+                    compile_cache=CompileCache.open(root / "code", root / "key"))
+            except EngineUnavailable as exc:
+                pytest.skip(f"WasmEdge unavailable: {exc}")
+        eng = made[aot]
+        if aot and not eng.describe()["compiler"].startswith("LLVM AOT"):  # type: ignore[attr-defined]
+            pytest.skip("WasmEdge without its AOT compiler")
+        return eng
+
+    yield get
+    for eng in made.values():
+        eng.close()  # type: ignore[attr-defined]
+
+
+def _wasmedge_pair(engine: object, wasm: bytes,
+                   limits: Limits | None = None) -> tuple[Instance, Instance]:
+    module = engine.compile(wasm, limits or Limits(), WasiOptions())  # type: ignore[attr-defined]
+    in_c, by_hooks = module.instantiate(), module.instantiate()
+    assert in_c._plan is not None  # the five steps in one C call
+    by_hooks._plan = None  # the program's hooks, a call under the watchdog each
+    return in_c, by_hooks
+
+
+@pytest.fixture(params=["one C call", "started in C", "WasmEdge interpreted", "WasmEdge AOT"])
 def ledger_pair(request: pytest.FixtureRequest, engine: object,
                 suspending: object) -> Callable[..., tuple[Instance, Instance]]:
     """Twin instances of the ledger guest, one through the C half, one through the
-    hooks: the echo's call (`exchange`), or a suspended guest's (`start`)."""
+    hooks: the echo's call (`exchange`), a suspended guest's (`start`), or the call
+    on WasmEdge (`wasmedge_exchange`, interpreted and AOT)."""
     if request.param == "one C call":
         return lambda limits=None: _pair(engine, wat_to_wasm(LEDGER), limits)
+    if request.param.startswith("WasmEdge"):
+        eng = request.getfixturevalue("wasmedge")(request.param.endswith("AOT"))
+        return lambda limits=None: _wasmedge_pair(eng, wat_to_wasm(LEDGER), limits)
     return lambda limits=None: _started_pair(suspending, wat_to_wasm(SUSPENDING_LEDGER), limits)
 
 
@@ -419,3 +461,22 @@ def test_hostcalls_end_alike_when_started_in_c(suspending: object, fixture: str,
     for path in ("/log?level=1", "/kv/get?key=a", "/env?name=X", "/nothing"):
         a = in_c.invoke(request(method, path, body), FakeHost(kv_enabled=True))
         assert a == by_hooks.invoke(request(method, path, body), FakeHost(kv_enabled=True))
+
+
+def test_misuse_is_refused_before_any_call(wasmedge: Callable[[bool], object]) -> None:
+    """A plan of the wrong size or with a null address, or a null function address, is
+    an error raised in Python, never a call through it."""
+    from edgefn.sandbox import wasmedge_engine
+
+    wasmedge(False)  # WasmEdge's library loaded here, and its functions configured:
+    assert wasmedge_engine._native_exchange(wasmedge_engine.ffi.load()) is native
+    with pytest.raises(TypeError, match="wasmedge_exchange"):
+        native.wasmedge_exchange(b"short", b"GET", b"/", b"", b"", 10)
+    with pytest.raises(ValueError, match="incomplete plan"):
+        native.wasmedge_exchange(bytes(7 * 8), b"GET", b"/", b"", b"", 10)
+    with pytest.raises(TypeError, match="exchange"):
+        native.exchange(b"", b"GET", b"/", b"", b"", 10)
+    with pytest.raises(ValueError, match="address 1 is null"):
+        native.configure_wasmedge(1, 0, 1)
+    with pytest.raises(TypeError, match="takes 3 addresses"):
+        native.configure_wasmedge(1, 1)

@@ -19,19 +19,21 @@ import hashlib
 import itertools
 import logging
 import os
+import struct
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from ctypes import byref, c_char_p, c_uint64, c_void_p
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from edgefn import native
 from edgefn.sandbox import _nativestack as nativestack
 from edgefn.sandbox import _wasmedge_ffi as ffi
 from edgefn.sandbox import _wasmedge_wasi as wasi_stdio
 from edgefn.sandbox import program, wasi_http
-from edgefn.sandbox.abi import unusable_alloc
+from edgefn.sandbox.abi import check_handle_result, unusable_alloc
 from edgefn.sandbox.compilecache import CompileCache
 from edgefn.sandbox.engine import (
     GuestRequest,
@@ -42,7 +44,13 @@ from edgefn.sandbox.engine import (
     WasiOptions,
 )
 from edgefn.sandbox.enginetag import engine_tag
-from edgefn.sandbox.errors import EngineUnavailable, GuestTrap, InvalidModule, PrecompiledRefused
+from edgefn.sandbox.errors import (
+    EngineUnavailable,
+    GuestTrap,
+    InvalidModule,
+    InvocationError,
+    PrecompiledRefused,
+)
 from edgefn.sandbox.hostcalls import EDGE_FUNCTIONS, F64, I32, Adapter
 from edgefn.sandbox.options import WasmEdgeOptions
 from edgefn.sandbox.wasminfo import ABI_EDGE_V1, PAGE_SIZE, ModuleInfo, validate_module
@@ -1031,12 +1039,93 @@ def _stack_exhausted() -> bool:
     return True
 
 
+# `_edgecall.wasmedge_exchange` (the call's five steps in C), configured with the
+# library's functions once it is loaded; None where it was not built (`setup.py`).
+_edgecall: Any = None
+_PLAN = struct.Struct("7P")  # _edgecall.c's wasmedge_plan_t
+
+
+def _native_exchange(lib: ffi.Lib) -> Any:
+    """`_edgecall`, configured for `lib` (one library a process: `ffi.load`)."""
+    global _edgecall
+    if _edgecall is None:
+        edgecall = native.part("edgefn.sandbox._edgecall")
+        if edgecall is None or not hasattr(edgecall, "wasmedge_exchange"):
+            return None
+        edgecall.configure_wasmedge(*(
+            ctypes.cast(lib.dll["WasmEdge_" + name], c_void_p).value or 0
+            for name in ("ExecutorInvoke", "MemoryInstanceGetPageSize",
+                         "MemoryInstanceGetPointer")))
+        _edgecall = edgecall
+    return _edgecall
+
+
 class _EdgeInstance(program.EdgeProgram, _BaseInstance):
-    """An `edge-v1` instance on WasmEdge: the program's hooks as async calls."""
+    """An `edge-v1` instance on WasmEdge: the program's hooks as calls under the
+    watchdog, or all five in one C call (`_edgecall.wasmedge_exchange`) where it was
+    built."""
 
     def __init__(self, module: WasmEdgeModule) -> None:
         super().__init__(module)
+        self._plan: bytes | None = None
         self._on_call_thread(self._start_instance)
+        ctx = self._ctx
+        if (ctx is not None and self._mem._mem and self._alloc is not None
+                and self._handle is not None and _native_exchange(self._lib) is not None):
+            self._plan = _PLAN.pack(
+                ctx.executor, self._mem._mem, self._alloc.value, self._handle.value,
+                0 if self._dealloc is None else self._dealloc.value,
+                ctypes.addressof(self._params), ctypes.addressof(self._returns))
+
+    def close(self) -> None:
+        self._plan = None  # its addresses are the contexts'
+        super().close()
+
+    def _exchange(self, parts: tuple[bytes, ...], total: int, cap: int) -> bytes:
+        plan = self._plan
+        if plan is None or self._stopped is not None:
+            return super()._exchange(parts, total, cap)
+        self._arm_deadline()
+        # One registration with the watchdog for the five calls, as the deadline is one.
+        call = next(_call_ids)
+        self._call_id = call
+        self._running[call] = self
+        try:
+            out = _edgecall.wasmedge_exchange(plan, *parts, cap)
+        finally:
+            del self._running[call]
+            with self._call_lock:
+                self._call_id = 0
+                stopped = self._stopped
+        if out is None:  # sizes `alloc` cannot take: the hooks say why
+            return super()._exchange(parts, total, cap)
+        if out.__class__ is bytes and stopped is None and not self.timed_out:
+            return out
+        if out.__class__ is bytes:  # stopped as it ended: spent, as `_call` says
+            self._failed(0, stopped)
+            raise AssertionError("_failed returned")
+        stage, ptr, written, result, _ = out
+        return self._resume(stage, ptr, written, result, stopped=stopped, total=total, cap=cap)
+
+    def _resume(self, stage: int, ptr: int, written: int, result: int, *,
+                stopped: str | None, total: int, cap: int) -> bytes:
+        """Where `_edgecall.wasmedge_exchange` stopped: its failure raised as `_call` and
+        the hooks raise it, the buffer handed back as `EdgeProgram._exchange` does."""
+        if stage == _edgecall.UNUSABLE and stopped is None:
+            raise unusable_alloc(total, ptr)
+        after_handle = stage in (_edgecall.HANDLE, _edgecall.RESULT, _edgecall.OUTSIDE)
+        try:
+            if result or stopped is not None or self.timed_out:
+                self._failed(result, stopped)  # ALLOC, HANDLE, DEALLOC, or stopped
+            if stage == _edgecall.RESULT:
+                check_handle_result(written, cap)
+            elif stage == _edgecall.OUTSIDE:
+                raise GuestTrap("response extends past linear memory")
+        except InvocationError as exc:
+            if after_handle:
+                self._hand_back(exc, ptr, total)
+            raise
+        raise AssertionError(f"_edgecall.wasmedge_exchange stopped at {stage} with nothing wrong")
 
     def invoke(self, request: GuestRequest, host: Host) -> bytes:
         # One hand-over to a call thread per request, not one per guest call.
