@@ -169,9 +169,9 @@ class _Memory:
 
     @property
     def size(self) -> int:
-        if not self._mem:
-            return 0
-        return int(self._lib.MemoryInstanceGetPageSize(self._mem)) * PAGE_SIZE
+        # The unchecked call that keeps the GIL: read after every call (the pool's
+        # memory budget), it costs no GIL hand-off.
+        return int(self._pages(self._ref)) * PAGE_SIZE if self._mem else 0
 
 
 def _check(lib: ffi.Lib, result: int, what: str) -> None:
