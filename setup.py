@@ -8,7 +8,7 @@ where one does not build (no C compiler), its Python counterpart runs instead.
   written on every call (else `abi.py`'s);
 - `sandbox/_edgecall.c`: an edge-v1 call on wasmtime in one C call, a suspended
   guest's call up to its first wait and its answer, and an instance's store and
-  instantiation
+  instantiation; the same call on WasmEdge
   (else a ctypes call a step, `wasmtime_engine.py`);
 - `edge/_logline.c`: the per-invocation log line (else `logs.py`'s);
 - `edge/_quota.c`: a project's quota admitted and released (else `quotas.py`'s);
