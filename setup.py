@@ -9,7 +9,7 @@ where one does not build (no C compiler), its Python counterpart runs instead.
 - `sandbox/_edgecall.c`: an edge-v1 call on wasmtime in one C call, a suspended
   guest's call up to its first wait and its answer, and an instance's store and
   instantiation; the same call on WasmEdge
-  (else a ctypes call a step, `wasmtime_engine.py`);
+  (else a ctypes call a step, in the engines' Python);
 - `edge/_logline.c`: the per-invocation log line (else `logs.py`'s);
 - `edge/_quota.c`: a project's quota admitted and released (else `quotas.py`'s);
 - `edge/worker/_http1.c`: a plain HTTP/1.1 request that arrives whole, read in one

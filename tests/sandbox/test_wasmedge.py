@@ -155,3 +155,38 @@ def test_fault_handlers_replaced_later_are_put_back() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     if result.stdout.strip() != "no AOT":
         assert "trapped: guest trapped: call stack exhausted" in result.stdout
+
+
+def test_a_call_due_sooner_wakes_the_sleeping_watchdog(
+    aot_engine: Engine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With only AOT calls running, the watchdog sleeps until the earliest deadline it
+    knows; a call due sooner that starts meanwhile wakes it, and is stopped at its own
+    deadline rather than at the other's."""
+    import time
+
+    from edgefn.sandbox import wasmedge_engine
+    from edgefn.sandbox.errors import GuestTimeout
+
+    monkeypatch.setattr(wasmedge_engine, "_HANDLER_CHECK_S", 30.0)  # no routine wake-ups
+    loop = wasm_path("loop").read_bytes()
+    slow = aot_engine.compile(loop, Limits(max_execution_ms=4_000), WasiOptions())
+    fast = aot_engine.compile(loop, Limits(max_execution_ms=50), WasiOptions())
+    ended: dict[str, float] = {}
+
+    def run(name: str, module: object) -> None:
+        t0 = time.monotonic()
+        with pytest.raises(GuestTimeout):
+            module.instantiate().invoke(request(), FakeHost())  # type: ignore[attr-defined]
+        ended[name] = time.monotonic() - t0
+
+    try:
+        first = threading.Thread(target=run, args=("slow", slow))
+        first.start()
+        time.sleep(0.3)  # the watchdog now sleeps until the slow call's deadline
+        run("fast", fast)
+        first.join()
+    finally:
+        slow.close()
+        fast.close()
+    assert ended["fast"] < 2.0 < ended["slow"]  # stopped long before the slow one's 4 s

@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import itertools
 import logging
+import math
 import os
 import struct
 import tempfile
@@ -78,8 +79,9 @@ _RUNAWAY_BYTES = 64 << 20
 _GROWTH_SLACK = 16 << 20
 # How often the watchdog looks at the running calls: a deadline lands at most this late.
 WATCH_TICK_S = 0.002
-# Every this many ticks, the fault handlers AOT code needs are checked still in place.
-_HANDLER_CHECK_TICKS = 50
+# This often, the fault handlers AOT code needs are checked still in place; also the
+# longest the watchdog sleeps.
+_HANDLER_CHECK_S = 0.1
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 # Why the watchdog stopped a call.
@@ -381,38 +383,51 @@ class _Watchdog:
     """One thread per engine that stops the calls that must end: past their deadline,
     or, interpreted, growing the process without bound (runaway recursion).
 
-    A call registers in `running` for its duration; every tick the thread looks at
-    them all. Stopping one sets its executor's stop flag, which the interpreter and
-    interruptible AOT code check on every branch and call.
+    A call registers in `running` for its duration, then says when it is due
+    (`due`); the thread looks at them all every tick (`WATCH_TICK_S`) while an
+    interpreted call runs, whose growth it follows, and otherwise sleeps until the
+    earliest deadline (at most `_HANDLER_CHECK_S`), woken by a call due earlier. A
+    worker's short AOT calls then cost it a few wake-ups a second, not one every
+    tick, each of which took the GIL from the calls. Stopping one sets its
+    executor's stop flag, which the interpreter and interruptible AOT code check on
+    every branch and call.
     """
 
     def __init__(self, fault_handlers: nativestack.Handlers) -> None:
         self.running: dict[int, _BaseInstance] = {}
         self._fault_handlers = fault_handlers
-        self._stop = threading.Event()
+        self._stop = False
+        self._wake = threading.Event()
+        # When the thread looks next: a call due before it wakes the thread. Infinite
+        # while it reads the running calls, so that one it did not see wakes it.
+        self._next = 0.0
         self._thread = threading.Thread(target=self._run, name="edgefn-wasmedge-watchdog",
                                         daemon=True)
         self._thread.start()
+
+    def due(self, deadline: float) -> None:
+        """A call registered in `running` ends by `deadline`."""
+        if deadline < self._next:
+            self._next = deadline
+            self._wake.set()
 
     def _run(self) -> None:
         baselines: dict[int, int] = {}  # call -> resident size when first seen running
         # Interpreted calls seen running beside another: growth is not theirs alone.
         shared: set[int] = set()
-        ticks = 0
-        while not self._stop.wait(WATCH_TICK_S):
-            ticks += 1
-            if self._fault_handlers and ticks % _HANDLER_CHECK_TICKS == 0:
+        checked = time.monotonic()
+        while not self._stop:
+            self._next = math.inf
+            now = time.monotonic()
+            if self._fault_handlers and now - checked >= _HANDLER_CHECK_S:
                 nativestack.reassert(self._fault_handlers)
-            if not self.running:
-                baselines.clear()
-                shared.clear()
-                continue
+                checked = now
             calls = list(self.running.items())
             interpreted = [call for call, inst in calls if inst.interpreted]
             if len(interpreted) > 1:
                 shared.update(interpreted)
-            now = time.monotonic()
             resident = _resident_bytes() if interpreted else 0
+            wake = now + _HANDLER_CHECK_S
             for call, inst in calls:
                 growth = 0
                 if inst.interpreted:
@@ -424,14 +439,25 @@ class _Watchdog:
                     inst.stop(call, _RUNAWAY)
                 elif late:
                     inst.stop(call, _DEADLINE)
-            if len(baselines) > len(calls):
+                wake = min(wake, inst.deadline)
+            if not calls:
+                baselines.clear()
+                shared.clear()
+            elif len(baselines) > len(calls):
                 live = {call for call, _ in calls}
                 for call in set(baselines) - live:
                     del baselines[call]
                 shared &= live
+            # A tick while an interpreted call grows; else the earliest deadline, at
+            # least a tick away (a deadline lands at most one tick late, as before).
+            wake = now + WATCH_TICK_S if interpreted else max(wake, now + WATCH_TICK_S)
+            self._next = wake
+            self._wake.wait(wake - now)
+            self._wake.clear()
 
     def close(self) -> None:
-        self._stop.set()
+        self._stop = True
+        self._wake.set()
         self._thread.join(timeout=1)
 
 
@@ -669,7 +695,8 @@ class WasmEdgeEngine:
             "version": lib.version_string,
             "library": lib.path,
             "compiler": compiler,
-            "timeout": f"watchdog every {WATCH_TICK_S * 1000:g} ms stopping the executor",
+            "timeout": (f"watchdog at each deadline (every {WATCH_TICK_S * 1000:g} ms while "
+                        "an interpreted call runs) stopping the executor"),
             "cost_limit_per_ms": str(self._cost_limit_per_ms or "off"),
             "tag": self.tag or "none (interpreter)",
         }
@@ -868,6 +895,7 @@ class _BaseInstance(program.InstanceBase):
         self._threads = None if self.interpreted else module.engine.threads
         self._invoke = module.lib.invoke_unchecked
         self._running = module.engine.watchdog.running
+        self._due = module.engine.watchdog.due
         self._init_state(module.limits)
         self.trap_message: str | None = None
         self._stdin = b""
@@ -970,6 +998,7 @@ class _BaseInstance(program.InstanceBase):
         call = next(_call_ids)
         self._call_id = call
         self._running[call] = self
+        self._due(self.deadline)
         try:
             result = self._invoke(ctx.executor_ref, func, self._params, _COUNTS[nparams],
                                   self._returns, _COUNTS[nresults])
@@ -1090,6 +1119,7 @@ class _EdgeInstance(program.EdgeProgram, _BaseInstance):
         call = next(_call_ids)
         self._call_id = call
         self._running[call] = self
+        self._due(self.deadline)
         try:
             out = _edgecall.wasmedge_exchange(plan, *parts, cap)
         finally:
