@@ -313,8 +313,9 @@ def main() -> None:
                              "alternating with this one (A B A B), for a before/after figure")
     parser.add_argument("--all-goals", action="store_true",
                         help="also measure the other goals of the hot path in this run: the "
-                             "looping neighbour (bench/neighbour.py, the default node) and "
-                             "the functions that wait (bench/waiting.py)")
+                             "looping neighbour (bench/neighbour.py, the default node), "
+                             "the functions that wait (bench/waiting.py) and, where "
+                             "libwasmedge has its AOT compiler, the node on WasmEdge")
     parser.add_argument("--redis-url", default="",
                         help="with --all-goals, also KV reads on this Redis")
     parser.add_argument("--rounds", type=int, default=2,
@@ -345,9 +346,13 @@ def main() -> None:
         for threads in args.also_threads:
             rows.append((f"edgefn echo (wasmtime, {threads} thr)",
                          bench_edgefn(args, tmp, threads=threads)))
-        if args.wasmedge:
-            rows.append((f"edgefn echo (wasmedge, {args.threads} thr)",
+        # With --all-goals, WasmEdge's goal too where its AOT compiler is here.
+        without = wasmedge_aot() if args.all_goals and not args.wasmedge else None
+        if args.wasmedge or (args.all_goals and without is None):
+            rows.append((f"{WASMEDGE_ROW}, {args.threads} thr)",
                          bench_edgefn(args, tmp, engine="wasmedge")))
+        elif without:
+            rows.append((WASMEDGE_ROW + ")", without))
         if not args.skip_ceiling:
             rows += [
                 ("ceiling: Granian WSGI hello", bench_raw("wsgi", args, tmp)),
@@ -400,6 +405,24 @@ def other_goals(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]
 
 EDGEFN_ROW = "edgefn echo (wasmtime)"
 WORKERD_ROW = "peer: workerd echo.wasm"
+WASMEDGE_ROW = "edgefn echo (wasmedge"
+
+
+def wasmedge_aot() -> str | None:
+    """None where the node's WasmEdge would run AOT code (libwasmedge with its LLVM
+    compiler), else why not."""
+    from edgefn.sandbox import WasmEdgeOptions, create_engine
+    from edgefn.sandbox.errors import EngineUnavailable
+
+    try:
+        engine = create_engine("wasmedge", options=WasmEdgeOptions(aot=True))
+    except EngineUnavailable as exc:
+        return f"WasmEdge unavailable: {exc}"
+    try:
+        compiler = engine.describe()["compiler"]
+    finally:
+        engine.close()
+    return None if compiler.startswith("LLVM AOT") else f"WasmEdge without AOT: {compiler}"
 
 
 def cpu_comparison(ours: dict[str, float], peer: dict[str, float],
@@ -462,6 +485,13 @@ def print_goals(rows: dict[str, dict[str, float] | str], cold: dict[str, float],
         kept = waits["busy"]["req_s"] / waits["alone"]["req_s"]
         goals.append(("echo beside them keeps 90%", kept >= 0.9,
                       f"{kept:.0%}, p99 {waits['busy']['p99_ms']:.1f} ms"))
+    wasmedge = next((r for name, r in rows.items() if name.startswith(WASMEDGE_ROW)), None)
+    if isinstance(wasmedge, dict) and isinstance(ours, dict):
+        ratio = wasmedge["req_s"] / ours["req_s"]
+        goals.append(("WasmEdge AOT within 1.5x of wasmtime", ratio >= 1 / 1.5,
+                      f"{ratio:.2f}x wasmtime's req/s"))
+    elif isinstance(wasmedge, str):
+        goals.append(("WasmEdge AOT within 1.5x of wasmtime", None, "not measured"))
     print("goals:")
     for what, met, figure in goals:
         verdict = "n/a" if met is None else ("met" if met else "NOT met")
