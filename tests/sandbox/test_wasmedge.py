@@ -190,3 +190,29 @@ def test_a_call_due_sooner_wakes_the_sleeping_watchdog(
         slow.close()
         fast.close()
     assert ended["fast"] < 2.0 < ended["slow"]  # stopped long before the slow one's 4 s
+
+
+def test_an_interpreted_call_wakes_the_sleeping_watchdog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interpreted call's growth is followed from its start: one that begins while
+    the watchdog sleeps (no call running, its deadline far off) wakes it, and a
+    runaway recursion is stopped as such long before its deadline."""
+    import time
+
+    from edgefn.sandbox import wasmedge_engine
+
+    try:
+        engine = create_engine("wasmedge", options=WasmEdgeOptions(aot=False))
+    except EngineUnavailable as exc:
+        pytest.skip(f"wasmedge engine unavailable: {exc}")
+    monkeypatch.setattr(wasmedge_engine, "_HANDLER_CHECK_S", 60.0)  # no routine wake-ups
+    deep = engine.compile(wasm_path("recursion").read_bytes(),
+                          Limits(max_execution_ms=120_000), WasiOptions())
+    try:
+        time.sleep(0.3)  # the watchdog, idle, now sleeps for a minute
+        t0 = time.monotonic()
+        with pytest.raises(GuestTrap, match="grew without bound"):
+            deep.instantiate().invoke(request(), FakeHost())
+        assert time.monotonic() - t0 < 20
+    finally:
+        deep.close()
+        engine.close()

@@ -385,8 +385,9 @@ class _Watchdog:
 
     A call registers in `running` for its duration, then says when it is due
     (`due`); the thread looks at them all every tick (`WATCH_TICK_S`) while an
-    interpreted call runs, whose growth it follows, and otherwise sleeps until the
-    earliest deadline (at most `_HANDLER_CHECK_S`), woken by a call due earlier. A
+    interpreted call runs, whose growth it follows (one that starts wakes it), and
+    otherwise sleeps until the earliest deadline (at most `_HANDLER_CHECK_S`), woken
+    by a call due earlier. A
     worker's short AOT calls then cost it a few wake-ups a second, not one every
     tick, each of which took the GIL from the calls. Stopping one sets its
     executor's stop flag, which the interpreter and interruptible AOT code check on
@@ -405,8 +406,11 @@ class _Watchdog:
                                         daemon=True)
         self._thread.start()
 
-    def due(self, deadline: float) -> None:
-        """A call registered in `running` ends by `deadline`."""
+    def due(self, deadline: float, interpreted: bool) -> None:
+        """A call registered in `running` ends by `deadline`; an interpreted one is
+        looked at within a tick, since its growth is followed from its start."""
+        if interpreted:
+            deadline = min(deadline, time.monotonic() + WATCH_TICK_S)
         if deadline < self._next:
             self._next = deadline
             self._wake.set()
@@ -998,7 +1002,7 @@ class _BaseInstance(program.InstanceBase):
         call = next(_call_ids)
         self._call_id = call
         self._running[call] = self
-        self._due(self.deadline)
+        self._due(self.deadline, self.interpreted)
         try:
             result = self._invoke(ctx.executor_ref, func, self._params, _COUNTS[nparams],
                                   self._returns, _COUNTS[nresults])
@@ -1119,7 +1123,7 @@ class _EdgeInstance(program.EdgeProgram, _BaseInstance):
         call = next(_call_ids)
         self._call_id = call
         self._running[call] = self
-        self._due(self.deadline)
+        self._due(self.deadline, self.interpreted)
         try:
             out = _edgecall.wasmedge_exchange(plan, *parts, cap)
         finally:
