@@ -193,9 +193,12 @@ static int read_request(PyObject *const *args, request_t *r) {
     return r->cap >= 0 && r->total <= INT32_MAX;
 }
 
-/* The parts copied back to back at `ptr` (checked: `ptr + total` is in memory) and
-   `handle`'s ten i32 arguments staged in `v`; returns where the response goes. */
-static uint64_t copy_in(uint8_t *base, int32_t ptr, const request_t *r, int32_t v[10]) {
+/* The parts copied back to back at `ptr` and `handle`'s ten i32 arguments staged in
+   `v`; returns where the response goes, or 0 (nothing written) when `ptr` is not a
+   buffer of `total` bytes inside the `size` bytes of memory at `base`. */
+static uint64_t copy_in(uint8_t *base, uint64_t size, int32_t ptr, const request_t *r,
+                        int32_t v[10]) {
+    if (ptr <= 0 || (uint64_t)ptr + r->total > size) return 0;
     uint64_t at = (uint64_t)ptr;
     for (int i = 0; i < 4; i++) {
         memcpy(base + at, r->part[i], (size_t)r->len[i]);
@@ -253,8 +256,8 @@ static PyObject *steps(const engine_t *e, const void *plan, const void *const fn
 
     uint8_t *base;
     uint64_t size = e->memory(plan, &base);
-    if (ptr <= 0 || (uint64_t)ptr + r->total > size) return stopped(UNUSABLE, ptr, 0, why);
-    uint64_t at = copy_in(base, ptr, r, v);
+    uint64_t at = copy_in(base, size, ptr, r, v);
+    if (at == 0) return stopped(UNUSABLE, ptr, 0, why);
     *armed = 1;
     if (!e->call(plan, fns[1], v, 10, 1, &written, why)) return stopped(HANDLE, ptr, 0, why);
     if (written < 0 || written > r->cap) return stopped(RESULT, ptr, written, why);
@@ -363,17 +366,9 @@ PyDoc_STRVAR(open_store_doc,
 
 static PyObject *open_store(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 1 || !PyBytes_Check(args[0])
-            || PyBytes_GET_SIZE(args[0]) != (Py_ssize_t)sizeof(store_spec_t)) {
-        PyErr_SetString(PyExc_TypeError, "open_store(spec)");
-        return NULL;
-    }
-    if (api.store_new == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "configure_setup() was not called");
-        return NULL;
-    }
     store_spec_t sp;
-    memcpy(&sp, PyBytes_AS_STRING(args[0]), sizeof sp);
+    if (read_plan(args, nargs, 1, "open_store(spec)", api.store_new != NULL, &sp, sizeof sp) < 0)
+        return NULL;
     if (sp.engine == NULL || sp.ticker == NULL || sp.stdout_cb == NULL || sp.stderr_cb == NULL) {
         PyErr_SetString(PyExc_ValueError, "an incomplete store spec");
         return NULL;
@@ -478,7 +473,8 @@ static PyObject *instantiate(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (!poll_future(future))
             return Py_BuildValue("(iKKi)", INSTANTIATING, (unsigned long long)(uintptr_t)future,
                                  0ULL, 0);
-        if (*error != NULL || *trap != NULL) return Py_BuildValue("(iKKi)", NOT_MADE, 0ULL, 0ULL, 0);
+        if (*error != NULL || *trap != NULL)
+            return Py_BuildValue("(iKKi)", NOT_MADE, 0ULL, 0ULL, 0);
     } else {
         Py_BEGIN_ALLOW_THREADS
         err = api.pre_instantiate(pre, ctx, instance, trap);
@@ -635,9 +631,9 @@ static PyObject *start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     if (*p.error != NULL || *p.trap != NULL) return started(&p, ALLOC, 0, 0, 0);
     int32_t ptr = result_i32(&p);
 
-    uint64_t size = memory_size(p.ctx, p.memory);
-    if (ptr <= 0 || (uint64_t)ptr + r.total > size) return started(&p, UNUSABLE, 0, ptr, 0);
-    uint64_t at = copy_in(memory_data(p.ctx, p.memory), ptr, &r, v);
+    uint64_t at =
+        copy_in(memory_data(p.ctx, p.memory), memory_size(p.ctx, p.memory), ptr, &r, v);
+    if (at == 0) return started(&p, UNUSABLE, 0, ptr, 0);
     typed_i32s(&p, v, 10);
     done = poll_once(&p, p.handle, 10, 1, &future);
     if (done < 0) return PyErr_NoMemory();
@@ -769,8 +765,8 @@ static int wasmedge_call(const void *plan, const void *func, const int32_t *v, i
 static uint64_t wasmedge_memory(const void *plan, uint8_t **base) {
     const wasmedge_plan_t *p = plan;
     uint64_t size = (uint64_t)wasmedge.pages(p->memory) * 65536;
-    *base = size ? wasmedge.pointer(p->memory, 0, (uint32_t)(size > UINT32_MAX ? UINT32_MAX : size))
-                 : NULL;
+    uint32_t length = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size; /* 4 GiB: all but a byte */
+    *base = size ? wasmedge.pointer(p->memory, 0, length) : NULL;
     return *base == NULL ? 0 : size;
 }
 
