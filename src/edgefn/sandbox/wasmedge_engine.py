@@ -999,24 +999,31 @@ class _BaseInstance(program.InstanceBase):
         assert ctx is not None
         if self._stopped is not None:
             raise GuestTrap("instance was stopped")
-        call = next(_call_ids)
-        self._call_id = call
-        self._running[call] = self
-        self._due(self.deadline, self.interpreted)
-        try:
-            result = self._invoke(ctx.executor_ref, func, self._params, _COUNTS[nparams],
-                                  self._returns, _COUNTS[nresults])
-        finally:
-            del self._running[call]
-            with self._call_lock:
-                self._call_id = 0
-                stopped = self._stopped
+        result, stopped = self._watched(self._invoke, ctx.executor_ref, func, self._params,
+                                        _COUNTS[nparams], self._returns, _COUNTS[nresults])
         if result == 0 and stopped is None and not self.timed_out:
             if not nresults:
                 return 0
             value: int = self._returns[0].lo & 0xFFFFFFFF
             return value - 0x100000000 if value & 0x80000000 else value
         return self._failed(result, stopped)
+
+    def _watched(self, fn: Callable[..., _T], *args: object) -> tuple[_T, str | None]:
+        """`fn(*args)`, guest code under the deadline armed, registered with the watchdog
+        for its duration: what it returned, and why the watchdog stopped it (None: it
+        did not)."""
+        call = next(_call_ids)
+        self._call_id = call
+        self._running[call] = self
+        self._due(self.deadline, self.interpreted)
+        try:
+            out = fn(*args)
+        finally:
+            del self._running[call]
+            with self._call_lock:
+                self._call_id = 0
+                stopped = self._stopped
+        return out, stopped
 
     def _failed(self, result: int, stopped: str | None) -> int:
         """Why a call did not succeed, as the error to raise (0 for proc_exit(0) of a
@@ -1120,17 +1127,7 @@ class _EdgeInstance(program.EdgeProgram, _BaseInstance):
             return super()._exchange(parts, total, cap)
         self._arm_deadline()
         # One registration with the watchdog for the five calls, as the deadline is one.
-        call = next(_call_ids)
-        self._call_id = call
-        self._running[call] = self
-        self._due(self.deadline, self.interpreted)
-        try:
-            out = _edgecall.wasmedge_exchange(plan, *parts, cap)
-        finally:
-            del self._running[call]
-            with self._call_lock:
-                self._call_id = 0
-                stopped = self._stopped
+        out, stopped = self._watched(_edgecall.wasmedge_exchange, plan, *parts, cap)
         if out is None:  # sizes `alloc` cannot take: the hooks say why
             return super()._exchange(parts, total, cap)
         if out.__class__ is bytes and stopped is None and not self.timed_out:
