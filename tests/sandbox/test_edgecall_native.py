@@ -390,7 +390,7 @@ def _started_pair(engine: object, wasm: bytes,
     module = engine.compile(wasm, limits or Limits(), WasiOptions())  # type: ignore[attr-defined]
     assert module.suspends
     in_c, by_hooks = module.instantiate(), module.instantiate()
-    assert in_c._start_plan is not None  # started in C, the deadline armed there
+    assert in_c._start_plan is not None  # started and answered in C
     by_hooks._start_plan = None  # the program's hooks, each call driven from Python
     return in_c, by_hooks
 

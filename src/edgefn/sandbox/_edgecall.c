@@ -521,16 +521,13 @@ static PyObject *instantiate(PyObject *self, PyObject *const *args, Py_ssize_t n
    in, and `handle` polled once, which is where such a guest usually waits. Python
    goes on from there (`_SuspendingEdgeInstance._enter`, `_call_handle`): it runs the
    waiting call, resumes the guest, and reads the response with the hooks of record.
-   The deadline is armed here and left armed: Python ends it. */
+   The call's deadline is Python's to arm and end (`EdgeProgram._exchange`). */
 typedef struct {
     void *ctx;
     const void *memory;
     const void *alloc;
     const void *handle;
     const void *dealloc; /* NULL: the module exports none */
-    void (*arm)(void *slot, int64_t ms);
-    void *slot;
-    int64_t ms;
     uint8_t *values;  /* wasmtime_val_t[10], the arguments */
     uint8_t *results; /* wasmtime_val_t[1] */
     void **trap;      /* the instance's trap and error slots */
@@ -585,7 +582,8 @@ static PyObject *started(const async_plan_t *p, int stage, long long value, int3
 PyDoc_STRVAR(start_doc,
 "start(plan, method, path, headers, body, cap)\n"
 "    -> (stage, value, ptr, offset, err, trap) | None\n\n"
-"A suspending instance's call up to its guest's first wait, the deadline armed:\n"
+"A suspending instance's call up to its guest's first wait, under the deadline\n"
+"Python armed: "
 "SUSPENDED (`value`: handle's future, for Python to drive and delete), HANDLED\n"
 "(`value`: what handle returned), ALLOC_SUSPENDED (`value`: alloc's future; nothing\n"
 "copied in), or where it stopped as `exchange` says (ALLOC, UNUSABLE, HANDLE), with\n"
@@ -601,7 +599,7 @@ static int read_async_plan(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t w
                   sizeof *p) < 0)
         return -1;
     if (p->ctx == NULL || p->memory == NULL || p->alloc == NULL || p->handle == NULL
-            || p->arm == NULL || p->slot == NULL || p->values == NULL || p->results == NULL
+            || p->values == NULL || p->results == NULL
             || p->trap == NULL || p->error == NULL || p->val_size < 8 || p->of_offset < 1
             || p->of_offset + 4 > p->val_size) {
         incomplete();
@@ -620,7 +618,6 @@ static PyObject *start(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     if (readable < 0) return NULL;
     if (readable == 0) Py_RETURN_NONE; /* `alloc` takes an i32: the hooks say why */
 
-    p.arm(p.slot, p.ms);
     void *future;
     int32_t v[10];
     v[0] = (int32_t)r.total;
@@ -648,7 +645,7 @@ PyDoc_STRVAR(answer_doc,
 "    -> bytes | (stage, value, response, err, trap)\n\n"
 "After `handle` returned `written` (at once in `start`, or resumed and driven from\n"
 "Python): the response read from `offset`, then `dealloc(ptr, total)` polled once,\n"
-"under the deadline `start` armed (left armed: Python ends it). The response, or\n"
+"under the call's deadline (Python's to end). The response, or\n"
 "where it stopped: RESULT (`value`: `written`, not in [0, cap]), OUTSIDE (the\n"
 "response is not in memory), DEALLOC (wasmtime's error and trap, taken from the\n"
 "instance's slots) or DEALLOC_SUSPENDED (`value`: dealloc's future, for Python to\n"

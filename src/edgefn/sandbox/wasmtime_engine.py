@@ -296,7 +296,7 @@ _NATIVE_SETUP = _load_setup()
 _STORE_SPEC = struct.Struct("4P3q")  # _edgecall.c's store_spec_t
 _EXTERN_SIZE = ctypes.sizeof(ffi.wasmtime_extern_t)
 _EXTERN_OF = ffi.wasmtime_extern_t.of.offset
-_ASYNC_PLAN = struct.Struct("7Pq4P3q")  # _edgecall.c's async_plan_t
+_ASYNC_PLAN = struct.Struct("9P3q")  # _edgecall.c's async_plan_t
 _VAL_SIZE, _VAL_OF = ctypes.sizeof(ffi.wasmtime_val_t), ffi.wasmtime_val_t.of.offset
 # The exports `_edgecall.instantiate` looks up, by their index in what it returns.
 _NATIVE_EXPORTS = ({name: i for i, name in enumerate(_edgecall.EXPORT_NAMES)}
@@ -1147,12 +1147,11 @@ class _SuspendingEdgeInstance(_EdgeInstance):
         super().__init__(module)
         self._start_plan: bytes | None = None
         if (_NATIVE_SETUP and self._memory is not None and self._alloc is not None
-                and self._handle is not None and isinstance(self._deadline, epoch_timer.Slot)):
-            arm, _end, slot, ms = self._deadline.addresses()
+                and self._handle is not None):
             dealloc = 0 if self._dealloc is None else ctypes.addressof(self._dealloc.contents)
             self._start_plan = _ASYNC_PLAN.pack(
                 self._key, ctypes.addressof(self._memory), ctypes.addressof(self._alloc.contents),
-                ctypes.addressof(self._handle.contents), dealloc, arm, slot, ms,
+                ctypes.addressof(self._handle.contents), dealloc,
                 ctypes.addressof(self._values), ctypes.addressof(self._results),
                 ctypes.addressof(self._trap), ctypes.addressof(self._error),
                 _VAL_SIZE, _VAL_OF, _I32_KIND)
